@@ -1,0 +1,548 @@
+"""Reading input tables: the data contract at the file and SQL boundary."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from features.contract import DataValidationError, Tables
+from features.io import load_tables, parse_column_map, write_tables
+
+GOOD_TRANSACTIONS = "customer_id,timestamp,amount\n00001,2024-01-01,10.0\n00002,2024-01-02,20.5\n"
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def _error(source, **kwargs) -> DataValidationError:
+    with pytest.raises(DataValidationError) as info:
+        load_tables(source, **kwargs)
+    return info.value
+
+
+# --- directory layout --------------------------------------------------------------------------
+
+
+def test_cdnow_loads_with_string_ids(cdnow_dir):
+    tx = load_tables(cdnow_dir).tables.transactions
+    assert len(tx) == 69_659
+    assert tx["customer_id"].nunique() == 23_570
+    assert tx["customer_id"].iloc[0] == "00001"
+    assert pd.api.types.is_string_dtype(tx["customer_id"])
+    assert tx["timestamp"].dtype == "datetime64[ns]"
+    assert tx["amount"].dtype == "float64"
+    assert "quantity" in tx.columns  # extra columns are kept
+    assert (tx["amount"] == 0).sum() == 80
+
+
+def test_missing_directory_and_missing_transactions(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_tables(tmp_path / "nope")
+    _write(tmp_path, "events.csv", "customer_id,timestamp,event_type\n1,2024-01-01,session\n")
+    with pytest.raises(FileNotFoundError, match=r"no transactions table.*events\.csv"):
+        load_tables(tmp_path)
+
+
+def test_same_table_in_two_formats_is_ambiguous(tmp_path):
+    _write(tmp_path, "transactions.csv", GOOD_TRANSACTIONS)
+    pd.read_csv(tmp_path / "transactions.csv").to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(ValueError, match=r"transactions is ambiguous.*transactions\.csv.*transactions\.parquet"):
+        load_tables(tmp_path)
+
+
+def test_all_three_tables_from_gzipped_csv(tmp_path):
+    pd.read_csv(pd.io.common.StringIO(GOOD_TRANSACTIONS), dtype=str).to_csv(
+        tmp_path / "transactions.csv.gz", index=False
+    )
+    _write(tmp_path, "events.csv", "customer_id,timestamp,event_type\n00001,2024-01-03,email_open\n")
+    _write(
+        tmp_path,
+        "customers.csv",
+        "customer_id,acquired_at,channel,acquisition_cost,referred_by,region\n"
+        "00001,2023-12-31,search,12.5,,north\n00002,2024-01-01,,,00001,south\n",
+    )
+    result = load_tables(tmp_path)
+    t = result.tables
+    assert t.transactions["customer_id"].tolist() == ["00001", "00002"]
+    assert t.events["event_type"].tolist() == ["email_open"]
+    customers = t.customers
+    assert customers["referred_by"].isna().tolist() == [True, False]
+    assert customers["referred_by"].iloc[1] == "00001"
+    assert customers["channel"].isna().tolist() == [False, True]  # an empty cell in an optional column
+    assert np.isnan(customers["acquisition_cost"].iloc[1])
+    assert customers["acquired_at"].dtype == "datetime64[ns]"
+    assert customers["region"].tolist() == ["north", "south"]
+    assert result.report.rows_read == {"transactions": 2, "events": 1, "customers": 2}
+    assert result.report.rows_loaded == result.report.rows_read
+
+
+# --- one broken rule each: the message names file, column, rule, count and the first rows -------
+
+RULE_CASES = {
+    "missing column": (
+        "transactions.csv",
+        "customer_id,timestamp\n1,2024-01-01\n",
+        "amount",
+        "required column missing (columns present: customer_id, timestamp)",
+        1,
+        [],
+    ),
+    "unparseable timestamp": (
+        "transactions.csv",
+        "customer_id,timestamp,amount\n1,2024-01-01,1\n2,yesterday,1\n3,2024-13-45,1\n",
+        "timestamp",
+        "unparseable date/datetime",
+        2,
+        [{"row": 2, "line": 3, "timestamp": "yesterday", "customer_id": "2"},
+         {"row": 3, "line": 4, "timestamp": "2024-13-45", "customer_id": "3"}],
+    ),
+    "non-numeric amount": (
+        "transactions.csv",
+        "customer_id,timestamp,amount\n1,2024-01-01,12.5\n2,2024-01-01,twelve\n",
+        "amount",
+        "non-numeric",
+        1,
+        [{"row": 2, "line": 3, "amount": "twelve", "customer_id": "2"}],
+    ),
+    "non-finite amount": (
+        "transactions.csv",
+        "customer_id,timestamp,amount\n1,2024-01-01,inf\n2,2024-01-01,1\n3,2024-01-01,-inf\n",
+        "amount",
+        "non-finite (NaN or infinite)",
+        2,
+        [{"row": 1, "line": 2, "amount": "inf", "customer_id": "1"},
+         {"row": 3, "line": 4, "amount": "-inf", "customer_id": "3"}],
+    ),
+    "blank customer_id": (
+        "transactions.csv",
+        'customer_id,timestamp,amount\n1,2024-01-01,1\n,2024-01-01,2\n"  ",2024-01-01,3\n',
+        "customer_id",
+        "null or blank",
+        2,
+        [{"row": 2, "line": 3, "customer_id": ""}, {"row": 3, "line": 4, "customer_id": "  "}],
+    ),
+    "duplicate customer": (
+        "customers.csv",
+        "customer_id,channel\n007,search\n008,social\n007,email\n",
+        "customer_id",
+        "duplicate customer_id",
+        2,
+        [{"row": 1, "line": 2, "customer_id": "007"}, {"row": 3, "line": 4, "customer_id": "007"}],
+    ),
+    "negative acquisition cost": (
+        "customers.csv",
+        "customer_id,acquisition_cost\n1,10\n2,-3.5\n",
+        "acquisition_cost",
+        "negative",
+        1,
+        [{"row": 2, "line": 3, "acquisition_cost": "-3.5", "customer_id": "2"}],
+    ),
+    "unparseable acquired_at": (
+        "customers.csv",
+        "customer_id,acquired_at\n1,2024-01-01\n2,01/02/2024\n",
+        "acquired_at",
+        "unparseable date/datetime",
+        1,
+        [{"row": 2, "line": 3, "acquired_at": "01/02/2024", "customer_id": "2"}],
+    ),
+    "null event_type": (
+        "events.csv",
+        "customer_id,timestamp,event_type\n1,2024-01-01,session\n2,2024-01-02,\n",
+        "event_type",
+        "null or blank",
+        1,
+        [{"row": 2, "line": 3, "event_type": "", "customer_id": "2"}],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RULE_CASES))
+def test_each_rule_is_reported_with_file_column_rule_count_and_rows(tmp_path, case):
+    filename, text, column, rule, n_rows, examples = RULE_CASES[case]
+    if filename != "transactions.csv":
+        _write(tmp_path, "transactions.csv", GOOD_TRANSACTIONS)
+    path = _write(tmp_path, filename, text)
+
+    err = _error(tmp_path)
+
+    assert len(err.violations) == 1
+    v = err.violations[0]
+    assert (v.source, v.column, v.n_rows, v.examples) == (str(path), column, n_rows, examples)
+    assert v.rule.startswith(rule)
+    message = str(err)
+    assert str(path) in message and f"column '{column}'" in message and rule in message
+    assert f"{n_rows} row(s) break it" in message
+    for example in examples:
+        assert str(example) in message
+
+
+def test_null_timestamp_and_amount_are_reported(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,timestamp,amount\n1,,1\n2,2024-01-01,\n")
+    found = {(v.column, v.rule, v.n_rows) for v in _error(tmp_path).violations}
+    assert found == {("timestamp", "null", 1), ("amount", "null", 1)}
+
+
+def test_all_violations_of_a_load_are_raised_together(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,timestamp,amount\n,2024-01-01,x\n")
+    _write(tmp_path, "events.csv", "customer_id,timestamp\n1,2024-01-01\n")
+    found = [(Path(v.source).name, v.column, v.rule.split(" (")[0]) for v in _error(tmp_path).violations]
+    assert found == [
+        ("events.csv", "event_type", "required column missing"),
+        ("transactions.csv", "customer_id", "null or blank"),
+        ("transactions.csv", "amount", "non-numeric"),
+    ]
+
+
+def test_examples_are_capped_and_line_numbers_stay_exact_across_blank_lines(tmp_path):
+    rows = "".join(f"{i},bad,1\n" for i in range(8))
+    # A blank line inside the data is reported where it is; blank lines at the end are not data.
+    _write(tmp_path, "transactions.csv", f"customer_id,timestamp,amount\n1,2024-01-01,1\n\n{rows}\n\n")
+    err = _error(tmp_path)
+    by_rule = {(v.column, v.rule.split(" (")[0]): v for v in err.violations}
+    blank = by_rule[("customer_id", "null or blank")]
+    assert (blank.n_rows, blank.examples[0]["line"]) == (1, 3)
+    bad = by_rule[("timestamp", "unparseable date/datetime")]
+    assert bad.n_rows == 8 and len(bad.examples) == 5
+    assert [e["line"] for e in bad.examples] == [4, 5, 6, 7, 8]
+
+
+def test_a_bad_value_after_the_first_csv_block_is_still_named(tmp_path):
+    # Arrow infers column types from the first block (about 1 MB): the bad value is far below it.
+    n = 60_000
+    amounts = np.round(np.random.default_rng(0).gamma(2.0, 10.0, n), 2).astype(str)
+    amounts[n - 2] = "12,50"
+    quantity = np.ones(n, dtype=int).astype(str)
+    quantity[n - 1] = "lots"  # an undeclared column that is not numeric after all
+    frame = pd.DataFrame(
+        {"customer_id": np.arange(n).astype(str), "timestamp": "2024-01-01", "amount": amounts, "quantity": quantity}
+    )
+    frame.to_csv(tmp_path / "transactions.csv", index=False)
+    (v,) = _error(tmp_path).violations
+    assert (v.column, v.rule, v.n_rows) == ("amount", "non-numeric", 1)
+    assert v.examples == [{"row": n - 1, "line": n, "amount": "12,50", "customer_id": str(n - 2)}]
+    # That column is kept as text, all of it.
+    tx = load_tables(tmp_path, on_invalid="quarantine", quarantine_dir=tmp_path / "q").tables.transactions
+    assert len(tx) == n - 1
+    assert tx["quantity"].iloc[-1] == "lots" and tx["quantity"].iloc[0] == "1"
+
+
+def test_unsupported_column_type_is_an_error(tmp_path):
+    pd.DataFrame({"customer_id": ["1"], "timestamp": [20240101], "amount": [1.0]}).to_parquet(
+        tmp_path / "transactions.parquet"
+    )
+    (v,) = _error(tmp_path).violations
+    assert v.column == "timestamp" and v.rule.startswith("unsupported column type int64")
+
+
+# --- quarantine --------------------------------------------------------------------------------
+
+
+def test_quarantine_sets_invalid_rows_aside_with_reasons(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(
+        data,
+        "transactions.csv",
+        "customer_id,timestamp,amount,store\n"
+        "00001,2024-01-01,10,a\n"
+        ",2024-01-02,20,b\n"
+        "00003,soon,abc,c\n"
+        "00004,2024-01-04,-5,d\n",
+    )
+    _write(data, "customers.csv", "customer_id,channel\n00001,search\n00004,email\n00001,social\n")
+    qdir = tmp_path / "quarantine"
+
+    result = load_tables(data, on_invalid="quarantine", quarantine_dir=qdir)
+
+    tx = result.tables.transactions
+    assert tx["customer_id"].tolist() == ["00001", "00004"]
+    assert tx["amount"].tolist() == [10.0, -5.0]
+    assert tx.index.equals(pd.RangeIndex(2))
+    assert result.tables.customers["customer_id"].tolist() == ["00004"]  # both rows of the duplicate go
+
+    report = result.report
+    assert report.rows_read == {"transactions": 4, "customers": 3}
+    assert report.rows_quarantined == {"transactions": 2, "customers": 2}
+    assert report.rows_loaded == {"transactions": 2, "customers": 1}
+    assert report.quarantined["transactions"] == {
+        "customer_id: null or blank": 1,
+        "timestamp: unparseable date/datetime (expected a date or ISO-8601 datetime)": 1,
+        "amount: non-numeric": 1,
+    }
+    assert report.quarantined["customers"] == {"customer_id: duplicate customer_id": 2}
+    assert str(report).splitlines() == report.summary()
+    assert report.summary()[0] == (
+        f"transactions: 4 rows from {data / 'transactions.csv'}, "
+        f"2 quarantined to {qdir / 'transactions.quarantine.csv'}"
+    )
+
+    q = pd.read_csv(qdir / "transactions.quarantine.csv", dtype=str, keep_default_na=False)
+    assert q.columns.tolist() == ["table", "row", "line", "reason", "customer_id", "timestamp", "amount", "store"]
+    assert q["row"].tolist() == ["2", "3"]
+    assert q["reason"].tolist() == [
+        "customer_id: null or blank",
+        "timestamp: unparseable date/datetime (expected a date or ISO-8601 datetime); amount: non-numeric",
+    ]
+    assert q[["timestamp", "amount", "store"]].values.tolist() == [["2024-01-02", "20", "b"], ["soon", "abc", "c"]]
+    qc = pd.read_csv(qdir / "customers.quarantine.csv", dtype=str)
+    assert qc["customer_id"].tolist() == ["00001", "00001"]
+    assert qc["channel"].tolist() == ["search", "social"]
+
+    # Fixed data: the next load leaves no stale quarantine file behind.
+    _write(data, "customers.csv", "customer_id,channel\n00001,search\n")
+    again = load_tables(data, on_invalid="quarantine", quarantine_dir=qdir)
+    assert not (qdir / "customers.quarantine.csv").exists()
+    assert again.report.rows_quarantined["customers"] == 0
+
+
+def test_quarantine_still_raises_for_a_missing_column(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,amount\n1,1\n")
+    err = _error(tmp_path, on_invalid="quarantine", quarantine_dir=tmp_path / "q")
+    assert err.violations[0].rule.startswith("required column missing")
+    assert not (tmp_path / "q").exists()
+
+
+def test_quarantine_needs_a_directory(tmp_path):
+    _write(tmp_path, "transactions.csv", GOOD_TRANSACTIONS)
+    with pytest.raises(ValueError, match="quarantine_dir"):
+        load_tables(tmp_path, on_invalid="quarantine")
+    with pytest.raises(ValueError, match="on_invalid"):
+        load_tables(tmp_path, on_invalid="drop")
+
+
+# --- dtypes: ids, timestamps, amounts ----------------------------------------------------------
+
+
+def test_parquet_integer_ids_become_strings(tmp_path):
+    pd.DataFrame(
+        {"customer_id": [1, 2], "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"]), "amount": [1, 2]}
+    ).to_parquet(tmp_path / "transactions.parquet")
+    # An integer id column with a null is stored as float by pandas; the id is still "1", not "1.0".
+    pd.DataFrame({"customer_id": [1, 2], "referred_by": [np.nan, 1.0]}).to_parquet(tmp_path / "customers.parquet")
+    t = load_tables(tmp_path).tables
+    assert t.transactions["customer_id"].tolist() == ["1", "2"]
+    assert t.transactions["amount"].dtype == "float64"
+    assert t.customers["referred_by"].iloc[1] == "1"
+    assert pd.isna(t.customers["referred_by"].iloc[0])
+
+
+def test_timestamps_normalise_to_naive_utc(tmp_path):
+    _write(
+        tmp_path,
+        "transactions.csv",
+        "customer_id,timestamp,amount\n"
+        "1,2024-03-01,1\n"
+        "2,2024-03-01T10:00:00+02:00,1\n"
+        "3,2024-03-01T10:00:00Z,1\n"
+        "4,2024-03-01 10:00:00,1\n",
+    )
+    ts = load_tables(tmp_path).tables.transactions["timestamp"]
+    assert ts.dtype == "datetime64[ns]"
+    assert ts.tolist() == pd.to_datetime(
+        ["2024-03-01 00:00", "2024-03-01 08:00", "2024-03-01 10:00", "2024-03-01 10:00"]
+    ).tolist()
+
+
+def test_aware_parquet_timestamps_and_dates_convert_to_utc(tmp_path):
+    paris = pd.to_datetime(["2024-07-01 12:00", "2024-01-01 00:30"]).tz_localize("Europe/Paris")
+    pd.DataFrame({"customer_id": ["a", "b"], "timestamp": paris, "amount": [1.0, 2.0]}).to_parquet(
+        tmp_path / "transactions.parquet"
+    )
+    pd.DataFrame({"customer_id": ["a"], "acquired_at": [pd.Timestamp("2023-05-06").date()]}).to_parquet(
+        tmp_path / "customers.parquet"
+    )
+    t = load_tables(tmp_path).tables
+    assert t.transactions["timestamp"].tolist() == [pd.Timestamp("2024-07-01 10:00"), pd.Timestamp("2023-12-31 23:30")]
+    assert t.transactions["timestamp"].dtype == "datetime64[ns]"
+    assert t.customers["acquired_at"].tolist() == [pd.Timestamp("2023-05-06")]
+    assert t.customers["acquired_at"].dtype == "datetime64[ns]"
+
+
+def test_dates_beyond_nanosecond_range_are_reported(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,timestamp,amount\n1,2024-01-01,1\n2,3000-01-01,1\n")
+    (v,) = _error(tmp_path).violations
+    assert (v.column, v.n_rows, v.examples[0]["timestamp"]) == ("timestamp", 1, "3000-01-01")
+    assert "outside" in v.rule
+
+
+def test_refunds_and_zero_amounts_are_accepted(tmp_path):
+    rows = "1,2024-01-01,25\n1,2024-01-05,-25\n2,2024-01-06,0\n"
+    _write(tmp_path, "transactions.csv", f"customer_id,timestamp,amount\n{rows}")
+    assert load_tables(tmp_path).tables.transactions["amount"].tolist() == [25.0, -25.0, 0.0]
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+def test_duckdb_database(tmp_path):
+    db = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table transactions (customer_id varchar, timestamp timestamptz, amount decimal(10, 2))")
+        con.execute(
+            "insert into transactions values ('00001', '2024-01-01 12:00:00+02', 9.99), ('00002', '2024-01-02', -1)"
+        )
+        con.execute("create table customers (customer_id integer, acquisition_cost double)")
+        con.execute("insert into customers values (1, 5.0), (2, null)")
+    result = load_tables(f"duckdb:///{db}")
+    tx = result.tables.transactions
+    assert tx["customer_id"].tolist() == ["00001", "00002"]
+    assert tx["timestamp"].iloc[0] == pd.Timestamp("2024-01-01 10:00")
+    assert tx["amount"].tolist() == [9.99, -1.0]
+    assert result.tables.customers["customer_id"].tolist() == ["1", "2"]
+    assert result.tables.events is None
+    assert result.report.table_sources["transactions"] == f"table transactions at duckdb:///{db}"
+
+
+def test_duckdb_violations_name_the_table_and_url(tmp_path):
+    db = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table transactions as select '1' as customer_id, 'later' as timestamp, 1.0 as amount")
+    (v,) = _error(f"duckdb:///{db}").violations
+    assert v.source == f"table transactions at duckdb:///{db}"
+    assert v.examples == [{"row": 1, "timestamp": "later", "customer_id": "1"}]
+
+
+def test_sqlite_database(tmp_path):
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("create table transactions (customer_id text, timestamp text, amount real, note text)")
+        con.executemany(
+            "insert into transactions values (?, ?, ?, ?)",
+            [("00001", "2024-01-01 08:00:00", 3.5, "x"), ("00002", "2024-01-02", 4.0, None)],
+        )
+        con.execute("create table events (customer_id integer, timestamp text, event_type text)")
+        con.execute("insert into events values (7, '2024-01-03T00:00:00+01:00', 'session')")
+    con.close()
+    t = load_tables(f"sqlite:///{db}").tables
+    assert t.transactions["customer_id"].tolist() == ["00001", "00002"]
+    assert t.transactions["timestamp"].tolist() == [pd.Timestamp("2024-01-01 08:00"), pd.Timestamp("2024-01-02")]
+    assert t.transactions["note"].iloc[0] == "x"
+    assert t.events["customer_id"].tolist() == ["7"]
+    assert t.events["timestamp"].tolist() == [pd.Timestamp("2024-01-02 23:00")]
+
+
+def test_database_without_transactions_table(tmp_path):
+    db = tmp_path / "empty.sqlite"
+    sqlite3.connect(db).execute("create table orders (x integer)").connection.close()
+    with pytest.raises(ValueError, match="no table named transactions; the database has: orders"):
+        load_tables(f"sqlite:///{db}")
+    for url in (f"duckdb:///{tmp_path / 'missing.duckdb'}", f"sqlite:///{tmp_path / 'missing.sqlite'}"):
+        with pytest.raises(FileNotFoundError, match="database not found"):
+            load_tables(url)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite"]  # nothing created on the way
+
+
+# --- column mapping ----------------------------------------------------------------------------
+
+
+def test_per_table_and_flat_column_maps(tmp_path):
+    _write(tmp_path, "transactions.csv", "cust,ts,value\n00001,2024-01-01,5\n")
+    _write(tmp_path, "events.csv", "cust,ts,kind\n00001,2024-01-02,session\n")
+    column_map = {
+        "cust": "customer_id",
+        "ts": "timestamp",
+        "transactions": {"value": "amount"},
+        "events": {"kind": "event_type"},
+    }
+    t = load_tables(tmp_path, column_map=column_map).tables
+    assert t.transactions.columns.tolist() == ["customer_id", "timestamp", "amount"]
+    assert t.transactions["customer_id"].tolist() == ["00001"]  # a mapped id column is still read as text
+    assert t.events["event_type"].tolist() == ["session"]
+
+
+def test_missing_mapped_column_names_the_mapping(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,timestamp,value\n1,2024-01-01,5\n")
+    (v,) = _error(tmp_path, column_map="transactions.val=amount").violations
+    assert "columns present: customer_id, timestamp, value" in v.rule
+    assert "column_map takes it from 'val'" in v.rule
+
+
+def test_mapping_onto_an_existing_column_is_an_error(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,cust,timestamp,amount\n1,2,2024-01-01,5\n")
+    with pytest.raises(ValueError, match="both named 'customer_id'"):
+        load_tables(tmp_path, column_map={"cust": "customer_id"})
+
+
+def test_parse_column_map_forms(tmp_path):
+    expected = {
+        "transactions": {"cust": "customer_id", "ts": "timestamp"},
+        "events": {"cust": "customer_id"},
+        "customers": {"cust": "customer_id"},
+    }
+    assert parse_column_map("cust=customer_id, transactions.ts=timestamp") == expected
+    assert parse_column_map(["cust=customer_id", "transactions.ts=timestamp"]) == expected
+    as_json = _write(tmp_path, "map.json", json.dumps({"cust": "customer_id", "transactions": {"ts": "timestamp"}}))
+    assert parse_column_map(as_json) == expected
+    as_yaml = _write(tmp_path, "map.yaml", "column_map:\n  cust: customer_id\n  transactions:\n    ts: timestamp\n")
+    assert parse_column_map(str(as_yaml)) == expected
+    # A dotted name that is not a table is a flat rename of a column with a dot in its name.
+    assert parse_column_map("order.value=amount")["transactions"] == {"order.value": "amount"}
+    assert parse_column_map(None) == {}
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"orders": {"a": "b"}}, "unknown table 'orders'"),
+        ("transactions.a=", "expected \\[table.\\]source=target"),
+        ({"a": "amount", "b": "amount"}, "are all mapped to 'amount'"),
+        ({"a": 3}, "expected a column name"),
+    ],
+)
+def test_parse_column_map_rejects_bad_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_column_map(spec)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "csv.gz"])
+def test_write_then_load_round_trips(tmp_path, fmt):
+    tables = Tables(
+        transactions=pd.DataFrame(
+            {
+                "customer_id": pd.Series(["00001", "00002"], dtype="str"),
+                "timestamp": pd.to_datetime(["2024-01-01 10:30", "2024-02-01 00:00"]).astype("datetime64[ns]"),
+                "amount": [12.25, -3.0],
+            }
+        ),
+        customers=pd.DataFrame(
+            {
+                "customer_id": pd.Series(["00001", "00002"], dtype="str"),
+                "acquired_at": pd.to_datetime(["2023-12-01", "2023-12-02"]).astype("datetime64[ns]"),
+                "acquisition_cost": [5.0, 0.0],
+            }
+        ),
+    )
+    written = write_tables(tables, tmp_path / "out", format=fmt)
+    assert sorted(written) == ["customers", "transactions"]
+    loaded = load_tables(tmp_path / "out").tables
+    assert_frame_equal(loaded.transactions, tables.transactions)
+    assert_frame_equal(loaded.customers, tables.customers)
+    assert loaded.events is None
+
+
+def test_write_refuses_to_make_a_directory_ambiguous(tmp_path):
+    tables = Tables(transactions=pd.DataFrame({"customer_id": ["1"], "timestamp": [pd.Timestamp(0)], "amount": [1.0]}))
+    write_tables(tables, tmp_path, format="csv")
+    with pytest.raises(ValueError, match="ambiguous"):
+        write_tables(tables, tmp_path, format="parquet")
+    with pytest.raises(ValueError, match="format"):
+        write_tables(tables, tmp_path, format="xlsx")
+
+
+def test_malformed_csv_is_reported(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,timestamp,amount\n1,2024-01-01,1\n2,2024-01-01,1,extra\n")
+    with pytest.raises(ValueError, match=r"transactions\.csv: malformed CSV: .*Expected 3 columns, got 4"):
+        load_tables(tmp_path)
