@@ -1,0 +1,500 @@
+"""CLV and CAC arithmetic: small pure, vectorised functions with the formulas of the design.
+
+Notation (design, "Models and the CLV arithmetic"):
+
+- ``p``: churn probability, P(no purchase in the next H days);
+- ``s``: spend over H days if the customer is active (buys in the window);
+- ``m``: gross margin (share of spend kept), ``c``: cost to serve per active customer per horizon;
+- ``H``: horizon in days, ``d``: annual discount rate, ``K``: number of horizons in a lifetime (cap);
+- ``r = 1 − p``: retention per horizon, ``δ = (1 + d)^(H/365) − 1``: discount rate per horizon.
+
+Every function takes scalars or array-likes (numpy arrays, pandas Series) and broadcasts; none keeps
+state. Defaults are the documented defaults of the CLV configuration; callers pass the configured
+values explicitly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Default gross margin m (share of spend kept as margin).
+DEFAULT_MARGIN = 0.3
+#: Default cost to serve c per active customer per horizon, in currency units.
+DEFAULT_COST_TO_SERVE = 0.0
+#: Default annual discount rate d.
+DEFAULT_ANNUAL_DISCOUNT_RATE = 0.10
+#: Default number of horizons K in a lifetime (five years at H = 182 days).
+DEFAULT_LIFETIME_HORIZONS = 10
+#: Default target LTV:CAC ratio.
+DEFAULT_TARGET_RATIO = 3.0
+#: Default share of a referred customer's CLV credited to the referrer.
+DEFAULT_REFERRAL_SHARE = 0.1
+#: Default referral bonus paid per referred customer, in currency units.
+DEFAULT_REFERRAL_BONUS = 0.0
+#: Days in an average calendar month (365.25 / 12); months in this module are of this length.
+MONTH_DAYS = 365.25 / 12
+#: Default CLV tiers: the top 10 %, the next 10 %, the next 30 %, the bottom 50 % of customers.
+DEFAULT_TIER_TOP_SHARES = (0.10, 0.20, 0.50)
+
+#: RFM segment of each (R score, FM score) cell, both scores 1..5, rows R = 1..5, columns FM = 1..5.
+#: The usual RFM grid: recent and frequent = champions; frequent but lapsing = at risk / cannot lose;
+#: recent one-time buyers = new; neither = hibernating.
+RFM_SEGMENT_GRID = (
+    ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),  # R = 1
+    ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),  # R = 2
+    ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),  # R = 3
+    ("promising", "potential_loyalist", "potential_loyalist", "loyal", "loyal"),  # R = 4
+    ("new", "potential_loyalist", "potential_loyalist", "champions", "champions"),  # R = 5
+)
+RFM_SEGMENTS = (
+    "champions", "loyal", "potential_loyalist", "new", "promising", "need_attention",
+    "about_to_sleep", "at_risk", "cannot_lose", "hibernating",
+)  # fmt: skip
+
+
+def _arr(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+def discount_per_horizon(horizon_days: float, annual_discount_rate: float = DEFAULT_ANNUAL_DISCOUNT_RATE) -> float:
+    """Discount rate per horizon, δ = (1 + d)^(H/365) − 1.
+
+    Parameters
+    ----------
+    horizon_days : float
+        H, in days.
+    annual_discount_rate : float
+        d, per year; must be > −1.
+
+    Returns
+    -------
+    float
+        δ; e.g. d = 0.10, H = 365 gives 0.10, H = 182 gives 0.0487.
+    """
+    if annual_discount_rate <= -1:
+        raise ValueError(f"annual_discount_rate must be > -1, got {annual_discount_rate}")
+    return (1.0 + annual_discount_rate) ** (horizon_days / 365.0) - 1.0
+
+
+def months_per_horizon(horizon_days: float) -> float:
+    """Length of a horizon in months of ``MONTH_DAYS`` days: H / 30.4375 (182 days = 5.98 months)."""
+    return horizon_days / MONTH_DAYS
+
+
+def expected_spend(churn_probability, spend_if_active) -> np.ndarray:
+    """Expected spend over the horizon, (1 − p) · s.
+
+    Parameters
+    ----------
+    churn_probability : array-like
+        p, in [0, 1].
+    spend_if_active : array-like
+        s, spend over H days given a purchase in them, currency units.
+
+    Returns
+    -------
+    ndarray
+        (1 − p) · s, currency units.
+    """
+    return (1.0 - _arr(churn_probability)) * _arr(spend_if_active)
+
+
+def horizon_clv(
+    churn_probability, spend_if_active, *, margin: float = DEFAULT_MARGIN, cost_to_serve: float = DEFAULT_COST_TO_SERVE
+) -> np.ndarray:
+    """CLV over the next horizon, CLV_H = (1 − p) · (m · s − c).
+
+    Undiscounted: the horizon is the unit the models predict.
+
+    Parameters
+    ----------
+    churn_probability : array-like
+        p, in [0, 1].
+    spend_if_active : array-like
+        s, currency units.
+    margin : float
+        m, gross margin share.
+    cost_to_serve : float
+        c, per active customer per horizon, currency units.
+
+    Returns
+    -------
+    ndarray
+        CLV_H, currency units. p = 0.2, s = 100, m = 0.3, c = 5 gives 0.8 · 25 = 20.
+    """
+    return (1.0 - _arr(churn_probability)) * (margin * _arr(spend_if_active) - cost_to_serve)
+
+
+def _geometric_sum(q: np.ndarray, n: int | np.ndarray) -> np.ndarray:
+    """Σ_{k=1..n} q^k = q · (1 − q^n) / (1 − q), stable as q → 1 (the limit is n).
+
+    Written as q · expm1(n · log q) / expm1(log q): both expm1 terms keep full relative precision
+    when log q is tiny, where the textbook form loses every digit to cancellation.
+    """
+    q = _arr(q)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lq = np.log(q)  # -inf for q = 0: expm1(-inf) = -1 gives the right limit below
+        ratio = np.expm1(n * lq) / np.expm1(lq)
+    ratio = np.where(lq == 0.0, n, ratio)  # q == 1 exactly: every term is 1
+    return np.where(q == 0.0, 0.0, q * ratio)
+
+
+def lifetime_clv(
+    churn_probability,
+    spend_if_active,
+    *,
+    horizon_days: float,
+    margin: float = DEFAULT_MARGIN,
+    cost_to_serve: float = DEFAULT_COST_TO_SERVE,
+    annual_discount_rate: float = DEFAULT_ANNUAL_DISCOUNT_RATE,
+    lifetime_horizons: int = DEFAULT_LIFETIME_HORIZONS,
+) -> np.ndarray:
+    """Discounted CLV over a lifetime of K horizons.
+
+    CLV = Σ_{k=1..K} (m · s − c) · r^k / (1 + δ)^k = (m · s − c) · q · (1 − q^K) / (1 − q),
+    with r = 1 − p, δ = (1 + d)^(H/365) − 1 and q = r / (1 + δ). At q = 1 (no churn, no discount) the
+    sum is K · (m · s − c); near it the closed form is evaluated without cancellation.
+
+    Parameters
+    ----------
+    churn_probability : array-like
+        p per horizon, in [0, 1]; retention per horizon is r = 1 − p.
+    spend_if_active : array-like
+        s per horizon, currency units.
+    horizon_days : float
+        H, in days.
+    margin, cost_to_serve : float
+        m and c, see :func:`horizon_clv`.
+    annual_discount_rate : float
+        d.
+    lifetime_horizons : int
+        K, the lifetime cap in horizons.
+
+    Returns
+    -------
+    ndarray
+        CLV, currency units, discounted to the scoring date. Example: p = 0.5, s = 100, m = 0.3,
+        c = 0, d = 0, K = 2 gives 30 · (0.5 + 0.25) = 22.5.
+    """
+    if lifetime_horizons < 1:
+        raise ValueError(f"lifetime_horizons must be >= 1, got {lifetime_horizons}")
+    delta = discount_per_horizon(horizon_days, annual_discount_rate)
+    q = (1.0 - _arr(churn_probability)) / (1.0 + delta)
+    return (margin * _arr(spend_if_active) - cost_to_serve) * _geometric_sum(q, lifetime_horizons)
+
+
+def cumulative_margin(
+    churn_probability,
+    spend_if_active,
+    *,
+    horizon_days: float,
+    margin: float = DEFAULT_MARGIN,
+    cost_to_serve: float = DEFAULT_COST_TO_SERVE,
+    annual_discount_rate: float = DEFAULT_ANNUAL_DISCOUNT_RATE,
+    lifetime_horizons: int = DEFAULT_LIFETIME_HORIZONS,
+) -> np.ndarray:
+    """Cumulative expected discounted margin at the end of each of the K horizons.
+
+    C_k = Σ_{j=1..k} (m · s − c) · r^j / (1 + δ)^j for k = 1..K, so C_K is :func:`lifetime_clv`.
+
+    Returns
+    -------
+    ndarray
+        Shape ``(..., K)``: the input shape with a trailing horizon axis.
+    """
+    if lifetime_horizons < 1:
+        raise ValueError(f"lifetime_horizons must be >= 1, got {lifetime_horizons}")
+    delta = discount_per_horizon(horizon_days, annual_discount_rate)
+    q = (1.0 - _arr(churn_probability)) / (1.0 + delta)
+    k = np.arange(1, lifetime_horizons + 1, dtype=float)
+    per_horizon = margin * _arr(spend_if_active) - cost_to_serve
+    return per_horizon[..., None] * _geometric_sum(q[..., None], k)
+
+
+def expected_lifetime_days(
+    churn_probability, *, horizon_days: float, lifetime_horizons: int = DEFAULT_LIFETIME_HORIZONS
+) -> np.ndarray:
+    """Expected remaining lifetime, H / p days, capped at the lifetime cap K · H.
+
+    With a constant churn probability p per horizon the number of horizons until churn is geometric
+    with mean 1 / p. The cap keeps p → 0 finite and matches the horizon count that lifetime CLV sums.
+
+    Returns
+    -------
+    ndarray
+        Days; p = 0.25, H = 90 gives 360; p = 0 gives K · H.
+    """
+    p = _arr(churn_probability)
+    cap = lifetime_horizons * horizon_days
+    with np.errstate(divide="ignore"):
+        days = np.where(p > 0, horizon_days / np.where(p > 0, p, 1.0), np.inf)
+    return np.minimum(days, cap)
+
+
+def clv_tier_thresholds(clv, *, top_shares: tuple[float, ...] = DEFAULT_TIER_TOP_SHARES) -> np.ndarray:
+    """CLV values that open each tier: the (1 − share) quantiles of a reference population.
+
+    Keep the thresholds of the scored base to tier single customers later (e.g. in the service)
+    against the same population.
+
+    Parameters
+    ----------
+    clv : array-like
+        CLV of the reference population.
+    top_shares : tuple of float
+        Increasing cumulative shares from the top, e.g. (0.1, 0.2, 0.5).
+
+    Returns
+    -------
+    ndarray
+        Decreasing thresholds, one per share.
+    """
+    shares = np.asarray(top_shares, dtype=float)
+    if not (np.all(np.diff(shares) > 0) and shares[0] > 0 and shares[-1] < 1):
+        raise ValueError(f"top_shares must increase strictly inside (0, 1), got {top_shares}")
+    return np.quantile(_arr(clv), 1.0 - shares)
+
+
+def tier_labels(top_shares: tuple[float, ...] = DEFAULT_TIER_TOP_SHARES) -> list[str]:
+    """Tier names from the shares: (0.1, 0.2, 0.5) → top 10%, next 10%, next 30%, bottom 50%."""
+    pct = [round(100 * s) for s in top_shares]
+    labels = [f"top {pct[0]}%"] + [f"next {b - a}%" for a, b in zip(pct, pct[1:])]
+    return labels + [f"bottom {100 - pct[-1]}%"]
+
+
+def clv_tier(
+    clv, thresholds=None, *, top_shares: tuple[float, ...] = DEFAULT_TIER_TOP_SHARES
+) -> np.ndarray:
+    """CLV tier of each customer.
+
+    A customer is in the first tier whose threshold its CLV reaches (CLV ≥ threshold); ties at a
+    threshold go to the higher tier.
+
+    Parameters
+    ----------
+    clv : array-like
+        CLV per customer.
+    thresholds : array-like, optional
+        From :func:`clv_tier_thresholds` of a reference population; default: of ``clv`` itself.
+    top_shares : tuple of float
+        Shares that name the tiers (and define the default thresholds).
+
+    Returns
+    -------
+    ndarray of str
+        Labels from :func:`tier_labels`, e.g. ``"top 10%"``.
+    """
+    values = _arr(clv)
+    if thresholds is None:
+        thresholds = clv_tier_thresholds(values, top_shares=top_shares)
+    thresholds = _arr(thresholds)
+    # Number of thresholds above the value = tier index: 0 for the top tier.
+    index = np.searchsorted(-thresholds, -values, side="right")
+    return np.asarray(tier_labels(top_shares), dtype=object)[index]
+
+
+def quintile_edges(values) -> np.ndarray:
+    """The 20/40/60/80 % quantiles of a reference population, the edges of quintile scores."""
+    return np.quantile(_arr(values), [0.2, 0.4, 0.6, 0.8])
+
+
+def quintile_score(values, edges=None) -> np.ndarray:
+    """Quintile score 1..5: 1 + the number of edges strictly below the value.
+
+    Tied values always share a score; a mass at the bottom (say 60 % one-time buyers with frequency
+    0) all score 1, and the next value up jumps to the score its rank deserves.
+
+    Parameters
+    ----------
+    values : array-like
+        Values to score (higher = better).
+    edges : array-like, optional
+        From :func:`quintile_edges` of a reference population; default: of ``values`` itself.
+
+    Returns
+    -------
+    ndarray of int
+        Scores in 1..5.
+    """
+    v = _arr(values)
+    edges = quintile_edges(v) if edges is None else _arr(edges)
+    return 1 + np.searchsorted(edges, v, side="left")
+
+
+def rfm_scores(recency_days, frequency, monetary_value, *, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """R, F and M quintile scores (1..5, 5 = best).
+
+    R scores the negated recency (recent = high), F the frequency, M the monetary value.
+
+    Parameters
+    ----------
+    recency_days, frequency, monetary_value : array-like
+        The RFM vocabulary of the design (days since last purchase, repeat purchase days, mean spend
+        per purchase day).
+    reference : DataFrame, optional
+        Population whose quintiles define the scores (columns ``recency_days``, ``frequency``,
+        ``monetary_value``); default: the inputs themselves.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``r_score``, ``f_score``, ``m_score`` (int).
+    """
+    r, f, m = _arr(recency_days), _arr(frequency), _arr(monetary_value)
+    ref = (
+        (r, f, m)
+        if reference is None
+        else (_arr(reference["recency_days"]), _arr(reference["frequency"]), _arr(reference["monetary_value"]))
+    )
+    return pd.DataFrame(
+        {
+            "r_score": quintile_score(-r, quintile_edges(-ref[0])),
+            "f_score": quintile_score(f, quintile_edges(ref[1])),
+            "m_score": quintile_score(m, quintile_edges(ref[2])),
+        }
+    )
+
+
+def rfm_segment(r_score, f_score, m_score) -> np.ndarray:
+    """RFM segment name from the three scores.
+
+    F and M are combined into FM = round-half-up((F + M) / 2); the cell (R, FM) of
+    ``RFM_SEGMENT_GRID`` names the segment: e.g. R ≥ 4 and FM ≥ 4 champions (R = 4 only with
+    FM ≥ 4 is loyal), R = 5 with FM = 1 new, R ≤ 2 with FM ≤ 2 hibernating, R ≤ 2 with FM 3–4 at
+    risk, R ≤ 2 with FM = 5 cannot lose.
+
+    Returns
+    -------
+    ndarray of str
+        One of ``RFM_SEGMENTS``.
+    """
+    r = np.asarray(r_score, dtype=int)
+    fm = np.floor((np.asarray(f_score, dtype=float) + np.asarray(m_score, dtype=float)) / 2 + 0.5).astype(int)
+    if np.any((r < 1) | (r > 5) | (fm < 1) | (fm > 5)):
+        raise ValueError("RFM scores must be in 1..5")
+    return np.asarray(RFM_SEGMENT_GRID, dtype=object)[r - 1, fm - 1]
+
+
+def ltv_cac_ratio(mean_clv, mean_cac) -> np.ndarray:
+    """LTV:CAC = mean CLV / mean CAC.
+
+    Returns
+    -------
+    ndarray
+        The ratio; +inf for a CAC of 0 with positive CLV, NaN when the CAC is unknown (NaN) or both
+        are 0. CLV 900 and CAC 300 give 3.
+    """
+    v, c = _arr(mean_clv), _arr(mean_cac)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return v / c
+
+
+def max_allowable_cac(mean_clv, *, target_ratio: float = DEFAULT_TARGET_RATIO) -> np.ndarray:
+    """Maximum allowable CAC = mean CLV / target ratio, floored at 0.
+
+    A negative CLV justifies no acquisition spend, hence the floor. CLV 900 at target 3 gives 300.
+    """
+    if not target_ratio > 0:
+        raise ValueError(f"target_ratio must be > 0, got {target_ratio}")
+    return np.maximum(_arr(mean_clv) / target_ratio, 0.0)
+
+
+def recommendation(ratio, *, target_ratio: float = DEFAULT_TARGET_RATIO, cut_below: float = 1.0) -> np.ndarray:
+    """Budget recommendation from LTV:CAC.
+
+    ``grow`` if ratio ≥ target (each unit of CAC returns at least the target), ``cut`` if
+    ratio < ``cut_below`` (default 1: the customer does not even repay the CAC), ``hold`` in between,
+    ``unknown`` when the ratio is NaN (no CAC recorded).
+
+    Returns
+    -------
+    ndarray of str
+    """
+    x = _arr(ratio)
+    out = np.where(x >= target_ratio, "grow", np.where(x < cut_below, "cut", "hold")).astype(object)
+    out[np.isnan(x)] = "unknown"
+    return out
+
+
+def payback_months(cumulative, cac, *, step_months: float = 1.0) -> np.ndarray:
+    """Months until the cumulative expected margin first reaches the CAC.
+
+    ``cumulative`` holds the cumulative margin at the end of equal steps of ``step_months`` months,
+    starting from 0 at time 0; within a step the margin accrues evenly, so the curve is piecewise
+    linear and the crossing time is exact for it. For a per-horizon stream use
+    :func:`cumulative_margin` with ``step_months = months_per_horizon(H)``: horizon k's expected
+    margin (m · s − c) · r^k / (1 + δ)^k is spread evenly over its months.
+
+    Parameters
+    ----------
+    cumulative : array-like, shape (..., n_steps)
+        Cumulative margin at the end of each step.
+    cac : array-like, broadcastable to ``cumulative.shape[:-1]``
+        Acquisition cost to recover.
+    step_months : float
+        Length of a step in months.
+
+    Returns
+    -------
+    ndarray
+        Months; 0 for a CAC ≤ 0, +inf when the curve never reaches the CAC within its steps (the
+        lifetime cap), NaN for an unknown (NaN) CAC. A flat 10 per month against a CAC of 25 gives
+        2.5.
+    """
+    cum = _arr(cumulative)
+    cac = np.broadcast_to(_arr(cac), cum.shape[:-1]).astype(float)
+    padded = np.concatenate([np.zeros(cum.shape[:-1] + (1,)), cum], axis=-1)
+    reached = padded[..., 1:] >= cac[..., None]
+    first = np.argmax(reached, axis=-1)  # index of the first step whose end reaches the CAC
+    any_reached = reached.any(axis=-1)
+    before = np.take_along_axis(padded, first[..., None], axis=-1)[..., 0]
+    after = np.take_along_axis(padded, first[..., None] + 1, axis=-1)[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # The curve may start above 0 only through a step's own gain; a CAC below the previous
+        # value cannot happen here because `first` is the first step that reaches it.
+        fraction = np.clip((cac - before) / (after - before), 0.0, 1.0)
+    months = (first + fraction) * step_months
+    months = np.where(any_reached, months, np.inf)
+    months = np.where(cac <= 0, 0.0, months)
+    return np.where(np.isnan(cac), np.nan, months)
+
+
+def referral_credit(
+    referred_by: pd.Series,
+    clv: pd.Series,
+    *,
+    referral_share: float = DEFAULT_REFERRAL_SHARE,
+    referral_bonus: float = DEFAULT_REFERRAL_BONUS,
+) -> pd.Series:
+    """Referral value credited to each referrer.
+
+    credit(referrer) = Σ_{referred customers i} (share · CLV_i − bonus).
+
+    Parameters
+    ----------
+    referred_by : Series
+        Indexed by the referred customer's ``customer_id``; value: the referrer's ``customer_id``,
+        missing for customers nobody referred.
+    clv : Series
+        CLV indexed by ``customer_id``; referred customers missing from it count with CLV 0 (they
+        still cost the bonus).
+    referral_share : float
+        Share of the referred customer's CLV credited to the referrer.
+    referral_bonus : float
+        Bonus paid per referral, currency units.
+
+    Returns
+    -------
+    Series
+        ``referral_credit`` indexed by referrer ``customer_id``. Two referrals with CLVs 100 and 300,
+        share 0.1, bonus 5: 0.1 · 400 − 2 · 5 = 30.
+    """
+    referred = referred_by.dropna()
+    value = clv.reindex(referred.index).fillna(0.0).to_numpy(dtype=float)
+    per_referral = pd.Series(referral_share * value - referral_bonus, index=referred.index)
+    credit = per_referral.groupby(referred.to_numpy(), sort=True).sum()
+    credit.index.name = "customer_id"
+    return credit.rename("referral_credit")
+

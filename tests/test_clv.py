@@ -1,0 +1,179 @@
+"""Known-value tests of the CLV and CAC arithmetic; every expected number is worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving import clv as C
+
+THREE_MONTHS = 3 * C.MONTH_DAYS  # a horizon of exactly 3 months of 30.4375 days
+
+
+def test_discount_per_horizon():
+    assert C.discount_per_horizon(365, 0.10) == pytest.approx(0.10)
+    assert C.discount_per_horizon(182.5, 0.21) == pytest.approx(0.10)  # sqrt(1.21) - 1
+    assert C.discount_per_horizon(90, 0.0) == 0.0
+    with pytest.raises(ValueError, match="annual_discount_rate"):
+        C.discount_per_horizon(90, -1.0)
+
+
+def test_expected_spend_and_horizon_clv():
+    assert C.expected_spend(0.25, 80) == pytest.approx(60.0)
+    # (1 - 0.2) * (0.3 * 100 - 5) = 0.8 * 25
+    assert C.horizon_clv(0.2, 100, margin=0.3, cost_to_serve=5) == pytest.approx(20.0)
+    np.testing.assert_allclose(C.horizon_clv([0.0, 1.0], [10, 10], margin=0.5), [5.0, 0.0])
+
+
+def test_lifetime_clv_known_values():
+    # 30 * (0.5 + 0.25)
+    no_discount = dict(horizon_days=365, annual_discount_rate=0)
+    assert C.lifetime_clv(0.5, 100, lifetime_horizons=2, **no_discount) == pytest.approx(22.5)
+    # no churn, 25 % a year: 100 / 1.25 + 100 / 1.25^2 = 80 + 64
+    got = C.lifetime_clv(0.0, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=2)
+    assert got == pytest.approx(144.0)
+    # q = 0.8 / 1.25 = 0.64: 100 * (0.64 + 0.4096 + 0.262144)
+    got = C.lifetime_clv(0.2, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=3)
+    assert got == pytest.approx(131.1744)
+    # cost to serve is paid in every horizon the customer is active: (0.3 * 100 - 10) * (0.5 + 0.25)
+    got = C.lifetime_clv(0.5, 100, horizon_days=365, cost_to_serve=10, annual_discount_rate=0, lifetime_horizons=2)
+    assert got == pytest.approx(15.0)
+    assert C.lifetime_clv(1.0, 100, horizon_days=90) == 0.0
+
+
+def test_lifetime_clv_is_stable_where_retention_meets_discount():
+    # q = r / (1 + δ) at and around 1: the closed form must match the plain sum to full precision.
+    k = np.arange(1, 11)
+    got = C.lifetime_clv(0.0, 100, horizon_days=90, annual_discount_rate=0.0, lifetime_horizons=10)
+    assert got == pytest.approx(300.0)
+    for p in (1e-15, 1e-12, 1e-9, 1e-6, 1e-3):
+        for d in (0.0, 1e-12, 1e-6):
+            q = (1 - p) / (1 + C.discount_per_horizon(90, d))
+            expected = 30.0 * np.sum(q**k)
+            got = C.lifetime_clv(p, 100, horizon_days=90, annual_discount_rate=d, lifetime_horizons=10)
+            assert got == pytest.approx(expected, rel=1e-12), (p, d)
+    # A negative discount rate (q > 1) still sums the series.
+    q = 1.0 / (1 + C.discount_per_horizon(365, -0.5))
+    got = C.lifetime_clv(0.0, 1.0, horizon_days=365, margin=1.0, annual_discount_rate=-0.5, lifetime_horizons=3)
+    assert got == pytest.approx(q + q**2 + q**3)
+
+
+def test_lifetime_clv_vectorised_over_series():
+    p = pd.Series([0.5, 0.0, 1.0])
+    s = pd.Series([100.0, 100.0, 100.0])
+    got = C.lifetime_clv(p, s, horizon_days=365, annual_discount_rate=0, lifetime_horizons=2)
+    np.testing.assert_allclose(got, [22.5, 60.0, 0.0])
+
+
+def test_cumulative_margin_ends_at_lifetime_clv():
+    got = C.cumulative_margin(
+        np.array([0.5]), np.array([100.0]), horizon_days=365, annual_discount_rate=0, lifetime_horizons=3
+    )
+    np.testing.assert_allclose(got, [[15.0, 22.5, 26.25]])
+    p, s = np.array([0.1, 0.3, 0.7]), np.array([50.0, 80.0, 20.0])
+    cum = C.cumulative_margin(p, s, horizon_days=182, lifetime_horizons=7)
+    np.testing.assert_allclose(cum[:, -1], C.lifetime_clv(p, s, horizon_days=182, lifetime_horizons=7))
+
+
+def test_expected_lifetime_days():
+    got = C.expected_lifetime_days([0.25, 1.0, 0.01, 0.0], horizon_days=90, lifetime_horizons=10)
+    # 90 / 0.25; 90 / 1; 9000 capped at 10 * 90; p = 0 capped
+    np.testing.assert_allclose(got, [360.0, 90.0, 900.0, 900.0])
+
+
+def test_clv_tiers():
+    clv = np.arange(1, 11, dtype=float)
+    # Thresholds at the 90/80/50 % quantiles: 9.1, 8.2, 5.5.
+    np.testing.assert_allclose(C.clv_tier_thresholds(clv), [9.1, 8.2, 5.5])
+    got = C.clv_tier(clv)
+    assert list(got) == ["bottom 50%"] * 5 + ["next 30%"] * 3 + ["next 10%", "top 10%"]
+    # A single customer tiered against the thresholds of a reference base.
+    assert list(C.clv_tier([9.5, 8.5, 0.0], C.clv_tier_thresholds(clv))) == ["top 10%", "next 10%", "bottom 50%"]
+    assert C.tier_labels((0.25, 0.5)) == ["top 25%", "next 25%", "bottom 50%"]
+    with pytest.raises(ValueError, match="top_shares"):
+        C.clv_tier_thresholds(clv, top_shares=(0.5, 0.2))
+
+
+def test_quintile_scores_keep_ties_together():
+    freq = [0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
+    # Quantiles 0.2..0.8 of freq: 0, 0, 0.4, 2.2; a score is 1 + the edges strictly below.
+    np.testing.assert_allclose(C.quintile_edges(freq), [0.0, 0.0, 0.4, 2.2])
+    assert list(C.quintile_score(freq)) == [1] * 6 + [4, 4, 5, 5]
+
+
+def test_rfm_scores_and_segments():
+    scores = C.rfm_scores([1, 10, 100, 5, 3], [0, 0, 0, 2, 5], [10, 20, 30, 40, 50])
+    # Recency scored on its negation: the most recent (1 day) scores 5, the oldest (100) 1.
+    assert scores["r_score"].tolist() == [5, 2, 1, 3, 4]
+    assert scores["f_score"].tolist() == [1, 1, 1, 4, 5]
+    assert scores["m_score"].tolist() == [1, 2, 3, 4, 5]
+    # FM = round half up of (F + M) / 2.
+    cells = [
+        (5, 5, 5), (5, 1, 1), (1, 1, 1), (1, 5, 5), (2, 3, 4), (3, 3, 3), (4, 1, 2), (4, 1, 1), (3, 5, 4), (3, 1, 2),
+    ]  # fmt: skip
+    expected = [
+        "champions", "new", "hibernating", "cannot_lose", "at_risk", "need_attention",
+        "potential_loyalist", "promising", "loyal", "about_to_sleep",
+    ]  # fmt: skip
+    r, f, m = zip(*cells)
+    assert list(C.rfm_segment(r, f, m)) == expected
+    assert set(np.asarray(C.RFM_SEGMENT_GRID).ravel()) == set(C.RFM_SEGMENTS)
+    with pytest.raises(ValueError, match="1..5"):
+        C.rfm_segment([0], [1], [1])
+
+
+def test_rfm_scores_against_a_reference():
+    ref = pd.DataFrame({"recency_days": np.arange(10), "frequency": np.arange(10), "monetary_value": np.arange(10)})
+    got = C.rfm_scores([0], [9], [4.5], reference=ref)
+    # Edges 1.8, 3.6, 5.4, 7.2: recency 0 beats all four negated edges, frequency 9 too, 4.5 two.
+    assert got.iloc[0].tolist() == [5, 5, 3]
+
+
+def test_ltv_cac_and_max_allowable_cac():
+    assert C.ltv_cac_ratio(900, 300) == pytest.approx(3.0)
+    np.testing.assert_array_equal(C.ltv_cac_ratio([100, 0], [0, 0]), [np.inf, np.nan])
+    assert np.isnan(C.ltv_cac_ratio(100, np.nan))
+    assert C.max_allowable_cac(900, target_ratio=3) == pytest.approx(300.0)
+    assert C.max_allowable_cac(100, target_ratio=4) == pytest.approx(25.0)
+    assert C.max_allowable_cac(-50) == 0.0
+    with pytest.raises(ValueError, match="target_ratio"):
+        C.max_allowable_cac(100, target_ratio=0)
+
+
+def test_recommendation_rule():
+    got = C.recommendation([3.0, 2.99, 1.0, 0.99, np.nan, np.inf], target_ratio=3.0)
+    assert list(got) == ["grow", "hold", "hold", "cut", "unknown", "grow"]
+
+
+def test_payback_months_known_values():
+    flat = [10.0, 20.0, 30.0]  # 10 a month
+    assert C.payback_months(flat, 25) == pytest.approx(2.5)
+    assert C.payback_months(flat, 30) == pytest.approx(3.0)
+    assert C.payback_months(flat, 31) == np.inf
+    assert C.payback_months(flat, 0) == 0.0
+    assert np.isnan(C.payback_months(flat, np.nan))
+    np.testing.assert_allclose(C.payback_months([flat, [5.0, 50.0, 60.0]], [25, 25]), [2.5, 1.0 + 20 / 45])
+
+
+def test_payback_from_the_per_horizon_margin_stream():
+    # Horizons of 3 months, p = 0.5, s = 100, m = 0.3, d = 0: 15 in horizon 1, 7.5 in horizon 2,
+    # 3.75 in horizon 3, each spread evenly over its 3 months. A CAC of 20 is reached 5/7.5 into
+    # horizon 2: 3 * (1 + 2/3) = 5 months.
+    cum = C.cumulative_margin(0.5, 100.0, horizon_days=THREE_MONTHS, annual_discount_rate=0, lifetime_horizons=3)
+    step = C.months_per_horizon(THREE_MONTHS)
+    assert step == 3.0
+    assert C.payback_months(cum, 20.0, step_months=step) == pytest.approx(5.0)
+    assert C.payback_months(cum, 10.0, step_months=step) == pytest.approx(2.0)
+    # Never within the 3-horizon cap (lifetime CLV 26.25 < 27).
+    assert C.payback_months(cum, 27.0, step_months=step) == np.inf
+
+
+def test_referral_credit():
+    referred_by = pd.Series({"B": "A", "C": "A", "E": "D", "F": None})
+    clv = pd.Series({"A": 50.0, "B": 100.0, "C": 300.0, "F": 80.0})
+    got = C.referral_credit(referred_by, clv, referral_share=0.1, referral_bonus=5.0)
+    # A: 0.1 * (100 + 300) - 2 * 5; D: E has no CLV, the bonus is still paid.
+    expected = pd.Series({"A": 30.0, "D": -5.0}, name="referral_credit")
+    expected.index.name = "customer_id"
+    pd.testing.assert_series_equal(got, expected)

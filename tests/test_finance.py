@@ -1,0 +1,314 @@
+"""Finance outputs on a three-customer book whose numbers are worked out by hand.
+
+Settings of the hand computation: horizons of exactly 3 months (H = 3 · 30.4375 days), margin 0.5,
+no cost to serve, no discounting, K = 2 horizons, target LTV:CAC 3.
+
+| customer | channel | acquired   | CAC | p   | s  | CLV = (0.5 s) (r + r²) | realised margin      |
+| a1       | ads     | 2024-01-15 | 10  | 0.5 | 40 | 20 · 0.75 = 15         | 0.5 · 20 = 10        |
+| a2       | ads     | 2024-03-31 | 20  | 0.5 | 40 | 15                     | 0.5 · 10 = 5         |
+| b1       | mail    | 2024-02-10 | 2   | 0   | 20 | 10 · 2 = 20            | 0.5 · 40 = 20        |
+
+Scored as of 2024-03-31. A purchase after that date and one before a2's acquisition must not count.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.contract import Tables
+from serving import clv as C
+from serving import finance as F
+from serving.report import fmt_money, fmt_months, fmt_ratio
+
+H = 3 * C.MONTH_DAYS
+SETTINGS = dict(horizon_days=H, margin=0.5, cost_to_serve=0.0, annual_discount_rate=0.0, lifetime_horizons=2)
+
+
+def _scores() -> pd.DataFrame:
+    p = np.array([0.5, 0.5, 0.0])
+    s = np.array([40.0, 40.0, 20.0])
+    return pd.DataFrame(
+        {
+            "customer_id": pd.array(["a1", "a2", "b1"], dtype="str"),
+            "as_of": pd.Timestamp("2024-03-31").date(),
+            "churn_probability": p,
+            "spend_if_active": s,
+            "expected_spend": (1 - p) * s,
+            "clv_horizon": C.horizon_clv(p, s, margin=0.5),
+            "clv": [15.0, 15.0, 20.0],
+            "expected_lifetime_days": C.expected_lifetime_days(p, horizon_days=H, lifetime_horizons=2),
+            "clv_tier": ["bottom 50%", "bottom 50%", "top 10%"],
+            "rfm_segment": ["at_risk", "new", "champions"],
+            "recency_days": [76, 0, 50],
+            "frequency": [0, 0, 0],
+            "monetary_value": [20.0, 10.0, 40.0],
+            "channel": pd.array(["ads", "ads", "mail"], dtype="str"),
+            "acquired_at": pd.to_datetime(["2024-01-15", "2024-03-31", "2024-02-10"]),
+            "acquisition_cost": [10.0, 20.0, 2.0],
+        }
+    )
+
+
+def _tables() -> Tables:
+    tx = pd.DataFrame(
+        {
+            "customer_id": pd.array(["a1", "a2", "b1", "a1", "a2"], dtype="str"),
+            "timestamp": pd.to_datetime(
+                ["2024-01-15 09:00", "2024-03-31 10:00", "2024-02-10 12:00", "2024-04-05 00:00", "2024-03-01 00:00"]
+            ),
+            "amount": [20.0, 10.0, 40.0, 1000.0, 500.0],
+        }
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": pd.array(["a1", "a2", "b1"], dtype="str"),
+            "referred_by": pd.array([None, "a1", None], dtype="str"),
+        }
+    )
+    return Tables(transactions=tx, customers=customers)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget")
+    return F.budget(
+        _tables(), _scores(), out_dir=out, target_ratio=3.0, referral_share=0.1, referral_bonus=1.0,
+        new_customer_max_age_days=60, n_simulations=400, seed=1, **SETTINGS,
+    )  # fmt: skip
+
+
+def test_channels_known_values(result):
+    ch = pd.read_csv(result.paths["channels"]).set_index("channel")
+    ads, mail = ch.loc["ads"], ch.loc["mail"]
+    assert (ads["customers"], ads["mean_cac"], ads["total_cac"]) == (2, 15.0, 30.0)
+    assert ads["mean_clv"] == pytest.approx(15.0)
+    assert ads["realised_margin"] == pytest.approx(7.5)  # (10 + 5) / 2
+    assert ads["mean_ltv"] == pytest.approx(22.5)
+    assert ads["ltv_cac"] == pytest.approx(1.5)
+    assert ads["max_allowable_cac"] == pytest.approx(7.5)
+    assert ads["recommendation"] == "hold"
+    # Mean cumulative margin by month since acquisition (a1 is 2 months old, a2 0): month 3:
+    # (15 + 10 + 10/3) / 2 = 14.17, month 4: (15 + 35/3 + 20/3) / 2 = 16.67; 15 is reached a third
+    # of the way: 3.33 months.
+    assert ads["payback_months"] == pytest.approx(10 / 3)
+    assert mail["mean_ltv"] == pytest.approx(40.0)
+    assert mail["ltv_cac"] == pytest.approx(20.0)
+    assert mail["max_allowable_cac"] == pytest.approx(40 / 3)
+    assert mail["payback_months"] == pytest.approx(0.1)  # 20 earned in month 1 covers 2 after 0.1
+    assert mail["recommendation"] == "grow"
+    assert (ch["clv_low"] <= ch["mean_clv"] + 1e-9).all() and (ch["mean_clv"] <= ch["clv_high"] + 1e-9).all()
+
+
+def test_cohorts_known_values(result):
+    co = pd.read_csv(result.paths["cohorts"], dtype={"cohort": str})
+    assert list(zip(co["cohort"], co["channel"])) == [("2024-01", "ads"), ("2024-02", "mail"), ("2024-03", "ads")]
+    jan, mar = co.iloc[0], co.iloc[2]
+    assert jan["age_months"] == 2 and jan["mean_ltv"] == pytest.approx(25.0) and jan["ltv_cac"] == pytest.approx(2.5)
+    assert jan["payback_months"] == pytest.approx(1.0)
+    assert (jan["realised_m01"], jan["realised_m02"]) == (10.0, 10.0)
+    assert np.isnan(jan["realised_m03"]) and np.isnan(jan["predicted_m01"])
+    assert jan["predicted_m02"] == pytest.approx(10.0) and jan["predicted_m03"] == pytest.approx(10 + 10 / 3)
+    assert jan["predicted_m36"] == pytest.approx(25.0)  # realised + the whole lifetime CLV
+    # a2: 5 realised, then 10/3 a month for 3 months and 5/3 a month for 3 more: 20 at month 6.
+    assert mar["ltv_cac"] == pytest.approx(1.0) and mar["payback_months"] == pytest.approx(6.0)
+    assert mar["recommendation"] == "hold"
+
+
+def test_forecast_known_values(result):
+    fc = pd.read_csv(result.paths["forecast"])
+    # b1 stays: 20 / 3 a month; a1 and a2: 40 / 3 a month each, times 0.5^k in horizon k.
+    expected = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
+    np.testing.assert_allclose(fc["expected_revenue"], expected)
+    np.testing.assert_allclose(fc["expected_margin"], 0.5 * expected)
+    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat([2.0, 1.5, 1.25, 1.125], 3))
+    np.testing.assert_allclose(fc["cumulative_revenue"], np.cumsum(expected))
+    # The first horizon of the forecast is the scores' expected spend.
+    assert fc["expected_revenue"][:3].sum() == pytest.approx(_scores()["expected_spend"].sum())
+    assert (fc["revenue_low"] <= fc["expected_revenue"]).all() and (fc["expected_revenue"] <= fc["revenue_high"]).all()
+    assert (fc["cumulative_revenue_low"] <= fc["cumulative_revenue"]).all()
+    assert (fc["cumulative_revenue"] <= fc["cumulative_revenue_high"]).all()
+    assert fc["period_start"][0] == "2024-04-01"
+
+
+def test_segments_are_the_scores_with_referral_credit(result):
+    seg = pd.read_csv(result.paths["segments"], dtype={"customer_id": str})
+    scores = _scores()
+    for col in F.SEGMENT_COLUMNS:
+        assert seg[col].tolist() == scores[col].tolist(), col
+    # a1 referred a2: 0.1 * 15 - 1.
+    assert seg["referral_credit"].tolist() == pytest.approx([0.5, 0.0, 0.0])
+
+
+def test_csvs_agree_with_the_scores(result):
+    scores = _scores()
+    ch = pd.read_csv(result.paths["channels"])
+    co = pd.read_csv(result.paths["cohorts"])
+    for table in (ch, co):
+        assert table["customers"].sum() == len(scores)
+        assert (table["mean_clv"] * table["customers"]).sum() == pytest.approx(scores["clv"].sum())
+        assert table["total_cac"].sum() == pytest.approx(scores["acquisition_cost"].sum())
+
+
+def test_new_customer_clv_and_acquisition_budget(result):
+    new = result.new_customer_clv
+    # Customers at most 60 days old: a2 (ads) 15 + 5 realised, b1 (mail) 20 + 20.
+    assert new.loc["ads", "new_customer_clv"] == pytest.approx(20.0)
+    assert new.loc["mail", "new_customer_clv"] == pytest.approx(40.0)
+    assert new["customers"].tolist() == [1, 1]
+    got = F.acquisition_budget(
+        [{"channel": "ads", "cac": 5.0}, {"channel": "mail", "cac": 20.0}, {"channel": "radio", "cac": 10.0}],
+        new,
+        target_ratio=3.0,
+    )
+    assert [g["ltv_cac"] for g in got] == pytest.approx([4.0, 2.0, 3.0])
+    assert [g["max_allowable_cac"] for g in got] == pytest.approx([20 / 3, 40 / 3, 10.0])
+    assert [g["recommendation"] for g in got] == ["grow", "hold", "grow"]
+    assert [g["basis"] for g in got] == ["channel", "channel", "overall"]
+    assert "radio" in got[2]["note"] and got[0]["note"] == ""
+    # A plain mapping works too; a zero CAC is an infinite ratio.
+    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}], {"x": 30.0})
+    assert got[0]["ltv_cac"] == math.inf and got[0]["recommendation"] == "grow"
+
+
+class _Tables(HTMLParser):
+    """Cell texts of every ``<table id=...>`` in a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._id = self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._id = dict(attrs).get("id")
+            self.tables[self._id] = []
+        elif tag == "tr" and self._id:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[self._id].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._id = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def _report_tables(result) -> dict[str, list[list[str]]]:
+    parser = _Tables()
+    parser.feed(result.paths["report"].read_text(encoding="utf-8"))
+    return parser.tables
+
+
+def test_report_agrees_with_the_csvs(result):
+    tables = _report_tables(result)
+    ch = pd.read_csv(result.paths["channels"])
+    rows = tables["channels"][1:]
+    assert len(rows) == len(ch)
+    for row, (_, c) in zip(rows, ch.iterrows()):
+        assert row[0] == c["channel"] and row[1] == f"{c['customers']:,}"
+        money = ("mean_cac", "total_cac", "mean_clv", "clv_low", "clv_high", "realised_margin", "mean_ltv")
+        assert row[2:9] == [fmt_money(c[k]) for k in money]
+        assert row[9:] == [
+            fmt_ratio(c["ltv_cac"]), fmt_money(c["max_allowable_cac"]), fmt_months(c["payback_months"]),
+            c["recommendation"],
+        ]  # fmt: skip
+    assert rows[0][9] == "1.50" and rows[0][11] == "3.3"  # the hand-computed ads figures
+
+    fc = pd.read_csv(result.paths["forecast"])
+    for row, (_, f) in zip(tables["forecast"][1:], fc.iterrows(), strict=True):
+        cols = ("expected_revenue", "revenue_low", "revenue_high", "expected_margin", "margin_low", "margin_high")
+        assert row[0] == str(f["month"]) and row[3:] == [fmt_money(f[k]) for k in cols]
+
+    seg = pd.read_csv(result.paths["segments"])
+    sizes = {r[0]: int(r[1]) for r in tables["segments"][1:]}
+    assert sizes == seg["rfm_segment"].value_counts().to_dict()
+    tiers = {r[0]: (int(r[1]), r[2]) for r in tables["tiers"][1:]}
+    assert tiers == {t: (len(g), fmt_money(g["clv"].sum())) for t, g in seg.groupby("clv_tier")}
+
+    summary = dict(tables["summary"][1:])
+    assert summary["Predicted remaining CLV, total"] == fmt_money(_scores()["clv"].sum()) == "50.00"
+    assert summary["Realised margin to date, total"] == "35.00"
+    assert summary["Expected revenue, next 12 months"] == fmt_money(fc["expected_revenue"].sum())
+    assert summary["Revenue 80% interval, high"] == fmt_money(fc["cumulative_revenue_high"].iloc[-1])
+    assert summary["Referral credit, total"] == "0.50"
+    assert len(tables["cohorts"]) == 1 + 3
+
+
+def test_report_is_self_contained(result):
+    page = result.paths["report"].read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+
+
+def test_simulation_means_match_the_formulas_and_ignore_chunking():
+    rng = np.random.default_rng(7)
+    n = 300
+    df = pd.DataFrame({"churn_probability": rng.uniform(0, 1, n), "spend_if_active": rng.gamma(2.0, 50.0, n)})
+    df.loc[:9, "churn_probability"] = 0.0
+    codes = (np.arange(n) % 3).astype(np.int64)
+    kw = dict(
+        horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
+        forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0, seed=3,
+    )  # fmt: skip
+    sims = F._simulate(df, [(codes, 3)], chunk_size=1000, **kw)
+    clv = C.lifetime_clv(
+        df["churn_probability"], df["spend_if_active"],
+        horizon_days=182, margin=0.3, cost_to_serve=2.0, lifetime_horizons=10,
+    )  # fmt: skip
+    expected = np.bincount(codes, weights=clv)
+    np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
+    revenue, margin, _ = F._expected_forecast(df, horizon_days=182, margin=0.3, cost_to_serve=2.0, months=12)
+    np.testing.assert_allclose(sims["revenue"].mean(axis=1), revenue, rtol=0.02)
+    np.testing.assert_allclose(sims["margin"].mean(axis=1), margin, rtol=0.02)
+    again = F._simulate(df, [(codes, 3)], chunk_size=7, **{**kw, "n_simulations": 50})
+    once = F._simulate(df, [(codes, 3)], chunk_size=1000, **{**kw, "n_simulations": 50})
+    np.testing.assert_allclose(again["revenue"], once["revenue"], rtol=1e-12)
+    np.testing.assert_allclose(again["clv_sums"][0], once["clv_sums"][0], rtol=1e-12)
+
+
+def test_scores_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="missing column.*'clv'"):
+        F.budget(_tables(), _scores().drop(columns="clv"), out_dir=tmp_path, **SETTINGS)
+    bad = _scores().assign(churn_probability=[0.5, 1.5, 0.0])
+    with pytest.raises(ValueError, match="'churn_probability': must be in \\[0, 1\\]: 1 row.*a2"):
+        F.budget(_tables(), bad, out_dir=tmp_path, **SETTINGS)
+
+
+def test_settings_that_differ_from_the_scores_warn(tmp_path):
+    with pytest.warns(UserWarning, match="'clv' differs"):
+        F.budget(_tables(), _scores(), out_dir=tmp_path, n_simulations=20, **{**SETTINGS, "margin": 0.4})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser")), reason="no chromium binary")
+def test_report_renders_in_headless_chromium(result, tmp_path):
+    import importlib.util
+
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "render_report.py"
+    spec = importlib.util.spec_from_file_location("render_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    png = module.render(result.paths["report"], tmp_path / "report.png", width=1200, height=4000)
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    # Charts draw in colour: the bars of the LTV:CAC chart use the "grow" green and "hold" amber.
+    for colour in ((0x2E, 0x7D, 0x32), (0xF9, 0xA8, 0x25)):
+        assert (np.abs(pixels.astype(int) - colour).sum(axis=2) < 30).sum() > 500, colour
