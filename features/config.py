@@ -20,6 +20,10 @@ class FeatureConfig:
         depend on which events happen to be in a batch.
     covariates : tuple of str
         Extra columns of the ``customers`` table used as features (numeric, or categorical if string).
+    categorical_covariates : tuple of str
+        The names among ``covariates`` that are categorical: kept as strings (training encodes them).
+        The other covariates are cast to float64. Declared here rather than read from the data, so
+        that the feature columns and dtypes depend on the config only.
     btyd_horizon_days : int
         Horizon, in days, of the BG/NBD expected-purchases feature.
     btyd_time_unit_days : float
@@ -29,6 +33,7 @@ class FeatureConfig:
     windows_days: tuple[int, ...] = (30, 90, 180, 365)
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     covariates: tuple[str, ...] = ()
+    categorical_covariates: tuple[str, ...] = ()
     btyd_horizon_days: int = 182
     btyd_time_unit_days: float = 7.0
 
