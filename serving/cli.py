@@ -1,0 +1,308 @@
+"""The ``clvcast`` command: thin wrappers around the stage functions.
+
+Each command parses its flags, calls one stage function and prints what it did. Errors end with a
+one-line cause and a non-zero exit code; ``--debug`` shows the full traceback instead. Heavy
+libraries are imported inside the commands so that ``clvcast --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+DEFAULT_SERVICE = "serving.service:ClvService"
+
+
+class _Context:
+    def __init__(self, debug: bool, quiet: bool):
+        self.debug = debug
+        self.quiet = quiet
+
+
+def _echo(msg: str = "") -> None:
+    click.echo(msg, err=True)
+
+
+def _parse_date(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _set_offline_defaults() -> None:
+    # The commands run where there may be no internet: never let the libraries phone home.
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def _load(source: str, column_map: str | None, on_invalid: str, quarantine_dir: str | None, quiet: bool):
+    from features.io import load_tables, parse_column_map
+
+    mapping = parse_column_map(column_map) if column_map else None
+    result = load_tables(
+        source,
+        column_map=mapping,
+        on_invalid=on_invalid,
+        quarantine_dir=quarantine_dir,
+        progress=not quiet,
+    )
+    report = getattr(result, "report", None)
+    if report is not None and not quiet and str(report):
+        _echo(str(report))
+    return result.tables if hasattr(result, "tables") else result
+
+
+_data_options = [
+    click.option("--data", "source", required=True, help="Directory of CSV/Parquet tables, or a SQLAlchemy URL."),
+    click.option("--column-map", default=None, help="Column mapping: a YAML/JSON file or 'table.src=dst,...'."),
+    click.option(
+        "--on-invalid",
+        type=click.Choice(["raise", "quarantine"]),
+        default="raise",
+        show_default=True,
+        help="Stop on invalid rows, or set them aside in a quarantine file with the reason per row.",
+    ),
+    click.option("--quarantine-dir", default=None, help="Where quarantined rows go (default: <out>/quarantine)."),
+]
+
+
+def data_options(f):
+    for option in reversed(_data_options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on error.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_context
+def cli(ctx, debug: bool, quiet: bool):
+    """clvcast: churn, spend and customer lifetime value from transactions."""
+    _set_offline_defaults()
+    ctx.obj = _Context(debug=debug, quiet=quiet)
+
+
+@cli.command()
+@click.option("--customers", "n_customers", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--start", default="2021-01-01", show_default=True, help="First acquisition date.")
+@click.option("--end", default="2024-12-31", show_default=True, help="Last observed date.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.pass_obj
+def generate(obj: _Context, n_customers: int, seed: int, start: str, end: str, out_dir: str):
+    """Synthetic customer book with known ground truth (Parquet tables + ground_truth.parquet)."""
+    from features.synthetic import generate as generate_book
+    from features.synthetic import write_book
+
+    book = generate_book(n_customers, seed=seed, start=start, end=end)
+    write_book(book, out_dir)
+    t = book.tables
+    _echo(
+        f"wrote {out_dir}: {len(t.customers):,} customers, {len(t.transactions):,} transactions, "
+        f"{len(t.events):,} events"
+    )
+
+
+@cli.command()
+@data_options
+@click.option("--cutoff", required=True, callback=_parse_date, help="Features as of the end of this day.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
+@click.pass_obj
+def features(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out):
+    """One feature row per customer as of a cutoff date."""
+    from features.build import build_features
+    from training.config import load_config
+
+    config = load_config(config_path)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out), obj.quiet)
+    frame = build_features(tables, cutoff=cutoff, config=config.features)
+    _write_frame(frame, out)
+    _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
+
+
+@cli.command()
+@data_options
+@click.option("--cutoff", default=None, callback=_parse_date, help="Holdout cutoff (default: latest with a full horizon).")
+@click.option("--horizon-days", type=click.IntRange(min=1), default=None, help="Label horizon H in days.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def train(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path):
+    """Train churn and spend models, compare with baselines, log and register them in MLflow."""
+    from training.config import load_config
+    from training.pipeline import format_comparison, train as train_models
+
+    config = load_config(config_path, horizon_days=horizon_days)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine", obj.quiet)
+    result = train_models(tables, cutoff=cutoff, config=config, progress=not obj.quiet)
+    click.echo(format_comparison(result))
+
+
+@cli.command()
+@data_options
+@click.option("--cutoff", required=True, callback=_parse_date, help="Train on data up to this day only.")
+@click.option("--horizon-days", type=click.IntRange(min=1), required=True, help="Evaluation horizon H in days.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the results here.")
+@click.pass_obj
+def backtest(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, json_out):
+    """Train up to a cutoff, predict the next H days, compare with BG/NBD and the naive rate."""
+    from training.config import load_config
+    from training.pipeline import backtest as run_backtest
+    from training.pipeline import format_backtest
+
+    config = load_config(config_path, horizon_days=horizon_days)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine", obj.quiet)
+    result = run_backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config, progress=not obj.quiet)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=2))
+        _echo(f"wrote {json_out}")
+    click.echo(format_backtest(result))
+
+
+@cli.command()
+@data_options
+@click.option("--cutoff", required=True, callback=_parse_date, help="Score as of the end of this day.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path):
+    """Batch CLV for every customer from the champion models."""
+    from serving.scoring import score_tables, write_scores
+    from training.config import load_config
+    from training.tracking import load_champion
+
+    config = load_config(config_path)
+    champion = load_champion()
+    tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out), obj.quiet)
+    frame = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
+    write_scores(frame, out)
+    _echo(f"wrote {out}: {len(frame):,} customers scored as of {cutoff}")
+
+
+@cli.command()
+@data_options
+@click.option("--scores", required=True, type=click.Path(exists=True, dir_okay=False), help="Output of clvcast score.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--target-ltv-cac", type=click.FloatRange(min=0, min_open=True), default=None, help="Default from config: 3.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
+    """Channels, cohorts, forecast, segments and an HTML report for finance."""
+    from serving.finance import budget as run_budget
+    from serving.scoring import read_scores
+    from training.config import load_config
+
+    config = load_config(config_path, target_ltv_cac=target_ltv_cac)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"), obj.quiet)
+    clv = config.clv
+    result = run_budget(
+        tables,
+        read_scores(scores),
+        out_dir=out_dir,
+        horizon_days=config.training.horizon_days,
+        margin=clv.gross_margin,
+        cost_to_serve=clv.cost_to_serve,
+        annual_discount_rate=clv.annual_discount_rate,
+        lifetime_horizons=clv.lifetime_horizons,
+        target_ratio=clv.target_ltv_cac,
+    )
+    _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())))
+    summary = getattr(result, "summary", None)
+    if summary:
+        click.echo(summary)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback by default.")
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.pass_obj
+def serve(obj: _Context, host: str, port: int, workers: int):
+    """Serve POST /clv, POST /acquisition_budget and GET /model over HTTP (BentoML)."""
+    from training.tracking import load_champion
+
+    # Fail here with the one-line cause rather than inside a BentoML worker's traceback.
+    load_champion()
+    cmd = _serve_command(host=host, port=port, workers=workers)
+    os.execvp(cmd[0], cmd)
+
+
+def _serve_command(*, host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "bentoml", "serve", DEFAULT_SERVICE,
+        "--host", host, "--port", str(port), "--api-workers", str(workers),
+    ]
+
+
+@cli.command()
+@click.option("--customers", "n_customers", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option("--out", "out_dir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
+@click.pass_obj
+def demo(obj: _Context, n_customers: int, out_dir: str, port: int):
+    """Generate data, train, score, budget, serve, and send one real request.
+
+    Keeps serving until Ctrl-C, or exits after the request when DEMO_EXIT=1.
+    """
+    from serving.demo import run_demo
+
+    run_demo(n_customers=n_customers, out_dir=Path(out_dir), port=port, progress=not obj.quiet)
+
+
+def _default_quarantine(out: str) -> str:
+    return str(Path(out).with_suffix("")) + ".quarantine"
+
+
+def _write_frame(frame, out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        frame.to_csv(path)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        raise click.BadParameter(f"--out must end in .parquet or .csv, got {out!r}")
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command group, turning errors into a one-line cause and exit code 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="clvcast", standalone_mode=False)
+    except click.exceptions.Abort:
+        _echo("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _echo("interrupted")
+        return 130
+    except Exception as exc:  # the CLI boundary: every failure becomes a one-line cause
+        if debug:
+            raise
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        _echo(f"error: {lines[0]}")
+        for line in lines[1:]:
+            _echo(f"       {line}")
+        if len(lines) == 1 and not isinstance(exc, (ValueError, FileNotFoundError, LookupError)):
+            _echo(f"       ({type(exc).__name__}; rerun with --debug for the traceback)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""``clvcast demo``: the whole loop on a synthetic book, from raw tables to an HTTP answer.
+
+Steps: generate a book (skipped when the output directory already holds one), train and register
+both models in MLflow, score every customer, write the finance report, start the BentoML service
+on loopback and send it one real ``POST /clv`` request. Then it keeps serving until Ctrl-C, or
+stops at once when ``DEMO_EXIT=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import httpx
+import pandas as pd
+
+#: How many customers the example request carries.
+EXAMPLE_CUSTOMERS = 2
+READY_TIMEOUT_S = 180.0
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _title(msg: str) -> None:
+    _say("")
+    _say(click.style(f"== {msg}", bold=True))
+
+
+def example_request(tables, *, as_of: pd.Timestamp, n: int = EXAMPLE_CUSTOMERS) -> dict:
+    """A ``POST /clv`` body with the full history of the ``n`` customers that bought most recently."""
+    tx = tables.transactions
+    ids = tx.sort_values("timestamp")["customer_id"].drop_duplicates(keep="last").tail(n).tolist()
+    customers = []
+    for cid in ids:
+        t = tx.loc[tx["customer_id"] == cid].sort_values("timestamp")
+        ev = tables.events.loc[tables.events["customer_id"] == cid].sort_values("timestamp").tail(200)
+        attrs = {}
+        if tables.customers is not None:
+            row = tables.customers.loc[tables.customers["customer_id"] == cid]
+            if len(row):
+                rec = row.iloc[0]
+                for col in ("channel", "acquisition_cost", "acquired_at"):
+                    if col in row and pd.notna(rec[col]):
+                        attrs[col] = str(rec[col].date()) if col == "acquired_at" else rec[col]
+                attrs = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in attrs.items()}
+        customers.append(
+            {
+                "customer_id": cid,
+                "transactions": [
+                    {"timestamp": ts.isoformat(), "amount": round(float(a), 2)}
+                    for ts, a in zip(t["timestamp"], t["amount"], strict=True)
+                ],
+                "events": [
+                    {"timestamp": ts.isoformat(), "event_type": e}
+                    for ts, e in zip(ev["timestamp"], ev["event_type"], strict=True)
+                ],
+                "attributes": attrs,
+            }
+        )
+    return {"customers": customers, "as_of": str(as_of.date())}
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the service at {url} was not ready after {timeout:.0f} s")
+
+
+def _summarise_request(body: dict) -> str:
+    parts = [
+        f"{c['customer_id']}: {len(c['transactions'])} transactions, {len(c['events'])} events"
+        for c in body["customers"]
+    ]
+    return f"as_of {body['as_of']}; " + "; ".join(parts)
+
+
+def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = True) -> None:
+    """Run the demo; see the module docstring."""
+    from features.io import load_tables
+    from features.synthetic import generate, write_book
+    from serving.finance import budget
+    from serving.scoring import score_tables, write_scores
+    from training.config import load_config
+    from training.pipeline import format_comparison, train
+    from training.tracking import load_champion, tracking_uri
+
+    out_dir = Path(out_dir)
+    data_dir = out_dir / "data"
+    config = load_config()
+
+    _title(f"1/5 synthetic book of {n_customers:,} customers -> {data_dir}")
+    if (data_dir / "transactions.parquet").exists():
+        _say("   (already there: reusing it; delete the directory to regenerate)")
+    else:
+        write_book(generate(n_customers, seed=0), data_dir)
+    tables = load_tables(data_dir).tables
+    _say(
+        f"   {len(tables.customers):,} customers, {len(tables.transactions):,} transactions, "
+        f"{len(tables.events):,} events"
+    )
+
+    _title(f"2/5 training churn and spend models (MLflow: {tracking_uri()})")
+    result = train(tables, config=config, progress=progress)
+    click.echo(format_comparison(result))
+
+    _title("3/5 scoring every customer with the champion")
+    as_of = tables.transactions["timestamp"].max().normalize()
+    champion = load_champion()
+    scores = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv)
+    write_scores(scores, out_dir / "scores.parquet")
+    _say(f"   {out_dir / 'scores.parquet'}: {len(scores):,} customers as of {as_of.date()}, "
+         f"total lifetime CLV {scores['clv'].sum():,.0f}")
+
+    _title("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
+    clv = config.clv
+    budget(
+        tables,
+        scores,
+        out_dir=out_dir / "budget",
+        horizon_days=champion.serving["horizon_days"],
+        margin=clv.gross_margin,
+        cost_to_serve=clv.cost_to_serve,
+        annual_discount_rate=clv.annual_discount_rate,
+        lifetime_horizons=clv.lifetime_horizons,
+        target_ratio=clv.target_ltv_cac,
+    )
+    channels = pd.read_csv(out_dir / "budget" / "channels.csv")
+    with pd.option_context("display.width", 160, "display.max_columns", 12):
+        cols = [c for c in ("channel", "customers", "mean_cac", "mean_clv", "ltv_cac", "max_allowable_cac",
+                            "recommendation") if c in channels.columns]
+        click.echo(channels[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    _say(f"   report: {(out_dir / 'budget' / 'report.html').resolve()}")
+
+    _title(f"5/5 serving on http://127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService",
+           "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()})
+    try:
+        _wait_ready(url, proc, READY_TIMEOUT_S)
+        body = example_request(tables, as_of=as_of)
+        _say(f"   POST {url}/clv  ({_summarise_request(body)})")
+        started = time.perf_counter()
+        response = httpx.post(f"{url}/clv", json=body, timeout=30.0)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        _say(f"   -> HTTP {response.status_code} in {elapsed_ms:.0f} ms")
+        click.echo(json.dumps(response.json(), indent=2))
+        response.raise_for_status()
+        if os.environ.get("DEMO_EXIT") == "1":
+            _say("DEMO_EXIT=1: stopping the service.")
+            return
+        _say("")
+        _say(f"Serving on {url} (docs at {url}/docs). MLflow UI: "
+             f"mlflow ui --backend-store-uri {tracking_uri()}  — Ctrl-C to stop.")
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
