@@ -227,22 +227,37 @@ def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback by default.")
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--scores", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A `clvcast score` file: CLV tiers and RFM segments are relative to it.")
+@click.option("--new-customer-clv", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="new_customer_clv.csv of `clvcast budget`, for POST /acquisition_budget.")
 @click.pass_obj
-def serve(obj: _Context, host: str, port: int, workers: int):
+def serve(obj: _Context, host: str, port: int, workers: int, scores: str | None, new_customer_clv: str | None):
     """Serve POST /clv, POST /acquisition_budget and GET /model over HTTP (BentoML)."""
+    from serving.service import NEW_CUSTOMER_CLV_ENV, SCORES_ENV
     from training.tracking import load_champion
 
     # Fail here with the one-line cause rather than inside a BentoML worker's traceback.
     load_champion()
-    cmd = _serve_command(host=host, port=port, workers=workers)
-    os.execvp(cmd[0], cmd)
+    extra = {}
+    if scores:
+        extra[SCORES_ENV] = str(Path(scores).resolve())
+    if new_customer_clv:
+        extra[NEW_CUSTOMER_CLV_ENV] = str(Path(new_customer_clv).resolve())
+    cmd, env = serve_command(host=host, port=port, workers=workers, extra_env=extra)
+    os.execvpe(cmd[0], cmd, env)
 
 
-def _serve_command(*, host: str, port: int, workers: int) -> list[str]:
-    return [
-        sys.executable, "-m", "bentoml", "serve", DEFAULT_SERVICE,
-        "--host", host, "--port", str(port), "--api-workers", str(workers),
-    ]
+def serve_command(*, host: str, port: int, workers: int = 1, extra_env: dict | None = None) -> tuple[list[str], dict]:
+    """The ``bentoml serve`` command line and environment for the clvcast service."""
+    # `bentoml serve` has no worker-count flag in 1.4: the service config override sets it.
+    env = {
+        **os.environ,
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clvcast": {"workers": workers}}}),
+        **(extra_env or {}),
+    }
+    cmd = [sys.executable, "-m", "bentoml", "serve", DEFAULT_SERVICE, "--host", host, "--port", str(port)]
+    return cmd, env
 
 
 @cli.command()
@@ -295,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        if len(lines) > 1 and type(exc).__name__ == "DataValidationError":
+            lines.insert(0, f"invalid input data, {len(lines)} rule(s) broken; nothing was written "
+                            "(--on-invalid quarantine sets bad rows aside instead):")
         _echo(f"error: {lines[0]}")
         for line in lines[1:]:
             _echo(f"       {line}")

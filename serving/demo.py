@@ -149,9 +149,19 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
 
     _title(f"5/5 serving on http://127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService",
-           "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()})
+    from serving.cli import serve_command
+
+    cmd, env = serve_command(
+        host="127.0.0.1",
+        port=port,
+        extra_env={
+            "MLFLOW_TRACKING_URI": tracking_uri(),
+            # Segments relative to the scored base, and new-customer CLV for /acquisition_budget.
+            "CLVCAST_SCORES": str((out_dir / "scores.parquet").resolve()),
+            "CLVCAST_NEW_CUSTOMER_CLV": str((out_dir / "budget" / "new_customer_clv.csv").resolve()),
+        },
+    )
+    proc = subprocess.Popen(cmd, env=env)
     try:
         _wait_ready(url, proc, READY_TIMEOUT_S)
         body = example_request(tables, as_of=as_of)
@@ -166,7 +176,7 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
             _say("DEMO_EXIT=1: stopping the service.")
             return
         _say("")
-        _say(f"Serving on {url} (docs at {url}/docs). MLflow UI: "
+        _say(f"Serving on {url} (OpenAPI at {url}/docs.json, UI at {url}/). MLflow UI: "
              f"mlflow ui --backend-store-uri {tracking_uri()}  — Ctrl-C to stop.")
         proc.wait()
     finally:

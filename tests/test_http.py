@@ -1,0 +1,309 @@
+"""The CLV service over real HTTP: ``bentoml serve`` on a free loopback port.
+
+Covers the endpoints, BentoML's health and metrics routes, invalid payloads (each a 4xx that names
+the field and the rule) and a property-based fuzz of the served OpenAPI document (schemathesis)
+that must find no 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving import api_models as A
+from test_service import champion_store, empty_store, environ, request_body
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 120
+FUZZ_EXAMPLES = 100
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store():
+    return champion_store()
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    """Base URL of a running ``bentoml serve serving.service:ClvService`` (stopped afterwards)."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    log_path = home / "server.log"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_TRACKING_URI": store.tracking_uri,
+        "CLVCAST_NEW_CUSTOMER_CLV": str(store.new_customer_clv),
+        "CLVCAST_SCORES": str(store.scores),
+    }
+    env.pop("CLVCAST_CONFIG", None)
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"service not ready after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_serve_stops_with_a_clear_message_without_a_champion(tmp_path):
+    """No champion at the tracking URI: ``bentoml serve`` exits non-zero and names model and URI."""
+    uri = empty_store()
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": uri}  # fmt: skip
+    env.pop("CLVCAST_NEW_CUSTOMER_CLV", None)
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService", "--host", "127.0.0.1",
+           "--port", str(_free_port())]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert done.returncode != 0
+    assert "no 'champion' version of registered model 'clvcast-churn'" in done.stderr + done.stdout
+    assert uri in done.stderr + done.stdout
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tables(store):
+    from features.io import load_tables
+
+    return load_tables(store.book_dir).tables
+
+
+@pytest.fixture(scope="module")
+def batch_scores(store):
+    from serving.scoring import read_scores
+
+    return read_scores(store.scores).set_index("customer_id")
+
+
+def test_health_readiness_and_metrics(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "bentoml_" in metrics.text
+
+
+def test_model(client, store):
+    from training.tracking import load_champion
+
+    with environ(MLFLOW_TRACKING_URI=store.tracking_uri):
+        champion = load_champion()
+    response = client.get("/model")
+    assert response.status_code == 200
+    info = response.json()
+    assert info["model_versions"] == {
+        "churn": champion.churn_version, "spend": champion.spend_version, "feature_set": champion.feature_set_id
+    }  # fmt: skip
+    assert info["trained_at"] == champion.trained_at
+    assert info["holdout_metrics"]["clvcast"]["churn_auc"] == pytest.approx(champion.holdout_metrics["clvcast"]["churn_auc"])
+
+
+def test_clv_over_http_matches_batch_scores(client, tables, batch_scores):
+    ids = [cid for cid in batch_scores.index[batch_scores["recency_days"] < 200][:10]]
+    response = client.post("/clv", json=request_body(tables, ids))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [c["customer_id"] for c in answer["customers"]] == ids
+    online = pd.DataFrame(answer["customers"]).set_index("customer_id")
+    for column in ("churn_probability", "spend_if_active", "expected_spend", "clv", "expected_lifetime_days"):
+        np.testing.assert_allclose(online[column], batch_scores.loc[ids, column], rtol=1e-9, err_msg=column)
+    assert answer["segment_basis"] == "scored population"
+    assert [c["segment"]["clv_tier"] for c in answer["customers"]] == batch_scores.loc[ids, "clv_tier"].tolist()
+    assert [c["segment"]["rfm_segment"] for c in answer["customers"]] == batch_scores.loc[ids, "rfm_segment"].tolist()
+    assert [c["drivers"] for c in answer["customers"]] == batch_scores.loc[ids, "drivers"].tolist()
+
+    # Metrics now count the request.
+    assert 'endpoint="/clv"' in client.get("/metrics").text
+
+
+def test_acquisition_budget(client, store):
+    known = pd.read_csv(store.new_customer_clv)["channel"].iloc[0]
+    response = client.post("/acquisition_budget", json={"channels": [{"channel": known, "cac": 25.0}]})
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["channels"]
+    assert row["channel"] == known and row["recommendation"] in {"grow", "hold", "cut", "unknown"}
+
+
+def _post(client, body: bytes | dict, path: str = "/clv") -> httpx.Response:
+    if isinstance(body, dict):
+        return client.post(path, json=body)
+    return client.post(path, content=body, headers={"content-type": "application/json"})
+
+
+def _one(ts: str = "2024-01-01", amount: str = "10.0") -> str:
+    return f'{{"customer_id": "1", "transactions": [{{"timestamp": "{ts}", "amount": {amount}}}]}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "kind"),
+    [
+        (f'{{"customers": [{_one()}]}}', ["as_of"], "missing"),
+        (f'{{"as_of": "2024-06-30", "customers": [{_one(amount="NaN")}]}}',
+         ["customers", 0, "transactions", 0, "amount"], "finite_number"),
+        (f'{{"as_of": "2024-06-30", "customers": [{_one(amount="Infinity")}]}}',
+         ["customers", 0, "transactions", 0, "amount"], "finite_number"),
+        (f'{{"as_of": "2024-06-30", "customers": [{_one(ts="2024-07-01T08:00:00")}]}}',
+         ["customers", 0, "transactions", 0, "timestamp"], "timestamp_after_as_of"),
+        ('{"as_of": "2024-06-30", "customers": ['
+         + ", ".join(_one().replace('"1"', f'"{i}"') for i in range(A.MAX_CUSTOMERS + 1)) + "]}",
+         ["customers"], "too_long"),
+        (f'{{"as_of": "2024-06-30", "customers": [{_one()}, {_one()}]}}',
+         ["customers", 1, "customer_id"], "duplicate_customer_id"),
+        ('{"as_of": "2024-06-30", "customers": [', [], "json_invalid"),
+        ('{"as_of": "not a date", "customers": []}', ["as_of"], "date_from_datetime_parsing"),
+    ],
+    ids=["missing-field", "nan-amount", "infinite-amount", "future-timestamp", "oversized-batch",
+         "duplicate-ids", "broken-json", "bad-date"],
+)  # fmt: skip
+def test_invalid_clv_requests_get_400_with_path_and_rule(client, body, loc, kind):
+    response = _post(client, body.encode())
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert payload["error"]
+    assert any(e["loc"] == loc and e["type"] == kind and e["msg"] for e in payload["detail"]), payload
+
+
+def test_invalid_budget_request_gets_400(client):
+    response = _post(client, {"channels": [{"channel": "x", "cac": -5}]}, "/acquisition_budget")
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"] == ["channels", 0, "cac"]
+
+
+def test_fuzz_openapi_finds_no_server_error(server):
+    """Schemathesis: valid and invalid requests drawn from /docs.json never get a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    schema = schemathesis.openapi.from_url(f"{server}/docs.json")
+    strategy = st.one_of(
+        schema.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE),
+        schema.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE),
+    )
+    seen: dict[str, int] = {}
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def check(case):
+        response = case.call(base_url=server, timeout=15)
+        key = f"{case.method} {case.path} {response.status_code}"
+        seen[key] = seen.get(key, 0) + 1
+        assert response.status_code < 500, (
+            f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}\n"
+            f"body: {json.dumps(case.body, default=str)[:2000]}"
+        )
+
+    check()
+    # The fuzz reached the scoring path, not only validation.
+    assert any(k.startswith("POST /clv 200") for k in seen), seen
+
+
+def test_random_valid_histories_are_scored(client):
+    """Property: any request inside the documented limits gets 200 and finite, bounded numbers."""
+    from datetime import datetime, timedelta, timezone
+
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    as_of = datetime(2024, 6, 30)
+    moments = st.datetimes(min_value=datetime(1900, 1, 1), max_value=as_of + timedelta(hours=23, minutes=59))
+    amounts = st.floats(min_value=-A.MAX_ABS_AMOUNT, max_value=A.MAX_ABS_AMOUNT, allow_nan=False)
+    purchase = st.fixed_dictionaries(
+        {"timestamp": moments.map(datetime.isoformat), "amount": st.floats(0, A.MAX_ABS_AMOUNT)}
+    )
+    transaction = st.fixed_dictionaries({"timestamp": moments.map(datetime.isoformat), "amount": amounts})
+    event = st.fixed_dictionaries(
+        {
+            "timestamp": moments.map(lambda d: d.replace(tzinfo=timezone.utc).isoformat()),
+            "event_type": st.sampled_from(["session", "email_open", "email_click", "support_ticket", "cancel", "chat"]),
+        }
+    )
+    attributes = st.fixed_dictionaries(
+        {},
+        optional={
+            "acquired_at": moments.map(lambda d: d.date().isoformat()),
+            "channel": st.text(min_size=1, max_size=12),
+            "acquisition_cost": st.floats(0, A.MAX_ABS_AMOUNT),
+            "referred_by": st.text(min_size=1, max_size=8),
+            "region": st.sampled_from(["north", "south"]) | st.none(),
+        },
+    )
+    customer = st.fixed_dictionaries(
+        {
+            "transactions": st.tuples(purchase, st.lists(transaction, max_size=30)).map(lambda t: [t[0], *t[1]]),
+            "events": st.lists(event, max_size=20),
+            "attributes": attributes,
+        }
+    )
+    bodies = st.lists(customer, min_size=1, max_size=5).map(
+        lambda cs: {"as_of": as_of.date().isoformat(), "customers": [{"customer_id": f"c{i}", **c} for i, c in enumerate(cs)]}
+    )
+
+    @settings(
+        max_examples=30, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    @given(body=bodies)
+    def check(body):
+        response = client.post("/clv", json=body)
+        assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}\n{json.dumps(body)[:2000]}"
+        for c in response.json()["customers"]:
+            assert 0 <= c["churn_probability"] <= 1
+            for key in ("expected_spend", "clv", "clv_horizon", "expected_lifetime_days", "spend_if_active"):
+                assert c[key] is not None and np.isfinite(c[key]), (key, c)
+
+    check()
