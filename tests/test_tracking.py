@@ -1,0 +1,194 @@
+"""MLflow registry and the champion rule, on the temporary tracking store of the test session.
+
+Nothing else in the suite registers models, so the first training run here meets an empty registry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import tracking
+from training.config import load_config
+
+pytestmark = pytest.mark.slow
+
+SMALL = dict(
+    horizon_days=91,
+    n_cutoffs=3,
+    step_days=30,
+    early_stopping_rounds=10,
+    training__churn_params__num_boost_round=40,
+    training__spend_params__num_boost_round=40,
+)
+
+
+@pytest.fixture(scope="module")
+def book():
+    from features.synthetic import generate
+
+    return generate(1500, seed=5, start="2021-01-01", end="2022-12-31")
+
+
+@pytest.fixture(scope="module")
+def good(book):
+    from training.pipeline import train
+
+    return train(book.tables, config=load_config(**SMALL))
+
+
+@pytest.fixture(scope="module")
+def bad(good, book):
+    """A deliberately weak pair: one stump per model."""
+    from training.pipeline import train
+
+    weak = load_config(
+        **{**SMALL, "training__churn_params__num_boost_round": 1, "training__spend_params__num_boost_round": 1},
+        training__churn_params__num_leaves=2,
+        training__spend_params__num_leaves=2,
+    )
+    return train(book.tables, config=weak)
+
+
+# --------------------------------------------------------------------------- the rule itself
+
+
+def test_rule_without_champion_promotes():
+    assert tracking.champion_decision({"mae": 5.0, "churn_auc": 0.5}, None).promote
+
+
+@pytest.mark.parametrize(
+    "new, promote",
+    [
+        ({"mae": 10.0, "churn_auc": 0.80}, True),  # equal
+        ({"mae": 10.09, "churn_auc": 0.796}, True),  # within tolerance
+        ({"mae": 10.2, "churn_auc": 0.85}, False),  # MAE 2% worse
+        ({"mae": 9.0, "churn_auc": 0.79}, False),  # AUC 0.01 worse
+    ],
+)
+def test_rule_tolerances(new, promote):
+    decision = tracking.champion_decision(new, {"mae": 10.0, "churn_auc": 0.80})
+    assert decision.promote is promote
+    assert "MAE" in decision.reason and "AUC" in decision.reason
+
+
+# --------------------------------------------------------------------------- with a registry
+
+
+def test_first_run_becomes_champion(good):
+    assert good.promoted and good.reason == "no current champion"
+    champion = tracking.load_champion()
+    assert (champion.churn_version, champion.spend_version) == (good.churn_version, good.spend_version)
+    assert champion.run_id == good.run_id
+    info = champion.describe()
+    assert info["horizon_days"] == 91 and info["holdout_metrics"]["clvcast"]["mae"] == good.metrics["clvcast"]["mae"]
+    assert champion.btyd_params  # what serving needs to rebuild BTYD features
+    assert champion.serving["encoder"]["columns"]
+
+
+def test_run_logs_params_metrics_and_artifacts(good):
+    import mlflow
+
+    run = mlflow.get_run(good.run_id)
+    assert run.data.params["training.horizon_days"] == "91"
+    for prefix in ("clvcast_", "btyd_", "naive_"):
+        assert f"{prefix}mae" in run.data.metrics and f"{prefix}churn_auc" in run.data.metrics
+    assert run.data.tags["data.hash"] and run.data.tags["cutoff"] == str(good.cutoff)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(good.run_id)}
+    assert {"metrics.json", "plots", "tables", "clvcast"} <= names
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(good.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("calibration", "cumulative_gains", "deciles", "feature_importance")}
+
+
+def test_reload_of_champion_alias_gives_same_predictions(good, book):
+    import mlflow.lightgbm
+
+    from features.build import build_features
+
+    features = build_features(book.tables, cutoff=good.cutoff, config=load_config(**SMALL).features)
+    X = good.models.transform(features)
+    churn = mlflow.lightgbm.load_model(f"models:/{tracking.CHURN_MODEL}@{tracking.ALIAS}")
+    np.testing.assert_array_equal(churn.predict_proba(X), good.models.churn_model_.predict_proba(X))
+    champion = tracking.load_champion()
+    pd.testing.assert_frame_equal(champion.models.predict(features), good.models.predict(features))
+
+
+def test_worse_model_does_not_move_the_alias(good, bad):
+    assert not bad.promoted, bad.reason
+    assert bad.reason.startswith("worse than the champion")
+    assert bad.metrics["clvcast"]["mae"] > good.metrics["clvcast"]["mae"]
+    snap = tracking.registry_snapshot()
+    for name, version in ((tracking.CHURN_MODEL, bad.churn_version), (tracking.SPEND_MODEL, bad.spend_version)):
+        assert snap[name]["versions"][version] == "rejected"
+    assert snap[tracking.CHURN_MODEL]["aliases"] == {"champion": good.churn_version}
+    assert snap[tracking.SPEND_MODEL]["aliases"] == {"champion": good.spend_version}
+    assert bad.champion_metrics["mae"] == pytest.approx(good.metrics["clvcast"]["mae"])  # same holdout
+
+
+def test_comparison_table_shows_versions_and_verdict(good, bad):
+    from training.pipeline import format_comparison
+
+    text = format_comparison(bad)
+    for word in ("clvcast", "btyd", "naive", "MAE", "churn AUC", "previous champion", "not promoted"):
+        assert word in text
+    assert f"clvcast-churn v{bad.churn_version}" in text
+    assert "champion: no current champion" in format_comparison(good)
+
+
+def test_failed_run_does_not_move_the_alias_or_register(good, book, monkeypatch):
+    import mlflow
+    import mlflow.lightgbm
+
+    from training.pipeline import train
+
+    before = tracking.registry_snapshot()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mlflow.lightgbm, "log_model", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train(book.tables, config=load_config(**SMALL))
+    assert tracking.registry_snapshot() == before
+    last = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], order_by=["start_time DESC"], max_results=1)
+    assert last["status"].iloc[0] == "FAILED"
+
+
+def test_champions_from_different_runs_are_refused(good, bad):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS, bad.spend_version)
+    try:
+        with pytest.raises(tracking.ChampionError, match="different training runs") as err:
+            tracking.load_champion()
+        assert tracking.SPEND_MODEL in str(err.value) and tracking.tracking_uri() in str(err.value)
+    finally:
+        client.set_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS, good.spend_version)
+
+
+def test_promote_refuses_a_mixed_pair(good, bad):
+    with pytest.raises(tracking.ChampionError, match="different runs"):
+        tracking.promote(good.churn_version, bad.spend_version)
+
+
+def test_missing_champion_names_model_and_uri(good):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.delete_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS)
+    try:
+        with pytest.raises(tracking.ChampionError) as err:
+            tracking.load_champion()
+        assert f"registered model '{tracking.SPEND_MODEL}'" in str(err.value)
+        assert tracking.tracking_uri() in str(err.value)
+    finally:
+        client.set_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS, good.spend_version)
+
+
+def test_tracking_uri_default_is_under_cwd(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking.tracking_uri() == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
+    assert not (tmp_path / "mlruns").exists()  # resolving the URI creates nothing

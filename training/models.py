@@ -1,0 +1,416 @@
+"""The churn and spend models: LightGBM, a feature encoder, an isotonic calibration of churn.
+
+- churn: p = P(no purchase in the next H days), a LightGBM classifier whose raw probability is
+  calibrated by isotonic regression on a time-held-out slice (the latest training origins);
+- spend: s = E[spend in the next H days | a purchase in them], a LightGBM regressor trained on the
+  rows whose label window has a purchase;
+- expected spend over H: (1 − p) · s.
+
+:class:`ClvModels` is an estimator (``fit`` returns self, learned state ends in ``_``) and also the
+object serving predicts with, rebuilt from MLflow by :func:`training.tracking.load_champion`
+through :meth:`ClvModels.from_parts`. Everything serving needs to encode features exactly as in
+training (column order, category levels, calibration map) is in :meth:`ClvModels.metadata`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+
+from training.config import LightGBMParams, TrainingConfig
+
+
+OUTPUT_COLUMNS = ("churn_probability", "spend_if_active", "expected_spend")
+
+
+class TrainingDataError(ValueError):
+    """The training rows cannot train a model (e.g. a single churn class); the message says why."""
+
+
+# --------------------------------------------------------------------------- feature encoding
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Turns a feature frame into the numeric matrix the boosters were trained on.
+
+    Numeric and boolean columns become float64. String / categorical columns become the integer
+    code of their level among ``categories[column]`` (levels seen in training, sorted), and NaN
+    for a level never seen in training, which LightGBM treats as missing rather than guessing.
+    Codes rather than pandas ``category`` dtype keep the MLflow signature plain numeric and make
+    the encoding explicit, so serving cannot drift from training.
+
+    Parameters
+    ----------
+    columns : tuple of str
+        Feature columns in model order.
+    categories : dict of str to tuple of str
+        Levels of each categorical column, in code order.
+    """
+
+    columns: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def fit(cls, features: pd.DataFrame) -> FeatureEncoder:
+        """Record the columns of ``features`` and the levels of its non-numeric columns."""
+        categories: dict[str, tuple[str, ...]] = {}
+        for name in features.columns:
+            col = features[name]
+            if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+                continue
+            if pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col):
+                raise TrainingDataError(
+                    f"feature column {name!r} has dtype {col.dtype}: features must be numeric or categorical"
+                )
+            levels = pd.Series(col.dropna().astype(str).unique()).sort_values(kind="stable")
+            categories[str(name)] = tuple(levels.tolist())
+        return cls(columns=tuple(str(c) for c in features.columns), categories=categories)
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return [c for c in self.columns if c in self.categories]
+
+    def transform(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Encoded float64 frame with exactly ``columns``, in order, and the same index."""
+        return pd.DataFrame(self.matrix(features), index=features.index, columns=list(self.columns))
+
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The encoded float64 matrix, columns in model order (the fast path of :meth:`transform`)."""
+        missing = [c for c in self.columns if c not in features.columns]
+        if missing:
+            raise KeyError(f"feature columns missing: {missing}")
+        out = np.empty((len(features), len(self.columns)), dtype="float64")
+        numeric = [i for i, c in enumerate(self.columns) if c not in self.categories]
+        # One block conversion for the numeric columns: per-column conversion dominated request latency.
+        block = features[[self.columns[i] for i in numeric]]
+        try:
+            out[:, numeric] = block.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):
+            out[:, numeric] = block.apply(pd.to_numeric, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+        for i, name in enumerate(self.columns):
+            if name in self.categories:
+                codes = pd.Index(self.categories[name]).get_indexer(features[name].astype("string").astype(object))
+                out[:, i] = np.where(codes >= 0, codes, np.nan)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"columns": list(self.columns), "categories": {k: list(v) for k, v in self.categories.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureEncoder:
+        return cls(
+            columns=tuple(data["columns"]),
+            categories={k: tuple(v) for k, v in data["categories"].items()},
+        )
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def lightgbm_params(params: LightGBMParams, *, seed: int, num_threads: int) -> dict:
+    """Keyword arguments of ``LGBMClassifier`` / ``LGBMRegressor`` for one model.
+
+    ``deterministic`` + ``force_col_wise`` + a fixed thread count make two fits on the same data
+    bit-identical; LightGBM otherwise picks row- or column-wise histograms by timing.
+    """
+    return {
+        "n_estimators": params.num_boost_round,
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_child_samples": params.min_child_samples,
+        "subsample": params.subsample,
+        "subsample_freq": params.subsample_freq,
+        "colsample_bytree": params.colsample_bytree,
+        "reg_lambda": params.reg_lambda,
+        "max_bin": params.max_bin,
+        "min_split_gain": params.min_split_gain,
+        "random_state": seed,
+        "n_jobs": num_threads,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbosity": -1,
+    }
+
+
+class ClvModels:
+    """Churn classifier + spend regressor (+ churn calibration) on one feature encoding.
+
+    Parameters
+    ----------
+    training : TrainingConfig
+        Hyperparameters, spend objective, early stopping, seed and threads.
+
+    Attributes
+    ----------
+    encoder_ : FeatureEncoder
+        Columns and category levels seen in training.
+    churn_model_ : lightgbm.LGBMClassifier
+        Raw churn classifier (class 1 = churned).
+    spend_model_ : lightgbm.LGBMRegressor
+        Spend-if-active regressor.
+    calibration_ : tuple of (ndarray, ndarray) or None
+        Isotonic map from raw to calibrated churn probability as (thresholds, values), applied by
+        linear interpolation and clipped at the ends; ``None`` when there was no validation slice.
+    best_iterations_ : dict
+        Trees kept per model after early stopping.
+    """
+
+    def __init__(self, *, training: TrainingConfig | None = None):
+        self.training = training
+
+    # -- fitting ----------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        features: pd.DataFrame,
+        *,
+        churned: np.ndarray | pd.Series,
+        spend: np.ndarray | pd.Series,
+        origin: np.ndarray | pd.Series,
+    ) -> ClvModels:
+        """Fit both models on stacked rolling-origin rows.
+
+        Parameters
+        ----------
+        features : DataFrame
+            One row per (customer, origin); feature columns only.
+        churned : array of bool
+            Churn label of each row (no purchase, or a cancellation, in the row's window).
+        spend : array of float
+            Spend in the row's label window (may be 0, refunds may make it negative).
+        origin : array of datetime
+            The row's cutoff. The latest ``validation_cutoffs`` origins are the time-held-out
+            slice for early stopping and calibration.
+
+        Returns
+        -------
+        self
+        """
+        cfg = self.training or TrainingConfig()
+        churned = np.asarray(churned, dtype=bool)
+        spend = np.asarray(spend, dtype=float)
+        origin = pd.to_datetime(np.asarray(origin))
+        if not (len(features) == len(churned) == len(spend) == len(origin)):
+            raise ValueError("features, churned, spend and origin must have the same length")
+        if len(features) == 0:
+            raise TrainingDataError("no training rows")
+
+        origins = np.sort(origin.unique())
+        valid_origins = origins[len(origins) - cfg.validation_cutoffs :] if cfg.validation_cutoffs else origins[:0]
+        is_valid = np.isin(origin, valid_origins)
+        is_train = ~is_valid
+        if is_valid.any() and not is_train.any():
+            raise TrainingDataError(
+                f"{len(origins)} training origin(s) but validation_cutoffs={cfg.validation_cutoffs}: "
+                "nothing left to train on"
+            )
+        for name, mask in (("training", is_train), ("validation", is_valid)):
+            if mask.any() and np.unique(churned[mask]).size < 2:
+                raise TrainingDataError(
+                    f"the {name} rows have a single churn class ({'all churned' if churned[mask].all() else 'none churned'}); "
+                    "use more data, a longer horizon or other cutoffs"
+                )
+
+        self.encoder_ = FeatureEncoder.fit(features)
+        X = self.encoder_.transform(features)
+        cats = self.encoder_.categorical_columns or "auto"
+
+        # Churn classifier, early-stopped on the time-held-out slice.
+        self.churn_model_ = lgb.LGBMClassifier(
+            objective="binary", **lightgbm_params(cfg.churn_params, seed=cfg.seed, num_threads=cfg.num_threads)
+        )
+        self.churn_model_.fit(
+            X[is_train], churned[is_train].astype(int), categorical_feature=cats,
+            **self._early_stopping(X[is_valid], churned[is_valid].astype(int), cfg),
+        )
+
+        # Isotonic calibration on the same slice: the booster's raw probabilities drift with the
+        # customer age of the stacked origins; the latest origins are closest to the prediction date.
+        self.calibration_ = None
+        if is_valid.any():
+            raw = self.churn_model_.predict_proba(X[is_valid])[:, 1]
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+            iso.fit(raw, churned[is_valid].astype(float))
+            self.calibration_ = (np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
+
+        # Spend regressor on the rows with a purchase in their window.
+        active = ~churned
+        y_spend = self._spend_target(spend, cfg)
+        tr, va = is_train & active, is_valid & active
+        if not tr.any():
+            raise TrainingDataError("no training row has a purchase in its label window: the spend model has nothing to learn")
+        self.spend_model_ = lgb.LGBMRegressor(**self._spend_objective(cfg), **lightgbm_params(
+            cfg.spend_params, seed=cfg.seed, num_threads=cfg.num_threads
+        ))
+        self.spend_model_.fit(
+            X[tr], y_spend[tr], categorical_feature=cats, **self._early_stopping(X[va], y_spend[va], cfg)
+        )
+        self.best_iterations_ = {
+            "churn": int(self.churn_model_.best_iteration_ or self.churn_model_.n_estimators),
+            "spend": int(self.spend_model_.best_iteration_ or self.spend_model_.n_estimators),
+        }
+        self.horizon_days_ = cfg.horizon_days
+        return self
+
+    @staticmethod
+    def _early_stopping(X_valid: pd.DataFrame, y_valid: np.ndarray, cfg: TrainingConfig) -> dict:
+        if len(X_valid) == 0 or cfg.early_stopping_rounds == 0:
+            return {}
+        return {
+            "eval_X": (X_valid,),
+            "eval_y": (y_valid,),
+            "callbacks": [lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)],
+        }
+
+    @staticmethod
+    def _spend_objective(cfg: TrainingConfig) -> dict:
+        if cfg.spend_objective == "tweedie":
+            return {"objective": "tweedie", "tweedie_variance_power": cfg.tweedie_variance_power}
+        return {"objective": cfg.spend_objective}
+
+    @staticmethod
+    def _spend_target(spend: np.ndarray, cfg: TrainingConfig) -> np.ndarray:
+        # Tweedie needs y >= 0 and gamma y > 0: a window whose refunds outweigh its purchases is
+        # worth 0 to the forecast, and gamma gets the smallest positive spend seen instead of 0.
+        y = np.maximum(spend, 0.0)
+        if cfg.spend_objective == "gamma":
+            positive = y[y > 0]
+            y = np.where(y > 0, y, positive.min() if positive.size else 1e-6)
+        return y
+
+    # -- prediction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        encoder: FeatureEncoder,
+        churn_model: lgb.LGBMClassifier,
+        spend_model: lgb.LGBMRegressor,
+        calibration: tuple[np.ndarray, np.ndarray] | None,
+        horizon_days: int,
+        training: TrainingConfig | None = None,
+    ) -> ClvModels:
+        """Rebuild fitted models from their parts (as stored in MLflow)."""
+        self = cls(training=training)
+        self.encoder_ = encoder
+        self.churn_model_ = churn_model
+        self.spend_model_ = spend_model
+        self.calibration_ = None if calibration is None else (np.asarray(calibration[0], float), np.asarray(calibration[1], float))
+        self.horizon_days_ = int(horizon_days)
+        self.best_iterations_ = {
+            "churn": int(getattr(churn_model, "best_iteration_", 0) or churn_model.n_estimators),
+            "spend": int(getattr(spend_model, "best_iteration_", 0) or spend_model.n_estimators),
+        }
+        return self
+
+    def transform(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The encoded model input (what the MLflow signature describes)."""
+        return self.encoder_.transform(features)
+
+    def calibrate(self, raw_probability: np.ndarray) -> np.ndarray:
+        """Apply the isotonic map (identity when there is none)."""
+        if self.calibration_ is None:
+            return np.asarray(raw_probability, float)
+        x, y = self.calibration_
+        return np.interp(raw_probability, x, y)
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Churn probability, spend if active and expected spend over the horizon.
+
+        Returns
+        -------
+        DataFrame
+            Same index as ``features``; ``churn_probability`` in [0, 1], ``spend_if_active`` and
+            ``expected_spend`` = (1 − churn_probability) · spend_if_active, in currency units.
+        """
+        X = self.encoder_.matrix(features)
+        p = self.calibrate(_booster_predict(self.churn_model_, X))
+        s = np.maximum(_booster_predict(self.spend_model_, X), 0.0)
+        return pd.DataFrame(
+            {"churn_probability": p, "spend_if_active": s, "expected_spend": (1.0 - p) * s},
+            index=features.index,
+        )
+
+    def explain(self, features: pd.DataFrame, *, top_k: int = 3) -> list[dict[str, list[dict]]]:
+        """Per row, the features that move each model's prediction most (SHAP values by LightGBM).
+
+        Contributions are in the model's raw score: churn log-odds (positive = more likely to churn)
+        and log spend for Tweedie/gamma (positive = more spend).
+
+        Returns
+        -------
+        list of dict
+            One ``{"churn": [...], "spend": [...]}`` per row, each a list of ``top_k``
+            ``{"feature", "value", "contribution"}`` ordered by absolute contribution.
+        """
+        X = self.encoder_.matrix(features)
+        names = np.asarray(self.encoder_.columns)
+        out: list[dict[str, list[dict]]] = [{} for _ in range(len(X))]
+        raw_values = features[list(self.encoder_.columns)].to_numpy(dtype=object)
+        for key, model in (("churn", self.churn_model_), ("spend", self.spend_model_)):
+            contrib = np.asarray(_booster_predict(model, X, pred_contrib=True))[:, : len(names)]
+            top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top_k]
+            for i in range(len(X)):
+                out[i][key] = [
+                    {
+                        "feature": str(names[j]),
+                        "value": _plain(raw_values[i, j]),
+                        "contribution": float(contrib[i, j]),
+                    }
+                    for j in top[i]
+                ]
+        return out
+
+    def feature_importance(self) -> pd.DataFrame:
+        """Total gain of each feature in each model, sorted by churn gain."""
+        frame = pd.DataFrame(
+            {
+                "churn": self.churn_model_.booster_.feature_importance(importance_type="gain"),
+                "spend": self.spend_model_.booster_.feature_importance(importance_type="gain"),
+            },
+            index=pd.Index(self.encoder_.columns, name="feature"),
+        )
+        return frame.sort_values("churn", ascending=False)
+
+    def metadata(self) -> dict:
+        """What serving needs besides the boosters: encoding, calibration map, horizon."""
+        return {
+            "encoder": self.encoder_.to_dict(),
+            "calibration": None
+            if self.calibration_ is None
+            else {"x": self.calibration_[0].tolist(), "y": self.calibration_[1].tolist()},
+            "horizon_days": self.horizon_days_,
+            "best_iterations": self.best_iterations_,
+        }
+
+
+def _booster_predict(model, X: np.ndarray, **kwargs) -> np.ndarray:
+    """``model.predict`` on a plain matrix, straight through the booster.
+
+    The scikit-learn wrapper validates and converts a frame on every call, which costs more than
+    the trees for a request of one customer. The booster uses the early-stopping best iteration,
+    as the wrapper does; for a binary classifier it returns P(class 1).
+    """
+    n_jobs = getattr(model, "n_jobs", None)
+    if isinstance(n_jobs, int) and n_jobs > 0:
+        kwargs.setdefault("num_threads", n_jobs)
+    return model.booster_.predict(X, **kwargs)
+
+
+def _plain(value):
+    """JSON-friendly scalar."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value if isinstance(value, (int, float, str, bool)) else str(value)

@@ -1,0 +1,704 @@
+"""The training stage: ``train`` (fit, evaluate, log, register, champion decision) and ``backtest``.
+
+Time discipline
+---------------
+For an evaluation cutoff C and horizon H:
+
+- everything the models learn from is the history up to the end of day C: the input tables are cut
+  at C before anything is built, so no feature, label or BTYD fit of the training set can see
+  later data whatever the feature code does;
+- training rows are stacked rolling origins C − H, C − H − step, ... whose label windows end on
+  or before C; the latest ``validation_cutoffs`` of them are the time-held-out slice for early
+  stopping and calibration;
+- the holdout is every customer with history at C: features as of C, labels from (C, C + H],
+  a window no model saw. The baselines are fitted on the history up to C and predicted for the
+  same customers.
+
+``train`` without a cutoff holds out the final window: C = last transaction day − H.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from features.contract import Tables
+from training import metrics as M
+from training.baselines import baseline_forecasts
+from training.config import Config
+from training.models import ClvModels
+
+log = logging.getLogger(__name__)
+
+MODELS = ("clvcast", "btyd", "naive")
+# Share of the holdout window that may lie after the last transaction day before labels count as
+# incomplete (see plan_dates).
+MAX_MISSING_WINDOW_SHARE = 0.05
+BACKTEST_METRICS = ("mae", "rmse", "gini", "spearman", "decile_mape", "churn_auc", "total_predicted")
+
+
+class TrainingInputError(ValueError):
+    """The data or the dates cannot give an honest training run; the message is one line."""
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """One line per finished step on stderr, with its duration (the CLI turns it on)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._start = time.perf_counter()
+
+    def step(self, message: str) -> _Step:
+        return _Step(self, message)
+
+
+class _Step:
+    def __init__(self, progress: _Progress, message: str):
+        self.progress, self.message = progress, message
+
+    def __enter__(self) -> _Step:
+        self.t0 = time.perf_counter()
+        if self.progress.enabled:
+            print(f"[clvcast] {self.message} ...", file=sys.stderr, flush=True)
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        seconds = time.perf_counter() - self.t0
+        log.debug("%s took %.1f s", self.message, seconds)
+        if self.progress.enabled and exc_type is None:
+            print(f"[clvcast] {self.message}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_tables(source: str | Path | Tables, progress: bool) -> Tables:
+    if isinstance(source, Tables):
+        return source
+    from features.io import load_tables
+
+    result = load_tables(source, progress=progress)
+    return result.tables if hasattr(result, "tables") else result
+
+
+def _day(value) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise TrainingInputError(f"cutoff {value!r} is not a date") from exc
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.normalize()
+
+
+def history_until(tables: Tables, cutoff: pd.Timestamp) -> Tables:
+    """The tables as they were at the end of day ``cutoff``: later rows are dropped.
+
+    Customers acquired after the cutoff are dropped from ``customers`` too: they did not exist.
+    """
+    end = cutoff + pd.Timedelta(days=1)
+    tx = tables.transactions.loc[tables.transactions["timestamp"] < end]
+    events = None if tables.events is None else tables.events.loc[tables.events["timestamp"] < end]
+    customers = tables.customers
+    if customers is not None and "acquired_at" in customers.columns:
+        customers = customers.loc[~(customers["acquired_at"] >= end)]
+    return Tables(transactions=tx, events=events, customers=customers)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The dates of one run, checked against the data."""
+
+    cutoff: pd.Timestamp
+    horizon_days: int
+    origins: tuple[pd.Timestamp, ...]  # oldest first, as features.labels.training_cutoffs
+    first_day: pd.Timestamp
+    last_day: pd.Timestamp
+
+
+def plan_dates(tables: Tables, *, cutoff, config: Config) -> Plan:
+    """Choose and check the evaluation cutoff and the training origins.
+
+    Raises
+    ------
+    TrainingInputError
+        No transactions; a cutoff before the first purchase or on/after the last one; a holdout
+        window more than 5% of which lies after the last transaction; a horizon that leaves fewer
+        training origins than the validation slice needs.
+    """
+    from features.labels import training_cutoffs
+
+    cfg = config.training
+    H = cfg.horizon_days
+    tx = tables.transactions
+    if len(tx) == 0:
+        raise TrainingInputError("no transactions: nothing to train on")
+    purchases = tx.loc[tx["amount"] >= 0, "timestamp"]
+    if len(purchases) == 0:
+        raise TrainingInputError("no purchase (amount >= 0) in the transactions: nothing to train on")
+    # A customer is known from their first purchase on (features.build): refunds alone do not count.
+    first_day = purchases.min().normalize()
+    last_day = tx["timestamp"].max().normalize()
+    if cutoff is None:
+        cutoff_day = last_day - pd.Timedelta(days=H)
+        if cutoff_day < first_day:
+            raise TrainingInputError(
+                f"horizon_days={H} is longer than the {(last_day - first_day).days} days of history "
+                f"({first_day.date()} .. {last_day.date()}): no holdout window fits"
+            )
+    else:
+        cutoff_day = _day(cutoff)
+    if cutoff_day < first_day:
+        raise TrainingInputError(
+            f"cutoff {cutoff_day.date()} is before the first purchase ({first_day.date()})"
+        )
+    if cutoff_day >= last_day:
+        raise TrainingInputError(
+            f"cutoff {cutoff_day.date()} is on or after the last transaction ({last_day.date()}): "
+            "the holdout window has no data"
+        )
+    window_end = cutoff_day + pd.Timedelta(days=H)
+    missing_days = (window_end - last_day).days
+    if missing_days > MAX_MISSING_WINDOW_SHARE * H:
+        raise TrainingInputError(
+            f"the holdout window ({cutoff_day.date()}, {window_end.date()}] of horizon_days={H} ends "
+            f"{missing_days} days after the last transaction ({last_day.date()}): its labels would be "
+            "incomplete; use an earlier cutoff or a shorter horizon"
+        )
+    if missing_days > 0:
+        # The last transaction day only bounds the end of observation from below (CDNOW's protocol
+        # window ends one day after its last purchase): a sliver is reported, not refused.
+        log.warning(
+            "holdout window (%s, %s] ends %d day(s) after the last transaction (%s): its labels may be incomplete",
+            cutoff_day.date(), window_end.date(), (window_end - last_day).days, last_day.date(),
+        )
+    # An origin needs customers known at it: the first purchase day is the earliest. Origins before
+    # it are dropped (a short history trains on fewer origins) rather than failing the run.
+    candidates = [
+        pd.Timestamp(o)
+        for o in training_cutoffs(cutoff_day.date(), horizon_days=H, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
+    ]
+    origins = tuple(o for o in candidates if o >= first_day)
+    needed = cfg.validation_cutoffs + 1
+    if len(origins) < needed:
+        raise TrainingInputError(
+            f"horizon_days={H} leaves {len(origins)} training origin(s) between the first purchase "
+            f"({first_day.date()}) and cutoff {cutoff_day.date()} minus the horizon; {needed} needed "
+            f"(validation_cutoffs={cfg.validation_cutoffs}): use a shorter horizon or a later cutoff"
+        )
+    if len(origins) < len(candidates):
+        log.warning("only %d of %d training origins have history; using those", len(origins), len(candidates))
+    return Plan(cutoff_day, H, origins, first_day, last_day)
+
+
+def data_fingerprint(tables: Tables) -> dict[str, str]:
+    """Tags that identify the input: content hash, row counts, date range."""
+    tx = tables.transactions
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(tx[["customer_id", "timestamp", "amount"]], index=False).to_numpy().tobytes())
+    tags = {
+        "data.hash": digest.hexdigest()[:16],
+        "data.transactions_rows": str(len(tx)),
+        "data.customers": str(tx["customer_id"].nunique()),
+        "data.first_date": str(tx["timestamp"].min().date()) if len(tx) else "",
+        "data.last_date": str(tx["timestamp"].max().date()) if len(tx) else "",
+        "data.events_rows": str(0 if tables.events is None else len(tables.events)),
+        "data.customers_rows": str(0 if tables.customers is None else len(tables.customers)),
+    }
+    return tags
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    """Everything computed for one cutoff before anything is logged."""
+
+    plan: Plan
+    models: ClvModels
+    holdout_features: pd.DataFrame
+    actual_spend: np.ndarray
+    churned: np.ndarray
+    predictions: dict[str, pd.DataFrame]  # per model: expected_spend, churn_score (+ churn_probability)
+    metrics: dict[str, dict[str, float]]
+    btyd: Any  # features.build.BTYDParams fitted at the cutoff (the holdout features use it)
+    btyd_params: dict[str, Any]
+    baseline_params: dict[str, Any]
+    n_training_rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def customers(self) -> int:
+        return len(self.holdout_features)
+
+
+def _split_training_set(frame: pd.DataFrame, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Feature columns (as declared for the feature config) and the label + origin columns."""
+    from features.schema import CUTOFF_COLUMN, LABEL_SCHEMA, feature_names
+
+    labels = [s.name for s in LABEL_SCHEMA] + [CUTOFF_COLUMN.name]
+    return frame[feature_names(config.features)], frame[labels]
+
+
+def _score(actual: np.ndarray, churned: np.ndarray, expected_spend: np.ndarray, churn_score: np.ndarray, *, probability: bool) -> dict[str, float]:
+    out = M.spend_metrics(actual, expected_spend)
+    out.update(M.churn_metrics(churned, churn_score, is_probability=probability))
+    return out
+
+
+def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) -> Evaluation:
+    """Fit on the history up to ``cutoff`` and score the models and baselines on its holdout."""
+    from features.build import build_features, fit_btyd
+    from features.labels import build_labels, build_training_set
+
+    cfg = config.training
+    bar = _Progress(progress)
+    plan = plan_dates(tables, cutoff=cutoff, config=config)
+    history = history_until(tables, plan.cutoff)
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    with bar.step(f"building the training set ({len(plan.origins)} origins, horizon {plan.horizon_days} days)"):
+        training = build_training_set(
+            history,
+            training_cutoff=plan.cutoff.date(),
+            horizon_days=plan.horizon_days,
+            n_cutoffs=len(plan.origins),
+            step_days=cfg.step_days,
+            config=config.features,
+            churn_definition=cfg.churn_definition,
+        )
+    seconds["training_set"] = time.perf_counter() - t0
+    if len(training) == 0:
+        raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
+    X, labels = _split_training_set(training, config)
+
+    t0 = time.perf_counter()
+    with bar.step(f"fitting churn and spend models on {len(X):,} rows"):
+        models = ClvModels(training=cfg).fit(
+            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
+        )
+    seconds["fit"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with bar.step(f"scoring the holdout {plan.cutoff.date()} + {plan.horizon_days} days"):
+        btyd = fit_btyd(history, cutoff=plan.cutoff.date(), config=config.features)
+        features = build_features(history, cutoff=plan.cutoff.date(), config=config.features, btyd=btyd)
+        holdout_labels = build_labels(
+            tables, cutoff=plan.cutoff.date(), horizon_days=plan.horizon_days, churn_definition=cfg.churn_definition
+        )
+        if not holdout_labels.index.equals(features.index):
+            raise RuntimeError(f"cutoff {plan.cutoff.date()}: holdout label rows do not match the feature rows")
+        actual = holdout_labels["spend"].to_numpy(float)
+        churned = holdout_labels["churn"].to_numpy(int)
+        ours = models.predict(features[list(models.encoder_.columns)])
+        predictions = {
+            "clvcast": pd.DataFrame(
+                {"expected_spend": ours["expected_spend"], "churn_score": ours["churn_probability"],
+                 "churn_probability": ours["churn_probability"], "spend_if_active": ours["spend_if_active"]}
+            )
+        }
+        baselines = baseline_forecasts(
+            history.transactions,
+            cutoff=plan.cutoff,
+            horizon_days=plan.horizon_days,
+            customers=features.index,
+            time_unit_days=config.features.btyd_time_unit_days,
+            fitted=(btyd.bgnbd, btyd.gamma_gamma),
+        )
+        for name, forecast in baselines.items():
+            predictions[name] = pd.DataFrame({"expected_spend": forecast.expected_spend, "churn_score": forecast.churn_score})
+        scores = {
+            name: _score(
+                actual, churned, pred["expected_spend"].to_numpy(float), pred["churn_score"].to_numpy(float),
+                probability=(name == "clvcast"),
+            )
+            for name, pred in predictions.items()
+        }
+    seconds["holdout"] = time.perf_counter() - t0
+    return Evaluation(
+        plan=plan,
+        models=models,
+        holdout_features=features,
+        actual_spend=actual,
+        churned=churned,
+        predictions=predictions,
+        metrics=scores,
+        btyd=btyd,
+        btyd_params=btyd.to_dict(),
+        baseline_params={name: f.params for name, f in baselines.items()},
+        n_training_rows=len(X),
+        seconds=seconds,
+    )
+
+
+# --------------------------------------------------------------------------- what gets logged
+
+
+def _flat_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{model}_{name}": value for model, values in scores.items() for name, value in values.items()}
+
+
+def _artifacts(ev: Evaluation) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    from training import plots
+
+    spend = {name: p["expected_spend"].to_numpy(float) for name, p in ev.predictions.items()}
+    prob = ev.predictions["clvcast"]["churn_probability"].to_numpy(float)
+    importance = ev.models.feature_importance()
+    tables = {
+        "calibration": M.calibration_table(ev.churned, prob),
+        "feature_importance": importance,
+        **{f"deciles_{name}": M.decile_table(ev.actual_spend, pred) for name, pred in spend.items()},
+    }
+    figures = {
+        "calibration": plots.calibration_plot(ev.churned, prob),
+        "cumulative_gains": plots.gains_plot(ev.actual_spend, spend),
+        "deciles": plots.decile_plot(ev.actual_spend, spend),
+        "feature_importance": plots.importance_plot(importance),
+    }
+    return tables, figures
+
+
+def _tags(tables: Tables, ev: Evaluation) -> dict[str, str]:
+    return {
+        **data_fingerprint(tables),
+        "cutoff": str(ev.plan.cutoff.date()),
+        "horizon_days": str(ev.plan.horizon_days),
+        "training_origins": ",".join(str(o.date()) for o in ev.plan.origins),
+        "holdout_customers": str(ev.customers),
+        "training_rows": str(ev.n_training_rows),
+    }
+
+
+def _metrics_json(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "cutoff": str(ev.plan.cutoff.date()),
+        "horizon_days": ev.plan.horizon_days,
+        "customers": ev.customers,
+        "total_actual": float(ev.actual_spend.sum()),
+        "churn_rate": float(ev.churned.mean()),
+        "models": ev.metrics,
+        "baseline_params": ev.baseline_params,
+        "best_iterations": ev.models.best_iterations_,
+        "seconds": ev.seconds,
+        **(extra or {}),
+    }
+
+
+# --------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` did.
+
+    Attributes
+    ----------
+    run_id : str
+        The MLflow run.
+    cutoff : date
+        Holdout cutoff; the models learnt from data up to it only.
+    horizon_days : int
+    customers : int
+        Holdout customers.
+    metrics : dict
+        Holdout metrics per model (``clvcast``, ``btyd``, ``naive``).
+    champion_metrics : dict or None
+        The previous champion's metrics on the same holdout, when there was one to compare with.
+    churn_version, spend_version : str
+        Registered versions created by this run.
+    promoted : bool
+        Whether they became champion.
+    reason : str
+        Why (the champion rule's verdict).
+    models : ClvModels
+    seconds : float
+        Wall time of the whole call.
+    """
+
+    run_id: str
+    cutoff: date
+    horizon_days: int
+    customers: int
+    metrics: dict[str, dict[str, float]]
+    champion_metrics: dict[str, float] | None
+    churn_version: str
+    spend_version: str
+    promoted: bool
+    reason: str
+    models: ClvModels = field(repr=False)
+    seconds: float = 0.0
+
+
+def train(
+    source_or_tables: str | Path | Tables,
+    *,
+    cutoff=None,
+    config: Config | None = None,
+    progress: bool = False,
+    promote: Literal["auto", "force", "never"] = "auto",
+) -> TrainResult:
+    """Train, evaluate on the holdout, log to MLflow, register, and apply the champion rule.
+
+    Parameters
+    ----------
+    source_or_tables : str, Path or Tables
+        A data directory or SQLAlchemy URL (read with :func:`features.io.load_tables`), or tables.
+    cutoff : date-like, optional
+        Holdout cutoff. Default: the last transaction day minus the horizon, so the final window is
+        held out.
+    config : Config, optional
+        Defaults to ``Config()``.
+    progress : bool
+        One line per step on stderr.
+    promote : {"auto", "force", "never"}
+        ``"auto"`` applies :func:`training.tracking.champion_decision`; ``"force"`` makes the new
+        pair champion whatever the comparison says (e.g. after changing the horizon on purpose);
+        ``"never"`` registers the versions as rejected candidates.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingInputError
+        Bad dates or data; raised before MLflow is touched, so the registry is unchanged.
+    """
+    from training import tracking
+
+    started = time.perf_counter()
+    config = config or Config()
+    tables = _as_tables(source_or_tables, progress)
+    ev = evaluate(tables, cutoff=cutoff, config=config, progress=progress)
+    bar = _Progress(progress)
+
+    with bar.step("comparing with the current champion"):
+        champion_metrics, compare_note = _champion_on_holdout(ev, tables, config)
+    if promote == "force":
+        decision = tracking.Decision(True, "promotion forced")
+    elif promote == "never":
+        decision = tracking.Decision(False, "promotion disabled for this run")
+    elif compare_note is not None:
+        decision = compare_note
+    else:
+        decision = tracking.champion_decision(
+            {"mae": ev.metrics["clvcast"]["mae"], "churn_auc": ev.metrics["clvcast"]["churn_auc"]}, champion_metrics
+        )
+
+    from features.schema import feature_set_id
+
+    trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    fsid = feature_set_id(config.features)
+    serving = {
+        "format_version": tracking.SERVING_FORMAT_VERSION,
+        "feature_set_id": fsid,
+        "feature_config": config.features.to_dict(),
+        "horizon_days": ev.plan.horizon_days,
+        "training_cutoff": str(ev.plan.cutoff.date()),
+        "training_origins": [str(o.date()) for o in ev.plan.origins],
+        "trained_at": trained_at,
+        "btyd_params": ev.btyd_params,
+        "holdout_metrics": ev.metrics,
+        "config": config.to_dict(),
+        **ev.models.metadata(),
+    }
+    tables_out, figures = _artifacts(ev)
+    flat = _flat_metrics(ev.metrics)
+    if champion_metrics is not None:
+        flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})
+    with bar.step("logging the run and the models to MLflow"):
+        run = tracking.log_run(
+            kind="train",
+            params=config.to_flat_dict(),
+            tags={**_tags(tables, ev), "feature_set_id": fsid},
+            metrics=flat,
+            metrics_json=_metrics_json(ev, {"champion_on_holdout": champion_metrics, "decision": decision.reason}),
+            tables=tables_out,
+            figures=figures,
+            models=ev.models,
+            serving=serving,
+            input_example=ev.holdout_features[list(ev.models.encoder_.columns)].head(5),
+        )
+    with bar.step("registering the models"):
+        reg = tracking.register_pair(
+            run, decision, tags={"feature_set_id": fsid, "horizon_days": str(ev.plan.horizon_days),
+                                 "cutoff": str(ev.plan.cutoff.date())}
+        )
+    return TrainResult(
+        run_id=run.run_id,
+        cutoff=ev.plan.cutoff.date(),
+        horizon_days=ev.plan.horizon_days,
+        customers=ev.customers,
+        metrics=ev.metrics,
+        champion_metrics=champion_metrics,
+        churn_version=reg.churn_version,
+        spend_version=reg.spend_version,
+        promoted=reg.promoted,
+        reason=reg.reason,
+        models=ev.models,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
+    """Score the current champion on this run's holdout rows.
+
+    Returns ``(metrics, None)`` to apply the rule, ``(None, None)`` when there is no champion, or
+    ``(None, Decision)`` when the comparison cannot be made and the outcome is decided here.
+    """
+    from features.build import build_features
+    from training import tracking
+
+    if tracking.champion_versions() is None:
+        return None, None
+    try:
+        champion = tracking.load_champion()
+    except tracking.ChampionError as exc:
+        # Serving cannot use it either (other feature code, mixed runs): replacing it is the fix.
+        return None, tracking.Decision(True, f"current champion is unusable ({exc})")
+    if champion.horizon_days != ev.plan.horizon_days:
+        return None, tracking.Decision(
+            False,
+            f"current champion forecasts {champion.horizon_days} days, this run {ev.plan.horizon_days}: "
+            "not comparable on the same holdout; rerun with promote='force' to replace it",
+        )
+    features = ev.holdout_features
+    if champion.feature_config != config.features:
+        history = history_until(tables, ev.plan.cutoff)
+        features = build_features(history, cutoff=ev.plan.cutoff.date(), config=champion.feature_config)
+        features = features.reindex(ev.holdout_features.index)
+    pred = champion.models.predict(features[list(champion.models.encoder_.columns)])
+    spend = pred["expected_spend"].to_numpy(float)
+    p = pred["churn_probability"].to_numpy(float)
+    return {"mae": M.mae(ev.actual_spend, spend), "churn_auc": M.churn_auc(ev.churned, p),
+            "gini": M.normalized_gini(ev.actual_spend, spend)}, None
+
+
+# --------------------------------------------------------------------------- backtest
+
+
+def backtest(
+    source_or_tables: str | Path | Tables,
+    *,
+    cutoff,
+    horizon_days: int | None = None,
+    config: Config | None = None,
+    progress: bool = False,
+    log_to_mlflow: bool = True,
+) -> dict[str, Any]:
+    """Train on data up to ``cutoff`` only and compare clvcast with the baselines over the horizon.
+
+    Nothing is registered; with ``log_to_mlflow`` the comparison is logged as a run tagged
+    ``clvcast.kind=backtest`` (params, metrics, plots; no models).
+
+    Returns
+    -------
+    dict
+        ``{"customers": n, "total_actual": x, "cutoff": "YYYY-MM-DD", "horizon_days": H,
+        "models": {"clvcast": {...}, "btyd": {...}, "naive": {...}}}``, each model with ``mae``,
+        ``rmse``, ``gini``, ``spearman``, ``decile_mape``, ``churn_auc``, ``total_predicted``.
+        JSON-ready (NaN becomes None).
+    """
+    from training.config import with_overrides
+
+    config = config or Config()
+    if horizon_days is not None and horizon_days != config.training.horizon_days:
+        config = with_overrides(config, horizon_days=horizon_days)
+    if cutoff is None:
+        raise TrainingInputError("backtest needs a cutoff")
+    tables = _as_tables(source_or_tables, progress)
+    ev = evaluate(tables, cutoff=cutoff, config=config, progress=progress)
+    result = {
+        "customers": ev.customers,
+        "total_actual": float(ev.actual_spend.sum()),
+        "cutoff": str(ev.plan.cutoff.date()),
+        "horizon_days": ev.plan.horizon_days,
+        "models": {name: {k: _json_number(ev.metrics[name][k]) for k in BACKTEST_METRICS} for name in MODELS},
+    }
+    if log_to_mlflow:
+        from training import tracking
+
+        tables_out, figures = _artifacts(ev)
+        with _Progress(progress).step("logging the backtest to MLflow"):
+            run = tracking.log_run(
+                kind="backtest",
+                params=config.to_flat_dict(),
+                tags=_tags(tables, ev),
+                metrics=_flat_metrics(ev.metrics),
+                metrics_json=_metrics_json(ev),
+                tables=tables_out,
+                figures=figures,
+            )
+        result["run_id"] = run.run_id
+    return result
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+_ROWS = (
+    ("mae", "MAE", "{:.2f}"),
+    ("rmse", "RMSE", "{:.2f}"),
+    ("gini", "Gini", "{:.3f}"),
+    ("spearman", "Spearman", "{:.3f}"),
+    ("decile_mape", "decile MAPE", "{:.3f}"),
+    ("churn_auc", "churn AUC", "{:.3f}"),
+    ("total_predicted", "total predicted", "{:,.0f}"),
+)
+
+
+def format_table(models: dict[str, dict[str, Any]], *, total_actual: float | None = None) -> str:
+    """Plain-text table, one column per model and one row per metric."""
+    names = list(models)
+    width = max(12, *(len(n) for n in names))
+    lines = ["metric".ljust(16) + "".join(n.rjust(width + 2) for n in names)]
+    for key, label, fmt in _ROWS:
+        cells = []
+        for n in names:
+            v = models[n].get(key)
+            cells.append(("–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)).rjust(width + 2))
+        lines.append(label.ljust(16) + "".join(cells))
+    if total_actual is not None:
+        lines.append("total actual".ljust(16) + f"{total_actual:,.0f}".rjust(width + 2))
+    return "\n".join(lines)
+
+
+def format_comparison(result: TrainResult) -> str:
+    """The short model-vs-baselines table ``clvcast train`` prints, with the registered versions."""
+    total = result.metrics["clvcast"].get("total_actual")
+    head = f"holdout: {result.customers:,} customers, cutoff {result.cutoff}, horizon {result.horizon_days} days"
+    table = format_table(result.metrics, total_actual=total)
+    status = "champion" if result.promoted else "not promoted"
+    tail = (
+        f"registered clvcast-churn v{result.churn_version}, clvcast-spend v{result.spend_version} "
+        f"({status}: {result.reason})\nrun {result.run_id}"
+    )
+    lines = [head, table]
+    if result.champion_metrics is not None:
+        c = result.champion_metrics
+        lines.append(f"previous champion on this holdout: MAE {c['mae']:.2f}, churn AUC {c['churn_auc']:.3f}")
+    return "\n".join([*lines, tail])
+
+
+def format_backtest(result: dict[str, Any]) -> str:
+    """The table ``clvcast backtest`` prints."""
+    head = f"backtest: {result['customers']:,} customers, cutoff {result.get('cutoff')}, horizon {result.get('horizon_days')} days"
+    return "\n".join([head, format_table(result["models"], total_actual=result["total_actual"])])

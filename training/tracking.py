@@ -1,0 +1,567 @@
+"""MLflow: runs, the model registry and the ``champion`` alias. The only module that imports mlflow.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlruns/mlflow.db`` with
+artifacts under ``<cwd>/mlruns/artifacts``. Nothing is set up at import time: the URI is resolved,
+and the store created, when a function here is called.
+
+What a training run holds
+-------------------------
+- params: the whole :class:`~training.config.Config`, flattened;
+- tags: data fingerprint (``data.hash``, row counts, date range), cutoffs, ``clvcast.kind``;
+- metrics: holdout metrics per model, prefixed ``clvcast_``, ``btyd_``, ``naive_`` (and
+  ``champion_`` for the current champion scored on this run's holdout);
+- artifacts: ``metrics.json``, tables (``tables/*.csv``), plots (``plots/*.png``), and
+  ``clvcast/serving.json`` with everything serving needs to rebuild features and predict
+  identically (feature config and feature_set_id, category levels, calibration map, BTYD
+  parameters fitted at the training cutoff, horizon, holdout metrics);
+- models ``churn`` and ``spend`` (LightGBM flavour, skops), with signature, input example and
+  explicit pip requirements.
+
+Champion rule
+-------------
+Registered models ``clvcast-churn`` and ``clvcast-spend`` get a new version for every successful
+training run; each version is tagged ``clvcast.status`` = ``champion`` or ``rejected`` with
+``clvcast.reason`` (a replaced champion becomes ``superseded``). The ``champion`` alias of *both*
+moves to the new pair when
+
+1. there is no champion yet; or
+2. the current champion, re-scored on the new run's holdout (same customers, same cutoff, same
+   labels; features rebuilt with the champion's own feature config), is not better: new
+   expected-spend MAE <= champion MAE × 1.01 and new churn AUC >= champion AUC − 0.005
+   (:func:`champion_decision`); or
+3. the current champion cannot be used by this code at all (its feature set no longer matches the
+   feature code, or its two versions come from different runs): serving would refuse it anyway.
+
+A champion with another horizon is not comparable on the same labels: the new pair is rejected
+unless promotion is forced (``train(..., promote="force")``). A failed run registers nothing; a
+rejected run registers its versions (for inspection and manual :func:`promote`) but never touches
+the alias. :func:`load_champion` refuses a pair that does not come from one run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.models import ClvModels, FeatureEncoder
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "clvcast"
+CHURN_MODEL = "clvcast-churn"
+SPEND_MODEL = "clvcast-spend"
+ALIAS = "champion"
+SERVING_ARTIFACT = "clvcast/serving.json"
+SERVING_FORMAT_VERSION = 1
+
+# "Not worse" allows for the noise of retraining on slightly different data: a new pair may be up
+# to 1% worse on expected-spend MAE and 0.005 worse on churn AUC than the champion on the same rows.
+MAE_RELATIVE_TOLERANCE = 0.01
+AUC_ABSOLUTE_TOLERANCE = 0.005
+
+_PIP_PACKAGES = ("lightgbm", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+class ChampionError(LookupError):
+    """No usable champion: missing, from different runs, or incompatible with this code."""
+
+
+# --------------------------------------------------------------------------- store
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the project's sqlite store under ``./mlruns``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').as_posix()}"
+
+
+def _default_artifact_location(uri: str) -> str | None:
+    """Artifacts beside a sqlite store (``<dir>/artifacts``); the server decides for other stores."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _client():
+    """An ``MlflowClient`` on :func:`tracking_uri`, with the fluent API pointed at the same store."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    # The fluent API (start_run, log_model) reads a process-wide URI; set here, on use, never at import.
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(EXPERIMENT, artifact_location=_default_artifact_location(tracking_uri()))
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """A finished MLflow run and the URIs of its logged models (``None`` for a backtest)."""
+
+    run_id: str
+    churn_model_uri: str | None = None
+    spend_model_uri: str | None = None
+    churn_model_id: str | None = None
+    spend_model_id: str | None = None
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged models: what loading and predicting them needs."""
+    return [f"{name}=={importlib_metadata.version(name)}" for name in _PIP_PACKAGES]
+
+
+def log_run(
+    *,
+    kind: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    metrics_json: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    figures: dict[str, Any],
+    models: ClvModels | None = None,
+    serving: dict[str, Any] | None = None,
+    input_example: pd.DataFrame | None = None,
+    run_name: str | None = None,
+) -> LoggedRun:
+    """Log one run; with ``models``, also both boosters and the serving metadata.
+
+    The run is marked FAILED (and the exception re-raised) if anything in here fails, so a
+    half-logged run is never mistaken for a good one. Nothing is registered here: see
+    :func:`register_pair`.
+
+    Parameters
+    ----------
+    kind : {"train", "backtest"}
+        Stored as tag ``clvcast.kind``.
+    params : dict
+        Flat config (``Config.to_flat_dict()``).
+    tags : dict
+        Data fingerprint and cutoffs.
+    metrics : dict
+        Flat metric name → value; NaN values are skipped (MLflow stores them but they sort badly).
+    metrics_json : dict
+        Nested metrics written as ``metrics.json``.
+    tables : dict of str to DataFrame
+        Written as ``tables/<name>.csv``.
+    figures : dict of str to matplotlib Figure
+        Written as ``plots/<name>.png``.
+    models : ClvModels, optional
+        Fitted models to log as ``churn`` and ``spend``.
+    serving : dict, optional
+        Written as :data:`SERVING_ARTIFACT`.
+    input_example : DataFrame, optional
+        A few raw feature rows, encoded before logging; required with ``models``.
+    """
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    client = _client()
+    experiment_id = _experiment_id(client)
+    logged = {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags({"clvcast.kind": kind, **tags})
+        # MLflow caps a param value at 6000 characters and a batch at 100 params.
+        items = [(k, _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            mlflow.log_params(dict(items[start : start + 100]))
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+        mlflow.log_metrics(finite)
+        mlflow.log_dict(metrics_json, "metrics.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, frame in tables.items():
+                path = Path(tmp) / f"{name}.csv"
+                frame.to_csv(path)
+                mlflow.log_artifact(str(path), artifact_path="tables")
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, f"plots/{name}.png")
+        if models is not None:
+            if input_example is None:
+                raise ValueError("log_run: input_example is required with models")
+            example = models.transform(input_example)
+            requirements = pip_requirements()
+            meta = {"feature_set_id": (serving or {}).get("feature_set_id", ""), "horizon_days": models.horizon_days_}
+            churn_info = mlflow.lightgbm.log_model(
+                models.churn_model_,
+                name="churn",
+                signature=infer_signature(example, models.churn_model_.predict(example)),
+                input_example=example,
+                pip_requirements=requirements,
+                metadata=meta,
+            )
+            spend_info = mlflow.lightgbm.log_model(
+                models.spend_model_,
+                name="spend",
+                signature=infer_signature(example, models.spend_model_.predict(example)),
+                input_example=example,
+                pip_requirements=requirements,
+                metadata=meta,
+            )
+            logged = dict(
+                churn_model_uri=churn_info.model_uri,
+                spend_model_uri=spend_info.model_uri,
+                churn_model_id=churn_info.model_id,
+                spend_model_id=spend_info.model_id,
+            )
+        if serving is not None:
+            mlflow.log_dict(serving, SERVING_ARTIFACT)
+        return LoggedRun(run_id=run.info.run_id, **logged)
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+# --------------------------------------------------------------------------- champion
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The current champion pair and everything serving needs to use it.
+
+    Attributes
+    ----------
+    models : ClvModels
+        Boosters (loaded through the ``mlflow.lightgbm`` flavour), encoder and calibration.
+    churn_version, spend_version : str
+        Registered versions of ``clvcast-churn`` and ``clvcast-spend``.
+    run_id : str
+        The training run both come from.
+    serving : dict
+        The run's :data:`SERVING_ARTIFACT`: ``feature_config``, ``feature_set_id``,
+        ``btyd_params``, ``horizon_days``, ``training_cutoff``, ``trained_at``,
+        ``holdout_metrics``, ``encoder``, ``calibration``.
+    tracking_uri : str
+        Where it was loaded from.
+    """
+
+    models: ClvModels
+    churn_version: str
+    spend_version: str
+    run_id: str
+    serving: dict[str, Any] = field(repr=False)
+    tracking_uri: str = ""
+
+    @property
+    def feature_set_id(self) -> str:
+        return self.serving["feature_set_id"]
+
+    @property
+    def feature_config(self):
+        """The :class:`features.config.FeatureConfig` the models were trained with."""
+        from features.config import FeatureConfig
+
+        return _feature_config_from_dict(FeatureConfig, self.serving["feature_config"])
+
+    @property
+    def btyd_params(self) -> dict[str, Any] | None:
+        """BTYD parameters fitted at the training cutoff, as logged (a dict)."""
+        return self.serving.get("btyd_params")
+
+    @property
+    def horizon_days(self) -> int:
+        return int(self.serving["horizon_days"])
+
+    @property
+    def training_cutoff(self) -> str:
+        return self.serving["training_cutoff"]
+
+    @property
+    def trained_at(self) -> str:
+        return self.serving["trained_at"]
+
+    @property
+    def holdout_metrics(self) -> dict[str, Any]:
+        return self.serving["holdout_metrics"]
+
+    def describe(self) -> dict[str, Any]:
+        """Versions, training date and holdout metrics (for ``GET /model``)."""
+        return {
+            "churn_model": {"name": CHURN_MODEL, "version": self.churn_version},
+            "spend_model": {"name": SPEND_MODEL, "version": self.spend_version},
+            "run_id": self.run_id,
+            "feature_set_id": self.feature_set_id,
+            "horizon_days": self.horizon_days,
+            "training_cutoff": self.training_cutoff,
+            "trained_at": self.trained_at,
+            "holdout_metrics": self.holdout_metrics,
+        }
+
+
+def _feature_config_from_dict(cls, data: dict):
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ChampionError(f"the champion's feature config has settings this code does not know: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def load_champion(*, check_compatible: bool = True) -> Champion:
+    """Load the ``champion`` versions of ``clvcast-churn`` and ``clvcast-spend``.
+
+    Parameters
+    ----------
+    check_compatible : bool, default True
+        Also check that this code's ``feature_set_id`` of the champion's feature config is the one
+        the champion was trained with, i.e. that serving would build the same features.
+
+    Raises
+    ------
+    ChampionError
+        A champion is missing, the two come from different runs or feature sets (serving would
+        combine a churn model and a spend model that never saw the same features), the serving
+        metadata is missing or of an unknown format, or the feature code changed since training.
+        The message names the model and the tracking URI.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    uri = tracking_uri()
+    versions = {}
+    for name in (CHURN_MODEL, SPEND_MODEL):
+        try:
+            versions[name] = client.get_model_version_by_alias(name, ALIAS)
+        except MlflowException as exc:
+            raise ChampionError(
+                f"no '{ALIAS}' version of registered model '{name}' at {uri}: train one with `clvcast train`"
+            ) from exc
+    churn_v, spend_v = versions[CHURN_MODEL], versions[SPEND_MODEL]
+    if _run_of(churn_v) != _run_of(spend_v):
+        raise ChampionError(
+            f"'{CHURN_MODEL}' v{churn_v.version} (run {_run_of(churn_v)}) and '{SPEND_MODEL}' v{spend_v.version} "
+            f"(run {_run_of(spend_v)}) at {uri} come from different training runs; their features may differ, "
+            "so they cannot be combined into expected spend"
+        )
+    serving = _load_serving(client, _run_of(churn_v), uri)
+    if check_compatible:
+        check_serving_compatible(serving, where=f"'{CHURN_MODEL}' v{churn_v.version} at {uri}")
+    models = _load_models(churn_v, spend_v, serving, uri)
+    return Champion(
+        models=models,
+        churn_version=str(churn_v.version),
+        spend_version=str(spend_v.version),
+        run_id=_run_of(churn_v),
+        serving=serving,
+        tracking_uri=uri,
+    )
+
+
+def _run_of(version) -> str | None:
+    """The training run of a registered version (our tag first: it is set on every clvcast version)."""
+    return version.tags.get("clvcast.run_id") or version.run_id
+
+
+def _load_serving(client, run_id: str, uri: str) -> dict:
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, SERVING_ARTIFACT, tmp)
+        except (MlflowException, OSError) as exc:
+            raise ChampionError(f"run {run_id} at {uri} has no {SERVING_ARTIFACT}: not a clvcast training run") from exc
+        serving = json.loads(Path(path).read_text())
+    if serving.get("format_version") != SERVING_FORMAT_VERSION:
+        raise ChampionError(
+            f"run {run_id} at {uri}: {SERVING_ARTIFACT} has format_version {serving.get('format_version')!r}, "
+            f"this code reads {SERVING_FORMAT_VERSION}"
+        )
+    return serving
+
+
+def check_serving_compatible(serving: dict, *, where: str) -> None:
+    """Raise :class:`ChampionError` if this code would build other features than the champion saw."""
+    from features.config import FeatureConfig
+    from features.schema import feature_set_id
+
+    config = _feature_config_from_dict(FeatureConfig, serving["feature_config"])
+    current = feature_set_id(config)
+    if current != serving["feature_set_id"]:
+        raise ChampionError(
+            f"{where} was trained on feature set {serving['feature_set_id']}, but this code builds "
+            f"{current} from the same settings: the feature code changed since training; retrain"
+        )
+
+
+def _load_models(churn_v, spend_v, serving: dict, uri: str) -> ClvModels:
+    import mlflow.lightgbm
+    from mlflow.exceptions import MlflowException
+
+    loaded = {}
+    for name, version in ((CHURN_MODEL, churn_v), (SPEND_MODEL, spend_v)):
+        try:
+            # A fixed version, not the alias: the alias could move between the two loads.
+            loaded[name] = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
+        except (MlflowException, OSError) as exc:
+            raise ChampionError(f"cannot load '{name}' v{version.version} at {uri}: {exc}") from exc
+    calibration = serving.get("calibration")
+    return ClvModels.from_parts(
+        encoder=FeatureEncoder.from_dict(serving["encoder"]),
+        churn_model=loaded[CHURN_MODEL],
+        spend_model=loaded[SPEND_MODEL],
+        calibration=None if calibration is None else (calibration["x"], calibration["y"]),
+        horizon_days=serving["horizon_days"],
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a new pair becomes champion, and why (stored as version tags)."""
+
+    promote: bool
+    reason: str
+
+
+def champion_decision(new: dict[str, float], current: dict[str, float] | None) -> Decision:
+    """The champion rule.
+
+    The new pair becomes champion iff there is no current champion, or on the new run's holdout
+    rows (the current champion re-scored on exactly those customers, features and labels)
+
+    - expected-spend MAE: ``new <= current * (1 + MAE_RELATIVE_TOLERANCE)``, and
+    - churn AUC: ``new >= current - AUC_ABSOLUTE_TOLERANCE``.
+
+    Parameters
+    ----------
+    new, current : dict
+        ``{"mae": ..., "churn_auc": ...}`` of the new pair and of the current champion.
+    """
+    if current is None:
+        return Decision(True, "no current champion")
+    mae_ok = new["mae"] <= current["mae"] * (1 + MAE_RELATIVE_TOLERANCE)
+    auc_ok = not (new["churn_auc"] < current["churn_auc"] - AUC_ABSOLUTE_TOLERANCE)
+    detail = (
+        f"MAE {new['mae']:.4f} vs champion {current['mae']:.4f}, "
+        f"churn AUC {new['churn_auc']:.4f} vs champion {current['churn_auc']:.4f} on the same holdout"
+    )
+    if mae_ok and auc_ok:
+        return Decision(True, f"not worse than the champion: {detail}")
+    return Decision(False, f"worse than the champion: {detail}")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Versions created for one run and whether they became champion."""
+
+    churn_version: str
+    spend_version: str
+    promoted: bool
+    reason: str
+
+
+def register_pair(run: LoggedRun, decision: Decision, *, tags: dict[str, str] | None = None) -> Registration:
+    """Register both models of ``run``; move the ``champion`` alias to them iff ``decision.promote``.
+
+    Both versions are registered either way, tagged ``clvcast.status`` (``champion`` or
+    ``rejected``) and ``clvcast.reason``, so a rejected candidate stays inspectable and can be
+    promoted by hand (:func:`promote`).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if run.churn_model_uri is None or run.spend_model_uri is None:
+        raise ValueError(f"run {run.run_id} has no logged models to register")
+    client = _client()
+    status = "champion" if decision.promote else "rejected"
+    common = {"clvcast.run_id": run.run_id, "clvcast.status": status, "clvcast.reason": decision.reason[:5000], **(tags or {})}
+    versions = []
+    for name, uri, model_id in (
+        (CHURN_MODEL, run.churn_model_uri, run.churn_model_id),
+        (SPEND_MODEL, run.spend_model_uri, run.spend_model_id),
+    ):
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        version = client.create_model_version(name, uri, run_id=run.run_id, tags=common, model_id=model_id)
+        versions.append(str(version.version))
+    if decision.promote:
+        promote(*versions)
+    return Registration(versions[0], versions[1], decision.promote, decision.reason)
+
+
+def promote(churn_version: str, spend_version: str) -> None:
+    """Point the ``champion`` alias of both registered models at the given versions.
+
+    Refuses versions from different runs. The spend alias moves first: if the process dies in
+    between, :func:`load_champion` sees two runs and refuses, rather than serving a mixed pair.
+    """
+    client = _client()
+    churn = client.get_model_version(CHURN_MODEL, churn_version)
+    spend = client.get_model_version(SPEND_MODEL, spend_version)
+    if _run_of(churn) is None or _run_of(churn) != _run_of(spend):
+        raise ChampionError(
+            f"'{CHURN_MODEL}' v{churn_version} and '{SPEND_MODEL}' v{spend_version} come from different runs"
+        )
+    previous = champion_versions()
+    client.set_registered_model_alias(SPEND_MODEL, ALIAS, spend_version)
+    client.set_registered_model_alias(CHURN_MODEL, ALIAS, churn_version)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for name, version in ((CHURN_MODEL, churn_version), (SPEND_MODEL, spend_version)):
+        client.set_model_version_tag(name, version, "clvcast.status", "champion")
+        client.set_model_version_tag(name, version, "clvcast.promoted_at", now)
+    if previous is not None:
+        for name, old, new in zip((CHURN_MODEL, SPEND_MODEL), previous, (churn_version, spend_version)):
+            if old != new:
+                client.set_model_version_tag(name, old, "clvcast.status", "superseded")
+
+
+def champion_versions() -> tuple[str, str] | None:
+    """(churn, spend) champion versions, or ``None`` when either alias is missing. Reads only."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        return (
+            str(client.get_model_version_by_alias(CHURN_MODEL, ALIAS).version),
+            str(client.get_model_version_by_alias(SPEND_MODEL, ALIAS).version),
+        )
+    except MlflowException:
+        return None
+
+
+def registry_snapshot() -> dict[str, dict[str, Any]]:
+    """Versions (with their status tag) and aliases of both registered models. Reads only."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    out: dict[str, dict[str, Any]] = {}
+    for name in (CHURN_MODEL, SPEND_MODEL):
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException:
+            out[name] = {"versions": {}, "aliases": {}}
+            continue
+        versions = client.search_model_versions(f"name='{name}'")
+        out[name] = {
+            "versions": {str(v.version): v.tags.get("clvcast.status", "") for v in versions},
+            "aliases": {alias: str(version) for alias, version in model.aliases.items()},
+        }
+    return out
