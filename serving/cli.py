@@ -89,6 +89,23 @@ def cli(ctx, debug: bool, quiet: bool):
     """clvcast: churn, spend and customer lifetime value from transactions."""
     _set_offline_defaults()
     ctx.obj = _Context(debug=debug, quiet=quiet)
+    if quiet:
+        # MLflow draws its own progress bar when it downloads artifacts (loading a champion).
+        _set_env_for_command(ctx, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _set_env_for_command(ctx, name: str, value: str) -> None:
+    """Set an environment variable until the command ends (``main`` may run in a longer process)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+    ctx.call_on_close(restore)
 
 
 @cli.command()
@@ -216,6 +233,8 @@ def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores
         annual_discount_rate=clv.annual_discount_rate,
         lifetime_horizons=clv.lifetime_horizons,
         target_ratio=clv.target_ltv_cac,
+        referral_share=clv.referral_share,
+        referral_bonus=clv.referral_bonus,
     )
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())))
     summary = getattr(result, "summary", None)

@@ -139,6 +139,8 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
         annual_discount_rate=clv.annual_discount_rate,
         lifetime_horizons=clv.lifetime_horizons,
         target_ratio=clv.target_ltv_cac,
+        referral_share=clv.referral_share,
+        referral_bonus=clv.referral_bonus,
     )
     channels = pd.read_csv(out_dir / "budget" / "channels.csv")
     with pd.option_context("display.width", 160, "display.max_columns", 12):

@@ -184,6 +184,10 @@ class ClvConfig:
         H = 182 days): beyond that a forecast is a guess that discounting barely dampens.
     target_ltv_cac : float
         Target LTV:CAC ratio; maximum allowable CAC = mean CLV / target.
+    referral_share : float
+        Share of a referred customer's CLV credited to the referrer, in [0, 1].
+    referral_bonus : float
+        Referral bonus paid per referred customer, in currency units; deducted from the credit.
     """
 
     gross_margin: float = 0.3
@@ -191,9 +195,13 @@ class ClvConfig:
     annual_discount_rate: float = 0.10
     lifetime_horizons: int = 10
     target_ltv_cac: float = 3.0
+    referral_share: float = 0.1
+    referral_bonus: float = 0.0
 
     def validate(self) -> None:
         _check(0 <= self.gross_margin <= 1, "clv.gross_margin", "must be in [0, 1]")
+        _check(0 <= self.referral_share <= 1, "clv.referral_share", "must be in [0, 1]")
+        _check(self.referral_bonus >= 0, "clv.referral_bonus", "must be >= 0")
         _check(self.cost_to_serve >= 0, "clv.cost_to_serve", "must be >= 0")
         _check(self.annual_discount_rate > -1, "clv.annual_discount_rate", "must be > -1")
         _check(self.lifetime_horizons >= 1, "clv.lifetime_horizons", "must be >= 1")
