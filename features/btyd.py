@@ -41,6 +41,7 @@ __all__ = [
     "bgnbd_expected_purchases",
     "bgnbd_expected_purchases_new",
     "bgnbd_probability_alive",
+    "bgnbd_probability_no_purchase",
     "fit_gamma_gamma",
     "gamma_gamma_log_likelihood",
     "gamma_gamma_expected_value",
@@ -348,6 +349,41 @@ def _p_alive(params: BGNBDParams, x, tx, T) -> np.ndarray:
         + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
     )
     return np.where(positive, expit(-log_odds), 1.0)
+
+
+def bgnbd_probability_no_purchase(params: BGNBDParams, t, frequency, recency, T) -> np.ndarray:
+    """Probability of no purchase in (T, T + t] given each customer's history.
+
+    A customer who has dropped out never buys again; one who is alive keeps its purchase rate
+    lambda until the next purchase (BG/NBD drops customers out only right after a purchase), and
+    given the history lambda ~ Gamma(r + x, alpha + T). So
+
+    .. math::
+
+        P(X(T, T+t] = 0 \\mid x, t_x, T) = 1 - P(\\text{alive})
+            \\left[1 - \\left(\\frac{\\alpha+T}{\\alpha+T+t}\\right)^{r+x}\\right]
+
+    Parameters
+    ----------
+    params : BGNBDParams
+    t : float or array_like
+        Horizon length in the time unit of ``params``.
+    frequency, recency, T : array_like
+        x, t_x and T per customer.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities in [0, 1]: BG/NBD's churn probability over the horizon.
+    """
+    x, tx, T = _validate_rft(frequency, recency, T)
+    t = np.asarray(t, dtype=float)
+    if (t < 0).any():
+        raise ValueError("t: rule 't >= 0' is broken")
+    r, alpha = params.r, params.alpha
+    # -expm1((r+x) log((alpha+T)/(alpha+T+t))) = 1 - ((alpha+T)/(alpha+T+t))^(r+x), exact for small t.
+    buys_if_alive = -np.expm1((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
+    return np.clip(1.0 - _p_alive(params, x, tx, T) * buys_if_alive, 0.0, 1.0)
 
 
 def bgnbd_expected_purchases(params: BGNBDParams, t, frequency, recency, T) -> np.ndarray:

@@ -44,6 +44,7 @@ from features.btyd import (
     GammaGammaParams,
     bgnbd_expected_purchases,
     bgnbd_probability_alive,
+    bgnbd_probability_no_purchase,
     fit_bgnbd,
     fit_gamma_gamma,
     gamma_gamma_expected_value,
@@ -528,11 +529,13 @@ def _btyd(h: _History, config: FeatureConfig, params: BTYDParams) -> dict:
             f"{params.time_unit_days} days, the config {unit}"
         )
     x, t_x, T, m = _btyd_inputs(h, unit)
-    purchases = bgnbd_expected_purchases(params.bgnbd, config.btyd_horizon_days / unit, x, t_x, T)
+    horizon = config.btyd_horizon_days / unit
+    purchases = bgnbd_expected_purchases(params.bgnbd, horizon, x, t_x, T)
     order_value = gamma_gamma_expected_value(params.gamma_gamma, x, m)
     return {
         "btyd_expected_purchases": purchases,
         "btyd_p_alive": bgnbd_probability_alive(params.bgnbd, x, t_x, T),
+        "btyd_p_no_purchase": bgnbd_probability_no_purchase(params.bgnbd, horizon, x, t_x, T),
         "btyd_expected_order_value": order_value,
         "btyd_expected_spend": purchases * order_value,
     }

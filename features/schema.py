@@ -209,6 +209,7 @@ def btyd_schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
     return (
         FeatureSpec("btyd_expected_purchases", "float64", f"BG/NBD expected purchase days in the {h} days after the cutoff", f),
         FeatureSpec("btyd_p_alive", "float64", "BG/NBD probability that the customer is still active at the cutoff (0..1)", f),
+        FeatureSpec("btyd_p_no_purchase", "float64", f"BG/NBD probability of no purchase in the {h} days after the cutoff (0..1): its churn probability", f),
         FeatureSpec("btyd_expected_order_value", "float64", "Gamma-Gamma expected value of a purchase day, refunds excluded (currency units)", f),
         FeatureSpec("btyd_expected_spend", "float64", f"btyd_expected_purchases * btyd_expected_order_value: expected spend in the {h} days after the cutoff (currency units)", f),
     )

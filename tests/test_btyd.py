@@ -327,3 +327,17 @@ def test_cdnow_26_week_holdout_baseline(cdnow):
     assert actual.sum() == pytest.approx(476_154, abs=1)
     assert np.abs(predicted - actual).mean() == pytest.approx(21.18, abs=0.5)
     assert predicted.sum() == pytest.approx(461_698, rel=0.01)
+
+
+def test_probability_no_purchase_known_values():
+    params = btyd.BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426)
+    x, tx, T = np.array([0.0, 2.0, 5.0]), np.array([0.0, 30.0, 10.0]), np.array([38.0, 38.0, 38.0])
+    assert np.allclose(btyd.bgnbd_probability_no_purchase(params, 0.0, x, tx, T), 1.0)
+    p = btyd.bgnbd_probability_no_purchase(params, 26.0, x, tx, T)
+    # No repeat purchase: alive for sure, so only the gamma-Poisson zero term remains.
+    assert p[0] == pytest.approx(((params.alpha + 38.0) / (params.alpha + 38.0 + 26.0)) ** params.r, rel=1e-12)
+    # A customer who may have dropped out is at least as likely not to buy as 1 - P(alive).
+    alive = btyd.bgnbd_probability_alive(params, x, tx, T)
+    assert np.all(p >= 1 - alive) and np.all((p > 0) & (p < 1))
+    # Longer horizons leave less room for no purchase.
+    assert np.all(btyd.bgnbd_probability_no_purchase(params, 52.0, x, tx, T) < p)

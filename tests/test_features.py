@@ -235,6 +235,7 @@ def test_btyd_features_match_the_btyd_module(tiny):
         {
             "btyd_expected_purchases": purchases,
             "btyd_p_alive": bt.bgnbd_probability_alive(PARAMS.bgnbd, x, tx, T),
+            "btyd_p_no_purchase": bt.bgnbd_probability_no_purchase(PARAMS.bgnbd, 182 / 7, x, tx, T),
             "btyd_expected_order_value": value,
             "btyd_expected_spend": purchases * value,
         },

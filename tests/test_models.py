@@ -10,6 +10,9 @@ from training.config import load_config
 from training.models import ClvModels, FeatureEncoder, TrainingDataError
 
 CHANNELS = ("paid_search", "referral", "organic")
+# The toy rows have no BTYD features and every column is informative: boost from a constant, keep
+# every feature, and calibrate with isotonic regression so that path stays covered.
+TOY = dict(btyd_offset=False, exclude_features=[], churn_calibration="isotonic")
 
 
 def _toy(n: int = 3000, seed: int = 0, n_origins: int = 3):
@@ -38,6 +41,7 @@ def _toy(n: int = 3000, seed: int = 0, n_origins: int = 3):
 @pytest.fixture(scope="module")
 def config():
     return load_config(
+        **TOY,
         training__churn_params__num_boost_round=80,
         training__spend_params__num_boost_round=80,
         n_cutoffs=3,
@@ -154,7 +158,7 @@ def test_single_churn_class_is_a_clear_error(config):
 @pytest.mark.parametrize("objective", ["gamma", "regression"])
 def test_other_spend_objectives_train(objective):
     cfg = load_config(
-        spend_objective=objective, n_cutoffs=3,
+        **TOY, spend_objective=objective, n_cutoffs=3,
         training__churn_params__num_boost_round=10, training__spend_params__num_boost_round=10,
     )
     X, churned, spend, origin = _toy(n=300)
@@ -176,3 +180,40 @@ def test_fast_path_matches_the_scikit_learn_wrapper(fitted):
         j = int(np.argmax(np.abs(contrib[i])))
         assert row["churn"][0]["feature"] == encoded.columns[j]
         assert row["churn"][0]["contribution"] == pytest.approx(contrib[i, j], rel=1e-12)
+
+
+def _with_btyd(features: pd.DataFrame, churned: np.ndarray, seed: int = 5) -> pd.DataFrame:
+    """The toy rows plus noisy BTYD columns that carry part of the signal."""
+    rng = np.random.default_rng(seed)
+    p = np.clip(np.where(churned, 0.7, 0.4) + rng.normal(0, 0.15, len(features)), 0.02, 0.98)
+    return features.assign(btyd_p_no_purchase=p, btyd_expected_spend=(1 - p) * rng.gamma(4.0, 5.0, len(features)))
+
+
+def test_btyd_offset_boosts_from_the_btyd_forecast():
+    X, churned, spend, origin = _toy(n=1000)
+    X = _with_btyd(X, churned)
+    cfg = load_config(n_cutoffs=3, training__churn_params__num_boost_round=30, training__spend_params__num_boost_round=30)
+    assert cfg.training.btyd_offset and "tenure_days" in cfg.training.exclude_features
+    models = ClvModels(training=cfg.training).fit(X, churned=churned, spend=spend, origin=origin)
+    assert "tenure_days" not in models.encoder_.columns and "recency_days" in models.encoder_.columns
+    pred = models.predict(X)
+    # The boosters add their raw score to the BTYD offsets.
+    raw_churn = models.churn_model_.predict(models.transform(X), raw_score=True)
+    p = X["btyd_p_no_purchase"].to_numpy()
+    np.testing.assert_allclose(pred["churn_probability"], 1 / (1 + np.exp(-(raw_churn + np.log(p / (1 - p))))), rtol=1e-9)
+    assert models.metadata()["btyd_offset"] is True
+    rebuilt = ClvModels.from_parts(
+        encoder=models.encoder_, churn_model=models.churn_model_, spend_model=models.spend_model_,
+        calibration=None, horizon_days=models.horizon_days_, btyd_offset=True,
+    )
+    pd.testing.assert_frame_equal(rebuilt.predict(X.head(100)), pred.head(100))
+    # Without a BTYD column the error says what is missing.
+    with pytest.raises(KeyError, match="btyd_p_no_purchase"):
+        models.predict(X.drop(columns="btyd_p_no_purchase"))
+
+
+def test_btyd_offset_needs_a_log_link_objective():
+    from training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="btyd_offset"):
+        load_config(spend_objective="regression")

@@ -195,7 +195,7 @@ def test_config_file_and_overrides(tmp_path):
         (dict(horizon_days=0), "training.horizon_days: must be >= 1"),
         (dict(horizn_days=5), "unknown config override 'horizn_days'"),
         (dict(spend_objective="poisson"), "must be one of"),
-        (dict(validation_cutoffs=4), "validation_cutoffs"),
+        (dict(validation_cutoffs=5, n_cutoffs=5), "validation_cutoffs"),
         (dict(gross_margin=1.5), "clv.gross_margin"),
     ],
 )

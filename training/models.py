@@ -1,10 +1,16 @@
-"""The churn and spend models: LightGBM, a feature encoder, an isotonic calibration of churn.
+"""The churn and spend models: LightGBM boosted from the BG/NBD + Gamma-Gamma forecast.
 
-- churn: p = P(no purchase in the next H days), a LightGBM classifier whose raw probability is
-  calibrated by isotonic regression on a time-held-out slice (the latest training origins);
+- churn: p = P(no purchase in the next H days), a LightGBM classifier (optionally calibrated by
+  isotonic regression on a time-held-out slice, the latest training origins);
 - spend: s = E[spend in the next H days | a purchase in them], a LightGBM regressor trained on the
   rows whose label window has a purchase;
 - expected spend over H: (1 − p) · s.
+
+With ``btyd_offset`` (the default) both boosters start from the BTYD forecast of the row rather
+than from a constant: the churn classifier's raw score is added to the log-odds of BG/NBD's
+P(no purchase in H), the spend regressor's to the log of BTYD's spend given a purchase. BTYD
+extrapolates with the customer's age by construction; the trees only learn corrections, which is
+what lets models trained on young customers (early origins) forecast the same customers older.
 
 :class:`ClvModels` is an estimator (``fit`` returns self, learned state ends in ``_``) and also the
 object serving predicts with, rebuilt from MLflow by :func:`training.tracking.load_champion`
@@ -19,9 +25,15 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
 from training.config import LightGBMParams, TrainingConfig
+
+# Bounds of the BTYD offsets: a probability of exactly 0 or 1, or a spend of 0, has no log.
+_MIN_PROBABILITY = 1e-6
+_MIN_ACTIVE_PROBABILITY = 1e-3
+_MIN_SPEND = 1e-2
 
 
 OUTPUT_COLUMNS = ("churn_probability", "spend_if_active", "expected_spend")
@@ -158,6 +170,8 @@ class ClvModels:
         linear interpolation and clipped at the ends; ``None`` when there was no validation slice.
     best_iterations_ : dict
         Trees kept per model after early stopping.
+    btyd_offset_ : bool
+        Whether both boosters add their raw score to the BTYD offsets (:func:`btyd_offsets`).
     """
 
     def __init__(self, *, training: TrainingConfig | None = None):
@@ -216,7 +230,12 @@ class ClvModels:
                     "use more data, a longer horizon or other cutoffs"
                 )
 
-        self.encoder_ = FeatureEncoder.fit(features)
+        self.btyd_offset_ = bool(cfg.btyd_offset)
+        churn_offset, spend_offset = self._offsets(features)
+        if self.btyd_offset_ and not (np.isfinite(churn_offset).all() and np.isfinite(spend_offset).all()):
+            raise TrainingDataError("btyd_offset: the BTYD features have missing or infinite values")
+        excluded = [c for c in features.columns if c in set(cfg.exclude_features)]
+        self.encoder_ = FeatureEncoder.fit(features.drop(columns=excluded))
         X = self.encoder_.transform(features)
         cats = self.encoder_.categorical_columns or "auto"
 
@@ -226,14 +245,15 @@ class ClvModels:
         )
         self.churn_model_.fit(
             X[is_train], churned[is_train].astype(int), categorical_feature=cats,
-            **self._early_stopping(X[is_valid], churned[is_valid].astype(int), cfg),
+            **self._init_score(churn_offset, is_train),
+            **self._early_stopping(X[is_valid], churned[is_valid].astype(int), cfg, churn_offset, is_valid),
         )
 
-        # Isotonic calibration on the same slice: the booster's raw probabilities drift with the
-        # customer age of the stacked origins; the latest origins are closest to the prediction date.
+        # Optional isotonic calibration on the same slice (the latest origins are the closest to
+        # the prediction date, but their customers are still younger than at the prediction date).
         self.calibration_ = None
-        if is_valid.any():
-            raw = self.churn_model_.predict_proba(X[is_valid])[:, 1]
+        if is_valid.any() and cfg.churn_calibration == "isotonic":
+            raw = self._churn_raw_probability(X[is_valid].to_numpy(), churn_offset[is_valid])
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
             iso.fit(raw, churned[is_valid].astype(float))
             self.calibration_ = (np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
@@ -248,7 +268,9 @@ class ClvModels:
             cfg.spend_params, seed=cfg.seed, num_threads=cfg.num_threads
         ))
         self.spend_model_.fit(
-            X[tr], y_spend[tr], categorical_feature=cats, **self._early_stopping(X[va], y_spend[va], cfg)
+            X[tr], y_spend[tr], categorical_feature=cats,
+            **self._init_score(spend_offset, tr),
+            **self._early_stopping(X[va], y_spend[va], cfg, spend_offset, va),
         )
         self.best_iterations_ = {
             "churn": int(self.churn_model_.best_iteration_ or self.churn_model_.n_estimators),
@@ -257,15 +279,30 @@ class ClvModels:
         self.horizon_days_ = cfg.horizon_days
         return self
 
-    @staticmethod
-    def _early_stopping(X_valid: pd.DataFrame, y_valid: np.ndarray, cfg: TrainingConfig) -> dict:
+    def _offsets(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row start of the churn and spend boosters: the BTYD offsets, or 0 without them."""
+        if not self.btyd_offset_:
+            return np.zeros(len(features)), np.zeros(len(features))
+        return btyd_offsets(features)
+
+    def _init_score(self, offset: np.ndarray, rows: np.ndarray) -> dict:
+        return {"init_score": offset[rows]} if self.btyd_offset_ else {}
+
+    def _early_stopping(
+        self, X_valid: pd.DataFrame, y_valid: np.ndarray, cfg: TrainingConfig, offset: np.ndarray, rows: np.ndarray
+    ) -> dict:
         if len(X_valid) == 0 or cfg.early_stopping_rounds == 0:
             return {}
         return {
             "eval_X": (X_valid,),
             "eval_y": (y_valid,),
+            **({"eval_init_score": [offset[rows]]} if self.btyd_offset_ else {}),
             "callbacks": [lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)],
         }
+
+    def _churn_raw_probability(self, X: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Churn probability before calibration: sigmoid(booster raw score + offset)."""
+        return expit(_booster_predict(self.churn_model_, X, raw_score=True) + offset)
 
     @staticmethod
     def _spend_objective(cfg: TrainingConfig) -> dict:
@@ -294,10 +331,12 @@ class ClvModels:
         spend_model: lgb.LGBMRegressor,
         calibration: tuple[np.ndarray, np.ndarray] | None,
         horizon_days: int,
+        btyd_offset: bool = False,
         training: TrainingConfig | None = None,
     ) -> ClvModels:
         """Rebuild fitted models from their parts (as stored in MLflow)."""
         self = cls(training=training)
+        self.btyd_offset_ = bool(btyd_offset)
         self.encoder_ = encoder
         self.churn_model_ = churn_model
         self.spend_model_ = spend_model
@@ -330,8 +369,11 @@ class ClvModels:
             ``expected_spend`` = (1 − churn_probability) · spend_if_active, in currency units.
         """
         X = self.encoder_.matrix(features)
-        p = self.calibrate(_booster_predict(self.churn_model_, X))
-        s = np.maximum(_booster_predict(self.spend_model_, X), 0.0)
+        churn_offset, spend_offset = self._offsets(features)
+        p = self.calibrate(self._churn_raw_probability(X, churn_offset))
+        # exp(raw + offset) = exp(raw) * exp(offset): btyd_offset implies a log-link objective
+        # (TrainingConfig.validate), and without it the offset is 0.
+        s = np.maximum(_booster_predict(self.spend_model_, X) * np.exp(spend_offset), 0.0)
         return pd.DataFrame(
             {"churn_probability": p, "spend_if_active": s, "expected_spend": (1.0 - p) * s},
             index=features.index,
@@ -341,7 +383,8 @@ class ClvModels:
         """Per row, the features that move each model's prediction most (SHAP values by LightGBM).
 
         Contributions are in the model's raw score: churn log-odds (positive = more likely to churn)
-        and log spend for Tweedie/gamma (positive = more spend).
+        and log spend for Tweedie/gamma (positive = more spend). With ``btyd_offset`` they are
+        corrections to the BTYD forecast, which is the start of both scores.
 
         Returns
         -------
@@ -352,15 +395,22 @@ class ClvModels:
         X = self.encoder_.matrix(features)
         names = np.asarray(self.encoder_.columns)
         out: list[dict[str, list[dict]]] = [{} for _ in range(len(X))]
-        raw_values = features[list(self.encoder_.columns)].to_numpy(dtype=object)
+        tops = {}
         for key, model in (("churn", self.churn_model_), ("spend", self.spend_model_)):
             contrib = np.asarray(_booster_predict(model, X, pred_contrib=True))[:, : len(names)]
-            top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top_k]
+            tops[key] = (contrib, np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top_k])
+        # Raw values of the top columns only: converting the whole frame to objects costs more than
+        # the SHAP values of a single row.
+        raw_values = {
+            j: features[names[j]].to_numpy(dtype=object)
+            for j in np.unique(np.concatenate([top.ravel() for _, top in tops.values()]))
+        }
+        for key, (contrib, top) in tops.items():
             for i in range(len(X)):
                 out[i][key] = [
                     {
                         "feature": str(names[j]),
-                        "value": _plain(raw_values[i, j]),
+                        "value": _plain(raw_values[j][i]),
                         "contribution": float(contrib[i, j]),
                     }
                     for j in top[i]
@@ -387,7 +437,34 @@ class ClvModels:
             else {"x": self.calibration_[0].tolist(), "y": self.calibration_[1].tolist()},
             "horizon_days": self.horizon_days_,
             "best_iterations": self.best_iterations_,
+            "btyd_offset": self.btyd_offset_,
         }
+
+
+def btyd_offsets(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The BTYD start of each booster, per row.
+
+    Returns
+    -------
+    churn : ndarray
+        Log-odds of ``btyd_p_no_purchase`` (BG/NBD's probability of no purchase in H).
+    spend : ndarray
+        Log of BTYD's spend given a purchase in H: ``btyd_expected_spend / (1 - btyd_p_no_purchase)``.
+
+    Raises
+    ------
+    KeyError
+        If a BTYD column is missing (``btyd_offset`` needs the BTYD feature family).
+    """
+    from training.config import BTYD_OFFSET_FEATURES
+
+    missing = [c for c in BTYD_OFFSET_FEATURES if c not in features.columns]
+    if missing:
+        raise KeyError(f"btyd_offset needs the feature columns {missing}; set training.btyd_offset=false without them")
+    p = np.clip(features["btyd_p_no_purchase"].to_numpy(float), _MIN_PROBABILITY, 1.0 - _MIN_PROBABILITY)
+    spend = features["btyd_expected_spend"].to_numpy(float)
+    spend_if_active = spend / np.maximum(1.0 - p, _MIN_ACTIVE_PROBABILITY)
+    return np.log(p) - np.log1p(-p), np.log(np.maximum(spend_if_active, _MIN_SPEND))
 
 
 def _booster_predict(model, X: np.ndarray, **kwargs) -> np.ndarray:

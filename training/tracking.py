@@ -428,6 +428,7 @@ def _load_models(churn_v, spend_v, serving: dict, uri: str) -> ClvModels:
         spend_model=loaded[SPEND_MODEL],
         calibration=None if calibration is None else (calibration["x"], calibration["y"]),
         horizon_days=serving["horizon_days"],
+        btyd_offset=serving.get("btyd_offset", False),
     )
 
 
