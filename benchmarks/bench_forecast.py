@@ -279,6 +279,10 @@ def _run(args, tmp: Path) -> int:
         f"{result.metrics['clvcast']['total_predicted']:,.0f} vs actual {result.metrics['clvcast'].get('total_actual', float('nan')):,.0f}",
         f"base at the cutoff: {len(scores):,} scored customers; budget: {settings['n_simulations']} simulations, "
         f"spend_cv {settings['spend_cv']}, common_cv {settings['common_cv']}",
+        "forecast: later horizons by "
+        + ("BG/NBD decay" if res.summary.get("forecast_decay") == "bgnbd" else "retention r^k")
+        + "; seasonality index Jan..Dec "
+        + " ".join(f"{v:.2f}" for v in res.summary.get("forecast_seasonality", [1.0] * 12)),
         "timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
     ]
     halves = by_half(table, C.months_per_horizon(champion.horizon_days))

@@ -333,6 +333,28 @@ def render_report(result) -> str:
         if s.get("total_referral_credit") is not None
         else ""
     )
+    seasonality = s.get("forecast_seasonality")
+    if seasonality is not None and not np.allclose(seasonality, 1.0):
+        months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+        season_text = (
+            "Each calendar month is weighted by its share of revenue in past years (1 = an average month; "
+            + ", ".join(f"{m} {v:.2f}" for m, v in zip(months, seasonality))
+            + ")."
+        )
+    else:
+        season_text = "Past revenue is too short (under 13 complete months) to estimate seasonality: none is applied."
+    if s.get("forecast_decay", "bgnbd") == "bgnbd":
+        decay_text = (
+            f"Each customer's expected spend over {st['horizon_days']:g} days, as the models predict it, sets the level "
+            "(for a period of average season); from then on the customer's spend fades as the chance grows that the "
+            "customer has stopped buying, estimated from that customer's purchase history (BG/NBD model)."
+        )
+    else:
+        decay_text = (
+            f"Each customer's expected spend over {st['horizon_days']:g} days, as the models predict it, sets the level; "
+            "in each later period of that length, only the share of customers the models expect to buy again is kept."
+        )
+    forecast_method = html.escape(f"{decay_text} {season_text}", quote=False)
     body = f"""
 <h1>Customer value and acquisition budget</h1>
 <p class="lead">Customers as of {esc(s['as_of'])}. Every figure on this page is also in the CSV files next to it
@@ -363,6 +385,7 @@ discounted). The dashed line of the same colour is that channel's average CAC; w
 
 <h2>Revenue and margin of the current customers, next {s['forecast_months']} months</h2>
 <p class="explain">Expected revenue and margin per month from the customers we have today (no new customers).
+{forecast_method}
 The band is an 80% interval: in 8 of 10 simulated futures the month lands inside it. It accounts for which
 customers stay, how much each spends, and a shared uncertainty of {100 * st['common_cv']:g}% for effects that move
 all customers together. The 80% interval of the {s['forecast_months']}-month total is

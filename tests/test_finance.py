@@ -9,6 +9,12 @@ no cost to serve, no discounting, K = 2 horizons, target LTV:CAC 3.
 | b1       | mail    | 2024-02-10 | 2   | 0   | 20 | 10 · 2 = 20            | 0.5 · 40 = 20        |
 
 Scored as of 2024-03-31. A purchase after that date and one before a2's acquisition must not count.
+
+The revenue forecast uses BG/NBD with r = 2, a = 2, b = 1 (passed in, not fitted), where
+a + b + x − 1 = r + x makes the hypergeometric term (1 − z)^−(b+x), so that
+E[X(t) | x, t_x, T] = (2 + x) · P(alive) · t / (A + t) with A = alpha + T: the curve a customer's
+expected spend follows, relative to the first horizon, is F(t) = t (A + H) / (H (A + t)). The
+three months of history are too few for seasonality (flat).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.btyd import BGNBDParams
 from features.contract import Tables
 from serving import clv as C
 from serving import finance as F
@@ -29,6 +36,16 @@ from serving.report import fmt_money, fmt_months, fmt_ratio
 
 H = 3 * C.MONTH_DAYS
 SETTINGS = dict(horizon_days=H, margin=0.5, cost_to_serve=0.0, annual_discount_rate=0.0, lifetime_horizons=2)
+ALPHA_DAYS = 14.0
+BGNBD = BGNBDParams(r=2.0, alpha=ALPHA_DAYS / 7, a=2.0, b=1.0)  # alpha in weeks, the fit's time unit
+# A = alpha + T in days; T = days from the first purchase day to the scoring date (a2's first purchase
+# day is 2024-03-01: a purchase before acquisition still belongs to the customer's history).
+A_DAYS = {"a1": ALPHA_DAYS + 76, "a2": ALPHA_DAYS + 30, "b1": ALPHA_DAYS + 50}
+
+
+def _curve(t, a):
+    """F(t) = E[X(t)] / E[X(H)] for this BG/NBD family, t and A in days."""
+    return t * (a + H) / (H * (a + t))
 
 
 def _scores() -> pd.DataFrame:
@@ -80,7 +97,7 @@ def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("budget")
     return F.budget(
         _tables(), _scores(), out_dir=out, target_ratio=3.0, referral_share=0.1, referral_bonus=1.0,
-        new_customer_max_age_days=60, n_simulations=400, seed=1, **SETTINGS,
+        new_customer_max_age_days=60, n_simulations=400, seed=1, forecast_bgnbd=BGNBD, **SETTINGS,
     )  # fmt: skip
 
 
@@ -123,18 +140,131 @@ def test_cohorts_known_values(result):
 
 def test_forecast_known_values(result):
     fc = pd.read_csv(result.paths["forecast"])
-    # b1 stays: 20 / 3 a month; a1 and a2: 40 / 3 a month each, times 0.5^k in horizon k.
-    expected = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
-    np.testing.assert_allclose(fc["expected_revenue"], expected)
-    np.testing.assert_allclose(fc["expected_margin"], 0.5 * expected)
-    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat([2.0, 1.5, 1.25, 1.125], 3))
+    # Expected spend over the first horizon e = (1 − p) s: 20 for each customer; month j gets
+    # e · (F(j · 30.4375) − F((j − 1) · 30.4375)). Months are exactly a third of a horizon.
+    e = {"a1": 20.0, "a2": 20.0, "b1": 20.0}
+    edges = C.MONTH_DAYS * np.arange(13)
+    expected = sum(e[c] * np.diff(_curve(edges, A_DAYS[c])) for c in e)
+    # By hand for b1 (A = 64 days, H = 91.3125): month 1 = 20 · 30.4375 · 155.3125 / (91.3125 · 94.4375).
+    assert e["b1"] * np.diff(_curve(edges, A_DAYS["b1"]))[0] == pytest.approx(20 * 30.4375 * 155.3125 / (91.3125 * 94.4375))
+    np.testing.assert_allclose(fc["expected_revenue"], expected, rtol=1e-9)
+    np.testing.assert_allclose(fc["expected_margin"], 0.5 * expected, rtol=1e-9)
+    # Active customers in horizon k: (1 − p) · ratio_k, ratio_k = F(kH) − F((k − 1)H),
+    # F(kH) = k (A + H) / (A + kH); b1 (p = 0) now decays too: its dropout is BG/NBD's.
+    one_minus_p = {"a1": 0.5, "a2": 0.5, "b1": 1.0}
+    ratio = {c: np.diff([k * (A_DAYS[c] + H) / (A_DAYS[c] + k * H) for k in range(5)]) for c in e}
+    active = sum(one_minus_p[c] * ratio[c] for c in e)
+    assert ratio["b1"][1] == pytest.approx(2 * 155.3125 / (64 + 2 * 91.3125) - 1)
+    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat(active, 3), rtol=1e-9)
     np.testing.assert_allclose(fc["cumulative_revenue"], np.cumsum(expected))
-    # The first horizon of the forecast is the scores' expected spend.
+    # Without seasonality the first horizon of the forecast is the scores' expected spend.
     assert fc["expected_revenue"][:3].sum() == pytest.approx(_scores()["expected_spend"].sum())
+    # Later horizons fall below the first (dropout), month by month within a horizon too.
+    assert (np.diff(fc["expected_revenue"]) < 0).all()
     assert (fc["revenue_low"] <= fc["expected_revenue"]).all() and (fc["expected_revenue"] <= fc["revenue_high"]).all()
     assert (fc["cumulative_revenue_low"] <= fc["cumulative_revenue"]).all()
     assert (fc["cumulative_revenue"] <= fc["cumulative_revenue_high"]).all()
     assert fc["period_start"][0] == "2024-04-01"
+
+
+def test_forecast_falls_back_to_retention_without_a_bgnbd_fit(tmp_path):
+    # Without a2's purchase before acquisition nobody has a repeat purchase: BG/NBD cannot be fitted
+    # and later horizons use r^k, flat within each horizon.
+    tables = _tables()
+    tx = tables.transactions
+    tables = Tables(transactions=tx.loc[tx["amount"] != 500.0].reset_index(drop=True), customers=tables.customers)
+    with pytest.warns(UserWarning, match="cannot fit BG/NBD.*r\\^k"):
+        res = F.budget(tables, _scores(), out_dir=tmp_path, n_simulations=50, **SETTINGS)
+    fc = res.forecast
+    # b1 stays: 20 / 3 a month; a1 and a2: 40 / 3 a month each, times 0.5^k in horizon k.
+    expected = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
+    np.testing.assert_allclose(fc["expected_revenue"], expected)
+    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat([2.0, 1.5, 1.25, 1.125], 3))
+    # Parameters at the formula's singularity (a = 1) fall back the same way, customer by customer.
+    res = F.budget(
+        _tables(), _scores(), out_dir=tmp_path / "a1", n_simulations=50,
+        forecast_bgnbd=BGNBDParams(r=1.0, alpha=1.0, a=1.0, b=1.0), **SETTINGS,
+    )  # fmt: skip
+    np.testing.assert_allclose(res.forecast["expected_revenue"], expected)
+
+
+def test_horizon_ratios_known_values():
+    # r = 2, a = 2, b = 1: E[X(t)] ∝ t / (A + t) with A = alpha + T (see the module docstring); with
+    # A = H, E[X(kH)] ∝ k / (1 + k): ratio_2 = (2/3 − 1/2) / (1/2) = 1/3, ratio_3 = (3/4 − 2/3) / (1/2) = 1/6,
+    # whatever x and t_x (P(alive) and 2 + x cancel in the ratio).
+    weeks = H / 7
+    params = BGNBDParams(r=2.0, alpha=weeks / 2, a=2.0, b=1.0)
+    got = F.horizon_ratios(params, [0, 3, 1], [0, 5, 0.5], [weeks / 2, weeks / 2, weeks / 2], horizon_days=H, n_horizons=3)
+    np.testing.assert_allclose(got, [[1, 1 / 3, 1 / 6]] * 3, rtol=1e-10)
+    # A longer-known customer (larger T) decays more slowly: A = 3H gives E[X(kH)] ∝ k / (3 + k),
+    # ratio_2 = (2/5 − 1/4) / (1/4) = 0.6, ratio_3 = (3/6 − 2/5) / (1/4) = 0.4.
+    got = F.horizon_ratios(params, [0], [0], [2.5 * weeks], horizon_days=H, n_horizons=3)
+    np.testing.assert_allclose(got, [[1, 0.6, 0.4]], rtol=1e-10)
+
+
+def _daily_book(start, end, per_day):
+    """One transaction per day whose amount is ``per_day(day)``."""
+    days = pd.date_range(start, end, freq="D")
+    return pd.DataFrame(
+        {
+            "customer_id": pd.array(["c"] * len(days), dtype="str"),
+            "timestamp": days + pd.Timedelta(hours=12),
+            "amount": [per_day(d) for d in days],
+        }
+    )
+
+
+SEASON = np.array([0.9, 0.8, 1.0, 1.0, 1.1, 1.0, 0.9, 0.9, 1.0, 1.0, 1.2, 1.2])  # mean 1
+
+
+def test_seasonality_indices_constant_level():
+    # Three years at a constant level: the ratio to the centred 12-month average is the index itself.
+    # A partial month at the end (January 2024 up to the 10th) and a purchase after as_of do not count.
+    tx = _daily_book("2021-01-01", "2024-01-20", lambda d: 100.0 * SEASON[d.month - 1])
+    tx.loc[tx["timestamp"] >= "2024-01-01", "amount"] = 1e6
+    got = F.seasonality_indices(tx, "2024-01-10")
+    np.testing.assert_allclose(got, SEASON, rtol=1e-9)
+
+
+def test_seasonality_indices_with_growth_and_fallback():
+    # 18 complete months of 3 % growth a month: the log-linear trend takes the growth, the month
+    # effects the index.
+    origin = pd.Timestamp("2022-07-01")
+
+    def per_day(d):
+        months = (d.year - origin.year) * 12 + d.month - origin.month
+        return 50.0 * 1.03**months * SEASON[d.month - 1]
+
+    tx = _daily_book("2022-07-01", "2023-12-31", per_day)
+    got = F.seasonality_indices(tx, "2023-12-31")
+    np.testing.assert_allclose(got, SEASON, rtol=1e-9)
+    assert got.mean() == pytest.approx(1.0)
+    # 12 complete months cannot tell the season from the trend: flat. A first month that starts
+    # after its 1st day is not complete (2023-01-15 .. 2023-12-31 is 11 complete months).
+    np.testing.assert_array_equal(F.seasonality_indices(tx, "2023-06-30"), np.ones(12))
+    np.testing.assert_array_equal(
+        F.seasonality_indices(_daily_book("2023-01-15", "2023-12-31", per_day), "2023-12-31"), np.ones(12)
+    )
+    # The tiny book of this module: flat.
+    np.testing.assert_array_equal(F.seasonality_indices(_tables().transactions, "2024-03-31"), np.ones(12))
+
+
+def test_forecast_seasonality_known_values():
+    # One customer who never churns (p = 0, design retention: flat spend s / H a day) and an index
+    # twice as high in January as in the other months: 24/13 in January, 12/13 otherwise (mean 1).
+    # Month 1 (2024-01-01 + 30.4375 days) is all January; month 2 has 0.5625 days of January.
+    season = np.ones(12)
+    season[0] = 2.0
+    df = pd.DataFrame({"churn_probability": [0.0], "spend_if_active": [182.0]})
+    shape = F.ForecastShape(
+        as_of=pd.Timestamp("2023-12-31"), frequency=np.array([np.nan]), recency=np.array([np.nan]),
+        T=np.array([np.nan]), bgnbd=None, seasonality=season / season.mean(),
+    )  # fmt: skip
+    revenue, _, active = F._expected_forecast(df, horizon_days=182, margin=0.5, cost_to_serve=0.0, months=12, shape=shape)
+    assert revenue[0] == pytest.approx(30.4375 * 24 / 13)
+    assert revenue[1] == pytest.approx(0.5625 * 24 / 13 + 29.875 * 12 / 13)
+    assert revenue[5] == pytest.approx(30.4375 * 12 / 13)
+    np.testing.assert_allclose(active, 1.0)
 
 
 def test_segments_are_the_scores_with_referral_credit(result):
@@ -256,15 +386,26 @@ def test_report_is_self_contained(result):
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
 
 
-def test_simulation_means_match_the_formulas_and_ignore_chunking():
+@pytest.mark.parametrize("with_shape", [False, True])
+def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
     rng = np.random.default_rng(7)
     n = 300
     df = pd.DataFrame({"churn_probability": rng.uniform(0, 1, n), "spend_if_active": rng.gamma(2.0, 50.0, n)})
     df.loc[:9, "churn_probability"] = 0.0
+    shape = None
+    if with_shape:
+        T = rng.uniform(0, 150, n)
+        x = rng.poisson(3, n).astype(float)
+        tx = np.where(x > 0, rng.uniform(0, 1, n) * T, 0.0)
+        x[:5] = tx[:5] = T[:5] = np.nan  # customers without a purchase in the history
+        shape = F.ForecastShape(
+            as_of=pd.Timestamp("2023-06-30"), frequency=x, recency=tx, T=T,
+            bgnbd=BGNBDParams(r=0.8, alpha=6.0, a=0.7, b=2.5), seasonality=np.r_[np.full(10, 0.9), 1.3, 1.7] / 1.05,
+        )  # fmt: skip
     codes = (np.arange(n) % 3).astype(np.int64)
     kw = dict(
         horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
-        forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0, seed=3,
+        forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0, seed=3, shape=shape,
     )  # fmt: skip
     sims = F._simulate(df, [(codes, 3)], chunk_size=1000, **kw)
     clv = C.lifetime_clv(
@@ -273,7 +414,9 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking():
     )  # fmt: skip
     expected = np.bincount(codes, weights=clv)
     np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
-    revenue, margin, _ = F._expected_forecast(df, horizon_days=182, margin=0.3, cost_to_serve=2.0, months=12)
+    revenue, margin, _ = F._expected_forecast(
+        df, horizon_days=182, margin=0.3, cost_to_serve=2.0, months=12, shape=shape, chunk_size=7
+    )
     np.testing.assert_allclose(sims["revenue"].mean(axis=1), revenue, rtol=0.02)
     np.testing.assert_allclose(sims["margin"].mean(axis=1), margin, rtol=0.02)
     again = F._simulate(df, [(codes, 3)], chunk_size=7, **{**kw, "n_simulations": 50})
