@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, tmp: Path) -> int:
     from features.synthetic import generate
     from serving import clv as C
-    from serving.finance import budget
+    from serving.finance import budget, budget_settings
     from serving.scoring import score_tables
     from training import tracking
     from training.config import load_config
@@ -247,18 +247,13 @@ def _run(args, tmp: Path) -> int:
         budget_kwargs["common_cv"] = args.common_cv
     if args.simulations is not None:
         budget_kwargs["n_simulations"] = args.simulations
-    clv = config.clv
     out_dir = Path(args.out) if args.out else tmp / "budget"
     res = budget(
         history,
         scores,
         out_dir=out_dir,
         horizon_days=champion.horizon_days,
-        margin=clv.gross_margin,
-        cost_to_serve=clv.cost_to_serve,
-        annual_discount_rate=clv.annual_discount_rate,
-        lifetime_horizons=clv.lifetime_horizons,
-        target_ratio=clv.target_ltv_cac,
+        **budget_settings(config.clv),
         forecast_months=args.months,
         **budget_kwargs,
     )

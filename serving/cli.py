@@ -217,24 +217,18 @@ def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff,
 def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
     """Channels, cohorts, forecast, segments and an HTML report for finance."""
     from serving.finance import budget as run_budget
+    from serving.finance import budget_settings
     from serving.scoring import read_scores
     from training.config import load_config
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"), obj.quiet)
-    clv = config.clv
     result = run_budget(
         tables,
         read_scores(scores),
         out_dir=out_dir,
         horizon_days=config.training.horizon_days,
-        margin=clv.gross_margin,
-        cost_to_serve=clv.cost_to_serve,
-        annual_discount_rate=clv.annual_discount_rate,
-        lifetime_horizons=clv.lifetime_horizons,
-        target_ratio=clv.target_ltv_cac,
-        referral_share=clv.referral_share,
-        referral_bonus=clv.referral_bonus,
+        **budget_settings(config.clv),
     )
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())))
     summary = getattr(result, "summary", None)

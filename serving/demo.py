@@ -94,7 +94,7 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
     """Run the demo; see the module docstring."""
     from features.io import load_tables
     from features.synthetic import generate, write_book
-    from serving.finance import budget
+    from serving.finance import budget, budget_settings
     from serving.scoring import score_tables, write_scores
     from training.config import load_config
     from training.pipeline import format_comparison, train
@@ -128,19 +128,12 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
          f"total lifetime CLV {scores['clv'].sum():,.0f}")
 
     _title("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
-    clv = config.clv
     budget(
         tables,
         scores,
         out_dir=out_dir / "budget",
         horizon_days=champion.serving["horizon_days"],
-        margin=clv.gross_margin,
-        cost_to_serve=clv.cost_to_serve,
-        annual_discount_rate=clv.annual_discount_rate,
-        lifetime_horizons=clv.lifetime_horizons,
-        target_ratio=clv.target_ltv_cac,
-        referral_share=clv.referral_share,
-        referral_bonus=clv.referral_bonus,
+        **budget_settings(config.clv),
     )
     channels = pd.read_csv(out_dir / "budget" / "channels.csv")
     with pd.option_context("display.width", 160, "display.max_columns", 12):

@@ -765,6 +765,23 @@ def acquisition_budget(
     return out
 
 
+def budget_settings(clv) -> dict[str, float]:
+    """The keyword arguments of :func:`budget` that a :class:`training.config.ClvConfig` holds.
+
+    One place maps the configuration's names (``gross_margin``, ``target_ltv_cac``) onto the
+    arithmetic's (``margin``, ``target_ratio``), for every caller that budgets from a config.
+    """
+    return {
+        "margin": clv.gross_margin,
+        "cost_to_serve": clv.cost_to_serve,
+        "annual_discount_rate": clv.annual_discount_rate,
+        "lifetime_horizons": clv.lifetime_horizons,
+        "target_ratio": clv.target_ltv_cac,
+        "referral_share": clv.referral_share,
+        "referral_bonus": clv.referral_bonus,
+    }
+
+
 def budget(
     tables: Tables,
     scores: pd.DataFrame,
