@@ -12,7 +12,7 @@ Targets: 1 customer p50 <= 15 ms and p99 <= 50 ms; 100 customers p99 <= 150 ms.
 Usage::
 
     python benchmarks/bench_service.py                 # champion from MLFLOW_TRACKING_URI / ./mlruns
-    python benchmarks/bench_service.py --train         # train a small champion in a temporary store
+    python benchmarks/bench_service.py --train         # train a champion (default settings) in a temporary store
     python benchmarks/bench_service.py --workers 2 --requests 500 --profile
 
 ``--profile`` also times the stages of the request path in process (validation, request to tables,
@@ -74,18 +74,45 @@ def make_body(n_customers: int, *, rows: int, events: int, seed: int = 0) -> dic
     return {"customers": customers, "as_of": AS_OF}
 
 
-def train_small_champion(root: Path) -> str:
-    """Train a champion on a small synthetic book into a new sqlite store; returns its URI."""
+def train_champion(root: Path, *, customers: int) -> str:
+    """Train a champion with the default training settings into a new sqlite store; returns its URI.
+
+    The default config on the demo's book size (20,000 customers) is what ``make demo`` serves: its
+    tree count and depth set the cost of the SHAP drivers, so a smaller model would flatter them.
+    """
     from features.synthetic import generate
-    from training.config import Config, LightGBMParams, TrainingConfig
+    from training.config import Config
     from training.pipeline import train
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    book = generate(3000, seed=3, start="2022-01-01", end=AS_OF)
-    params = LightGBMParams(num_boost_round=200, learning_rate=0.05)
-    train(book.tables, config=Config(training=TrainingConfig(churn_params=params, spend_params=params)), promote="force")
+    book = generate(customers, seed=0, start="2022-01-01", end=AS_OF)
+    train(book.tables, config=Config(), promote="force")
     return uri
+
+
+def describe_champion(tracking_uri: str) -> str:
+    """Trees, leaves and depth of the served boosters (what the cost of SHAP values scales with)."""
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    from training.tracking import load_champion
+
+    champion = load_champion()
+
+    def depth(node: dict) -> int:
+        return 0 if "leaf_value" in node else 1 + max(depth(node["left_child"]), depth(node["right_child"]))
+
+    parts = []
+    for name, model in (("churn", champion.models.churn_model_), ("spend", champion.models.spend_model_)):
+        booster = model.booster_
+        used = booster.best_iteration or booster.num_trees()
+        trees = booster.dump_model(num_iteration=used)["tree_info"]
+        leaves = np.mean([t["num_leaves"] for t in trees])
+        depths = [depth(t["tree_structure"]) for t in trees]
+        parts.append(
+            f"{name} v{getattr(champion, name + '_version')}: {len(trees)} trees, {leaves:.0f} leaves, "
+            f"depth mean {np.mean(depths):.1f} / max {max(depths)}, {booster.num_feature()} features"
+        )
+    return "; ".join(parts)
 
 
 def _free_port() -> int:
@@ -226,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=5, help="Events per customer.")
     parser.add_argument("--clients", type=int, default=8, help="Concurrent clients for requests/s.")
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of the requests/s run.")
-    parser.add_argument("--train", action="store_true", help="Train a small champion in a temporary store.")
+    parser.add_argument(
+        "--train", action="store_true", help="Train a champion (default training settings) in a temporary store."
+    )
+    parser.add_argument(
+        "--train-customers", type=int, default=20_000, help="Synthetic book size for --train (the demo's)."
+    )
     parser.add_argument("--profile", action="store_true", help="Also time the request path's stages in process.")
     parser.add_argument("--service", default="serving.service:ClvService", help="Import path given to bentoml serve.")
     args = parser.parse_args(argv)
@@ -237,12 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="clvcast-bench-"))
     try:
         if args.train:
-            print("training a small champion ...", flush=True)
-            tracking_uri = train_small_champion(tmp)
+            print(f"training a champion on {args.train_customers:,} customers ...", flush=True)
+            tracking_uri = train_champion(tmp, customers=args.train_customers)
         else:
             from training.tracking import tracking_uri as default_uri
 
             tracking_uri = default_uri()
+        models = describe_champion(tracking_uri)
         one = make_body(1, rows=args.rows, events=args.events, seed=1)
         hundred = make_body(100, rows=args.rows, events=args.events, seed=2)
         if args.profile:
@@ -250,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_request_path(one, hundred)
 
         (tmp / "home").mkdir()
+        load_start = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         with running_server(workers=args.workers, tracking_uri=tracking_uri, home=tmp / "home", service=args.service) as base:
             results = {
                 "1 customer": latency(base, one, n=args.requests),
@@ -260,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
 
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"\nPOST /clv, {args.workers} workers, {args.rows} transactions + {args.events} events per customer")
-        print(f"machine: {os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end")
+        print(f"machine: {os.cpu_count()} CPUs, load average (1, 5, 15 min) {load_start} at the start, {load} at the end")
+        print(f"models: {models}")
         print(f"{'case':<15} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'n':>5}  target")
         failed = False
         for case, r in results.items():

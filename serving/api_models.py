@@ -26,7 +26,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from features.contract import Tables
@@ -347,6 +356,32 @@ class CustomerClv(BaseModel):
             **{name: float(row[name]) for name in cls.FLOAT_FIELDS},
         )
 
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any], *, order: list[str] | None = None) -> list[CustomerClv]:
+        """Build one per customer from the columns of :func:`serving.scoring.score_columns`.
+
+        The same values as :meth:`from_score` on each record, validated in a single pass rather
+        than model by model. ``order`` lists customer ids in the wanted order (default: as scored).
+        """
+        ids = list(columns["customer_id"])
+        floats = {name: np.asarray(columns[name], dtype=float).tolist() for name in cls.FLOAT_FIELDS}
+        tiers, rfm, drivers = list(columns["clv_tier"]), list(columns["rfm_segment"]), columns["drivers"]
+        rows = [
+            {
+                "customer_id": ids[i],
+                "segment": {"clv_tier": tiers[i], "rfm_segment": rfm[i]},
+                "drivers": drivers[i],
+                **{name: values[i] for name, values in floats.items()},
+            }
+            for i in range(len(ids))
+        ]
+        if order is not None:
+            position = {customer_id: i for i, customer_id in enumerate(ids)}
+            rows = [rows[position[customer_id]] for customer_id in order]
+        return _CUSTOMERS.validate_python(rows)
+
+
+_CUSTOMERS = TypeAdapter(list[CustomerClv])
 
 SegmentBasis = Literal["scored population", "this request"]
 

@@ -166,6 +166,33 @@ def score_tables(
         ``drivers`` a dict ``{"churn": [...], "spend": [...]}`` of ``{"feature", "value",
         "contribution"}`` (SHAP values in the model's raw score).
     """
+    out = score_columns(
+        tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers
+    )
+    out["drivers"] = np.array(out["drivers"], dtype=object)
+    n = len(out["customer_id"])
+    for name in ("churn_model_version", "spend_model_version", "feature_set_id"):
+        out[name] = np.full(n, out[name], dtype=object)
+    return pd.DataFrame({name: out[name] for name in SCORE_COLUMNS})
+
+
+def score_columns(
+    tables: Tables,
+    *,
+    as_of: date | str | pd.Timestamp,
+    champion: Champion,
+    clv: ClvConfig | None = None,
+    reference: SegmentReference | None = None,
+    top_drivers: int = TOP_DRIVERS,
+    attributes: bool = True,
+) -> dict[str, Any]:
+    """The columns of :func:`score_tables` before they become a frame (the service's fast path).
+
+    Same arguments and numbers as :func:`score_tables`; per-customer columns are arrays in the
+    order of ``customer_id``, except ``drivers`` (a list of dicts) and the three version columns,
+    which are single strings shared by every customer. ``attributes=False`` leaves out
+    ``channel``, ``acquired_at`` and ``acquisition_cost``, which ``POST /clv`` does not return.
+    """
     clv = clv or champion_clv_config(champion)
     cutoff = _day(as_of)
     features = build_champion_features(tables, as_of=cutoff, champion=champion)
@@ -207,12 +234,13 @@ def score_tables(
         out["clv_tier"], out["rfm_segment"] = reference.segments(out)
     else:
         out["clv_tier"] = out["rfm_segment"] = np.empty(0, dtype=object)
-    out.update(_attributes(tables, features.index, cutoff))
-    out["drivers"] = np.array(drivers, dtype=object)
-    out["churn_model_version"] = np.full(n, champion.churn_version, dtype=object)
-    out["spend_model_version"] = np.full(n, champion.spend_version, dtype=object)
-    out["feature_set_id"] = np.full(n, champion.feature_set_id, dtype=object)
-    return pd.DataFrame({name: out[name] for name in SCORE_COLUMNS})
+    if attributes:
+        out.update(_attributes(tables, features.index, cutoff))
+    out["drivers"] = drivers
+    out["churn_model_version"] = champion.churn_version
+    out["spend_model_version"] = champion.spend_version
+    out["feature_set_id"] = champion.feature_set_id
+    return out
 
 
 def _attributes(tables: Tables, ids: pd.Index, cutoff: pd.Timestamp) -> dict[str, Any]:
