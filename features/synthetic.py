@@ -79,13 +79,13 @@ class ChannelSpec:
 
 
 DEFAULT_CHANNELS = (
-    ChannelSpec(name="paid_search", share=0.28, cac_median=45.0, cac_sigma=0.35),
+    ChannelSpec(name="paid_search", share=0.28, cac_median=150.0, cac_sigma=0.35),
     ChannelSpec(
-        name="paid_social", share=0.22, cac_median=32.0, cac_sigma=0.5,
+        name="paid_social", share=0.22, cac_median=360.0, cac_sigma=0.5,
         rate_effect=0.75, dropout_effect=1.5, spend_effect=0.9,
     ),
     ChannelSpec(
-        name="organic", share=0.18, cac_median=4.0, cac_sigma=0.6,
+        name="organic", share=0.18, cac_median=10.0, cac_sigma=0.6,
         rate_effect=1.1, dropout_effect=0.8, spend_effect=1.0,
     ),
     # Referral CAC is the bonus paid to the referrer: a fixed amount.
@@ -94,11 +94,11 @@ DEFAULT_CHANNELS = (
         rate_effect=1.25, dropout_effect=0.6, spend_effect=1.1,
     ),
     ChannelSpec(
-        name="affiliate", share=0.12, cac_median=28.0, cac_sigma=0.3,
+        name="affiliate", share=0.12, cac_median=180.0, cac_sigma=0.3,
         rate_effect=0.85, dropout_effect=1.3, spend_effect=0.85,
     ),
     ChannelSpec(
-        name="email", share=0.10, cac_median=8.0, cac_sigma=0.4,
+        name="email", share=0.10, cac_median=25.0, cac_sigma=0.4,
         rate_effect=1.0, dropout_effect=0.9, spend_effect=0.95,
     ),
 )
