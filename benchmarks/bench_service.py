@@ -124,7 +124,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def running_server(*, workers: int, tracking_uri: str, home: Path, service: str = "serving.service:ClvService"):
     """Start ``bentoml serve`` with ``workers`` workers on a free loopback port; yield its base URL."""
-    import httpx
+    from serving.cli import wait_until_ready
 
     port = _free_port()
     env = {
@@ -143,16 +143,10 @@ def running_server(*, workers: int, tracking_uri: str, home: Path, service: str 
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited:\n{(home / 'server.log').read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("service not ready after 180 s")
-            time.sleep(0.25)
+        try:
+            wait_until_ready(base, proc, timeout=180)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}:\n{(home / 'server.log').read_text()[-3000:]}") from None
         yield base
     finally:
         if proc.poll() is None:

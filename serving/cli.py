@@ -273,6 +273,34 @@ def serve_command(*, host: str, port: int, workers: int = 1, extra_env: dict | N
     return cmd, env
 
 
+def wait_until_ready(url: str, proc, *, timeout: float, poll_s: float = 0.25) -> None:
+    """Block until ``GET {url}/readyz`` answers 200.
+
+    Raises
+    ------
+    RuntimeError
+        ``proc`` (the ``bentoml serve`` process) exited first.
+    TimeoutError
+        Not ready after ``timeout`` seconds.
+    """
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the service at {url} was not ready after {timeout:.0f} s")
+        time.sleep(poll_s)
+
+
 @cli.command()
 @click.option("--customers", "n_customers", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--out", "out_dir", default="demo-output", show_default=True, type=click.Path(file_okay=False))

@@ -68,20 +68,6 @@ def example_request(tables, *, as_of: pd.Timestamp, n: int = EXAMPLE_CUSTOMERS) 
     return {"customers": customers, "as_of": str(as_of.date())}
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the service at {url} was not ready after {timeout:.0f} s")
-
-
 def _summarise_request(body: dict) -> str:
     parts = [
         f"{c['customer_id']}: {len(c['transactions'])} transactions, {len(c['events'])} events"
@@ -144,7 +130,7 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
 
     _title(f"5/5 serving on http://127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"
-    from serving.cli import serve_command
+    from serving.cli import serve_command, wait_until_ready
 
     cmd, env = serve_command(
         host="127.0.0.1",
@@ -158,7 +144,7 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
     )
     proc = subprocess.Popen(cmd, env=env)
     try:
-        _wait_ready(url, proc, READY_TIMEOUT_S)
+        wait_until_ready(url, proc, timeout=READY_TIMEOUT_S)
         body = example_request(tables, as_of=as_of)
         _say(f"   POST {url}/clv  ({_summarise_request(body)})")
         started = time.perf_counter()

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 
 from serving import api_models as A
+from serving.cli import wait_until_ready
 from test_service import champion_store, empty_store, environ, request_body
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,18 +64,10 @@ def server(store, tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"service not ready after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+        try:
+            wait_until_ready(base, proc, timeout=STARTUP_TIMEOUT_S)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}:\n{log_path.read_text()[-3000:]}")
         yield base
     finally:
         if proc.poll() is None:
