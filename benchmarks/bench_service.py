@@ -232,6 +232,7 @@ def profile_request_path(body_small: dict, body_large: dict, *, repeat: int = 50
             features = timed("features", build_champion_features, tables, as_of=request.as_of, champion=champion)
             timed("predict", champion.models.predict, features)
             timed("explain", champion.models.explain, features, top_k=3)
+            timed("predict+explain", champion.models.predict_and_explain, features, top_k=3)
             timed("score_tables (all)", score_tables, tables, as_of=request.as_of, champion=champion)
             timed("handler (all)", service.clv, request)
         print(f"\nrequest path, {label} (median ms over {repeat}):")

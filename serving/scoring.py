@@ -196,10 +196,10 @@ def score_columns(
     clv = clv or champion_clv_config(champion)
     cutoff = _day(as_of)
     features = build_champion_features(tables, as_of=cutoff, champion=champion)
-    predictions = champion.models.predict(features)
     if top_drivers > 0 and len(features):
-        drivers = champion.models.explain(features, top_k=top_drivers)
+        predictions, drivers = champion.models.predict_and_explain(features, top_k=top_drivers)
     else:
+        predictions = champion.models.predict(features)
         drivers = [{"churn": [], "spend": []} for _ in range(len(features))]
     p = predictions["churn_probability"].to_numpy(dtype=float)
     s = predictions["spend_if_active"].to_numpy(dtype=float)

@@ -93,6 +93,7 @@ class ClvService:
         # OpenMP threads that wait for a busy core turn a 0.5 ms prediction into several ms.
         for booster in (self.champion.models.churn_model_, self.champion.models.spend_model_):
             booster.set_params(n_jobs=1)
+        self.champion.models.explainers()  # the TreeSHAP tables of the drivers, before any request
         config_path = os.environ.get(CONFIG_ENV)
         self.clv_config = load_config(config_path).clv if config_path else champion_clv_config(self.champion)
         self.reference = _read_reference(os.environ.get(SCORES_ENV))

@@ -162,8 +162,17 @@ def test_other_spend_objectives_train(objective):
         training__churn_params__num_boost_round=10, training__spend_params__num_boost_round=10,
     )
     X, churned, spend, origin = _toy(n=300)
-    pred = ClvModels(training=cfg.training).fit(X, churned=churned, spend=spend, origin=origin).predict(X)
+    models = ClvModels(training=cfg.training).fit(X, churned=churned, spend=spend, origin=origin)
+    pred = models.predict(X)
     assert np.isfinite(pred.to_numpy()).all()
+    _assert_one_pass_agrees(models, X)
+
+
+def _assert_one_pass_agrees(models: ClvModels, X: pd.DataFrame) -> None:
+    """predict_and_explain gives predict's numbers and explain's drivers."""
+    pred, drivers = models.predict_and_explain(X, top_k=2)
+    pd.testing.assert_frame_equal(pred, models.predict(X), check_exact=False, rtol=1e-12, atol=1e-12)
+    assert drivers == models.explain(X, top_k=2)
 
 
 def test_fast_path_matches_the_scikit_learn_wrapper(fitted):
@@ -207,6 +216,7 @@ def test_btyd_offset_boosts_from_the_btyd_forecast():
         calibration=None, horizon_days=models.horizon_days_, btyd_offset=True,
     )
     pd.testing.assert_frame_equal(rebuilt.predict(X.head(100)), pred.head(100))
+    _assert_one_pass_agrees(rebuilt, X)
     # Without a BTYD column the error says what is missing.
     with pytest.raises(KeyError, match="btyd_p_no_purchase"):
         models.predict(X.drop(columns="btyd_p_no_purchase"))

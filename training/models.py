@@ -29,11 +29,13 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
 from training.config import LightGBMParams, TrainingConfig
+from training.treeshap import TreeShap
 
 # Bounds of the BTYD offsets: a probability of exactly 0 or 1, or a spend of 0, has no log.
 _MIN_PROBABILITY = 1e-6
 _MIN_ACTIVE_PROBABILITY = 1e-3
 _MIN_SPEND = 1e-2
+_LOG_LINK = frozenset({"tweedie", "gamma", "poisson"})  # objectives whose prediction is exp(raw score)
 
 
 OUTPUT_COLUMNS = ("churn_probability", "spend_if_active", "expected_spend")
@@ -231,6 +233,7 @@ class ClvModels:
                 )
 
         self.btyd_offset_ = bool(cfg.btyd_offset)
+        self._explainers = None
         churn_offset, spend_offset = self._offsets(features)
         if self.btyd_offset_ and not (np.isfinite(churn_offset).all() and np.isfinite(spend_offset).all()):
             raise TrainingDataError("btyd_offset: the BTYD features have missing or infinite values")
@@ -337,6 +340,7 @@ class ClvModels:
         """Rebuild fitted models from their parts (as stored in MLflow)."""
         self = cls(training=training)
         self.btyd_offset_ = bool(btyd_offset)
+        self._explainers = None
         self.encoder_ = encoder
         self.churn_model_ = churn_model
         self.spend_model_ = spend_model
@@ -369,18 +373,40 @@ class ClvModels:
             ``expected_spend`` = (1 − churn_probability) · spend_if_active, in currency units.
         """
         X = self.encoder_.matrix(features)
+        churn_raw = _booster_predict(self.churn_model_, X, raw_score=True)
+        spend = _booster_predict(self.spend_model_, X)  # LightGBM applies the objective's link
+        return self._predictions(features, churn_raw, spend)
+
+    def predict_and_explain(self, features: pd.DataFrame, *, top_k: int = 3) -> tuple[pd.DataFrame, list[dict]]:
+        """:meth:`predict` and :meth:`explain` from one pass over the trees.
+
+        The boosters' raw scores come from the explainers (the sum of the leaves each row
+        reaches, the same as LightGBM's up to float rounding), so a request with drivers walks
+        the trees once.
+        """
+        X = self.encoder_.matrix(features)
+        raw, contributions = {}, {}
+        for key, explainer in self.explainers().items():
+            raw[key], contributions[key] = explainer.raw_score_and_contributions(X)
+        spend = raw["spend"]
+        if self.explainers()["spend"].objective in _LOG_LINK:
+            spend = np.exp(spend)
+        return self._predictions(features, raw["churn"], spend), self._drivers(features, contributions, top_k)
+
+    def _predictions(self, features: pd.DataFrame, churn_raw: np.ndarray, spend: np.ndarray) -> pd.DataFrame:
+        """Probabilities and spend from the churn raw score and the spend model's output."""
         churn_offset, spend_offset = self._offsets(features)
-        p = self.calibrate(self._churn_raw_probability(X, churn_offset))
+        p = self.calibrate(expit(churn_raw + churn_offset))
         # exp(raw + offset) = exp(raw) * exp(offset): btyd_offset implies a log-link objective
         # (TrainingConfig.validate), and without it the offset is 0.
-        s = np.maximum(_booster_predict(self.spend_model_, X) * np.exp(spend_offset), 0.0)
+        s = np.maximum(spend * np.exp(spend_offset), 0.0)
         return pd.DataFrame(
             {"churn_probability": p, "spend_if_active": s, "expected_spend": (1.0 - p) * s},
             index=features.index,
         )
 
     def explain(self, features: pd.DataFrame, *, top_k: int = 3) -> list[dict[str, list[dict]]]:
-        """Per row, the features that move each model's prediction most (SHAP values by LightGBM).
+        """Per row, the features that move each model's prediction most (exact TreeSHAP values).
 
         Contributions are in the model's raw score: churn log-odds (positive = more likely to churn)
         and log spend for Tweedie/gamma (positive = more spend). With ``btyd_offset`` they are
@@ -393,12 +419,16 @@ class ClvModels:
             ``{"feature", "value", "contribution"}`` ordered by absolute contribution.
         """
         X = self.encoder_.matrix(features)
+        contributions = {key: explainer.contributions(X) for key, explainer in self.explainers().items()}
+        return self._drivers(features, contributions, top_k)
+
+    def _drivers(self, features: pd.DataFrame, contributions: dict[str, np.ndarray], top_k: int) -> list[dict]:
         names = np.asarray(self.encoder_.columns)
-        out: list[dict[str, list[dict]]] = [{} for _ in range(len(X))]
-        tops = {}
-        for key, model in (("churn", self.churn_model_), ("spend", self.spend_model_)):
-            contrib = np.asarray(_booster_predict(model, X, pred_contrib=True))[:, : len(names)]
-            tops[key] = (contrib, np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top_k])
+        out: list[dict[str, list[dict]]] = [{} for _ in range(len(features))]
+        tops = {
+            key: (contrib, np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top_k])
+            for key, contrib in contributions.items()
+        }
         # Raw values of the top columns only: converting the whole frame to objects costs more than
         # the SHAP values of a single row.
         raw_values = {
@@ -406,7 +436,7 @@ class ClvModels:
             for j in np.unique(np.concatenate([top.ravel() for _, top in tops.values()]))
         }
         for key, (contrib, top) in tops.items():
-            for i in range(len(X)):
+            for i in range(len(features)):
                 out[i][key] = [
                     {
                         "feature": str(names[j]),
@@ -416,6 +446,19 @@ class ClvModels:
                     for j in top[i]
                 ]
         return out
+
+    def explainers(self) -> dict[str, TreeShap]:
+        """The TreeSHAP explainer of each booster (built on first use, ~1 s each, then kept).
+
+        Same values as LightGBM's ``pred_contrib=True``, several times faster on batches; the
+        service builds them at start so that no request pays for it.
+        """
+        if getattr(self, "_explainers", None) is None:
+            self._explainers = {
+                "churn": TreeShap(self.churn_model_.booster_),
+                "spend": TreeShap(self.spend_model_.booster_),
+            }
+        return self._explainers
 
     def feature_importance(self) -> pd.DataFrame:
         """Total gain of each feature in each model, sorted by churn gain."""

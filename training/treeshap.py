@@ -1,0 +1,289 @@
+"""Exact TreeSHAP values of a LightGBM booster from per-leaf lookup tables.
+
+LightGBM's ``predict(pred_contrib=True)`` runs path-dependent TreeSHAP row by row: about 1.3 ms
+per row for 600 trees of 15 leaves, which is most of the cost of a 100-customer ``/clv`` request.
+This module gives the same numbers (to rounding) an order of magnitude faster, by moving the
+combinatorics to load time (the "Fast TreeSHAP v2" idea of Yang, 2021) and running the per-row
+part as a compiled loop (numba):
+
+For a leaf with value ``v`` whose path splits on the distinct features ``f_1 … f_d``, the
+path-dependent value of a coalition ``S`` is ``v · Π_k (o_k if f_k ∈ S else z_k)``, where
+
+- ``z_k`` is the product over the path's splits on ``f_k`` of (rows in the child on the path /
+  rows in the node): the share of training rows that would follow the path at those splits, and
+- ``o_k`` ∈ {0, 1} says whether the row itself follows the path at every split on ``f_k``.
+
+The Shapley value of ``f_k`` in that product game depends on the row only through the bit
+pattern ``(o_1 … o_d)``, so each leaf stores a ``2**d × d`` table, computed once from ``z`` and
+``v``. Explaining a row is then: evaluate every split once, form each leaf's pattern, look up and
+sum. The tables take ``Σ 2**d · d`` floats (about 3 million, 24 MB, for 600 trees of 15 leaves).
+"""
+
+from __future__ import annotations
+
+from math import factorial
+
+import numba
+import numpy as np
+
+# LightGBM's kZeroThreshold: |x| <= 1e-35 counts as zero for zero-as-missing splits.
+_ZERO = 1e-35
+_MAX_DISTINCT_FEATURES = 20  # 2**20 × 20 floats for a single leaf would be unreasonable
+
+
+class TreeShap:
+    """Per-row SHAP contributions of a fitted LightGBM booster, equal to ``pred_contrib=True``.
+
+    Parameters
+    ----------
+    booster : lightgbm.Booster
+        A fitted tree model (no linear trees). All trees are used: build it from a booster whose
+        extra trees beyond an early-stopping best iteration were dropped, or pass
+        ``num_iteration``.
+    num_iteration : int, optional
+        Use only the first ``num_iteration`` trees (as ``Booster.predict(num_iteration=…)``).
+
+    Attributes
+    ----------
+    n_features : int
+        Columns the booster expects.
+    table_size : int
+        Floats held in the lookup tables.
+    """
+
+    def __init__(self, booster, *, num_iteration: int | None = None):
+        model = booster.dump_model(num_iteration=num_iteration)
+        self.n_features = int(model["max_feature_idx"]) + 1
+        nodes: dict[str, list] = {k: [] for k in ("feature", "threshold", "categorical", "default_left", "missing")}
+        left_categories: dict[int, np.ndarray] = {}
+        # One record per (leaf, distinct feature on its path) = a "slot"; one per path split = an "entry".
+        leaves: list[tuple[float, list[int], list[float]]] = []  # value, slot features, z per slot
+        entry_node: list[int] = []
+        entry_left: list[bool] = []
+        entry_slot: list[int] = []
+        n_slots = 0
+        constant = 0.0
+
+        for tree in model["tree_info"]:
+            stack = [(tree["tree_structure"], [])]  # (node, path of (node id, went left, feature, fraction))
+            while stack:
+                node, path = stack.pop()
+                if "leaf_value" in node:
+                    if not path:
+                        constant += float(node["leaf_value"])  # a tree without splits: no feature moves it
+                        continue
+                    features: list[int] = []
+                    zero: list[float] = []
+                    for node_id, went_left, feature, fraction in path:
+                        if feature in features:
+                            k = features.index(feature)
+                            zero[k] *= fraction
+                        else:
+                            k = len(features)
+                            features.append(feature)
+                            zero.append(fraction)
+                        entry_node.append(node_id)
+                        entry_left.append(went_left)
+                        entry_slot.append(n_slots + k)
+                    if len(features) > _MAX_DISTINCT_FEATURES:
+                        raise ValueError(f"a leaf splits on {len(features)} distinct features; at most {_MAX_DISTINCT_FEATURES} supported")
+                    leaves.append((float(node["leaf_value"]), features, zero))
+                    n_slots += len(features)
+                    continue
+                node_id = len(nodes["feature"])
+                nodes["feature"].append(int(node["split_feature"]))
+                nodes["missing"].append(node["missing_type"])
+                nodes["default_left"].append(bool(node["default_left"]))
+                if node["decision_type"] == "==":
+                    nodes["categorical"].append(True)
+                    nodes["threshold"].append(np.nan)
+                    left_categories[node_id] = np.array([int(c) for c in str(node["threshold"]).split("||")], dtype=np.int64)
+                elif node["decision_type"] == "<=":
+                    nodes["categorical"].append(False)
+                    nodes["threshold"].append(float(node["threshold"]))
+                else:
+                    raise ValueError(f"unsupported split decision type {node['decision_type']!r}")
+                count = float(node["internal_count"])
+                for child, went_left in ((node["left_child"], True), (node["right_child"], False)):
+                    child_count = float(child["internal_count"] if "internal_count" in child else child["leaf_count"])
+                    fraction = child_count / count if count > 0 else 0.0
+                    stack.append((child, [*path, (node_id, went_left, nodes["feature"][-1], fraction)]))
+
+        missing = np.array(nodes["missing"], dtype=object)
+        categorical = np.array(nodes["categorical"], dtype=bool)
+        cat_nodes = np.flatnonzero(categorical)
+        width = 1 + max((int(c.max()) for c in left_categories.values() if c.size), default=0)
+        # Row r of the membership table = categorical split r, column = category code: the code
+        # goes left. Codes beyond the table, negative or NaN go right, as in LightGBM.
+        membership = np.zeros((len(cat_nodes), width), dtype=np.bool_)
+        for rank, node in enumerate(cat_nodes):
+            membership[rank, left_categories[int(node)]] = True
+        cat_rank = np.full(len(categorical), -1, dtype=np.int64)
+        cat_rank[cat_nodes] = np.arange(len(cat_nodes))
+        self._splits = (
+            np.array(nodes["feature"], dtype=np.int64),
+            np.array(nodes["threshold"], dtype=np.float64),
+            np.array(nodes["default_left"], dtype=np.bool_),
+            missing == "NaN",
+            missing == "Zero",
+            cat_rank,
+            membership,
+        )
+        # Path splits grouped by slot: slot j checks entries slot_first_entry[j] … [j + 1] − 1.
+        entry_slot_arr = np.array(entry_slot, dtype=np.int64)
+        order = np.argsort(entry_slot_arr, kind="stable")
+        self._entries = (
+            np.searchsorted(entry_slot_arr[order], np.arange(n_slots + 1)).astype(np.int64),
+            np.array(entry_node, dtype=np.int64)[order],
+            np.array(entry_left, dtype=np.bool_)[order],
+        )
+
+        depth = np.array([len(f) for _, f, _ in leaves], dtype=np.int64)
+        values = np.array([v for v, _, _ in leaves], dtype=np.float64)
+        # Each leaf's table is 2**d rows × d columns, stored flat: the value of the leaf's k-th
+        # feature for pattern p is table[start + p · d + k].
+        sizes = (1 << depth) * depth
+        table_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        table = np.empty(int(sizes.sum()), dtype=np.float64)
+        for d in np.unique(depth):
+            group = np.flatnonzero(depth == d)
+            zero = np.array([leaves[i][2] for i in group], dtype=np.float64)
+            index = table_start[group][:, None] + np.arange((1 << d) * d)[None, :]
+            table[index.ravel()] = _leaf_tables(values[group], zero).reshape(len(group), -1).ravel()
+        self._leaves = (
+            depth,
+            np.concatenate([[0], np.cumsum(depth)[:-1]]).astype(np.int64),  # first slot
+            values,
+            table_start,
+            np.array([f for _, features, _ in leaves for f in features], dtype=np.int64),  # slot feature
+            table,
+        )
+        self._constant = constant
+        self.objective = str(model.get("objective", "")).split(" ")[0]
+        self.table_size = int(table.size)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """SHAP value of every feature for every row of ``X`` (without LightGBM's bias column).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_rows, n_features)
+            The booster's input, float (NaN = missing, categorical columns as integer codes).
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_features)
+            Equal to ``booster.predict(X, pred_contrib=True)[:, :-1]`` up to float rounding.
+        """
+        return self.raw_score_and_contributions(X)[1]
+
+    def raw_score_and_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw score (``predict(raw_score=True)``) and the SHAP values of each row, in one pass.
+
+        The raw score is the sum of the values of the leaves each row reaches (the leaves whose
+        whole path the row follows), so it comes free with the patterns.
+
+        Returns
+        -------
+        raw_score : ndarray of shape (n_rows,)
+        contributions : ndarray of shape (n_rows, n_features)
+        """
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
+        raw = np.empty(len(X))
+        out = np.zeros((self.n_features, len(X)))  # features × rows: the kernel adds along rows
+        _explain_rows(X, *self._splits, *self._entries, *self._leaves, self._constant, raw, out)
+        return raw, out.T
+
+
+@numba.njit(cache=True, nogil=True)
+def _explain_rows(
+    X, feature, threshold, default_left, nan_missing, zero_missing, cat_rank, membership,
+    slot_first_entry, entry_node, entry_left,
+    depth, first_slot, leaf_value, table_start, slot_feature, table,
+    constant, raw, out,
+):  # fmt: skip
+    """Every split's decision for every row (LightGBM's tree.h), then leaf by leaf: each row's
+    pattern and its table look-ups. Leaves outside, rows inside: a leaf's table is read from
+    memory once per call and stays in cache for all the rows, instead of once per row."""
+    n_rows = X.shape[0]
+    left = np.empty((len(feature), n_rows), dtype=np.bool_)
+    n_codes = membership.shape[1]
+    for s in range(len(feature)):
+        for r in range(n_rows):
+            value = X[r, feature[s]]
+            if cat_rank[s] >= 0:
+                left[s, r] = (not np.isnan(value)) and 0 <= value < n_codes and membership[cat_rank[s], int(value)]
+                continue
+            is_nan = np.isnan(value)
+            if is_nan and not nan_missing[s]:
+                value = 0.0
+            if (zero_missing[s] and abs(value) <= _ZERO) or (nan_missing[s] and is_nan):
+                left[s, r] = default_left[s]
+            else:
+                left[s, r] = value <= threshold[s]
+    for r in range(n_rows):
+        raw[r] = constant
+    pattern = np.empty(n_rows, dtype=np.int64)
+    follows = np.empty(n_rows, dtype=np.int64)
+    # Inner loops run over rows, branch-free, so that they vectorise.
+    for leaf in range(len(depth)):
+        d = depth[leaf]
+        first = first_slot[leaf]
+        pattern[:] = 0
+        for k in range(d):
+            follows[:] = 1
+            for e in range(slot_first_entry[first + k], slot_first_entry[first + k + 1]):
+                node = entry_node[e]
+                went_left = entry_left[e]
+                for r in range(n_rows):
+                    follows[r] &= left[node, r] == went_left
+            for r in range(n_rows):
+                pattern[r] |= follows[r] << k
+        full = (1 << d) - 1
+        value = leaf_value[leaf]
+        start = table_start[leaf]
+        for r in range(n_rows):
+            if pattern[r] == full:
+                raw[r] += value
+            pattern[r] = start + pattern[r] * d
+        for k in range(d):
+            f = slot_feature[first + k]
+            for r in range(n_rows):
+                out[f, r] += table[pattern[r] + k]
+
+
+def _leaf_tables(values: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """Shapley values of the product game of each leaf, for every pattern of ``o``.
+
+    Parameters
+    ----------
+    values : ndarray of shape (L,)
+        Leaf values ``v``.
+    zero : ndarray of shape (L, d)
+        ``z_k``: share of training rows following the path on the k-th distinct feature.
+
+    Returns
+    -------
+    ndarray of shape (L, 2**d, d)
+        ``[l, p, k]`` = ``v (o_k − z_k) Σ_s s!(d−1−s)!/d! · e_s``, with ``o_j`` = bit ``j`` of
+        ``p`` and ``e_s`` the coefficient of ``t**s`` in ``Π_{j≠k} (z_j + o_j t)``.
+    """
+    n_leaves, d = zero.shape
+    ones = ((np.arange(1 << d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)  # (P, d)
+    weight = np.array([factorial(s) * factorial(d - 1 - s) / factorial(d) for s in range(d)])
+    out = np.empty((n_leaves, 1 << d, d))
+    for k in range(d):
+        poly = np.zeros((n_leaves, 1 << d, d))
+        poly[:, :, 0] = 1.0
+        for j in range(d):
+            if j == k:
+                continue
+            z = zero[:, j][:, None, None]
+            o = ones[:, j][None, :, None]
+            shifted = np.zeros_like(poly)
+            shifted[:, :, 1:] = poly[:, :, :-1]
+            poly = poly * z + shifted * o
+        out[:, :, k] = values[:, None] * (ones[None, :, k] - zero[:, k][:, None]) * (poly @ weight)
+    return out
