@@ -53,9 +53,12 @@ def test_contributions_equal_lightgbm(params):
     )
     rows = _rows(seed=2)
     expected = booster.predict(rows, pred_contrib=True)[:, :-1]
-    got = TreeShap(booster).contributions(rows)
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    assert np.abs(got).max() > 0.1  # the comparison is not between zeros
+    explainer = TreeShap(booster)
+    batched = explainer.contributions(rows)  # look-up tables
+    few = np.vstack([explainer.contributions(rows[i : i + 3]) for i in range(0, len(rows), 3)])  # direct
+    for got in (batched, few):
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert np.abs(batched).max() > 0.1  # the comparison is not between zeros
 
 
 def test_uses_the_early_stopping_iteration_as_predict_does():
@@ -73,6 +76,7 @@ def test_uses_the_early_stopping_iteration_as_predict_does():
     rows = _rows(seed=4)
     expected = booster.predict(rows, pred_contrib=True)[:, :-1]
     np.testing.assert_allclose(TreeShap(booster).contributions(rows), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(TreeShap(booster).contributions(rows[:1]), expected[:1], rtol=1e-9, atol=1e-12)
 
 
 def test_stump_contribution_is_the_value_minus_its_expectation():
@@ -86,7 +90,7 @@ def test_stump_contribution_is_the_value_minus_its_expectation():
         lgb.Dataset(X, y),
         num_boost_round=1,
     )
-    phi = TreeShap(booster).contributions(np.array([[0.0], [1.0]]))
+    phi = TreeShap(booster).contributions(np.array([[0.0], [1.0]]))  # (the direct path: 2 rows)
     np.testing.assert_allclose(phi[:, 0], [1 - 1.7, 2 - 1.7], atol=1e-12)
 
 
@@ -114,8 +118,10 @@ def test_raw_score_is_the_boosters():
         num_boost_round=80,
     )
     rows = _rows(seed=8)
-    raw, contributions = TreeShap(booster).raw_score_and_contributions(rows)
-    np.testing.assert_allclose(raw, booster.predict(rows, raw_score=True), rtol=1e-12, atol=1e-12)
-    # SHAP's efficiency: the bias column plus the contributions add up to the raw score.
     bias = booster.predict(rows, pred_contrib=True)[:, -1]
-    np.testing.assert_allclose(bias + contributions.sum(axis=1), raw, rtol=1e-9, atol=1e-12)
+    explainer = TreeShap(booster)
+    for block in (rows, rows[:2]):  # the table and the direct path
+        raw, contributions = explainer.raw_score_and_contributions(block)
+        np.testing.assert_allclose(raw, booster.predict(block, raw_score=True), rtol=1e-12, atol=1e-12)
+        # SHAP's efficiency: the bias column plus the contributions add up to the raw score.
+        np.testing.assert_allclose(bias[: len(block)] + contributions.sum(axis=1), raw, rtol=1e-9, atol=1e-12)

@@ -158,9 +158,13 @@ class TreeShap:
             np.array([f for _, features, _ in leaves for f in features], dtype=np.int64),  # slot feature
             table,
         )
+        self._slot_zero = np.array([z for _, _, zero in leaves for z in zero], dtype=np.float64)
         self._constant = constant
         self.objective = str(model.get("objective", "")).split(" ")[0]
         self.table_size = int(table.size)
+        # Compile (or load from numba's cache) both kernels now, not on a first request.
+        for rows in (1, _TABLE_ROWS):
+            self.raw_score_and_contributions(np.zeros((rows, self.n_features)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """SHAP value of every feature for every row of ``X`` (without LightGBM's bias column).
@@ -191,22 +195,20 @@ class TreeShap:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
-        raw = np.empty(len(X))
-        out = np.zeros((self.n_features, len(X)))  # features × rows: the kernel adds along rows
-        _explain_rows(X, *self._splits, *self._entries, *self._leaves, self._constant, raw, out)
+        raw = np.full(len(X), self._constant)
+        out = np.zeros((self.n_features, len(X)))  # features × rows: the kernels add along rows
+        left = _decisions(X, *self._splits)
+        if len(X) >= _TABLE_ROWS:
+            _from_tables(left, *self._entries, *self._leaves, raw, out)
+        else:
+            depth, first_slot, leaf_value, _, slot_feature, _ = self._leaves
+            _direct(left, *self._entries, depth, first_slot, leaf_value, slot_feature, self._slot_zero, _WEIGHTS, raw, out)
         return raw, out.T
 
 
 @numba.njit(cache=True, nogil=True)
-def _explain_rows(
-    X, feature, threshold, default_left, nan_missing, zero_missing, cat_rank, membership,
-    slot_first_entry, entry_node, entry_left,
-    depth, first_slot, leaf_value, table_start, slot_feature, table,
-    constant, raw, out,
-):  # fmt: skip
-    """Every split's decision for every row (LightGBM's tree.h), then leaf by leaf: each row's
-    pattern and its table look-ups. Leaves outside, rows inside: a leaf's table is read from
-    memory once per call and stays in cache for all the rows, instead of once per row."""
+def _decisions(X, feature, threshold, default_left, nan_missing, zero_missing, cat_rank, membership):
+    """Whether each row goes left at each split, as LightGBM decides (tree.h): (splits, rows)."""
     n_rows = X.shape[0]
     left = np.empty((len(feature), n_rows), dtype=np.bool_)
     n_codes = membership.shape[1]
@@ -223,11 +225,22 @@ def _explain_rows(
                 left[s, r] = default_left[s]
             else:
                 left[s, r] = value <= threshold[s]
-    for r in range(n_rows):
-        raw[r] = constant
+    return left
+
+
+@numba.njit(cache=True, nogil=True)
+def _from_tables(
+    left, slot_first_entry, entry_node, entry_left, depth, first_slot, leaf_value, table_start, slot_feature, table,
+    raw, out,
+):  # fmt: skip
+    """Leaf by leaf, each row's pattern and its table look-ups (batches).
+
+    Leaves outside, rows inside: a leaf's table is read from memory once per call and stays in
+    cache for all the rows; the inner loops over rows are branch-free and vectorise.
+    """
+    n_rows = left.shape[1]
     pattern = np.empty(n_rows, dtype=np.int64)
     follows = np.empty(n_rows, dtype=np.int64)
-    # Inner loops run over rows, branch-free, so that they vectorise.
     for leaf in range(len(depth)):
         d = depth[leaf]
         first = first_slot[leaf]
@@ -252,6 +265,93 @@ def _explain_rows(
             f = slot_feature[first + k]
             for r in range(n_rows):
                 out[f, r] += table[pattern[r] + k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _direct(
+    left, slot_first_entry, entry_node, entry_left, depth, first_slot, leaf_value, slot_feature, slot_zero, weights,
+    raw, out,
+):  # fmt: skip
+    """The same values without the tables (a few rows).
+
+    The tables are tens of megabytes; one row touches a cache line of each leaf's table, and
+    between requests those lines are gone from cache, so for a few rows it is faster to compute
+    each leaf's Shapley values from its pattern: the polynomial Π_j (z_j + o_j t), divided by
+    each feature's factor (LightGBM's "unwound" path sums), weighted by s!(d−1−s)!/d!.
+    """
+    n_rows = left.shape[1]
+    max_d = weights.shape[0] - 1
+    o = np.empty(max_d)
+    poly = np.empty(max_d + 1)
+    quotient = np.empty(max_d)
+    for r in range(n_rows):
+        for leaf in range(len(depth)):
+            d = depth[leaf]
+            first = first_slot[leaf]
+            reached = True
+            poly[0] = 1.0
+            for j in range(d):
+                ok = 1.0
+                for e in range(slot_first_entry[first + j], slot_first_entry[first + j + 1]):
+                    if left[entry_node[e], r] != entry_left[e]:
+                        ok = 0.0
+                        break
+                o[j] = ok
+                reached = reached and ok == 1.0
+                z = slot_zero[first + j]
+                poly[j + 1] = poly[j] * ok
+                for s in range(j, 0, -1):
+                    poly[s] = poly[s] * z + poly[s - 1] * ok
+                poly[0] = poly[0] * z
+            value = leaf_value[leaf]
+            if reached:
+                raw[r] += value
+            w = weights[d]
+            # Features the row does not follow (o = 0): poly = z · quotient, so the weighted sum of
+            # the quotient is the same sum over poly, divided by z, shared by all of them.
+            shared = 0.0
+            for s in range(d):
+                shared += w[s] * poly[s]
+            for k in range(d):
+                z = slot_zero[first + k]
+                if o[k] == 1.0:  # poly = (t + z) · quotient: the quotient from the top down
+                    q = poly[d]
+                    total = w[d - 1] * q
+                    for s in range(d - 1, 0, -1):
+                        q = poly[s] - z * q
+                        total += w[s - 1] * q
+                elif z > 0.0:
+                    total = shared / z
+                else:  # z = 0 and o = 0: the product without feature k, directly
+                    quotient[0] = 1.0
+                    for s in range(1, d):
+                        quotient[s] = 0.0
+                    m = 0
+                    for j in range(d):
+                        if j == k:
+                            continue
+                        zj = slot_zero[first + j]
+                        m += 1
+                        for s in range(m, 0, -1):
+                            quotient[s] = quotient[s] * zj + quotient[s - 1] * o[j]
+                        quotient[0] = quotient[0] * zj
+                    total = 0.0
+                    for s in range(d):
+                        total += w[s] * quotient[s]
+                out[slot_feature[first + k], r] += value * (o[k] - z) * total
+
+
+def _shapley_weights(max_d: int) -> np.ndarray:
+    """``[d, s]`` = s!(d−1−s)!/d!: the Shapley weight of a coalition of s of the other d − 1 players."""
+    weights = np.zeros((max_d + 1, max_d))
+    for d in range(1, max_d + 1):
+        for s in range(d):
+            weights[d, s] = factorial(s) * factorial(d - 1 - s) / factorial(d)
+    return weights
+
+
+_WEIGHTS = _shapley_weights(_MAX_DISTINCT_FEATURES)
+_TABLE_ROWS = 8  # from this many rows on, the tables are faster than the direct computation
 
 
 def _leaf_tables(values: np.ndarray, zero: np.ndarray) -> np.ndarray:
