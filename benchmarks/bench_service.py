@@ -16,7 +16,8 @@ Usage::
     python benchmarks/bench_service.py --workers 2 --requests 500 --profile
 
 ``--profile`` also times the stages of the request path in process (validation, request to tables,
-features, predictions, explanations, CLV) for 1 and 100 customers.
+features, predictions, explanations, CLV) for 1 and 100 customers, and the drivers' SHAP values of
+``training.treeshap`` against LightGBM's ``pred_contrib`` (time, and the largest difference).
 """
 
 from __future__ import annotations
@@ -238,6 +239,33 @@ def profile_request_path(body_small: dict, body_large: dict, *, repeat: int = 50
         print(f"\nrequest path, {label} (median ms over {repeat}):")
         for name, values in stages.items():
             print(f"  {name:<20} {np.median(values):8.2f}")
+    compare_shap(champion, body_large, repeat=repeat)
+
+
+def compare_shap(champion, body: dict, *, repeat: int = 20) -> None:
+    """Drivers' SHAP values: training.treeshap against LightGBM's ``pred_contrib`` (time and agreement)."""
+    from serving.api_models import ClvRequest
+    from serving.scoring import build_champion_features
+
+    request = ClvRequest.model_validate(body)
+    features = build_champion_features(request.to_tables(), as_of=request.as_of, champion=champion)
+    X = champion.models.encoder_.matrix(features)
+    print(f"\nSHAP values, median ms over {repeat} (one thread):")
+    print(f"  {'model':<6} {'rows':>5} {'treeshap':>9} {'pred_contrib':>13} {'max |diff|':>11}")
+    for key, explainer in champion.models.explainers().items():
+        booster = getattr(champion.models, f"{key}_model_").booster_
+        for rows in (1, 10, len(X)):
+            block = X[:rows]
+            ours, theirs = [], []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                got = explainer.contributions(block)
+                ours.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                expected = booster.predict(block, pred_contrib=True, num_threads=1)[:, :-1]
+                theirs.append((time.perf_counter() - t0) * 1000)
+            diff = float(np.abs(got - expected).max())
+            print(f"  {key:<6} {rows:>5} {np.median(ours):9.2f} {np.median(theirs):13.2f} {diff:11.1e}")
 
 
 def main(argv: list[str] | None = None) -> int:
