@@ -125,3 +125,15 @@ def test_raw_score_is_the_boosters():
         np.testing.assert_allclose(raw, booster.predict(block, raw_score=True), rtol=1e-12, atol=1e-12)
         # SHAP's efficiency: the bias column plus the contributions add up to the raw score.
         np.testing.assert_allclose(bias[: len(block)] + contributions.sum(axis=1), raw, rtol=1e-9, atol=1e-12)
+
+
+def test_large_inputs_are_explained_in_blocks(monkeypatch):
+    import training.treeshap as treeshap
+
+    X, y = _data(1000, seed=9)
+    booster = lgb.train({"objective": "regression", "verbosity": -1}, lgb.Dataset(X, y), num_boost_round=20)
+    explainer = TreeShap(booster)
+    monkeypatch.setattr(treeshap, "_BLOCK_ROWS", 71)  # 1000 rows = 14 blocks by the tables, 6 rows directly
+    raw, contributions = explainer.raw_score_and_contributions(X)
+    np.testing.assert_allclose(contributions, booster.predict(X, pred_contrib=True)[:, :-1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(raw, booster.predict(X, raw_score=True), rtol=1e-12, atol=1e-12)

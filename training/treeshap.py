@@ -197,12 +197,18 @@ class TreeShap:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
         raw = np.full(len(X), self._constant)
         out = np.zeros((self.n_features, len(X)))  # features × rows: the kernels add along rows
-        left = _decisions(X, *self._splits)
-        if len(X) >= _TABLE_ROWS:
-            _from_tables(left, *self._entries, *self._leaves, raw, out)
-        else:
-            depth, first_slot, leaf_value, _, slot_feature, _ = self._leaves
-            _direct(left, *self._entries, depth, first_slot, leaf_value, slot_feature, self._slot_zero, _WEIGHTS, raw, out)
+        # Blocks of rows bound the decision matrix (splits × rows booleans, ~8 KB per row).
+        for start in range(0, len(X), _BLOCK_ROWS):
+            rows = slice(start, start + _BLOCK_ROWS)
+            left = _decisions(X[rows], *self._splits)
+            if left.shape[1] >= _TABLE_ROWS:
+                _from_tables(left, *self._entries, *self._leaves, raw[rows], out[:, rows])
+            else:
+                depth, first_slot, leaf_value, _, slot_feature, _ = self._leaves
+                _direct(
+                    left, *self._entries, depth, first_slot, leaf_value, slot_feature, self._slot_zero, _WEIGHTS,
+                    raw[rows], out[:, rows],
+                )  # fmt: skip
         return raw, out.T
 
 
@@ -352,6 +358,7 @@ def _shapley_weights(max_d: int) -> np.ndarray:
 
 _WEIGHTS = _shapley_weights(_MAX_DISTINCT_FEATURES)
 _TABLE_ROWS = 8  # from this many rows on, the tables are faster than the direct computation
+_BLOCK_ROWS = 2048
 
 
 def _leaf_tables(values: np.ndarray, zero: np.ndarray) -> np.ndarray:
