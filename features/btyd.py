@@ -302,10 +302,24 @@ def _bgnbd_future_term(params: BGNBDParams, x, t, horizon_start):
     which turns it into ``1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)``: the first two arguments
     no longer grow with x, so the series stays well conditioned for heavy buyers and long horizons.
     """
-    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    r, alpha, a, b = params.r, params.alpha, _away_from_one(params.a), params.b
     z = t / (alpha + horizon_start + t)
     log1mz = np.log1p(-z)
     return 1.0 - np.exp((a - 1.0) * log1mz) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
+
+
+def _away_from_one(a: float) -> float:
+    """``a`` moved to 1 ± 1e-6 when closer to 1, where the expected-purchases formula is 0/0.
+
+    The expectation is continuous in ``a``, and the fit leaves ``a`` at exactly 1 (its start) when
+    the data say nothing about dropout, e.g. at a cutoff weeks after the first purchases.
+    """
+    if abs(a - 1.0) >= _A_NEAR_ONE:
+        return a
+    return 1.0 + _A_NEAR_ONE if a >= 1.0 else 1.0 - _A_NEAR_ONE
+
+
+_A_NEAR_ONE = 1e-6
 
 
 def _non_negative(values: np.ndarray) -> np.ndarray:
@@ -420,7 +434,7 @@ def bgnbd_expected_purchases(params: BGNBDParams, t, frequency, recency, T) -> n
     t = np.asarray(t, dtype=float)
     if (t < 0).any():
         raise ValueError("t: rule 't >= 0' is broken")
-    a, b = params.a, params.b
+    a, b = _away_from_one(params.a), params.b
     future = (a + b + x - 1.0) / (a - 1.0) * _bgnbd_future_term(params, x, t, T)
     return _non_negative(future * _p_alive(params, x, tx, T))
 
@@ -449,7 +463,7 @@ def bgnbd_expected_purchases_new(params: BGNBDParams, t) -> np.ndarray | float:
     t_arr = np.asarray(t, dtype=float)
     if (t_arr < 0).any():
         raise ValueError("t: rule 't >= 0' is broken")
-    a, b = params.a, params.b
+    a, b = _away_from_one(params.a), params.b
     value = _non_negative((a + b - 1.0) / (a - 1.0) * _bgnbd_future_term(params, 0.0, t_arr, 0.0))
     return float(value) if np.ndim(value) == 0 else value
 

@@ -341,3 +341,16 @@ def test_probability_no_purchase_known_values():
     assert np.all(p >= 1 - alive) and np.all((p > 0) & (p < 1))
     # Longer horizons leave less room for no purchase.
     assert np.all(btyd.bgnbd_probability_no_purchase(params, 52.0, x, tx, T) < p)
+
+
+def test_expected_purchases_are_finite_and_continuous_at_a_equal_one():
+    # The fit leaves a at its start (exactly 1) when the data say nothing about dropout; the
+    # formula's (a + b + x - 1) / (a - 1) factor is then 0/0, but the expectation is continuous in a.
+    x, tx, T = np.array([0.0, 2.0, 5.0]), np.array([0.0, 10.0, 30.0]), np.array([20.0, 25.0, 40.0])
+    at_one = bgnbd_expected_purchases(BGNBDParams(r=0.5, alpha=6.0, a=1.0, b=2.0), 26.0, x, tx, T)
+    below = bgnbd_expected_purchases(BGNBDParams(r=0.5, alpha=6.0, a=1.0 - 1e-3, b=2.0), 26.0, x, tx, T)
+    above = bgnbd_expected_purchases(BGNBDParams(r=0.5, alpha=6.0, a=1.0 + 1e-3, b=2.0), 26.0, x, tx, T)
+    assert np.isfinite(at_one).all() and (at_one > 0).all()
+    np.testing.assert_allclose(at_one, (below + above) / 2, rtol=1e-4)
+    new = btyd.bgnbd_expected_purchases_new(BGNBDParams(r=0.5, alpha=6.0, a=1.0, b=2.0), 26.0)
+    assert np.isfinite(new) and new > 0
