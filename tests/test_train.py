@@ -244,3 +244,22 @@ def test_cdnow_baselines_match_the_published_table(cdnow_dir):
     assert M.normalized_gini(actual, naive) == pytest.approx(0.737, abs=0.001)
     assert M.spearman(actual, naive) == pytest.approx(0.405, abs=0.001)
     assert M.decile_mape(actual, naive) == pytest.approx(1.829, abs=0.001)
+
+
+def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
+    from training.pipeline import _drop_degenerate_origins
+
+    origins = pd.to_datetime(["1997-01-02", "1997-01-16", "1997-01-30", "1997-02-13"])
+    training = pd.DataFrame(
+        {
+            "cutoff": origins.repeat(3),
+            "btyd_p_no_purchase": [0.5] * 12,
+            "btyd_expected_spend": [10.0, float("nan"), 3.0] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
+        }
+    )
+    with caplog.at_level("WARNING", logger="training.pipeline"):
+        kept = _drop_degenerate_origins(training, needed=2)
+    assert list(kept["cutoff"].unique()) == list(origins[[1, 3]])
+    assert "1997-01-02, 1997-01-30" in caplog.text and "training on the other 2 origins" in caplog.text
+    with pytest.raises(TrainingInputError, match="leaves 2 origin"):
+        _drop_degenerate_origins(training, needed=3)

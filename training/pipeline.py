@@ -203,6 +203,35 @@ def plan_dates(tables: Tables, *, cutoff, config: Config) -> Plan:
     return Plan(cutoff_day, H, origins, first_day, last_day)
 
 
+def _drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataFrame:
+    """The training set without the origins whose BG/NBD forecast is not finite.
+
+    Days or weeks after the first purchases the data cannot identify BG/NBD (a fit with r and
+    alpha in the tens of thousands, or a and b in the hundreds of thousands), and its forecast
+    overflows: such an origin cannot start the boosters from BTYD. It is dropped, and said so.
+    """
+    from training.config import BTYD_OFFSET_FEATURES
+
+    finite = np.isfinite(training[list(BTYD_OFFSET_FEATURES)].to_numpy(dtype=float)).all(axis=1)
+    if finite.all():
+        return training
+    origin = training["cutoff"].to_numpy()
+    bad = np.unique(origin[~finite])
+    kept = training[~np.isin(origin, bad)]
+    days = ", ".join(str(pd.Timestamp(o).date()) for o in bad)
+    if kept["cutoff"].nunique() < needed:
+        raise TrainingInputError(
+            f"the BG/NBD fit is degenerate (non-finite forecasts) at training origin(s) {days}, which leaves "
+            f"{kept['cutoff'].nunique()} origin(s), {needed} needed: use a later cutoff or fewer, later origins"
+        )
+    log.warning(
+        "BG/NBD fit degenerate at training origin(s) %s (non-finite forecasts for %d customers); training on the "
+        "other %d origins",
+        days, int((~finite).sum()), kept["cutoff"].nunique(),
+    )  # fmt: skip
+    return kept
+
+
 def data_fingerprint(tables: Tables) -> dict[str, str]:
     """Tags that identify the input: content hash, row counts, date range."""
     tx = tables.transactions
@@ -284,6 +313,8 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
     seconds["training_set"] = time.perf_counter() - t0
     if len(training) == 0:
         raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
+    if cfg.btyd_offset:
+        training = _drop_degenerate_origins(training, needed=cfg.validation_cutoffs + 1)
     X, labels = _split_training_set(training, config)
 
     t0 = time.perf_counter()
