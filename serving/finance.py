@@ -509,7 +509,7 @@ def _plan(
             cum = _expected_purchases(shape.bgnbd, bounds / shape.time_unit_days, shape.frequency[rows],
                                       shape.recency[rows], shape.T[rows])  # fmt: skip
         bad = ~np.isfinite(cum).all(axis=1)
-        if bad.any():  # e.g. a fit at the formula's singularity a = 1: the design's retention
+        if bad.any():  # e.g. a degenerate fit whose hypergeometric terms overflow: the design's retention
             cum[bad] = _geometric_cumulative(p[bad], bounds, horizon_days)
     inc = np.diff(cum, axis=1)  # (n, segments), expected purchases without seasonality
     first = inc[:, horizon == 0].sum(axis=1)

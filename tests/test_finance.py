@@ -180,12 +180,18 @@ def test_forecast_falls_back_to_retention_without_a_bgnbd_fit(tmp_path):
     expected = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
     np.testing.assert_allclose(fc["expected_revenue"], expected)
     np.testing.assert_allclose(fc["expected_active_customers"], np.repeat([2.0, 1.5, 1.25, 1.125], 3))
-    # Parameters at the formula's singularity (a = 1) fall back the same way, customer by customer.
-    res = F.budget(
-        _tables(), _scores(), out_dir=tmp_path / "a1", n_simulations=50,
-        forecast_bgnbd=BGNBDParams(r=1.0, alpha=1.0, a=1.0, b=1.0), **SETTINGS,
-    )  # fmt: skip
-    np.testing.assert_allclose(res.forecast["expected_revenue"], expected)
+    # At the formula's 0/0 point (a = 1) the BG/NBD decay is its limit, not a fallback: the same
+    # forecast as for a just below and just above 1.
+    forecasts = [
+        F.budget(
+            _tables(), _scores(), out_dir=tmp_path / f"a{i}", n_simulations=50,
+            forecast_bgnbd=BGNBDParams(r=1.0, alpha=1.0, a=a, b=1.0), **SETTINGS,
+        ).forecast["expected_revenue"].to_numpy()
+        for i, a in enumerate((1.0 - 1e-4, 1.0, 1.0 + 1e-4))
+    ]  # fmt: skip
+    assert np.isfinite(forecasts[1]).all()
+    np.testing.assert_allclose(forecasts[1], (forecasts[0] + forecasts[2]) / 2, rtol=1e-3)
+    assert not np.allclose(forecasts[1], expected)  # BG/NBD decay, not the r^k fallback
 
 
 def test_horizon_ratios_known_values():
