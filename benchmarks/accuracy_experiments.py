@@ -88,6 +88,13 @@ VARIANTS: dict[str, Variant] = {
     "churn-2000-trees": Variant("churn classifier may grow up to 2000 trees (it uses all 600 on both "
                                 "pseudo-holdouts)", {"training__churn_params__num_boost_round": 2000}),
     "churn-200-trees": Variant("churn classifier capped at 200 trees", {"training__churn_params__num_boost_round": 200}),
+    **{
+        f"min-history-{days}": Variant(f"origins at least {days} days after the first purchase",
+                                       {"min_history_days": days})
+        for days in (14, 28, 42)
+    },
+    "step7-min-history-28": Variant("origins every 7 days, at least 28 days after the first purchase",
+                                    {"n_cutoffs": 26, "step_days": 7, "min_history_days": 28}),
 }
 
 

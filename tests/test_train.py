@@ -172,6 +172,18 @@ def test_default_cutoff_holds_out_the_final_window(book, config):
     assert plan.cutoff == last_day - pd.Timedelta(days=91)
 
 
+def test_origins_need_min_history_days_after_the_first_purchase(book):
+    first = book.tables.transactions["timestamp"].min().normalize()
+    # Origins every 30 days back from 2021-09-01 - 91 days: the earliest lie within weeks of the start.
+    config = load_config(**{**SMALL, "n_cutoffs": 6})
+    every = plan_dates(book.tables, cutoff="2021-09-01", config=config).origins
+    later = plan_dates(
+        book.tables, cutoff="2021-09-01", config=load_config(**{**SMALL, "n_cutoffs": 6, "min_history_days": 45})
+    ).origins
+    assert later == tuple(o for o in every if o >= first + pd.Timedelta(days=45))
+    assert 0 < len(later) < len(every)
+
+
 # --------------------------------------------------------------------------- config
 
 

@@ -133,6 +133,10 @@ class TrainingConfig:
         Days between consecutive training origins. Default 13 origins 14 days apart: half a year
         of origins, so the models see customers at many ages (on CDNOW, step 7 did no better than
         14 at twice the rows).
+    min_history_days : int
+        Origins less than this many days after the first purchase are dropped: there the history
+        cannot identify BG/NBD (a fit six days in gave P(no purchase) up to 1 and poisoned the
+        boosters' start). 0 keeps every origin on or after the first purchase.
     validation_cutoffs : int
         How many of the latest training origins form the time-held-out slice used for early
         stopping and for the isotonic calibration of the churn probability; 0 trains on every
@@ -186,6 +190,7 @@ class TrainingConfig:
     horizon_days: int = 182
     n_cutoffs: int = 13
     step_days: int = 14
+    min_history_days: int = 0
     validation_cutoffs: int = 1
     early_stopping_rounds: int = 50
     churn_definition: ChurnDefinition = "purchase"
@@ -203,6 +208,7 @@ class TrainingConfig:
         _check(self.horizon_days >= 1, "training.horizon_days", "must be >= 1")
         _check(self.n_cutoffs >= 1, "training.n_cutoffs", "must be >= 1")
         _check(self.step_days >= 1, "training.step_days", "must be >= 1")
+        _check(self.min_history_days >= 0, "training.min_history_days", "must be >= 0")
         _check(
             0 <= self.validation_cutoffs < self.n_cutoffs,
             "training.validation_cutoffs",

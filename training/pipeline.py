@@ -190,16 +190,20 @@ def plan_dates(tables: Tables, *, cutoff, config: Config) -> Plan:
         pd.Timestamp(o)
         for o in training_cutoffs(cutoff_day.date(), horizon_days=H, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
     ]
-    origins = tuple(o for o in candidates if o >= first_day)
+    origins = tuple(o for o in candidates if o >= first_day + pd.Timedelta(days=cfg.min_history_days))
     needed = cfg.validation_cutoffs + 1
     if len(origins) < needed:
         raise TrainingInputError(
             f"horizon_days={H} leaves {len(origins)} training origin(s) between the first purchase "
-            f"({first_day.date()}) and cutoff {cutoff_day.date()} minus the horizon; {needed} needed "
+            f"({first_day.date()}) + min_history_days ({cfg.min_history_days}) and cutoff {cutoff_day.date()} "
+            f"minus the horizon; {needed} needed "
             f"(validation_cutoffs={cfg.validation_cutoffs}): use a shorter horizon or a later cutoff"
         )
     if len(origins) < len(candidates):
-        log.warning("only %d of %d training origins have history; using those", len(origins), len(candidates))
+        log.warning(
+            "only %d of %d training origins have %d+ days of history; using those",
+            len(origins), len(candidates), cfg.min_history_days,
+        )  # fmt: skip
     return Plan(cutoff_day, H, origins, first_day, last_day)
 
 
