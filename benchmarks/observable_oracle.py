@@ -691,6 +691,11 @@ def format_table(title: str, scores: dict, labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _count(value) -> str:
+    """``12,345`` for a number, ``?`` when the book does not say."""
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = parser.add_mutually_exclusive_group()
@@ -756,7 +761,7 @@ def _run(args, workdir: Path) -> int:
     )
     book_name = args.book or "generated"
     title = (
-        f"Observable oracle: {settings.get('n_customers', '?'):,} customers, seed {settings.get('seed', '?')} "
+        f"Observable oracle: {_count(settings.get('n_customers'))} customers, seed {settings.get('seed', '?')} "
         f"({book_name}), cutoff {cutoff.date()}, horizon {args.horizon_days} days{subset}"
     )
     obs_mae, oracle_mae = scores["observable"]["all"]["mae"], scores["oracle"]["all"]["mae"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -266,12 +267,16 @@ def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
         {
             "cutoff": origins.repeat(3),
             "btyd_p_no_purchase": [0.5] * 12,
-            "btyd_expected_spend": [10.0, float("nan"), 3.0] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
+            # origin 0: 2 of 3 rows non-finite (a degenerate fit); origin 2: 1 of 3 (one customer)
+            "btyd_expected_spend": [10.0, float("nan"), float("inf")] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
         }
     )
     with caplog.at_level("WARNING", logger="training.pipeline"):
         kept = _drop_degenerate_origins(training, needed=2)
-    assert list(kept["cutoff"].unique()) == list(origins[[1, 3]])
-    assert "1997-01-02, 1997-01-30" in caplog.text and "training on the other 2 origins" in caplog.text
-    with pytest.raises(TrainingInputError, match="leaves 2 origin"):
-        _drop_degenerate_origins(training, needed=3)
+    assert list(kept["cutoff"].unique()) == list(origins[1:])
+    assert len(kept) == 8 and np.isfinite(kept["btyd_expected_spend"]).all()
+    assert "degenerate at training origin(s) 1997-01-02 (" in caplog.text
+    assert "training on the other 3 origins" in caplog.text
+    assert "1 training rows with a non-finite BG/NBD forecast dropped (of 12)" in caplog.text
+    with pytest.raises(TrainingInputError, match="leaves 3 origin"):
+        _drop_degenerate_origins(training, needed=4)

@@ -26,7 +26,7 @@ def _rows(seed: int) -> np.ndarray:
     X, _ = _data(300, seed)
     X[:5] = np.nan
     X[5:10, 1] = 0.0
-    X[10:15, 4] = [7, -1, 2.5, 99, np.nan]
+    X[10:16, 4] = [7, -1, 2.5, 99, np.nan, -0.5]  # -0.5 is code 0 for LightGBM (cast toward zero)
     return X
 
 
@@ -137,3 +137,37 @@ def test_large_inputs_are_explained_in_blocks(monkeypatch):
     raw, contributions = explainer.raw_score_and_contributions(X)
     np.testing.assert_allclose(contributions, booster.predict(X, pred_contrib=True)[:, :-1], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(raw, booster.predict(X, raw_score=True), rtol=1e-12, atol=1e-12)
+
+
+def test_leaves_with_many_features_on_their_path_are_computed_without_a_table():
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(4000, 40))
+    y = np.sin(X[:, :20]).sum(axis=1) + rng.normal(scale=0.1, size=4000)
+    booster = lgb.train(
+        {"objective": "regression", "num_leaves": 255, "min_child_samples": 2, "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(X, y),
+        num_boost_round=15,
+    )
+    explainer = TreeShap(booster)
+    depth, _, _, table_start, *_ = explainer._leaves
+    assert (depth > 10).any() and (table_start[depth > 10] == -1).all()
+    assert explainer.table_size < 2**11 * 11 * len(depth)  # no leaf holds a table beyond depth 10
+    rows = X[:300]
+    expected = booster.predict(rows, pred_contrib=True)[:, :-1]
+    np.testing.assert_allclose(explainer.contributions(rows), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(explainer.contributions(rows[:3]), expected[:3], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params, label, message",
+    [
+        ({"objective": "regression", "linear_tree": True}, "amount", "linear trees"),
+        ({"objective": "multiclass", "num_class": 3}, "class", "multiclass"),
+    ],
+)
+def test_refuses_what_it_cannot_explain(params, label, message):
+    X, y = _data(600, seed=11)
+    target = np.abs(y) if label == "amount" else np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    booster = lgb.train({**params, "verbosity": -1}, lgb.Dataset(X[:, :4], target), num_boost_round=3)
+    with pytest.raises(ValueError, match=message):
+        TreeShap(booster)

@@ -201,18 +201,20 @@ def plan_dates(tables: Tables, *, cutoff, config: Config) -> Plan:
         )
     if len(origins) < len(candidates):
         log.warning(
-            "only %d of %d training origins have %d+ days of history; using those",
-            len(origins), len(candidates), cfg.min_history_days,
+            "only %d of %d training origins are on or after the first purchase%s; using those",
+            len(origins), len(candidates),
+            f" + {cfg.min_history_days} days" if cfg.min_history_days else "",
         )  # fmt: skip
     return Plan(cutoff_day, H, origins, first_day, last_day)
 
 
 def _drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataFrame:
-    """The training set without the origins whose BG/NBD forecast is not finite.
+    """The training set without the rows whose BG/NBD forecast is not finite.
 
     Days or weeks after the first purchases the data cannot identify BG/NBD (a fit with r and
-    alpha in the tens of thousands, or a and b in the hundreds of thousands), and its forecast
-    overflows: such an origin cannot start the boosters from BTYD. It is dropped, and said so.
+    alpha in the tens of thousands, or a and b in the hundreds of thousands) and its forecast
+    overflows for most customers: such an origin (half its rows or more) is dropped whole. Elsewhere
+    a few customers' forecasts can still overflow; those rows are dropped. Both are said.
     """
     from training.config import BTYD_OFFSET_FEATURES
 
@@ -220,19 +222,25 @@ def _drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataF
     if finite.all():
         return training
     origin = training["cutoff"].to_numpy()
-    bad = np.unique(origin[~finite])
-    kept = training[~np.isin(origin, bad)]
-    days = ", ".join(str(pd.Timestamp(o).date()) for o in bad)
+    share_bad = pd.Series(~finite).groupby(origin).mean()
+    degenerate = share_bad.index[share_bad >= 0.5].to_numpy()
+    whole = np.isin(origin, degenerate)
+    kept = training[finite & ~whole]
     if kept["cutoff"].nunique() < needed:
+        days = ", ".join(str(pd.Timestamp(o).date()) for o in degenerate)
         raise TrainingInputError(
             f"the BG/NBD fit is degenerate (non-finite forecasts) at training origin(s) {days}, which leaves "
             f"{kept['cutoff'].nunique()} origin(s), {needed} needed: use a later cutoff or fewer, later origins"
         )
-    log.warning(
-        "BG/NBD fit degenerate at training origin(s) %s (non-finite forecasts for %d customers); training on the "
-        "other %d origins",
-        days, int((~finite).sum()), kept["cutoff"].nunique(),
-    )  # fmt: skip
+    if len(degenerate):
+        log.warning(
+            "BG/NBD fit degenerate at training origin(s) %s (non-finite forecasts for most customers); training on "
+            "the other %d origins",
+            ", ".join(str(pd.Timestamp(o).date()) for o in degenerate), kept["cutoff"].nunique(),
+        )  # fmt: skip
+    scattered = int((~finite & ~whole).sum())
+    if scattered:
+        log.warning("%d training rows with a non-finite BG/NBD forecast dropped (of %d)", scattered, len(training))
     return kept
 
 

@@ -16,7 +16,12 @@ path-dependent value of a coalition ``S`` is ``v · Π_k (o_k if f_k ∈ S else 
 The Shapley value of ``f_k`` in that product game depends on the row only through the bit
 pattern ``(o_1 … o_d)``, so each leaf stores a ``2**d × d`` table, computed once from ``z`` and
 ``v``. Explaining a row is then: evaluate every split once, form each leaf's pattern, look up and
-sum. The tables take ``Σ 2**d · d`` floats (about 3 million, 24 MB, for 600 trees of 15 leaves).
+sum. The tables take ``Σ 2**d · d`` floats (about 3 million, 24 MB, for 600 trees of 15 leaves);
+leaves with more than 10 distinct features on their path get none, and a few rows get none at
+all: their values are computed from the pattern directly, ``O(d²)`` per leaf, the way LightGBM's
+TreeSHAP "unwinds" a path.
+
+Not supported (refused): linear trees and boosters with several trees per iteration (multiclass).
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from math import factorial
 import numba
 import numpy as np
 
-# LightGBM's kZeroThreshold: |x| <= 1e-35 counts as zero for zero-as-missing splits.
-_ZERO = 1e-35
-_MAX_DISTINCT_FEATURES = 20  # 2**20 × 20 floats for a single leaf would be unreasonable
+# LightGBM's kZeroThreshold, a float32 1e-35: |x| at most this counts as zero for zero-as-missing splits.
+_ZERO = float(np.float32(1e-35))
+# Leaves with more distinct features on their path get no table (2**d × d floats, built in
+# O(2**d d**3)): the kernels compute their values directly, as for a few rows.
+_MAX_TABLE_DEPTH = 10
 
 
 class TreeShap:
@@ -53,6 +60,11 @@ class TreeShap:
 
     def __init__(self, booster, *, num_iteration: int | None = None):
         model = booster.dump_model(num_iteration=num_iteration)
+        if int(model.get("num_tree_per_iteration", 1)) != 1:
+            raise ValueError(
+                f"TreeShap explains one output per row; this booster has {model['num_tree_per_iteration']} trees "
+                "per iteration (multiclass): use booster.predict(X, pred_contrib=True)"
+            )
         self.n_features = int(model["max_feature_idx"]) + 1
         nodes: dict[str, list] = {k: [] for k in ("feature", "threshold", "categorical", "default_left", "missing")}
         left_categories: dict[int, np.ndarray] = {}
@@ -69,6 +81,8 @@ class TreeShap:
             while stack:
                 node, path = stack.pop()
                 if "leaf_value" in node:
+                    if "leaf_coeff" in node:
+                        raise ValueError("TreeShap does not support linear trees (linear_tree=true)")
                     if not path:
                         constant += float(node["leaf_value"])  # a tree without splits: no feature moves it
                         continue
@@ -85,8 +99,6 @@ class TreeShap:
                         entry_node.append(node_id)
                         entry_left.append(went_left)
                         entry_slot.append(n_slots + k)
-                    if len(features) > _MAX_DISTINCT_FEATURES:
-                        raise ValueError(f"a leaf splits on {len(features)} distinct features; at most {_MAX_DISTINCT_FEATURES} supported")
                     leaves.append((float(node["leaf_value"]), features, zero))
                     n_slots += len(features)
                     continue
@@ -140,12 +152,13 @@ class TreeShap:
 
         depth = np.array([len(f) for _, f, _ in leaves], dtype=np.int64)
         values = np.array([v for v, _, _ in leaves], dtype=np.float64)
-        # Each leaf's table is 2**d rows × d columns, stored flat: the value of the leaf's k-th
-        # feature for pattern p is table[start + p · d + k].
-        sizes = (1 << depth) * depth
-        table_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # A leaf's table is 2**d rows × d columns, stored flat: the value of the leaf's k-th
+        # feature for pattern p is table[start + p · d + k]. Start −1: no table (d too large).
+        tabled = depth <= _MAX_TABLE_DEPTH
+        sizes = np.where(tabled, (1 << np.minimum(depth, _MAX_TABLE_DEPTH)) * depth, 0)
+        table_start = np.where(tabled, np.concatenate([[0], np.cumsum(sizes)[:-1]]), -1).astype(np.int64)
         table = np.empty(int(sizes.sum()), dtype=np.float64)
-        for d in np.unique(depth):
+        for d in np.unique(depth[tabled]):
             group = np.flatnonzero(depth == d)
             zero = np.array([leaves[i][2] for i in group], dtype=np.float64)
             index = table_start[group][:, None] + np.arange((1 << d) * d)[None, :]
@@ -156,9 +169,12 @@ class TreeShap:
             values,
             table_start,
             np.array([f for _, features, _ in leaves for f in features], dtype=np.int64),  # slot feature
+            np.array([z for _, _, zero in leaves for z in zero], dtype=np.float64),  # slot zero fraction
             table,
+            _shapley_weights(int(depth.max(initial=1))),
         )
-        self._slot_zero = np.array([z for _, _, zero in leaves for z in zero], dtype=np.float64)
+        self._all_leaves = np.arange(len(depth), dtype=np.int64)
+        self._untabled = np.flatnonzero(~tabled).astype(np.int64)
         self._constant = constant
         self.objective = str(model.get("objective", "")).split(" ")[0]
         self.table_size = int(table.size)
@@ -196,20 +212,21 @@ class TreeShap:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
         raw = np.full(len(X), self._constant)
-        out = np.zeros((self.n_features, len(X)))  # features × rows: the kernels add along rows
+        out = np.empty((len(X), self.n_features))
         # Blocks of rows bound the decision matrix (splits × rows booleans, ~8 KB per row).
         for start in range(0, len(X), _BLOCK_ROWS):
             rows = slice(start, start + _BLOCK_ROWS)
             left = _decisions(X[rows], *self._splits)
+            block_raw = np.zeros(left.shape[1])
+            block_out = np.zeros((self.n_features, left.shape[1]))  # features × rows: kernels add along rows
             if left.shape[1] >= _TABLE_ROWS:
-                _from_tables(left, *self._entries, *self._leaves, raw[rows], out[:, rows])
+                _from_tables(left, *self._entries, *self._leaves, block_raw, block_out)
+                _direct(left, self._untabled, *self._entries, *self._leaves, block_raw, block_out)
             else:
-                depth, first_slot, leaf_value, _, slot_feature, _ = self._leaves
-                _direct(
-                    left, *self._entries, depth, first_slot, leaf_value, slot_feature, self._slot_zero, _WEIGHTS,
-                    raw[rows], out[:, rows],
-                )  # fmt: skip
-        return raw, out.T
+                _direct(left, self._all_leaves, *self._entries, *self._leaves, block_raw, block_out)
+            raw[rows] += block_raw
+            out[rows] = block_out.T
+        return raw, out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -222,7 +239,8 @@ def _decisions(X, feature, threshold, default_left, nan_missing, zero_missing, c
         for r in range(n_rows):
             value = X[r, feature[s]]
             if cat_rank[s] >= 0:
-                left[s, r] = (not np.isnan(value)) and 0 <= value < n_codes and membership[cat_rank[s], int(value)]
+                # LightGBM casts to int (toward zero: -0.5 is code 0); NaN and negative codes go right.
+                left[s, r] = (not np.isnan(value)) and -1.0 < value < n_codes and membership[cat_rank[s], int(value)]
                 continue
             is_nan = np.isnan(value)
             if is_nan and not nan_missing[s]:
@@ -236,10 +254,11 @@ def _decisions(X, feature, threshold, default_left, nan_missing, zero_missing, c
 
 @numba.njit(cache=True, nogil=True)
 def _from_tables(
-    left, slot_first_entry, entry_node, entry_left, depth, first_slot, leaf_value, table_start, slot_feature, table,
+    left, slot_first_entry, entry_node, entry_left,
+    depth, first_slot, leaf_value, table_start, slot_feature, slot_zero, table, weights,
     raw, out,
 ):  # fmt: skip
-    """Leaf by leaf, each row's pattern and its table look-ups (batches).
+    """Leaf by leaf, each row's pattern and its table look-ups (batches; leaves with a table).
 
     Leaves outside, rows inside: a leaf's table is read from memory once per call and stays in
     cache for all the rows; the inner loops over rows are branch-free and vectorise.
@@ -248,6 +267,8 @@ def _from_tables(
     pattern = np.empty(n_rows, dtype=np.int64)
     follows = np.empty(n_rows, dtype=np.int64)
     for leaf in range(len(depth)):
+        if table_start[leaf] < 0:
+            continue  # no table: the caller runs _direct on these leaves
         d = depth[leaf]
         first = first_slot[leaf]
         pattern[:] = 0
@@ -275,23 +296,21 @@ def _from_tables(
 
 @numba.njit(cache=True, nogil=True)
 def _direct(
-    left, slot_first_entry, entry_node, entry_left, depth, first_slot, leaf_value, slot_feature, slot_zero, weights,
+    left, leaves, slot_first_entry, entry_node, entry_left,
+    depth, first_slot, leaf_value, table_start, slot_feature, slot_zero, table, weights,
     raw, out,
 ):  # fmt: skip
-    """The same values without the tables (a few rows).
+    """The values of ``leaves`` without tables: for a few rows, and for leaves too deep for one.
 
     The tables are tens of megabytes; one row touches a cache line of each leaf's table, and
     between requests those lines are gone from cache, so for a few rows it is faster to compute
     each leaf's Shapley values from its pattern: the polynomial Π_j (z_j + o_j t), divided by
     each feature's factor (LightGBM's "unwound" path sums), weighted by s!(d−1−s)!/d!.
     """
-    n_rows = left.shape[1]
-    max_d = weights.shape[0] - 1
-    o = np.empty(max_d)
-    poly = np.empty(max_d + 1)
-    quotient = np.empty(max_d)
-    for r in range(n_rows):
-        for leaf in range(len(depth)):
+    o = np.empty(weights.shape[0])
+    poly = np.empty(weights.shape[0] + 1)
+    for r in range(left.shape[1]):
+        for leaf in leaves:
             d = depth[leaf]
             first = first_slot[leaf]
             reached = True
@@ -313,8 +332,8 @@ def _direct(
             if reached:
                 raw[r] += value
             w = weights[d]
-            # Features the row does not follow (o = 0): poly = z · quotient, so the weighted sum of
-            # the quotient is the same sum over poly, divided by z, shared by all of them.
+            # Features the row does not follow (o = 0): poly = z · quotient, so the weighted sum
+            # of the quotient is the same sum over poly, divided by z, shared by all of them.
             shared = 0.0
             for s in range(d):
                 shared += w[s] * poly[s]
@@ -328,23 +347,28 @@ def _direct(
                         total += w[s - 1] * q
                 elif z > 0.0:
                     total = shared / z
-                else:  # z = 0 and o = 0: the product without feature k, directly
-                    quotient[0] = 1.0
-                    for s in range(1, d):
-                        quotient[s] = 0.0
-                    m = 0
-                    for j in range(d):
-                        if j == k:
-                            continue
-                        zj = slot_zero[first + j]
-                        m += 1
-                        for s in range(m, 0, -1):
-                            quotient[s] = quotient[s] * zj + quotient[s - 1] * o[j]
-                        quotient[0] = quotient[0] * zj
+                else:  # z = 0 and o = 0: the product without feature k, term by term
                     total = 0.0
                     for s in range(d):
-                        total += w[s] * quotient[s]
+                        total += w[s] * _coefficient_without(slot_zero, o, first, d, k, s)
                 out[slot_feature[first + k], r] += value * (o[k] - z) * total
+
+
+@numba.njit(cache=True, nogil=True)
+def _coefficient_without(slot_zero, o, first, d, k, s):
+    """Coefficient of t**s in Π_{j≠k} (z_j + o_j t) (the rare z_k = 0 case; O(d²))."""
+    c = np.zeros(d + 1)
+    c[0] = 1.0
+    m = 0
+    for j in range(d):
+        if j == k:
+            continue
+        zj = slot_zero[first + j]
+        m += 1
+        for t in range(m, 0, -1):
+            c[t] = c[t] * zj + c[t - 1] * o[j]
+        c[0] = c[0] * zj
+    return c[s]
 
 
 def _shapley_weights(max_d: int) -> np.ndarray:
@@ -356,7 +380,6 @@ def _shapley_weights(max_d: int) -> np.ndarray:
     return weights
 
 
-_WEIGHTS = _shapley_weights(_MAX_DISTINCT_FEATURES)
 _TABLE_ROWS = 8  # from this many rows on, the tables are faster than the direct computation
 _BLOCK_ROWS = 2048
 
