@@ -139,7 +139,9 @@ def test_large_inputs_are_explained_in_blocks(monkeypatch):
     np.testing.assert_allclose(raw, booster.predict(X, raw_score=True), rtol=1e-12, atol=1e-12)
 
 
-def test_leaves_with_many_features_on_their_path_are_computed_without_a_table():
+def test_leaves_with_many_features_on_their_path_are_computed_without_a_table(monkeypatch):
+    import training.treeshap as treeshap
+
     rng = np.random.default_rng(10)
     X = rng.normal(size=(4000, 40))
     y = np.sin(X[:, :20]).sum(axis=1) + rng.normal(scale=0.1, size=4000)
@@ -150,12 +152,19 @@ def test_leaves_with_many_features_on_their_path_are_computed_without_a_table():
     )
     explainer = TreeShap(booster)
     depth, _, _, table_start, *_ = explainer._leaves
-    assert (depth > 10).any() and (table_start[depth > 10] == -1).all()
-    assert explainer.table_size < 2**11 * 11 * len(depth)  # no leaf holds a table beyond depth 10
+    cap = explainer.table_depth
+    assert (depth > cap).any()  # some leaves go without a table ...
+    assert (table_start[depth > cap] == -1).all() and (table_start[depth <= cap] >= 0).all()
+    assert explainer.table_size <= treeshap._TABLE_BUDGET  # ... and the tables fit the budget
     rows = X[:300]
     expected = booster.predict(rows, pred_contrib=True)[:, :-1]
     np.testing.assert_allclose(explainer.contributions(rows), expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(explainer.contributions(rows[:3]), expected[:3], rtol=1e-9, atol=1e-12)
+    # A smaller memory budget lowers the table depth; the values stay the same.
+    monkeypatch.setattr(treeshap, "_TABLE_BUDGET", explainer.table_size // 4)
+    smaller = TreeShap(booster)
+    assert smaller.table_depth < cap and smaller.table_size <= explainer.table_size // 4
+    np.testing.assert_allclose(smaller.contributions(rows), expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -33,9 +33,11 @@ import numpy as np
 
 # LightGBM's kZeroThreshold, a float32 1e-35: |x| at most this counts as zero for zero-as-missing splits.
 _ZERO = float(np.float32(1e-35))
-# Leaves with more distinct features on their path get no table (2**d × d floats, built in
-# O(2**d d**3)): the kernels compute their values directly, as for a few rows.
+# A leaf with d distinct features on its path has a table of 2**d × d floats (built in
+# O(2**d d**3)) if d is at most the largest depth, up to 10, whose tables fit 8 million floats
+# (64 MB) per booster; deeper leaves are computed directly by the kernels, as for a few rows.
 _MAX_TABLE_DEPTH = 10
+_TABLE_BUDGET = 8_000_000
 
 
 class TreeShap:
@@ -56,6 +58,8 @@ class TreeShap:
         Columns the booster expects.
     table_size : int
         Floats held in the lookup tables.
+    table_depth : int
+        Leaves with at most this many distinct features on their path have a table.
     """
 
     def __init__(self, booster, *, num_iteration: int | None = None):
@@ -154,8 +158,12 @@ class TreeShap:
         values = np.array([v for v, _, _ in leaves], dtype=np.float64)
         # A leaf's table is 2**d rows × d columns, stored flat: the value of the leaf's k-th
         # feature for pattern p is table[start + p · d + k]. Start −1: no table (d too large).
-        tabled = depth <= _MAX_TABLE_DEPTH
-        sizes = np.where(tabled, (1 << np.minimum(depth, _MAX_TABLE_DEPTH)) * depth, 0)
+        full_size = (1 << np.minimum(depth, _MAX_TABLE_DEPTH + 1)) * depth
+        self.table_depth = next(
+            c for c in range(_MAX_TABLE_DEPTH, -1, -1) if full_size[depth <= c].sum() <= _TABLE_BUDGET
+        )
+        tabled = depth <= self.table_depth
+        sizes = np.where(tabled, full_size, 0)
         table_start = np.where(tabled, np.concatenate([[0], np.cumsum(sizes)[:-1]]), -1).astype(np.int64)
         table = np.empty(int(sizes.sum()), dtype=np.float64)
         for d in np.unique(depth[tabled]):
