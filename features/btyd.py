@@ -295,17 +295,19 @@ def fit_bgnbd(frequency, recency, T, *, penalizer: float = 0.0, weights=None) ->
     return BGNBDParams(r=float(r), alpha=float(alpha), a=float(a), b=float(b))
 
 
-def _bgnbd_future_term(params: BGNBDParams, x, t, horizon_start):
-    """``1 - ((alpha+s)/(alpha+s+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+s+t))`` with s = horizon_start.
+def _bgnbd_future_purchases(params: BGNBDParams, x, t, horizon_start):
+    """``(a+b+x-1)/(a-1) [1 - ((alpha+s)/(alpha+s+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+s+t))]``, s = horizon_start.
 
-    Evaluated through Euler's transformation 2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z),
-    which turns it into ``1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)``: the first two arguments
-    no longer grow with x, so the series stays well conditioned for heavy buyers and long horizons.
+    The bracket is evaluated through Euler's transformation 2F1(A, B; C; z) = (1-z)^(C-A-B)
+    2F1(C-A, C-B; C; z), which turns it into ``1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)``:
+    the first two arguments no longer grow with x, so the series stays well conditioned for heavy
+    buyers and long horizons.
     """
     r, alpha, a, b = params.r, params.alpha, _away_from_one(params.a), params.b
     z = t / (alpha + horizon_start + t)
     log1mz = np.log1p(-z)
-    return 1.0 - np.exp((a - 1.0) * log1mz) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
+    bracket = 1.0 - np.exp((a - 1.0) * log1mz) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
+    return (a + b + x - 1.0) / (a - 1.0) * bracket
 
 
 def _away_from_one(a: float) -> float:
@@ -413,8 +415,9 @@ def bgnbd_expected_purchases(params: BGNBDParams, t, frequency, recency, T) -> n
           \\Big/ \\left[1 + \\delta_{x>0} \\frac{a}{b+x-1}
           \\left(\\frac{\\alpha+T}{\\alpha+t_x}\\right)^{r+x}\\right]
 
-    The denominator is 1 / P(alive) (:func:`bgnbd_probability_alive`). The formula is undefined at
-    a = 1 exactly (a removable singularity); fitted values essentially never land there.
+    The denominator is 1 / P(alive) (:func:`bgnbd_probability_alive`). At a = 1 exactly the
+    formula is 0/0 (a removable singularity, where a fit on data that say nothing about dropout
+    stays); the limit is taken by evaluating at a = 1 ± 1e-6.
 
     Parameters
     ----------
@@ -434,9 +437,7 @@ def bgnbd_expected_purchases(params: BGNBDParams, t, frequency, recency, T) -> n
     t = np.asarray(t, dtype=float)
     if (t < 0).any():
         raise ValueError("t: rule 't >= 0' is broken")
-    a, b = _away_from_one(params.a), params.b
-    future = (a + b + x - 1.0) / (a - 1.0) * _bgnbd_future_term(params, x, t, T)
-    return _non_negative(future * _p_alive(params, x, tx, T))
+    return _non_negative(_bgnbd_future_purchases(params, x, t, T) * _p_alive(params, x, tx, T))
 
 
 def bgnbd_expected_purchases_new(params: BGNBDParams, t) -> np.ndarray | float:
@@ -463,8 +464,7 @@ def bgnbd_expected_purchases_new(params: BGNBDParams, t) -> np.ndarray | float:
     t_arr = np.asarray(t, dtype=float)
     if (t_arr < 0).any():
         raise ValueError("t: rule 't >= 0' is broken")
-    a, b = _away_from_one(params.a), params.b
-    value = _non_negative((a + b - 1.0) / (a - 1.0) * _bgnbd_future_term(params, 0.0, t_arr, 0.0))
+    value = _non_negative(_bgnbd_future_purchases(params, 0.0, t_arr, 0.0))
     return float(value) if np.ndim(value) == 0 else value
 
 
