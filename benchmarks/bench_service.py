@@ -27,9 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -116,47 +113,21 @@ def describe_champion(tracking_uri: str) -> str:
     return "; ".join(parts)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(*, workers: int, tracking_uri: str, home: Path, service: str = "serving.service:ClvService"):
     """Start ``bentoml serve`` with ``workers`` workers on a free loopback port; yield its base URL."""
-    from serving.cli import wait_until_ready
+    from serving.cli import running_service
 
-    port = _free_port()
     env = {
-        **os.environ,
         "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_TRACKING_URI": tracking_uri,
-        # Per-service settings of bentofile/decorator can be overridden here: the worker count.
-        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clvcast": {"workers": workers}}}),
     }
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ready(base, proc, timeout=180)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}:\n{(home / 'server.log').read_text()[-3000:]}") from None
+    with running_service(
+        log_path=home / "server.log", timeout=180, workers=workers, extra_env=env, service=service, cwd=REPO
+    ) as base:
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def latency(base: str, body: dict, *, n: int, warmup: int = 20) -> dict[str, float]:

@@ -7,6 +7,7 @@ libraries are imported inside the commands so that ``clvcast --help`` stays inst
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -261,16 +262,70 @@ def serve(obj: _Context, host: str, port: int, workers: int, scores: str | None,
     os.execvpe(cmd[0], cmd, env)
 
 
-def serve_command(*, host: str, port: int, workers: int = 1, extra_env: dict | None = None) -> tuple[list[str], dict]:
-    """The ``bentoml serve`` command line and environment for the clvcast service."""
+def serve_command(
+    *, host: str, port: int, workers: int = 1, extra_env: dict | None = None, service: str = DEFAULT_SERVICE
+) -> tuple[list[str], dict]:
+    """The ``bentoml serve`` command line and environment for the clvcast service.
+
+    ``extra_env`` is laid over the current environment; a ``None`` value removes the variable.
+    """
     # `bentoml serve` has no worker-count flag in 1.4: the service config override sets it.
     env = {
         **os.environ,
         "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clvcast": {"workers": workers}}}),
         **(extra_env or {}),
     }
-    cmd = [sys.executable, "-m", "bentoml", "serve", DEFAULT_SERVICE, "--host", host, "--port", str(port)]
-    return cmd, env
+    cmd = [sys.executable, "-m", "bentoml", "serve", service, "--host", host, "--port", str(port)]
+    return cmd, {k: v for k, v in env.items() if v is not None}
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_service(
+    *, log_path: Path, timeout: float, workers: int = 1, extra_env: dict | None = None,
+    service: str = DEFAULT_SERVICE, cwd: Path | None = None,
+):  # fmt: skip
+    """``bentoml serve`` on a free loopback port, in its own process group; yields its base URL.
+
+    The server's output goes to ``log_path``. On leaving, the whole process group is stopped
+    (SIGTERM, then SIGKILL after 20 s).
+
+    Raises
+    ------
+    RuntimeError
+        The server exited or was not ready within ``timeout`` seconds; the message ends with the
+        last 3,000 characters of its log.
+    """
+    import signal
+    import subprocess
+
+    port = free_port()
+    cmd, env = serve_command(host="127.0.0.1", port=port, workers=workers, extra_env=extra_env, service=service)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_ready(base, proc, timeout=timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}:\n{Path(log_path).read_text()[-3000:]}") from None
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def wait_until_ready(url: str, proc, *, timeout: float, poll_s: float = 0.25) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +19,7 @@ import pandas as pd
 import pytest
 
 from serving import api_models as A
-from serving.cli import wait_until_ready
+from serving.cli import free_port, running_service
 from test_service import champion_store, empty_store, environ, request_body
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,12 +27,6 @@ STARTUP_TIMEOUT_S = 120
 FUZZ_EXAMPLES = 100
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +38,7 @@ def store():
 def server(store, tmp_path_factory):
     """Base URL of a running ``bentoml serve serving.service:ClvService`` (stopped afterwards)."""
     home = tmp_path_factory.mktemp("bentoml-home")
-    log_path = home / "server.log"
-    port = _free_port()
     env = {
-        **os.environ,
         "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -57,26 +46,10 @@ def server(store, tmp_path_factory):
         "MLFLOW_TRACKING_URI": store.tracking_uri,
         "CLVCAST_NEW_CUSTOMER_CLV": str(store.new_customer_clv),
         "CLVCAST_SCORES": str(store.scores),
+        "CLVCAST_CONFIG": None,  # the champion's own CLV settings
     }
-    env.pop("CLVCAST_CONFIG", None)
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ready(base, proc, timeout=STARTUP_TIMEOUT_S)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}:\n{log_path.read_text()[-3000:]}")
+    with running_service(log_path=home / "server.log", timeout=STARTUP_TIMEOUT_S, extra_env=env, cwd=REPO) as base:
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def test_serve_stops_with_a_clear_message_without_a_champion(tmp_path):
@@ -86,7 +59,7 @@ def test_serve_stops_with_a_clear_message_without_a_champion(tmp_path):
            "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": uri}  # fmt: skip
     env.pop("CLVCAST_NEW_CUSTOMER_CLV", None)
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService", "--host", "127.0.0.1",
-           "--port", str(_free_port())]  # fmt: skip
+           "--port", str(free_port())]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
     assert done.returncode != 0
     assert "no 'champion' version of registered model 'clvcast-churn'" in done.stderr + done.stdout

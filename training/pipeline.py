@@ -226,8 +226,8 @@ def _drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataF
     degenerate = share_bad.index[share_bad >= 0.5].to_numpy()
     whole = np.isin(origin, degenerate)
     kept = training[finite & ~whole]
+    days = ", ".join(str(pd.Timestamp(o).date()) for o in degenerate)
     if kept["cutoff"].nunique() < needed:
-        days = ", ".join(str(pd.Timestamp(o).date()) for o in degenerate)
         raise TrainingInputError(
             f"the BG/NBD fit is degenerate (non-finite forecasts) at training origin(s) {days}, which leaves "
             f"{kept['cutoff'].nunique()} origin(s), {needed} needed: use a later cutoff or fewer, later origins"
@@ -236,7 +236,7 @@ def _drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataF
         log.warning(
             "BG/NBD fit degenerate at training origin(s) %s (non-finite forecasts for most customers); training on "
             "the other %d origins",
-            ", ".join(str(pd.Timestamp(o).date()) for o in degenerate), kept["cutoff"].nunique(),
+            days, kept["cutoff"].nunique(),
         )  # fmt: skip
     scattered = int((~finite & ~whole).sum())
     if scattered:
