@@ -10,6 +10,7 @@ from scipy import integrate
 from scipy.special import betaln, gammaln
 
 from features import btyd
+from features.btyd import bgnbd
 from features.btyd import (
     BGNBDParams,
     GammaGammaParams,
@@ -251,9 +252,9 @@ def test_bgnbd_gradient_matches_finite_differences(simulated_customers):
     theta = np.array([0.3, 5.0, 0.7, 2.0])
 
     def total(th):
-        return btyd._bgnbd_loglik_grad(th, ux, ix, tx[:2000], T[:2000], need_grad=False)[0].sum()
+        return bgnbd._bgnbd_loglik_grad(th, ux, ix, tx[:2000], T[:2000], need_grad=False)[0].sum()
 
-    grad = btyd._bgnbd_loglik_grad(theta, ux, ix, tx[:2000], T[:2000], need_grad=True)[1].sum(axis=1)
+    grad = bgnbd._bgnbd_loglik_grad(theta, ux, ix, tx[:2000], T[:2000], need_grad=True)[1].sum(axis=1)
     step = 1e-6 * theta
     numeric = [(total(theta + h) - total(theta - h)) / (2 * h[i]) for i, h in enumerate(np.diag(step))]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5)

@@ -10,13 +10,13 @@ import pytest
 
 from features.contract import Tables
 from features.synthetic import (
-    EVENT_TYPES,
     SyntheticConfig,
     generate,
     oracle_expected_spend,
     read_book,
     write_book,
 )
+from features.synthetic.retail import EVENT_TYPES
 
 STR = pd.StringDtype(na_value=np.nan)
 DAY = pd.Timedelta(days=1)
