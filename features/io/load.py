@@ -1,0 +1,244 @@
+"""Loading and writing the contract tables: :func:`load_tables` (read, validate, normalise) and :func:`write_tables`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from features.contract import TABLE_SPECS, DataValidationError, Tables, Violation
+from features.io.column_map import parse_column_map
+from features.io.sources import FILE_SUFFIXES, reader_for
+from features.io.validate import Checked, validate_table, write_quarantine
+
+__all__ = ["LoadReport", "LoadResult", "load_tables", "write_tables"]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load read, and what it set aside.
+
+    Parameters
+    ----------
+    source : str
+        The directory or the URL (password hidden) that was read.
+    table_sources : dict of str to str
+        Where each table came from: a file path, or ``"table <name> at <url>"``.
+    rows_read : dict of str to int
+        Data rows read per table, before anything was set aside.
+    rows_quarantined : dict of str to int
+        Rows set aside per table (only with ``on_invalid="quarantine"``; zero otherwise).
+    quarantined : dict of str to dict of str to int
+        Rows set aside per table and broken rule, keyed ``"<column>: <rule>"``. A row that breaks
+        several rules is counted under each, so these can add up to more than ``rows_quarantined``.
+    quarantine_files : dict of str to Path
+        The quarantine file written per table (only tables with rows set aside).
+    violations : tuple of Violation
+        The row-level violations behind the quarantined rows, with their first examples.
+    """
+
+    source: str
+    table_sources: dict[str, str]
+    rows_read: dict[str, int]
+    rows_quarantined: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
+    quarantine_files: dict[str, Path] = field(default_factory=dict)
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def rows_loaded(self) -> dict[str, int]:
+        """Rows per table in the returned tables."""
+        return {t: n - self.rows_quarantined.get(t, 0) for t, n in self.rows_read.items()}
+
+    def summary(self) -> list[str]:
+        """One line per table, then one per quarantined rule: what a command line prints after a load."""
+        lines = []
+        for table, n_read in self.rows_read.items():
+            n_out = self.rows_quarantined.get(table, 0)
+            line = f"{table}: {n_read:,} rows from {self.table_sources[table]}"
+            if n_out:
+                line += f", {n_out:,} quarantined to {self.quarantine_files[table]}"
+            lines.append(line)
+            lines.extend(f"  {rule}: {n:,} row(s)" for rule, n in self.quarantined.get(table, {}).items())
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self.summary())
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """The validated tables and the report of the load that produced them."""
+
+    tables: Tables
+    report: LoadReport
+
+
+def load_tables(
+    source: str | os.PathLike,
+    *,
+    column_map: Mapping | str | os.PathLike | Iterable[str] | None = None,
+    on_invalid: Literal["raise", "quarantine"] = "raise",
+    quarantine_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> LoadResult:
+    """Read, validate and normalise the input tables of a directory or a database.
+
+    Parameters
+    ----------
+    source : str or path
+        A directory holding ``transactions`` and optionally ``events`` and ``customers``, each as
+        ``.csv``, ``.csv.gz`` or ``.parquet``; or a SQLAlchemy URL (``duckdb:///file.db``,
+        ``sqlite:///file.db``, ``postgresql://...``) whose database has tables of those names.
+    column_map : mapping, str, path or iterable of str, optional
+        Renames from the source's column names to the contract's, in any form that
+        :func:`parse_column_map` accepts. Columns not named are kept as they are.
+    on_invalid : {"raise", "quarantine"}
+        ``"raise"``: any broken rule raises :class:`~features.contract.DataValidationError`.
+        ``"quarantine"``: rows that break a row-level rule are written to
+        ``quarantine_dir/<table>.quarantine.csv`` (raw values plus ``table``, ``row`` and ``reason``)
+        and left out of the result; all rows of a duplicated ``customer_id`` in ``customers`` go,
+        since there is no telling which one is right. A missing required column or a column of an
+        unusable type still raises.
+    quarantine_dir : str or path, optional
+        Where quarantine files go; required with ``on_invalid="quarantine"``. A quarantine file left
+        by an earlier load of a table that now has no invalid rows is removed, so the directory only
+        ever describes the latest load.
+    progress : bool
+        Show a progress bar over the tables on stderr.
+
+    Returns
+    -------
+    LoadResult
+        ``tables``: the :class:`~features.contract.Tables` with normalised dtypes (ids as pandas
+        string dtype, timestamps ``datetime64[ns]`` naive UTC, amounts ``float64``, other columns kept
+        as read), on a fresh ``RangeIndex``; ``report``: a :class:`LoadReport`.
+
+    Raises
+    ------
+    FileNotFoundError
+        The directory, or its transactions table, does not exist.
+    ValueError
+        A table is ambiguous (several files), a database table is missing, a CSV file is malformed,
+        or the arguments are inconsistent.
+    DataValidationError
+        The data breaks the contract (all broken rules of the load at once).
+
+    Notes
+    -----
+    Columns are read through Arrow: Parquet and DuckDB natively, CSV with ``pyarrow.csv`` (declared
+    columns as text, so ids keep their leading zeros), other databases with pandas' Arrow-backed
+    ``read_sql``. Validation is vectorised; string timestamps and numbers go through pandas only when
+    Arrow's strict parsers reject some value. For CSV, blank lines inside the file are kept as rows
+    (and then break the ``customer_id`` rule, at their exact line) while blank lines at the end of the
+    file are not data.
+    """
+    if on_invalid not in ("raise", "quarantine"):
+        raise ValueError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    if on_invalid == "quarantine" and quarantine_dir is None:
+        raise ValueError("on_invalid='quarantine' needs a quarantine_dir")
+    renames = parse_column_map(column_map)
+    reader = reader_for(source)
+
+    checked: dict[str, Checked] = {}
+    try:
+        for name in tqdm(reader.table_names, desc="loading tables", unit="table", disable=not progress):
+            raw = reader.read(name, renames.get(name, {}))
+            checked[name] = validate_table(TABLE_SPECS[name], raw, renames.get(name, {}))
+    finally:
+        reader.close()
+
+    fatal = [v for c in checked.values() for v in c.fatal]
+    row_level = [v for c in checked.values() for v in c.violations]
+    if fatal or (row_level and on_invalid == "raise"):
+        raise DataValidationError(fatal + row_level)
+
+    quarantine_files: dict[str, Path] = {}
+    if on_invalid == "quarantine":
+        qdir = Path(quarantine_dir)
+        for name, c in checked.items():
+            path = qdir / f"{name}.quarantine.csv"
+            if c.bad.any():
+                qdir.mkdir(parents=True, exist_ok=True)
+                write_quarantine(c, path)
+                quarantine_files[name] = path
+            elif path.exists():
+                path.unlink()
+
+    frames = {name: c.clean_frame() for name, c in checked.items()}
+    report = LoadReport(
+        source=reader.display,
+        table_sources={name: c.raw.source for name, c in checked.items()},
+        rows_read={name: c.raw.data.num_rows for name, c in checked.items()},
+        rows_quarantined={name: int(c.bad.sum()) for name, c in checked.items()},
+        quarantined={
+            name: {f"{v.column}: {v.rule}": v.n_rows for v in c.violations}
+            for name, c in checked.items()
+            if c.violations
+        },
+        quarantine_files=quarantine_files,
+        violations=tuple(row_level),
+    )
+    return LoadResult(Tables(**frames), report)
+
+
+def write_tables(
+    tables: Tables,
+    out_dir: str | os.PathLike,
+    *,
+    format: Literal["parquet", "csv", "csv.gz"] = "parquet",
+) -> dict[str, Path]:
+    """Write tables to a directory in the contract's layout, so that :func:`load_tables` reads them back.
+
+    Parameters
+    ----------
+    tables : Tables
+        The tables to write; ``None`` tables are skipped.
+    out_dir : str or path
+        Target directory, created if missing. Files of the same name are replaced.
+    format : {"parquet", "csv", "csv.gz"}
+        File format. Parquet keeps dtypes exactly; CSV writes timestamps as ISO-8601 text.
+
+    Returns
+    -------
+    dict of str to Path
+        The file written per table.
+
+    Raises
+    ------
+    ValueError
+        On an unknown format, or when the directory already holds the same table in another format
+        (the directory would become ambiguous to read).
+    """
+    suffix = f".{format}"
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(f"format must be one of {[s[1:] for s in FILE_SUFFIXES]}, got {format!r}")
+    out = Path(out_dir)
+    frames = {name: getattr(tables, name) for name in TABLE_SPECS}
+    frames = {name: df for name, df in frames.items() if df is not None}
+    for name in frames:
+        others = [out / f"{name}{s}" for s in FILE_SUFFIXES if s != suffix]
+        clash = [p for p in others if p.exists()]
+        if clash:
+            raise ValueError(
+                f"{out}: already holds {clash[0].name}; writing {name}{suffix} beside it would make "
+                f"table {name} ambiguous"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, df in frames.items():
+        path = out / f"{name}{suffix}"
+        tmp = path.with_name(f".{path.name}.tmp")  # never leave a half-written table under the real name
+        if format == "parquet":
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+        else:
+            df.to_csv(tmp, index=False, compression="gzip" if format == "csv.gz" else None)
+        tmp.replace(path)
+        written[name] = path
+    return written
