@@ -126,7 +126,7 @@ def log_to_mlflow(result: dict[str, Any]) -> str:
     """One MLflow run per (variant, window): params = overrides + window + whole config."""
     import mlflow
 
-    from training.tracking import tracking_uri
+    from training.registry import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(EXPERIMENT)

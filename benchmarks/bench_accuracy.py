@@ -63,7 +63,7 @@ def oracle_metrics(book_dir: Path, *, cutoff: str, horizon_days: int) -> dict:
     """The generator's oracle scored like a model, on the customers known at the cutoff."""
     import numpy as np
 
-    from features.labels import build_labels
+    from training.labels import build_labels
     from features.synthetic import oracle_expected_spend, read_book
     from training import metrics as M
 

@@ -6,7 +6,7 @@ Usage::
 
 1. Generates a synthetic book (``features.synthetic.generate``).
 2. Picks a cutoff 12 months before the end of the book and cuts the history there
-   (``training.pipeline.history_until``): nothing after the cutoff is seen from here to step 4.
+   (``features.dates.history_until``): nothing after the cutoff is seen from here to step 4.
 3. Trains the churn and spend models on that history (``training.pipeline.train``, holdout = the
    last window before the cutoff) in a throwaway MLflow store (or ``--tracking-uri``), scores every
    customer known at the cutoff (``serving.scoring.score_tables``) and runs the finance budget
@@ -195,9 +195,10 @@ def _run(args, tmp: Path) -> int:
     from serving import clv as C
     from serving.finance import budget, budget_settings
     from serving.scoring import score_tables
-    from training import tracking
+    from training import registry
     from training.config import load_config
-    from training.pipeline import history_until, train
+    from features.dates import history_until
+    from training.pipeline import train
 
     overrides = {"horizon_days": args.horizon_days} if args.horizon_days else {}
     config = load_config(args.config, **overrides)
@@ -222,19 +223,19 @@ def _run(args, tmp: Path) -> int:
     result = train(history, config=config, progress=True, promote="auto" if in_temp_store else "never")
     timings["train"] = time.perf_counter() - t0
     if in_temp_store:
-        champion = tracking.load_champion()  # exactly what `clvcast score` would load
+        champion = registry.load_champion()  # exactly what `clvcast score` would load
         if champion.run_id != result.run_id:
             raise RuntimeError(f"the champion of the temporary store is run {champion.run_id}, not {result.run_id}")
     else:
         # Do not move the alias of a shared store: use this run's models and serving metadata.
-        serving = tracking._load_serving(tracking._client(), result.run_id, tracking.tracking_uri())
-        champion = tracking.Champion(
+        serving = registry._load_serving(registry._client(), result.run_id, registry.tracking_uri())
+        champion = registry.Champion(
             models=result.models,
             churn_version=result.churn_version,
             spend_version=result.spend_version,
             run_id=result.run_id,
             serving=serving,
-            tracking_uri=tracking.tracking_uri(),
+            tracking_uri=registry.tracking_uri(),
         )
 
     t0 = time.perf_counter()

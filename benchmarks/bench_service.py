@@ -92,7 +92,7 @@ def train_champion(root: Path, *, customers: int) -> str:
 def describe_champion(tracking_uri: str) -> str:
     """Trees, leaves and depth of the served boosters (what the cost of SHAP values scales with)."""
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    from training.tracking import load_champion
+    from training.registry import load_champion
 
     champion = load_champion()
 
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"training a champion on {args.train_customers:,} customers ...", flush=True)
             tracking_uri = train_champion(tmp, customers=args.train_customers)
         else:
-            from training.tracking import tracking_uri as default_uri
+            from training.registry import tracking_uri as default_uri
 
             tracking_uri = default_uri()
         models = describe_champion(tracking_uri)

@@ -52,7 +52,7 @@ the MAE by less than 1%.)
 
 Customers and actuals are those of ``clvcast backtest``: every customer with a purchase on or
 before the cutoff day, actual = net spend of the window days ``cutoff + 1 .. cutoff + H``
-(:func:`features.labels.build_labels`). On the same customers it scores the true oracle and
+(:func:`training.labels.build_labels`). On the same customers it scores the true oracle and
 BG/NBD + Gamma-Gamma fitted on the history up to the cutoff (the backtest's ``btyd`` baseline),
 and prints MAE and total predicted, overall and split by the ground-truth state at the cutoff
 (alive by tenure: under 90 days, 90 to 365 days, 365 days and more; dropped out).
@@ -602,7 +602,7 @@ def btyd_spend(book, *, cutoff, horizon_days: int, customers: pd.Index) -> pd.Se
     from features.build import fit_btyd
     from training.baselines import btyd_forecast
     from training.config import load_config
-    from training.pipeline import history_until
+    from features.dates import history_until
 
     config = load_config(horizon_days=horizon_days)
     cutoff = pd.Timestamp(cutoff).normalize()
@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, workdir: Path) -> int:
-    from features.labels import build_labels
+    from training.labels import build_labels
     from features.synthetic import oracle_expected_spend
 
     timings: dict[str, float] = {}

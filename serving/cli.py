@@ -198,7 +198,7 @@ def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff,
     """Batch CLV for every customer from the champion models."""
     from serving.scoring import score_tables, write_scores
     from training.config import load_config
-    from training.tracking import load_champion
+    from training.registry import load_champion
 
     config = load_config(config_path)
     champion = load_champion()
@@ -249,7 +249,7 @@ def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores
 def serve(obj: _Context, host: str, port: int, workers: int, scores: str | None, new_customer_clv: str | None):
     """Serve POST /clv, POST /acquisition_budget and GET /model over HTTP (BentoML)."""
     from serving.service import NEW_CUSTOMER_CLV_ENV, SCORES_ENV
-    from training.tracking import load_champion
+    from training.registry import load_champion
 
     # Fail here with the one-line cause rather than inside a BentoML worker's traceback.
     load_champion()

@@ -84,7 +84,7 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
     from serving.scoring import score_tables, write_scores
     from training.config import load_config
     from training.pipeline import format_comparison, train
-    from training.tracking import load_champion, tracking_uri
+    from training.registry import load_champion, tracking_uri
 
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"

@@ -27,7 +27,7 @@ from serving import clv as C
 
 if TYPE_CHECKING:
     from training.config import ClvConfig
-    from training.tracking import Champion
+    from training.registry import Champion
 
 #: Columns of a scores table, in order (``clvcast score`` writes them; ``serving.finance`` reads them).
 SCORE_COLUMNS = (
@@ -122,12 +122,12 @@ def build_champion_features(tables: Tables, *, as_of: date | str | pd.Timestamp,
 
 def _btyd_params(champion: Champion):
     # A request of a few customers cannot fit a population model: always use the stored fit.
-    from features.build import BTYDParams
+    from features.btyd import BTYDParams
 
     stored = champion.btyd_params
     if stored is None:
         raise ValueError(f"champion run {champion.run_id} stored no BTYD parameters: retrain it")
-    return BTYDParams.from_dict(stored)
+    return BTYDParams.model_validate(stored)
 
 
 def score_tables(
@@ -147,7 +147,7 @@ def score_tables(
         Contract tables (normalised dtypes); rows after ``as_of`` are ignored by the feature code.
     as_of : date
         Cutoff: history is everything before the end of this day.
-    champion : training.tracking.Champion
+    champion : training.registry.Champion
         Loaded champion models and their serving metadata.
     clv : ClvConfig, optional
         Margin, cost to serve, discount rate and lifetime cap; default: the champion's stored CLV
@@ -298,7 +298,7 @@ def score(
     out : str or path
         ``.parquet`` or ``.csv`` file; parent directories are created.
     champion : Champion, optional
-        Default: :func:`training.tracking.load_champion`.
+        Default: :func:`training.registry.load_champion`.
     clv, reference
         See :func:`score_tables`.
     **load_options
@@ -315,7 +315,7 @@ def score(
     if path.suffix not in (".parquet", ".csv"):
         raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
     if champion is None:
-        from training.tracking import load_champion
+        from training.registry import load_champion
 
         champion = load_champion()
     tables = load_tables(source, **load_options).tables

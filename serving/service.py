@@ -12,7 +12,7 @@ Endpoints
 Configuration (environment)
 ---------------------------
 - ``MLFLOW_TRACKING_URI``: where the ``champion`` models are (default ``sqlite:///mlruns/mlflow.db``
-  under the working directory, see :func:`training.tracking.tracking_uri`).
+  under the working directory, see :func:`training.registry.tracking_uri`).
 - ``CLVCAST_CONFIG``: optional config file (as ``clvcast --config``) whose ``clv`` section sets
   margin, cost to serve, discount rate, lifetime cap and target LTV:CAC; default: the settings
   stored with the champion, else the documented defaults.
@@ -74,7 +74,7 @@ class ClvService:
         BentoML restart them forever.
         """
         from training.config import load_config
-        from training.tracking import load_champion
+        from training.registry import load_champion
 
         load_champion()
         if os.environ.get(CONFIG_ENV):
@@ -83,10 +83,10 @@ class ClvService:
         _read_reference(os.environ.get(SCORES_ENV))
 
     def __init__(self) -> None:
-        from features.schema import categorical_covariates
+        from features.spec import categorical_covariates
         from serving.scoring import champion_clv_config
         from training.config import load_config
-        from training.tracking import load_champion
+        from training.registry import load_champion
 
         self.champion = load_champion()
         # One thread per prediction: requests are small, and concurrency comes from the workers;

@@ -130,7 +130,7 @@ def test_features_writes_one_row_per_customer(capsys, work, data):
 
 
 def test_train_prints_the_comparison_and_registers_a_champion(trained):
-    from training import tracking
+    from training import registry
 
     assert trained.code == 0, trained
     out = trained.out
@@ -140,7 +140,7 @@ def test_train_prints_the_comparison_and_registers_a_champion(trained):
     for label in ("MAE", "RMSE", "Gini", "churn AUC", "total predicted", "total actual"):
         assert f"\n{label} " in out, label
     assert "registered clvcast-churn v1, clvcast-spend v1 (champion" in out
-    assert tracking.champion_versions() == ("1", "1")
+    assert registry.champion_versions() == ("1", "1")
 
 
 def test_backtest_writes_the_json_contract(capsys, work, data):

@@ -10,26 +10,14 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from features import btyd as bt
-from features.build import (
-    BTYDParams,
-    attribute_features,
-    btyd_features,
-    build_features,
-    engagement_features,
-    fit_btyd,
-    parse_cutoff,
-    purchase_gap_features,
-    purchase_window_features,
-    rfm_features,
-)
+from features.btyd import BTYDParams
+from features.build import build_features, family_features, fit_btyd
 from features.config import FeatureConfig
 from features.contract import Tables
-from features.schema import (
-    FAMILIES,
-    check_frame,
-    feature_schema,
-    feature_set_id,
-)
+from features.dates import parse_cutoff
+from features.families import FAMILIES
+from features.schema import feature_schema, feature_set_id
+from features.spec import check_frame
 from features.synthetic import generate
 
 STR = "str"
@@ -119,7 +107,7 @@ def tiny() -> Tables:
 
 
 def test_rfm_by_hand(tiny):
-    got = rfm_features(tiny, cutoff=CUTOFF, config=CONFIG)
+    got = family_features("rfm", tiny, cutoff=CUTOFF, config=CONFIG)
     want = expected(
         ["A", "B", "C"],
         {
@@ -141,7 +129,7 @@ def test_rfm_by_hand(tiny):
 
 
 def test_purchase_windows_by_hand(tiny):
-    got = purchase_window_features(tiny, cutoff=CUTOFF, config=CONFIG)
+    got = family_features("purchase_windows", tiny, cutoff=CUTOFF, config=CONFIG)
     # 7-day window = 01-25..01-31, 30-day window = 01-02..01-31 (C's refund on 01-02 is inside).
     want = expected(
         ["A", "B", "C"],
@@ -158,7 +146,7 @@ def test_purchase_windows_by_hand(tiny):
 
 
 def test_purchase_gaps_by_hand(tiny):
-    got = purchase_gap_features(tiny, cutoff=CUTOFF, config=CONFIG)
+    got = family_features("purchase_gaps", tiny, cutoff=CUTOFF, config=CONFIG)
     want = expected(
         ["A", "B", "C"],
         {
@@ -174,7 +162,7 @@ def test_purchase_gaps_by_hand(tiny):
 
 
 def test_engagement_by_hand(tiny):
-    got = engagement_features(tiny, cutoff=CUTOFF, config=CONFIG)
+    got = family_features("engagement", tiny, cutoff=CUTOFF, config=CONFIG)
     want = expected(
         ["A", "B", "C"],
         {
@@ -194,7 +182,7 @@ def test_engagement_by_hand(tiny):
 
 
 def test_attributes_by_hand(tiny):
-    got = attribute_features(tiny, cutoff=CUTOFF, config=CONFIG)
+    got = family_features("attributes", tiny, cutoff=CUTOFF, config=CONFIG)
     want = expected(
         ["A", "B", "C"],
         {
@@ -225,7 +213,7 @@ def test_optional_tables_missing_keep_the_declared_columns(tiny):
 
 
 def test_btyd_features_match_the_btyd_module(tiny):
-    got = btyd_features(tiny, cutoff=CUTOFF, config=CONFIG, btyd=PARAMS)
+    got = family_features("btyd", tiny, cutoff=CUTOFF, config=CONFIG, btyd=PARAMS)
     summary = bt.summary_from_transactions(tiny.transactions, cutoff=CUTOFF, time_unit_days=7.0)
     x, tx, T, m = (summary[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
     purchases = bt.bgnbd_expected_purchases(PARAMS.bgnbd, 182 / 7, x, tx, T)
@@ -248,12 +236,12 @@ def test_build_features_joins_the_families_in_schema_order(tiny):
     check_frame(got, feature_schema(CONFIG))
     assert got.index.equals(index(["A", "B", "C"]))
     parts = [
-        rfm_features(tiny, cutoff=CUTOFF, config=CONFIG),
-        purchase_window_features(tiny, cutoff=CUTOFF, config=CONFIG),
-        purchase_gap_features(tiny, cutoff=CUTOFF, config=CONFIG),
-        engagement_features(tiny, cutoff=CUTOFF, config=CONFIG),
-        attribute_features(tiny, cutoff=CUTOFF, config=CONFIG),
-        btyd_features(tiny, cutoff=CUTOFF, config=CONFIG, btyd=PARAMS),
+        family_features("rfm", tiny, cutoff=CUTOFF, config=CONFIG),
+        family_features("purchase_windows", tiny, cutoff=CUTOFF, config=CONFIG),
+        family_features("purchase_gaps", tiny, cutoff=CUTOFF, config=CONFIG),
+        family_features("engagement", tiny, cutoff=CUTOFF, config=CONFIG),
+        family_features("attributes", tiny, cutoff=CUTOFF, config=CONFIG),
+        family_features("btyd", tiny, cutoff=CUTOFF, config=CONFIG, btyd=PARAMS),
     ]
     assert_frame_equal(got, pd.concat(parts, axis=1))
 
@@ -369,7 +357,7 @@ def test_schema_rejects_clashing_or_invalid_settings():
 
 
 def test_btyd_params_round_trip_and_unit_check(tiny):
-    assert BTYDParams.from_dict(PARAMS.to_dict()) == PARAMS
+    assert BTYDParams.model_validate(PARAMS.model_dump()) == PARAMS
     with pytest.raises(ValueError, match="time_unit_days"):
         build_features(tiny, cutoff=CUTOFF, config=FeatureConfig(btyd_time_unit_days=1.0), btyd=PARAMS)
 
@@ -405,7 +393,7 @@ def test_cdnow_btyd_fit_reproduces_the_reference_parameters(cdnow):
     # The features' BTYD quantities are those of the baseline module on the same history.
     summary = bt.summary_from_transactions(cdnow.transactions, cutoff="1997-09-30")
     x, tx, T, m = (summary[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
-    got = btyd_features(cdnow, cutoff="1997-09-30", btyd=params)
+    got = family_features("btyd", cdnow, cutoff="1997-09-30", btyd=params)
     assert got.index.equals(summary.index)
     np.testing.assert_allclose(got["btyd_p_alive"], bt.bgnbd_probability_alive(params.bgnbd, x, tx, T), rtol=1e-12)
     np.testing.assert_allclose(

@@ -96,7 +96,7 @@ def test_health_readiness_and_metrics(client):
 
 
 def test_model(client, store):
-    from training.tracking import load_champion
+    from training.registry import load_champion
 
     with environ(MLFLOW_TRACKING_URI=store.tracking_uri):
         champion = load_champion()

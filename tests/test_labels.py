@@ -9,11 +9,20 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from features.build import build_features, rfm_features
+from features.build import build_features, family_features
 from features.config import FeatureConfig
 from features.contract import Tables
-from features.labels import build_labels, build_training_set, training_cutoffs
-from features.schema import LABEL_SCHEMA, check_frame, feature_set_id, training_set_schema
+from features.schema import feature_set_id
+from features.spec import check_frame
+from training.config import TrainingConfig
+from training.labels import LABEL_SCHEMA, build_labels
+from training.training_set import (
+    TrainingInputError,
+    build_training_set,
+    plan_origins,
+    training_cutoffs,
+    training_set_schema,
+)
 from features.synthetic import generate
 
 STR = "str"
@@ -101,7 +110,7 @@ def test_labels_reject_bad_arguments(boundaries):
 
 
 def test_the_cutoff_day_purchase_is_a_feature_not_a_label(boundaries):
-    rfm = rfm_features(boundaries, cutoff=CUTOFF)
+    rfm = family_features("rfm", boundaries, cutoff=CUTOFF)
     assert rfm.loc["A", "recency_days"] == 0 and rfm.loc["A", "total_spend"] == 13.0
     assert build_labels(boundaries, cutoff=CUTOFF, horizon_days=H).loc["A", "spend"] == 7.0
 
@@ -122,31 +131,32 @@ def book():
 
 def test_training_set_stacks_features_and_labels_per_origin(book):
     config = FeatureConfig(windows_days=(30, 90))
-    got = build_training_set(
-        book.tables, training_cutoff="2023-12-31", horizon_days=91, n_cutoffs=3, step_days=60, config=config
-    )
-    check_frame(got, training_set_schema(config))
     origins = training_cutoffs("2023-12-31", horizon_days=91, n_cutoffs=3, step_days=60)
-    assert sorted(got["cutoff"].unique()) == [pd.Timestamp(o) for o in origins]
-    assert (got["cutoff"] + pd.Timedelta(days=91) <= pd.Timestamp("2023-12-31")).all()
-    assert list(got.attrs["btyd"]) == [o.isoformat() for o in origins]
-    assert got.attrs["feature_set_id"] == feature_set_id(config)
+    got = build_training_set(book.tables, origins=origins, horizon_days=91, config=config)
+    check_frame(got.frame, training_set_schema(config))
+    assert sorted(got.frame["cutoff"].unique()) == [pd.Timestamp(o) for o in origins]
+    assert (got.frame["cutoff"] + pd.Timedelta(days=91) <= pd.Timestamp("2023-12-31")).all()
+    assert list(got.btyd) == origins
+    assert got.feature_set_id == feature_set_id(config)
     # Each origin's block is build_features (BTYD fitted at that origin) beside build_labels.
     last = origins[-1]
-    block = got[got["cutoff"] == pd.Timestamp(last)]
+    block = got.frame[got.frame["cutoff"] == pd.Timestamp(last)]
     features = build_features(book.tables, cutoff=last, config=config)
     assert_frame_equal(block[features.columns], features)
     assert_frame_equal(
         block[["churn", "spend", "purchase_days"]], build_labels(book.tables, cutoff=last, horizon_days=91)
     )
-    assert got.attrs["btyd"][last.isoformat()].bgnbd.r > 0
+    assert got.btyd[last].bgnbd.r > 0
 
 
-def test_training_set_without_room_for_the_origins_is_a_clear_error(book):
-    with pytest.raises(ValueError, match="no origin fits"):
-        build_training_set(book.tables, training_cutoff="2022-02-01", horizon_days=91, n_cutoffs=2, step_days=30)
-    with pytest.raises(ValueError, match="only 2 origin"):
-        build_training_set(book.tables, training_cutoff="2022-05-15", horizon_days=91, n_cutoffs=3, step_days=30)
+def test_plan_keeps_the_origins_after_the_first_purchase_and_refuses_too_few(book):
+    training = TrainingConfig(horizon_days=91, n_cutoffs=3, step_days=30, validation_cutoffs=1)
+    plan = plan_origins(book.tables, cutoff="2022-05-15", training=training)
+    # Candidates 2021-12-15, 2022-01-14, 2022-02-13: the first precedes the book's first purchase.
+    assert plan.first_day <= pd.Timestamp("2022-01-14")
+    assert [o.date() for o in plan.origins] == [dt.date(2022, 1, 14), dt.date(2022, 2, 13)]
+    with pytest.raises(TrainingInputError, match="leaves 0 training origin"):
+        plan_origins(book.tables, cutoff="2022-02-01", training=training)
 
 
 def test_cdnow_labels_match_the_reference_protocol(cdnow_dir):

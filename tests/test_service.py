@@ -75,7 +75,7 @@ def champion_store() -> ChampionStore:
     from serving.scoring import score
     from training.config import load_config
     from training.pipeline import train
-    from training.tracking import load_champion
+    from training.registry import load_champion
 
     root = Path(tempfile.mkdtemp(prefix="clvcast-serving-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -97,7 +97,7 @@ def champion_store() -> ChampionStore:
 @functools.cache
 def empty_store() -> str:
     """Tracking URI of a store with no registered models (created once: a new store takes seconds)."""
-    from training.tracking import champion_versions
+    from training.registry import champion_versions
 
     root = Path(tempfile.mkdtemp(prefix="clvcast-empty-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -418,7 +418,7 @@ def test_budget_request_validation():
 
 def test_service_refuses_to_start_without_a_champion():
     from serving.service import ClvService
-    from training.tracking import ChampionError
+    from training.registry import ChampionError
 
     uri = empty_store()
     for start in (ClvService.inner.check_startup, ClvService):

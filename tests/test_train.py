@@ -18,8 +18,8 @@ from training.pipeline import (
     backtest,
     evaluate,
     format_backtest,
-    plan_dates,
 )
+from training.training_set import plan_origins
 
 SMALL = dict(
     horizon_days=91,
@@ -155,20 +155,20 @@ def _bad_inputs(book):
 
 @pytest.mark.parametrize("case", range(5))
 def test_bad_input_is_one_line_and_changes_nothing_in_the_registry(book, config, case):
-    from training import tracking
+    from training import registry
     from training.pipeline import train
 
     tables, kwargs, message = _bad_inputs(book)[case]
     kwargs.setdefault("config", config)
-    before = tracking.registry_snapshot()
+    before = registry.registry_snapshot()
     with pytest.raises(TrainingInputError, match=message) as err:
         train(tables, **kwargs)
     assert "\n" not in str(err.value)
-    assert tracking.registry_snapshot() == before
+    assert registry.registry_snapshot() == before
 
 
 def test_default_cutoff_holds_out_the_final_window(book, config):
-    plan = plan_dates(book.tables, cutoff=None, config=config)
+    plan = plan_origins(book.tables, cutoff=None, training=config.training)
     last_day = book.tables.transactions["timestamp"].max().normalize()
     assert plan.cutoff == last_day - pd.Timedelta(days=91)
 
@@ -177,9 +177,9 @@ def test_origins_need_min_history_days_after_the_first_purchase(book):
     first = book.tables.transactions["timestamp"].min().normalize()
     # Origins every 30 days back from 2021-09-01 - 91 days: the earliest lie within weeks of the start.
     config = load_config(**{**SMALL, "n_cutoffs": 6})
-    every = plan_dates(book.tables, cutoff="2021-09-01", config=config).origins
-    later = plan_dates(
-        book.tables, cutoff="2021-09-01", config=load_config(**{**SMALL, "n_cutoffs": 6, "min_history_days": 45})
+    every = plan_origins(book.tables, cutoff="2021-09-01", training=config.training).origins
+    later = plan_origins(
+        book.tables, cutoff="2021-09-01", training=load_config(**{**SMALL, "n_cutoffs": 6, "min_history_days": 45}).training
     ).origins
     assert later == tuple(o for o in every if o >= first + pd.Timedelta(days=45))
     assert 0 < len(later) < len(every)
@@ -231,7 +231,7 @@ def test_cdnow_baselines_match_the_published_table(cdnow_dir):
     """BG/NBD + Gamma-Gamma and the naive rate on CDNOW, cutoff 1997-12-31, 182 days
     (shared/data/cdnow/README.md)."""
     from features.io import load_tables
-    from features.labels import build_labels
+    from training.labels import build_labels
     from training import metrics as M
     from training.baselines import baseline_forecasts
 
@@ -260,7 +260,7 @@ def test_cdnow_baselines_match_the_published_table(cdnow_dir):
 
 
 def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
-    from training.pipeline import _drop_degenerate_origins
+    from training.training_set import drop_degenerate_origins as _drop_degenerate_origins
 
     origins = pd.to_datetime(["1997-01-02", "1997-01-16", "1997-01-30", "1997-02-13"])
     training = pd.DataFrame(

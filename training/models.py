@@ -13,7 +13,7 @@ extrapolates with the customer's age by construction; the trees only learn corre
 what lets models trained on young customers (early origins) forecast the same customers older.
 
 :class:`ClvModels` is an estimator (``fit`` returns self, learned state ends in ``_``) and also the
-object serving predicts with, rebuilt from MLflow by :func:`training.tracking.load_champion`
+object serving predicts with, rebuilt from MLflow by :func:`training.registry.load_champion`
 through :meth:`ClvModels.from_parts`. Everything serving needs to encode features exactly as in
 training (column order, category levels, calibration map) is in :meth:`ClvModels.metadata`.
 """

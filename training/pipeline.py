@@ -31,23 +31,30 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from features.build import build_features, fit_btyd
 from features.contract import Tables
+from features.dates import history_until
+from features.io import load_tables
+from features.schema import feature_set_id
 from training import metrics as M
+from training import plots, registry
 from training.baselines import baseline_forecasts
-from training.config import Config
+from training.config import Config, with_overrides
+from training.labels import build_labels
 from training.models import ClvModels
+from training.training_set import (
+    Plan,
+    TrainingInputError,
+    TrainingSet,
+    build_training_set,
+    drop_degenerate_origins,
+    plan_origins,
+)
 
 log = logging.getLogger(__name__)
 
 MODELS = ("clvcast", "btyd", "naive")
-# Share of the holdout window that may lie after the last transaction day before labels count as
-# incomplete (see plan_dates).
-MAX_MISSING_WINDOW_SHARE = 0.05
 BACKTEST_METRICS = ("mae", "rmse", "gini", "spearman", "decile_mape", "churn_auc", "total_predicted")
-
-
-class TrainingInputError(ValueError):
-    """The data or the dates cannot give an honest training run; the message is one line."""
 
 
 # --------------------------------------------------------------------------- progress
@@ -87,161 +94,8 @@ class _Step:
 def _as_tables(source: str | Path | Tables, progress: bool) -> Tables:
     if isinstance(source, Tables):
         return source
-    from features.io import load_tables
-
     result = load_tables(source, progress=progress)
     return result.tables if hasattr(result, "tables") else result
-
-
-def _day(value) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise TrainingInputError(f"cutoff {value!r} is not a date") from exc
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.normalize()
-
-
-def history_until(tables: Tables, cutoff: pd.Timestamp) -> Tables:
-    """The tables as they were at the end of day ``cutoff``: later rows are dropped.
-
-    Customers acquired after the cutoff are dropped from ``customers`` too: they did not exist.
-    """
-    end = cutoff + pd.Timedelta(days=1)
-    tx = tables.transactions.loc[tables.transactions["timestamp"] < end]
-    events = None if tables.events is None else tables.events.loc[tables.events["timestamp"] < end]
-    customers = tables.customers
-    if customers is not None and "acquired_at" in customers.columns:
-        customers = customers.loc[~(customers["acquired_at"] >= end)]
-    return Tables(transactions=tx, events=events, customers=customers)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The dates of one run, checked against the data."""
-
-    cutoff: pd.Timestamp
-    horizon_days: int
-    origins: tuple[pd.Timestamp, ...]  # oldest first, as features.labels.training_cutoffs
-    first_day: pd.Timestamp
-    last_day: pd.Timestamp
-
-
-def plan_dates(tables: Tables, *, cutoff, config: Config) -> Plan:
-    """Choose and check the evaluation cutoff and the training origins.
-
-    Raises
-    ------
-    TrainingInputError
-        No transactions; a cutoff before the first purchase or on/after the last one; a holdout
-        window more than 5% of which lies after the last transaction; a horizon that leaves fewer
-        training origins than the validation slice needs.
-    """
-    from features.labels import training_cutoffs
-
-    cfg = config.training
-    H = cfg.horizon_days
-    tx = tables.transactions
-    if len(tx) == 0:
-        raise TrainingInputError("no transactions: nothing to train on")
-    purchases = tx.loc[tx["amount"] >= 0, "timestamp"]
-    if len(purchases) == 0:
-        raise TrainingInputError("no purchase (amount >= 0) in the transactions: nothing to train on")
-    # A customer is known from their first purchase on (features.build): refunds alone do not count.
-    first_day = purchases.min().normalize()
-    last_day = tx["timestamp"].max().normalize()
-    if cutoff is None:
-        cutoff_day = last_day - pd.Timedelta(days=H)
-        if cutoff_day < first_day:
-            raise TrainingInputError(
-                f"horizon_days={H} is longer than the {(last_day - first_day).days} days of history "
-                f"({first_day.date()} .. {last_day.date()}): no holdout window fits"
-            )
-    else:
-        cutoff_day = _day(cutoff)
-    if cutoff_day < first_day:
-        raise TrainingInputError(
-            f"cutoff {cutoff_day.date()} is before the first purchase ({first_day.date()})"
-        )
-    if cutoff_day >= last_day:
-        raise TrainingInputError(
-            f"cutoff {cutoff_day.date()} is on or after the last transaction ({last_day.date()}): "
-            "the holdout window has no data"
-        )
-    window_end = cutoff_day + pd.Timedelta(days=H)
-    missing_days = (window_end - last_day).days
-    if missing_days > MAX_MISSING_WINDOW_SHARE * H:
-        raise TrainingInputError(
-            f"the holdout window ({cutoff_day.date()}, {window_end.date()}] of horizon_days={H} ends "
-            f"{missing_days} days after the last transaction ({last_day.date()}): its labels would be "
-            "incomplete; use an earlier cutoff or a shorter horizon"
-        )
-    if missing_days > 0:
-        # The last transaction day only bounds the end of observation from below (CDNOW's protocol
-        # window ends one day after its last purchase): a sliver is reported, not refused.
-        log.warning(
-            "holdout window (%s, %s] ends %d day(s) after the last transaction (%s): its labels may be incomplete",
-            cutoff_day.date(), window_end.date(), (window_end - last_day).days, last_day.date(),
-        )
-    # An origin needs customers known at it: the first purchase day is the earliest. Origins before
-    # it are dropped (a short history trains on fewer origins) rather than failing the run.
-    candidates = [
-        pd.Timestamp(o)
-        for o in training_cutoffs(cutoff_day.date(), horizon_days=H, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
-    ]
-    origins = tuple(o for o in candidates if o >= first_day + pd.Timedelta(days=cfg.min_history_days))
-    needed = cfg.validation_cutoffs + 1
-    if len(origins) < needed:
-        raise TrainingInputError(
-            f"horizon_days={H} leaves {len(origins)} training origin(s) between the first purchase "
-            f"({first_day.date()}) + min_history_days ({cfg.min_history_days}) and cutoff {cutoff_day.date()} "
-            f"minus the horizon; {needed} needed "
-            f"(validation_cutoffs={cfg.validation_cutoffs}): use a shorter horizon or a later cutoff"
-        )
-    if len(origins) < len(candidates):
-        log.warning(
-            "only %d of %d training origins are on or after the first purchase%s; using those",
-            len(origins), len(candidates),
-            f" + {cfg.min_history_days} days" if cfg.min_history_days else "",
-        )  # fmt: skip
-    return Plan(cutoff_day, H, origins, first_day, last_day)
-
-
-def _drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataFrame:
-    """The training set without the rows whose BG/NBD forecast is not finite.
-
-    Days or weeks after the first purchases the data cannot identify BG/NBD (a fit with r and
-    alpha in the tens of thousands, or a and b in the hundreds of thousands) and its forecast
-    overflows for most customers: such an origin (half its rows or more) is dropped whole. Elsewhere
-    a few customers' forecasts can still overflow; those rows are dropped. Both are said.
-    """
-    from training.config import BTYD_OFFSET_FEATURES
-
-    finite = np.isfinite(training[list(BTYD_OFFSET_FEATURES)].to_numpy(dtype=float)).all(axis=1)
-    if finite.all():
-        return training
-    origin = training["cutoff"].to_numpy()
-    share_bad = pd.Series(~finite).groupby(origin).mean()
-    degenerate = share_bad.index[share_bad >= 0.5].to_numpy()
-    whole = np.isin(origin, degenerate)
-    kept = training[finite & ~whole]
-    days = ", ".join(str(pd.Timestamp(o).date()) for o in degenerate)
-    if kept["cutoff"].nunique() < needed:
-        raise TrainingInputError(
-            f"the BG/NBD fit is degenerate (non-finite forecasts) at training origin(s) {days}, which leaves "
-            f"{kept['cutoff'].nunique()} origin(s), {needed} needed: use a later cutoff or fewer, later origins"
-        )
-    if len(degenerate):
-        log.warning(
-            "BG/NBD fit degenerate at training origin(s) %s (non-finite forecasts for most customers); training on "
-            "the other %d origins",
-            days, kept["cutoff"].nunique(),
-        )  # fmt: skip
-    scattered = int((~finite & ~whole).sum())
-    if scattered:
-        log.warning("%d training rows with a non-finite BG/NBD forecast dropped (of %d)", scattered, len(training))
-    return kept
 
 
 def data_fingerprint(tables: Tables) -> dict[str, str]:
@@ -286,14 +140,6 @@ class Evaluation:
         return len(self.holdout_features)
 
 
-def _split_training_set(frame: pd.DataFrame, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Feature columns (as declared for the feature config) and the label + origin columns."""
-    from features.schema import CUTOFF_COLUMN, LABEL_SCHEMA, feature_names
-
-    labels = [s.name for s in LABEL_SCHEMA] + [CUTOFF_COLUMN.name]
-    return frame[feature_names(config.features)], frame[labels]
-
-
 def _score(actual: np.ndarray, churned: np.ndarray, expected_spend: np.ndarray, churn_score: np.ndarray, *, probability: bool) -> dict[str, float]:
     out = M.spend_metrics(actual, expected_spend)
     out.update(M.churn_metrics(churned, churn_score, is_probability=probability))
@@ -302,12 +148,9 @@ def _score(actual: np.ndarray, churned: np.ndarray, expected_spend: np.ndarray, 
 
 def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) -> Evaluation:
     """Fit on the history up to ``cutoff`` and score the models and baselines on its holdout."""
-    from features.build import build_features, fit_btyd
-    from features.labels import build_labels, build_training_set
-
     cfg = config.training
     bar = _Progress(progress)
-    plan = plan_dates(tables, cutoff=cutoff, config=config)
+    plan = plan_origins(tables, cutoff=cutoff, training=cfg)
     history = history_until(tables, plan.cutoff)
     seconds: dict[str, float] = {}
 
@@ -315,19 +158,18 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
     with bar.step(f"building the training set ({len(plan.origins)} origins, horizon {plan.horizon_days} days)"):
         training = build_training_set(
             history,
-            training_cutoff=plan.cutoff.date(),
+            origins=plan.origins,
             horizon_days=plan.horizon_days,
-            n_cutoffs=len(plan.origins),
-            step_days=cfg.step_days,
             config=config.features,
             churn_definition=cfg.churn_definition,
         )
     seconds["training_set"] = time.perf_counter() - t0
-    if len(training) == 0:
+    frame = training.frame
+    if len(frame) == 0:
         raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
     if cfg.btyd_offset:
-        training = _drop_degenerate_origins(training, needed=cfg.validation_cutoffs + 1)
-    X, labels = _split_training_set(training, config)
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
+    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
 
     t0 = time.perf_counter()
     with bar.step(f"fitting churn and spend models on {len(X):,} rows"):
@@ -381,7 +223,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
         predictions=predictions,
         metrics=scores,
         btyd=btyd,
-        btyd_params=btyd.to_dict(),
+        btyd_params=btyd.model_dump(),
         baseline_params={name: f.params for name, f in baselines.items()},
         n_training_rows=len(X),
         seconds=seconds,
@@ -396,8 +238,6 @@ def _flat_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def _artifacts(ev: Evaluation) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    from training import plots
-
     spend = {name: p["expected_spend"].to_numpy(float) for name, p in ev.predictions.items()}
     prob = ev.predictions["clvcast"]["churn_probability"].to_numpy(float)
     importance = ev.models.feature_importance()
@@ -508,7 +348,7 @@ def train(
     progress : bool
         One line per step on stderr.
     promote : {"auto", "force", "never"}
-        ``"auto"`` applies :func:`training.tracking.champion_decision`; ``"force"`` makes the new
+        ``"auto"`` applies :func:`training.registry.champion_decision`; ``"force"`` makes the new
         pair champion whatever the comparison says (e.g. after changing the horizon on purpose);
         ``"never"`` registers the versions as rejected candidates.
 
@@ -521,7 +361,6 @@ def train(
     TrainingInputError
         Bad dates or data; raised before MLflow is touched, so the registry is unchanged.
     """
-    from training import tracking
 
     started = time.perf_counter()
     config = config or Config()
@@ -532,22 +371,20 @@ def train(
     with bar.step("comparing with the current champion"):
         champion_metrics, compare_note = _champion_on_holdout(ev, tables, config)
     if promote == "force":
-        decision = tracking.Decision(True, "promotion forced")
+        decision = registry.Decision(True, "promotion forced")
     elif promote == "never":
-        decision = tracking.Decision(False, "promotion disabled for this run")
+        decision = registry.Decision(False, "promotion disabled for this run")
     elif compare_note is not None:
         decision = compare_note
     else:
-        decision = tracking.champion_decision(
+        decision = registry.champion_decision(
             {"mae": ev.metrics["clvcast"]["mae"], "churn_auc": ev.metrics["clvcast"]["churn_auc"]}, champion_metrics
         )
-
-    from features.schema import feature_set_id
 
     trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     fsid = feature_set_id(config.features)
     serving = {
-        "format_version": tracking.SERVING_FORMAT_VERSION,
+        "format_version": registry.SERVING_FORMAT_VERSION,
         "feature_set_id": fsid,
         "feature_config": config.features.to_dict(),
         "horizon_days": ev.plan.horizon_days,
@@ -564,7 +401,7 @@ def train(
     if champion_metrics is not None:
         flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})
     with bar.step("logging the run and the models to MLflow"):
-        run = tracking.log_run(
+        run = registry.log_run(
             kind="train",
             params=config.to_flat_dict(),
             tags={**_tags(tables, ev), "feature_set_id": fsid},
@@ -577,7 +414,7 @@ def train(
             input_example=ev.holdout_features[list(ev.models.encoder_.columns)].head(5),
         )
     with bar.step("registering the models"):
-        reg = tracking.register_pair(
+        reg = registry.register_pair(
             run, decision, tags={"feature_set_id": fsid, "horizon_days": str(ev.plan.horizon_days),
                                  "cutoff": str(ev.plan.cutoff.date())}
         )
@@ -603,18 +440,15 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
     Returns ``(metrics, None)`` to apply the rule, ``(None, None)`` when there is no champion, or
     ``(None, Decision)`` when the comparison cannot be made and the outcome is decided here.
     """
-    from features.build import build_features
-    from training import tracking
-
-    if tracking.champion_versions() is None:
+    if registry.champion_versions() is None:
         return None, None
     try:
-        champion = tracking.load_champion()
-    except tracking.ChampionError as exc:
+        champion = registry.load_champion()
+    except registry.ChampionError as exc:
         # Serving cannot use it either (other feature code, mixed runs): replacing it is the fix.
-        return None, tracking.Decision(True, f"current champion is unusable ({exc})")
+        return None, registry.Decision(True, f"current champion is unusable ({exc})")
     if champion.horizon_days != ev.plan.horizon_days:
-        return None, tracking.Decision(
+        return None, registry.Decision(
             False,
             f"current champion forecasts {champion.horizon_days} days, this run {ev.plan.horizon_days}: "
             "not comparable on the same holdout; rerun with promote='force' to replace it",
@@ -656,8 +490,6 @@ def backtest(
         ``rmse``, ``gini``, ``spearman``, ``decile_mape``, ``churn_auc``, ``total_predicted``.
         JSON-ready (NaN becomes None).
     """
-    from training.config import with_overrides
-
     config = config or Config()
     if horizon_days is not None and horizon_days != config.training.horizon_days:
         config = with_overrides(config, horizon_days=horizon_days)
@@ -673,11 +505,10 @@ def backtest(
         "models": {name: {k: _json_number(ev.metrics[name][k]) for k in BACKTEST_METRICS} for name in MODELS},
     }
     if log_to_mlflow:
-        from training import tracking
 
         tables_out, figures = _artifacts(ev)
         with _Progress(progress).step("logging the backtest to MLflow"):
-            run = tracking.log_run(
+            run = registry.log_run(
                 kind="backtest",
                 params=config.to_flat_dict(),
                 tags=_tags(tables, ev),

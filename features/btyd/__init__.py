@@ -2,7 +2,8 @@
 
 - :mod:`.summary`: the per-customer BTYD summary (x, t_x, T, monetary value);
 - :mod:`.bgnbd`: BG/NBD (Fader, Hardie and Lee 2005);
-- :mod:`.gamma_gamma`: Gamma-Gamma spend per purchase (Fader, Hardie and Lee 2005; Fader and Hardie 2013).
+- :mod:`.gamma_gamma`: Gamma-Gamma spend per purchase (Fader, Hardie and Lee 2005; Fader and Hardie 2013);
+- :mod:`.params`: the population parameters fitted at one cutoff, stored with a champion.
 
 Conventions
 -----------
@@ -31,10 +32,15 @@ from features.btyd.gamma_gamma import (
     gamma_gamma_expected_value,
     gamma_gamma_log_likelihood,
 )
-from features.btyd.summary import summary_from_transactions
+from features.btyd.params import BTYDParams, fit_btyd_params
+from features.btyd.summary import BTYDSummary, btyd_summary, summary_from_transactions
 
 __all__ = [
     "BGNBDParams",
+    "BTYDParams",
+    "BTYDSummary",
+    "btyd_summary",
+    "fit_btyd_params",
     "GammaGammaParams",
     "bgnbd_expected_purchases",
     "bgnbd_expected_purchases_new",

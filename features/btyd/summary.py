@@ -1,16 +1,71 @@
-"""The BTYD summary of each customer: x, t_x, T and the mean repeat purchase-day value."""
+"""The BTYD summary of each customer: x, t_x, T and the mean repeat purchase-day value.
+
+One computation, from the per-day arrays of :class:`features.history.History`, serves the BTYD
+feature family, the baselines and the finance forecast, so they cannot disagree about a customer.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["summary_from_transactions"]
+from features.contract import Tables
+from features.dates import parse_cutoff
+from features.history import History, prepare_history
+
+__all__ = ["BTYDSummary", "btyd_summary", "summary_from_transactions"]
 
 
-def summary_from_transactions(
-    transactions: pd.DataFrame, *, cutoff, time_unit_days: float = 7.0
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class BTYDSummary:
+    """BTYD summary arrays of the customers of one history, aligned with ``History.ids``.
+
+    Attributes
+    ----------
+    frequency : ndarray of float
+        x, repeat purchase days (distinct purchase days minus one).
+    recency : ndarray of float
+        t_x, first to last purchase day, in time units.
+    T : ndarray of float
+        First purchase day to the cutoff day (its start), in time units.
+    monetary_value : ndarray of float
+        Mean value of the repeat purchase days, refunds excluded; 0 when x = 0.
+    time_unit_days : float
+        Days per time unit.
+    """
+
+    frequency: np.ndarray
+    recency: np.ndarray
+    T: np.ndarray
+    monetary_value: np.ndarray
+    time_unit_days: float
+
+
+def btyd_summary(h: History, time_unit_days: float) -> BTYDSummary:
+    """BTYD summary of every customer of ``h`` (conventions of :func:`summary_from_transactions`).
+
+    Raises
+    ------
+    ValueError
+        If ``time_unit_days`` is not > 0.
+    """
+    if not time_unit_days > 0:
+        raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
+    unit = float(time_unit_days)
+    frequency = (h.last - h.first).astype(np.float64)
+    recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
+    T = h.p_ago[h.first] / unit
+    # Repeat days summed directly (not total minus first) so a large first order costs no precision.
+    repeat = np.ones(h.p_key.size, dtype=bool)
+    repeat[h.first] = False
+    repeat_value = np.bincount(h.p_key[repeat], weights=h.p_value[repeat], minlength=h.n)
+    monetary = np.divide(repeat_value, frequency, out=np.zeros(h.n), where=frequency > 0)
+    return BTYDSummary(frequency, recency, T, monetary, unit)
+
+
+def summary_from_transactions(transactions: pd.DataFrame, *, cutoff, time_unit_days: float = 7.0) -> pd.DataFrame:
     """One BTYD summary row per customer as of ``cutoff``.
 
     Conventions (those of ``lifetimes.utils.summary_data_from_transaction_data`` with ``freq="D"``,
@@ -34,55 +89,32 @@ def summary_from_transactions(
     transactions : pandas.DataFrame
         Columns ``customer_id`` (string), ``timestamp`` (datetime64, naive UTC), ``amount`` (float).
     cutoff : date-like
-        Last day of history.
+        Last day of history (:func:`features.dates.parse_cutoff`).
     time_unit_days : float, default 7
         Days per time unit of ``recency`` and ``T`` (7 = weeks).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``customer_id``; float columns ``frequency``, ``recency``, ``T``, ``monetary_value``.
-        Read T as ``frame["T"]``: ``frame.T`` is the transpose.
+        Indexed by ``customer_id`` (string, sorted); float columns ``frequency``, ``recency``, ``T``,
+        ``monetary_value``. Read T as ``frame["T"]``: ``frame.T`` is the transpose.
+
+    Raises
+    ------
+    ValueError
+        If the cutoff is not a date or ``time_unit_days`` is not > 0.
     """
-    if time_unit_days <= 0:
-        raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
-    cutoff_day = pd.Timestamp(cutoff)
-    if cutoff_day != cutoff_day.normalize():
-        raise ValueError(f"cutoff: rule 'a date, not a time of day': got {cutoff!r}")
     columns = ["frequency", "recency", "T", "monetary_value"]
-    in_history = (transactions["timestamp"] < cutoff_day + pd.Timedelta(days=1)) & (transactions["amount"] >= 0)
-    history = transactions.loc[in_history, ["customer_id", "timestamp", "amount"]]
-    days = (
-        # Positional (to_numpy) so that a caller's non-unique index cannot misalign the days.
-        history.assign(day=history["timestamp"].dt.floor("D").to_numpy())
-        .groupby(["customer_id", "day"], sort=True, observed=True)["amount"]
-        .sum()
-        .reset_index()
-    )
-    # Days are sorted within each customer: the first row of a customer is the first purchase day,
-    # whose value is left out of monetary_value (summed separately rather than subtracted from the
-    # total, which would lose precision when the first order is large).
-    is_repeat = days["customer_id"].duplicated()
-    days["repeat_amount"] = days["amount"].where(is_repeat, 0.0)
-    per = days.groupby("customer_id", sort=True, observed=True).agg(
-        first=("day", "first"),
-        last=("day", "last"),
-        n_days=("day", "size"),
-        repeat_total=("repeat_amount", "sum"),
-    )
-    unit = pd.Timedelta(days=time_unit_days)
-    frequency = (per["n_days"] - 1).astype(float)
-    repeat_value = per["repeat_total"].to_numpy(float)
-    freq = frequency.to_numpy()
-    monetary = np.divide(repeat_value, freq, out=np.zeros_like(repeat_value), where=freq > 0)
-    out = pd.DataFrame(
-        {
-            "frequency": frequency.to_numpy(),
-            "recency": ((per["last"] - per["first"]) / unit).to_numpy(float),
-            "T": ((cutoff_day - per["first"]) / unit).to_numpy(float),
-            "monetary_value": monetary,
-        },
-        index=per.index.rename("customer_id"),
+    day = pd.Timestamp(parse_cutoff(cutoff))
+    if not time_unit_days > 0:
+        raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
+    has_purchase = ((transactions["timestamp"] < day + pd.Timedelta(days=1)) & (transactions["amount"] >= 0)).any()
+    if not has_purchase:
+        return pd.DataFrame(columns=columns, index=pd.Index([], dtype="str", name="customer_id"), dtype=float)
+    h = prepare_history(Tables(transactions=transactions), day)
+    s = btyd_summary(h, time_unit_days)
+    return pd.DataFrame(
+        {"frequency": s.frequency, "recency": s.recency, "T": s.T, "monetary_value": s.monetary_value},
+        index=h.ids,
         columns=columns,
     )
-    return out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import tracking
+from training import registry
 from training.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def bad(good, book):
 
 
 def test_rule_without_champion_promotes():
-    assert tracking.champion_decision({"mae": 5.0, "churn_auc": 0.5}, None).promote
+    assert registry.champion_decision({"mae": 5.0, "churn_auc": 0.5}, None).promote
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_rule_without_champion_promotes():
     ],
 )
 def test_rule_tolerances(new, promote):
-    decision = tracking.champion_decision(new, {"mae": 10.0, "churn_auc": 0.80})
+    decision = registry.champion_decision(new, {"mae": 10.0, "churn_auc": 0.80})
     assert decision.promote is promote
     assert "MAE" in decision.reason and "AUC" in decision.reason
 
@@ -78,7 +78,7 @@ def test_rule_tolerances(new, promote):
 
 def test_first_run_becomes_champion(good):
     assert good.promoted and good.reason == "no current champion"
-    champion = tracking.load_champion()
+    champion = registry.load_champion()
     assert (champion.churn_version, champion.spend_version) == (good.churn_version, good.spend_version)
     assert champion.run_id == good.run_id
     info = champion.describe()
@@ -108,9 +108,9 @@ def test_reload_of_champion_alias_gives_same_predictions(good, book):
 
     features = build_features(book.tables, cutoff=good.cutoff, config=load_config(**SMALL).features)
     X = good.models.transform(features)
-    churn = mlflow.lightgbm.load_model(f"models:/{tracking.CHURN_MODEL}@{tracking.ALIAS}")
+    churn = mlflow.lightgbm.load_model(f"models:/{registry.CHURN_MODEL}@{registry.ALIAS}")
     np.testing.assert_array_equal(churn.predict_proba(X), good.models.churn_model_.predict_proba(X))
-    champion = tracking.load_champion()
+    champion = registry.load_champion()
     pd.testing.assert_frame_equal(champion.models.predict(features), good.models.predict(features))
 
 
@@ -118,11 +118,11 @@ def test_worse_model_does_not_move_the_alias(good, bad):
     assert not bad.promoted, bad.reason
     assert bad.reason.startswith("worse than the champion")
     assert bad.metrics["clvcast"]["mae"] > good.metrics["clvcast"]["mae"]
-    snap = tracking.registry_snapshot()
-    for name, version in ((tracking.CHURN_MODEL, bad.churn_version), (tracking.SPEND_MODEL, bad.spend_version)):
+    snap = registry.registry_snapshot()
+    for name, version in ((registry.CHURN_MODEL, bad.churn_version), (registry.SPEND_MODEL, bad.spend_version)):
         assert snap[name]["versions"][version] == "rejected"
-    assert snap[tracking.CHURN_MODEL]["aliases"] == {"champion": good.churn_version}
-    assert snap[tracking.SPEND_MODEL]["aliases"] == {"champion": good.spend_version}
+    assert snap[registry.CHURN_MODEL]["aliases"] == {"champion": good.churn_version}
+    assert snap[registry.SPEND_MODEL]["aliases"] == {"champion": good.spend_version}
     assert bad.champion_metrics["mae"] == pytest.approx(good.metrics["clvcast"]["mae"])  # same holdout
 
 
@@ -142,7 +142,7 @@ def test_failed_run_does_not_move_the_alias_or_register(good, book, monkeypatch)
 
     from training.pipeline import train
 
-    before = tracking.registry_snapshot()
+    before = registry.registry_snapshot()
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -150,8 +150,8 @@ def test_failed_run_does_not_move_the_alias_or_register(good, book, monkeypatch)
     monkeypatch.setattr(mlflow.lightgbm, "log_model", broken)
     with pytest.raises(OSError, match="disk full"):
         train(book.tables, config=load_config(**SMALL))
-    assert tracking.registry_snapshot() == before
-    last = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], order_by=["start_time DESC"], max_results=1)
+    assert registry.registry_snapshot() == before
+    last = mlflow.search_runs(experiment_names=[registry.EXPERIMENT], order_by=["start_time DESC"], max_results=1)
     assert last["status"].iloc[0] == "FAILED"
 
 
@@ -159,36 +159,36 @@ def test_champions_from_different_runs_are_refused(good, bad):
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    client.set_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS, bad.spend_version)
+    client.set_registered_model_alias(registry.SPEND_MODEL, registry.ALIAS, bad.spend_version)
     try:
-        with pytest.raises(tracking.ChampionError, match="different training runs") as err:
-            tracking.load_champion()
-        assert tracking.SPEND_MODEL in str(err.value) and tracking.tracking_uri() in str(err.value)
+        with pytest.raises(registry.ChampionError, match="different training runs") as err:
+            registry.load_champion()
+        assert registry.SPEND_MODEL in str(err.value) and registry.tracking_uri() in str(err.value)
     finally:
-        client.set_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS, good.spend_version)
+        client.set_registered_model_alias(registry.SPEND_MODEL, registry.ALIAS, good.spend_version)
 
 
 def test_promote_refuses_a_mixed_pair(good, bad):
-    with pytest.raises(tracking.ChampionError, match="different runs"):
-        tracking.promote(good.churn_version, bad.spend_version)
+    with pytest.raises(registry.ChampionError, match="different runs"):
+        registry.promote(good.churn_version, bad.spend_version)
 
 
 def test_missing_champion_names_model_and_uri(good):
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    client.delete_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS)
+    client.delete_registered_model_alias(registry.SPEND_MODEL, registry.ALIAS)
     try:
-        with pytest.raises(tracking.ChampionError) as err:
-            tracking.load_champion()
-        assert f"registered model '{tracking.SPEND_MODEL}'" in str(err.value)
-        assert tracking.tracking_uri() in str(err.value)
+        with pytest.raises(registry.ChampionError) as err:
+            registry.load_champion()
+        assert f"registered model '{registry.SPEND_MODEL}'" in str(err.value)
+        assert registry.tracking_uri() in str(err.value)
     finally:
-        client.set_registered_model_alias(tracking.SPEND_MODEL, tracking.ALIAS, good.spend_version)
+        client.set_registered_model_alias(registry.SPEND_MODEL, registry.ALIAS, good.spend_version)
 
 
 def test_tracking_uri_default_is_under_cwd(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert tracking.tracking_uri() == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
+    assert registry.tracking_uri() == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
     assert not (tmp_path / "mlruns").exists()  # resolving the URI creates nothing

@@ -1,0 +1,300 @@
+"""The training set: rolling origins planned once, and features + labels stacked over them.
+
+For an evaluation cutoff C and horizon H, the origins are C − H, C − H − step, ... (oldest first):
+their label windows end on or before C, so the evaluation window is never seen in training. Each
+origin's features use BTYD parameters fitted on the history up to that origin only.
+:func:`plan_origins` is the one place where origins are chosen and checked against the data;
+:func:`build_training_set` builds exactly the origins it is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.btyd import BTYDParams
+from features.build import feature_columns
+from features.config import FeatureConfig
+from features.contract import Tables
+from features.dates import parse_cutoff
+from features.history import prepare_history
+from features.schema import feature_names, feature_schema, feature_set_id
+from features.spec import FeatureSpec, assemble
+from training.config import BTYD_OFFSET_FEATURES, TrainingConfig
+from training.labels import LABEL_SCHEMA, build_labels
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CUTOFF_COLUMN",
+    "MAX_MISSING_WINDOW_SHARE",
+    "Plan",
+    "TrainingInputError",
+    "TrainingSet",
+    "build_training_set",
+    "drop_degenerate_origins",
+    "plan_origins",
+    "training_cutoffs",
+    "training_set_schema",
+]
+
+# Share of the holdout window that may lie after the last transaction day before labels count as
+# incomplete (see plan_origins).
+MAX_MISSING_WINDOW_SHARE = 0.05
+
+CUTOFF_COLUMN = FeatureSpec("cutoff", "datetime64[ns]", "the origin (last day of history) the row's features and labels are computed at", "key")
+
+
+class TrainingInputError(ValueError):
+    """The data or the dates cannot give an honest training run; the message is one line."""
+
+
+def training_set_schema(config: FeatureConfig = FeatureConfig()) -> tuple[FeatureSpec, ...]:
+    """Columns of :func:`build_training_set`: features, labels, then ``cutoff``.
+
+    Raises
+    ------
+    ValueError
+        If a feature (e.g. a covariate) is named like a label or key column.
+    """
+    features = feature_schema(config)
+    clash = sorted({s.name for s in features} & {s.name for s in LABEL_SCHEMA + (CUTOFF_COLUMN,)})
+    if clash:
+        raise ValueError(f"feature names: rule 'distinct from the label columns': {clash} break it")
+    return features + LABEL_SCHEMA + (CUTOFF_COLUMN,)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: rule 'a whole number >= 1': got {value!r}")
+    return int(value)
+
+
+def training_cutoffs(training_cutoff, *, horizon_days: int, n_cutoffs: int, step_days: int) -> list[dt.date]:
+    """Rolling origins whose label windows end on or before ``training_cutoff``.
+
+    The last origin is ``training_cutoff - horizon_days`` (its window ends exactly on the training
+    cutoff); the others step back by ``step_days``.
+
+    Parameters
+    ----------
+    training_cutoff : date-like
+        Last day whose data training may see (labels included).
+    horizon_days, n_cutoffs, step_days : int
+        Label window length, number of origins, days between consecutive origins.
+
+    Returns
+    -------
+    list of datetime.date
+        ``n_cutoffs`` origins, oldest first.
+    """
+    training_cutoff = parse_cutoff(training_cutoff)
+    horizon_days = _positive_int("horizon_days", horizon_days)
+    n_cutoffs = _positive_int("n_cutoffs", n_cutoffs)
+    step_days = _positive_int("step_days", step_days)
+    last = training_cutoff - dt.timedelta(days=horizon_days)
+    return [last - dt.timedelta(days=step_days * i) for i in reversed(range(n_cutoffs))]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The dates of one run, checked against the data."""
+
+    cutoff: pd.Timestamp
+    horizon_days: int
+    origins: tuple[pd.Timestamp, ...]  # oldest first, as features.labels.training_cutoffs
+    first_day: pd.Timestamp
+    last_day: pd.Timestamp
+
+
+def plan_origins(tables: Tables, *, cutoff, training: TrainingConfig) -> Plan:
+    """Choose and check the evaluation cutoff and the training origins.
+
+    Raises
+    ------
+    TrainingInputError
+        No transactions; a cutoff before the first purchase or on/after the last one; a holdout
+        window more than 5% of which lies after the last transaction; a horizon that leaves fewer
+        training origins than the validation slice needs.
+    """
+    cfg = training
+    H = cfg.horizon_days
+    tx = tables.transactions
+    if len(tx) == 0:
+        raise TrainingInputError("no transactions: nothing to train on")
+    purchases = tx.loc[tx["amount"] >= 0, "timestamp"]
+    if len(purchases) == 0:
+        raise TrainingInputError("no purchase (amount >= 0) in the transactions: nothing to train on")
+    # A customer is known from their first purchase on (features.build): refunds alone do not count.
+    first_day = purchases.min().normalize()
+    last_day = tx["timestamp"].max().normalize()
+    if cutoff is None:
+        cutoff_day = last_day - pd.Timedelta(days=H)
+        if cutoff_day < first_day:
+            raise TrainingInputError(
+                f"horizon_days={H} is longer than the {(last_day - first_day).days} days of history "
+                f"({first_day.date()} .. {last_day.date()}): no holdout window fits"
+            )
+    else:
+        try:
+            cutoff_day = pd.Timestamp(parse_cutoff(cutoff))
+        except ValueError as exc:
+            raise TrainingInputError(str(exc)) from None
+    if cutoff_day < first_day:
+        raise TrainingInputError(
+            f"cutoff {cutoff_day.date()} is before the first purchase ({first_day.date()})"
+        )
+    if cutoff_day >= last_day:
+        raise TrainingInputError(
+            f"cutoff {cutoff_day.date()} is on or after the last transaction ({last_day.date()}): "
+            "the holdout window has no data"
+        )
+    window_end = cutoff_day + pd.Timedelta(days=H)
+    missing_days = (window_end - last_day).days
+    if missing_days > MAX_MISSING_WINDOW_SHARE * H:
+        raise TrainingInputError(
+            f"the holdout window ({cutoff_day.date()}, {window_end.date()}] of horizon_days={H} ends "
+            f"{missing_days} days after the last transaction ({last_day.date()}): its labels would be "
+            "incomplete; use an earlier cutoff or a shorter horizon"
+        )
+    if missing_days > 0:
+        # The last transaction day only bounds the end of observation from below (CDNOW's protocol
+        # window ends one day after its last purchase): a sliver is reported, not refused.
+        log.warning(
+            "holdout window (%s, %s] ends %d day(s) after the last transaction (%s): its labels may be incomplete",
+            cutoff_day.date(), window_end.date(), (window_end - last_day).days, last_day.date(),
+        )
+    # An origin needs customers known at it: the first purchase day is the earliest. Origins before
+    # it are dropped (a short history trains on fewer origins) rather than failing the run.
+    candidates = [
+        pd.Timestamp(o)
+        for o in training_cutoffs(cutoff_day.date(), horizon_days=H, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
+    ]
+    origins = tuple(o for o in candidates if o >= first_day + pd.Timedelta(days=cfg.min_history_days))
+    needed = cfg.validation_cutoffs + 1
+    if len(origins) < needed:
+        raise TrainingInputError(
+            f"horizon_days={H} leaves {len(origins)} training origin(s) between the first purchase "
+            f"({first_day.date()}) + min_history_days ({cfg.min_history_days}) and cutoff {cutoff_day.date()} "
+            f"minus the horizon; {needed} needed "
+            f"(validation_cutoffs={cfg.validation_cutoffs}): use a shorter horizon or a later cutoff"
+        )
+    if len(origins) < len(candidates):
+        log.warning(
+            "only %d of %d training origins are on or after the first purchase%s; using those",
+            len(origins), len(candidates),
+            f" + {cfg.min_history_days} days" if cfg.min_history_days else "",
+        )  # fmt: skip
+    return Plan(cutoff_day, H, origins, first_day, last_day)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Features and labels stacked over the origins of a plan.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        Indexed by ``customer_id`` (repeated across origins), with the columns of
+        :func:`training_set_schema`; rows ordered by origin, then customer.
+    btyd : dict of date to BTYDParams
+        The BTYD parameters fitted at each origin.
+    feature_set_id : str
+    """
+
+    frame: pd.DataFrame
+    btyd: dict[dt.date, BTYDParams]
+    feature_set_id: str
+
+    def split(self, config: FeatureConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Feature columns (as declared for ``config``), and the label + ``cutoff`` columns."""
+        labels = [s.name for s in LABEL_SCHEMA] + [CUTOFF_COLUMN.name]
+        return self.frame[feature_names(config)], self.frame[labels]
+
+
+def build_training_set(
+    tables: Tables,
+    *,
+    origins: Sequence,
+    horizon_days: int,
+    config: FeatureConfig = FeatureConfig(),
+    churn_definition: str = "purchase",
+) -> TrainingSet:
+    """Features and labels stacked over the given origins (plan them with :func:`plan_origins`).
+
+    For each origin the features are built as of the origin (BTYD parameters fitted on the history
+    up to that origin only) and joined with the labels of its window; the caller makes sure that
+    the windows end where training may look (the plan does).
+
+    Parameters
+    ----------
+    tables : Tables
+    origins : sequence of date-like
+        Oldest first.
+    horizon_days : int
+        Label window length H.
+    config : FeatureConfig
+    churn_definition : {"purchase", "cancel"}
+
+    Returns
+    -------
+    TrainingSet
+
+    Raises
+    ------
+    ValueError
+        If an origin precedes every purchase (no customer is known there) or a BTYD fit fails.
+    """
+    specs = training_set_schema(config)
+    frames, params = [], {}
+    for origin in (parse_cutoff(o) for o in origins):
+        h = prepare_history(tables, origin)
+        columns, btyd = feature_columns(h, config)
+        labels = build_labels(tables, cutoff=origin, horizon_days=horizon_days, churn_definition=churn_definition)
+        # Same population rule on the same rows: the two indexes are one sorted list of ids.
+        if not labels.index.equals(h.ids):
+            raise RuntimeError(f"origin {origin}: label rows do not match feature rows")
+        columns.update({c: labels[c].to_numpy() for c in labels.columns})
+        columns["cutoff"] = np.full(h.n, np.datetime64(origin, "D").astype("datetime64[ns]"))
+        frames.append(assemble(h.ids, specs, columns))
+        params[origin] = btyd
+    return TrainingSet(pd.concat(frames, axis=0), params, feature_set_id(config))
+
+
+def drop_degenerate_origins(training: pd.DataFrame, *, needed: int) -> pd.DataFrame:
+    """The training set without the rows whose BG/NBD forecast is not finite.
+
+    Days or weeks after the first purchases the data cannot identify BG/NBD (a fit with r and
+    alpha in the tens of thousands, or a and b in the hundreds of thousands) and its forecast
+    overflows for most customers: such an origin (half its rows or more) is dropped whole. Elsewhere
+    a few customers' forecasts can still overflow; those rows are dropped. Both are said.
+    """
+    finite = np.isfinite(training[list(BTYD_OFFSET_FEATURES)].to_numpy(dtype=float)).all(axis=1)
+    if finite.all():
+        return training
+    origin = training["cutoff"].to_numpy()
+    share_bad = pd.Series(~finite).groupby(origin).mean()
+    degenerate = share_bad.index[share_bad >= 0.5].to_numpy()
+    whole = np.isin(origin, degenerate)
+    kept = training[finite & ~whole]
+    days = ", ".join(str(pd.Timestamp(o).date()) for o in degenerate)
+    if kept["cutoff"].nunique() < needed:
+        raise TrainingInputError(
+            f"the BG/NBD fit is degenerate (non-finite forecasts) at training origin(s) {days}, which leaves "
+            f"{kept['cutoff'].nunique()} origin(s), {needed} needed: use a later cutoff or fewer, later origins"
+        )
+    if len(degenerate):
+        log.warning(
+            "BG/NBD fit degenerate at training origin(s) %s (non-finite forecasts for most customers); training on "
+            "the other %d origins",
+            days, kept["cutoff"].nunique(),
+        )  # fmt: skip
+    scattered = int((~finite & ~whole).sum())
+    if scattered:
+        log.warning("%d training rows with a non-finite BG/NBD forecast dropped (of %d)", scattered, len(training))
+    return kept
