@@ -76,6 +76,7 @@ def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv_kwargs: d
     """
     from features.synthetic import oracle_expected_spend
     from serving import clv as C
+    from serving import segments as SG
 
     truth = book.truth
     spend = oracle_expected_spend(truth, cutoff=as_of, horizon_days=horizon_days)
@@ -116,7 +117,7 @@ def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv_kwargs: d
             "expected_lifetime_days": C.expected_lifetime_days(
                 p, horizon_days=horizon_days, lifetime_horizons=clv_kwargs["lifetime_horizons"]
             ),
-            "clv_tier": C.clv_tier(clv),
+            "clv_tier": SG.clv_tier(clv),
             "rfm_segment": "",
             "recency_days": rfm["recency_days"].to_numpy(),
             "frequency": rfm["frequency"].to_numpy(),
@@ -126,8 +127,8 @@ def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv_kwargs: d
             "acquisition_cost": customers["acquisition_cost"].to_numpy(),
         }
     )
-    r = C.rfm_scores(scores["recency_days"], scores["frequency"], scores["monetary_value"])
-    scores["rfm_segment"] = C.rfm_segment(r["r_score"], r["f_score"], r["m_score"])
+    r = SG.rfm_scores(scores["recency_days"], scores["frequency"], scores["monetary_value"])
+    scores["rfm_segment"] = SG.rfm_segment(r["r_score"], r["f_score"], r["m_score"])
     return scores
 
 

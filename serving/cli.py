@@ -196,16 +196,17 @@ def backtest(obj: _Context, source, column_map, on_invalid, quarantine_dir, cuto
 @click.pass_obj
 def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path):
     """Batch CLV for every customer from the champion models."""
-    from serving.scoring import score_tables, write_scores
+    from serving.scores import write_scores
+    from serving.scoring import score_tables
     from training.config import load_config
     from training.registry import load_champion
 
     config = load_config(config_path)
     champion = load_champion()
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out), obj.quiet)
-    frame = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
-    write_scores(frame, out)
-    _echo(f"wrote {out}: {len(frame):,} customers scored as of {cutoff}")
+    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
+    write_scores(scores, out)
+    _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}")
 
 
 @cli.command()
@@ -218,19 +219,14 @@ def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff,
 def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
     """Channels, cohorts, forecast, segments and an HTML report for finance."""
     from serving.finance import budget as run_budget
-    from serving.finance import budget_settings
-    from serving.scoring import read_scores
+    from serving.scores import read_scores
     from training.config import load_config
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
+    scored = read_scores(scores)
     tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"), obj.quiet)
-    result = run_budget(
-        tables,
-        read_scores(scores),
-        out_dir=out_dir,
-        horizon_days=config.training.horizon_days,
-        **budget_settings(config.clv),
-    )
+    # The horizon is the scores' own: the champion's, whatever the config says.
+    result = run_budget(tables, scored.frame, out_dir=out_dir, horizon_days=scored.run.horizon_days, clv=config.clv)
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())))
     summary = getattr(result, "summary", None)
     if summary:

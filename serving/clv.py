@@ -9,8 +9,8 @@ Notation (design, "Models and the CLV arithmetic"):
 - ``r = 1 − p``: retention per horizon, ``δ = (1 + d)^(H/365) − 1``: discount rate per horizon.
 
 Every function takes scalars or array-likes (numpy arrays, pandas Series) and broadcasts; none keeps
-state. Defaults are the documented defaults of the CLV configuration; callers pass the configured
-values explicitly.
+state. The parameters have no defaults here: they are the CLV configuration
+(:class:`training.config.ClvConfig`), which callers pass explicitly.
 """
 
 from __future__ import annotations
@@ -18,46 +18,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: Default gross margin m (share of spend kept as margin).
-DEFAULT_MARGIN = 0.3
-#: Default cost to serve c per active customer per horizon, in currency units.
-DEFAULT_COST_TO_SERVE = 0.0
-#: Default annual discount rate d.
-DEFAULT_ANNUAL_DISCOUNT_RATE = 0.10
-#: Default number of horizons K in a lifetime (five years at H = 182 days).
-DEFAULT_LIFETIME_HORIZONS = 10
-#: Default target LTV:CAC ratio.
-DEFAULT_TARGET_RATIO = 3.0
-#: Default share of a referred customer's CLV credited to the referrer.
-DEFAULT_REFERRAL_SHARE = 0.1
-#: Default referral bonus paid per referred customer, in currency units.
-DEFAULT_REFERRAL_BONUS = 0.0
 #: Days in an average calendar month (365.25 / 12); months in this module are of this length.
 MONTH_DAYS = 365.25 / 12
-#: Default CLV tiers: the top 10 %, the next 10 %, the next 30 %, the bottom 50 % of customers.
-DEFAULT_TIER_TOP_SHARES = (0.10, 0.20, 0.50)
-
-#: RFM segment of each (R score, FM score) cell, both scores 1..5, rows R = 1..5, columns FM = 1..5.
-#: The usual RFM grid: recent and frequent = champions; frequent but lapsing = at risk / cannot lose;
-#: recent one-time buyers = new; neither = hibernating.
-RFM_SEGMENT_GRID = (
-    ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),  # R = 1
-    ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),  # R = 2
-    ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),  # R = 3
-    ("promising", "potential_loyalist", "potential_loyalist", "loyal", "loyal"),  # R = 4
-    ("new", "potential_loyalist", "potential_loyalist", "champions", "champions"),  # R = 5
-)
-RFM_SEGMENTS = (
-    "champions", "loyal", "potential_loyalist", "new", "promising", "need_attention",
-    "about_to_sleep", "at_risk", "cannot_lose", "hibernating",
-)  # fmt: skip
-
-
 def _arr(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
-def discount_per_horizon(horizon_days: float, annual_discount_rate: float = DEFAULT_ANNUAL_DISCOUNT_RATE) -> float:
+def discount_per_horizon(horizon_days: float, annual_discount_rate: float) -> float:
     """Discount rate per horizon, δ = (1 + d)^(H/365) − 1.
 
     Parameters
@@ -101,7 +68,7 @@ def expected_spend(churn_probability, spend_if_active) -> np.ndarray:
 
 
 def horizon_clv(
-    churn_probability, spend_if_active, *, margin: float = DEFAULT_MARGIN, cost_to_serve: float = DEFAULT_COST_TO_SERVE
+    churn_probability, spend_if_active, *, margin: float, cost_to_serve: float
 ) -> np.ndarray:
     """CLV over the next horizon, CLV_H = (1 − p) · (m · s − c).
 
@@ -146,10 +113,10 @@ def lifetime_clv(
     spend_if_active,
     *,
     horizon_days: float,
-    margin: float = DEFAULT_MARGIN,
-    cost_to_serve: float = DEFAULT_COST_TO_SERVE,
-    annual_discount_rate: float = DEFAULT_ANNUAL_DISCOUNT_RATE,
-    lifetime_horizons: int = DEFAULT_LIFETIME_HORIZONS,
+    margin: float,
+    cost_to_serve: float,
+    annual_discount_rate: float,
+    lifetime_horizons: int,
 ) -> np.ndarray:
     """Discounted CLV over a lifetime of K horizons.
 
@@ -190,10 +157,10 @@ def cumulative_margin(
     spend_if_active,
     *,
     horizon_days: float,
-    margin: float = DEFAULT_MARGIN,
-    cost_to_serve: float = DEFAULT_COST_TO_SERVE,
-    annual_discount_rate: float = DEFAULT_ANNUAL_DISCOUNT_RATE,
-    lifetime_horizons: int = DEFAULT_LIFETIME_HORIZONS,
+    margin: float,
+    cost_to_serve: float,
+    annual_discount_rate: float,
+    lifetime_horizons: int,
 ) -> np.ndarray:
     """Cumulative expected discounted margin at the end of each of the K horizons.
 
@@ -214,7 +181,7 @@ def cumulative_margin(
 
 
 def expected_lifetime_days(
-    churn_probability, *, horizon_days: float, lifetime_horizons: int = DEFAULT_LIFETIME_HORIZONS
+    churn_probability, *, horizon_days: float, lifetime_horizons: int
 ) -> np.ndarray:
     """Expected remaining lifetime, H / p days, capped at the lifetime cap K · H.
 
@@ -233,150 +200,6 @@ def expected_lifetime_days(
     return np.minimum(days, cap)
 
 
-def clv_tier_thresholds(clv, *, top_shares: tuple[float, ...] = DEFAULT_TIER_TOP_SHARES) -> np.ndarray:
-    """CLV values that open each tier: the (1 − share) quantiles of a reference population.
-
-    Keep the thresholds of the scored base to tier single customers later (e.g. in the service)
-    against the same population.
-
-    Parameters
-    ----------
-    clv : array-like
-        CLV of the reference population.
-    top_shares : tuple of float
-        Increasing cumulative shares from the top, e.g. (0.1, 0.2, 0.5).
-
-    Returns
-    -------
-    ndarray
-        Decreasing thresholds, one per share.
-    """
-    shares = np.asarray(top_shares, dtype=float)
-    if not (np.all(np.diff(shares) > 0) and shares[0] > 0 and shares[-1] < 1):
-        raise ValueError(f"top_shares must increase strictly inside (0, 1), got {top_shares}")
-    return np.quantile(_arr(clv), 1.0 - shares)
-
-
-def tier_labels(top_shares: tuple[float, ...] = DEFAULT_TIER_TOP_SHARES) -> list[str]:
-    """Tier names from the shares: (0.1, 0.2, 0.5) → top 10%, next 10%, next 30%, bottom 50%."""
-    pct = [round(100 * s) for s in top_shares]
-    labels = [f"top {pct[0]}%"] + [f"next {b - a}%" for a, b in zip(pct, pct[1:])]
-    return labels + [f"bottom {100 - pct[-1]}%"]
-
-
-def clv_tier(
-    clv, thresholds=None, *, top_shares: tuple[float, ...] = DEFAULT_TIER_TOP_SHARES
-) -> np.ndarray:
-    """CLV tier of each customer.
-
-    A customer is in the first tier whose threshold its CLV reaches (CLV ≥ threshold); ties at a
-    threshold go to the higher tier.
-
-    Parameters
-    ----------
-    clv : array-like
-        CLV per customer.
-    thresholds : array-like, optional
-        From :func:`clv_tier_thresholds` of a reference population; default: of ``clv`` itself.
-    top_shares : tuple of float
-        Shares that name the tiers (and define the default thresholds).
-
-    Returns
-    -------
-    ndarray of str
-        Labels from :func:`tier_labels`, e.g. ``"top 10%"``.
-    """
-    values = _arr(clv)
-    if thresholds is None:
-        thresholds = clv_tier_thresholds(values, top_shares=top_shares)
-    thresholds = _arr(thresholds)
-    # Number of thresholds above the value = tier index: 0 for the top tier.
-    index = np.searchsorted(-thresholds, -values, side="right")
-    return np.asarray(tier_labels(top_shares), dtype=object)[index]
-
-
-def quintile_edges(values) -> np.ndarray:
-    """The 20/40/60/80 % quantiles of a reference population, the edges of quintile scores."""
-    return np.quantile(_arr(values), [0.2, 0.4, 0.6, 0.8])
-
-
-def quintile_score(values, edges=None) -> np.ndarray:
-    """Quintile score 1..5: 1 + the number of edges strictly below the value.
-
-    Tied values always share a score; a mass at the bottom (say 60 % one-time buyers with frequency
-    0) all score 1, and the next value up jumps to the score its rank deserves.
-
-    Parameters
-    ----------
-    values : array-like
-        Values to score (higher = better).
-    edges : array-like, optional
-        From :func:`quintile_edges` of a reference population; default: of ``values`` itself.
-
-    Returns
-    -------
-    ndarray of int
-        Scores in 1..5.
-    """
-    v = _arr(values)
-    edges = quintile_edges(v) if edges is None else _arr(edges)
-    return 1 + np.searchsorted(edges, v, side="left")
-
-
-def rfm_scores(recency_days, frequency, monetary_value, *, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """R, F and M quintile scores (1..5, 5 = best).
-
-    R scores the negated recency (recent = high), F the frequency, M the monetary value.
-
-    Parameters
-    ----------
-    recency_days, frequency, monetary_value : array-like
-        The RFM vocabulary of the design (days since last purchase, repeat purchase days, mean spend
-        per purchase day).
-    reference : DataFrame, optional
-        Population whose quintiles define the scores (columns ``recency_days``, ``frequency``,
-        ``monetary_value``); default: the inputs themselves.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``r_score``, ``f_score``, ``m_score`` (int).
-    """
-    r, f, m = _arr(recency_days), _arr(frequency), _arr(monetary_value)
-    ref = (
-        (r, f, m)
-        if reference is None
-        else (_arr(reference["recency_days"]), _arr(reference["frequency"]), _arr(reference["monetary_value"]))
-    )
-    return pd.DataFrame(
-        {
-            "r_score": quintile_score(-r, quintile_edges(-ref[0])),
-            "f_score": quintile_score(f, quintile_edges(ref[1])),
-            "m_score": quintile_score(m, quintile_edges(ref[2])),
-        }
-    )
-
-
-def rfm_segment(r_score, f_score, m_score) -> np.ndarray:
-    """RFM segment name from the three scores.
-
-    F and M are combined into FM = round-half-up((F + M) / 2); the cell (R, FM) of
-    ``RFM_SEGMENT_GRID`` names the segment: e.g. R ≥ 4 and FM ≥ 4 champions (R = 4 only with
-    FM ≥ 4 is loyal), R = 5 with FM = 1 new, R ≤ 2 with FM ≤ 2 hibernating, R ≤ 2 with FM 3–4 at
-    risk, R ≤ 2 with FM = 5 cannot lose.
-
-    Returns
-    -------
-    ndarray of str
-        One of ``RFM_SEGMENTS``.
-    """
-    r = np.asarray(r_score, dtype=int)
-    fm = np.floor((np.asarray(f_score, dtype=float) + np.asarray(m_score, dtype=float)) / 2 + 0.5).astype(int)
-    if np.any((r < 1) | (r > 5) | (fm < 1) | (fm > 5)):
-        raise ValueError("RFM scores must be in 1..5")
-    return np.asarray(RFM_SEGMENT_GRID, dtype=object)[r - 1, fm - 1]
-
-
 def ltv_cac_ratio(mean_clv, mean_cac) -> np.ndarray:
     """LTV:CAC = mean CLV / mean CAC.
 
@@ -391,7 +214,7 @@ def ltv_cac_ratio(mean_clv, mean_cac) -> np.ndarray:
         return v / c
 
 
-def max_allowable_cac(mean_clv, *, target_ratio: float = DEFAULT_TARGET_RATIO) -> np.ndarray:
+def max_allowable_cac(mean_clv, *, target_ratio: float) -> np.ndarray:
     """Maximum allowable CAC = mean CLV / target ratio, floored at 0.
 
     A negative CLV justifies no acquisition spend, hence the floor. CLV 900 at target 3 gives 300.
@@ -401,7 +224,7 @@ def max_allowable_cac(mean_clv, *, target_ratio: float = DEFAULT_TARGET_RATIO) -
     return np.maximum(_arr(mean_clv) / target_ratio, 0.0)
 
 
-def recommendation(ratio, *, target_ratio: float = DEFAULT_TARGET_RATIO, cut_below: float = 1.0) -> np.ndarray:
+def recommendation(ratio, *, target_ratio: float, cut_below: float = 1.0) -> np.ndarray:
     """Budget recommendation from LTV:CAC.
 
     ``grow`` if ratio ≥ target (each unit of CAC returns at least the target), ``cut`` if
@@ -465,8 +288,8 @@ def referral_credit(
     referred_by: pd.Series,
     clv: pd.Series,
     *,
-    referral_share: float = DEFAULT_REFERRAL_SHARE,
-    referral_bonus: float = DEFAULT_REFERRAL_BONUS,
+    referral_share: float,
+    referral_bonus: float,
 ) -> pd.Series:
     """Referral value credited to each referrer.
 

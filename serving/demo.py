@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -80,8 +79,9 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
     """Run the demo; see the module docstring."""
     from features.io import load_tables
     from features.synthetic import generate, write_book
-    from serving.finance import budget, budget_settings
-    from serving.scoring import score_tables, write_scores
+    from serving.finance import budget
+    from serving.scores import write_scores
+    from serving.scoring import score_tables
     from training.config import load_config
     from training.pipeline import format_comparison, train
     from training.registry import load_champion, tracking_uri
@@ -108,8 +108,9 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
     _title("3/5 scoring every customer with the champion")
     as_of = tables.transactions["timestamp"].max().normalize()
     champion = load_champion()
-    scores = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv)
-    write_scores(scores, out_dir / "scores.parquet")
+    scored = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv)
+    write_scores(scored, out_dir / "scores.parquet")
+    scores = scored.frame
     _say(f"   {out_dir / 'scores.parquet'}: {len(scores):,} customers as of {as_of.date()}, "
          f"total lifetime CLV {scores['clv'].sum():,.0f}")
 
@@ -118,8 +119,8 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
         tables,
         scores,
         out_dir=out_dir / "budget",
-        horizon_days=champion.serving["horizon_days"],
-        **budget_settings(config.clv),
+        horizon_days=scored.run.horizon_days,
+        clv=config.clv,
     )
     channels = pd.read_csv(out_dir / "budget" / "channels.csv")
     with pd.option_context("display.width", 160, "display.max_columns", 12):

@@ -96,6 +96,7 @@ import pandas as pd
 from features.btyd import BGNBDParams, bgnbd_expected_purchases, fit_bgnbd, summary_from_transactions
 from features.contract import Tables
 from serving import clv as C
+from training.config import ClvConfig
 
 SCORE_COLUMNS = (
     "customer_id", "as_of", "churn_probability", "spend_if_active", "expected_spend", "clv_horizon",
@@ -712,7 +713,7 @@ def acquisition_budget(
     channels: list[Mapping],
     new_clv_by_channel: pd.DataFrame | Mapping[str, float],
     *,
-    target_ratio: float = C.DEFAULT_TARGET_RATIO,
+    target_ratio: float,
 ) -> list[dict]:
     """LTV:CAC, maximum allowable CAC and a recommendation for each proposed channel and CAC.
 
@@ -765,36 +766,13 @@ def acquisition_budget(
     return out
 
 
-def budget_settings(clv) -> dict[str, float]:
-    """The keyword arguments of :func:`budget` that a :class:`training.config.ClvConfig` holds.
-
-    One place maps the configuration's names (``gross_margin``, ``target_ltv_cac``) onto the
-    arithmetic's (``margin``, ``target_ratio``), for every caller that budgets from a config.
-    """
-    return {
-        "margin": clv.gross_margin,
-        "cost_to_serve": clv.cost_to_serve,
-        "annual_discount_rate": clv.annual_discount_rate,
-        "lifetime_horizons": clv.lifetime_horizons,
-        "target_ratio": clv.target_ltv_cac,
-        "referral_share": clv.referral_share,
-        "referral_bonus": clv.referral_bonus,
-    }
-
-
 def budget(
     tables: Tables,
     scores: pd.DataFrame,
     *,
     out_dir: str | Path,
-    horizon_days: float = 182,
-    margin: float = C.DEFAULT_MARGIN,
-    cost_to_serve: float = C.DEFAULT_COST_TO_SERVE,
-    annual_discount_rate: float = C.DEFAULT_ANNUAL_DISCOUNT_RATE,
-    lifetime_horizons: int = C.DEFAULT_LIFETIME_HORIZONS,
-    target_ratio: float = C.DEFAULT_TARGET_RATIO,
-    referral_share: float = C.DEFAULT_REFERRAL_SHARE,
-    referral_bonus: float = C.DEFAULT_REFERRAL_BONUS,
+    horizon_days: float,
+    clv: ClvConfig,
     new_customer_max_age_days: float = 90,
     forecast_months: int = 12,
     curve_months: int = 36,
@@ -817,14 +795,12 @@ def budget(
     out_dir : str or Path
         Directory for the outputs; created if missing.
     horizon_days : float
-        H the scores were computed with, days (default 182, the training default).
-    margin, cost_to_serve, annual_discount_rate, lifetime_horizons : float, float, float, int
-        m, c, d, K of the CLV arithmetic; must be those the scores were computed with (a warning
-        says when the scores' ``clv`` does not match them).
-    target_ratio : float
-        Target LTV:CAC for the maximum allowable CAC and the recommendation.
-    referral_share, referral_bonus : float
-        Referral credit: share of a referred customer's CLV, minus the bonus paid per referral.
+        H the scores were computed with, days (their scoring run's ``horizon_days``).
+    clv : ClvConfig
+        m, c, d, K of the CLV arithmetic (must be those the scores were computed with: a warning
+        says when the scores' ``clv`` does not match them), the target LTV:CAC for the maximum
+        allowable CAC and the recommendation, and the referral credit (share of a referred
+        customer's CLV, minus the bonus paid per referral).
     new_customer_max_age_days : float
         Customers at most this old (days since acquisition) define the new-customer CLV.
     forecast_months : int
@@ -849,8 +825,9 @@ def budget(
     """
     from serving.report import render_report  # matplotlib is only needed when a report is written
 
-    if not target_ratio > 0:
-        raise ValueError(f"target_ratio must be > 0, got {target_ratio}")
+    margin, cost_to_serve = clv.gross_margin, clv.cost_to_serve
+    annual_discount_rate, lifetime_horizons = clv.annual_discount_rate, clv.lifetime_horizons
+    target_ratio, referral_share, referral_bonus = clv.target_ltv_cac, clv.referral_share, clv.referral_bonus
     clv_kwargs = dict(
         margin=margin,
         cost_to_serve=cost_to_serve,

@@ -1,133 +1,50 @@
 """Scoring: raw tables + the champion models → one CLV row per customer.
 
-One function, :func:`score_tables`, serves both batch scoring (:func:`score`, ``clvcast score``) and
-the HTTP service (``POST /clv``), so the two cannot disagree: features come from
+One function, :func:`score_columns`, serves both batch scoring (:func:`score_tables`, ``clvcast
+score``) and the HTTP service (``POST /clv``), so the two cannot disagree: features come from
 :func:`features.build.build_features` with the champion's feature settings and BTYD parameters (the
 code and settings of training), predictions from the champion's :class:`~training.models.ClvModels`,
-and the CLV arithmetic from :mod:`serving.clv`.
-
-Segments (CLV tier, RFM segment) are relative to a population. A :class:`SegmentReference` holds
-the tier thresholds and RFM quintile edges of one population (a batch run's scores), so that a
-single customer scored by the service lands in the same tier as in that batch run.
+the CLV arithmetic from :mod:`serving.clv` and the segments from :mod:`serving.segments`. The
+columns are declared in :mod:`serving.scores`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.build import build_features
 from features.contract import Tables
+from features.dates import parse_cutoff
+from features.io import load_tables
 from serving import clv as C
+from serving.scores import SCORE_COLUMNS, Scores, ScoringRun, write_scores
+from serving.segments import SegmentReference
+from training.config import ClvConfig
+from training.registry import Champion
 
-if TYPE_CHECKING:
-    from training.config import ClvConfig
-    from training.registry import Champion
+__all__ = ["TOP_DRIVERS", "build_champion_features", "champion_clv_config", "score", "score_columns", "score_tables"]
 
-#: Columns of a scores table, in order (``clvcast score`` writes them; ``serving.finance`` reads them).
-SCORE_COLUMNS = (
-    "customer_id", "as_of", "churn_probability", "spend_if_active", "expected_spend", "clv_horizon",
-    "clv", "expected_lifetime_days", "clv_tier", "rfm_segment", "recency_days", "frequency",
-    "monetary_value", "channel", "acquired_at", "acquisition_cost", "drivers",
-    "churn_model_version", "spend_model_version", "feature_set_id",
-)  # fmt: skip
 #: Number of drivers kept per model and customer.
 TOP_DRIVERS = 3
 
 
-@dataclass(frozen=True)
-class SegmentReference:
-    """Tier thresholds and RFM quintile edges of a reference population.
-
-    Parameters
-    ----------
-    clv_thresholds : tuple of float
-        Lifetime CLV that opens each tier, decreasing (:func:`serving.clv.clv_tier_thresholds`).
-    recency_edges : tuple of float
-        Quintile edges of ``-recency_days`` (recent = high score).
-    frequency_edges, monetary_edges : tuple of float
-        Quintile edges of ``frequency`` and ``monetary_value``.
-    top_shares : tuple of float
-        Cumulative tier shares from the top that name the tiers.
-    """
-
-    clv_thresholds: tuple[float, ...]
-    recency_edges: tuple[float, ...]
-    frequency_edges: tuple[float, ...]
-    monetary_edges: tuple[float, ...]
-    top_shares: tuple[float, ...] = C.DEFAULT_TIER_TOP_SHARES
-
-    @classmethod
-    def from_scores(cls, scores, *, top_shares: tuple[float, ...] = C.DEFAULT_TIER_TOP_SHARES) -> SegmentReference:
-        """Reference of a scored population.
-
-        Parameters
-        ----------
-        scores : DataFrame or mapping of arrays
-            With ``clv``, ``recency_days``, ``frequency`` and ``monetary_value``.
-        """
-        if len(scores["clv"]) == 0:
-            raise ValueError("a segment reference needs at least one scored customer")
-
-        def edges(values) -> tuple[float, ...]:
-            return tuple(float(x) for x in C.quintile_edges(values))
-
-        return cls(
-            clv_thresholds=tuple(float(x) for x in C.clv_tier_thresholds(scores["clv"], top_shares=top_shares)),
-            recency_edges=edges(-np.asarray(scores["recency_days"], dtype=float)),
-            frequency_edges=edges(scores["frequency"]),
-            monetary_edges=edges(scores["monetary_value"]),
-            top_shares=tuple(top_shares),
-        )
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {k: list(v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegmentReference:
-        return cls(**{k: tuple(float(x) for x in v) for k, v in data.items()})
-
-    def segments(self, scores) -> tuple[np.ndarray, np.ndarray]:
-        """CLV tier and RFM segment of each row of ``scores`` (a DataFrame or a mapping of arrays)."""
-        tier = C.clv_tier(scores["clv"], self.clv_thresholds, top_shares=self.top_shares)
-        rfm = C.rfm_segment(
-            C.quintile_score(-np.asarray(scores["recency_days"], dtype=float), self.recency_edges),
-            C.quintile_score(scores["frequency"], self.frequency_edges),
-            C.quintile_score(scores["monetary_value"], self.monetary_edges),
-        )
-        return tier, rfm
-
-
 def champion_clv_config(champion: Champion) -> ClvConfig:
-    """CLV settings of the champion's training run (``serving["config"]["clv"]``), else the defaults."""
-    from training.config import ClvConfig, config_from_dict
-
-    stored = (champion.serving.get("config") or {}).get("clv")
-    return ClvConfig() if stored is None else config_from_dict({"clv": stored}).clv
+    """CLV settings of the champion's training run (its configuration's ``clv`` section)."""
+    return champion.serving.config.clv
 
 
 def build_champion_features(tables: Tables, *, as_of: date | str | pd.Timestamp, champion: Champion) -> pd.DataFrame:
-    """Feature rows as of ``as_of`` with the champion's feature settings and BTYD parameters."""
-    from features.build import build_features
+    """Feature rows as of ``as_of`` with the champion's feature settings and BTYD parameters.
 
-    return build_features(
-        tables, cutoff=_day(as_of), config=champion.feature_config, btyd=_btyd_params(champion)
-    )
-
-
-def _btyd_params(champion: Champion):
-    # A request of a few customers cannot fit a population model: always use the stored fit.
-    from features.btyd import BTYDParams
-
-    stored = champion.btyd_params
-    if stored is None:
-        raise ValueError(f"champion run {champion.run_id} stored no BTYD parameters: retrain it")
-    return BTYDParams.model_validate(stored)
+    A request of a few customers cannot fit a population model: the BTYD parameters are always the
+    ones stored at training time.
+    """
+    return build_features(tables, cutoff=as_of, config=champion.feature_config, btyd=champion.btyd_params)
 
 
 def score_tables(
@@ -138,7 +55,7 @@ def score_tables(
     clv: ClvConfig | None = None,
     reference: SegmentReference | None = None,
     top_drivers: int = TOP_DRIVERS,
-) -> pd.DataFrame:
+) -> Scores:
     """Score every customer known at ``as_of``: predictions, CLV, segments, drivers, versions.
 
     Parameters
@@ -160,11 +77,12 @@ def score_tables(
 
     Returns
     -------
-    DataFrame
-        One row per customer (order of the feature rows) with the columns :data:`SCORE_COLUMNS`:
-        money in currency units, ``expected_lifetime_days`` and ``recency_days`` in days,
-        ``drivers`` a dict ``{"churn": [...], "spend": [...]}`` of ``{"feature", "value",
-        "contribution"}`` (SHAP values in the model's raw score).
+    Scores
+        ``frame``: one row per customer (order of the feature rows) with the columns of
+        :data:`serving.scores.SCORE_COLUMNS`: money in currency units, ``expected_lifetime_days``
+        and ``recency_days`` in days, ``drivers`` a dict ``{"churn": [...], "spend": [...]}`` of
+        ``{"feature", "value", "contribution"}`` (SHAP values in the model's raw score);
+        ``run``: the :class:`~serving.scores.ScoringRun` (as_of, horizon, versions, CLV settings).
     """
     out = score_columns(
         tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers
@@ -173,7 +91,17 @@ def score_tables(
     n = len(out["customer_id"])
     for name in ("churn_model_version", "spend_model_version", "feature_set_id"):
         out[name] = np.full(n, out[name], dtype=object)
-    return pd.DataFrame({name: out[name] for name in SCORE_COLUMNS})
+    run = ScoringRun(
+        as_of=parse_cutoff(as_of),
+        horizon_days=champion.horizon_days,
+        churn_model_version=champion.churn_version,
+        spend_model_version=champion.spend_version,
+        run_id=champion.run_id,
+        feature_set_id=champion.feature_set_id,
+        clv=clv or champion_clv_config(champion),
+        btyd=champion.btyd_params,
+    )
+    return Scores(frame=pd.DataFrame({name: out[name] for name in SCORE_COLUMNS}), run=run)
 
 
 def score_columns(
@@ -194,7 +122,7 @@ def score_columns(
     ``channel``, ``acquired_at`` and ``acquisition_cost``, which ``POST /clv`` does not return.
     """
     clv = clv or champion_clv_config(champion)
-    cutoff = _day(as_of)
+    cutoff = pd.Timestamp(parse_cutoff(as_of))
     features = build_champion_features(tables, as_of=cutoff, champion=champion)
     if top_drivers > 0 and len(features):
         predictions, drivers = champion.models.predict_and_explain(features, top_k=top_drivers)
@@ -210,6 +138,7 @@ def score_columns(
     out: dict[str, Any] = {
         "customer_id": features.index.array,
         "as_of": np.full(n, cutoff.date(), dtype=object),
+        "horizon_days": np.full(n, horizon, dtype=np.int64),
         "churn_probability": p,
         "spend_if_active": s,
         "expected_spend": C.expected_spend(p, s),
@@ -282,11 +211,11 @@ def score(
     *,
     cutoff: date | str | pd.Timestamp,
     out: str | Path,
-    champion: Champion | None = None,
+    champion: Champion,
     clv: ClvConfig | None = None,
     reference: SegmentReference | None = None,
     **load_options: Any,
-) -> pd.DataFrame:
+) -> Scores:
     """Batch CLV of every customer of a data source, written to Parquet or CSV by extension.
 
     Parameters
@@ -296,9 +225,10 @@ def score(
     cutoff : date
         Score as of the end of this day.
     out : str or path
-        ``.parquet`` or ``.csv`` file; parent directories are created.
-    champion : Champion, optional
-        Default: :func:`training.registry.load_champion`.
+        ``.parquet`` or ``.csv`` file (:func:`serving.scores.write_scores`); parent directories are
+        created.
+    champion : Champion
+        From :func:`training.registry.load_champion`.
     clv, reference
         See :func:`score_tables`.
     **load_options
@@ -306,53 +236,12 @@ def score(
 
     Returns
     -------
-    DataFrame
-        The scores as written (:func:`score_tables`).
+    Scores
+        As written.
     """
-    from features.io import load_tables
-
-    path = Path(out)
-    if path.suffix not in (".parquet", ".csv"):
+    if Path(out).suffix not in (".parquet", ".csv"):
         raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
-    if champion is None:
-        from training.registry import load_champion
-
-        champion = load_champion()
     tables = load_tables(source, **load_options).tables
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=clv, reference=reference)
-    write_scores(scores, path)
+    write_scores(scores, out)
     return scores
-
-
-def write_scores(scores: pd.DataFrame, out: str | Path) -> None:
-    """Write scores to ``.parquet`` or ``.csv``; ``drivers`` becomes JSON text, the same in both."""
-    path = Path(out)
-    frame = scores.copy()
-    frame["drivers"] = [json.dumps(d, separators=(",", ":")) for d in frame["drivers"]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
-
-
-def read_scores(path: str | Path) -> pd.DataFrame:
-    """Read a file written by :func:`write_scores` with the dtypes of :func:`score_tables`."""
-    path = Path(path)
-    if path.suffix == ".csv":
-        frame = pd.read_csv(
-            path,
-            dtype={"customer_id": "str", "channel": "str", "churn_model_version": "str", "spend_model_version": "str"},
-            parse_dates=["acquired_at"],
-        )
-        frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
-    else:
-        frame = pd.read_parquet(path)
-    frame["drivers"] = [json.loads(d) for d in frame["drivers"]]
-    return frame
-
-
-def _day(value: date | str | pd.Timestamp) -> pd.Timestamp:
-    return pd.Timestamp(value).normalize()

@@ -174,7 +174,7 @@ class ClvService:
             training_cutoff=described["training_cutoff"],
             horizon_days=described["horizon_days"],
             holdout_metrics=described["holdout_metrics"],
-            clv_settings=vars(self.clv_config),
+            clv_settings=self.clv_config.model_dump(),
             segment_basis=self.segment_basis,
             limits={
                 "customers_per_request": MAX_CUSTOMERS,
@@ -189,11 +189,12 @@ def _read_reference(path: str | None):
     """Segment reference of a ``clvcast score`` output, or ``None`` if unset."""
     if not path:
         return None
-    from serving.scoring import SegmentReference, read_scores
+    from serving.scores import read_scores
+    from serving.segments import SegmentReference
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{SCORES_ENV}={path}: no such file (write it with `clvcast score`)")
-    return SegmentReference.from_scores(read_scores(path))
+    return SegmentReference.from_scores(read_scores(path).frame)
 
 
 def _read_new_customer_clv(path: str | None):

@@ -162,12 +162,12 @@ def test_backtest_writes_the_json_contract(capsys, work, data):
 
 
 def test_score_writes_csv_and_parquet_alike(capsys, work, data, scores):
-    from serving.scoring import SCORE_COLUMNS, read_scores
+    from serving.scores import SCORE_COLUMNS, read_scores
 
     csv = work / "scores.csv"
     run = _run(capsys, "--quiet", "score", "--data", data, "--cutoff", SCORE_CUTOFF, "--out", csv)
     assert run.code == 0, run
-    parquet, text = read_scores(scores), read_scores(csv)
+    parquet, text = read_scores(scores).frame, read_scores(csv).frame
     assert list(parquet.columns) == list(SCORE_COLUMNS)
     assert parquet["customer_id"].is_unique
     assert set(parquet["customer_id"]) == _customers_with_purchase_by(data, SCORE_CUTOFF)

@@ -7,6 +7,26 @@ import pandas as pd
 import pytest
 
 from serving import clv as C
+from training.config import ClvConfig
+
+_D = ClvConfig()
+#: The documented defaults of the CLV configuration, for the calls below that leave some out.
+DEFAULTS = dict(margin=_D.gross_margin, cost_to_serve=_D.cost_to_serve, annual_discount_rate=_D.annual_discount_rate,
+                lifetime_horizons=_D.lifetime_horizons)
+
+
+def _with_defaults(function, *names):
+    def call(*args, **kwargs):
+        return function(*args, **{**{n: DEFAULTS[n] for n in names}, **kwargs})
+
+    return call
+
+
+horizon_clv = _with_defaults(C.horizon_clv, "margin", "cost_to_serve")
+lifetime_clv = _with_defaults(C.lifetime_clv, "margin", "cost_to_serve", "annual_discount_rate", "lifetime_horizons")
+cumulative_margin = _with_defaults(C.cumulative_margin, "margin", "cost_to_serve", "annual_discount_rate", "lifetime_horizons")
+expected_lifetime_days = _with_defaults(C.expected_lifetime_days, "lifetime_horizons")
+from serving import segments as SG
 
 THREE_MONTHS = 3 * C.MONTH_DAYS  # a horizon of exactly 3 months of 30.4375 days
 
@@ -22,62 +42,62 @@ def test_discount_per_horizon():
 def test_expected_spend_and_horizon_clv():
     assert C.expected_spend(0.25, 80) == pytest.approx(60.0)
     # (1 - 0.2) * (0.3 * 100 - 5) = 0.8 * 25
-    assert C.horizon_clv(0.2, 100, margin=0.3, cost_to_serve=5) == pytest.approx(20.0)
-    np.testing.assert_allclose(C.horizon_clv([0.0, 1.0], [10, 10], margin=0.5), [5.0, 0.0])
+    assert horizon_clv(0.2, 100, margin=0.3, cost_to_serve=5) == pytest.approx(20.0)
+    np.testing.assert_allclose(horizon_clv([0.0, 1.0], [10, 10], margin=0.5), [5.0, 0.0])
 
 
 def test_lifetime_clv_known_values():
     # 30 * (0.5 + 0.25)
     no_discount = dict(horizon_days=365, annual_discount_rate=0)
-    assert C.lifetime_clv(0.5, 100, lifetime_horizons=2, **no_discount) == pytest.approx(22.5)
+    assert lifetime_clv(0.5, 100, lifetime_horizons=2, **no_discount) == pytest.approx(22.5)
     # no churn, 25 % a year: 100 / 1.25 + 100 / 1.25^2 = 80 + 64
-    got = C.lifetime_clv(0.0, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=2)
+    got = lifetime_clv(0.0, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=2)
     assert got == pytest.approx(144.0)
     # q = 0.8 / 1.25 = 0.64: 100 * (0.64 + 0.4096 + 0.262144)
-    got = C.lifetime_clv(0.2, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=3)
+    got = lifetime_clv(0.2, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=3)
     assert got == pytest.approx(131.1744)
     # cost to serve is paid in every horizon the customer is active: (0.3 * 100 - 10) * (0.5 + 0.25)
-    got = C.lifetime_clv(0.5, 100, horizon_days=365, cost_to_serve=10, annual_discount_rate=0, lifetime_horizons=2)
+    got = lifetime_clv(0.5, 100, horizon_days=365, cost_to_serve=10, annual_discount_rate=0, lifetime_horizons=2)
     assert got == pytest.approx(15.0)
-    assert C.lifetime_clv(1.0, 100, horizon_days=90) == 0.0
+    assert lifetime_clv(1.0, 100, horizon_days=90) == 0.0
 
 
 def test_lifetime_clv_is_stable_where_retention_meets_discount():
     # q = r / (1 + δ) at and around 1: the closed form must match the plain sum to full precision.
     k = np.arange(1, 11)
-    got = C.lifetime_clv(0.0, 100, horizon_days=90, annual_discount_rate=0.0, lifetime_horizons=10)
+    got = lifetime_clv(0.0, 100, horizon_days=90, annual_discount_rate=0.0, lifetime_horizons=10)
     assert got == pytest.approx(300.0)
     for p in (1e-15, 1e-12, 1e-9, 1e-6, 1e-3):
         for d in (0.0, 1e-12, 1e-6):
             q = (1 - p) / (1 + C.discount_per_horizon(90, d))
             expected = 30.0 * np.sum(q**k)
-            got = C.lifetime_clv(p, 100, horizon_days=90, annual_discount_rate=d, lifetime_horizons=10)
+            got = lifetime_clv(p, 100, horizon_days=90, annual_discount_rate=d, lifetime_horizons=10)
             assert got == pytest.approx(expected, rel=1e-12), (p, d)
     # A negative discount rate (q > 1) still sums the series.
     q = 1.0 / (1 + C.discount_per_horizon(365, -0.5))
-    got = C.lifetime_clv(0.0, 1.0, horizon_days=365, margin=1.0, annual_discount_rate=-0.5, lifetime_horizons=3)
+    got = lifetime_clv(0.0, 1.0, horizon_days=365, margin=1.0, annual_discount_rate=-0.5, lifetime_horizons=3)
     assert got == pytest.approx(q + q**2 + q**3)
 
 
 def test_lifetime_clv_vectorised_over_series():
     p = pd.Series([0.5, 0.0, 1.0])
     s = pd.Series([100.0, 100.0, 100.0])
-    got = C.lifetime_clv(p, s, horizon_days=365, annual_discount_rate=0, lifetime_horizons=2)
+    got = lifetime_clv(p, s, horizon_days=365, annual_discount_rate=0, lifetime_horizons=2)
     np.testing.assert_allclose(got, [22.5, 60.0, 0.0])
 
 
 def test_cumulative_margin_ends_at_lifetime_clv():
-    got = C.cumulative_margin(
+    got = cumulative_margin(
         np.array([0.5]), np.array([100.0]), horizon_days=365, annual_discount_rate=0, lifetime_horizons=3
     )
     np.testing.assert_allclose(got, [[15.0, 22.5, 26.25]])
     p, s = np.array([0.1, 0.3, 0.7]), np.array([50.0, 80.0, 20.0])
-    cum = C.cumulative_margin(p, s, horizon_days=182, lifetime_horizons=7)
-    np.testing.assert_allclose(cum[:, -1], C.lifetime_clv(p, s, horizon_days=182, lifetime_horizons=7))
+    cum = cumulative_margin(p, s, horizon_days=182, lifetime_horizons=7)
+    np.testing.assert_allclose(cum[:, -1], lifetime_clv(p, s, horizon_days=182, lifetime_horizons=7))
 
 
 def test_expected_lifetime_days():
-    got = C.expected_lifetime_days([0.25, 1.0, 0.01, 0.0], horizon_days=90, lifetime_horizons=10)
+    got = expected_lifetime_days([0.25, 1.0, 0.01, 0.0], horizon_days=90, lifetime_horizons=10)
     # 90 / 0.25; 90 / 1; 9000 capped at 10 * 90; p = 0 capped
     np.testing.assert_allclose(got, [360.0, 90.0, 900.0, 900.0])
 
@@ -85,25 +105,25 @@ def test_expected_lifetime_days():
 def test_clv_tiers():
     clv = np.arange(1, 11, dtype=float)
     # Thresholds at the 90/80/50 % quantiles: 9.1, 8.2, 5.5.
-    np.testing.assert_allclose(C.clv_tier_thresholds(clv), [9.1, 8.2, 5.5])
-    got = C.clv_tier(clv)
+    np.testing.assert_allclose(SG.clv_tier_thresholds(clv), [9.1, 8.2, 5.5])
+    got = SG.clv_tier(clv)
     assert list(got) == ["bottom 50%"] * 5 + ["next 30%"] * 3 + ["next 10%", "top 10%"]
     # A single customer tiered against the thresholds of a reference base.
-    assert list(C.clv_tier([9.5, 8.5, 0.0], C.clv_tier_thresholds(clv))) == ["top 10%", "next 10%", "bottom 50%"]
-    assert C.tier_labels((0.25, 0.5)) == ["top 25%", "next 25%", "bottom 50%"]
+    assert list(SG.clv_tier([9.5, 8.5, 0.0], SG.clv_tier_thresholds(clv))) == ["top 10%", "next 10%", "bottom 50%"]
+    assert SG.tier_labels((0.25, 0.5)) == ["top 25%", "next 25%", "bottom 50%"]
     with pytest.raises(ValueError, match="top_shares"):
-        C.clv_tier_thresholds(clv, top_shares=(0.5, 0.2))
+        SG.clv_tier_thresholds(clv, top_shares=(0.5, 0.2))
 
 
 def test_quintile_scores_keep_ties_together():
     freq = [0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
     # Quantiles 0.2..0.8 of freq: 0, 0, 0.4, 2.2; a score is 1 + the edges strictly below.
-    np.testing.assert_allclose(C.quintile_edges(freq), [0.0, 0.0, 0.4, 2.2])
-    assert list(C.quintile_score(freq)) == [1] * 6 + [4, 4, 5, 5]
+    np.testing.assert_allclose(SG.quintile_edges(freq), [0.0, 0.0, 0.4, 2.2])
+    assert list(SG.quintile_score(freq)) == [1] * 6 + [4, 4, 5, 5]
 
 
 def test_rfm_scores_and_segments():
-    scores = C.rfm_scores([1, 10, 100, 5, 3], [0, 0, 0, 2, 5], [10, 20, 30, 40, 50])
+    scores = SG.rfm_scores([1, 10, 100, 5, 3], [0, 0, 0, 2, 5], [10, 20, 30, 40, 50])
     # Recency scored on its negation: the most recent (1 day) scores 5, the oldest (100) 1.
     assert scores["r_score"].tolist() == [5, 2, 1, 3, 4]
     assert scores["f_score"].tolist() == [1, 1, 1, 4, 5]
@@ -117,15 +137,15 @@ def test_rfm_scores_and_segments():
         "potential_loyalist", "promising", "loyal", "about_to_sleep",
     ]  # fmt: skip
     r, f, m = zip(*cells)
-    assert list(C.rfm_segment(r, f, m)) == expected
-    assert set(np.asarray(C.RFM_SEGMENT_GRID).ravel()) == set(C.RFM_SEGMENTS)
+    assert list(SG.rfm_segment(r, f, m)) == expected
+    assert set(np.asarray(SG.RFM_SEGMENT_GRID).ravel()) == set(SG.RFM_SEGMENTS)
     with pytest.raises(ValueError, match="1..5"):
-        C.rfm_segment([0], [1], [1])
+        SG.rfm_segment([0], [1], [1])
 
 
 def test_rfm_scores_against_a_reference():
     ref = pd.DataFrame({"recency_days": np.arange(10), "frequency": np.arange(10), "monetary_value": np.arange(10)})
-    got = C.rfm_scores([0], [9], [4.5], reference=ref)
+    got = SG.rfm_scores([0], [9], [4.5], reference=ref)
     # Edges 1.8, 3.6, 5.4, 7.2: recency 0 beats all four negated edges, frequency 9 too, 4.5 two.
     assert got.iloc[0].tolist() == [5, 5, 3]
 
@@ -136,7 +156,7 @@ def test_ltv_cac_and_max_allowable_cac():
     assert np.isnan(C.ltv_cac_ratio(100, np.nan))
     assert C.max_allowable_cac(900, target_ratio=3) == pytest.approx(300.0)
     assert C.max_allowable_cac(100, target_ratio=4) == pytest.approx(25.0)
-    assert C.max_allowable_cac(-50) == 0.0
+    assert C.max_allowable_cac(-50, target_ratio=_D.target_ltv_cac) == 0.0
     with pytest.raises(ValueError, match="target_ratio"):
         C.max_allowable_cac(100, target_ratio=0)
 
@@ -160,7 +180,7 @@ def test_payback_from_the_per_horizon_margin_stream():
     # Horizons of 3 months, p = 0.5, s = 100, m = 0.3, d = 0: 15 in horizon 1, 7.5 in horizon 2,
     # 3.75 in horizon 3, each spread evenly over its 3 months. A CAC of 20 is reached 5/7.5 into
     # horizon 2: 3 * (1 + 2/3) = 5 months.
-    cum = C.cumulative_margin(0.5, 100.0, horizon_days=THREE_MONTHS, annual_discount_rate=0, lifetime_horizons=3)
+    cum = cumulative_margin(0.5, 100.0, horizon_days=THREE_MONTHS, annual_discount_rate=0, lifetime_horizons=3)
     step = C.months_per_horizon(THREE_MONTHS)
     assert step == 3.0
     assert C.payback_months(cum, 20.0, step_months=step) == pytest.approx(5.0)

@@ -341,7 +341,7 @@ def test_schema_declares_each_family_and_identifies_the_feature_set():
     specs = feature_schema(CONFIG)
     assert {s.family for s in specs} == set(FAMILIES)
     assert all(s.description for s in specs)
-    assert feature_set_id(CONFIG) == feature_set_id(FeatureConfig(**CONFIG.to_dict()))
+    assert feature_set_id(CONFIG) == feature_set_id(FeatureConfig(**CONFIG.model_dump()))
     assert feature_set_id(CONFIG) != feature_set_id(FeatureConfig())
     assert feature_set_id(FeatureConfig()) != feature_set_id(FeatureConfig(btyd_horizon_days=91))
     assert feature_set_id(FeatureConfig()).startswith("fs")

@@ -29,13 +29,15 @@ import pandas as pd
 import pytest
 
 from features.btyd import BGNBDParams
+from training.config import ClvConfig
 from features.contract import Tables
 from serving import clv as C
 from serving import finance as F
 from serving.report import fmt_money, fmt_months, fmt_ratio
 
 H = 3 * C.MONTH_DAYS
-SETTINGS = dict(horizon_days=H, margin=0.5, cost_to_serve=0.0, annual_discount_rate=0.0, lifetime_horizons=2)
+CLV = ClvConfig(gross_margin=0.5, cost_to_serve=0.0, annual_discount_rate=0.0, lifetime_horizons=2)
+SETTINGS = dict(horizon_days=H, clv=CLV)
 ALPHA_DAYS = 14.0
 BGNBD = BGNBDParams(r=2.0, alpha=ALPHA_DAYS / 7, a=2.0, b=1.0)  # alpha in weeks, the fit's time unit
 # A = alpha + T in days; T = days from the first purchase day to the scoring date (a2's first purchase
@@ -58,7 +60,7 @@ def _scores() -> pd.DataFrame:
             "churn_probability": p,
             "spend_if_active": s,
             "expected_spend": (1 - p) * s,
-            "clv_horizon": C.horizon_clv(p, s, margin=0.5),
+            "clv_horizon": C.horizon_clv(p, s, margin=0.5, cost_to_serve=0.0),
             "clv": [15.0, 15.0, 20.0],
             "expected_lifetime_days": C.expected_lifetime_days(p, horizon_days=H, lifetime_horizons=2),
             "clv_tier": ["bottom 50%", "bottom 50%", "top 10%"],
@@ -96,8 +98,9 @@ def _tables() -> Tables:
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("budget")
     return F.budget(
-        _tables(), _scores(), out_dir=out, target_ratio=3.0, referral_share=0.1, referral_bonus=1.0,
-        new_customer_max_age_days=60, n_simulations=400, seed=1, forecast_bgnbd=BGNBD, **SETTINGS,
+        _tables(), _scores(), out_dir=out, horizon_days=H,
+        clv=CLV.model_copy(update=dict(target_ltv_cac=3.0, referral_share=0.1, referral_bonus=1.0)),
+        new_customer_max_age_days=60, n_simulations=400, seed=1, forecast_bgnbd=BGNBD,
     )  # fmt: skip
 
 
@@ -309,7 +312,7 @@ def test_new_customer_clv_and_acquisition_budget(result):
     assert [g["basis"] for g in got] == ["channel", "channel", "overall"]
     assert "radio" in got[2]["note"] and got[0]["note"] == ""
     # A plain mapping works too; a zero CAC is an infinite ratio.
-    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}], {"x": 30.0})
+    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}], {"x": 30.0}, target_ratio=3.0)
     assert got[0]["ltv_cac"] == math.inf and got[0]["recommendation"] == "grow"
 
 
@@ -416,7 +419,7 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
     sims = F._simulate(df, [(codes, 3)], chunk_size=1000, **kw)
     clv = C.lifetime_clv(
         df["churn_probability"], df["spend_if_active"],
-        horizon_days=182, margin=0.3, cost_to_serve=2.0, lifetime_horizons=10,
+        horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
     )  # fmt: skip
     expected = np.bincount(codes, weights=clv)
     np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
@@ -441,7 +444,7 @@ def test_scores_are_validated(tmp_path):
 
 def test_settings_that_differ_from_the_scores_warn(tmp_path):
     with pytest.warns(UserWarning, match="'clv' differs"):
-        F.budget(_tables(), _scores(), out_dir=tmp_path, n_simulations=20, **{**SETTINGS, "margin": 0.4})
+        F.budget(_tables(), _scores(), out_dir=tmp_path, n_simulations=20, **{**SETTINGS, "clv": CLV.model_copy(update={"gross_margin": 0.4})})
 
 
 @pytest.mark.slow

@@ -81,9 +81,9 @@ def tables(store):
 
 @pytest.fixture(scope="module")
 def batch_scores(store):
-    from serving.scoring import read_scores
+    from serving.scores import read_scores
 
-    return read_scores(store.scores).set_index("customer_id")
+    return read_scores(store.scores).frame.set_index("customer_id")
 
 
 def test_health_readiness_and_metrics(client):

@@ -84,7 +84,7 @@ def test_first_run_becomes_champion(good):
     info = champion.describe()
     assert info["horizon_days"] == 91 and info["holdout_metrics"]["clvcast"]["mae"] == good.metrics["clvcast"]["mae"]
     assert champion.btyd_params  # what serving needs to rebuild BTYD features
-    assert champion.serving["encoder"]["columns"]
+    assert champion.serving.encoder.columns
 
 
 def test_run_logs_params_metrics_and_artifacts(good):

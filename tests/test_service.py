@@ -86,7 +86,7 @@ def champion_store() -> ChampionStore:
     config = load_config(**TRAINING)
     with environ(MLFLOW_TRACKING_URI=uri):
         train(book.tables, config=config, promote="force")
-        scores = score(book_dir, cutoff=AS_OF, out=root / "scores.parquet", champion=load_champion())
+        scores = score(book_dir, cutoff=AS_OF, out=root / "scores.parquet", champion=load_champion()).frame
     path = root / "new_customer_clv.csv"
     new_customer_clv(scores, max_age_days=180).to_csv(path)
     return ChampionStore(
@@ -213,11 +213,13 @@ def test_clv_answers_every_customer_in_request_order(service, tables, active_ids
 
 
 def test_clv_agrees_with_batch_scoring(service, store, tables, active_ids, tmp_path):
-    from serving.scoring import SegmentReference, read_scores, score
+    from serving.scores import read_scores
+    from serving.scoring import score
+    from serving.segments import SegmentReference
 
     batch = score(
         store.book_dir, cutoff=AS_OF, out=tmp_path / "scores.parquet", champion=service.champion, clv=service.clv_config
-    )
+    ).frame
     ids = active_ids[:30]
     answer = service.clv(A.ClvRequest.model_validate(request_body(tables, ids)))
     # Batch tiers are relative to the scored base, and so are the service's (CLVCAST_SCORES).
@@ -245,10 +247,10 @@ def test_clv_agrees_with_batch_scoring(service, store, tables, active_ids, tmp_p
 
     # The CSV form of the same scores reads back to the same numbers.
     score(store.book_dir, cutoff=AS_OF, out=tmp_path / "scores.csv", champion=service.champion, clv=service.clv_config)
-    from_csv = read_scores(tmp_path / "scores.csv").set_index("customer_id").loc[ids]
+    from_csv = read_scores(tmp_path / "scores.csv").frame.set_index("customer_id").loc[ids]
     for column in A.CustomerClv.FLOAT_FIELDS:
         np.testing.assert_allclose(from_csv[column], offline[column], rtol=1e-12, err_msg=column)
-    assert from_csv["drivers"].tolist() == read_scores(tmp_path / "scores.parquet").set_index("customer_id").loc[ids, "drivers"].tolist()
+    assert from_csv["drivers"].tolist() == read_scores(tmp_path / "scores.parquet").frame.set_index("customer_id").loc[ids, "drivers"].tolist()
 
 
 def test_without_batch_scores_segments_are_relative_to_the_request(service, tables, active_ids):
@@ -259,7 +261,7 @@ def test_without_batch_scores_segments_are_relative_to_the_request(service, tabl
     finally:
         service.reference, service.segment_basis = saved
     assert answer.segment_basis == "this request"
-    from serving.clv import clv_tier
+    from serving.segments import clv_tier
 
     tiers = [c.segment.clv_tier for c in answer.customers]
     assert tiers == list(clv_tier([c.clv for c in answer.customers]))  # tiers among these ten customers

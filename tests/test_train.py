@@ -205,9 +205,9 @@ def test_config_file_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(horizon_days=0), "training.horizon_days: must be >= 1"),
+        (dict(horizon_days=0), "^config training.horizon_days: Input should be greater than or equal to 1 \\(got 0\\)$"),
         (dict(horizn_days=5), "unknown config override 'horizn_days'"),
-        (dict(spend_objective="poisson"), "must be one of"),
+        (dict(spend_objective="poisson"), "training.spend_objective: Input should be 'tweedie'"),
         (dict(validation_cutoffs=5, n_cutoffs=5), "validation_cutoffs"),
         (dict(gross_margin=1.5), "clv.gross_margin"),
     ],

@@ -1,11 +1,16 @@
 """The one typed configuration of clvcast: features, training and CLV arithmetic.
 
-Built in one place, :func:`load_config`, from an optional YAML/JSON file and keyword overrides (the
-CLI flags), and logged whole to MLflow through :meth:`Config.to_flat_dict`. Every dataclass is
-frozen: a run's settings cannot change after they were logged.
+Built in one place, :func:`load_config`, from (lowest to highest priority) the defaults, a YAML/JSON
+file (``path``, else the file named by ``CLVCAST_CONFIG``), environment variables
+``CLVCAST_<SECTION>__<KEY>`` (e.g. ``CLVCAST_TRAINING__HORIZON_DAYS=91``) and keyword overrides (the
+CLI flags), and logged whole to MLflow through :meth:`Config.to_flat_dict`. Every model is a frozen
+pydantic model that refuses unknown keys, so a typo never silently falls back to a default and a
+run's settings cannot change after they were logged.
 
-File format (every key optional; unknown keys are an error, so a typo never silently falls back to
-a default)::
+pydantic does the validation; the three sources are merged here (a few lines) rather than through
+pydantic-settings, whose sources are fixed per class while the file is chosen per call.
+
+File format (every key optional)::
 
     features:
       windows_days: [30, 90, 180, 365]
@@ -19,13 +24,14 @@ a default)::
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
+import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.config import FeatureConfig
 
@@ -33,9 +39,11 @@ ChurnDefinition = Literal["purchase", "cancel"]
 SpendObjective = Literal["tweedie", "gamma", "regression", "regression_l1", "huber"]
 ChurnCalibration = Literal["none", "isotonic"]
 
-# Features that grow with a customer's age rather than describe its behaviour: counts and sums over
-# the whole history, and the age itself. Training origins see younger customers than the
-# prediction date (a cohort ages between them), so trees trained on these extrapolate badly.
+#: Environment variable naming the config file when no path is given.
+CONFIG_FILE_ENV = "CLVCAST_CONFIG"
+#: Prefix of the environment variables that set single keys.
+ENV_PREFIX = "CLVCAST_"
+
 AGE_DEPENDENT_FEATURES = (
     "tenure_days",
     "days_since_acquisition",
@@ -50,11 +58,14 @@ BTYD_OFFSET_FEATURES = ("btyd_p_no_purchase", "btyd_expected_spend")
 
 
 class ConfigError(ValueError):
-    """A configuration file or override breaks a rule; the message names the key and the rule."""
+    """A configuration file, variable or override breaks a rule; the message names the key and the rule."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class LightGBMParams:
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_Number = Field(allow_inf_nan=False)
+
+
+class LightGBMParams(BaseModel):
     """Hyperparameters of one LightGBM model (names as in the ``lightgbm`` scikit-learn API).
 
     Parameters
@@ -82,28 +93,19 @@ class LightGBMParams:
         Minimum loss reduction to split.
     """
 
-    num_boost_round: int = 400
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 100
-    subsample: float = 0.8
-    subsample_freq: int = 1
-    colsample_bytree: float = 0.8
-    reg_lambda: float = 1.0
-    max_bin: int = 255
-    min_split_gain: float = 0.0
 
-    def validate(self, prefix: str) -> None:
-        _check(self.num_boost_round >= 1, f"{prefix}.num_boost_round", "must be >= 1")
-        _check(self.learning_rate > 0, f"{prefix}.learning_rate", "must be > 0")
-        _check(self.num_leaves >= 2, f"{prefix}.num_leaves", "must be >= 2")
-        _check(self.min_child_samples >= 1, f"{prefix}.min_child_samples", "must be >= 1")
-        _check(0 < self.subsample <= 1, f"{prefix}.subsample", "must be in (0, 1]")
-        _check(self.subsample_freq >= 0, f"{prefix}.subsample_freq", "must be >= 0")
-        _check(0 < self.colsample_bytree <= 1, f"{prefix}.colsample_bytree", "must be in (0, 1]")
-        _check(self.reg_lambda >= 0, f"{prefix}.reg_lambda", "must be >= 0")
-        _check(self.max_bin >= 2, f"{prefix}.max_bin", "must be >= 2")
-        _check(self.min_split_gain >= 0, f"{prefix}.min_split_gain", "must be >= 0")
+    model_config = _FROZEN
+
+    num_boost_round: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0, allow_inf_nan=False)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(100, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0, allow_inf_nan=False)
+    max_bin: int = Field(255, ge=2)
+    min_split_gain: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 # Small trees with large leaves: customers repeat across stacked origins, so bigger trees memorise
@@ -113,8 +115,7 @@ class LightGBMParams:
 _RECIPE_PARAMS = LightGBMParams(num_leaves=15, min_child_samples=200, num_boost_round=600)
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainingConfig:
+class TrainingConfig(BaseModel):
     """How the churn and spend models are trained and judged.
 
     Parameters
@@ -187,49 +188,41 @@ class TrainingConfig:
         books on a dedicated machine.
     """
 
-    horizon_days: int = 182
-    n_cutoffs: int = 13
-    step_days: int = 14
-    min_history_days: int = 0
-    validation_cutoffs: int = 1
-    early_stopping_rounds: int = 50
+
+    model_config = _FROZEN
+
+    horizon_days: int = Field(182, ge=1)
+    n_cutoffs: int = Field(13, ge=1)
+    step_days: int = Field(14, ge=1)
+    min_history_days: int = Field(0, ge=0)
+    validation_cutoffs: int = Field(1, ge=0)
+    early_stopping_rounds: int = Field(50, ge=0)
     churn_definition: ChurnDefinition = "purchase"
-    churn_params: LightGBMParams = field(default_factory=lambda: _RECIPE_PARAMS)
-    spend_params: LightGBMParams = field(default_factory=lambda: _RECIPE_PARAMS)
+    churn_params: LightGBMParams = _RECIPE_PARAMS
+    spend_params: LightGBMParams = _RECIPE_PARAMS
     spend_objective: SpendObjective = "tweedie"
-    tweedie_variance_power: float = 1.5
+    tweedie_variance_power: float = Field(1.5, gt=1, lt=2)
     btyd_offset: bool = True
     exclude_features: tuple[str, ...] = AGE_DEPENDENT_FEATURES
     churn_calibration: ChurnCalibration = "none"
     seed: int = 42
-    num_threads: int = 1
+    num_threads: int = Field(1, ge=1, description="a fixed count keeps runs reproducible")
 
-    def validate(self) -> None:
-        _check(self.horizon_days >= 1, "training.horizon_days", "must be >= 1")
-        _check(self.n_cutoffs >= 1, "training.n_cutoffs", "must be >= 1")
-        _check(self.step_days >= 1, "training.step_days", "must be >= 1")
-        _check(self.min_history_days >= 0, "training.min_history_days", "must be >= 0")
-        _check(
-            0 <= self.validation_cutoffs < self.n_cutoffs,
-            "training.validation_cutoffs",
-            f"must be >= 0 and < n_cutoffs ({self.n_cutoffs}): training needs at least one origin",
-        )
-        _check(self.early_stopping_rounds >= 0, "training.early_stopping_rounds", "must be >= 0")
-        _check(1 < self.tweedie_variance_power < 2, "training.tweedie_variance_power", "must be in (1, 2)")
-        _check(
-            not self.btyd_offset or self.spend_objective in ("tweedie", "gamma"),
-            "training.btyd_offset",
-            f"needs a log-link spend_objective (tweedie or gamma), got {self.spend_objective!r}",
-        )
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        if not self.validation_cutoffs < self.n_cutoffs:
+            raise ValueError(
+                f"validation_cutoffs must be < n_cutoffs ({self.n_cutoffs}): training needs at least one origin"
+            )
+        if self.btyd_offset and self.spend_objective not in ("tweedie", "gamma"):
+            raise ValueError(f"btyd_offset needs a log-link spend_objective (tweedie or gamma), got {self.spend_objective!r}")
         clash = sorted(set(BTYD_OFFSET_FEATURES) & set(self.exclude_features)) if self.btyd_offset else []
-        _check(not clash, "training.exclude_features", f"must keep {clash}: btyd_offset starts from them")
-        _check(self.num_threads >= 1, "training.num_threads", "must be >= 1 (a fixed count keeps runs reproducible)")
-        self.churn_params.validate("training.churn_params")
-        self.spend_params.validate("training.spend_params")
+        if clash:
+            raise ValueError(f"exclude_features must keep {clash}: btyd_offset starts from them")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
-class ClvConfig:
+class ClvConfig(BaseModel):
     """Parameters of the CLV and CAC arithmetic (used by serving and the finance report).
 
     Parameters
@@ -251,46 +244,58 @@ class ClvConfig:
         Referral bonus paid per referred customer, in currency units; deducted from the credit.
     """
 
-    gross_margin: float = 0.3
-    cost_to_serve: float = 0.0
-    annual_discount_rate: float = 0.10
-    lifetime_horizons: int = 10
-    target_ltv_cac: float = 3.0
-    referral_share: float = 0.1
-    referral_bonus: float = 0.0
 
-    def validate(self) -> None:
-        _check(0 <= self.gross_margin <= 1, "clv.gross_margin", "must be in [0, 1]")
-        _check(0 <= self.referral_share <= 1, "clv.referral_share", "must be in [0, 1]")
-        _check(self.referral_bonus >= 0, "clv.referral_bonus", "must be >= 0")
-        _check(self.cost_to_serve >= 0, "clv.cost_to_serve", "must be >= 0")
-        _check(self.annual_discount_rate > -1, "clv.annual_discount_rate", "must be > -1")
-        _check(self.lifetime_horizons >= 1, "clv.lifetime_horizons", "must be >= 1")
-        _check(self.target_ltv_cac > 0, "clv.target_ltv_cac", "must be > 0")
+    model_config = _FROZEN
+
+    gross_margin: float = Field(0.3, ge=0, le=1)
+    cost_to_serve: float = Field(0.0, ge=0, allow_inf_nan=False)
+    annual_discount_rate: float = Field(0.10, gt=-1, allow_inf_nan=False)
+    lifetime_horizons: int = Field(10, ge=1)
+    target_ltv_cac: float = Field(3.0, gt=0, allow_inf_nan=False)
+    referral_share: float = Field(0.1, ge=0, le=1)
+    referral_bonus: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Config:
-    """Everything a run depends on: feature, training and CLV settings."""
+class Config(BaseModel):
+    """Everything a run depends on: feature, training and CLV settings.
 
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    clv: ClvConfig = field(default_factory=ClvConfig)
+    ``features.btyd_horizon_days`` follows ``training.horizon_days`` unless it is set.
+    """
 
-    def validate(self) -> Config:
-        self.training.validate()
-        self.clv.validate()
-        _check(
-            not self.training.btyd_offset or self.features.btyd_horizon_days == self.training.horizon_days,
-            "features.btyd_horizon_days",
-            f"must equal training.horizon_days ({self.training.horizon_days}) with btyd_offset: the "
-            f"models start from the BTYD forecast over the label horizon, got {self.features.btyd_horizon_days}",
-        )
+    model_config = _FROZEN
+
+    features: FeatureConfig = FeatureConfig()
+    training: TrainingConfig = TrainingConfig()
+    clv: ClvConfig = ClvConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _btyd_horizon_follows_the_label_horizon(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        features = data.get("features")
+        features = features.model_dump() if isinstance(features, BaseModel) else dict(features or {})
+        if "btyd_horizon_days" not in features:
+            training = data.get("training")
+            training = training.model_dump() if isinstance(training, BaseModel) else dict(training or {})
+            horizon = training.get("horizon_days", TrainingConfig().horizon_days)
+            if isinstance(horizon, int) and horizon >= 1:  # an invalid horizon is reported once, as itself
+                features["btyd_horizon_days"] = horizon
+        return {**data, "features": features}
+
+    @model_validator(mode="after")
+    def _btyd_offset_horizon(self) -> Config:
+        if self.training.btyd_offset and self.features.btyd_horizon_days != self.training.horizon_days:
+            raise ValueError(
+                f"features.btyd_horizon_days must equal training.horizon_days ({self.training.horizon_days}) with "
+                "btyd_offset: the models start from the BTYD forecast over the label horizon, got "
+                f"{self.features.btyd_horizon_days}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (tuples become lists), the inverse of :func:`config_from_dict`."""
-        return json.loads(json.dumps(asdict(self)))
+        return json.loads(self.model_dump_json())
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Flat ``{"training.churn_params.num_leaves": 31, ...}`` for MLflow params."""
@@ -307,55 +312,118 @@ class Config:
         return out
 
 
-_SECTIONS = {"features": FeatureConfig, "training": TrainingConfig, "clv": ClvConfig}
+_SECTIONS: dict[str, type[BaseModel]] = {"features": FeatureConfig, "training": TrainingConfig, "clv": ClvConfig}
 
 
-def load_config(path: str | Path | None = None, /, **overrides: Any) -> Config:
-    """Build the configuration from an optional file and overrides.
+def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the configuration from the defaults, a file, the environment and overrides.
 
     Parameters
     ----------
     path : str or Path, optional
         A ``.yaml``/``.yml`` or ``.json`` file with the sections ``features``, ``training``, ``clv``.
+        Default: the file named by ``CLVCAST_CONFIG``, if set.
+    environ : mapping, optional
+        The environment to read ``CLVCAST_CONFIG`` and ``CLVCAST_<SECTION>__<KEY>`` from; default
+        ``os.environ``.
     **overrides
-        Values that win over the file, typically CLI flags. A key is either a field name that is
-        unique across sections (``horizon_days``, ``gross_margin``, ``target_ltv_cac``) or a path
-        joined by double underscores (``training__churn_params__num_leaves``). ``None`` values are
-        ignored, so unset CLI flags can be passed through as they are.
+        Values that win over everything else, typically CLI flags. A key is either a field name
+        that is unique across sections (``horizon_days``, ``gross_margin``, ``target_ltv_cac``) or
+        a path joined by double underscores (``training__churn_params__num_leaves``). ``None``
+        values are ignored, so unset CLI flags can be passed through as they are.
 
     Returns
     -------
     Config
-        Validated configuration.
 
     Raises
     ------
     ConfigError
-        Unreadable file, unknown key, wrong type or a value outside its range.
+        Unreadable file, unknown key, wrong type or a value outside its range, naming the key.
     """
+    env = os.environ if environ is None else environ
+    if path is None and env.get(CONFIG_FILE_ENV):
+        path = env[CONFIG_FILE_ENV]
     data = _read_file(Path(path)) if path is not None else {}
-    return config_from_dict(_apply_overrides(data, overrides))
+    init = _apply_overrides({}, overrides)
+    return _build(data, init, env)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested dict (as read from a file or MLflow)."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
-    unknown = set(data) - set(_SECTIONS)
+    """Build and validate a :class:`Config` from a nested dict (as read from a file or MLflow); no environment."""
+    return _build(dict(data), {}, {})
+
+
+def with_overrides(config: Config, **overrides: Any) -> Config:
+    """A validated copy of ``config`` with overrides applied as in :func:`load_config`."""
+    data = config.to_dict()
+    if data["features"]["btyd_horizon_days"] == data["training"]["horizon_days"]:
+        # The BTYD horizon follows the label horizon: a new horizon carries it along.
+        del data["features"]["btyd_horizon_days"]
+    return _build(_apply_overrides(data, overrides), {}, {})
+
+
+def _build(file_data: Mapping[str, Any], init: dict[str, Any], env: Mapping[str, str]) -> Config:
+    if not isinstance(file_data, Mapping):
+        raise ConfigError(f"config must be a mapping of sections, got {type(file_data).__name__}")
+    unknown = set(file_data) - set(_SECTIONS)
     if unknown:
-        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}")
-    built = {name: _build(cls, data.get(name) or {}, name) for name, cls in _SECTIONS.items()}
-    if "btyd_horizon_days" not in (data.get("features") or {}):
-        # The BTYD features forecast over the label horizon unless told otherwise.
-        built["features"] = dataclasses.replace(built["features"], btyd_horizon_days=built["training"].horizon_days)
-    return Config(**built).validate()
+        raise ConfigError(f"config: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}")
+    # Sections as one merged mapping, lowest priority first: the file, then the environment, then
+    # the overrides; the "before" validator sees which keys were set at all.
+    merged = _deep_merge(_deep_merge(dict(file_data), _env_values(env)), init)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """``CLVCAST_<SECTION>__<KEY>[__<KEY>]`` variables as a nested dict; values are read as YAML scalars."""
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in _SECTIONS:
+            continue
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment {name}: cannot parse {raw!r}: {exc}") from None
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per broken rule: ``config training.horizon_days: Input should be >= 1 (got 0)``."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        got = f" (got {error['input']!r})" if error["type"] not in ("extra_forbidden", "value_error", "missing") else ""
+        lines.append(f"config {where or '(top level)'}: {message}{got}")
+    return "\n".join(lines)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    import yaml
-
     text = path.read_text()
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
@@ -372,8 +440,8 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _leaf_index() -> dict[str, list[tuple[str, ...]]]:
     index: dict[str, list[tuple[str, ...]]] = {}
     for section, cls in _SECTIONS.items():
-        for f in fields(cls):
-            index.setdefault(f.name, []).append((section, f.name))
+        for name in cls.model_fields:
+            index.setdefault(name, []).append((section, name))
     return index
 
 
@@ -392,66 +460,6 @@ def _resolve_override(key: str) -> tuple[str, ...]:
     return matches[0]
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
-    if isinstance(values, cls):
-        return values
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"config {where}: expected a mapping, got {values!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"config {where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config {where}: {exc}") from exc
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    """Convert a value read from YAML/JSON/CLI to the declared type, or say which rule it breaks."""
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    origin = getattr(hint, "__origin__", None)
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"config {where}: must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config {where}: expected a list, got {value!r}")
-        (item,) = get_args(hint)[:1]
-        return tuple(_coerce(item, v, f"{where}[]") for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config {where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"config {where}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"config {where}: expected a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config {where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def with_overrides(config: Config, **overrides: Any) -> Config:
-    """A validated copy of ``config`` with overrides applied as in :func:`load_config`."""
-    data = config.to_dict()
-    if data["features"]["btyd_horizon_days"] == data["training"]["horizon_days"]:
-        # The BTYD horizon follows the label horizon: a new horizon carries it along.
-        del data["features"]["btyd_horizon_days"]
-    return config_from_dict(_apply_overrides(data, overrides))
-
-
 def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         if value is None:
@@ -467,14 +475,10 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict
     return data
 
 
-def _check(ok: bool, key: str, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"config {key}: {rule}")
-
-
 __all__ = [
     "AGE_DEPENDENT_FEATURES",
     "BTYD_OFFSET_FEATURES",
+    "CONFIG_FILE_ENV",
     "ChurnCalibration",
     "ChurnDefinition",
     "ClvConfig",

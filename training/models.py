@@ -20,16 +20,14 @@ training (column order, category levels, calibration map) is in :meth:`ClvModels
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
-
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
+from sklearn.preprocessing import OrdinalEncoder
 
-from training.config import LightGBMParams, TrainingConfig
+from training.config import BTYD_OFFSET_FEATURES, LightGBMParams, TrainingConfig
 from training.treeshap import TreeShap
 
 # Bounds of the BTYD offsets: a probability of exactly 0 or 1, or a spend of 0, has no log.
@@ -50,15 +48,15 @@ class TrainingDataError(ValueError):
 # --------------------------------------------------------------------------- feature encoding
 
 
-@dataclass(frozen=True)
 class FeatureEncoder:
     """Turns a feature frame into the numeric matrix the boosters were trained on.
 
     Numeric and boolean columns become float64. String / categorical columns become the integer
     code of their level among ``categories[column]`` (levels seen in training, sorted), and NaN
-    for a level never seen in training, which LightGBM treats as missing rather than guessing.
-    Codes rather than pandas ``category`` dtype keep the MLflow signature plain numeric and make
-    the encoding explicit, so serving cannot drift from training.
+    for a level never seen in training, which LightGBM treats as missing rather than guessing; the
+    codes come from scikit-learn's :class:`~sklearn.preprocessing.OrdinalEncoder` (unknown and
+    missing values encoded as NaN). Codes rather than pandas ``category`` dtype keep the MLflow
+    signature plain numeric and make the encoding explicit, so serving cannot drift from training.
 
     Parameters
     ----------
@@ -68,8 +66,36 @@ class FeatureEncoder:
         Levels of each categorical column, in code order.
     """
 
-    columns: tuple[str, ...]
-    categories: dict[str, tuple[str, ...]]
+    def __init__(self, columns: tuple[str, ...], categories: dict[str, tuple[str, ...]]):
+        self.columns = tuple(columns)
+        self.categories = {k: tuple(v) for k, v in categories.items()}
+        self._categorical = [c for c in self.columns if c in self.categories]
+        self._numeric = [i for i, c in enumerate(self.columns) if c not in self.categories]
+        self._numeric_names = [self.columns[i] for i in self._numeric]
+        # A categorical column without any level in training encodes every value as unknown (NaN);
+        # OrdinalEncoder needs at least one level per column, so it only sees the others.
+        self._coded = [c for c in self._categorical if self.categories[c]]
+        self._coded_positions = [self.columns.index(c) for c in self._coded]
+        self._empty_positions = [self.columns.index(c) for c in self._categorical if not self.categories[c]]
+        self._ordinal = None
+        if self._coded:
+            levels = [list(self.categories[c]) for c in self._coded]
+            self._ordinal = OrdinalEncoder(
+                categories=[np.asarray(lv, dtype=object) for lv in levels],
+                handle_unknown="use_encoded_value",
+                unknown_value=np.nan,
+                encoded_missing_value=np.nan,
+                dtype=np.float64,
+            )
+            # The levels are given: fitting only checks them (on one row of first levels).
+            first = [[lv[0] for lv in levels]]
+            self._ordinal.fit(np.asarray(first, dtype=object))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureEncoder) and (self.columns, self.categories) == (other.columns, other.categories)
+
+    def __repr__(self) -> str:
+        return f"FeatureEncoder(columns={len(self.columns)}, categorical={self._categorical})"
 
     @classmethod
     def fit(cls, features: pd.DataFrame) -> FeatureEncoder:
@@ -89,7 +115,7 @@ class FeatureEncoder:
 
     @property
     def categorical_columns(self) -> list[str]:
-        return [c for c in self.columns if c in self.categories]
+        return list(self._categorical)
 
     def transform(self, features: pd.DataFrame) -> pd.DataFrame:
         """Encoded float64 frame with exactly ``columns``, in order, and the same index."""
@@ -101,8 +127,7 @@ class FeatureEncoder:
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
         out = np.empty((len(features), len(self.columns)), dtype="float64")
-        numeric = [i for i, c in enumerate(self.columns) if c not in self.categories]
-        numeric_names = [self.columns[i] for i in numeric]
+        numeric, numeric_names = self._numeric, self._numeric_names
         try:
             if len(features) <= _SMALL_FRAME:
                 # A request's few rows: one object array of the whole frame, then the numeric
@@ -115,16 +140,13 @@ class FeatureEncoder:
         except (TypeError, ValueError):
             block = features[numeric_names].apply(pd.to_numeric, errors="raise")
             out[:, numeric] = block.to_numpy(dtype="float64", na_value=np.nan)
-        for i, name in enumerate(self.columns):
-            if name in self.categories:
-                codes = self._levels[name].get_indexer(features[name].astype("string").astype(object))
-                out[:, i] = np.where(codes >= 0, codes, np.nan)
+        if self._ordinal is not None:
+            values = np.column_stack(
+                [features[c].astype("string").to_numpy(dtype=object, na_value=np.nan) for c in self._coded]
+            )
+            out[:, self._coded_positions] = self._ordinal.transform(values)
+        out[:, self._empty_positions] = np.nan
         return out
-
-    @cached_property
-    def _levels(self) -> dict[str, pd.Index]:
-        """An index of each categorical column's levels, built once (lookups by level -> code)."""
-        return {name: pd.Index(levels) for name, levels in self.categories.items()}
 
     def to_dict(self) -> dict:
         return {"columns": list(self.columns), "categories": {k: list(v) for k, v in self.categories.items()}}
@@ -513,8 +535,6 @@ def btyd_offsets(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     KeyError
         If a BTYD column is missing (``btyd_offset`` needs the BTYD feature family).
     """
-    from training.config import BTYD_OFFSET_FEATURES
-
     missing = [c for c in BTYD_OFFSET_FEATURES if c not in features.columns]
     if missing:
         raise KeyError(f"btyd_offset needs the feature columns {missing}; set training.btyd_offset=false without them")

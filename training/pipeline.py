@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from features.btyd import BTYDParams
 from features.build import build_features, fit_btyd
 from features.contract import Tables
 from features.dates import history_until
@@ -39,6 +40,7 @@ from features.schema import feature_set_id
 from training import metrics as M
 from training import plots, registry
 from training.baselines import baseline_forecasts
+from training.artifact import ServingArtifact
 from training.config import Config, with_overrides
 from training.labels import build_labels
 from training.models import ClvModels
@@ -129,8 +131,7 @@ class Evaluation:
     churned: np.ndarray
     predictions: dict[str, pd.DataFrame]  # per model: expected_spend, churn_score (+ churn_probability)
     metrics: dict[str, dict[str, float]]
-    btyd: Any  # features.build.BTYDParams fitted at the cutoff (the holdout features use it)
-    btyd_params: dict[str, Any]
+    btyd: BTYDParams  # fitted at the cutoff (the holdout features use it)
     baseline_params: dict[str, Any]
     n_training_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -223,7 +224,6 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
         predictions=predictions,
         metrics=scores,
         btyd=btyd,
-        btyd_params=btyd.model_dump(),
         baseline_params={name: f.params for name, f in baselines.items()},
         n_training_rows=len(X),
         seconds=seconds,
@@ -383,19 +383,17 @@ def train(
 
     trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     fsid = feature_set_id(config.features)
-    serving = {
-        "format_version": registry.SERVING_FORMAT_VERSION,
-        "feature_set_id": fsid,
-        "feature_config": config.features.to_dict(),
-        "horizon_days": ev.plan.horizon_days,
-        "training_cutoff": str(ev.plan.cutoff.date()),
-        "training_origins": [str(o.date()) for o in ev.plan.origins],
-        "trained_at": trained_at,
-        "btyd_params": ev.btyd_params,
-        "holdout_metrics": ev.metrics,
-        "config": config.to_dict(),
+    serving = ServingArtifact(
+        feature_set_id=fsid,
+        feature_config=config.features,
+        training_cutoff=ev.plan.cutoff.date(),
+        training_origins=tuple(o.date() for o in ev.plan.origins),
+        trained_at=trained_at,
+        btyd_params=ev.btyd,
+        holdout_metrics={m: {k: _json_number(v) for k, v in values.items()} for m, values in ev.metrics.items()},
+        config=config,
         **ev.models.metadata(),
-    }
+    )
     tables_out, figures = _artifacts(ev)
     flat = _flat_metrics(ev.metrics)
     if champion_metrics is not None:

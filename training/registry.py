@@ -53,6 +53,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.btyd import BTYDParams
+from features.config import FeatureConfig
+from features.schema import feature_set_id
+from training.artifact import SERVING_FORMAT_VERSION, ServingArtifact
 from training.models import ClvModels, FeatureEncoder
 
 log = logging.getLogger(__name__)
@@ -62,7 +66,6 @@ CHURN_MODEL = "clvcast-churn"
 SPEND_MODEL = "clvcast-spend"
 ALIAS = "champion"
 SERVING_ARTIFACT = "clvcast/serving.json"
-SERVING_FORMAT_VERSION = 1
 
 # "Not worse" allows for the noise of retraining on slightly different data: a new pair may be up
 # to 1% worse on expected-spend MAE and 0.005 worse on churn AUC than the champion on the same rows.
@@ -144,7 +147,7 @@ def log_run(
     tables: dict[str, pd.DataFrame],
     figures: dict[str, Any],
     models: ClvModels | None = None,
-    serving: dict[str, Any] | None = None,
+    serving: ServingArtifact | None = None,
     input_example: pd.DataFrame | None = None,
     run_name: str | None = None,
 ) -> LoggedRun:
@@ -172,7 +175,7 @@ def log_run(
         Written as ``plots/<name>.png``.
     models : ClvModels, optional
         Fitted models to log as ``churn`` and ``spend``.
-    serving : dict, optional
+    serving : ServingArtifact, optional
         Written as :data:`SERVING_ARTIFACT`.
     input_example : DataFrame, optional
         A few raw feature rows, encoded before logging; required with ``models``.
@@ -205,7 +208,7 @@ def log_run(
                 raise ValueError("log_run: input_example is required with models")
             example = models.transform(input_example)
             requirements = pip_requirements()
-            meta = {"feature_set_id": (serving or {}).get("feature_set_id", ""), "horizon_days": models.horizon_days_}
+            meta = {"feature_set_id": serving.feature_set_id if serving else "", "horizon_days": models.horizon_days_}
             churn_info = mlflow.lightgbm.log_model(
                 models.churn_model_,
                 name="churn",
@@ -229,7 +232,7 @@ def log_run(
                 spend_model_id=spend_info.model_id,
             )
         if serving is not None:
-            mlflow.log_dict(serving, SERVING_ARTIFACT)
+            mlflow.log_dict(serving.model_dump(mode="json"), SERVING_ARTIFACT)
         return LoggedRun(run_id=run.info.run_id, **logged)
 
 
@@ -253,10 +256,8 @@ class Champion:
         Registered versions of ``clvcast-churn`` and ``clvcast-spend``.
     run_id : str
         The training run both come from.
-    serving : dict
-        The run's :data:`SERVING_ARTIFACT`: ``feature_config``, ``feature_set_id``,
-        ``btyd_params``, ``horizon_days``, ``training_cutoff``, ``trained_at``,
-        ``holdout_metrics``, ``encoder``, ``calibration``.
+    serving : ServingArtifact
+        The run's :data:`SERVING_ARTIFACT`.
     tracking_uri : str
         Where it was loaded from.
     """
@@ -265,40 +266,38 @@ class Champion:
     churn_version: str
     spend_version: str
     run_id: str
-    serving: dict[str, Any] = field(repr=False)
+    serving: ServingArtifact = field(repr=False)
     tracking_uri: str = ""
 
     @property
     def feature_set_id(self) -> str:
-        return self.serving["feature_set_id"]
+        return self.serving.feature_set_id
 
     @property
-    def feature_config(self):
-        """The :class:`features.config.FeatureConfig` the models were trained with."""
-        from features.config import FeatureConfig
-
-        return _feature_config_from_dict(FeatureConfig, self.serving["feature_config"])
+    def feature_config(self) -> FeatureConfig:
+        """The feature settings the models were trained with."""
+        return self.serving.feature_config
 
     @property
-    def btyd_params(self) -> dict[str, Any] | None:
-        """BTYD parameters fitted at the training cutoff, as logged (a dict)."""
-        return self.serving.get("btyd_params")
+    def btyd_params(self) -> BTYDParams:
+        """BTYD parameters fitted at the training cutoff."""
+        return self.serving.btyd_params
 
     @property
     def horizon_days(self) -> int:
-        return int(self.serving["horizon_days"])
+        return self.serving.horizon_days
 
     @property
     def training_cutoff(self) -> str:
-        return self.serving["training_cutoff"]
+        return self.serving.training_cutoff.isoformat()
 
     @property
     def trained_at(self) -> str:
-        return self.serving["trained_at"]
+        return self.serving.trained_at
 
     @property
     def holdout_metrics(self) -> dict[str, Any]:
-        return self.serving["holdout_metrics"]
+        return self.serving.holdout_metrics
 
     def describe(self) -> dict[str, Any]:
         """Versions, training date and holdout metrics (for ``GET /model``)."""
@@ -312,16 +311,6 @@ class Champion:
             "trained_at": self.trained_at,
             "holdout_metrics": self.holdout_metrics,
         }
-
-
-def _feature_config_from_dict(cls, data: dict):
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ChampionError(f"the champion's feature config has settings this code does not know: {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def load_champion(*, check_compatible: bool = True) -> Champion:
@@ -379,38 +368,42 @@ def _run_of(version) -> str | None:
     return version.tags.get("clvcast.run_id") or version.run_id
 
 
-def _load_serving(client, run_id: str, uri: str) -> dict:
+def _load_serving(client, run_id: str, uri: str) -> ServingArtifact:
     from mlflow.exceptions import MlflowException
+    from pydantic import ValidationError
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, SERVING_ARTIFACT, tmp)
         except (MlflowException, OSError) as exc:
             raise ChampionError(f"run {run_id} at {uri} has no {SERVING_ARTIFACT}: not a clvcast training run") from exc
-        serving = json.loads(Path(path).read_text())
-    if serving.get("format_version") != SERVING_FORMAT_VERSION:
+        data = json.loads(Path(path).read_text())
+    if data.get("format_version") != SERVING_FORMAT_VERSION:
         raise ChampionError(
-            f"run {run_id} at {uri}: {SERVING_ARTIFACT} has format_version {serving.get('format_version')!r}, "
+            f"run {run_id} at {uri}: {SERVING_ARTIFACT} has format_version {data.get('format_version')!r}, "
             f"this code reads {SERVING_FORMAT_VERSION}"
         )
-    return serving
-
-
-def check_serving_compatible(serving: dict, *, where: str) -> None:
-    """Raise :class:`ChampionError` if this code would build other features than the champion saw."""
-    from features.config import FeatureConfig
-    from features.schema import feature_set_id
-
-    config = _feature_config_from_dict(FeatureConfig, serving["feature_config"])
-    current = feature_set_id(config)
-    if current != serving["feature_set_id"]:
+    try:
+        return ServingArtifact.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
         raise ChampionError(
-            f"{where} was trained on feature set {serving['feature_set_id']}, but this code builds "
+            f"run {run_id} at {uri}: {SERVING_ARTIFACT} is not readable by this code "
+            f"({'.'.join(map(str, first['loc']))}: {first['msg']}); retrain"
+        ) from None
+
+
+def check_serving_compatible(serving: ServingArtifact, *, where: str) -> None:
+    """Raise :class:`ChampionError` if this code would build other features than the champion saw."""
+    current = feature_set_id(serving.feature_config)
+    if current != serving.feature_set_id:
+        raise ChampionError(
+            f"{where} was trained on feature set {serving.feature_set_id}, but this code builds "
             f"{current} from the same settings: the feature code changed since training; retrain"
         )
 
 
-def _load_models(churn_v, spend_v, serving: dict, uri: str) -> ClvModels:
+def _load_models(churn_v, spend_v, serving: ServingArtifact, uri: str) -> ClvModels:
     import mlflow.lightgbm
     from mlflow.exceptions import MlflowException
 
@@ -421,14 +414,14 @@ def _load_models(churn_v, spend_v, serving: dict, uri: str) -> ClvModels:
             loaded[name] = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
         except (MlflowException, OSError) as exc:
             raise ChampionError(f"cannot load '{name}' v{version.version} at {uri}: {exc}") from exc
-    calibration = serving.get("calibration")
+    calibration = serving.calibration
     return ClvModels.from_parts(
-        encoder=FeatureEncoder.from_dict(serving["encoder"]),
+        encoder=FeatureEncoder(serving.encoder.columns, serving.encoder.categories),
         churn_model=loaded[CHURN_MODEL],
         spend_model=loaded[SPEND_MODEL],
-        calibration=None if calibration is None else (calibration["x"], calibration["y"]),
-        horizon_days=serving["horizon_days"],
-        btyd_offset=serving.get("btyd_offset", False),
+        calibration=None if calibration is None else (calibration.x, calibration.y),
+        horizon_days=serving.horizon_days,
+        btyd_offset=serving.btyd_offset,
     )
 
 

@@ -1,0 +1,180 @@
+"""The scores contract: the columns of a scoring run, and the run itself, declared once.
+
+``clvcast score`` writes one row per scored customer; everything downstream (``clvcast budget``, the
+service's segments, tests) reads the same declaration. A scores file also carries the run that
+produced it (:class:`ScoringRun`: as_of, horizon, model versions, the CLV settings and the BTYD
+parameters of the champion), so nothing downstream guesses the horizon or the CLV settings from a
+default: in Parquet as schema metadata, beside a CSV file as ``<file>.run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.btyd import BTYDParams
+from training.config import ClvConfig
+
+__all__ = ["SCORE_COLUMNS", "SCORE_SCHEMA", "ScoreColumn", "Scores", "ScoringRun", "read_scores", "write_scores"]
+
+
+@dataclass(frozen=True)
+class ScoreColumn:
+    """One column of a scores table: name, pandas dtype and meaning (with units)."""
+
+    name: str
+    dtype: str
+    description: str
+
+
+SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
+    ScoreColumn("customer_id", "str", "customer identifier"),
+    ScoreColumn("as_of", "object", "scoring date (datetime.date): history is everything before the end of this day"),
+    ScoreColumn("horizon_days", "int64", "H of churn_probability and expected_spend, days"),
+    ScoreColumn("churn_probability", "float64", "P(no purchase in the next horizon_days), 0..1"),
+    ScoreColumn("spend_if_active", "float64", "expected spend over the horizon if the customer buys, currency units"),
+    ScoreColumn("expected_spend", "float64", "(1 - churn_probability) * spend_if_active over the horizon, currency units"),
+    ScoreColumn("clv_horizon", "float64", "margin over the next horizon after cost to serve, currency units"),
+    ScoreColumn("clv", "float64", "lifetime CLV: discounted margin over the lifetime cap, currency units"),
+    ScoreColumn("expected_lifetime_days", "float64", "expected remaining lifetime, days"),
+    ScoreColumn("clv_tier", "object", "CLV tier, e.g. 'top 10%'"),
+    ScoreColumn("rfm_segment", "object", "RFM segment, e.g. 'champions'"),
+    ScoreColumn("recency_days", "float64", "days from the last purchase to as_of"),
+    ScoreColumn("frequency", "float64", "repeat purchase days"),
+    ScoreColumn("monetary_value", "float64", "mean spend per purchase day, currency units"),
+    ScoreColumn("channel", "str", "acquisition channel; missing when unknown"),
+    ScoreColumn("acquired_at", "datetime64[ns]", "acquisition date (default: first transaction)"),
+    ScoreColumn("acquisition_cost", "float64", "CAC paid for this customer, currency units; NaN when unknown"),
+    ScoreColumn("drivers", "object", "top drivers per model: {'churn': [...], 'spend': [...]}"),
+    ScoreColumn("churn_model_version", "object", "version of clvcast-churn"),
+    ScoreColumn("spend_model_version", "object", "version of clvcast-spend"),
+    ScoreColumn("feature_set_id", "object", "feature set of both models"),
+)  # fmt: skip
+#: Column names of a scores table, in order.
+SCORE_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCORE_SCHEMA)
+
+_METADATA_KEY = b"clvcast.scoring_run"
+
+
+class ScoringRun(BaseModel):
+    """The run behind a scores table: what its numbers mean.
+
+    Attributes
+    ----------
+    as_of : date
+    horizon_days : int
+    churn_model_version, spend_model_version : str
+    run_id : str
+        MLflow training run of the champion pair.
+    feature_set_id : str
+    clv : ClvConfig
+        Margin, cost to serve, discount rate and lifetime cap the ``clv`` column was computed with.
+    btyd : BTYDParams
+        The champion's BTYD parameters (and their time unit).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    as_of: date
+    horizon_days: int = Field(ge=1)
+    churn_model_version: str
+    spend_model_version: str
+    run_id: str
+    feature_set_id: str
+    clv: ClvConfig
+    btyd: BTYDParams
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A scores table and the run that produced it."""
+
+    frame: pd.DataFrame
+    run: ScoringRun
+
+
+def write_scores(scores: Scores, out: str | Path) -> Path:
+    """Write scores to ``.parquet`` or ``.csv`` (with ``<file>.run.json``); ``drivers`` as JSON text.
+
+    Raises
+    ------
+    ValueError
+        On another file extension, or a frame without the columns of :data:`SCORE_COLUMNS`.
+    """
+    path = Path(out)
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
+    missing = [c for c in SCORE_COLUMNS if c not in scores.frame.columns]
+    if missing:
+        raise ValueError(f"scores: missing column(s) {missing}")
+    frame = scores.frame[list(SCORE_COLUMNS)].copy()
+    frame["drivers"] = [json.dumps(d, separators=(",", ":")) for d in frame["drivers"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_json = scores.run.model_dump_json().encode()
+    if path.suffix == ".parquet":
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _METADATA_KEY: run_json})
+        pq.write_table(table, path)
+    else:
+        frame.to_csv(path, index=False)
+        _run_sidecar(path).write_bytes(run_json)
+    return path
+
+
+def read_scores(path: str | Path) -> Scores:
+    """Read a file written by :func:`write_scores`, with the dtypes of :data:`SCORE_SCHEMA` and its run.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file, or a CSV without its ``.run.json``.
+    ValueError
+        A file that is not a clvcast scores file (missing columns or run), or whose rows disagree
+        with its run (another as_of or horizon).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scores file not found: {path}")
+    if path.suffix == ".csv":
+        frame = pd.read_csv(
+            path,
+            dtype={"customer_id": "str", "channel": "str", "churn_model_version": "str", "spend_model_version": "str"},
+            parse_dates=["acquired_at"],
+        )
+        if "as_of" in frame:
+            frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+        sidecar = _run_sidecar(path)
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"{path}: its scoring run {sidecar.name} is missing (written beside it by clvcast score)")
+        run_json = sidecar.read_bytes()
+    elif path.suffix == ".parquet":
+        table = pq.read_table(path)
+        run_json = (table.schema.metadata or {}).get(_METADATA_KEY)
+        if run_json is None:
+            raise ValueError(f"{path}: not a clvcast scores file (no scoring run in its metadata); rewrite it with clvcast score")
+        frame = table.to_pandas()
+    else:
+        raise ValueError(f"scores must be a .parquet or .csv file, got {path}")
+    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected the columns of `clvcast score`")
+    run = ScoringRun.model_validate_json(run_json)
+    if len(frame) and not (frame["as_of"] == run.as_of).all():
+        raise ValueError(f"{path}: column 'as_of' must be {run.as_of} on every row, as its scoring run says")
+    if len(frame) and not (frame["horizon_days"].to_numpy() == run.horizon_days).all():
+        raise ValueError(f"{path}: column 'horizon_days' must be {run.horizon_days} on every row, as its scoring run says")
+    frame["drivers"] = [json.loads(d) for d in frame["drivers"]]
+    frame["horizon_days"] = frame["horizon_days"].astype(np.int64)
+    return Scores(frame=frame, run=run)
+
+
+def _run_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".run.json")
