@@ -15,8 +15,17 @@ Normalised dtypes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
+
+#: Largest absolute amount (and acquisition cost) a value may have, currency units: beyond it a value
+#: is a unit or parsing error, not a purchase. The HTTP boundary enforces it.
+AMOUNT_LIMIT = 1e9
+#: Earliest plausible timestamp of a purchase, event or acquisition. The HTTP boundary enforces it.
+EARLIEST_TIMESTAMP = datetime(1900, 1, 1)
+#: Longest customer id, event type and category (channel, covariate level) text, characters.
+MAX_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,13 @@ class TableSpec:
     @property
     def required_columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.required)
+
+    def column(self, name: str) -> Column:
+        """The declared column ``name``; KeyError when the table does not declare it."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name} declares no column {name!r}")
 
 
 TRANSACTIONS = TableSpec(

@@ -38,17 +38,20 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from features.contract import Tables
+from features.contract import AMOUNT_LIMIT, CUSTOMERS, EARLIEST_TIMESTAMP, EVENTS, MAX_ID_LENGTH, TRANSACTIONS, Tables
+from serving.scores import SCORE_SCHEMA
 
 MAX_CUSTOMERS = 1000
 MAX_ROWS_PER_CUSTOMER = 10_000
 MAX_ROWS_PER_REQUEST = 200_000
-MAX_ABS_AMOUNT = 1e9
+MAX_ABS_AMOUNT = AMOUNT_LIMIT
 MAX_CHANNELS = 100
 MAX_DRIVERS = 10
-MIN_TIMESTAMP = datetime(1900, 1, 1)
+MIN_TIMESTAMP = EARLIEST_TIMESTAMP
 MIN_AS_OF = date(1900, 1, 2)
 MAX_AS_OF = date(2200, 12, 31)
+
+_SCORE_DESCRIPTIONS = {c.name: c.description for c in SCORE_SCHEMA}
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -75,7 +78,7 @@ Amount = Annotated[
         allow_inf_nan=False,
         ge=-MAX_ABS_AMOUNT,
         le=MAX_ABS_AMOUNT,
-        description="Purchase value in currency units; 0 allowed; negative = refund.",
+        description=TRANSACTIONS.column("amount").description,
     ),
 ]
 def _not_blank(value: str) -> str:
@@ -84,7 +87,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_not_blank)]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH, description=TRANSACTIONS.column("customer_id").description),
+    AfterValidator(_not_blank),
+]
 Covariate = Annotated[float, Field(allow_inf_nan=False)] | Annotated[str, Field(max_length=256)] | None
 
 
@@ -103,7 +110,9 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timestamp: Timestamp
-    event_type: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
+    event_type: Annotated[
+        str, Field(min_length=1, max_length=64, description=EVENTS.column("event_type").description), AfterValidator(_not_blank)
+    ]
 
 
 class Attributes(BaseModel):
@@ -112,13 +121,15 @@ class Attributes(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, Covariate] = Field(init=False)
 
-    acquired_at: Timestamp | None = Field(None, description="Acquisition date or time; default: first transaction.")
-    channel: Annotated[str, Field(max_length=128)] | None = Field(None, description="Acquisition channel.")
-    acquisition_cost: Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_ABS_AMOUNT)] | None = Field(
-        None, description="CAC paid for this customer, currency units."
+    acquired_at: Timestamp | None = Field(None, description=CUSTOMERS.column("acquired_at").description)
+    channel: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = Field(
+        None, description=CUSTOMERS.column("channel").description
     )
-    referred_by: Annotated[str, Field(max_length=128)] | None = Field(
-        None, description="customer_id of the referrer."
+    acquisition_cost: Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_ABS_AMOUNT)] | None = Field(
+        None, description=CUSTOMERS.column("acquisition_cost").description
+    )
+    referred_by: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = Field(
+        None, description=CUSTOMERS.column("referred_by").description
     )
 
 
@@ -326,19 +337,19 @@ class CustomerClv(BaseModel):
     """Predictions and CLV of one customer. Money in currency units, time in days."""
 
     customer_id: str
-    churn_probability: float = Field(description="P(no purchase in the next horizon_days).")
-    spend_if_active: float = Field(description="Expected spend over the horizon if the customer buys.")
-    expected_spend: float = Field(description="(1 - churn_probability) * spend_if_active over the horizon.")
-    clv_horizon: float = Field(description="Margin over the next horizon after cost to serve, (1 - p)(m s - c).")
-    clv: float = Field(description="Lifetime CLV: discounted margin over the lifetime cap of K horizons.")
-    expected_lifetime_days: float = Field(description="Expected remaining lifetime, H / p days, capped at K H.")
+    churn_probability: float = Field(description=_SCORE_DESCRIPTIONS["churn_probability"])
+    spend_if_active: float = Field(description=_SCORE_DESCRIPTIONS["spend_if_active"])
+    expected_spend: float = Field(description=_SCORE_DESCRIPTIONS["expected_spend"])
+    clv_horizon: float = Field(description=_SCORE_DESCRIPTIONS["clv_horizon"])
+    clv: float = Field(description=_SCORE_DESCRIPTIONS["clv"])
+    expected_lifetime_days: float = Field(description=_SCORE_DESCRIPTIONS["expected_lifetime_days"])
     segment: Segment
-    recency_days: float = Field(description="Days from the last purchase to as_of.")
-    frequency: float = Field(description="Repeat purchase days.")
-    monetary_value: float = Field(description="Mean spend per purchase day.")
+    recency_days: float = Field(description=_SCORE_DESCRIPTIONS["recency_days"])
+    frequency: float = Field(description=_SCORE_DESCRIPTIONS["frequency"])
+    monetary_value: float = Field(description=_SCORE_DESCRIPTIONS["monetary_value"])
     drivers: Drivers
 
-    #: Numeric fields, named as the columns of :data:`serving.scoring.SCORE_COLUMNS`.
+    #: Numeric fields, named as the columns of :data:`serving.scores.SCORE_COLUMNS`.
     FLOAT_FIELDS: ClassVar[tuple[str, ...]] = (
         "churn_probability", "spend_if_active", "expected_spend", "clv_horizon", "clv",
         "expected_lifetime_days", "recency_days", "frequency", "monetary_value",
@@ -390,7 +401,7 @@ class ClvResponse(BaseModel):
     """Answer of ``POST /clv``: one entry per requested customer, in request order."""
 
     as_of: date
-    horizon_days: int = Field(description="H: the horizon of churn_probability and expected_spend, days.")
+    horizon_days: int = Field(description=_SCORE_DESCRIPTIONS["horizon_days"])
     segment_basis: SegmentBasis = Field(
         description="Population the CLV tiers and RFM scores are relative to: the batch scores the "
         "service was started with (CLVCAST_SCORES), or else the customers of this request."
