@@ -113,6 +113,28 @@ def no_customer_error(transactions: pd.DataFrame, cutoff: dt.date) -> ValueError
 
 
 def prepare_history(tables: Tables, cutoff) -> History:
+    """The history of every customer known at ``cutoff``, reduced to the per-day arrays of :class:`History`.
+
+    Parameters
+    ----------
+    tables : Tables
+        Contract tables (normalised dtypes); only ``transactions`` is read here (families read the
+        others through ``History.tables``).
+    cutoff : date-like
+        Last day of history (:func:`features.dates.parse_cutoff`).
+
+    Returns
+    -------
+    History
+        Customers sorted by id; rows after the cutoff day are ignored.
+
+    Raises
+    ------
+    ValueError
+        If the transactions table is empty or no customer has a purchase on or before the cutoff day.
+    TypeError
+        If a timestamp column is not ``datetime64`` (tables not read through :mod:`features.io`).
+    """
     cutoff = parse_cutoff(cutoff)
     cutoff_day = day_number(cutoff)
     tx = tables.transactions
