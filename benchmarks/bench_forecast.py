@@ -9,8 +9,9 @@ Usage::
    (``features.dates.history_until``): nothing after the cutoff is seen from here to step 4.
 3. Trains the churn and spend models on that history (``training.pipeline.train``, holdout = the
    last window before the cutoff) in a throwaway MLflow store (or ``--tracking-uri``), scores every
-   customer known at the cutoff (``serving.scoring.score_tables``) and runs the finance budget
-   (``serving.finance.budget``) on the history up to the cutoff.
+   customer known at the cutoff (``serving.scoring.score_tables``) and computes the finance budget
+   (``serving.finance.compute_budget``, written by ``serving.finance.outputs``) on the history up
+   to the cutoff.
 4. Compares ``forecast.csv`` with what the same customers actually spent in the 12 months after the
    cutoff, month by month over the forecast's own periods (net of refunds, as the models' spend).
 
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, tmp: Path) -> int:
     from features.synthetic import generate
     from serving import clv as C
-    from serving.finance import budget, budget_settings
+    from serving.finance import BudgetSettings, compute_budget
+    from serving.finance.outputs import REPORT_NAME, write_budget, write_report
     from serving.scoring import score_tables
     from training import registry
     from training.config import load_config
@@ -249,19 +251,15 @@ def _run(args, tmp: Path) -> int:
     if args.simulations is not None:
         budget_kwargs["n_simulations"] = args.simulations
     out_dir = Path(args.out) if args.out else tmp / "budget"
-    res = budget(
-        history,
-        scores,
-        out_dir=out_dir,
-        horizon_days=champion.horizon_days,
-        **budget_settings(config.clv),
-        forecast_months=args.months,
-        **budget_kwargs,
+    res = compute_budget(
+        history, scores, decisions=config.clv, settings=BudgetSettings(forecast_months=args.months, **budget_kwargs)
     )
+    paths = write_budget(res, out_dir)
+    write_report(res, out_dir / REPORT_NAME)
     timings["budget"] = time.perf_counter() - t0
-    forecast = pd.read_csv(res.paths["forecast"])
+    forecast = pd.read_csv(paths["forecast"])
 
-    base = pd.Index(scores["customer_id"])
+    base = pd.Index(scores.frame["customer_id"])
     actual = actual_by_period(full.transactions, base, forecast)
     actual["oracle"] = oracle_by_period(book.truth, base, cutoff, forecast)
     table, summary = compare(forecast, actual)
@@ -273,7 +271,7 @@ def _run(args, tmp: Path) -> int:
         f"holdout expected-spend MAE {result.metrics['clvcast']['mae']:.2f}, "
         f"churn AUC {result.metrics['clvcast']['churn_auc']:.3f}, total predicted "
         f"{result.metrics['clvcast']['total_predicted']:,.0f} vs actual {result.metrics['clvcast'].get('total_actual', float('nan')):,.0f}",
-        f"base at the cutoff: {len(scores):,} scored customers; budget: {settings['n_simulations']} simulations, "
+        f"base at the cutoff: {len(scores.frame):,} scored customers; budget: {settings['n_simulations']} simulations, "
         f"spend_cv {settings['spend_cv']}, common_cv {settings['common_cv']}",
         "forecast: later horizons by "
         + ("BG/NBD decay" if res.summary.get("forecast_decay") == "bgnbd" else "retention r^k")
@@ -288,7 +286,7 @@ def _run(args, tmp: Path) -> int:
         payload = {
             "args": vars(args),
             "cutoff": str(cutoff.date()),
-            "customers_scored": int(len(scores)),
+            "customers_scored": int(len(scores.frame)),
             "settings": settings,
             "timings": timings,
             "summary": summary,

@@ -7,8 +7,9 @@ Usage::
 
 Without ``--report`` it builds a synthetic book (``features.synthetic``), scores it as of one year
 before the book's end with the generator's own latent parameters instead of trained models (so it
-needs no MLflow), writes the budget outputs, and prints a backtest of the 12-month forecast against
-the revenue the book actually recorded after the scoring date. Needs Debian's ``chromium`` package
+needs no MLflow; the BTYD parameters of the scoring run are fitted on the history as training
+would), writes the budget outputs, and prints a backtest of the 12-month forecast against the
+revenue the book actually recorded after the scoring date. Needs Debian's ``chromium`` package
 (``apt-get install -y chromium``) for the PNG; the rest runs without it.
 """
 
@@ -24,6 +25,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from features.config import FeatureConfig
+from features.families import btyd
+from features.history import prepare_history
+from features.synthetic import generate, oracle_expected_spend
+from serving import clv as C
+from serving import segments as SG
+from serving.finance import compute_budget
+from serving.finance.outputs import REPORT_NAME, write_budget, write_report
+from serving.scores import Scores, ScoringRun
+from training.config import ClvConfig
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "headless_shell")
 
@@ -66,17 +78,15 @@ def render(html_path: Path, png_path: Path, *, width: int = 1200, height: int = 
     return png_path
 
 
-def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv_kwargs: dict) -> pd.DataFrame:
-    """A scores table computed from the generator's latent parameters instead of models.
+def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv: ClvConfig) -> Scores:
+    """Scores computed from the generator's latent parameters instead of models.
 
     p = P(no purchase in H): 1 for customers already gone; for a live customer with purchase rate λ
     and dropout rate μ (exponential lifetime T), E[exp(−λ min(T, H))]. s = oracle expected spend /
     (1 − p). Seasonality is ignored in p, which is enough for a rendering check and a backtest of
-    the forecast arithmetic.
+    the forecast arithmetic. The run's BTYD parameters are fitted on the history up to ``as_of``
+    with the default feature settings, as training fits them.
     """
-    from features.synthetic import oracle_expected_spend
-    from serving import clv as C
-    from serving import segments as SG
 
     truth = book.truth
     spend = oracle_expected_spend(truth, cutoff=as_of, horizon_days=horizon_days)
@@ -104,20 +114,24 @@ def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv_kwargs: d
     ).reindex(spend.index)
     rfm = rfm.fillna({"recency_days": 10_000, "frequency": 0, "monetary_value": 0.0})
     customers = book.tables.customers.set_index("customer_id").loc[spend.index]
-    clv = C.lifetime_clv(p, s, horizon_days=horizon_days, **clv_kwargs)
+    lifetime = C.lifetime_clv(
+        p, s, horizon_days=horizon_days, margin=clv.gross_margin, cost_to_serve=clv.cost_to_serve,
+        annual_discount_rate=clv.annual_discount_rate, lifetime_horizons=clv.lifetime_horizons,
+    )  # fmt: skip
     scores = pd.DataFrame(
         {
             "customer_id": spend.index.astype("str"),
             "as_of": as_of.date(),
+            "horizon_days": horizon_days,
             "churn_probability": p,
             "spend_if_active": s,
             "expected_spend": C.expected_spend(p, s),
-            "clv_horizon": C.horizon_clv(p, s, margin=clv_kwargs["margin"], cost_to_serve=clv_kwargs["cost_to_serve"]),
-            "clv": clv,
+            "clv_horizon": C.horizon_clv(p, s, margin=clv.gross_margin, cost_to_serve=clv.cost_to_serve),
+            "clv": lifetime,
             "expected_lifetime_days": C.expected_lifetime_days(
-                p, horizon_days=horizon_days, lifetime_horizons=clv_kwargs["lifetime_horizons"]
+                p, horizon_days=horizon_days, lifetime_horizons=clv.lifetime_horizons
             ),
-            "clv_tier": SG.clv_tier(clv),
+            "clv_tier": SG.clv_tier(lifetime),
             "rfm_segment": "",
             "recency_days": rfm["recency_days"].to_numpy(),
             "frequency": rfm["frequency"].to_numpy(),
@@ -125,21 +139,28 @@ def oracle_scores(book, *, as_of: pd.Timestamp, horizon_days: int, clv_kwargs: d
             "channel": customers["channel"].to_numpy(),
             "acquired_at": customers["acquired_at"].to_numpy(),
             "acquisition_cost": customers["acquisition_cost"].to_numpy(),
+            "drivers": [{"churn": [], "spend": []}] * len(spend),
+            "churn_model_version": "oracle",
+            "spend_model_version": "oracle",
+            "feature_set_id": "oracle",
         }
     )
     r = SG.rfm_scores(scores["recency_days"], scores["frequency"], scores["monetary_value"])
     scores["rfm_segment"] = SG.rfm_segment(r["r_score"], r["f_score"], r["m_score"])
-    return scores
+    run = ScoringRun(
+        as_of=as_of.date(), horizon_days=horizon_days, churn_model_version="oracle", spend_model_version="oracle",
+        run_id="oracle", feature_set_id="oracle", clv=clv,
+        btyd=btyd.fit(prepare_history(book.tables, as_of), FeatureConfig()),
+    )  # fmt: skip
+    return Scores(frame=scores, run=run)
 
 
 def forecast_backtest(book, forecast: pd.DataFrame, *, as_of: pd.Timestamp, customer_ids) -> pd.DataFrame:
     """Forecast beside the revenue the book recorded, per forecast month, for the scored customers."""
-    from serving.clv import MONTH_DAYS
-
     tx = book.tables.transactions
     t0 = as_of + pd.Timedelta(days=1)
     tx = tx[(tx["timestamp"] >= t0) & tx["customer_id"].isin(set(customer_ids))]
-    month = np.floor((tx["timestamp"] - t0) / pd.Timedelta(days=1) / MONTH_DAYS).astype(int) + 1
+    month = np.floor((tx["timestamp"] - t0) / pd.Timedelta(days=1) / C.MONTH_DAYS).astype(int) + 1
     actual = tx["amount"].groupby(month.to_numpy()).sum().reindex(forecast["month"], fill_value=0.0)
     out = forecast[["month", "expected_revenue", "revenue_low", "revenue_high"]].copy()
     out["actual_revenue"] = actual.to_numpy()
@@ -160,26 +181,18 @@ def main(argv: list[str] | None = None) -> int:
 
     report = args.report
     if report is None:
-        from features.synthetic import generate
-        from serving import clv as C
-        from serving.finance import budget
-
         t = time.perf_counter()
         book = generate(args.customers, seed=0)
         end = pd.Timestamp(book.truth.attrs["period_end"])
         as_of = end - pd.Timedelta(days=365)
-        clv_kwargs = dict(
-            margin=C.DEFAULT_MARGIN,
-            cost_to_serve=C.DEFAULT_COST_TO_SERVE,
-            annual_discount_rate=C.DEFAULT_ANNUAL_DISCOUNT_RATE,
-            lifetime_horizons=C.DEFAULT_LIFETIME_HORIZONS,
-        )
-        scores = oracle_scores(book, as_of=as_of, horizon_days=args.horizon_days, clv_kwargs=clv_kwargs)
-        print(f"book and scores: {len(scores)} customers as of {as_of.date()} in {time.perf_counter() - t:.1f} s")
+        scores = oracle_scores(book, as_of=as_of, horizon_days=args.horizon_days, clv=ClvConfig())
+        print(f"book and scores: {len(scores.frame)} customers as of {as_of.date()} in {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
-        result = budget(book.tables, scores, out_dir=args.out, horizon_days=args.horizon_days, **clv_kwargs)
+        result = compute_budget(book.tables, scores)
+        write_budget(result, args.out)
+        report = write_report(result, args.out / REPORT_NAME)
         print(f"budget: {time.perf_counter() - t:.1f} s -> {args.out}")
-        bt = forecast_backtest(book, result.forecast, as_of=as_of, customer_ids=scores["customer_id"])
+        bt = forecast_backtest(book, result.forecast, as_of=as_of, customer_ids=scores.frame["customer_id"])
         with pd.option_context("display.width", 160, "display.float_format", "{:,.0f}".format):
             print(bt.to_string(index=False))
         total = bt["actual_revenue"].sum()
@@ -190,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
             f"[{lo:,.0f}, {hi:,.0f}], actual {total:,.0f}, inside: {lo <= total <= hi}; "
             f"monthly MAPE {100 * mape:.1f}%, months inside their 80% band: {int(bt['inside'].sum())}/{len(bt)}"
         )
-        report = result.paths["report"]
 
     png = args.png or report.with_suffix(".png")
     if find_chromium() is None:

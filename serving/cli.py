@@ -218,19 +218,20 @@ def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff,
 @click.pass_obj
 def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
     """Channels, cohorts, forecast, segments and an HTML report for finance."""
-    from serving.finance import budget as run_budget
+    from serving.finance import compute_budget
+    from serving.finance.outputs import REPORT_NAME, write_budget, write_report
     from serving.scores import read_scores
     from training.config import load_config
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     scored = read_scores(scores)
     tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"), obj.quiet)
-    # The horizon is the scores' own: the champion's, whatever the config says.
-    result = run_budget(tables, scored.frame, out_dir=out_dir, horizon_days=scored.run.horizon_days, clv=config.clv)
-    _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())))
-    summary = getattr(result, "summary", None)
-    if summary:
-        click.echo(summary)
+    # Horizon and CLV arithmetic are the scores' own (their scoring run), whatever the config says; the
+    # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
+    result = compute_budget(tables, scored, decisions=config.clv)
+    written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME)]
+    _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in written)))
+    click.echo(result.summary)
 
 
 @cli.command()

@@ -79,7 +79,8 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
     """Run the demo; see the module docstring."""
     from features.io import load_tables
     from features.synthetic import generate, write_book
-    from serving.finance import budget
+    from serving.finance import compute_budget
+    from serving.finance.outputs import REPORT_NAME, write_budget, write_report
     from serving.scores import write_scores
     from serving.scoring import score_tables
     from training.config import load_config
@@ -115,19 +116,13 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = Tru
          f"total lifetime CLV {scores['clv'].sum():,.0f}")
 
     _title("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
-    budget(
-        tables,
-        scores,
-        out_dir=out_dir / "budget",
-        horizon_days=scored.run.horizon_days,
-        clv=config.clv,
-    )
-    channels = pd.read_csv(out_dir / "budget" / "channels.csv")
+    finance = compute_budget(tables, scored, decisions=config.clv)
+    write_budget(finance, out_dir / "budget")
+    report = write_report(finance, out_dir / "budget" / REPORT_NAME)
     with pd.option_context("display.width", 160, "display.max_columns", 12):
-        cols = [c for c in ("channel", "customers", "mean_cac", "mean_clv", "ltv_cac", "max_allowable_cac",
-                            "recommendation") if c in channels.columns]
-        click.echo(channels[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-    _say(f"   report: {(out_dir / 'budget' / 'report.html').resolve()}")
+        cols = ["channel", "customers", "mean_cac", "mean_clv", "ltv_cac", "max_allowable_cac", "recommendation"]
+        click.echo(finance.channels[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    _say(f"   report: {report.resolve()}")
 
     _title(f"5/5 serving on http://127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"

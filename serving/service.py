@@ -146,7 +146,7 @@ class ClvService:
     @bentoml.api(route="/acquisition_budget")
     def acquisition_budget(self, request: BudgetRequest, /) -> BudgetResponse:
         """LTV:CAC, maximum allowable CAC and a grow / hold / cut recommendation per channel."""
-        from serving.finance import acquisition_budget
+        from serving.finance.acquisition import acquisition_budget
 
         if self.new_customer_clv is None:
             return JSONResponse(

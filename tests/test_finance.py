@@ -10,6 +10,9 @@ no cost to serve, no discounting, K = 2 horizons, target LTV:CAC 3.
 
 Scored as of 2024-03-31. A purchase after that date and one before a2's acquisition must not count.
 
+The scores' run states H as 91 days in a real file (whole days); here it is copied to exactly three
+months past the run's validation, which is all the arithmetic needs.
+
 The revenue forecast uses BG/NBD with r = 2, a = 2, b = 1 (passed in, not fitted), where
 a + b + x − 1 = r + x makes the hypergeometric term (1 − z)^−(b+x), so that
 E[X(t) | x, t_x, T] = (2 + x) · P(alive) · t / (A + t) with A = alpha + T: the curve a customer's
@@ -28,18 +31,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.btyd import BGNBDParams
-from training.config import ClvConfig
+from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams
 from features.contract import Tables
 from serving import clv as C
 from serving import finance as F
-from serving.report import fmt_money, fmt_months, fmt_ratio
+from serving.finance.forecast import fit_forecast_shape
+from serving.finance.outputs import REPORT_NAME, write_budget, write_report
+from serving.finance.report import fmt_money, fmt_months, fmt_ratio, render_report
+from serving.scores import Scores, ScoringRun
+from training.config import ClvConfig
 
 H = 3 * C.MONTH_DAYS
 CLV = ClvConfig(gross_margin=0.5, cost_to_serve=0.0, annual_discount_rate=0.0, lifetime_horizons=2)
-SETTINGS = dict(horizon_days=H, clv=CLV)
+#: The decisions of the fixture: target LTV:CAC 3, referral credit 10 % of the referred CLV minus 1.
+DECISIONS = CLV.model_copy(update=dict(target_ltv_cac=3.0, referral_share=0.1, referral_bonus=1.0))
 ALPHA_DAYS = 14.0
 BGNBD = BGNBDParams(r=2.0, alpha=ALPHA_DAYS / 7, a=2.0, b=1.0)  # alpha in weeks, the fit's time unit
+AS_OF = pd.Timestamp("2024-03-31").date()
 # A = alpha + T in days; T = days from the first purchase day to the scoring date (a2's first purchase
 # day is 2024-03-01: a purchase before acquisition still belongs to the customer's history).
 A_DAYS = {"a1": ALPHA_DAYS + 76, "a2": ALPHA_DAYS + 30, "b1": ALPHA_DAYS + 50}
@@ -50,13 +58,25 @@ def _curve(t, a):
     return t * (a + H) / (H * (a + t))
 
 
-def _scores() -> pd.DataFrame:
+def _run(champion_bgnbd: BGNBDParams = BGNBD) -> ScoringRun:
+    """The scoring run of the fixture: CLV settings ``CLV``, the champion's BTYD in weeks, H = 91.3125 days."""
+    run = ScoringRun(
+        as_of=AS_OF, horizon_days=91, churn_model_version="1", spend_model_version="1", run_id="hand",
+        feature_set_id="hand", clv=CLV,
+        btyd=BTYDParams(bgnbd=champion_bgnbd, gamma_gamma=GammaGammaParams(p=2.0, q=3.0, v=10.0), time_unit_days=7.0),
+    )  # fmt: skip
+    # Whole days in the contract; exactly three months of 30.4375 days for the hand computation.
+    return run.model_copy(update={"horizon_days": H})
+
+
+def _frame() -> pd.DataFrame:
     p = np.array([0.5, 0.5, 0.0])
     s = np.array([40.0, 40.0, 20.0])
     return pd.DataFrame(
         {
             "customer_id": pd.array(["a1", "a2", "b1"], dtype="str"),
-            "as_of": pd.Timestamp("2024-03-31").date(),
+            "as_of": AS_OF,
+            "horizon_days": H,
             "churn_probability": p,
             "spend_if_active": s,
             "expected_spend": (1 - p) * s,
@@ -71,8 +91,16 @@ def _scores() -> pd.DataFrame:
             "channel": pd.array(["ads", "ads", "mail"], dtype="str"),
             "acquired_at": pd.to_datetime(["2024-01-15", "2024-03-31", "2024-02-10"]),
             "acquisition_cost": [10.0, 20.0, 2.0],
+            "drivers": [{"churn": [], "spend": []}] * 3,
+            "churn_model_version": "1",
+            "spend_model_version": "1",
+            "feature_set_id": "hand",
         }
     )
+
+
+def _scores(frame: pd.DataFrame | None = None) -> Scores:
+    return Scores(frame=_frame() if frame is None else frame, run=_run())
 
 
 def _tables() -> Tables:
@@ -95,17 +123,20 @@ def _tables() -> Tables:
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result():
+    settings = F.BudgetSettings(new_customer_max_age_days=60, n_simulations=400, seed=1)
+    return F.compute_budget(_tables(), _scores(), decisions=DECISIONS, settings=settings, forecast_bgnbd=BGNBD)
+
+
+@pytest.fixture(scope="module")
+def paths(result, tmp_path_factory):
+    """The files of ``result``: the CSVs by name and ``report``."""
     out = tmp_path_factory.mktemp("budget")
-    return F.budget(
-        _tables(), _scores(), out_dir=out, horizon_days=H,
-        clv=CLV.model_copy(update=dict(target_ltv_cac=3.0, referral_share=0.1, referral_bonus=1.0)),
-        new_customer_max_age_days=60, n_simulations=400, seed=1, forecast_bgnbd=BGNBD,
-    )  # fmt: skip
+    return {**write_budget(result, out), "report": write_report(result, out / REPORT_NAME)}
 
 
-def test_channels_known_values(result):
-    ch = pd.read_csv(result.paths["channels"]).set_index("channel")
+def test_channels_known_values(paths):
+    ch = pd.read_csv(paths["channels"]).set_index("channel")
     ads, mail = ch.loc["ads"], ch.loc["mail"]
     assert (ads["customers"], ads["mean_cac"], ads["total_cac"]) == (2, 15.0, 30.0)
     assert ads["mean_clv"] == pytest.approx(15.0)
@@ -126,8 +157,8 @@ def test_channels_known_values(result):
     assert (ch["clv_low"] <= ch["mean_clv"] + 1e-9).all() and (ch["mean_clv"] <= ch["clv_high"] + 1e-9).all()
 
 
-def test_cohorts_known_values(result):
-    co = pd.read_csv(result.paths["cohorts"], dtype={"cohort": str})
+def test_cohorts_known_values(paths):
+    co = pd.read_csv(paths["cohorts"], dtype={"cohort": str})
     assert list(zip(co["cohort"], co["channel"])) == [("2024-01", "ads"), ("2024-02", "mail"), ("2024-03", "ads")]
     jan, mar = co.iloc[0], co.iloc[2]
     assert jan["age_months"] == 2 and jan["mean_ltv"] == pytest.approx(25.0) and jan["ltv_cac"] == pytest.approx(2.5)
@@ -141,8 +172,8 @@ def test_cohorts_known_values(result):
     assert mar["recommendation"] == "hold"
 
 
-def test_forecast_known_values(result):
-    fc = pd.read_csv(result.paths["forecast"])
+def test_forecast_known_values(paths):
+    fc = pd.read_csv(paths["forecast"])
     # Expected spend over the first horizon e = (1 − p) s: 20 for each customer; month j gets
     # e · (F(j · 30.4375) − F((j − 1) · 30.4375)). Months are exactly a third of a horizon.
     e = {"a1": 20.0, "a2": 20.0, "b1": 20.0}
@@ -161,7 +192,7 @@ def test_forecast_known_values(result):
     np.testing.assert_allclose(fc["expected_active_customers"], np.repeat(active, 3), rtol=1e-9)
     np.testing.assert_allclose(fc["cumulative_revenue"], np.cumsum(expected))
     # Without seasonality the first horizon of the forecast is the scores' expected spend.
-    assert fc["expected_revenue"][:3].sum() == pytest.approx(_scores()["expected_spend"].sum())
+    assert fc["expected_revenue"][:3].sum() == pytest.approx(_frame()["expected_spend"].sum())
     # Later horizons fall below the first (dropout), month by month within a horizon too.
     assert (np.diff(fc["expected_revenue"]) < 0).all()
     assert (fc["revenue_low"] <= fc["expected_revenue"]).all() and (fc["expected_revenue"] <= fc["revenue_high"]).all()
@@ -170,31 +201,56 @@ def test_forecast_known_values(result):
     assert fc["period_start"][0] == "2024-04-01"
 
 
-def test_forecast_falls_back_to_retention_without_a_bgnbd_fit(tmp_path):
-    # Without a2's purchase before acquisition nobody has a repeat purchase: BG/NBD cannot be fitted
-    # and later horizons use r^k, flat within each horizon.
+def _tables_without_repeat_buyers() -> Tables:
+    """The book without a2's purchase before acquisition: nobody has a repeat purchase, BG/NBD cannot be fitted."""
     tables = _tables()
     tx = tables.transactions
-    tables = Tables(transactions=tx.loc[tx["amount"] != 500.0].reset_index(drop=True), customers=tables.customers)
+    return Tables(transactions=tx.loc[tx["amount"] != 500.0].reset_index(drop=True), customers=tables.customers)
+
+
+def test_forecast_falls_back_to_the_champions_bgnbd_without_a_refit():
+    # The champion's BG/NBD (the run's, in weeks) replaces the failed refit: the curve F of the module
+    # docstring with A = alpha + T, where a2's history now starts on the scoring date (T = 0).
+    with pytest.warns(UserWarning, match="cannot fit BG/NBD.*champion's BG/NBD parameters"):
+        res = F.compute_budget(_tables_without_repeat_buyers(), _scores(), settings=F.BudgetSettings(n_simulations=50))
+    a_days = {"a1": ALPHA_DAYS + 76, "a2": ALPHA_DAYS + 0, "b1": ALPHA_DAYS + 50}
+    edges = C.MONTH_DAYS * np.arange(13)
+    expected = sum(20.0 * np.diff(_curve(edges, a_days[c])) for c in a_days)
+    np.testing.assert_allclose(res.forecast["expected_revenue"], expected, rtol=1e-9)
+    assert res.summary["forecast_decay"] == "bgnbd"
+
+
+def test_forecast_without_any_bgnbd_is_the_retention_r_k():
+    # No refit and no champion's parameters: later horizons use r^k, flat within each horizon.
+    tables = _tables_without_repeat_buyers()
+    frame = _frame()
     with pytest.warns(UserWarning, match="cannot fit BG/NBD.*r\\^k"):
-        res = F.budget(tables, _scores(), out_dir=tmp_path, n_simulations=50, **SETTINGS)
-    fc = res.forecast
+        shape = fit_forecast_shape(tables, frame["customer_id"], pd.Timestamp(AS_OF), time_unit_days=7.0)
+    assert shape.bgnbd is None
+    revenue, _, active = F.expected_forecast(
+        frame["churn_probability"], frame["spend_if_active"], horizon_days=H, margin=0.5, cost_to_serve=0.0,
+        months=12, shape=shape,
+    )  # fmt: skip
     # b1 stays: 20 / 3 a month; a1 and a2: 40 / 3 a month each, times 0.5^k in horizon k.
     expected = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
-    np.testing.assert_allclose(fc["expected_revenue"], expected)
-    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat([2.0, 1.5, 1.25, 1.125], 3))
+    np.testing.assert_allclose(revenue, expected)
+    np.testing.assert_allclose(active, np.repeat([2.0, 1.5, 1.25, 1.125], 3))
+
+
+def test_bgnbd_decay_at_a_equal_1_is_its_limit():
     # At the formula's 0/0 point (a = 1) the BG/NBD decay is its limit, not a fallback: the same
     # forecast as for a just below and just above 1.
     forecasts = [
-        F.budget(
-            _tables(), _scores(), out_dir=tmp_path / f"a{i}", n_simulations=50,
-            forecast_bgnbd=BGNBDParams(r=1.0, alpha=1.0, a=a, b=1.0), **SETTINGS,
+        F.compute_budget(
+            _tables(), _scores(), settings=F.BudgetSettings(n_simulations=50),
+            forecast_bgnbd=BGNBDParams(r=1.0, alpha=1.0, a=a, b=1.0),
         ).forecast["expected_revenue"].to_numpy()
-        for i, a in enumerate((1.0 - 1e-4, 1.0, 1.0 + 1e-4))
+        for a in (1.0 - 1e-4, 1.0, 1.0 + 1e-4)
     ]  # fmt: skip
     assert np.isfinite(forecasts[1]).all()
     np.testing.assert_allclose(forecasts[1], (forecasts[0] + forecasts[2]) / 2, rtol=1e-3)
-    assert not np.allclose(forecasts[1], expected)  # BG/NBD decay, not the r^k fallback
+    r_k = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
+    assert not np.allclose(forecasts[1], r_k)  # BG/NBD decay, not the r^k fallback
 
 
 def test_horizon_ratios_known_values():
@@ -203,11 +259,12 @@ def test_horizon_ratios_known_values():
     # whatever x and t_x (P(alive) and 2 + x cancel in the ratio).
     weeks = H / 7
     params = BGNBDParams(r=2.0, alpha=weeks / 2, a=2.0, b=1.0)
-    got = F.horizon_ratios(params, [0, 3, 1], [0, 5, 0.5], [weeks / 2, weeks / 2, weeks / 2], horizon_days=H, n_horizons=3)
+    got = F.horizon_ratios(params, [0, 3, 1], [0, 5, 0.5], [weeks / 2, weeks / 2, weeks / 2], horizon_days=H, n_horizons=3,
+                             time_unit_days=7)
     np.testing.assert_allclose(got, [[1, 1 / 3, 1 / 6]] * 3, rtol=1e-10)
     # A longer-known customer (larger T) decays more slowly: A = 3H gives E[X(kH)] ∝ k / (3 + k),
     # ratio_2 = (2/5 − 1/4) / (1/4) = 0.6, ratio_3 = (3/6 − 2/5) / (1/4) = 0.4.
-    got = F.horizon_ratios(params, [0], [0], [2.5 * weeks], horizon_days=H, n_horizons=3)
+    got = F.horizon_ratios(params, [0], [0], [2.5 * weeks], horizon_days=H, n_horizons=3, time_unit_days=7)
     np.testing.assert_allclose(got, [[1, 0.6, 0.4]], rtol=1e-10)
 
 
@@ -267,28 +324,31 @@ def test_forecast_seasonality_known_values():
     df = pd.DataFrame({"churn_probability": [0.0], "spend_if_active": [182.0]})
     shape = F.ForecastShape(
         as_of=pd.Timestamp("2023-12-31"), frequency=np.array([np.nan]), recency=np.array([np.nan]),
-        T=np.array([np.nan]), bgnbd=None, seasonality=season / season.mean(),
+        T=np.array([np.nan]), bgnbd=None, seasonality=season / season.mean(), time_unit_days=7.0,
     )  # fmt: skip
-    revenue, _, active = F._expected_forecast(df, horizon_days=182, margin=0.5, cost_to_serve=0.0, months=12, shape=shape)
+    revenue, _, active = F.expected_forecast(
+        df["churn_probability"], df["spend_if_active"], horizon_days=182, margin=0.5, cost_to_serve=0.0, months=12,
+        shape=shape,
+    )  # fmt: skip
     assert revenue[0] == pytest.approx(30.4375 * 24 / 13)
     assert revenue[1] == pytest.approx(0.5625 * 24 / 13 + 29.875 * 12 / 13)
     assert revenue[5] == pytest.approx(30.4375 * 12 / 13)
     np.testing.assert_allclose(active, 1.0)
 
 
-def test_segments_are_the_scores_with_referral_credit(result):
-    seg = pd.read_csv(result.paths["segments"], dtype={"customer_id": str})
-    scores = _scores()
+def test_segments_are_the_scores_with_referral_credit(paths):
+    seg = pd.read_csv(paths["segments"], dtype={"customer_id": str})
+    scores = _frame()
     for col in F.SEGMENT_COLUMNS:
         assert seg[col].tolist() == scores[col].tolist(), col
     # a1 referred a2: 0.1 * 15 - 1.
     assert seg["referral_credit"].tolist() == pytest.approx([0.5, 0.0, 0.0])
 
 
-def test_csvs_agree_with_the_scores(result):
-    scores = _scores()
-    ch = pd.read_csv(result.paths["channels"])
-    co = pd.read_csv(result.paths["cohorts"])
+def test_csvs_agree_with_the_scores(paths):
+    scores = _frame()
+    ch = pd.read_csv(paths["channels"])
+    co = pd.read_csv(paths["cohorts"])
     for table in (ch, co):
         assert table["customers"].sum() == len(scores)
         assert (table["mean_clv"] * table["customers"]).sum() == pytest.approx(scores["clv"].sum())
@@ -348,15 +408,19 @@ class _Tables(HTMLParser):
             self._cell += data
 
 
-def _report_tables(result) -> dict[str, list[list[str]]]:
+def _report_tables_of(page: str) -> dict[str, list[list[str]]]:
     parser = _Tables()
-    parser.feed(result.paths["report"].read_text(encoding="utf-8"))
+    parser.feed(page)
     return parser.tables
 
 
-def test_report_agrees_with_the_csvs(result):
-    tables = _report_tables(result)
-    ch = pd.read_csv(result.paths["channels"])
+def _report_tables(paths) -> dict[str, list[list[str]]]:
+    return _report_tables_of(paths["report"].read_text(encoding="utf-8"))
+
+
+def test_report_agrees_with_the_csvs(paths):
+    tables = _report_tables(paths)
+    ch = pd.read_csv(paths["channels"])
     rows = tables["channels"][1:]
     assert len(rows) == len(ch)
     for row, (_, c) in zip(rows, ch.iterrows()):
@@ -369,19 +433,19 @@ def test_report_agrees_with_the_csvs(result):
         ]  # fmt: skip
     assert rows[0][9] == "1.50" and rows[0][11] == "3.3"  # the hand-computed ads figures
 
-    fc = pd.read_csv(result.paths["forecast"])
+    fc = pd.read_csv(paths["forecast"])
     for row, (_, f) in zip(tables["forecast"][1:], fc.iterrows(), strict=True):
         cols = ("expected_revenue", "revenue_low", "revenue_high", "expected_margin", "margin_low", "margin_high")
         assert row[0] == str(f["month"]) and row[3:] == [fmt_money(f[k]) for k in cols]
 
-    seg = pd.read_csv(result.paths["segments"])
+    seg = pd.read_csv(paths["segments"])
     sizes = {r[0]: int(r[1]) for r in tables["segments"][1:]}
     assert sizes == seg["rfm_segment"].value_counts().to_dict()
     tiers = {r[0]: (int(r[1]), r[2]) for r in tables["tiers"][1:]}
     assert tiers == {t: (len(g), fmt_money(g["clv"].sum())) for t, g in seg.groupby("clv_tier")}
 
     summary = dict(tables["summary"][1:])
-    assert summary["Predicted remaining CLV, total"] == fmt_money(_scores()["clv"].sum()) == "50.00"
+    assert summary["Predicted remaining CLV, total"] == fmt_money(_frame()["clv"].sum()) == "50.00"
     assert summary["Realised margin to date, total"] == "35.00"
     assert summary["Expected revenue, next 12 months"] == fmt_money(fc["expected_revenue"].sum())
     assert summary["Revenue 80% interval, high"] == fmt_money(fc["cumulative_revenue_high"].iloc[-1])
@@ -389,10 +453,20 @@ def test_report_agrees_with_the_csvs(result):
     assert len(tables["cohorts"]) == 1 + 3
 
 
-def test_report_is_self_contained(result):
-    page = result.paths["report"].read_text(encoding="utf-8")
+def test_report_is_self_contained(paths):
+    page = paths["report"].read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == 5
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+
+
+def test_report_shows_names_as_text_not_markup():
+    # The template autoescapes: a channel named like markup is shown as its text.
+    name = "<b>ads</b> & co"
+    frame = _frame().assign(channel=pd.array([name, name, "mail"], dtype="str"))
+    result = F.compute_budget(_tables(), _scores(frame), settings=F.BudgetSettings(n_simulations=20), forecast_bgnbd=BGNBD)
+    page = render_report(result)
+    assert "&lt;b&gt;ads&lt;/b&gt; &amp; co" in page and name not in page
+    assert [row[0] for row in _report_tables_of(page)["channels"][1:]] == [name, "mail"]
 
 
 @pytest.mark.parametrize("with_shape", [False, True])
@@ -410,46 +484,70 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
         shape = F.ForecastShape(
             as_of=pd.Timestamp("2023-06-30"), frequency=x, recency=tx, T=T,
             bgnbd=BGNBDParams(r=0.8, alpha=6.0, a=0.7, b=2.5), seasonality=np.r_[np.full(10, 0.9), 1.3, 1.7] / 1.05,
+            time_unit_days=7.0,
         )  # fmt: skip
     codes = (np.arange(n) % 3).astype(np.int64)
+    clv_config = ClvConfig(gross_margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10)
+    p, s = df["churn_probability"], df["spend_if_active"]
     kw = dict(
-        horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
-        forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0, seed=3, shape=shape,
+        horizon_days=182, clv=clv_config, forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0,
+        seed=3, shape=shape,
     )  # fmt: skip
-    sims = F._simulate(df, [(codes, 3)], chunk_size=1000, **kw)
+    sims = F.simulate(p, s, [(codes, 3)], chunk_size=1000, **kw)
     clv = C.lifetime_clv(
         df["churn_probability"], df["spend_if_active"],
         horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
     )  # fmt: skip
     expected = np.bincount(codes, weights=clv)
     np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
-    revenue, margin, _ = F._expected_forecast(
-        df, horizon_days=182, margin=0.3, cost_to_serve=2.0, months=12, shape=shape, chunk_size=7
+    revenue, margin, _ = F.expected_forecast(
+        p, s, horizon_days=182, margin=0.3, cost_to_serve=2.0, months=12, shape=shape, chunk_size=7
     )
     np.testing.assert_allclose(sims["revenue"].mean(axis=1), revenue, rtol=0.02)
     np.testing.assert_allclose(sims["margin"].mean(axis=1), margin, rtol=0.02)
-    again = F._simulate(df, [(codes, 3)], chunk_size=7, **{**kw, "n_simulations": 50})
-    once = F._simulate(df, [(codes, 3)], chunk_size=1000, **{**kw, "n_simulations": 50})
+    again = F.simulate(p, s, [(codes, 3)], chunk_size=7, **{**kw, "n_simulations": 50})
+    once = F.simulate(p, s, [(codes, 3)], chunk_size=1000, **{**kw, "n_simulations": 50})
     np.testing.assert_allclose(again["revenue"], once["revenue"], rtol=1e-12)
     np.testing.assert_allclose(again["clv_sums"][0], once["clv_sums"][0], rtol=1e-12)
 
 
-def test_scores_are_validated(tmp_path):
+def test_scores_are_validated():
     with pytest.raises(ValueError, match="missing column.*'clv'"):
-        F.budget(_tables(), _scores().drop(columns="clv"), out_dir=tmp_path, **SETTINGS)
-    bad = _scores().assign(churn_probability=[0.5, 1.5, 0.0])
+        F.compute_budget(_tables(), _scores(_frame().drop(columns="clv")))
+    bad = _frame().assign(churn_probability=[0.5, 1.5, 0.0])
     with pytest.raises(ValueError, match="'churn_probability': must be in \\[0, 1\\]: 1 row.*a2"):
-        F.budget(_tables(), bad, out_dir=tmp_path, **SETTINGS)
+        F.compute_budget(_tables(), _scores(bad))
+    # Rows of another scoring date or horizon than their run's.
+    bad = _frame().assign(as_of=[AS_OF, AS_OF, pd.Timestamp("2024-03-30").date()])
+    with pytest.raises(ValueError, match="'as_of': must be 2024-03-31, the scoring run's: 1 row.*b1"):
+        F.compute_budget(_tables(), _scores(bad))
+    with pytest.raises(ValueError, match="'horizon_days': must be 91.3125, the scoring run's: 3 row"):
+        F.compute_budget(_tables(), _scores(_frame().assign(horizon_days=182)))
 
 
-def test_settings_that_differ_from_the_scores_warn(tmp_path):
-    with pytest.warns(UserWarning, match="'clv' differs"):
-        F.budget(_tables(), _scores(), out_dir=tmp_path, n_simulations=20, **{**SETTINGS, "clv": CLV.model_copy(update={"gross_margin": 0.4})})
+def test_decisions_with_other_clv_arithmetic_than_the_scores_are_refused():
+    # Decisions may change the target and the referral credit; m, c, d, K are the scores' own.
+    for name, value in (("gross_margin", 0.4), ("cost_to_serve", 1.0), ("annual_discount_rate", 0.1),
+                        ("lifetime_horizons", 3)):  # fmt: skip
+        with pytest.raises(ValueError, match=f"computed with other CLV settings.*{name}.*re-score"):
+            F.compute_budget(_tables(), _scores(), decisions=CLV.model_copy(update={name: value}))
+    target = F.compute_budget(
+        _tables(), _scores(), decisions=CLV.model_copy(update={"target_ltv_cac": 1.5}),
+        settings=F.BudgetSettings(n_simulations=20), forecast_bgnbd=BGNBD,
+    ).channels.set_index("channel")  # fmt: skip
+    assert target.loc["ads", "max_allowable_cac"] == pytest.approx(22.5 / 1.5)
+    assert target.loc["ads", "recommendation"] == "grow"  # LTV:CAC 1.5 reaches the target 1.5
+
+
+def test_a_clv_column_other_than_its_runs_formula_warns():
+    edited = _frame().assign(clv=[15.0, 15.0, 21.0])
+    with pytest.warns(UserWarning, match="'clv' differs from the CLV recomputed.*1 of 3 customers"):
+        F.compute_budget(_tables(), _scores(edited), settings=F.BudgetSettings(n_simulations=20), forecast_bgnbd=BGNBD)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser")), reason="no chromium binary")
-def test_report_renders_in_headless_chromium(result, tmp_path):
+def test_report_renders_in_headless_chromium(paths, tmp_path):
     import importlib.util
 
     from PIL import Image
@@ -458,7 +556,7 @@ def test_report_renders_in_headless_chromium(result, tmp_path):
     spec = importlib.util.spec_from_file_location("render_report", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    png = module.render(result.paths["report"], tmp_path / "report.png", width=1200, height=4000)
+    png = module.render(paths["report"], tmp_path / "report.png", width=1200, height=4000)
     with Image.open(png) as image:
         pixels = np.asarray(image.convert("RGB"))
     # Charts draw in colour: the bars of the LTV:CAC chart use the "grow" green and "hold" amber.

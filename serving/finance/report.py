@@ -1,43 +1,32 @@
 """The finance report: one self-contained HTML page (inline CSS, charts as embedded PNG images).
 
-Every number on the page is read from the frames of a :class:`serving.finance.BudgetResult`, the same
-frames written to the CSV files, and formatted with the helpers below (two decimals, thousands
+Every number on the page is read from a :class:`serving.finance.BudgetResult`, the same frames that
+are written to the CSV files, and formatted with the helpers below (two decimals, thousands
 separators, ``never`` for a payback beyond the lifetime cap, ``–`` for unknown), so a reader can
-check each figure against the CSVs.
+check each figure against the CSVs. The markup is the jinja2 template
+``serving/finance/templates/report.html.j2`` (autoescaped); this module gives it the formatted
+numbers, the table rows and the charts (matplotlib, drawn with the Agg renderer into PNG data URIs).
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from matplotlib.figure import Figure
+
+__all__ = ["fmt_money", "fmt_months", "fmt_ratio", "render_report", "segment_sizes", "tier_sizes"]
 
 COLOURS = {"grow": "#2e7d32", "hold": "#f9a825", "cut": "#c62828", "unknown": "#9e9e9e"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0;
-       background: #f6f7f9; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
-h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 36px;
-     border-bottom: 2px solid #e3e6ea; padding-bottom: 4px; }
-p.lead { color: #555; margin-top: 0; } p.explain { color: #333; line-height: 1.5; max-width: 900px; }
-table { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
-th, td { padding: 4px 8px; border-bottom: 1px solid #e3e6ea; text-align: right; white-space: nowrap; }
-th { background: #eef1f4; white-space: normal; vertical-align: bottom; }
-td.t, th.t { text-align: left; } div.scroll { overflow-x: auto; }
-img { max-width: 100%; display: block; margin: 8px 0; }
-.kpis { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
-.kpi { background: #eef1f4; border-radius: 6px; padding: 10px 14px; min-width: 180px; }
-.kpi .v { font-size: 20px; font-weight: 600; } .kpi .l { font-size: 12px; color: #555; }
-.rec-grow { color: #2e7d32; font-weight: 600; } .rec-cut { color: #c62828; font-weight: 600; }
-.rec-hold { color: #a07800; font-weight: 600; } .rec-unknown { color: #777; }
-.note { font-size: 12px; color: #666; }
-"""
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+TEMPLATE = "report.html.j2"
 
 
 def fmt_money(x) -> str:
@@ -59,38 +48,16 @@ def fmt_months(x) -> str:
     return "never" if math.isinf(x) else f"{x:.1f}"
 
 
-def _png(fig) -> str:
+def _data_uri(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}">'
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
 def _figure(width: float = 9.0, height: float = 4.0):
     # The object-oriented Figure renders with Agg without touching pyplot's global backend state.
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height))
     return fig, fig.add_subplot()
-
-
-def _table(
-    table_id: str, header: list[str], rows: list[list[str]], *, text_cols: int = 1, rec_col: int | None = None
-) -> str:
-    """An HTML table; the first ``text_cols`` columns are left-aligned text, numbers right-aligned.
-
-    ``rec_col`` is the index of a recommendation column, coloured by its value.
-    """
-
-    def cls(j: int, cell: str) -> str:
-        names = (["t"] if j < text_cols else []) + ([f"rec-{cell}"] if j == rec_col and cell else [])
-        return f' class="{" ".join(names)}"' if names else ""
-
-    head = "".join(f"<th{cls(j, '')}>{html.escape(h)}</th>" for j, h in enumerate(header))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(j, c)}>{html.escape(c)}</td>" for j, c in enumerate(row)) + "</tr>" for row in rows
-    )
-    table = f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-    return f'<div class="scroll">{table}</div>'
 
 
 def _chart_ltv_cac(channels: pd.DataFrame, target: float) -> str:
@@ -111,7 +78,7 @@ def _chart_ltv_cac(channels: pd.DataFrame, target: float) -> str:
         ax.text(min(v, cap) if np.isfinite(v) else cap, yi, f" {fmt_ratio(float(v))}", va="center", fontsize=8)
     ax.set_xlabel("LTV : CAC (value of a customer per unit of acquisition cost)")
     ax.set_xlim(0, cap * 1.1)
-    return _png(fig)
+    return _data_uri(fig)
 
 
 def _chart_payback(curves: pd.DataFrame, channels: pd.DataFrame) -> str:
@@ -129,7 +96,7 @@ def _chart_payback(curves: pd.DataFrame, channels: pd.DataFrame) -> str:
     ax.set_ylabel("cumulative margin per customer")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return _data_uri(fig)
 
 
 def _chart_forecast(forecast: pd.DataFrame) -> str:
@@ -148,7 +115,7 @@ def _chart_forecast(forecast: pd.DataFrame) -> str:
     ax.set_ylim(bottom=min(0.0, float(forecast["margin_low"].min())))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return _data_uri(fig)
 
 
 def _chart_clv(clv: np.ndarray) -> str:
@@ -158,7 +125,7 @@ def _chart_clv(clv: np.ndarray) -> str:
     ax.hist(np.clip(clv, lo, hi), bins=50, color="#1f77b4")
     ax.set_xlabel("predicted remaining CLV per customer (values above the 99th percentile shown in the last bar)")
     ax.set_ylabel("customers")
-    return _png(fig)
+    return _data_uri(fig)
 
 
 def _chart_segments(sizes: pd.DataFrame) -> str:
@@ -168,11 +135,23 @@ def _chart_segments(sizes: pd.DataFrame) -> str:
     ax.set_yticks(y, labels=list(sizes["rfm_segment"]))
     ax.invert_yaxis()
     ax.set_xlabel("customers")
-    return _png(fig)
+    return _data_uri(fig)
 
 
 def segment_sizes(segments: pd.DataFrame) -> pd.DataFrame:
-    """Customers, share, total and mean CLV and mean churn probability per RFM segment, largest first."""
+    """Customers, share, total and mean CLV and mean churn probability per RFM segment, largest first.
+
+    Parameters
+    ----------
+    segments : DataFrame
+        ``segments`` of a BudgetResult: ``rfm_segment``, ``clv`` (currency units), ``churn_probability``.
+
+    Returns
+    -------
+    DataFrame
+        One row per segment: ``rfm_segment``, ``customers``, ``total_clv``, ``mean_clv``,
+        ``mean_churn_probability``, ``share`` (of all customers, 0..1).
+    """
     g = segments.groupby("rfm_segment", sort=True)
     out = pd.DataFrame(
         {
@@ -187,40 +166,49 @@ def segment_sizes(segments: pd.DataFrame) -> pd.DataFrame:
 
 
 def tier_sizes(segments: pd.DataFrame) -> pd.DataFrame:
-    """Customers, total and mean CLV per CLV tier, highest mean CLV first."""
+    """Customers, total and mean CLV per CLV tier, highest mean CLV first.
+
+    Returns
+    -------
+    DataFrame
+        One row per ``clv_tier`` of ``segments``: ``customers``, ``total_clv``, ``mean_clv``.
+    """
     g = segments.groupby("clv_tier", sort=True)
     out = pd.DataFrame({"customers": g.size(), "total_clv": g["clv"].sum(), "mean_clv": g["clv"].mean()})
     return out.sort_values("mean_clv", ascending=False).reset_index()
 
 
-def render_report(result) -> str:
-    """The HTML page for a :class:`serving.finance.BudgetResult`.
 
-    Parameters
-    ----------
-    result : BudgetResult
-        Frames and headline numbers from :func:`serving.finance.budget`.
+@dataclass(frozen=True)
+class _Table:
+    """An HTML table's content: the first ``text_cols`` columns are text (left-aligned), the rest
+    numbers; ``rec_col`` is the index of a recommendation column, coloured by its value."""
 
-    Returns
-    -------
-    str
-        A complete HTML document; tables carry ids (``summary``, ``channels``, ``forecast``,
-        ``tiers``, ``segments``, ``cohorts``) so that tests can read them back.
-    """
+    id: str
+    header: list[str]
+    rows: list[list[str]]
+    text_cols: int = 1
+    rec_col: int | None = None
+
+
+@functools.cache
+def _environment() -> Environment:
+    # Built on first use, not at import; autoescape: every value is text, the markup is the template's.
+    env = Environment(
+        loader=PackageLoader("serving.finance", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(money=fmt_money, ratio=fmt_ratio, months=fmt_months, num=format)
+    return env
+
+
+def _tables(result) -> dict[str, _Table]:
+    """The page's tables as formatted text, by id."""
     s = result.summary
-    st = s["settings"]
-    ch = result.channels
-    target = st["target_ratio"]
-    esc = html.escape
-
-    band_text = f"{fmt_money(s['forecast_revenue_low'])} – {fmt_money(s['forecast_revenue_high'])}"
-    kpis = [
-        ("Customers scored", f"{s['customers']:,}"),
-        ("Predicted remaining CLV, total", fmt_money(s["total_clv"])),
-        (f"Revenue next {s['forecast_months']} months", fmt_money(s["forecast_revenue"])),
-        ("80% interval of that revenue", band_text),
-        ("LTV:CAC, all channels", fmt_ratio(s["overall_ltv_cac"])),
-    ]
     summary_rows = [
         ["Scoring date", s["as_of"]],
         ["Customers scored", f"{s['customers']:,}"],
@@ -236,190 +224,118 @@ def render_report(result) -> str:
     ]
     if s.get("total_referral_credit") is not None:
         summary_rows.append(["Referral credit, total", fmt_money(s["total_referral_credit"])])
-
-    channel_rows = []
-    for _, r in ch.iterrows():
-        channel_rows.append(
+    channels = [
+        [
+            str(r["channel"]), f"{int(r['customers']):,}", fmt_money(r["mean_cac"]), fmt_money(r["total_cac"]),
+            fmt_money(r["mean_clv"]), fmt_money(r["clv_low"]), fmt_money(r["clv_high"]),
+            fmt_money(r["realised_margin"]), fmt_money(r["mean_ltv"]), fmt_ratio(r["ltv_cac"]),
+            fmt_money(r["max_allowable_cac"]), fmt_months(r["payback_months"]), str(r["recommendation"]),
+        ]  # fmt: skip
+        for _, r in result.channels.iterrows()
+    ]
+    forecast = [
+        [
+            str(int(r["month"])), str(r["period_start"]), str(r["period_end"]),
+            fmt_money(r["expected_revenue"]), fmt_money(r["revenue_low"]), fmt_money(r["revenue_high"]),
+            fmt_money(r["expected_margin"]), fmt_money(r["margin_low"]), fmt_money(r["margin_high"]),
+        ]  # fmt: skip
+        for _, r in result.forecast.iterrows()
+    ]
+    tiers = [
+        [str(r["clv_tier"]), f"{int(r['customers']):,}", fmt_money(r["total_clv"]), fmt_money(r["mean_clv"])]
+        for _, r in tier_sizes(result.segments).iterrows()
+    ]
+    segments = [
+        [
+            str(r["rfm_segment"]), f"{int(r['customers']):,}", f"{100 * r['share']:.1f}%",
+            fmt_money(r["total_clv"]), fmt_money(r["mean_clv"]), f"{r['mean_churn_probability']:.2f}",
+        ]  # fmt: skip
+        for _, r in segment_sizes(result.segments).iterrows()
+    ]
+    cohorts = [
+        [
+            str(r["cohort"]), str(r["channel"]), f"{int(r['customers']):,}", str(int(r["age_months"])),
+            fmt_money(r["mean_cac"]), fmt_money(r["mean_ltv"]), fmt_ratio(r["ltv_cac"]),
+            fmt_months(r["payback_months"]), str(r["recommendation"]),
+        ]  # fmt: skip
+        for _, r in result.cohorts.iterrows()
+    ]
+    return {
+        "summary": _Table("summary", ["Figure", "Value"], summary_rows),
+        "channels": _Table(
+            "channels",
             [
-                str(r["channel"]),
-                f"{int(r['customers']):,}",
-                fmt_money(r["mean_cac"]),
-                fmt_money(r["total_cac"]),
-                fmt_money(r["mean_clv"]),
-                fmt_money(r["clv_low"]),
-                fmt_money(r["clv_high"]),
-                fmt_money(r["realised_margin"]),
-                fmt_money(r["mean_ltv"]),
-                fmt_ratio(r["ltv_cac"]),
-                fmt_money(r["max_allowable_cac"]),
-                fmt_months(r["payback_months"]),
-                str(r["recommendation"]),
-            ]
-        )
-    channels_table = _table(
-        "channels",
-        [
-            "Channel", "Customers", "Mean CAC", "Total CAC", "Mean CLV", "CLV low", "CLV high",
-            "Realised margin", "LTV", "LTV:CAC", "Max allowable CAC", "Payback (months)", "Recommendation",
-        ],  # fmt: skip
-        channel_rows,
-        rec_col=12,
-    )
-
-    fc = result.forecast
-    forecast_table = _table(
-        "forecast",
-        ["Month", "From", "To", "Revenue", "Revenue low", "Revenue high", "Margin", "Margin low", "Margin high"],
-        [
+                "Channel", "Customers", "Mean CAC", "Total CAC", "Mean CLV", "CLV low", "CLV high",
+                "Realised margin", "LTV", "LTV:CAC", "Max allowable CAC", "Payback (months)", "Recommendation",
+            ],  # fmt: skip
+            channels,
+            rec_col=12,
+        ),
+        "forecast": _Table(
+            "forecast",
+            ["Month", "From", "To", "Revenue", "Revenue low", "Revenue high", "Margin", "Margin low", "Margin high"],
+            forecast,
+            text_cols=3,
+        ),
+        "tiers": _Table("tiers", ["CLV tier", "Customers", "Total CLV", "Mean CLV"], tiers),
+        "segments": _Table(
+            "segments", ["RFM segment", "Customers", "Share", "Total CLV", "Mean CLV", "Mean churn probability"], segments
+        ),
+        "cohorts": _Table(
+            "cohorts",
             [
-                str(int(r["month"])), str(r["period_start"]), str(r["period_end"]),
-                fmt_money(r["expected_revenue"]), fmt_money(r["revenue_low"]), fmt_money(r["revenue_high"]),
-                fmt_money(r["expected_margin"]), fmt_money(r["margin_low"]), fmt_money(r["margin_high"]),
-            ]  # fmt: skip
-            for _, r in fc.iterrows()
-        ],
-        text_cols=3,
-    )
+                "Cohort", "Channel", "Customers", "Age (months)", "Mean CAC", "LTV", "LTV:CAC", "Payback (months)",
+                "Recommendation",
+            ],  # fmt: skip
+            cohorts,
+            text_cols=2,
+            rec_col=8,
+        ),
+    }
 
-    tiers = tier_sizes(result.segments)
-    tiers_table = _table(
-        "tiers",
-        ["CLV tier", "Customers", "Total CLV", "Mean CLV"],
-        [
-            [str(r["clv_tier"]), f"{int(r['customers']):,}", fmt_money(r["total_clv"]), fmt_money(r["mean_clv"])]
-            for _, r in tiers.iterrows()
-        ],
-    )
-    sizes = segment_sizes(result.segments)
-    segments_table = _table(
-        "segments",
-        ["RFM segment", "Customers", "Share", "Total CLV", "Mean CLV", "Mean churn probability"],
-        [
-            [
-                str(r["rfm_segment"]), f"{int(r['customers']):,}", f"{100 * r['share']:.1f}%",
-                fmt_money(r["total_clv"]), fmt_money(r["mean_clv"]), f"{r['mean_churn_probability']:.2f}",
-            ]  # fmt: skip
-            for _, r in sizes.iterrows()
-        ],
-    )
-    co = result.cohorts
-    cohorts_table = _table(
-        "cohorts",
-        [
-            "Cohort", "Channel", "Customers", "Age (months)", "Mean CAC", "LTV", "LTV:CAC", "Payback (months)",
-            "Recommendation",
-        ],  # fmt: skip
-        [
-            [
-                str(r["cohort"]), str(r["channel"]), f"{int(r['customers']):,}", str(int(r["age_months"])),
-                fmt_money(r["mean_cac"]), fmt_money(r["mean_ltv"]), fmt_ratio(r["ltv_cac"]),
-                fmt_months(r["payback_months"]), str(r["recommendation"]),
-            ]  # fmt: skip
-            for _, r in co.iterrows()
-        ],
-        text_cols=2,
-        rec_col=8,
-    )
 
-    kpi_html = "".join(
-        f'<div class="kpi"><div class="v">{esc(v)}</div><div class="l">{esc(k)}</div></div>' for k, v in kpis
-    )
-    years = st["lifetime_horizons"] * st["horizon_days"] / 365
-    referral = (
-        f"<p class='explain'>Referral credit: customers who referred others are credited "
-        f"{100 * st['referral_share']:g}% of the predicted CLV of each customer they referred, minus the referral "
-        f"bonus of {fmt_money(st['referral_bonus'])} paid per referral; per customer in "
-        f"<code>segments.csv</code> (<code>referral_credit</code>). Channel figures are not adjusted for it.</p>"
-        if s.get("total_referral_credit") is not None
-        else ""
-    )
+def render_report(result) -> str:
+    """The HTML page of a :class:`serving.finance.BudgetResult`.
+
+    Parameters
+    ----------
+    result : BudgetResult
+        Frames and headline numbers from :func:`serving.finance.compute_budget`.
+
+    Returns
+    -------
+    str
+        A complete HTML document (template ``report.html.j2``); tables carry ids (``summary``,
+        ``channels``, ``forecast``, ``tiers``, ``segments``, ``cohorts``) so that tests can read
+        them back, and five charts are embedded as PNG data URIs.
+    """
+    s = result.summary
+    st = s["settings"]
+    target = st["target_ratio"]
     seasonality = s.get("forecast_seasonality")
-    if seasonality is not None and not np.allclose(seasonality, 1.0):
-        months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-        season_text = (
-            "Each calendar month is weighted by its share of revenue in past years (1 = an average month; "
-            + ", ".join(f"{m} {v:.2f}" for m, v in zip(months, seasonality))
-            + ")."
-        )
-    else:
-        season_text = "Past revenue is too short (under 13 complete months) to estimate seasonality: none is applied."
-    if s.get("forecast_decay", "bgnbd") == "bgnbd":
-        decay_text = (
-            f"Each customer's expected spend over {st['horizon_days']:g} days, as the models predict it, sets the level "
-            "(for a period of average season); from then on the customer's spend fades as the chance grows that the "
-            "customer has stopped buying, estimated from that customer's purchase history (BG/NBD model)."
-        )
-    else:
-        decay_text = (
-            f"Each customer's expected spend over {st['horizon_days']:g} days, as the models predict it, sets the level; "
-            "in each later period of that length, only the share of customers the models expect to buy again is kept."
-        )
-    forecast_method = html.escape(f"{decay_text} {season_text}", quote=False)
-    body = f"""
-<h1>Customer value and acquisition budget</h1>
-<p class="lead">Customers as of {esc(s['as_of'])}. Every figure on this page is also in the CSV files next to it
-(<code>channels.csv</code>, <code>forecast.csv</code>, <code>segments.csv</code>, <code>cohorts.csv</code>).</p>
-<div class="kpis">{kpi_html}</div>
-{_table("summary", ["Figure", "Value"], summary_rows)}
-
-<h2>How much may we pay for a customer? LTV:CAC by channel</h2>
-<p class="explain"><b>CAC</b> is what we paid to acquire a customer. <b>LTV</b> (lifetime value) is the margin a
-customer brings from acquisition on: the margin already earned (<i>realised margin</i>) plus the margin the models
-expect over the rest of the customer's life (<i>CLV</i>: gross margin {100 * st['margin']:g}% of expected spend, minus
-a cost to serve of {fmt_money(st['cost_to_serve'])} per active customer and period of {st['horizon_days']:g} days,
-discounted at {100 * st['annual_discount_rate']:g}% a year, at most {years:.1f} years ahead). <b>LTV:CAC</b> is the mean
-LTV divided by the mean CAC: 3 means every unit spent on acquisition brings back 3 units of margin.
-<b>Max allowable CAC</b> is the most we can pay per customer and still reach the target ratio of {target:g}.
-Recommendation: <b>grow</b> when LTV:CAC is at least {target:g}, <b>cut</b> when it is below 1 (customers do not
-even repay what they cost), <b>hold</b> in between. "CLV low / high" is the 80% interval of the channel's mean CLV.</p>
-{_chart_ltv_cac(ch, target)}
-{channels_table}
-
-<h2>When does a customer pay back?</h2>
-<p class="explain">Each line is the average cumulative margin of a channel's customers by month since acquisition:
-what they earned so far, then what the models expect (customers who leave stop contributing; later months are
-discounted). The dashed line of the same colour is that channel's average CAC; where the two cross is the
-<b>payback</b> month in the table above. "never" means the expected margin does not cover the CAC within
-{years:.1f} years.</p>
-{_chart_payback(result.channel_curves, ch)}
-
-<h2>Revenue and margin of the current customers, next {s['forecast_months']} months</h2>
-<p class="explain">Expected revenue and margin per month from the customers we have today (no new customers).
-{forecast_method}
-The band is an 80% interval: in 8 of 10 simulated futures the month lands inside it. It accounts for which
-customers stay, how much each spends, and a shared uncertainty of {100 * st['common_cv']:g}% for effects that move
-all customers together. The 80% interval of the {s['forecast_months']}-month total is
-{fmt_money(s['forecast_revenue_low'])} to {fmt_money(s['forecast_revenue_high'])}; it is narrower than the sum of the
-monthly bands because good and bad months partly offset.</p>
-{_chart_forecast(fc)}
-{forecast_table}
-
-<h2>How is value spread across customers?</h2>
-<p class="explain">Distribution of the predicted remaining CLV per customer, and the CLV tiers (customers ranked
-by CLV: the top 10%, the next 10%, ...). Usually a small share of customers carries most of the value.</p>
-{_chart_clv(result.segments["clv"].to_numpy(dtype=float))}
-{tiers_table}
-
-<h2>Segments</h2>
-<p class="explain">RFM segments group customers by how recently they bought (R), how often (F) and how much (M),
-each scored 1–5 against the whole base: <i>champions</i> bought recently and often, <i>loyal</i> buy often,
-<i>potential_loyalist</i> and <i>promising</i> are recent with room to grow, <i>new</i> bought recently for the first
-time, <i>need_attention</i> and <i>about_to_sleep</i> are slipping, <i>at_risk</i> and <i>cannot_lose</i> used to buy
-often but not lately, <i>hibernating</i> neither buy often nor recently. Each customer's segment and tier are in
-<code>segments.csv</code>, ready for a CRM.</p>
-{_chart_segments(sizes)}
-{segments_table}
-{referral}
-
-<h2>Cohorts</h2>
-<p class="explain">Customers grouped by acquisition month and channel. <code>cohorts.csv</code> also holds each cohort's
-value curve per customer: realised months (<code>realised_mNN</code>) up to the cohort's age and predicted months
-(<code>predicted_mNN</code>) after.</p>
-{cohorts_table}
-<p class="note">Settings: {esc(', '.join(f'{k}={v}' for k, v in st.items()))}.</p>
-"""
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>Customer value and acquisition budget</title>"
-        f"<style>{CSS}</style></head><body><main>{body}</main></body></html>\n"
+    seasonal = seasonality is not None and not np.allclose(seasonality, 1.0)
+    charts = {
+        "ltv_cac": _chart_ltv_cac(result.channels, target),
+        "payback": _chart_payback(result.channel_curves, result.channels),
+        "forecast": _chart_forecast(result.forecast),
+        "clv": _chart_clv(result.segments["clv"].to_numpy(dtype=float)),
+        "segments": _chart_segments(segment_sizes(result.segments)),
+    }
+    return _environment().get_template(TEMPLATE).render(
+        s=s,
+        st=st,
+        target=target,
+        years=st["lifetime_horizons"] * st["horizon_days"] / 365,
+        kpis=[
+            ("Customers scored", f"{s['customers']:,}"),
+            ("Predicted remaining CLV, total", fmt_money(s["total_clv"])),
+            (f"Revenue next {s['forecast_months']} months", fmt_money(s["forecast_revenue"])),
+            ("80% interval of that revenue", f"{fmt_money(s['forecast_revenue_low'])} – {fmt_money(s['forecast_revenue_high'])}"),
+            ("LTV:CAC, all channels", fmt_ratio(s["overall_ltv_cac"])),
+        ],
+        tables=_tables(result),
+        charts=charts,
+        decay=s.get("forecast_decay", "bgnbd"),
+        seasonality=list(zip(MONTH_NAMES, seasonality)) if seasonal else None,
+        referrals=s.get("total_referral_credit") is not None,
     )
