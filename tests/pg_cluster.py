@@ -20,7 +20,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -32,6 +31,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pcsv
 from psycopg import sql
+
+from serving.cli import free_port
 
 SERVER_USER = "postgres"
 """The unprivileged account the server runs as when the caller is root (created by Debian's package)."""
@@ -63,12 +64,6 @@ def find_bin_dir() -> Path | None:
         return tuple(int(p) for p in re.findall(r"\d+", Path(path).parent.parent.name))
 
     return Path(max(found, key=version)).parent
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -198,7 +193,7 @@ def throwaway_cluster(*, settings: dict[str, str] | None = None) -> Iterator[Clu
             **(settings or {}),
         }
         for attempt in range(3):  # another process may take the free port before the server does
-            port = _free_port()
+            port = free_port()
             opts = " ".join(f"-c {k}={v}" for k, v in {**options, "port": str(port)}.items())
             start = run(
                 "pg_ctl", "start", "-D", str(data), "-l", str(root / "server.log"), "-w",

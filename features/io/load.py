@@ -133,8 +133,11 @@ def load_tables(
     Notes
     -----
     Columns are read through Arrow: Parquet and DuckDB natively, CSV with ``pyarrow.csv`` (declared
-    columns as text, so ids keep their leading zeros), other databases with pandas' Arrow-backed
-    ``read_sql``. Validation is vectorised; string timestamps and numbers go through pandas only when
+    columns as text, so ids keep their leading zeros), PostgreSQL (``postgresql://`` with or without
+    a ``+driver``) streamed in record batches by ADBC's libpq driver (binary ``COPY``, all tables from
+    one snapshot; ``numeric`` and other non-native types of id columns as the database's text,
+    other ``numeric`` columns as float64), other databases with pandas' Arrow-backed ``read_sql``.
+    Validation is vectorised; string timestamps and numbers go through pandas only when
     Arrow's strict parsers reject some value. For CSV, blank lines inside the file are kept as rows
     (and then break the ``customer_id`` rule, at their exact line) while blank lines at the end of the
     file are not data.

@@ -1,5 +1,7 @@
 """Where tables come from: a directory of CSV/Parquet files, or a database behind a SQLAlchemy URL.
 
+DuckDB and PostgreSQL are read natively into Arrow (PostgreSQL streamed in record batches through
+ADBC's libpq driver); other databases through SQLAlchemy and pandas' Arrow-backed ``read_sql``.
 Each reader hands over one :class:`RawTable` per contract table, as Arrow, with columns renamed to the
 contract's names; nothing is validated here (:mod:`features.io.validate` does that).
 """
@@ -133,81 +135,215 @@ def _rename(data: pa.Table, renames: Mapping[str, str], source: str) -> pa.Table
 
 
 class SqlReader:
+    """The contract tables of a database: DuckDB and PostgreSQL natively into Arrow, others via SQLAlchemy.
+
+    Parameters
+    ----------
+    url : str
+        A SQLAlchemy URL. ``duckdb://`` is read by DuckDB itself, ``postgresql[+driver]://`` by ADBC's
+        libpq driver (whatever driver the URL names), anything else through SQLAlchemy.
+
+    Raises
+    ------
+    FileNotFoundError
+        A DuckDB or SQLite database file does not exist.
+    ConnectionError
+        The PostgreSQL server cannot be reached or refuses the login.
+    ValueError
+        The database has no ``transactions`` table, or a table name is ambiguous.
+    """
+
     def __init__(self, url: str):
         # Imported here: SQLAlchemy takes a second or more to import, and most loads read files.
         import sqlalchemy as sa
 
         self.url = sa.engine.make_url(url)
         self.display = self.url.render_as_string(hide_password=True)
-        self._engine = None
         backend = self.url.get_backend_name()
         database = self.url.database
         if backend in ("duckdb", "sqlite") and database and database != ":memory:" and not Path(database).exists():
             # Both would silently create an empty database file, and then report it has no tables.
             raise FileNotFoundError(f"{backend} database not found: {database}")
-        self._native_duckdb = backend == "duckdb"
-        if self._native_duckdb:
-            existing = self._duckdb_table_names()
+        if backend == "duckdb":
+            self._db: _DuckDBTables | _PostgresTables | _SqlAlchemyTables = _DuckDBTables(self.url)
+        elif backend == "postgresql":
+            self._db = _PostgresTables(self.url, self.display)
         else:
-            self._engine = sa.create_engine(self.url)
-            inspector = sa.inspect(self._engine)
-            existing = inspector.get_table_names() + inspector.get_view_names()
-        self.db_names: dict[str, str] = {}
-        for name in TABLE_SPECS:
-            if name in existing:
-                self.db_names[name] = name
-                continue
-            # Some databases fold unquoted names to upper or lower case.
-            folded = [e for e in existing if e.lower() == name]
-            if len(folded) > 1:
-                raise ValueError(f"{self.display}: table {name} is ambiguous, found {folded}")
-            if folded:
-                self.db_names[name] = folded[0]
-        if "transactions" not in self.db_names:
-            raise ValueError(
-                f"{self.display}: no table named transactions; the database has: "
-                f"{', '.join(sorted(existing)) or 'no tables'}"
-            )
+            self._db = _SqlAlchemyTables(self.url)
+        try:
+            existing = self._db.table_names()
+            self.db_names: dict[str, str] = {}
+            for name in TABLE_SPECS:
+                if name in existing:
+                    self.db_names[name] = name
+                    continue
+                # Some databases fold unquoted names to upper or lower case.
+                folded = [e for e in existing if e.lower() == name]
+                if len(folded) > 1:
+                    raise ValueError(f"{self.display}: table {name} is ambiguous, found {folded}")
+                if folded:
+                    self.db_names[name] = folded[0]
+            if "transactions" not in self.db_names:
+                raise ValueError(
+                    f"{self.display}: no table named transactions; the database has: "
+                    f"{', '.join(sorted(existing)) or 'no tables'}"
+                )
+        except BaseException:
+            self._db.close()
+            raise
         self.table_names = [n for n in TABLE_SPECS if n in self.db_names]
 
-    def _duckdb_connect(self):
+    def close(self) -> None:
+        """Close the database connection(s) this reader holds."""
+        self._db.close()
+
+    def read(self, name: str, renames: Mapping[str, str]) -> RawTable:
+        db_name = self.db_names[name]
+        source = f"table {db_name} at {self.display}"
+        declared_text = {c.name for c in TABLE_SPECS[name].columns if c.dtype == "string"}
+        # Source columns that land on a declared text column (ids, channels) once renamed.
+        text_sources = {s for s, t in renames.items() if t in declared_text} | (declared_text - set(renames))
+        data = self._db.read(db_name, text_sources)
+        return RawTable(name, source, _rename(data, renames, source), False)
+
+
+def _quote(identifier: str) -> str:
+    """A double-quoted SQL identifier (DuckDB and PostgreSQL spelling)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class _DuckDBTables:
+    """DuckDB hands over Arrow directly; going through SQLAlchemy rows would be ~100x slower."""
+
+    def __init__(self, url):
+        self.database = url.database or ":memory:"
+
+    def _connect(self):
         import duckdb  # only DuckDB sources need it
 
-        database = self.url.database or ":memory:"
-        return duckdb.connect(database, read_only=database != ":memory:")
+        return duckdb.connect(self.database, read_only=self.database != ":memory:")
 
-    def _duckdb_table_names(self) -> list[str]:
-        with self._duckdb_connect() as con:
+    def table_names(self) -> list[str]:
+        with self._connect() as con:
             rows = con.execute(
                 "select table_name from information_schema.tables "
                 "where table_schema = current_schema() and table_catalog = current_database()"
             ).fetchall()
         return [r[0] for r in rows]
 
+    def read(self, db_name: str, text_sources: set[str]) -> pa.Table:
+        with self._connect() as con:
+            relation = con.table(_quote(db_name))
+            reader = getattr(relation, "to_arrow_table", None) or relation.arrow
+            return reader()
+
     def close(self) -> None:
-        """Close the pooled connections (DuckDB connections are closed by each read)."""
-        if self._engine is not None:
-            self._engine.dispose()
+        """Nothing to release: each read opens and closes its own connection."""
 
-    def read(self, name: str, renames: Mapping[str, str]) -> RawTable:
-        db_name = self.db_names[name]
-        source = f"table {db_name} at {self.display}"
-        if self._native_duckdb:
-            # DuckDB hands over Arrow directly; going through SQLAlchemy rows would be ~100x slower.
-            with self._duckdb_connect() as con:
-                relation = con.table(f'"{db_name}"')
-                reader = getattr(relation, "to_arrow_table", None) or relation.arrow
-                data = reader()
-        else:
-            import sqlalchemy as sa
 
-            query = sa.select(sa.literal_column("*")).select_from(sa.table(db_name))
-            with self._engine.connect() as con:
-                # Arrow-backed columns keep integer ids with NULLs as integers (NumPy would make them
-                # floats, and "1.0" is not the id "1").
-                frame = pd.read_sql_query(query, con, dtype_backend="pyarrow")
-            data = pa.Table.from_pandas(frame, preserve_index=False)
-        return RawTable(name, source, _rename(data, renames, source), False)
+# PostgreSQL types that ADBC's driver turns into plain Arrow types the validation understands
+# (integers, floats, text, timestamps with and without zone, dates, booleans). Every other type is
+# cast to text by the server (uuid, json, enums, intervals, domains, arrays, ...): an id column of
+# such a type stays the id the database prints, and an extra column stays readable.
+_PG_NATIVE_TYPES = frozenset(
+    {"int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar"}
+    | {"timestamp", "timestamptz", "date", "bool"}
+)
+
+
+class _PostgresTables:
+    """PostgreSQL through ADBC's libpq driver: each table is streamed by ``COPY ... TO STDOUT (FORMAT
+    binary)`` into Arrow record batches of about 16 MB, so a load holds the tables in Arrow plus one
+    batch; no row ever becomes a Python object.
+
+    All tables are read in one ``REPEATABLE READ`` read-only transaction: transactions, events and
+    customers come from the same snapshot even while the database is being written to.
+    """
+
+    def __init__(self, url, display: str):
+        # Imported here: only PostgreSQL sources need the driver.
+        import adbc_driver_postgresql.dbapi
+        from adbc_driver_manager import Error as AdbcError
+
+        # ADBC takes a libpq URI: the SQLAlchemy URL without its "+driver" part.
+        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            self._con = adbc_driver_postgresql.dbapi.connect(uri)
+        except AdbcError as exc:
+            raise ConnectionError(f"{display}: cannot connect: {exc}") from None
+        self._relations: dict[str, int] = {}
+        try:
+            with self._con.cursor() as cur:
+                # The first statement of the transaction that ADBC opened (autocommit is off).
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                # Tables, views, materialized views, partitioned and foreign tables of the first
+                # schema on the search path (what an unqualified name means).
+                cur.execute(
+                    "select c.relname, c.oid::int8 from pg_catalog.pg_class c "
+                    "where c.relnamespace = current_schema()::regnamespace and c.relkind in ('r', 'v', 'm', 'p', 'f')"
+                )
+                self._relations = dict(cur.fetchall())
+        except BaseException:
+            self._con.close()
+            raise
+
+    def table_names(self) -> list[str]:
+        return list(self._relations)
+
+    def read(self, db_name: str, text_sources: set[str]) -> pa.Table:
+        with self._con.cursor() as cur:
+            cur.execute(
+                "select a.attname, t.typname from pg_catalog.pg_attribute a "
+                "join pg_catalog.pg_type t on t.oid = a.atttypid "
+                f"where a.attrelid = {int(self._relations[db_name])} and a.attnum > 0 and not a.attisdropped "
+                "order by a.attnum"
+            )
+            columns = cur.fetchall()
+            select = ", ".join(_pg_select_item(column, typname, column in text_sources) for column, typname in columns)
+            cur.execute(f"select {select} from {_quote(db_name)}")
+            return cur.fetch_record_batch().read_all()
+
+    def close(self) -> None:
+        """End the read-only transaction and close the connection."""
+        self._con.close()
+
+
+def _pg_select_item(column: str, typname: str, as_text: bool) -> str:
+    quoted = _quote(column)
+    if typname in _PG_NATIVE_TYPES:
+        return quoted
+    if typname == "numeric" and not as_text:
+        # Amounts and numeric covariates as float64, as the contract normalises them.
+        return f"{quoted}::float8 as {quoted}"
+    # An id keeps what the database prints: every digit of a numeric(20,0), a uuid with its hyphens.
+    return f"{quoted}::text as {quoted}"
+
+
+class _SqlAlchemyTables:
+    """Any other database SQLAlchemy reaches, through pandas' Arrow-backed ``read_sql``."""
+
+    def __init__(self, url):
+        import sqlalchemy as sa
+
+        self._engine = sa.create_engine(url)
+        self._sa = sa
+
+    def table_names(self) -> list[str]:
+        inspector = self._sa.inspect(self._engine)
+        return inspector.get_table_names() + inspector.get_view_names()
+
+    def read(self, db_name: str, text_sources: set[str]) -> pa.Table:
+        sa = self._sa
+        query = sa.select(sa.literal_column("*")).select_from(sa.table(db_name))
+        with self._engine.connect() as con:
+            # Arrow-backed columns keep integer ids with NULLs as integers (NumPy would make them
+            # floats, and "1.0" is not the id "1").
+            frame = pd.read_sql_query(query, con, dtype_backend="pyarrow")
+        return pa.Table.from_pandas(frame, preserve_index=False)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._engine.dispose()
 
 
 def reader_for(source: str | os.PathLike) -> DirectoryReader | SqlReader:
