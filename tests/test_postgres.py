@@ -1,4 +1,4 @@
-"""A real PostgreSQL server as data source.
+"""A real PostgreSQL server as data source and as MLflow's backend store.
 
 The server is the throw-away cluster of the ``postgres`` fixture (``tests/conftest.py``): Debian's
 PostgreSQL on 127.0.0.1, data in a temporary directory, one per test process.
@@ -36,6 +36,15 @@ BOOK_TYPES = {
     },
 }
 CUTOFF = "2023-06-30"
+# A small, fast training run (as in tests/test_registry.py): the test checks the store, not the model.
+SMALL = dict(
+    horizon_days=91,
+    n_cutoffs=3,
+    step_days=30,
+    early_stopping_rounds=10,
+    training__churn_params__num_boost_round=40,
+    training__spend_params__num_boost_round=40,
+)
 
 
 def _display(url: str) -> str:
@@ -218,3 +227,61 @@ def test_an_unreachable_server_is_a_connection_error_without_the_password(postgr
     assert str(info.value).startswith(f"{_display(url)}: cannot connect: ")
     assert "Connection refused" in str(info.value)
     assert postgres.password not in str(info.value)
+
+
+# --------------------------------------------------------------------------- MLflow's backend store
+
+
+@pytest.mark.slow
+def test_train_promote_and_load_the_champion_with_a_postgres_store(postgres, book_sources, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training import registry
+    from training.pipeline import train
+
+    uri = postgres.create_database("mlflow")
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv(registry.ARTIFACT_ROOT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # the default artifact root is <cwd>/mlruns/artifacts
+    data_url, _ = book_sources
+    try:
+        result = train(data_url, config=load_config(**SMALL))
+        assert result.promoted and result.reason == "no current champion"
+        assert registry.champion_versions() == (result.churn_version, result.spend_version)
+
+        champion = registry.load_champion()
+        assert champion.tracking_uri == uri
+        assert (champion.churn_version, champion.spend_version, champion.run_id) == (
+            result.churn_version, result.spend_version, result.run_id
+        )
+        features = build_features(load_tables(data_url).tables, cutoff=result.cutoff, config=champion.feature_config)
+        assert_frame_equal(champion.models.predict(features), result.models.predict(features))
+
+        artifacts = tmp_path / "mlruns" / "artifacts"
+        experiment = MlflowClient(uri).get_experiment_by_name(registry.EXPERIMENT)
+        assert experiment.artifact_location == artifacts.as_uri()
+        assert list(artifacts.rglob("serving.json"))  # the run's artifacts are where the store says
+        snapshot = registry.registry_snapshot()
+        assert snapshot[registry.CHURN_MODEL]["aliases"] == {registry.ALIAS: result.churn_version}
+        assert snapshot[registry.SPEND_MODEL]["versions"] == {result.spend_version: "champion"}
+    finally:
+        mlflow.set_tracking_uri(previous)  # the fluent API's URI is process-wide
+
+
+def test_artifact_root_of_a_new_experiment(tmp_path, monkeypatch):
+    from training import registry
+
+    uri = "postgresql+psycopg://user:secret@127.0.0.1:5432/mlflow"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(registry.ARTIFACT_ROOT_ENV, raising=False)
+    assert registry._default_artifact_location(uri) == (tmp_path / "mlruns" / "artifacts").as_uri()
+    sqlite = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    assert registry._default_artifact_location(sqlite) == (tmp_path / "store" / "artifacts").as_uri()
+    assert registry._default_artifact_location("http://127.0.0.1:5000") is None  # the server decides
+    monkeypatch.setenv(registry.ARTIFACT_ROOT_ENV, "elsewhere")
+    for store in (uri, sqlite, "http://127.0.0.1:5000"):
+        assert registry._default_artifact_location(store) == (tmp_path / "elsewhere").as_uri()
+    monkeypatch.setenv(registry.ARTIFACT_ROOT_ENV, "s3://bucket/clvcast")
+    assert registry._default_artifact_location(uri) == "s3://bucket/clvcast"

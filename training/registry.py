@@ -1,8 +1,12 @@
 """MLflow: runs, the model registry and the ``champion`` alias. The only module that imports mlflow.
 
 Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlruns/mlflow.db`` with
-artifacts under ``<cwd>/mlruns/artifacts``. Nothing is set up at import time: the URI is resolved,
-and the store created, when a function here is called.
+artifacts under ``<cwd>/mlruns/artifacts``. A database store other than sqlite (e.g.
+``postgresql+psycopg://user:password@host/db``) keeps the artifacts under
+``<cwd>/mlruns/artifacts`` too; ``CLVCAST_ARTIFACT_ROOT`` (a path or URI) puts them elsewhere, for
+any store. The location is fixed when the ``clvcast`` experiment is created, and MLflow keeps it
+with the experiment. Nothing is set up at import time: the URI is resolved, and the store created,
+when a function here is called.
 
 What a training run holds
 -------------------------
@@ -66,6 +70,10 @@ CHURN_MODEL = "clvcast-churn"
 SPEND_MODEL = "clvcast-spend"
 ALIAS = "champion"
 SERVING_ARTIFACT = "clvcast/serving.json"
+ARTIFACT_ROOT_ENV = "CLVCAST_ARTIFACT_ROOT"
+"""Environment variable: where a new ``clvcast`` experiment keeps its artifacts (path or URI)."""
+# Database backend stores MLflow supports besides sqlite (the dialect part of a SQLAlchemy URL).
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 # "Not worse" allows for the noise of retraining on slightly different data: a new pair may be up
 # to 1% worse on expected-spend MAE and 0.005 worse on churn AUC than the champion on the same rows.
@@ -91,10 +99,21 @@ def tracking_uri() -> str:
 
 
 def _default_artifact_location(uri: str) -> str | None:
-    """Artifacts beside a sqlite store (``<dir>/artifacts``); the server decides for other stores."""
+    """Where a new ``clvcast`` experiment of the store at ``uri`` keeps its artifacts.
+
+    :data:`ARTIFACT_ROOT_ENV` if set; else beside a sqlite store (``<dir>/artifacts``); else, for
+    the other database stores, ``<cwd>/mlruns/artifacts`` (MLflow's own default would be
+    ``<cwd>/mlruns/<experiment id>``, beside whatever else is in ``mlruns``); else ``None``: a
+    tracking server decides.
+    """
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if root:
+        return root if "://" in root or root.startswith("file:") else Path(root).resolve().as_uri()
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         return (db.parent / "artifacts").resolve().as_uri()
+    if uri.split(":", 1)[0].split("+", 1)[0].lower() in _DATABASE_SCHEMES:
+        return (Path.cwd() / "mlruns" / "artifacts").resolve().as_uri()
     return None
 
 
