@@ -253,8 +253,8 @@ _PG_NATIVE_TYPES = frozenset(
 
 class _PostgresTables:
     """PostgreSQL through ADBC's libpq driver: each table is streamed by ``COPY ... TO STDOUT (FORMAT
-    binary)`` into Arrow record batches of about 16 MB, so a load holds the tables in Arrow plus one
-    batch; no row ever becomes a Python object.
+    binary)`` into Arrow record batches (the driver aims at 16 MiB each), so a load holds the tables
+    in Arrow plus one batch; no row ever becomes a Python object.
 
     All tables are read in one ``REPEATABLE READ`` read-only transaction: transactions, events and
     customers come from the same snapshot even while the database is being written to.
