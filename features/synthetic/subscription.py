@@ -67,7 +67,7 @@ What the defaults give, measured on ``generate_subscription(12_000, seed=0)`` wi
 ``subscription_truth(book, cutoff="2023-12-31", horizon_days=182)`` and
 ``new_customer_truth(book, acquired_at="2023-12-31")``: of the 4,858 customers subscribed and not
 cancelled at the cutoff, the mean true P(cancel within 182 days) is 0.142 (realised 0.140, standard
-error 0.005); by signup-tenure band (billing months 0-2 / 3-11 / 12-23 / 24+) it is
+error 0.005); by tenure of the running subscription (billing months 0-2 / 3-11 / 12-23 / 24+) it is
 0.31 / 0.22 / 0.16 / 0.12 on starter, 0.23 / 0.16 / 0.12 / 0.10 on growth and
 0.13 / 0.10 / 0.07 / 0.06 on scale. True LTV:CAC of a customer acquired on 2023-12-31 (margin 0.8,
 10 % a year): paid_social 0.79, paid_search 2.05, partner 4.07, referral 50, organic 59 (standard
