@@ -2,6 +2,7 @@
 
 - :mod:`.summary`: the per-customer BTYD summary (x, t_x, T, monetary value);
 - :mod:`.bgnbd`: BG/NBD (Fader, Hardie and Lee 2005);
+- :mod:`.pareto_nbd`: Pareto/NBD (Schmittlein, Morrison and Colombo 1987; Fader and Hardie 2005);
 - :mod:`.gamma_gamma`: Gamma-Gamma spend per purchase (Fader, Hardie and Lee 2005; Fader and Hardie 2013);
 - :mod:`.params`: the population parameters fitted at one cutoff, stored with a champion.
 
@@ -33,6 +34,17 @@ from features.btyd.gamma_gamma import (
     gamma_gamma_log_likelihood,
 )
 from features.btyd.params import BTYDParams, fit_btyd_params
+from features.btyd.pareto_nbd import (
+    ParetoNBDParams,
+    fit_pareto_nbd,
+    pareto_nbd_dert,
+    pareto_nbd_expected_purchases,
+    pareto_nbd_expected_purchases_curve,
+    pareto_nbd_expected_purchases_new,
+    pareto_nbd_log_likelihood,
+    pareto_nbd_probability_alive,
+    pareto_nbd_probability_no_purchase,
+)
 from features.btyd.summary import BTYDSummary, btyd_summary, summary_from_transactions
 
 __all__ = [
@@ -42,6 +54,7 @@ __all__ = [
     "btyd_summary",
     "fit_btyd_params",
     "GammaGammaParams",
+    "ParetoNBDParams",
     "bgnbd_expected_purchases",
     "bgnbd_expected_purchases_new",
     "bgnbd_log_likelihood",
@@ -49,7 +62,15 @@ __all__ = [
     "bgnbd_probability_no_purchase",
     "fit_bgnbd",
     "fit_gamma_gamma",
+    "fit_pareto_nbd",
     "gamma_gamma_expected_value",
     "gamma_gamma_log_likelihood",
+    "pareto_nbd_dert",
+    "pareto_nbd_expected_purchases",
+    "pareto_nbd_expected_purchases_curve",
+    "pareto_nbd_expected_purchases_new",
+    "pareto_nbd_log_likelihood",
+    "pareto_nbd_probability_alive",
+    "pareto_nbd_probability_no_purchase",
     "summary_from_transactions",
 ]
