@@ -364,8 +364,8 @@ def _log_alive_term(r, alpha, s, beta, x, T):
     return -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
 
 
-def _log_odds_ratio(r, alpha, s, beta, x, tx, T, scaled_tail_tx, scaled_tail_T):
-    """log of the likelihood's braces over their alive term: -log P(alive), >= 0.
+def _log_inverse_p_alive(r, alpha, s, beta, x, tx, T, scaled_tail_tx, scaled_tail_T):
+    """log of the likelihood's braces over their alive term, which is -log P(alive) >= 0.
 
     The braces are B = (alpha+T)^-(r+x) (beta+T)^-s + s [tail(t_x) - tail(T)], tail(u) the integral
     over tau > u of (alpha+tau)^-(r+x) (beta+tau)^-(s+1). With the scaled tails N(u) =
@@ -393,14 +393,15 @@ def _log_p_alive(params: ParetoNBDParams, x, tx, T) -> np.ndarray:
     tail_tx = _log_scaled_tail(r + x, s + 1.0, alpha + tx, beta + tx)
     tail_T = _log_scaled_tail(r + x, s + 1.0, alpha + T, beta + T)
     # The ratio is >= 0 in exact arithmetic; rounding must not push P(alive) above 1.
-    return np.minimum(-_log_odds_ratio(r, alpha, s, beta, x, tx, T, tail_tx, tail_T), 0.0)
+    return np.minimum(-_log_inverse_p_alive(r, alpha, s, beta, x, tx, T, tail_tx, tail_T), 0.0)
 
 
-def _mean_lifetime_left(s, b, t):
-    """E[(1 - exp(-mu t)) / mu] for mu ~ Gamma(s, b): the integral of ((b / (b + u))^s over u in (0, t).
+def _expected_time_alive(s, b, t):
+    """E[min(lifetime, t)] = E[(1 - exp(-mu t)) / mu] for mu ~ Gamma(s, b), in the time unit of b and t.
 
-    Equal to b / (s-1) [1 - (b / (b+t))^(s-1)], written as -l exprel((s-1) l) with
-    l = -log1p(t / b), which is exact at s = 1 (where it is b log(1 + t/b)) and for small t.
+    The integral over u in (0, t) of the survival (b / (b+u))^s, i.e. b / (s-1) [1 - (b / (b+t))^(s-1)],
+    written as -b l exprel((s-1) l) with l = -log1p(t / b): exact at s = 1 (where it is
+    b log(1 + t/b)) and for small t.
     """
     ell = -np.log1p(t / b)
     return b * -ell * exprel((s - 1.0) * ell)
@@ -450,8 +451,8 @@ def pareto_nbd_log_likelihood(params: ParetoNBDParams, frequency, recency, T) ->
     (alive at T, or dropped out at tau in (t_x, T]). [2]_ writes the integral as the difference
     ``A_0`` of two ``2F1(r+s+x, s+1 or r+x; r+s+x+1; .)`` terms, one formula for alpha >= beta and
     one for alpha < beta; here both regions go through :func:`_log_scaled_tail`, in log space, and
-    the braces are summed without cancellation (:func:`_log_odds_ratio`). Finite for every finite positive
-    parameter set and history.
+    the braces are summed without cancellation (:func:`_log_inverse_p_alive`). Finite for every
+    finite positive parameter set and history.
 
     Parameters
     ----------
@@ -481,7 +482,7 @@ def pareto_nbd_log_likelihood(params: ParetoNBDParams, frequency, recency, T) ->
         + r * np.log(alpha)
         + s * np.log(beta)
         + _log_alive_term(r, alpha, s, beta, ux, uT)
-        + _log_odds_ratio(r, alpha, s, beta, ux, utx, uT, tail_tx, tail_T)
+        + _log_inverse_p_alive(r, alpha, s, beta, ux, utx, uT, tail_tx, tail_T)
     )
     return ll[inverse]
 
@@ -596,12 +597,16 @@ def _negative_mean_log_likelihood(log_theta: np.ndarray, data: _FitData) -> tupl
     (x_tx, u_tx), (x_T, u_T) = data.tx_pairs, data.T_pairs
     tail_tx = _log_scaled_tail(rc + x_tx, sc + 1.0, ac + u_tx, bc + u_tx)[:, data.tx_index]
     tail_T = _log_scaled_tail(rc + x_T, sc + 1.0, ac + u_T, bc + u_T)[:, data.T_index]
-    bracket = _log_alive_term(rc, ac, sc, bc, data.x, data.T) + _log_odds_ratio(
+    bracket = _log_alive_term(rc, ac, sc, bc, data.x, data.T) + _log_inverse_p_alive(
         rc, ac, sc, bc, data.x, data.tx, data.T, tail_tx, tail_T
     )
     w, w_x, ux = data.weights, data.x_weights, data.x_values
     w_total = w.sum()
-    ll = w_x @ (gammaln(r + ux) - gammaln(r)) + w_total * (r * np.log(alpha) + s * np.log(beta)) + w @ np.real(bracket[0])
+    ll = (
+        w_x @ (gammaln(r + ux) - gammaln(r))
+        + w_total * (r * np.log(alpha) + s * np.log(beta))
+        + w @ np.real(bracket[0])
+    )
     # d/d log(theta) = theta d/d theta for the hand-differentiated terms.
     grad = np.array(
         [
@@ -699,7 +704,7 @@ def _expected_purchases(params, x, tx, T, t):
     rate, beta_T = rate[inverse], params.beta + uT[inverse]
     if np.ndim(t) == 2:
         rate, beta_T = rate[:, None], beta_T[:, None]
-    return rate * _mean_lifetime_left(params.s, beta_T, t)
+    return rate * _expected_time_alive(params.s, beta_T, t)
 
 
 def pareto_nbd_expected_purchases_curve(params: ParetoNBDParams, t, n_windows, frequency, recency, T) -> np.ndarray:
@@ -770,7 +775,7 @@ def pareto_nbd_expected_purchases_new(params: ParetoNBDParams, t) -> np.ndarray 
     """
     params = _check_params(params)
     t_arr = _check_horizon("t", t)
-    value = params.r / params.alpha * _mean_lifetime_left(params.s, params.beta, t_arr)
+    value = params.r / params.alpha * _expected_time_alive(params.s, params.beta, t_arr)
     return float(value) if np.ndim(value) == 0 else value
 
 
@@ -781,7 +786,7 @@ def pareto_nbd_probability_no_purchase(params: ParetoNBDParams, t, frequency, re
     probability lambda / (lambda + mu) (1 - e^(-(lambda+mu) t)) (the first event of the two competing
     exponential clocks is a purchase, and it comes before t). Given the history and alive, lambda ~
     Gamma(r+x, alpha+T) and mu ~ Gamma(s, beta+T) independently (the alive term of the likelihood is a
-    product of the two gamma kernels; derived here, as in [2]_ Section 6). Writing
+    product of the two gamma kernels; the argument of [2]_ Section 6 for the expectation). Writing
     (1 - e^(-(lambda+mu) t)) / (lambda+mu) as the integral of e^(-(lambda+mu) u) over u in (0, t) and
     taking the gamma expectations inside,
 
@@ -791,9 +796,9 @@ def pareto_nbd_probability_no_purchase(params: ParetoNBDParams, t, frequency, re
             \\int_0^t \\frac{du}{(\\alpha+T+u)^{r+x+1} (\\beta+T+u)^{s}}
 
     The integral is a difference of two tails (:func:`_log_scaled_tail`, with the powers in front
-    cancelled by hand), so the result is exact to ~1e-16 in absolute terms. It equals the ratio
-    L(x, t_x, T+t) / L(x, t_x, T) of two likelihoods, the same history seen for t longer without a
-    purchase, which the tests check.
+    cancelled by hand, not in floating point), so the probability is accurate in absolute terms even
+    for heavy buyers. It equals the ratio L(x, t_x, T+t) / L(x, t_x, T) of two likelihoods, the same
+    history seen for t longer without a purchase, which the tests check.
 
     Parameters
     ----------
