@@ -123,7 +123,8 @@ _TAIL_DROP = 46.0
 # Stands for an infinite side when locating the peak's width and the cut-off (in log-space units).
 _FAR = 1e4
 _MAX_PANELS = 2048
-# Rows x nodes evaluated at once by the quadrature, to bound memory on large inputs.
+# Rows integrated together, and rows x nodes evaluated at once, to bound memory on large inputs.
+_ROW_BLOCK = 1 << 14
 _BLOCK = 1 << 20
 
 
@@ -183,6 +184,13 @@ def _log_integral_logconcave(delta, lo, hi):
     stop getting closer below _QUAD_NOISE (the rounding in ``delta`` itself).
     """
     n = lo.size
+    if n > _ROW_BLOCK:
+        # Bounded memory on large inputs: the probe and the first rounds hold rows x nodes arrays.
+        parts = []
+        for start in range(0, n, _ROW_BLOCK):
+            idx = np.arange(start, min(n, start + _ROW_BLOCK))
+            parts.append(_log_integral_logconcave(lambda r, d, idx=idx: delta(idx[r], d), lo[idx], hi[idx]))
+        return np.concatenate(parts)
     rows = np.arange(n)
     span_hi = np.where(np.isfinite(hi), hi, _FAR)
     span_lo = np.where(np.isfinite(lo), -lo, _FAR)
