@@ -323,6 +323,18 @@ def test_no_purchase_over_no_time_is_certain():
     np.testing.assert_array_equal(pareto_nbd_expected_purchases(CDNOW_PARAMS, 0.0, *history), 0.0)
 
 
+def test_large_inputs_match_small_ones():
+    # alpha << beta puts every row in the quadrature branch; 20,000 distinct rows span two blocks.
+    params = ParetoNBDParams(0.8, 1.0, 1.2, 1000.0)
+    rng = np.random.default_rng(9)
+    x = rng.poisson(3.0, 20_000).astype(float)
+    T = rng.uniform(1.0, 150.0, x.size)
+    tx = np.where(x > 0, T * rng.uniform(0.0, 1.0, x.size), 0.0)
+    whole = pareto_nbd_probability_alive(params, x, tx, T)
+    halves = np.concatenate([pareto_nbd_probability_alive(params, x[k::2], tx[k::2], T[k::2]) for k in (0, 1)])
+    np.testing.assert_allclose(whole[np.r_[0 : x.size : 2, 1 : x.size : 2]], halves, rtol=1e-15)
+
+
 # --------------------------------------------------------------------------- against simulation
 
 
