@@ -115,7 +115,8 @@ _GL_ORDER = 16
 # Relative size of the last series term kept; the remainder is at most this (ratio of terms <= 1/2).
 _SERIES_RTOL = 1e-17
 _QUAD_RTOL = 1e-13
-# Where two rounds stop getting closer below this, they differ by rounding in the integrand only.
+# Two rounds that agree to this but stop getting closer differ by the rounding of the integrand
+# itself (b ~ 1e5), which more panels cannot remove.
 _QUAD_NOISE = 1e-9
 # Beyond the point where a log-concave integrand is below exp(-46) ~ 1e-20 of its peak, the rest of
 # the interval is left out.
@@ -178,10 +179,11 @@ def _log_integral_logconcave(delta, lo, hi):
     part is concave in d with its maximum over [lo, hi] at d = 0 (lo <= 0 <= hi; either may be
     infinite). One probe on a grid of distances 4^-j from the peak gives, on each side, the width of
     the peak (where the integrand has fallen by e) and the cut-off (where it has fallen by
-    exp(-_TAIL_DROP)). The integral is then taken in t with d = width * sinh(t): near the peak a
-    linear map at its scale, far from it the exponential tails of a log-concave function become
-    doubly exponential. Gauss-Legendre panels are doubled until two rounds agree to _QUAD_RTOL, or
-    stop getting closer below _QUAD_NOISE (the rounding in ``delta`` itself).
+    exp(-_TAIL_DROP)). The integral is then taken in t with d = width * sinh(t), width the narrower
+    side's: near the peak a linear map at its scale, far from it the exponential tails of a
+    log-concave function become doubly exponential. Gauss-Legendre panels are doubled until two
+    rounds agree to _QUAD_RTOL, or stop getting closer below _QUAD_NOISE (the rounding in ``delta``
+    itself).
     """
     n = lo.size
     if n > _ROW_BLOCK:
