@@ -1,4 +1,4 @@
-"""Latency and throughput of ``POST /clv`` against a real ``bentoml serve``.
+"""Latency and throughput of ``POST /clv`` against a real BentoML server.
 
 Measures, on loopback:
 
@@ -23,7 +23,6 @@ features, predictions, explanations, CLV) for 1 and 100 customers, and the drive
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -111,23 +110,6 @@ def describe_champion(tracking_uri: str) -> str:
             f"depth mean {np.mean(depths):.1f} / max {max(depths)}, {booster.num_feature()} features"
         )
     return "; ".join(parts)
-
-
-@contextlib.contextmanager
-def running_server(*, workers: int, tracking_uri: str, home: Path, service: str = "serving.service:ClvService"):
-    """Start ``bentoml serve`` with ``workers`` workers on a free loopback port; yield its base URL."""
-    from serving.cli import running_service
-
-    env = {
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_TRACKING_URI": tracking_uri,
-    }
-    with running_service(
-        log_path=home / "server.log", timeout=180, workers=workers, extra_env=env, service=service, cwd=REPO
-    ) as base:
-        yield base
 
 
 def latency(base: str, body: dict, *, n: int, warmup: int = 20) -> dict[str, float]:
@@ -254,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "--train-customers", type=int, default=20_000, help="Synthetic book size for --train (the demo's)."
     )
     parser.add_argument("--profile", action="store_true", help="Also time the request path's stages in process.")
-    parser.add_argument("--service", default="serving.service:ClvService", help="Import path given to bentoml serve.")
+    parser.add_argument("--service", default="serving.service:ClvService", help="Import path given to bentoml.serve.")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -276,9 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
             profile_request_path(one, hundred)
 
-        (tmp / "home").mkdir()
+        from serving.service import running_service
+
+        # BentoML reads its home once per process, when the server starts.
+        os.environ["BENTOML_HOME"] = str(tmp / "home")
         load_start = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        with running_server(workers=args.workers, tracking_uri=tracking_uri, home=tmp / "home", service=args.service) as base:
+        with running_service(workers=args.workers, tracking_uri=tracking_uri, service=args.service) as server:
+            base = server.url
             results = {
                 "1 customer": latency(base, one, n=args.requests),
                 "100 customers": latency(base, hundred, n=max(50, args.requests // 3)),

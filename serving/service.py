@@ -22,21 +22,37 @@ Configuration (environment)
   tiers and RFM segments are then relative to those customers, as in the batch run; without it,
   relative to the customers of each request (the response says which in ``segment_basis``).
 
-The champion is checked once before any worker starts (a missing or incompatible champion stops
-``bentoml serve`` with a message naming the model and the tracking URI), then loaded by each worker.
+The champion is checked once, in the serving process, before any worker starts (a missing or
+incompatible champion stops the server with a message naming the model and the tracking URI), then
+loaded by each worker.
+
+Running it
+----------
+:func:`serve` serves in the foreground until SIGINT or SIGTERM (``clvcast serve``);
+:func:`running_service` starts the server in the background and stops it on leaving its block (the
+demo, the HTTP tests, the service benchmark). Both start it with BentoML's own ``bentoml.serve``
+and set the variables above, and the worker count, for the server's lifetime. This is the one
+module that talks to BentoML, so they live here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import logging
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bentoml
+import pandas as pd
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
+from features.spec import categorical_covariates
 from serving.api_models import (
     MAX_CUSTOMERS,
     MAX_ROWS_PER_CUSTOMER,
@@ -49,12 +65,31 @@ from serving.api_models import (
     ModelInfo,
     ModelVersions,
 )
+from serving.finance.acquisition import acquisition_budget
+from serving.scores import read_scores
+from serving.scoring import champion_clv_config, score_columns
+from serving.segments import SegmentReference
+from training.config import CONFIG_FILE_ENV, load_config
+from training.registry import load_champion
+
+if TYPE_CHECKING:
+    # What bentoml.serve returns: BentoML exports no public name for the class.
+    from bentoml._internal.utils.circus import Server
 
 log = logging.getLogger(__name__)
 
-CONFIG_ENV = "CLVCAST_CONFIG"
+CONFIG_ENV = CONFIG_FILE_ENV
 NEW_CUSTOMER_CLV_ENV = "CLVCAST_NEW_CUSTOMER_CLV"
 SCORES_ENV = "CLVCAST_SCORES"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+#: BentoML reads its configuration overrides (here: the worker count) from this variable.
+BENTOML_OVERRIDES_ENV = "BENTOML_CONFIG_OVERRIDES"
+
+#: The import path ``bentoml serve`` and :func:`serve` are given.
+SERVICE = "serving.service:ClvService"
+LOOPBACK = "127.0.0.1"
+#: Seconds a started server may take to answer ``/readyz`` (workers load the champion first).
+READY_TIMEOUT_S = 180.0
 
 # GET routes: BentoML API methods are POST only, so GET /model lives in a mounted FastAPI app
 # whose class-view methods receive the service instance as ``self``.
@@ -68,14 +103,11 @@ class ClvService:
 
     @bentoml.on_deployment
     def check_startup() -> None:
-        """Fail ``bentoml serve`` before any worker starts when the champion or a setting is unusable.
+        """Fail the server before any worker starts when the champion or a setting is unusable.
 
         Runs once in the serving process; a failure in the workers' ``__init__`` would only make
         BentoML restart them forever.
         """
-        from training.config import load_config
-        from training.registry import load_champion
-
         load_champion()
         if os.environ.get(CONFIG_ENV):
             load_config(os.environ[CONFIG_ENV])
@@ -83,11 +115,6 @@ class ClvService:
         _read_reference(os.environ.get(SCORES_ENV))
 
     def __init__(self) -> None:
-        from features.spec import categorical_covariates
-        from serving.scoring import champion_clv_config
-        from training.config import load_config
-        from training.registry import load_champion
-
         self.champion = load_champion()
         # One thread per prediction: requests are small, and concurrency comes from the workers;
         # OpenMP threads that wait for a busy core turn a 0.5 ms prediction into several ms.
@@ -121,8 +148,6 @@ class ClvService:
     @bentoml.api(route="/clv")
     def clv(self, request: ClvRequest, /) -> ClvResponse:
         """Churn probability, expected spend, CLV, segment and drivers of each customer as of ``as_of``."""
-        from serving.scoring import score_columns
-
         request.check_covariates(self.numeric_covariates)
         # The columns as arrays, not a DataFrame: a frame and its rows cost milliseconds per request.
         scores = score_columns(
@@ -146,8 +171,6 @@ class ClvService:
     @bentoml.api(route="/acquisition_budget")
     def acquisition_budget(self, request: BudgetRequest, /) -> BudgetResponse:
         """LTV:CAC, maximum allowable CAC and a grow / hold / cut recommendation per channel."""
-        from serving.finance.acquisition import acquisition_budget
-
         if self.new_customer_clv is None:
             return JSONResponse(
                 {
@@ -189,9 +212,6 @@ def _read_reference(path: str | None):
     """Segment reference of a ``clvcast score`` output, or ``None`` if unset."""
     if not path:
         return None
-    from serving.scores import read_scores
-    from serving.segments import SegmentReference
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"{SCORES_ENV}={path}: no such file (write it with `clvcast score`)")
     return SegmentReference.from_scores(read_scores(path).frame)
@@ -201,8 +221,6 @@ def _read_new_customer_clv(path: str | None):
     """The ``new_customer_clv.csv`` of ``clvcast budget`` (indexed by channel), or ``None`` if unset."""
     if not path:
         return None
-    import pandas as pd
-
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{NEW_CUSTOMER_CLV_ENV}={path}: no such file (write it with `clvcast budget`)")
@@ -211,3 +229,172 @@ def _read_new_customer_clv(path: str | None):
     if missing:
         raise ValueError(f"{NEW_CUSTOMER_CLV_ENV}={path}: missing column(s) {sorted(missing)}")
     return table
+
+
+# --------------------------------------------------------------------------- running the server
+
+
+def serve(
+    *,
+    host: str = LOOPBACK,
+    port: int = 3000,
+    workers: int = 1,
+    scores: str | Path | None = None,
+    new_customer_clv: str | Path | None = None,
+) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM (``bentoml.serve(..., blocking=True)``).
+
+    Parameters
+    ----------
+    host, port : str, int
+        Where to listen; loopback by default.
+    workers : int
+        Worker processes, each with its own copy of the champion.
+    scores : str or Path, optional
+        ``CLVCAST_SCORES``: a ``clvcast score`` file that segments are relative to.
+    new_customer_clv : str or Path, optional
+        ``CLVCAST_NEW_CUSTOMER_CLV``: the ``new_customer_clv.csv`` of ``clvcast budget``.
+
+    Raises
+    ------
+    training.registry.ChampionError
+        No usable champion at ``MLFLOW_TRACKING_URI`` (the startup check, before any worker).
+    FileNotFoundError, ValueError
+        ``scores``, ``new_customer_clv`` or ``CLVCAST_CONFIG`` unreadable (the same check).
+    """
+    with _server_environ(workers=workers, scores=scores, new_customer_clv=new_customer_clv), _callers_logging_kept():
+        # The arbiter runs in this (main) thread, as under `bentoml serve`: SIGINT and SIGTERM
+        # stop the workers, then the call returns.
+        bentoml.serve(SERVICE, host=host, port=port, blocking=True)
+
+
+@contextlib.contextmanager
+def running_service(
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    tracking_uri: str | None = None,
+    scores: str | Path | None = None,
+    new_customer_clv: str | Path | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+    service: str = SERVICE,
+) -> Iterator[Server]:
+    """The service running in the background on loopback, ready; stopped on leaving the block.
+
+    Started with ``bentoml.serve(..., blocking=False)``, which returns BentoML's server handle
+    (``url``, ``running``, ``stop()``, a context manager); readiness is BentoML's client waiting
+    for ``/readyz``.
+
+    Parameters
+    ----------
+    port : int, optional
+        Default: a port free on the loopback interface.
+    workers, scores, new_customer_clv
+        As for :func:`serve`.
+    tracking_uri : str, optional
+        ``MLFLOW_TRACKING_URI`` of the service; default: this process's.
+    ready_timeout : float
+        Seconds to wait for ``/readyz`` to answer 200.
+    service : str
+        Import path of the service.
+
+    Yields
+    ------
+    Server
+        BentoML's handle of the running server; ``server.url`` is its base URL.
+
+    Raises
+    ------
+    training.registry.ChampionError, FileNotFoundError, ValueError
+        As for :func:`serve`, before any worker starts.
+    bentoml.exceptions.ServiceUnavailable
+        Not ready after ``ready_timeout`` seconds (the workers' log is on this process's stderr).
+    """
+    with _server_environ(workers=workers, tracking_uri=tracking_uri, scores=scores, new_customer_clv=new_customer_clv):
+        with _callers_logging_kept():
+            server = bentoml.serve(service, host=LOOPBACK, port=port or free_port(), blocking=False)
+        with server:
+            # BentoML's client waits in its constructor until /readyz answers 200.
+            bentoml.SyncHTTPClient(server.url, server_ready_timeout=ready_timeout).close()
+            yield server
+
+
+def _server_environ(
+    *,
+    workers: int,
+    tracking_uri: str | None = None,
+    scores: str | Path | None = None,
+    new_customer_clv: str | Path | None = None,
+) -> contextlib.AbstractContextManager[None]:
+    """The service's variables and worker count, set in ``os.environ`` until the block ends.
+
+    ``bentoml.serve`` takes no environment: the workers inherit this process's when they start
+    (and restart), and BentoML reads the worker count from its configuration overrides at start.
+    """
+    values = {BENTOML_OVERRIDES_ENV: json.dumps({"services": {ClvService.name: {"workers": workers}}})}
+    if tracking_uri is not None:
+        values[TRACKING_URI_ENV] = tracking_uri
+    for name, path in ((SCORES_ENV, scores), (NEW_CUSTOMER_CLV_ENV, new_customer_clv)):
+        if path is not None:
+            values[name] = str(Path(path).resolve())
+    return environ(**values)
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Set environment variables until the block ends, then put back what was there before.
+
+    Parameters
+    ----------
+    **values : str
+        Variable names and their values for the block.
+    """
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _callers_logging_kept() -> Iterator[None]:
+    """Undo what ``bentoml.serve`` does to the calling process's logging.
+
+    It applies BentoML's command-line logging config (``logging.config.dictConfig`` with
+    ``disable_existing_loggers``): every logger that exists goes silent (clvcast's steps, a test
+    runner's capture) and the root logger loses its handlers and drops to WARNING. Its own
+    ``bentoml`` logger keeps BentoML's settings.
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    enabled = [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    ]
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        for logger in enabled:
+            logger.disabled = False
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now.
+
+    The OS picks it (bind to port 0); BentoML has no public helper for this.
+
+    Returns
+    -------
+    int
+    """
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]

@@ -1,28 +1,31 @@
-"""The CLV service over real HTTP: ``bentoml serve`` on a free loopback port.
+"""The CLV service over real HTTP, on a free loopback port.
 
-Covers the endpoints, BentoML's health and metrics routes, invalid payloads (each a 4xx that names
-the field and the rule) and a property-based fuzz of the served OpenAPI document (schemathesis)
-that must find no 5xx.
+The module's server is started with :func:`serving.service.running_service` (BentoML's
+``bentoml.serve``); ``clvcast serve`` is checked as a user runs it, in a process of its own. Covers
+the endpoints, BentoML's health and metrics routes, invalid payloads (each a 4xx that names the
+field and the rule) and a property-based fuzz of the served OpenAPI document (schemathesis) that
+must find no 5xx.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from pathlib import Path
 
+import bentoml
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from serving import api_models as A
-from serving.cli import free_port, running_service
-from test_service import champion_store, empty_store, environ, request_body
+from serving.cli import main
+from serving.service import environ, free_port, running_service
+from test_service import champion_store, empty_store, request_body
 
-REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 120
 FUZZ_EXAMPLES = 100
 
@@ -35,35 +38,57 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    """Base URL of a running ``bentoml serve serving.service:ClvService`` (stopped afterwards)."""
-    home = tmp_path_factory.mktemp("bentoml-home")
-    env = {
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_TRACKING_URI": store.tracking_uri,
-        "CLVCAST_NEW_CUSTOMER_CLV": str(store.new_customer_clv),
-        "CLVCAST_SCORES": str(store.scores),
-        "CLVCAST_CONFIG": None,  # the champion's own CLV settings
-    }
-    with running_service(log_path=home / "server.log", timeout=STARTUP_TIMEOUT_S, extra_env=env, cwd=REPO) as base:
-        yield base
+def server(store):
+    """Base URL of the running service (stopped afterwards)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CLVCAST_CONFIG", raising=False)  # the champion's own CLV settings
+        with running_service(
+            tracking_uri=store.tracking_uri,
+            scores=store.scores,
+            new_customer_clv=store.new_customer_clv,
+            ready_timeout=STARTUP_TIMEOUT_S,
+        ) as running:
+            yield running.url
 
 
-def test_serve_stops_with_a_clear_message_without_a_champion(tmp_path):
-    """No champion at the tracking URI: ``bentoml serve`` exits non-zero and names model and URI."""
+def test_clvcast_serve_refuses_to_start_without_a_champion(capsys):
+    """No champion at the tracking URI: a one-line cause naming model and URI, before any worker."""
     uri = empty_store()
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": uri}  # fmt: skip
-    env.pop("CLVCAST_NEW_CUSTOMER_CLV", None)
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClvService", "--host", "127.0.0.1",
-           "--port", str(free_port())]  # fmt: skip
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
-    assert done.returncode != 0
-    assert "no 'champion' version of registered model 'clvcast-churn'" in done.stderr + done.stdout
-    assert uri in done.stderr + done.stdout
+    capsys.readouterr()  # MLflow's own lines when it created the store
+    with environ(MLFLOW_TRACKING_URI=uri):
+        code = main(["serve", "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: no 'champion' version of registered model 'clvcast-churn'"), line
+    assert uri in line
+
+
+def test_clvcast_serve_answers_and_stops_on_sigterm(store, tmp_path):
+    """``clvcast serve`` in the foreground: ready, answers, and stops its workers on SIGTERM."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri, "BENTOML_HOME": str(tmp_path / "home")}
+    env.pop("CLVCAST_CONFIG", None)
+    cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--new-customer-clv",
+           str(store.new_customer_clv)]  # fmt: skip
+    with open(tmp_path / "serve.log", "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with bentoml.SyncHTTPClient(f"http://127.0.0.1:{port}", server_ready_timeout=STARTUP_TIMEOUT_S) as client:
+            assert client.request("GET", "/model").status_code == 200
+            # --new-customer-clv reached the workers (without it this answers 503).
+            known = pd.read_csv(store.new_customer_clv)["channel"].iloc[0]
+            budget = client.request("POST", "/acquisition_budget", json={"channels": [{"channel": known, "cac": 25.0}]})
+            assert budget.status_code == 200, budget.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        # The workers went with it: nothing answers on the port any more.
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,10 @@ own (other test modules train into the session store and may move its ``champion
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import gc
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from serving import api_models as A
+from serving.service import environ
 
 N_CUSTOMERS = 1000
 #: A small, fast training run: the tests check serving, not model quality.
@@ -50,21 +49,6 @@ class ChampionStore:
     book_dir: Path  # the synthetic book as contract tables (Parquet)
     new_customer_clv: Path  # new_customer_clv.csv for POST /acquisition_budget
     scores: Path  # batch scores of the book as of AS_OF (clvcast score)
-
-
-@contextlib.contextmanager
-def environ(**values: str):
-    """Set environment variables for the duration of the block."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @functools.cache
