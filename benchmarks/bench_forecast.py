@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="keep the budget outputs here (default: temporary)")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
+    # The training steps with their durations on stderr, as `clvcast train` shows them.
+    logging.basicConfig(level=logging.INFO, format="[clvcast] %(message)s")
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -222,7 +225,7 @@ def _run(args, tmp: Path) -> int:
 
     t0 = time.perf_counter()
     in_temp_store = args.tracking_uri is None
-    result = train(history, config=config, progress=True, promote="auto" if in_temp_store else "never")
+    result = train(history, config=config, promote="auto" if in_temp_store else "never")
     timings["train"] = time.perf_counter() - t0
     if in_temp_store:
         champion = registry.load_champion()  # exactly what `clvcast score` would load

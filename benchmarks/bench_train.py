@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import sys
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", action="store_true", help="also log and register in a temporary MLflow store")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
+    # The training steps with their durations on stderr, as `clvcast train` shows them.
+    logging.basicConfig(level=logging.INFO, format="[clvcast] %(message)s")
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from features.synthetic import generate
@@ -63,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.log:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-            result = train(tables, config=config, progress=True)
+            result = train(tables, config=config)
             metrics, customers = result.metrics, result.customers
     else:
-        ev = evaluate(tables, cutoff=None, config=config, progress=True)
+        ev = evaluate(tables, cutoff=None, config=config)
         metrics, customers = ev.metrics, ev.customers
         timings.update({f"evaluate.{k}": v for k, v in ev.seconds.items()})
         timings["training_rows"] = ev.n_training_rows

@@ -1,28 +1,35 @@
-"""The ``clvcast`` command: thin wrappers around the stage functions.
+"""The ``clvcast`` command: a thin layer over the stage functions.
 
-Each command parses its flags, calls one stage function and prints what it did. Errors end with a
-one-line cause and a non-zero exit code; ``--debug`` shows the full traceback instead. Heavy
-libraries are imported inside the commands so that ``clvcast --help`` stays instant.
+Each command parses its flags, builds the configuration with :func:`training.config.load_config`,
+calls its stage function and says what it did. The stages log their steps with ``logging``: the
+command line gives clvcast's own loggers one handler on stderr, which ``--quiet`` limits to
+warnings, and keeps MLflow's own messages and download bars out of them unless ``--debug``.
+Errors end with a one-line cause and a non-zero exit code; ``--debug`` shows the traceback instead.
+
+Importing a stage module pulls in pandas, MLflow and LightGBM (seconds of CPU): each command
+imports its stage when it runs, so that ``clvcast --help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import click
 
-DEFAULT_SERVICE = "serving.service:ClvService"
+from training.config import load_config
 
+log = logging.getLogger(__name__)
 
-class _Context:
-    def __init__(self, debug: bool, quiet: bool):
-        self.debug = debug
-        self.quiet = quiet
+#: clvcast's packages: their loggers' records are the steps the command line shows.
+PACKAGES = ("features", "training", "serving")
 
 
 def _echo(msg: str = "") -> None:
@@ -45,21 +52,18 @@ def _set_offline_defaults() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
-def _load(source: str, column_map: str | None, on_invalid: str, quarantine_dir: str | None, quiet: bool):
-    from features.io import load_tables, parse_column_map
+def _load(source: str, column_map: str | None, on_invalid: str, quarantine_dir: str | None):
+    from features.io import load_tables  # deferred: see the module docstring
 
-    mapping = parse_column_map(column_map) if column_map else None
     result = load_tables(
         source,
-        column_map=mapping,
+        column_map=column_map,
         on_invalid=on_invalid,
         quarantine_dir=quarantine_dir,
-        progress=not quiet,
+        progress=log.isEnabledFor(logging.INFO),  # the loader's bar shows where the steps do
     )
-    report = getattr(result, "report", None)
-    if report is not None and not quiet and str(report):
-        _echo(str(report))
-    return result.tables if hasattr(result, "tables") else result
+    log.info("%s", result.report)
+    return result.tables
 
 
 _data_options = [
@@ -83,16 +87,22 @@ def data_options(f):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show full tracebacks on error.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on error, and MLflow's own messages.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.pass_context
 def cli(ctx, debug: bool, quiet: bool):
     """clvcast: churn, spend and customer lifetime value from transactions."""
     _set_offline_defaults()
-    ctx.obj = _Context(debug=debug, quiet=quiet)
-    if quiet:
-        # MLflow draws its own progress bar when it downloads artifacts (loading a champion).
+    ctx.with_resource(_steps_on_stderr(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO))
+    if not debug:
+        # MLflow's own INFO lines (creating a new store's tables) and its download bars would
+        # interleave with the steps. It reads the level when it is imported, usually during the
+        # command; if it already was, its logger is set as well.
+        _set_env_for_command(ctx, "MLFLOW_LOGGING_LEVEL", "WARNING")
         _set_env_for_command(ctx, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mlflow_logger = logging.getLogger("mlflow")
+        ctx.call_on_close(functools.partial(mlflow_logger.setLevel, mlflow_logger.level))
+        mlflow_logger.setLevel(logging.WARNING)
 
 
 def _set_env_for_command(ctx, name: str, value: str) -> None:
@@ -109,17 +119,41 @@ def _set_env_for_command(ctx, name: str, value: str) -> None:
     ctx.call_on_close(restore)
 
 
+class _StepFormatter(logging.Formatter):
+    """``[clvcast] message``; warnings and errors say what they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        kind = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"[clvcast] {kind}{record.message}"
+
+
+@contextlib.contextmanager
+def _steps_on_stderr(level: int) -> Iterator[None]:
+    """clvcast's loggers at ``level`` on one stderr handler until the command ends, then as they were."""
+    handler = logging.StreamHandler()  # the sys.stderr of the moment, which tests capture
+    handler.setFormatter(_StepFormatter())
+    loggers = [logging.getLogger(name) for name in PACKAGES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, previous in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+
+
 @cli.command()
 @click.option("--customers", "n_customers", type=click.IntRange(min=1), default=20_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--start", default="2021-01-01", show_default=True, help="First acquisition date.")
 @click.option("--end", default="2024-12-31", show_default=True, help="Last observed date.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.pass_obj
-def generate(obj: _Context, n_customers: int, seed: int, start: str, end: str, out_dir: str):
+def generate(n_customers: int, seed: int, start: str, end: str, out_dir: str):
     """Synthetic customer book with known ground truth (Parquet tables + ground_truth.parquet)."""
-    from features.synthetic import generate as generate_book
-    from features.synthetic import write_book
+    from features.synthetic import generate as generate_book, write_book  # deferred: see the module docstring
 
     book = generate_book(n_customers, seed=seed, start=start, end=end)
     write_book(book, out_dir)
@@ -135,14 +169,12 @@ def generate(obj: _Context, n_customers: int, seed: int, start: str, end: str, o
 @click.option("--cutoff", required=True, callback=_parse_date, help="Features as of the end of this day.")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
-@click.pass_obj
-def features(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out):
+def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out):
     """One feature row per customer as of a cutoff date."""
-    from features.build import build_features
-    from training.config import load_config
+    from features.build import build_features  # deferred: see the module docstring
 
     config = load_config(config_path)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out), obj.quiet)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
     frame = build_features(tables, cutoff=cutoff, config=config.features)
     _write_frame(frame, out)
     _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
@@ -153,16 +185,14 @@ def features(obj: _Context, source, column_map, on_invalid, quarantine_dir, cuto
 @click.option("--cutoff", default=None, callback=_parse_date, help="Holdout cutoff (default: latest with a full horizon).")
 @click.option("--horizon-days", type=click.IntRange(min=1), default=None, help="Label horizon H in days.")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
-@click.pass_obj
-def train(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path):
+def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path):
     """Train churn and spend models, compare with baselines, log and register them in MLflow."""
-    from training.config import load_config
-    from training.pipeline import format_comparison, train as train_models
+    from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine", obj.quiet)
-    result = train_models(tables, cutoff=cutoff, config=config, progress=not obj.quiet)
-    click.echo(format_comparison(result))
+    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
+    result = pipeline.train(tables, cutoff=cutoff, config=config)
+    click.echo(pipeline.format_comparison(result))
 
 
 @cli.command()
@@ -171,21 +201,18 @@ def train(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff,
 @click.option("--horizon-days", type=click.IntRange(min=1), required=True, help="Evaluation horizon H in days.")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the results here.")
-@click.pass_obj
-def backtest(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, json_out):
+def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, json_out):
     """Train up to a cutoff, predict the next H days, compare with BG/NBD and the naive rate."""
-    from training.config import load_config
-    from training.pipeline import backtest as run_backtest
-    from training.pipeline import format_backtest
+    from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine", obj.quiet)
-    result = run_backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config, progress=not obj.quiet)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
+    result = pipeline.backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2))
         _echo(f"wrote {json_out}")
-    click.echo(format_backtest(result))
+    click.echo(pipeline.format_backtest(result))
 
 
 @cli.command()
@@ -193,17 +220,17 @@ def backtest(obj: _Context, source, column_map, on_invalid, quarantine_dir, cuto
 @click.option("--cutoff", required=True, callback=_parse_date, help="Score as of the end of this day.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
-@click.pass_obj
-def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path):
+def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path):
     """Batch CLV for every customer from the champion models."""
+    # Deferred: see the module docstring.
     from serving.scores import write_scores
     from serving.scoring import score_tables
-    from training.config import load_config
     from training.registry import load_champion
 
     config = load_config(config_path)
     champion = load_champion()
-    tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out), obj.quiet)
+    # Loaded here, not by serving.scoring.score, which does not hand back the load report.
+    tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
     write_scores(scores, out)
     _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}")
@@ -215,17 +242,15 @@ def score(obj: _Context, source, column_map, on_invalid, quarantine_dir, cutoff,
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--target-ltv-cac", type=click.FloatRange(min=0, min_open=True), default=None, help="Default from config: 3.")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
-@click.pass_obj
-def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
+def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
     """Channels, cohorts, forecast, segments and an HTML report for finance."""
-    from serving.finance import compute_budget
+    from serving.finance import compute_budget  # deferred: see the module docstring
     from serving.finance.outputs import REPORT_NAME, write_budget, write_report
     from serving.scores import read_scores
-    from training.config import load_config
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     scored = read_scores(scores)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"), obj.quiet)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
     # Horizon and CLV arithmetic are the scores' own (their scoring run), whatever the config says; the
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
     result = compute_budget(tables, scored, decisions=config.clv)
@@ -242,130 +267,27 @@ def budget(obj: _Context, source, column_map, on_invalid, quarantine_dir, scores
               help="A `clvcast score` file: CLV tiers and RFM segments are relative to it.")
 @click.option("--new-customer-clv", default=None, type=click.Path(exists=True, dir_okay=False),
               help="new_customer_clv.csv of `clvcast budget`, for POST /acquisition_budget.")
-@click.pass_obj
-def serve(obj: _Context, host: str, port: int, workers: int, scores: str | None, new_customer_clv: str | None):
-    """Serve POST /clv, POST /acquisition_budget and GET /model over HTTP (BentoML)."""
-    from serving.service import NEW_CUSTOMER_CLV_ENV, SCORES_ENV
-    from training.registry import load_champion
+def serve(host: str, port: int, workers: int, scores: str | None, new_customer_clv: str | None):
+    """Serve POST /clv, POST /acquisition_budget and GET /model over HTTP (BentoML) until Ctrl-C."""
+    from serving import service  # deferred: see the module docstring
 
-    # Fail here with the one-line cause rather than inside a BentoML worker's traceback.
-    load_champion()
-    extra = {}
-    if scores:
-        extra[SCORES_ENV] = str(Path(scores).resolve())
-    if new_customer_clv:
-        extra[NEW_CUSTOMER_CLV_ENV] = str(Path(new_customer_clv).resolve())
-    cmd, env = serve_command(host=host, port=port, workers=workers, extra_env=extra)
-    os.execvpe(cmd[0], cmd, env)
-
-
-def serve_command(
-    *, host: str, port: int, workers: int = 1, extra_env: dict | None = None, service: str = DEFAULT_SERVICE
-) -> tuple[list[str], dict]:
-    """The ``bentoml serve`` command line and environment for the clvcast service.
-
-    ``extra_env`` is laid over the current environment; a ``None`` value removes the variable.
-    """
-    # `bentoml serve` has no worker-count flag in 1.4: the service config override sets it.
-    env = {
-        **os.environ,
-        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {"clvcast": {"workers": workers}}}),
-        **(extra_env or {}),
-    }
-    cmd = [sys.executable, "-m", "bentoml", "serve", service, "--host", host, "--port", str(port)]
-    return cmd, {k: v for k, v in env.items() if v is not None}
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_service(
-    *, log_path: Path, timeout: float, workers: int = 1, extra_env: dict | None = None,
-    service: str = DEFAULT_SERVICE, cwd: Path | None = None,
-):  # fmt: skip
-    """``bentoml serve`` on a free loopback port, in its own process group; yields its base URL.
-
-    The server's output goes to ``log_path``. On leaving, the whole process group is stopped
-    (SIGTERM, then SIGKILL after 20 s).
-
-    Raises
-    ------
-    RuntimeError
-        The server exited or was not ready within ``timeout`` seconds; the message ends with the
-        last 3,000 characters of its log.
-    """
-    import signal
-    import subprocess
-
-    port = free_port()
-    cmd, env = serve_command(host="127.0.0.1", port=port, workers=workers, extra_env=extra_env, service=service)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ready(base, proc, timeout=timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}:\n{Path(log_path).read_text()[-3000:]}") from None
-        yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def wait_until_ready(url: str, proc, *, timeout: float, poll_s: float = 0.25) -> None:
-    """Block until ``GET {url}/readyz`` answers 200.
-
-    Raises
-    ------
-    RuntimeError
-        ``proc`` (the ``bentoml serve`` process) exited first.
-    TimeoutError
-        Not ready after ``timeout`` seconds.
-    """
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the service at {url} was not ready after {timeout:.0f} s")
-        time.sleep(poll_s)
+    # The service's startup check runs in this process before any worker starts: a missing or
+    # incompatible champion ends here with the one-line cause.
+    service.serve(host=host, port=port, workers=workers, scores=scores, new_customer_clv=new_customer_clv)
 
 
 @cli.command()
 @click.option("--customers", "n_customers", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--out", "out_dir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
-@click.pass_obj
-def demo(obj: _Context, n_customers: int, out_dir: str, port: int):
+def demo(n_customers: int, out_dir: str, port: int):
     """Generate data, train, score, budget, serve, and send one real request.
 
     Keeps serving until Ctrl-C, or exits after the request when DEMO_EXIT=1.
     """
-    from serving.demo import run_demo
+    from serving.demo import run_demo  # deferred: see the module docstring
 
-    run_demo(n_customers=n_customers, out_dir=Path(out_dir), port=port, progress=not obj.quiet)
+    run_demo(n_customers=n_customers, out_dir=Path(out_dir), port=port)
 
 
 def _default_quarantine(out: str) -> str:
@@ -381,7 +303,6 @@ def _write_frame(frame, out: str) -> None:
         frame.to_parquet(path)
     else:
         raise click.BadParameter(f"--out must end in .parquet or .csv, got {out!r}")
-
 
 
 def main(argv: list[str] | None = None) -> int:

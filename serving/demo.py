@@ -3,15 +3,14 @@
 Steps: generate a book (skipped when the output directory already holds one), train and register
 both models in MLflow, score every customer, write the finance report, start the BentoML service
 on loopback and send it one real ``POST /clv`` request. Then it keeps serving until Ctrl-C, or
-stops at once when ``DEMO_EXIT=1``.
+stops at once when ``DEMO_EXIT=1``. The steps are logged; the tables and the answer are printed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,18 +18,21 @@ import click
 import httpx
 import pandas as pd
 
+from features.io import load_tables
+from features.synthetic import generate, write_book
+from serving.finance import compute_budget
+from serving.finance.outputs import REPORT_NAME, write_budget, write_report
+from serving.scores import write_scores
+from serving.scoring import score_tables
+from serving.service import running_service
+from training.config import load_config
+from training.pipeline import format_comparison, train
+from training.registry import load_champion, tracking_uri
+
+log = logging.getLogger(__name__)
+
 #: How many customers the example request carries.
 EXAMPLE_CUSTOMERS = 2
-READY_TIMEOUT_S = 180.0
-
-
-def _say(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def _title(msg: str) -> None:
-    _say("")
-    _say(click.style(f"== {msg}", bold=True))
 
 
 def example_request(tables, *, as_of: pd.Timestamp, n: int = EXAMPLE_CUSTOMERS) -> dict:
@@ -75,91 +77,86 @@ def _summarise_request(body: dict) -> str:
     return f"as_of {body['as_of']}; " + "; ".join(parts)
 
 
-def run_demo(*, n_customers: int, out_dir: Path, port: int, progress: bool = True) -> None:
-    """Run the demo; see the module docstring."""
-    from features.io import load_tables
-    from features.synthetic import generate, write_book
-    from serving.finance import compute_budget
-    from serving.finance.outputs import REPORT_NAME, write_budget, write_report
-    from serving.scores import write_scores
-    from serving.scoring import score_tables
-    from training.config import load_config
-    from training.pipeline import format_comparison, train
-    from training.registry import load_champion, tracking_uri
+def run_demo(*, n_customers: int, out_dir: Path, port: int) -> None:
+    """Run the demo; see the module docstring.
 
+    Parameters
+    ----------
+    n_customers : int
+        Size of the synthetic book.
+    out_dir : Path
+        Where the book (``data/``), ``scores.parquet`` and ``budget/`` go.
+    port : int
+        Loopback port of the service.
+
+    Raises
+    ------
+    httpx.HTTPStatusError
+        The example request was not answered with a 2xx.
+    bentoml.exceptions.ServiceUnavailable
+        The service was not ready in time.
+    """
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
     config = load_config()
 
-    _title(f"1/5 synthetic book of {n_customers:,} customers -> {data_dir}")
+    log.info("1/5 synthetic book of %s customers -> %s", f"{n_customers:,}", data_dir)
     if (data_dir / "transactions.parquet").exists():
-        _say("   (already there: reusing it; delete the directory to regenerate)")
+        log.info("(already there: reusing it; delete the directory to regenerate)")
     else:
         write_book(generate(n_customers, seed=0), data_dir)
     tables = load_tables(data_dir).tables
-    _say(
-        f"   {len(tables.customers):,} customers, {len(tables.transactions):,} transactions, "
-        f"{len(tables.events):,} events"
-    )
+    log.info(
+        "%s customers, %s transactions, %s events",
+        f"{len(tables.customers):,}", f"{len(tables.transactions):,}", f"{len(tables.events):,}",
+    )  # fmt: skip
 
-    _title(f"2/5 training churn and spend models (MLflow: {tracking_uri()})")
-    result = train(tables, config=config, progress=progress)
+    log.info("2/5 training churn and spend models (MLflow: %s)", tracking_uri())
+    result = train(tables, config=config)
     click.echo(format_comparison(result))
 
-    _title("3/5 scoring every customer with the champion")
+    log.info("3/5 scoring every customer with the champion")
     as_of = tables.transactions["timestamp"].max().normalize()
     champion = load_champion()
     scored = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv)
     write_scores(scored, out_dir / "scores.parquet")
     scores = scored.frame
-    _say(f"   {out_dir / 'scores.parquet'}: {len(scores):,} customers as of {as_of.date()}, "
-         f"total lifetime CLV {scores['clv'].sum():,.0f}")
+    log.info(
+        "%s: %s customers as of %s, total lifetime CLV %s",
+        out_dir / "scores.parquet", f"{len(scores):,}", as_of.date(), f"{scores['clv'].sum():,.0f}",
+    )  # fmt: skip
 
-    _title("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
+    log.info("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
     finance = compute_budget(tables, scored, decisions=config.clv)
     write_budget(finance, out_dir / "budget")
     report = write_report(finance, out_dir / "budget" / REPORT_NAME)
     with pd.option_context("display.width", 160, "display.max_columns", 12):
         cols = ["channel", "customers", "mean_cac", "mean_clv", "ltv_cac", "max_allowable_cac", "recommendation"]
         click.echo(finance.channels[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-    _say(f"   report: {report.resolve()}")
+    log.info("report: %s", report.resolve())
 
-    _title(f"5/5 serving on http://127.0.0.1:{port}")
-    url = f"http://127.0.0.1:{port}"
-    from serving.cli import serve_command, wait_until_ready
-
-    cmd, env = serve_command(
-        host="127.0.0.1",
+    log.info("5/5 serving on http://127.0.0.1:%d", port)
+    with running_service(
         port=port,
-        extra_env={
-            "MLFLOW_TRACKING_URI": tracking_uri(),
-            # Segments relative to the scored base, and new-customer CLV for /acquisition_budget.
-            "CLVCAST_SCORES": str((out_dir / "scores.parquet").resolve()),
-            "CLVCAST_NEW_CUSTOMER_CLV": str((out_dir / "budget" / "new_customer_clv.csv").resolve()),
-        },
-    )
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        wait_until_ready(url, proc, timeout=READY_TIMEOUT_S)
+        tracking_uri=tracking_uri(),
+        # Segments relative to the scored base, and new-customer CLV for /acquisition_budget.
+        scores=out_dir / "scores.parquet",
+        new_customer_clv=out_dir / "budget" / "new_customer_clv.csv",
+    ) as server:
         body = example_request(tables, as_of=as_of)
-        _say(f"   POST {url}/clv  ({_summarise_request(body)})")
+        log.info("POST %s/clv  (%s)", server.url, _summarise_request(body))
         started = time.perf_counter()
-        response = httpx.post(f"{url}/clv", json=body, timeout=30.0)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        _say(f"   -> HTTP {response.status_code} in {elapsed_ms:.0f} ms")
+        response = httpx.post(f"{server.url}/clv", json=body, timeout=30.0)
+        log.info("-> HTTP %d in %.0f ms", response.status_code, (time.perf_counter() - started) * 1000)
         click.echo(json.dumps(response.json(), indent=2))
         response.raise_for_status()
         if os.environ.get("DEMO_EXIT") == "1":
-            _say("DEMO_EXIT=1: stopping the service.")
+            log.info("DEMO_EXIT=1: stopping the service.")
             return
-        _say("")
-        _say(f"Serving on {url} (OpenAPI at {url}/docs.json, UI at {url}/). MLflow UI: "
-             f"mlflow ui --backend-store-uri {tracking_uri()}  — Ctrl-C to stop.")
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        log.info(
+            "Serving on %s (OpenAPI at %s/docs.json, UI at %s/). MLflow UI: mlflow ui --backend-store-uri %s"
+            "  — Ctrl-C to stop.",
+            server.url, server.url, server.url, tracking_uri(),
+        )  # fmt: skip
+        while server.running:  # until Ctrl-C (KeyboardInterrupt) stops it on leaving the block
+            time.sleep(1)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,13 +147,18 @@ def test_train_prints_the_comparison_and_registers_a_champion(trained):
     assert registry.champion_versions() == ("1", "1")
 
 
-def test_backtest_writes_the_json_contract(capsys, work, data):
+def test_backtest_writes_the_json_contract_and_logs_its_steps(capsys, work, data):
     out = work / "backtest" / "result.json"
     run = _run(
-        capsys, "--quiet", "backtest", "--data", data, "--cutoff", BACKTEST_CUTOFF, "--horizon-days", 91,
+        capsys, "backtest", "--data", data, "--cutoff", BACKTEST_CUTOFF, "--horizon-days", 91,
         "--config", work / "config.yaml", "--json", out,
     )  # fmt: skip
     assert run.code == 0, run
+    # Without --quiet the steps go to stderr with their durations, and MLflow's own lines do not.
+    for step in ("building the training set (", "fitting churn and spend models on ", "logging the backtest to MLflow"):
+        assert f"[clvcast] {step}" in run.err, (step, run.err)
+    assert re.search(r"\[clvcast\] fitting churn and spend models on [\d,]+ rows: done in \d+\.\d s", run.err), run.err
+    assert "transactions: " in run.err  # the load report
     result = json.loads(out.read_text())
     assert result["customers"] == len(_customers_with_purchase_by(data, BACKTEST_CUTOFF))
     assert result["total_actual"] > 0
@@ -175,6 +184,32 @@ def test_score_writes_csv_and_parquet_alike(capsys, work, data, scores):
     assert text["customer_id"].tolist() == parquet["customer_id"].tolist()
     pd.testing.assert_series_equal(text["clv"], parquet["clv"], rtol=1e-9)
     assert run.err.strip() == f"wrote {csv}: {len(parquet):,} customers scored as of {SCORE_CUTOFF}"  # --quiet
+
+
+def test_mlflow_download_bars_show_with_debug_only(capsys, work, data, scores):
+    args = ["score", "--data", data, "--cutoff", SCORE_CUTOFF, "--out", work / "again.parquet"]
+    plain, debug = _run(capsys, *args), _run(capsys, "--debug", *args)
+    assert plain.code == 0 and debug.code == 0, (plain, debug)
+    # Loading the champion downloads its artifacts: MLflow draws a bar, unless the CLI turned it off.
+    assert "Downloading artifacts" in debug.err, debug.err
+    assert "Downloading artifacts" not in plain.err, plain.err
+    assert "[clvcast] transactions: " in plain.err  # the steps themselves still show
+
+
+def test_a_new_mlflow_store_is_created_quietly_unless_debug(tmp_path):
+    """As a user runs it (MLflow imported by the command): its table-creation lines need --debug."""
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / (flags[0] if flags else 'plain')}.db"}
+        env.pop("MLFLOW_LOGGING_LEVEL", None)
+        cmd = [sys.executable, "-m", "serving.cli", *flags, "score", "--data", str(tmp_path), "--cutoff", SCORE_CUTOFF,
+               "--out", str(tmp_path / "s.parquet")]  # fmt: skip
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    plain, debug = run(), run("--debug")
+    # No champion in a new store: both fail, the plain run with its one-line cause only.
+    assert plain.returncode == 1 and plain.stderr.strip().startswith("error: no 'champion' version"), plain.stderr
+    assert len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    assert debug.returncode != 0 and "Creating initial MLflow database tables" in debug.stderr, debug.stderr
 
 
 def test_budget_writes_the_finance_outputs(capsys, work, data, scores):

@@ -19,10 +19,11 @@ For an evaluation cutoff C and horizon H:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -62,42 +63,26 @@ BACKTEST_METRICS = ("mae", "rmse", "gini", "spearman", "decile_mape", "churn_auc
 # --------------------------------------------------------------------------- progress
 
 
-class _Progress:
-    """One line per finished step on stderr, with its duration (the CLI turns it on)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._start = time.perf_counter()
-
-    def step(self, message: str) -> _Step:
-        return _Step(self, message)
-
-
-class _Step:
-    def __init__(self, progress: _Progress, message: str):
-        self.progress, self.message = progress, message
-
-    def __enter__(self) -> _Step:
-        self.t0 = time.perf_counter()
-        if self.progress.enabled:
-            print(f"[clvcast] {self.message} ...", file=sys.stderr, flush=True)
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        seconds = time.perf_counter() - self.t0
-        log.debug("%s took %.1f s", self.message, seconds)
-        if self.progress.enabled and exc_type is None:
-            print(f"[clvcast] {self.message}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def _step(message: str, seconds: dict[str, float] | None = None, key: str = "") -> Iterator[None]:
+    """Log a step's start and, when it succeeds, its duration (also kept in ``seconds[key]``)."""
+    log.info("%s ...", message)
+    started = time.perf_counter()
+    yield
+    elapsed = time.perf_counter() - started
+    if seconds is not None:
+        seconds[key] = elapsed
+    log.info("%s: done in %.1f s", message, elapsed)
 
 
 # --------------------------------------------------------------------------- inputs
 
 
-def _as_tables(source: str | Path | Tables, progress: bool) -> Tables:
+def _as_tables(source: str | Path | Tables) -> Tables:
     if isinstance(source, Tables):
         return source
-    result = load_tables(source, progress=progress)
-    return result.tables if hasattr(result, "tables") else result
+    # The loader's bar over the tables shows when the steps do.
+    return load_tables(source, progress=log.isEnabledFor(logging.INFO)).tables
 
 
 def data_fingerprint(tables: Tables) -> dict[str, str]:
@@ -147,16 +132,19 @@ def _score(actual: np.ndarray, churned: np.ndarray, expected_spend: np.ndarray, 
     return out
 
 
-def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) -> Evaluation:
-    """Fit on the history up to ``cutoff`` and score the models and baselines on its holdout."""
+def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
+    """Fit on the history up to ``cutoff`` and score the models and baselines on its holdout.
+
+    Each step (training set, fit, holdout) is logged with its duration, also returned in
+    ``Evaluation.seconds``.
+    """
     cfg = config.training
-    bar = _Progress(progress)
     plan = plan_origins(tables, cutoff=cutoff, training=cfg)
     history = history_until(tables, plan.cutoff)
     seconds: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    with bar.step(f"building the training set ({len(plan.origins)} origins, horizon {plan.horizon_days} days)"):
+    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.horizon_days} days)"
+    with _step(building, seconds, "training_set"):
         training = build_training_set(
             history,
             origins=plan.origins,
@@ -164,7 +152,6 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
             config=config.features,
             churn_definition=cfg.churn_definition,
         )
-    seconds["training_set"] = time.perf_counter() - t0
     frame = training.frame
     if len(frame) == 0:
         raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
@@ -172,15 +159,12 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
         frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
     X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
 
-    t0 = time.perf_counter()
-    with bar.step(f"fitting churn and spend models on {len(X):,} rows"):
+    with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
         models = ClvModels(training=cfg).fit(
             X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
         )
-    seconds["fit"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    with bar.step(f"scoring the holdout {plan.cutoff.date()} + {plan.horizon_days} days"):
+    with _step(f"scoring the holdout {plan.cutoff.date()} + {plan.horizon_days} days", seconds, "holdout"):
         btyd = fit_btyd(history, cutoff=plan.cutoff.date(), config=config.features)
         features = build_features(history, cutoff=plan.cutoff.date(), config=config.features, btyd=btyd)
         holdout_labels = build_labels(
@@ -214,7 +198,6 @@ def evaluate(tables: Tables, *, cutoff, config: Config, progress: bool = False) 
             )
             for name, pred in predictions.items()
         }
-    seconds["holdout"] = time.perf_counter() - t0
     return Evaluation(
         plan=plan,
         models=models,
@@ -331,7 +314,6 @@ def train(
     *,
     cutoff=None,
     config: Config | None = None,
-    progress: bool = False,
     promote: Literal["auto", "force", "never"] = "auto",
 ) -> TrainResult:
     """Train, evaluate on the holdout, log to MLflow, register, and apply the champion rule.
@@ -345,8 +327,6 @@ def train(
         held out.
     config : Config, optional
         Defaults to ``Config()``.
-    progress : bool
-        One line per step on stderr.
     promote : {"auto", "force", "never"}
         ``"auto"`` applies :func:`training.registry.champion_decision`; ``"force"`` makes the new
         pair champion whatever the comparison says (e.g. after changing the horizon on purpose);
@@ -360,15 +340,18 @@ def train(
     ------
     TrainingInputError
         Bad dates or data; raised before MLflow is touched, so the registry is unchanged.
-    """
 
+    Notes
+    -----
+    Each step is logged at INFO with its duration (loggers ``training.*``), and the rolling
+    origins get a progress bar while INFO is enabled.
+    """
     started = time.perf_counter()
     config = config or Config()
-    tables = _as_tables(source_or_tables, progress)
-    ev = evaluate(tables, cutoff=cutoff, config=config, progress=progress)
-    bar = _Progress(progress)
+    tables = _as_tables(source_or_tables)
+    ev = evaluate(tables, cutoff=cutoff, config=config)
 
-    with bar.step("comparing with the current champion"):
+    with _step("comparing with the current champion"):
         champion_metrics, compare_note = _champion_on_holdout(ev, tables, config)
     if promote == "force":
         decision = registry.Decision(True, "promotion forced")
@@ -398,7 +381,7 @@ def train(
     flat = _flat_metrics(ev.metrics)
     if champion_metrics is not None:
         flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})
-    with bar.step("logging the run and the models to MLflow"):
+    with _step("logging the run and the models to MLflow"):
         run = registry.log_run(
             kind="train",
             params=config.to_flat_dict(),
@@ -411,7 +394,7 @@ def train(
             serving=serving,
             input_example=ev.holdout_features[list(ev.models.encoder_.columns)].head(5),
         )
-    with bar.step("registering the models"):
+    with _step("registering the models"):
         reg = registry.register_pair(
             run, decision, tags={"feature_set_id": fsid, "horizon_days": str(ev.plan.horizon_days),
                                  "cutoff": str(ev.plan.cutoff.date())}
@@ -472,7 +455,6 @@ def backtest(
     cutoff,
     horizon_days: int | None = None,
     config: Config | None = None,
-    progress: bool = False,
     log_to_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Train on data up to ``cutoff`` only and compare clvcast with the baselines over the horizon.
@@ -493,8 +475,8 @@ def backtest(
         config = with_overrides(config, horizon_days=horizon_days)
     if cutoff is None:
         raise TrainingInputError("backtest needs a cutoff")
-    tables = _as_tables(source_or_tables, progress)
-    ev = evaluate(tables, cutoff=cutoff, config=config, progress=progress)
+    tables = _as_tables(source_or_tables)
+    ev = evaluate(tables, cutoff=cutoff, config=config)
     result = {
         "customers": ev.customers,
         "total_actual": float(ev.actual_spend.sum()),
@@ -503,9 +485,8 @@ def backtest(
         "models": {name: {k: _json_number(ev.metrics[name][k]) for k in BACKTEST_METRICS} for name in MODELS},
     }
     if log_to_mlflow:
-
         tables_out, figures = _artifacts(ev)
-        with _Progress(progress).step("logging the backtest to MLflow"):
+        with _step("logging the backtest to MLflow"):
             run = registry.log_run(
                 kind="backtest",
                 params=config.to_flat_dict(),

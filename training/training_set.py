@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from features.btyd import BTYDParams
 from features.build import feature_columns
@@ -252,7 +253,10 @@ def build_training_set(
     """
     specs = training_set_schema(config)
     frames, params = [], {}
-    for origin in (parse_cutoff(o) for o in origins):
+    # Each origin is a feature build and a BTYD fit: seconds apiece on a large book. The bar shows
+    # where INFO logging is on (the command line's default), like the steps around it.
+    bar = tqdm(origins, desc="training origins", unit="origin", leave=False, disable=not log.isEnabledFor(logging.INFO))
+    for origin in (parse_cutoff(o) for o in bar):
         h = prepare_history(tables, origin)
         columns, btyd = feature_columns(h, config)
         labels = build_labels(tables, cutoff=origin, horizon_days=horizon_days, churn_definition=churn_definition)
