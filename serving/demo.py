@@ -158,5 +158,6 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int) -> None:
             "  — Ctrl-C to stop.",
             server.url, server.url, server.url, tracking_uri(),
         )  # fmt: skip
-        while server.running:  # until Ctrl-C (KeyboardInterrupt) stops it on leaving the block
+        while server.running:  # until Ctrl-C or SIGTERM, which stop the server
             time.sleep(1)
+    log.info("the service has stopped")

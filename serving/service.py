@@ -42,6 +42,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,9 +311,13 @@ def running_service(
     bentoml.exceptions.ServiceUnavailable
         Not ready after ``ready_timeout`` seconds (the workers' log is on this process's stderr).
     """
-    with _server_environ(workers=workers, tracking_uri=tracking_uri, scores=scores, new_customer_clv=new_customer_clv):
+    with (
+        _server_environ(workers=workers, tracking_uri=tracking_uri, scores=scores, new_customer_clv=new_customer_clv),
+        _callers_signal_handlers_kept(),
+    ):
         with _callers_logging_kept():
             server = bentoml.serve(service, host=LOOPBACK, port=port or free_port(), blocking=False)
+        # While it runs, SIGINT and SIGTERM stop the server (BentoML's process manager handles them).
         with server:
             # BentoML's client waits in its constructor until /readyz answers 200.
             bentoml.SyncHTTPClient(server.url, server_ready_timeout=ready_timeout).close()
@@ -384,6 +389,24 @@ def _callers_logging_kept() -> Iterator[None]:
         root.handlers[:] = handlers
         for logger in enabled:
             logger.disabled = False
+
+
+@contextlib.contextmanager
+def _callers_signal_handlers_kept() -> Iterator[None]:
+    """Put back the calling process's handlers of the signals a background server takes over.
+
+    ``bentoml.serve(..., blocking=False)`` builds its process manager (circus) in this thread, and
+    that installs handlers of SIGHUP, SIGQUIT, SIGINT, SIGTERM and SIGWINCH that stop the server.
+    Its own attempt to restore them runs in the manager's thread, where Python refuses to set
+    handlers: without this, Ctrl-C would do nothing once the server has stopped.
+    """
+    signals = (signal.SIGHUP, signal.SIGQUIT, signal.SIGINT, signal.SIGTERM, signal.SIGWINCH)
+    handlers = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def free_port() -> int:

@@ -40,6 +40,7 @@ def store():
 @pytest.fixture(scope="module")
 def server(store):
     """Base URL of the running service (stopped afterwards)."""
+    on_sigint = signal.getsignal(signal.SIGINT)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("CLVCAST_CONFIG", raising=False)  # the champion's own CLV settings
         with running_service(
@@ -48,7 +49,11 @@ def server(store):
             new_customer_clv=store.new_customer_clv,
             ready_timeout=STARTUP_TIMEOUT_S,
         ) as running:
+            # While it runs, BentoML's process manager handles SIGINT (it stops the server) ...
+            assert signal.getsignal(signal.SIGINT) is not on_sigint
             yield running.url
+    # ... and once it has stopped, Ctrl-C is this process's own again.
+    assert signal.getsignal(signal.SIGINT) is on_sigint
 
 
 def test_clvcast_serve_refuses_to_start_without_a_champion(capsys):
