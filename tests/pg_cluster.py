@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 from psycopg import sql
 
-from serving.cli import free_port
+from serving.service import free_port
 
 SERVER_USER = "postgres"
 """The unprivileged account the server runs as when the caller is root (created by Debian's package)."""

@@ -16,7 +16,7 @@ from features.build import build_features
 from features.contract import DataValidationError
 from features.io import load_tables, write_tables
 from features.synthetic import generate
-from serving.cli import free_port
+from serving.service import free_port
 from training.config import load_config
 
 TABLES = ("transactions", "events", "customers")

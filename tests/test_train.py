@@ -280,3 +280,17 @@ def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
     assert "1 training rows with a non-finite BG/NBD forecast dropped (of 12)" in caplog.text
     with pytest.raises(TrainingInputError, match="leaves 3 origin"):
         _drop_degenerate_origins(training, needed=4)
+
+
+def test_config_from_environment_between_file_and_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  horizon_days: 90\n  n_cutoffs: 5\n")
+    env = {"CLVCAST_CONFIG": str(path), "CLVCAST_TRAINING__HORIZON_DAYS": "120", "CLVCAST_CLV__GROSS_MARGIN": "0.25"}
+    cfg = load_config(environ=env)
+    assert (cfg.training.horizon_days, cfg.training.n_cutoffs, cfg.clv.gross_margin) == (120, 5, 0.25)
+    assert cfg.features.btyd_horizon_days == 120  # follows the label horizon wherever it was set
+    assert load_config(environ=env, horizon_days=60).training.horizon_days == 60  # flags win
+    with pytest.raises(ConfigError, match="clv.gross_margin"):
+        load_config(environ={"CLVCAST_CLV__GROSS_MARGIN": "2"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(environ={"CLVCAST_TRAINING__HORIZN": "5"})
