@@ -39,9 +39,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.contract import Tables
+from features.synthetic._common import (
+    acquisition_days,
+    book_settings,
+    customer_ids,
+    points,
+    seconds_to_datetime,
+    timed_rows,
+    validate_period,
+    whole_seconds,
+)
 from features.synthetic.book import SyntheticBook
 
 EVENT_TYPES = ("session", "email_open", "email_click", "support_ticket", "cancel")
@@ -255,29 +264,15 @@ def generate(
     tx_owner, tx_seconds, tx_amount = _draw_purchases(rng, cust, period_days, day_season, cfg)
     ev_owner, ev_seconds, ev_type = _draw_events(rng, cust, period_days, cfg)
 
-    ids = _customer_ids(n_customers)
+    ids = customer_ids(n_customers)
     start_ns = start_ts.value
-    order, tx_seconds = _time_order(tx_seconds)
-    transactions = pd.DataFrame(
-        {
-            "customer_id": _take_ids(ids, tx_owner[order]),
-            "timestamp": _seconds_to_datetime(tx_seconds, start_ns),
-            "amount": tx_amount[order],
-        }
-    )
-    del order, tx_owner, tx_seconds, tx_amount
-    order, ev_seconds = _time_order(ev_seconds)
-    events = pd.DataFrame(
-        {
-            "customer_id": _take_ids(ids, ev_owner[order]),
-            "timestamp": _seconds_to_datetime(ev_seconds, start_ns),
-            "event_type": _take_ids(pa.array(EVENT_TYPES, type=pa.large_string()), ev_type[order]),
-        }
-    )
-    del order, ev_owner, ev_seconds, ev_type
+    transactions = timed_rows(ids, tx_owner, tx_seconds, start_ns, amount=tx_amount)
+    del tx_owner, tx_seconds, tx_amount
+    events = timed_rows(ids, ev_owner, ev_seconds, start_ns, event_type=(EVENT_TYPES, ev_type))
+    del ev_owner, ev_seconds, ev_type
 
     customer_id = pd.Index(pd.array(ids, dtype="str"), name="customer_id")
-    acquired_at = _seconds_to_datetime(_seconds(cust["acq"]), start_ns)
+    acquired_at = seconds_to_datetime(whole_seconds(cust["acq"]), start_ns)
     channel_names = np.array([c.name for c in cfg.channels], dtype=object)
     region_names = np.array([r[0] for r in cfg.regions], dtype=object)
     channel = pd.array(channel_names[cust["channel"]], dtype="str")
@@ -304,7 +299,7 @@ def generate(
             "age": cust["age"],
             "purchase_rate_per_day": cust["rate"],
             "dropout_rate_per_day": cust["dropout"],
-            "dropout_at": _seconds_to_datetime(_seconds(cust["tau"]), start_ns),
+            "dropout_at": seconds_to_datetime(whole_seconds(cust["tau"]), start_ns),
             "mean_order_value": cust["aov"],
             "net_order_value": cust["aov"] * (1 - cfg.refund_probability * cfg.expected_refund_fraction),
             "session_rate_per_day": cust["session"],
@@ -326,13 +321,7 @@ def generate(
             "period_end": str(end_ts.date()),
         }
     )
-    settings = {
-        "n_customers": int(n_customers),
-        "seed": int(seed),
-        "start": str(start_ts.date()),
-        "end": str(end_ts.date()),
-        "config": cfg.to_dict(),
-    }
+    settings = book_settings(n_customers, seed, start_ts, end_ts, cfg.to_dict())
     return SyntheticBook(
         tables=Tables(transactions=transactions, events=events, customers=customers),
         truth=truth,
@@ -415,16 +404,7 @@ def oracle_expected_spend(
 
 
 def _validate(n_customers, start, end, cfg: SyntheticConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
-    if int(n_customers) != n_customers or n_customers < 1:
-        raise ValueError(f"n_customers must be a positive integer, got {n_customers!r}")
-    start_ts = pd.Timestamp(start)
-    end_ts = pd.Timestamp(end)
-    if start_ts != start_ts.normalize() or end_ts != end_ts.normalize():
-        raise ValueError(f"start and end must be dates, got {start!r} and {end!r}")
-    if start_ts.tz is not None or end_ts.tz is not None:
-        raise ValueError("start and end must be naive dates (UTC)")
-    if end_ts < start_ts:
-        raise ValueError(f"end ({end_ts.date()}) is before start ({start_ts.date()})")
+    start_ts, end_ts = validate_period(n_customers, start, end)
     if len(cfg.seasonality) != 12 or min(cfg.seasonality) < 0:
         raise ValueError("seasonality must hold 12 non-negative monthly multipliers")
     if not cfg.channels or any(c.share < 0 for c in cfg.channels) or sum(c.share for c in cfg.channels) <= 0:
@@ -453,11 +433,7 @@ def _day_seasonality(start: pd.Timestamp, n_days: int, seasonality) -> np.ndarra
 
 
 def _draw_customers(rng: np.random.Generator, n: int, period_days: float, cfg: SyntheticConfig) -> dict:
-    # Inverse CDF of an exponentially growing acquisition density on [0, period_days).
-    g = np.log(cfg.acquisition_growth)
-    u = rng.random(n)
-    acq = period_days * (np.log1p(u * np.expm1(g)) / g if g != 0 else u)
-    acq = np.sort(acq)  # ids follow acquisition order
+    acq = acquisition_days(rng, n, period_days, cfg.acquisition_growth)
 
     shares = np.array([c.share for c in cfg.channels])
     channel = rng.choice(len(shares), size=n, p=shares / shares.sum()).astype(np.int8)
@@ -522,21 +498,12 @@ def _draw_referrers(rng, referees: np.ndarray, acq, tau, rate, rounds: int = 8) 
     return referrer
 
 
-def _points(rng, rate: np.ndarray, a: np.ndarray, b: np.ndarray):
-    """Homogeneous Poisson points on [a, b) per customer: the customer index and the times."""
-    width = np.maximum(b - a, 0.0)
-    counts = rng.poisson(rate * width)
-    idx = np.repeat(np.arange(len(rate), dtype=np.int32), counts)
-    times = a[idx] + rng.random(len(idx)) * width[idx]
-    return idx, times
-
-
 def _draw_purchases(rng, cust: dict, period_days: float, day_season: np.ndarray, cfg: SyntheticConfig):
     n = len(cust["acq"])
     acq, tau, rate, aov = cust["acq"], cust["tau"], cust["rate"], cust["aov"]
     # Repeat purchases: thinning of a homogeneous process at the peak seasonal rate.
     s_max = day_season.max()
-    owner, t = _points(rng, rate * s_max, acq, np.minimum(tau, period_days))
+    owner, t = points(rng, rate * s_max, acq, np.minimum(tau, period_days))
     keep = rng.random(len(t)) * s_max < day_season[t.astype(np.int64)]
     owner = np.concatenate([np.arange(n, dtype=np.int32), owner[keep]])
     t = np.concatenate([acq, t[keep]])
@@ -553,7 +520,7 @@ def _draw_purchases(rng, cust: dict, period_days: float, day_season: np.ndarray,
     r_amount = -np.round(amount[refunded] * fraction, 2)
 
     owner = np.concatenate([owner, owner[refunded]])
-    seconds = _seconds(np.concatenate([t, r_time]), period_days)
+    seconds = whole_seconds(np.concatenate([t, r_time]), period_days)
     amount = np.concatenate([amount, r_amount])
     return owner, seconds, amount
 
@@ -575,12 +542,12 @@ def _draw_events(rng, cust: dict, period_days: float, cfg: SyntheticConfig):
 
     def fading(rate, code):
         # Active before the fade at the full rate; inside it the rate falls to fade_floor.
-        add(*_points(rng, rate, acq, fade_start), code)
-        o, t = _points(rng, rate, fade_start, active_end)
+        add(*points(rng, rate, acq, fade_start), code)
+        o, t = points(rng, rate, fade_start, active_end)
         left = (tau[o] - t) / cfg.fade_days  # 1 at the start of the fade, 0 at dropout
         keep = rng.random(len(t)) < cfg.fade_floor + (1 - cfg.fade_floor) * left**cfg.fade_power
         add(o[keep], t[keep], code)
-        add(*_points(rng, cfg.residual_share * rate, dead_start, end), code)
+        add(*points(rng, cfg.residual_share * rate, dead_start, end), code)
 
     fading(cust["session"], 0)
     n_before = len(times)
@@ -596,8 +563,8 @@ def _draw_events(rng, cust: dict, period_days: float, cfg: SyntheticConfig):
 
     # Support tickets: base rate while active, rising linearly to support_boost x at dropout.
     support = np.full(len(acq), cfg.support_rate)
-    add(*_points(rng, support, acq, fade_start), 3)
-    o, t = _points(rng, support * cfg.support_boost, fade_start, active_end)
+    add(*points(rng, support, acq, fade_start), 3)
+    o, t = points(rng, support * cfg.support_boost, fade_start, active_end)
     mult = 1 + (cfg.support_boost - 1) * (1 - (tau[o] - t) / cfg.fade_days)
     keep = rng.random(len(t)) * cfg.support_boost < mult
     add(o[keep], t[keep], 3)
@@ -606,7 +573,7 @@ def _draw_events(rng, cust: dict, period_days: float, cfg: SyntheticConfig):
     add(cancel, tau[cancel], 4)
 
     owner = np.concatenate(owners)
-    seconds = _seconds(np.concatenate(times), period_days)
+    seconds = whole_seconds(np.concatenate(times), period_days)
     code = np.concatenate(types)
     return owner, seconds, code
 
@@ -616,50 +583,3 @@ def _expm1_ratio(mu: np.ndarray, width: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = -np.expm1(-mu * width) / mu
     return np.where(mu > 1e-12, out, width)
-
-
-def _customer_ids(n: int) -> pa.Array:
-    width = max(7, len(str(n)))
-    digits = pa.array(np.arange(1, n + 1)).cast(pa.string())
-    return pc.binary_join_element_wise("C", pc.utf8_lpad(digits, width, "0"), "").cast(pa.large_string())
-
-
-def _take_ids(values: pa.Array, index: np.ndarray) -> pd.arrays.ArrowStringArray:
-    """``values[index]`` as a pandas string array.
-
-    Casting a dictionary array decodes it in one pass, several times faster than ``take`` for a
-    random index.
-    """
-    decoded = pa.DictionaryArray.from_arrays(pa.array(index), values).cast(pa.large_string())
-    return pd.array(decoded, dtype="str")
-
-
-def _seconds(days: np.ndarray, period_days: float | None = None) -> np.ndarray:
-    """Days since the start as whole seconds, floored so that a time never moves past a bound.
-
-    With ``period_days``, also kept below the end of the period, which float rounding of a time just
-    before it could otherwise reach.
-    """
-    seconds = np.floor(days * 86_400).astype(np.int64)
-    if period_days is not None:
-        np.minimum(seconds, round(period_days * 86_400) - 1, out=seconds)
-    return seconds
-
-
-def _seconds_to_datetime(seconds: np.ndarray, start_ns: int) -> np.ndarray:
-    return (seconds * 1_000_000_000 + start_ns).view("datetime64[ns]")
-
-
-def _time_order(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stable time order of the rows and the sorted seconds.
-
-    Sorting the unique key ``seconds * n + row`` gives the stable order by time and is several times
-    faster than a stable argsort (numpy sorts plain int64 with SIMD).
-    """
-    n = len(seconds)
-    if n == 0 or int(seconds.max()) >= np.iinfo(np.int64).max // max(n, 1) - 1:
-        order = np.argsort(seconds, kind="stable")
-        return order, seconds[order]
-    key = np.sort(seconds * n + np.arange(n, dtype=np.int64))
-    seconds_sorted, order = np.divmod(key, n)
-    return order, seconds_sorted

@@ -88,19 +88,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy.special import gammaln
 
 from features.contract import Tables
 from features.synthetic.book import SyntheticBook
 # The retail generator's row helpers (ids, Poisson points, time order) are shared, not copied.
-from features.synthetic.retail import (
-    _customer_ids,
-    _points,
-    _seconds,
-    _seconds_to_datetime,
-    _take_ids,
-    _time_order,
+from features.synthetic._common import (
+    acquisition_days,
+    book_settings,
+    customer_ids,
+    points,
+    seconds_to_datetime,
+    timed_rows,
+    validate_period,
+    whole_seconds,
 )
 
 __all__ = [
@@ -420,34 +421,20 @@ def generate_subscription(
     path = _simulate_billing(rng, cust, anchors, end_s, end_s + round(cfg.fade_days * _DAY_S), cfg)
     ev_owner, ev_days, ev_code = _draw_engagement(rng, cust, path["spells"], start_s, period_days, cfg)
 
-    ids = _customer_ids(n)
+    ids = customer_ids(n)
     start_ns = start_ts.value
     prices = np.array([p.price for p in cfg.plans])
-    tx_seconds = path["invoice_s"] - start_s
-    order, tx_seconds = _time_order(tx_seconds)
-    transactions = pd.DataFrame(
-        {
-            "customer_id": _take_ids(ids, path["invoice_owner"][order]),
-            "timestamp": _seconds_to_datetime(tx_seconds, start_ns),
-            "amount": prices[path["invoice_plan"][order]],
-        }
+    transactions = timed_rows(
+        ids, path["invoice_owner"], path["invoice_s"] - start_s, start_ns, amount=prices[path["invoice_plan"]]
     )
-    del order, tx_seconds
-    ev_seconds = np.concatenate([_seconds(ev_days, period_days), path["event_s"] - start_s])
+    ev_seconds = np.concatenate([whole_seconds(ev_days, period_days), path["event_s"] - start_s])
     ev_owner = np.concatenate([ev_owner, path["event_owner"]])
     ev_code = np.concatenate([ev_code, path["event_code"]])
-    order, ev_seconds = _time_order(ev_seconds)
-    events = pd.DataFrame(
-        {
-            "customer_id": _take_ids(ids, ev_owner[order]),
-            "timestamp": _seconds_to_datetime(ev_seconds, start_ns),
-            "event_type": _take_ids(pa.array(SUBSCRIPTION_EVENT_TYPES, type=pa.large_string()), ev_code[order]),
-        }
-    )
-    del order, ev_seconds, ev_owner, ev_code
+    events = timed_rows(ids, ev_owner, ev_seconds, start_ns, event_type=(SUBSCRIPTION_EVENT_TYPES, ev_code))
+    del ev_seconds, ev_owner, ev_code
 
     customer_id = pd.Index(pd.array(ids, dtype="str"), name="customer_id")
-    acquired_at = _seconds_to_datetime(cust["acq_s"], start_ns)
+    acquired_at = seconds_to_datetime(cust["acq_s"], start_ns)
     channel = _names(cfg.channels, cust["channel"])
     size = _names(cfg.company_sizes, cust["size"])
     plan = _names(cfg.plans, cust["plan"])
@@ -485,14 +472,7 @@ def generate_subscription(
         index=customer_id,
     )
     truth.attrs.update({"kind": "subscription", "period_start": str(start_ts.date()), "period_end": str(end_ts.date())})
-    settings = {
-        "kind": "subscription",
-        "n_customers": n,
-        "seed": int(seed),
-        "start": str(start_ts.date()),
-        "end": str(end_ts.date()),
-        "config": cfg.to_dict(),
-    }
+    settings = book_settings(n, seed, start_ts, end_ts, cfg.to_dict(), kind="subscription")
     return SyntheticBook(
         tables=Tables(transactions=transactions, events=events, customers=customers),
         truth=truth,
@@ -682,7 +662,7 @@ def subscription_truth(
             "state": pd.array(np.array(STATES, dtype=object)[state], dtype="str"),
             "plan": _names(cfg.plans, plan),
             "tenure_months": tenure,
-            "next_billing_at": _seconds_to_datetime(obs["next_s"], 0),
+            "next_billing_at": seconds_to_datetime(obs["next_s"], 0),
             "churn_probability": churn_probability,
             "expected_spend": expected_spend,
             "clv": clv,
@@ -819,15 +799,7 @@ def new_customer_truth(
 
 
 def _validate(n_customers, start, end, cfg: SubscriptionConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
-    if int(n_customers) != n_customers or n_customers < 1:
-        raise ValueError(f"n_customers must be a positive integer, got {n_customers!r}")
-    start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
-    if start_ts != start_ts.normalize() or end_ts != end_ts.normalize():
-        raise ValueError(f"start and end must be dates, got {start!r} and {end!r}")
-    if start_ts.tz is not None or end_ts.tz is not None:
-        raise ValueError("start and end must be naive dates (UTC)")
-    if end_ts < start_ts:
-        raise ValueError(f"end ({end_ts.date()}) is before start ({start_ts.date()})")
+    start_ts, end_ts = validate_period(n_customers, start, end)
     prices = [p.price for p in cfg.plans]
     if len(prices) < 1 or min(prices) <= 0 or any(b <= a for a, b in zip(prices, prices[1:])):
         raise ValueError(f"plans need positive prices in strictly increasing order, got {prices}")
@@ -948,11 +920,8 @@ def _draw_latent(rng, channel: np.ndarray, cfg: SubscriptionConfig) -> dict:
 
 
 def _draw_acquisitions(rng, n: int, period_days: int, cfg: SubscriptionConfig) -> dict:
-    # Inverse CDF of an exponentially growing signup density on [0, period_days).
-    g = np.log(cfg.acquisition_growth)
-    u = rng.random(n)
-    acq_days = period_days * (np.log1p(u * np.expm1(g)) / g if g != 0 else u)
-    acq_s = np.sort(_seconds(acq_days, period_days))  # ids follow signup order
+    # Signup order is id order (acquisition_days sorts).
+    acq_s = whole_seconds(acquisition_days(rng, n, period_days, cfg.acquisition_growth), period_days)
     shares = np.array([c.share for c in cfg.channels], dtype=float)
     channel = rng.choice(len(shares), size=n, p=shares / shares.sum()).astype(np.int8)
     latent = _draw_latent(rng, channel, cfg)
@@ -1127,15 +1096,15 @@ def _draw_engagement(rng, cust: dict, spells: dict, start_s: int, period_days: i
         times.append(t)
         codes.append(np.full(len(t), code, dtype=np.int8))
 
-    add(*_points(rng, login, a, fade_start), 0)
-    idx, t = _points(rng, login, fade_start, active_end)
+    add(*points(rng, login, a, fade_start), 0)
+    idx, t = points(rng, login, fade_start, active_end)
     left = (x[idx] - t) / cfg.fade_days  # 1 at the start of the fade, 0 at the cancel
     keep = rng.random(len(t)) < cfg.fade_floor + (1 - cfg.fade_floor) * left**cfg.fade_power
     add(idx[keep], t[keep], 0)
-    add(*_points(rng, cfg.post_cancel_login_share * login, active_end, access_end), 0)
+    add(*points(rng, cfg.post_cancel_login_share * login, active_end, access_end), 0)
 
-    add(*_points(rng, support, a, fade_start), 1)
-    idx, t = _points(rng, support * cfg.support_boost, fade_start, active_end)
+    add(*points(rng, support, a, fade_start), 1)
+    idx, t = points(rng, support * cfg.support_boost, fade_start, active_end)
     mult = 1 + (cfg.support_boost - 1) * (1 - (x[idx] - t) / cfg.fade_days)
     keep = rng.random(len(t)) * cfg.support_boost < mult
     add(idx[keep], t[keep], 1)
