@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,21 @@ import pytest
 from pg_cluster import Cluster, ClusterUnavailable, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
-CDNOW = REPO.parent / "shared" / "data" / "cdnow"
+#: The CDNOW data directory: ``CLVCAST_CDNOW`` if set, else ``../shared/data/cdnow`` beside the clone.
+CDNOW = Path(os.environ.get("CLVCAST_CDNOW") or REPO.parent / "shared" / "data" / "cdnow")
+#: The bug-report cases: ``CLVCAST_CASES`` if set, else ``../shared/cases`` beside the clone.
+CASES = Path(os.environ.get("CLVCAST_CASES") or REPO.parent / "shared" / "cases")
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skip the test with ``reason``; under ``CLVCAST_CI=1`` (set by ``.ci/run``) fail instead.
+
+    CI must never pass by not running a test: a missing data set, server or browser there is an
+    error of the machine's set-up, said as such.
+    """
+    if os.environ.get("CLVCAST_CI") == "1":
+        pytest.fail(f"{reason} (CLVCAST_CI=1: a skipped test is a failure in CI)", pytrace=False)
+    pytest.skip(reason)
 
 
 def pytest_configure(config):
@@ -27,10 +42,27 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def cdnow_dir() -> Path:
+    """The CDNOW directory (``CLVCAST_CDNOW``, else ``../shared/data/cdnow``); skipped without it, outside CI."""
     if not (CDNOW / "transactions.csv").exists():
-        pytest.skip(f"CDNOW data not found at {CDNOW}")
+        skip_unless_ci(f"CDNOW data not found at {CDNOW}: set CLVCAST_CDNOW to its directory")
     return CDNOW
 
+
+@pytest.fixture(scope="session")
+def cases_dir() -> Path:
+    """The bug-report cases (``CLVCAST_CASES``, else ``../shared/cases``); skipped without them, outside CI."""
+    if not (CASES / "README.md").exists():
+        skip_unless_ci(f"bug-report cases not found at {CASES}: set CLVCAST_CASES to their directory")
+    return CASES
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless Chromium (Debian's package, installed by ``.ci/run``); skipped without it, outside CI."""
+    found = next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
+    if found is None:
+        skip_unless_ci("no chromium binary (Debian's chromium package; .ci/run installs it)")
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +77,5 @@ def postgres() -> Iterator[Cluster]:
         try:
             cluster = stack.enter_context(throwaway_cluster())
         except ClusterUnavailable as exc:
-            if os.environ.get("CLVCAST_CI") == "1":
-                pytest.fail(f"PostgreSQL is required under CLVCAST_CI=1: {exc}", pytrace=False)
-            pytest.skip(f"no PostgreSQL server: {exc}")
+            skip_unless_ci(f"no PostgreSQL server: {exc}")
         yield cluster

@@ -14,26 +14,17 @@ value: the suite stays green, and a change that reaches one fails loudly until i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-CDNOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow"
+from training.config import load_config
+from training.pipeline import backtest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (CDNOW / "transactions.csv").exists(), reason="CDNOW data not available"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cdnow_backtest():
-    from training.config import load_config
-    from training.pipeline import backtest
-
-    return backtest(
-        str(CDNOW), cutoff="1997-12-31", horizon_days=182, config=load_config(), log_to_mlflow=False
-    )
+def cdnow_backtest(cdnow_dir):
+    return backtest(str(cdnow_dir), cutoff="1997-12-31", horizon_days=182, config=load_config(), log_to_mlflow=False)
 
 
 def test_protocol_population(cdnow_backtest):

@@ -16,7 +16,6 @@ posterior's bulk. Tolerances are stated where used.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate
 from scipy.special import gammaln
-from scipy.stats import gamma as gamma_dist
 
 from features.btyd import (
     BGNBDParams,
@@ -39,7 +37,6 @@ from features.btyd import (
 from features.btyd import bgnbd
 from features.io import load_tables
 
-REPO = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- oracle
 
@@ -309,11 +306,8 @@ def test_failure_is_an_error_naming_the_rows(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_case_summary():
-    path = REPO.parent / "shared" / "cases" / "bgnbd_nan_tiny"
-    if not (path / "transactions.csv").exists():
-        pytest.skip(f"case not found at {path}")
-    tables = load_tables(path).tables
+def tiny_case_summary(cases_dir):
+    tables = load_tables(cases_dir / "bgnbd_nan_tiny").tables
     return summary_from_transactions(tables.transactions, cutoff="2014-12-31", time_unit_days=7)
 
 

@@ -23,7 +23,6 @@ three months of history are too few for seasonality (flat).
 from __future__ import annotations
 
 import math
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -546,8 +545,7 @@ def test_a_clv_column_other_than_its_runs_formula_warns():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser")), reason="no chromium binary")
-def test_report_renders_in_headless_chromium(paths, tmp_path):
+def test_report_renders_in_headless_chromium(paths, tmp_path, chromium):
     import importlib.util
 
     from PIL import Image
