@@ -10,7 +10,7 @@ the whole configuration of the run (its ``clv`` section gives the CLV settings).
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +18,16 @@ from features.btyd import BTYDParams
 from features.config import FeatureConfig
 from training.config import Config
 
-__all__ = ["SERVING_FORMAT_VERSION", "Calibration", "EncoderSpec", "ServingArtifact"]
+__all__ = [
+    "SERVING_FORMAT_VERSION",
+    "Calibration",
+    "CategoricalReference",
+    "DriftReference",
+    "EncoderSpec",
+    "EvaluatedModels",
+    "NumericReference",
+    "ServingArtifact",
+]
 
 #: Bumped when a field changes meaning; :func:`training.registry.load_champion` refuses other versions.
 SERVING_FORMAT_VERSION = 1
@@ -42,6 +51,115 @@ class Calibration(BaseModel):
     y: tuple[float, ...]
 
 
+class NumericReference(BaseModel):
+    """Distribution of one numeric column in a reference population, compact enough for the artifact.
+
+    Attributes
+    ----------
+    count : int
+        Rows of the reference population.
+    missing_share : float
+        Share of rows whose value is missing or not finite, 0..1.
+    quantiles : tuple of float
+        The 0, 1, ..., 100 % quantiles of the finite values (empty when there are none): the
+        reference CDF of the KS test, exact at these points and linear in between.
+    edges : tuple of float
+        Increasing inner bin edges of the PSI (distinct quantiles of the finite values at
+        1/bins, 2/bins, ...); bin ``i`` holds ``edges[i-1] <= x < edges[i]``.
+    shares : tuple of float
+        Share of all rows in each of the ``len(edges) + 1`` bins; with ``missing_share`` they sum to 1.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["numeric"] = "numeric"
+    count: int = Field(ge=0)
+    missing_share: float = Field(ge=0, le=1)
+    quantiles: tuple[float, ...]
+    edges: tuple[float, ...]
+    shares: tuple[float, ...]
+
+
+class CategoricalReference(BaseModel):
+    """Distribution of one categorical column in a reference population: the share of each level.
+
+    Attributes
+    ----------
+    count : int
+    missing_share : float
+        Share of rows without a level, 0..1.
+    shares : dict of str to float
+        Share of all rows at each level seen in the reference.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["categorical"] = "categorical"
+    count: int = Field(ge=0)
+    missing_share: float = Field(ge=0, le=1)
+    shares: dict[str, float]
+
+
+class DriftReference(BaseModel):
+    """What a served model saw when it was trained, to measure how far later scorings have drifted.
+
+    Built by :func:`training.reference.drift_reference` from the customers as of ``as_of`` (the
+    last day of the data the served models learnt from): their features and the models'
+    predictions for them, summarised per column, so drift needs neither the training data nor
+    customer-level rows in the artifact.
+
+    Attributes
+    ----------
+    as_of : date
+        Date of the reference population.
+    customers : int
+    features : dict of str to NumericReference or CategoricalReference
+        Every feature column, in model order.
+    predictions : dict of str to NumericReference
+        ``churn_probability``, ``spend_if_active`` and ``expected_spend`` of the served models.
+    importance : dict of str to float
+        Share of the models' total gain per feature (mean of the churn and spend shares; 0 for a
+        feature the models do not use), which decides whether its drift alerts.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    as_of: date
+    customers: int = Field(ge=0)
+    features: dict[str, Annotated[NumericReference | CategoricalReference, Field(discriminator="kind")]]
+    predictions: dict[str, NumericReference]
+    importance: dict[str, float]
+
+
+class EvaluatedModels(BaseModel):
+    """The pair evaluated on the holdout, logged beside a refitted (served) pair in the same run.
+
+    The champion rule of a later training scores the champion on the new holdout through this
+    pair when the served pair has seen that holdout window (see :mod:`training.registry`).
+
+    Attributes
+    ----------
+    churn_model, spend_model : str
+        Names of the two models logged in the run (``runs:/<run_id>/<name>``).
+    training_cutoff : date
+        The holdout cutoff: this pair learnt from data up to it only.
+    encoder : EncoderSpec
+    calibration : Calibration or None
+    best_iterations : dict of str to int
+    btyd_offset : bool
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    churn_model: str
+    spend_model: str
+    training_cutoff: date
+    encoder: EncoderSpec
+    calibration: Calibration | None = None
+    best_iterations: dict[str, int]
+    btyd_offset: bool = False
+
+
 class ServingArtifact(BaseModel):
     """What a training run stores for serving (``clvcast/serving.json``).
 
@@ -55,7 +173,8 @@ class ServingArtifact(BaseModel):
     horizon_days : int
         H of the models' churn probability and spend, days.
     training_cutoff : date
-        The holdout cutoff: the models learnt from data up to it only.
+        The last day of the data the served models learnt from (labels included): the holdout
+        cutoff for a pair registered as evaluated, the last day of the data for a refitted pair.
     training_origins : tuple of date
         The rolling origins of the training set, oldest first.
     trained_at : str
@@ -64,6 +183,11 @@ class ServingArtifact(BaseModel):
         BG/NBD + Gamma-Gamma fitted on the history up to ``training_cutoff``.
     holdout_metrics : dict
         Holdout metrics per model (``clvcast``, ``btyd``, ``naive``); ``None`` where undefined.
+        For a refitted pair these are the metrics of the evaluated pair of the same configuration
+        (``evaluated``): the refitted pair has no unseen window left to be judged on.
+    holdout_cutoff : date or None
+        Cutoff of the holdout window the metrics were measured on (``None`` in artifacts written
+        before it was recorded, where it equals ``training_cutoff``).
     config : Config
         The run's whole configuration.
     encoder : EncoderSpec
@@ -72,6 +196,13 @@ class ServingArtifact(BaseModel):
         Trees kept per model (``churn``, ``spend``).
     btyd_offset : bool
         Whether both boosters start from the BTYD forecast.
+    refit : bool
+        Whether the served pair was refitted on origins up to the last day after the decision.
+    evaluated : EvaluatedModels or None
+        With ``refit``: the evaluated pair the holdout metrics belong to.
+    drift_reference : DriftReference or None
+        Features and predictions of the served pair's reference population (``None`` in
+        artifacts written before it was recorded: monitoring then reports no drift).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,3 +221,7 @@ class ServingArtifact(BaseModel):
     calibration: Calibration | None = None
     best_iterations: dict[str, int]
     btyd_offset: bool = False
+    holdout_cutoff: date | None = None
+    refit: bool = False
+    evaluated: EvaluatedModels | None = None
+    drift_reference: DriftReference | None = None

@@ -1,4 +1,4 @@
-"""The one typed configuration of clvcast: features, training and CLV arithmetic.
+"""The one typed configuration of clvcast: features, training, CLV arithmetic and monitoring thresholds.
 
 Built in one place, :func:`load_config`, from (lowest to highest priority) the defaults, a YAML/JSON
 file (``path``, else the file named by ``CLVCAST_CONFIG``), environment variables
@@ -177,6 +177,12 @@ class TrainingConfig(BaseModel):
     How the defaults were chosen: on CDNOW pseudo-holdouts that end before the benchmark window
     (cutoff 1997-07-31 and 1997-09-30, horizon 91 days, origins every 7 or 14 days back to January
     1997); see ``BENCHMARKS.md``.
+    refit : bool
+        After the champion decision on the held-out window, fit the chosen configuration again on
+        origins up to the last day of the data (the last origin's label window ends on that day)
+        and register that model, with the held-out metrics of the evaluated one kept on the
+        version. Without it the registered model never learns from the final H days. A rejected
+        run is not refitted: its evaluated models are registered for inspection.
     seed : int
         Seed of every random choice (bagging, feature fraction). Together with ``num_threads`` and
         LightGBM's ``deterministic`` mode it makes the same data + config give the same metrics.
@@ -205,6 +211,7 @@ class TrainingConfig(BaseModel):
     btyd_offset: bool = True
     exclude_features: tuple[str, ...] = AGE_DEPENDENT_FEATURES
     churn_calibration: ChurnCalibration = "none"
+    refit: bool = True
     seed: int = 42
     num_threads: int = Field(1, ge=1, description="a fixed count keeps runs reproducible")
 
@@ -256,8 +263,94 @@ class ClvConfig(BaseModel):
     referral_bonus: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
+class MonitorConfig(BaseModel):
+    """Thresholds of ``clvcast monitor``: when drift, a segment's move or realised error is an alert.
+
+    Drift compares the latest scoring with the reference its model stored at training (features
+    and predictions binned at the reference's deciles, :mod:`training.reference`).
+
+    Parameters
+    ----------
+    psi_bins : int
+        Bins of the population stability index: quantiles of the reference (10, deciles, is the
+        convention of the credit-scoring literature the PSI comes from). Tied quantiles merge bins.
+    psi_warn, psi_alert : float
+        PSI = Σ (a − e) ln(a / e) over bins, with e and a the reference and current shares. The
+        conventional reading (Siddiqi, *Credit Risk Scorecards*, 2006; Yurdakul, "Statistical
+        properties of the population stability index", 2018): below 0.1 no significant change,
+        0.1–0.25 a moderate shift worth a look, above 0.25 a significant shift.
+    ks_warn, ks_alert : float
+        Kolmogorov–Smirnov statistic D (largest gap between the two CDFs) that warns and alerts.
+        Set to the D of a normal mean shift whose PSI sits at the two PSI conventions: a shift of
+        δ standard deviations has PSI ≈ δ² and D = 2Φ(δ/2) − 1, so PSI 0.1 ↔ D 0.125 and
+        PSI 0.25 ↔ D 0.197. A large book makes every tiny shift significant, so D, not the
+        p-value, carries the threshold.
+    ks_pvalue : float
+        D counts only when the KS test's p-value is below this (a small book's D is noisy).
+    drift_min_importance : float
+        Share of the two models' total gain (mean of the churn and spend shares) a feature needs
+        for its drift to be an alert; the others are reported with their status but do not alert.
+        A drifted feature the models barely use does not move the predictions (measured on the
+        synthetic book: sparse cancel-event trend features reach PSI 0.3–0.5 from one month to
+        the next with a gain share under 1 %, while the prediction PSI stays below 0.05).
+        Prediction drift always alerts.
+    segment_columns : tuple of str
+        Score columns whose segments are watched for moves between consecutive scorings.
+        Acquisition channel by default: a customer's channel does not change, whereas CLV tiers
+        and RFM segments are re-cut at every scoring (customers move between them by design).
+    segment_metrics : tuple of str
+        Score columns (non-negative money) whose segment totals are compared.
+    segment_change_alert : float
+        A segment moves when, over the customers scored at both dates, its relative change of a
+        metric differs from the rest of the book's by at least this much (0.10 = ten points):
+        changes common to the book, such as the season, cancel out. Ten points is where a move
+        starts to change a channel's LTV:CAC band; it is a business choice, not a statistical one.
+    segment_z_alert : float
+        ... and the difference is at least this many standard errors (customers independent, ratio
+        estimator). 4.0 keeps the family-wise false-alarm rate near 1 % a year for six channels,
+        two metrics and monthly scorings (Bonferroni: 0.01 / 144 two-sided is z = 3.97).
+    segment_min_customers : int
+        Segments with fewer customers are reported but never alert.
+    bias_alert : float
+        Realised performance: |total predicted − total actual| / |total actual| of the latest
+        matured scoring that alerts. 0.2: the synthetic book's matured 91-day scorings stay within
+        ±0.11 while nothing changes.
+    segment_bias_alert : float
+        Realised performance per segment: the segment's actual / predicted spend differs from the
+        rest of the book's by at least this much (and by ``segment_z_alert`` standard errors).
+    auc_drop_alert : float
+        Realised churn AUC of the latest matured scoring this far below the model's holdout AUC
+        alerts.
+    """
+
+    model_config = _FROZEN
+
+    psi_bins: int = Field(10, ge=2)
+    psi_warn: float = Field(0.10, gt=0, allow_inf_nan=False)
+    psi_alert: float = Field(0.25, gt=0, allow_inf_nan=False)
+    ks_warn: float = Field(0.125, gt=0, le=1)
+    ks_alert: float = Field(0.20, gt=0, le=1)
+    ks_pvalue: float = Field(0.01, gt=0, lt=1)
+    drift_min_importance: float = Field(0.05, ge=0, le=1)
+    segment_columns: tuple[str, ...] = ("channel",)
+    segment_metrics: tuple[str, ...] = ("clv", "expected_spend")
+    segment_change_alert: float = Field(0.10, gt=0, allow_inf_nan=False)
+    segment_z_alert: float = Field(4.0, gt=0, allow_inf_nan=False)
+    segment_min_customers: int = Field(100, ge=1)
+    bias_alert: float = Field(0.20, gt=0, allow_inf_nan=False)
+    segment_bias_alert: float = Field(0.25, gt=0, allow_inf_nan=False)
+    auc_drop_alert: float = Field(0.05, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _warn_below_alert(self) -> MonitorConfig:
+        for warn, alert in (("psi_warn", "psi_alert"), ("ks_warn", "ks_alert")):
+            if getattr(self, warn) > getattr(self, alert):
+                raise ValueError(f"{warn} must be <= {alert}")
+        return self
+
+
 class Config(BaseModel):
-    """Everything a run depends on: feature, training and CLV settings.
+    """Everything a run depends on: feature, training, CLV and monitoring settings.
 
     ``features.btyd_horizon_days`` follows ``training.horizon_days`` unless it is set.
     """
@@ -267,6 +360,7 @@ class Config(BaseModel):
     features: FeatureConfig = FeatureConfig()
     training: TrainingConfig = TrainingConfig()
     clv: ClvConfig = ClvConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -312,7 +406,9 @@ class Config(BaseModel):
         return out
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {"features": FeatureConfig, "training": TrainingConfig, "clv": ClvConfig}
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "features": FeatureConfig, "training": TrainingConfig, "clv": ClvConfig, "monitor": MonitorConfig,
+}
 
 
 def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -321,7 +417,8 @@ def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str]
     Parameters
     ----------
     path : str or Path, optional
-        A ``.yaml``/``.yml`` or ``.json`` file with the sections ``features``, ``training``, ``clv``.
+        A ``.yaml``/``.yml`` or ``.json`` file with the sections ``features``, ``training``, ``clv``,
+        ``monitor``.
         Default: the file named by ``CLVCAST_CONFIG``, if set.
     environ : mapping, optional
         The environment to read ``CLVCAST_CONFIG`` and ``CLVCAST_<SECTION>__<KEY>`` from; default
@@ -485,6 +582,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "LightGBMParams",
+    "MonitorConfig",
     "SpendObjective",
     "TrainingConfig",
     "config_from_dict",
