@@ -15,6 +15,13 @@ For an evaluation cutoff C and horizon H:
   same customers.
 
 ``train`` without a cutoff holds out the final window: C = last transaction day − H.
+
+Lifecycle: after the champion decision on that window, a promoted configuration is fitted again on
+origins up to the last day of the data (:func:`refit`: the last origin's label window ends on it),
+and that model is registered for serving; the holdout metrics of the evaluated model stay on the
+version, and the evaluated pair is logged in the same run, so that the next training's champion
+rule can score the champion's configuration on a window it has not seen (see
+:mod:`training.registry`).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from features.schema import feature_set_id
 from training import metrics as M
 from training import plots, registry
 from training.baselines import baseline_forecasts
-from training.artifact import ServingArtifact
+from training.artifact import EvaluatedModels, ServingArtifact
 from training.config import Config, with_overrides
+from training.reference import drift_reference
 from training.labels import build_labels
 from training.models import ClvModels
 from training.training_set import (
@@ -52,6 +60,7 @@ from training.training_set import (
     build_training_set,
     drop_degenerate_origins,
     plan_origins,
+    training_cutoffs,
 )
 
 log = logging.getLogger(__name__)
@@ -291,6 +300,12 @@ class TrainResult:
     reason : str
         Why (the champion rule's verdict).
     models : ClvModels
+        The registered pair: refitted on origins up to ``data_end`` when ``refit``, else the
+        evaluated pair.
+    refit : bool
+        Whether the registered pair was refitted after the decision.
+    data_end : date
+        The last day of the data the registered pair learnt from (``cutoff`` without a refit).
     seconds : float
         Wall time of the whole call.
     """
@@ -306,6 +321,8 @@ class TrainResult:
     promoted: bool
     reason: str
     models: ClvModels = field(repr=False)
+    refit: bool = False
+    data_end: date | None = None
     seconds: float = 0.0
 
 
@@ -364,41 +381,37 @@ def train(
             {"mae": ev.metrics["clvcast"]["mae"], "churn_auc": ev.metrics["clvcast"]["churn_auc"]}, champion_metrics
         )
 
-    trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    refitted = None
+    if decision.promote and config.training.refit:
+        with _step(f"refitting on origins up to the last day, {ev.plan.last_day.date()}"):
+            refitted = refit(tables, plan=ev.plan, config=config)
     fsid = feature_set_id(config.features)
-    serving = ServingArtifact(
-        feature_set_id=fsid,
-        feature_config=config.features,
-        training_cutoff=ev.plan.cutoff.date(),
-        training_origins=tuple(o.date() for o in ev.plan.origins),
-        trained_at=trained_at,
-        btyd_params=ev.btyd,
-        holdout_metrics={m: {k: _json_number(v) for k, v in values.items()} for m, values in ev.metrics.items()},
-        config=config,
-        **ev.models.metadata(),
-    )
+    serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid)
+    served = ev.models if refitted is None else refitted.models
     tables_out, figures = _artifacts(ev)
     flat = _flat_metrics(ev.metrics)
     if champion_metrics is not None:
         flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})
+    data_end = serving.training_cutoff
     with _step("logging the run and the models to MLflow"):
         run = registry.log_run(
             kind="train",
             params=config.to_flat_dict(),
-            tags={**_tags(tables, ev), "feature_set_id": fsid},
+            tags={**_tags(tables, ev), "feature_set_id": fsid, "refit": str(refitted is not None).lower(),
+                  "data_end": str(data_end)},
             metrics=flat,
-            metrics_json=_metrics_json(ev, {"champion_on_holdout": champion_metrics, "decision": decision.reason}),
+            metrics_json=_metrics_json(ev, {"champion_on_holdout": champion_metrics, "decision": decision.reason,
+                                            "refit": refitted is not None, "data_end": str(data_end)}),
             tables=tables_out,
             figures=figures,
-            models=ev.models,
+            models=served,
             serving=serving,
-            input_example=ev.holdout_features[list(ev.models.encoder_.columns)].head(5),
-        )
+            input_example=ev.holdout_features[list(served.encoder_.columns)].head(5),
+            evaluated_models=None if refitted is None else ev.models,
+        )  # fmt: skip
     with _step("registering the models"):
-        reg = registry.register_pair(
-            run, decision, tags={"feature_set_id": fsid, "horizon_days": str(ev.plan.horizon_days),
-                                 "cutoff": str(ev.plan.cutoff.date())}
-        )
+        reg = registry.register_pair(run, decision, tags=_version_tags(ev, serving))
+        registry.describe_versions(reg, _version_description(ev, serving))
     return TrainResult(
         run_id=run.run_id,
         cutoff=ev.plan.cutoff.date(),
@@ -410,7 +423,9 @@ def train(
         spend_version=reg.spend_version,
         promoted=reg.promoted,
         reason=reg.reason,
-        models=ev.models,
+        models=served,
+        refit=refitted is not None,
+        data_end=data_end,
         seconds=time.perf_counter() - started,
     )
 
@@ -434,16 +449,190 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
             f"current champion forecasts {champion.horizon_days} days, this run {ev.plan.horizon_days}: "
             "not comparable on the same holdout; rerun with promote='force' to replace it",
         )
+    # Like with like: the champion is judged by a pair of its configuration that has not seen this
+    # holdout window. A refitted champion learnt from data up to its last day, which may lie inside
+    # the new window; its evaluated pair (logged in the same run) learnt up to its own holdout cutoff.
+    cutoff = ev.plan.cutoff.date()
+    models = champion.models
+    if champion.serving.training_cutoff > cutoff:
+        evaluated = champion.serving.evaluated
+        if evaluated is None or evaluated.training_cutoff > cutoff:
+            seen = champion.serving.training_cutoff if evaluated is None else evaluated.training_cutoff
+            return None, registry.Decision(
+                False,
+                f"current champion's models learnt from data up to {seen}, after this run's holdout cutoff {cutoff}: "
+                "not comparable on this holdout; rerun with promote='force' to replace it",
+            )
+        models = registry.load_evaluated_models(champion)
     features = ev.holdout_features
     if champion.feature_config != config.features:
         history = history_until(tables, ev.plan.cutoff)
         features = build_features(history, cutoff=ev.plan.cutoff.date(), config=champion.feature_config)
         features = features.reindex(ev.holdout_features.index)
-    pred = champion.models.predict(features[list(champion.models.encoder_.columns)])
+    pred = models.predict(features[list(models.encoder_.columns)])
     spend = pred["expected_spend"].to_numpy(float)
     p = pred["churn_probability"].to_numpy(float)
     return {"mae": M.mae(ev.actual_spend, spend), "churn_auc": M.churn_auc(ev.churned, p),
             "gini": M.normalized_gini(ev.actual_spend, spend)}, None
+
+
+# --------------------------------------------------------------------------- refit
+
+
+@dataclass
+class Refit:
+    """The chosen configuration fitted again on origins up to the last day of the data.
+
+    Attributes
+    ----------
+    models : ClvModels
+    btyd : BTYDParams
+        Fitted on the whole history (up to ``data_end``): what serving builds features with.
+    origins : tuple of Timestamp
+        Training origins, oldest first; the last one is ``data_end`` − H.
+    data_end : Timestamp
+        The last day of the data.
+    features : DataFrame
+        Every customer's features as of ``data_end``: the drift reference population.
+    n_training_rows : int
+    """
+
+    models: ClvModels
+    btyd: BTYDParams
+    origins: tuple[pd.Timestamp, ...]
+    data_end: pd.Timestamp
+    features: pd.DataFrame
+    n_training_rows: int
+
+
+def refit(tables: Tables, *, plan: Plan, config: Config) -> Refit:
+    """Fit ``config`` on rolling origins whose last label window ends on the last day of the data.
+
+    The origins are those of ``plan`` moved forward by the horizon (the same count, step and
+    ``min_history_days`` rule): ``plan.last_day − H``, ``plan.last_day − H − step``, ... The
+    evaluation judged the configuration on the window after ``plan.cutoff``; this fit learns from
+    that window too, so the served model has seen the final H days.
+
+    Parameters
+    ----------
+    tables : Tables
+        All the data (nothing after ``plan.last_day``).
+    plan : Plan
+        The evaluation's plan (:func:`training.training_set.plan_origins`).
+    config : Config
+        The evaluated configuration.
+
+    Returns
+    -------
+    Refit
+
+    Raises
+    ------
+    TrainingInputError
+        When fewer origins than the validation slice needs remain (cannot happen after a
+        successful evaluation, whose origins are earlier), or the BTYD fits are degenerate.
+    """
+    cfg = config.training
+    end = plan.last_day
+    earliest = plan.first_day + pd.Timedelta(days=cfg.min_history_days)
+    origins = tuple(
+        pd.Timestamp(o)
+        for o in training_cutoffs(end.date(), horizon_days=plan.horizon_days, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
+        if pd.Timestamp(o) >= earliest
+    )
+    if len(origins) < cfg.validation_cutoffs + 1:
+        raise TrainingInputError(f"refit: {len(origins)} training origin(s) before {end.date()}, {cfg.validation_cutoffs + 1} needed")
+    training = build_training_set(
+        tables, origins=origins, horizon_days=plan.horizon_days, config=config.features,
+        churn_definition=cfg.churn_definition,
+    )  # fmt: skip
+    frame = training.frame
+    if cfg.btyd_offset:
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
+    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
+    models = ClvModels(training=cfg).fit(
+        X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
+    )
+    btyd = fit_btyd(tables, cutoff=end.date(), config=config.features)
+    features = build_features(tables, cutoff=end.date(), config=config.features, btyd=btyd)
+    return Refit(models, btyd, origins, end, features, len(X))
+
+
+def _reference(features: pd.DataFrame, models: ClvModels, *, as_of: date, config: Config):
+    predictions = models.predict(features[list(models.encoder_.columns)])
+    return drift_reference(
+        features, predictions, importance=models.feature_importance(), as_of=as_of, bins=config.monitor.psi_bins
+    )
+
+
+def _serving_artifact(ev: Evaluation, refitted: Refit | None, *, config: Config, feature_set: str) -> ServingArtifact:
+    """What serving needs for the registered pair: the refitted one if any, else the evaluated one."""
+    holdout = {m: {k: _json_number(v) for k, v in values.items()} for m, values in ev.metrics.items()}
+    common = dict(
+        feature_set_id=feature_set,
+        feature_config=config.features,
+        trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        holdout_metrics=holdout,
+        holdout_cutoff=ev.plan.cutoff.date(),
+        config=config,
+    )
+    if refitted is None:
+        return ServingArtifact(
+            **common,
+            training_cutoff=ev.plan.cutoff.date(),
+            training_origins=tuple(o.date() for o in ev.plan.origins),
+            btyd_params=ev.btyd,
+            drift_reference=_reference(ev.holdout_features, ev.models, as_of=ev.plan.cutoff.date(), config=config),
+            **ev.models.metadata(),
+        )
+    evaluated = ev.models.metadata()
+    return ServingArtifact(
+        **common,
+        training_cutoff=refitted.data_end.date(),
+        training_origins=tuple(o.date() for o in refitted.origins),
+        btyd_params=refitted.btyd,
+        refit=True,
+        evaluated=EvaluatedModels(
+            churn_model=registry.EVALUATED_CHURN_MODEL,
+            spend_model=registry.EVALUATED_SPEND_MODEL,
+            training_cutoff=ev.plan.cutoff.date(),
+            encoder=evaluated["encoder"],
+            calibration=evaluated["calibration"],
+            best_iterations=evaluated["best_iterations"],
+            btyd_offset=evaluated["btyd_offset"],
+        ),
+        drift_reference=_reference(refitted.features, refitted.models, as_of=refitted.data_end.date(), config=config),
+        **refitted.models.metadata(),
+    )
+
+
+def _version_tags(ev: Evaluation, serving: ServingArtifact) -> dict[str, str]:
+    """Tags of both registered versions: the holdout they were judged on and the data they learnt from."""
+    ours = ev.metrics["clvcast"]
+    return {
+        "feature_set_id": serving.feature_set_id,
+        "horizon_days": str(ev.plan.horizon_days),
+        "cutoff": str(ev.plan.cutoff.date()),
+        "clvcast.refit": str(serving.refit).lower(),
+        "clvcast.data_end": str(serving.training_cutoff),
+        "clvcast.holdout_cutoff": str(ev.plan.cutoff.date()),
+        **{f"clvcast.holdout_{k}": f"{ours[k]:.6g}" for k in ("mae", "churn_auc", "gini") if np.isfinite(ours.get(k, np.nan))},
+    }
+
+
+def _version_description(ev: Evaluation, serving: ServingArtifact) -> str:
+    ours = ev.metrics["clvcast"]
+    window = f"({ev.plan.cutoff.date()}, {(ev.plan.cutoff + pd.Timedelta(days=ev.plan.horizon_days)).date()}]"
+    judged = (
+        f"Judged on the holdout window {window}: expected-spend MAE {ours['mae']:.4g}, churn AUC {ours['churn_auc']:.4g}"
+    )
+    if serving.refit:
+        return (
+            f"{judged}, by the pair evaluated there (logged in the run as {registry.EVALUATED_CHURN_MODEL} and "
+            f"{registry.EVALUATED_SPEND_MODEL}). This version is the same configuration refitted on origins up to "
+            f"{serving.training_cutoff}: it has seen the holdout window, so it has no holdout metrics of its own."
+        )
+    return f"{judged}. Learnt from data up to {serving.training_cutoff}."
 
 
 # --------------------------------------------------------------------------- backtest
@@ -540,8 +729,9 @@ def format_comparison(result: TrainResult) -> str:
     head = f"holdout: {result.customers:,} customers, cutoff {result.cutoff}, horizon {result.horizon_days} days"
     table = format_table(result.metrics, total_actual=total)
     status = "champion" if result.promoted else "not promoted"
+    refit = f", refitted on data up to {result.data_end}" if result.refit else ""
     tail = (
-        f"registered clvcast-churn v{result.churn_version}, clvcast-spend v{result.spend_version} "
+        f"registered clvcast-churn v{result.churn_version}, clvcast-spend v{result.spend_version}{refit} "
         f"({status}: {result.reason})\nrun {result.run_id}"
     )
     lines = [head, table]

@@ -169,6 +169,7 @@ def log_run(
     serving: ServingArtifact | None = None,
     input_example: pd.DataFrame | None = None,
     run_name: str | None = None,
+    evaluated_models: ClvModels | None = None,
 ) -> LoggedRun:
     """Log one run; with ``models``, also both boosters and the serving metadata.
 
@@ -198,6 +199,9 @@ def log_run(
         Written as :data:`SERVING_ARTIFACT`.
     input_example : DataFrame, optional
         A few raw feature rows, encoded before logging; required with ``models``.
+    evaluated_models : ClvModels, optional
+        With a refitted ``models``: the pair evaluated on the holdout, logged as
+        :data:`EVALUATED_CHURN_MODEL` and :data:`EVALUATED_SPEND_MODEL` (not registered).
     """
     import mlflow
     import mlflow.lightgbm
@@ -250,6 +254,8 @@ def log_run(
                 churn_model_id=churn_info.model_id,
                 spend_model_id=spend_info.model_id,
             )
+            if evaluated_models is not None:
+                _log_evaluated_pair(evaluated_models, input_example, requirements, meta)
         if serving is not None:
             mlflow.log_dict(serving.model_dump(mode="json"), SERVING_ARTIFACT)
         return LoggedRun(run_id=run.info.run_id, **logged)
@@ -578,3 +584,138 @@ def registry_snapshot() -> dict[str, dict[str, Any]]:
             "aliases": {alias: str(version) for alias, version in model.aliases.items()},
         }
     return out
+
+
+# --------------------------------------------------------------------------- lifecycle and monitoring
+#
+# The refit lifecycle (a refitted pair served, its evaluated pair kept in the same run for the next
+# champion comparison) and the monitor runs of ``clvcast monitor``.
+
+#: Names of the evaluated pair in a run whose registered pair was refitted (``runs:/<run_id>/<name>``).
+EVALUATED_CHURN_MODEL = "churn_evaluated"
+EVALUATED_SPEND_MODEL = "spend_evaluated"
+
+
+def _log_evaluated_pair(models: ClvModels, input_example: pd.DataFrame, requirements: list[str], meta: dict) -> None:
+    """Log the evaluated boosters into the active run (inside :func:`log_run`)."""
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    example = models.transform(input_example)
+    for name, booster in ((EVALUATED_CHURN_MODEL, models.churn_model_), (EVALUATED_SPEND_MODEL, models.spend_model_)):
+        mlflow.lightgbm.log_model(
+            booster,
+            name=name,
+            signature=infer_signature(example, booster.predict(example)),
+            input_example=example,
+            pip_requirements=requirements,
+            metadata=meta,
+        )
+
+
+def load_evaluated_models(champion: Champion) -> ClvModels:
+    """The evaluated pair of a refitted champion, as it was judged on its holdout.
+
+    Raises
+    ------
+    ChampionError
+        The champion was not refitted (it is its own evaluated pair), or the pair cannot be loaded.
+    """
+    import mlflow.lightgbm
+    from mlflow.exceptions import MlflowException
+
+    evaluated = champion.serving.evaluated
+    if evaluated is None:
+        raise ChampionError(f"champion run {champion.run_id} has no evaluated pair: its served pair is the evaluated one")
+    _client()
+    loaded = {}
+    for name in (evaluated.churn_model, evaluated.spend_model):
+        try:
+            loaded[name] = mlflow.lightgbm.load_model(f"runs:/{champion.run_id}/{name}")
+        except (MlflowException, OSError) as exc:
+            raise ChampionError(f"cannot load {name} of run {champion.run_id} at {tracking_uri()}: {exc}") from exc
+    calibration = evaluated.calibration
+    return ClvModels.from_parts(
+        encoder=FeatureEncoder(evaluated.encoder.columns, evaluated.encoder.categories),
+        churn_model=loaded[evaluated.churn_model],
+        spend_model=loaded[evaluated.spend_model],
+        calibration=None if calibration is None else (calibration.x, calibration.y),
+        horizon_days=champion.horizon_days,
+        btyd_offset=evaluated.btyd_offset,
+    )
+
+
+def describe_versions(registration: Registration, description: str) -> None:
+    """Set the description of both registered versions of a run (shown in the MLflow UI)."""
+    client = _client()
+    for name, version in ((CHURN_MODEL, registration.churn_version), (SPEND_MODEL, registration.spend_version)):
+        client.update_model_version(name, version, description=description)
+
+
+def load_serving_artifact(run_id: str) -> ServingArtifact | None:
+    """The :data:`SERVING_ARTIFACT` of a training run, or ``None`` when the run or its artifact is missing.
+
+    Monitoring reads the drift reference, feature settings and holdout metrics of the models
+    behind a scoring with it; a scoring of models from another store is then reported, not an error.
+    """
+    client = _client()
+    try:
+        return _load_serving(client, run_id, tracking_uri())
+    except ChampionError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def log_monitor_run(
+    *,
+    as_of: str,
+    churn_version: str,
+    spend_version: str,
+    model_run_id: str,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    summary: dict[str, Any],
+    report: Path | None = None,
+) -> str:
+    """Log one ``clvcast monitor`` run against the model versions that made the latest scoring.
+
+    A run tagged ``clvcast.kind=monitor`` in the ``clvcast`` experiment holds the metrics (NaN
+    skipped), ``summary.json`` and the report; the same metrics are logged on the two versions'
+    logged models (MLflow's model metrics, shown on each model's page), and both registered
+    versions get the tags ``clvcast.monitor.run_id``, ``clvcast.monitor.as_of`` and
+    ``clvcast.monitor.alerts``.
+
+    Returns
+    -------
+    str
+        The run id.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    experiment_id = _experiment_id(client)
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+    versions = []
+    for name, version in ((CHURN_MODEL, churn_version), (SPEND_MODEL, spend_version)):
+        try:
+            versions.append((name, client.get_model_version(name, version)))
+        except MlflowException:
+            log.warning("'%s' v%s is not in the registry at %s: monitor metrics logged on the run only", name, version, tracking_uri())
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor {as_of}") as run:
+        mlflow.set_tags({
+            "clvcast.kind": "monitor", "as_of": as_of, "churn_model_version": churn_version,
+            "spend_model_version": spend_version, "model_run_id": model_run_id, **tags,
+        })  # fmt: skip
+        mlflow.log_metrics(finite)
+        for _, version in versions:
+            if getattr(version, "model_id", None):
+                mlflow.log_metrics(finite, model_id=version.model_id)
+        mlflow.log_dict(summary, "summary.json")
+        if report is not None:
+            mlflow.log_artifact(str(report))
+    for name, version in versions:
+        for key, value in (("clvcast.monitor.run_id", run.info.run_id), ("clvcast.monitor.as_of", as_of),
+                           ("clvcast.monitor.alerts", tags.get("alerts", ""))):  # fmt: skip
+            client.set_model_version_tag(name, version.version, key, value)
+    return run.info.run_id
