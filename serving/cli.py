@@ -220,7 +220,8 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
 @click.option("--cutoff", required=True, callback=_parse_date, help="Score as of the end of this day.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
-def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path):
+@click.option("--history", default=None, help="Also append the scoring to this history: a directory or a SQLAlchemy URL.")
+def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history):
     """Batch CLV for every customer from the champion models."""
     # Deferred: see the module docstring.
     from serving.scores import write_scores
@@ -234,6 +235,61 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
     write_scores(scores, out)
     _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}")
+    if history:
+        from serving.monitor.history import append_scores  # deferred: see the module docstring
+
+        written = append_scores(scores, history)
+        verb = f"replaced the scoring of {written.replaced:,} rows" if written.replaced else "added"
+        _echo(f"history {written.target}: {verb} as of {cutoff} (models v{written.key[1]}/v{written.key[2]}), "
+              f"{written.rows:,} customers")
+
+
+def _monitor_lines(monitored) -> list[str]:
+    result = monitored.result
+    lines = [f"monitor as of {result.as_of}: {len(result.scorings)} scoring date(s), data up to {result.data_end}, "
+             f"{len(result.alerts)} alert(s)"]  # fmt: skip
+    lines += [f"ALERT {a.message}" for a in result.alerts]
+    lines.append(f"wrote {monitored.summary_path} and {monitored.report_path}")
+    return lines
+
+
+@cli.command()
+@data_options
+@click.option("--history", required=True, help="History of `clvcast score --history`: a directory or a SQLAlchemy URL.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--as-of", default=None, callback=_parse_date, help="Monitor as of this day: scorings and data up to it.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+def monitor(source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, config_path):
+    """Trends, drift and realised performance of the scoring history; exit 3 on an alert."""
+    from serving.monitor.run import run_monitor  # deferred: see the module docstring
+
+    config = load_config(config_path)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
+    monitored = run_monitor(history, tables, out_dir, config=config, as_of=as_of)
+    click.echo("\n".join(_monitor_lines(monitored)))
+    return monitored.exit_code
+
+
+@cli.command()
+@data_options
+@click.option("--history", required=True, help="The scoring history: a directory or a SQLAlchemy URL.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory: scores.parquet and monitor/.")
+@click.option("--as-of", default=None, callback=_parse_date, help="Scoring date (default: the last day with a transaction).")
+@click.option("--horizon-days", type=click.IntRange(min=1), default=None, help="Label horizon H in days.")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+def retrain(source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, horizon_days, config_path):
+    """Train + champion rule + refit, re-score with the champion, monitor. Exit 0 ok, 3 alert, 4 not promoted."""
+    from serving.monitor.run import retrain as run_retrain  # deferred: see the module docstring
+    from training.pipeline import format_comparison
+
+    config = load_config(config_path, horizon_days=horizon_days)
+    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
+    done = run_retrain(tables, history=history, out_dir=out_dir, config=config, as_of=as_of)
+    click.echo(format_comparison(done.train))
+    click.echo(f"scored {done.history.rows:,} customers as of {done.history.key[0]} into {done.scores_path} and the history")
+    click.echo("\n".join(_monitor_lines(done.monitor)))
+    return done.exit_code
 
 
 @cli.command()
@@ -310,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="clvcast", standalone_mode=False)
+        # A command may return its exit code (monitor: 3 on an alert); the others return None.
+        code = cli.main(args=args, prog_name="clvcast", standalone_mode=False)
     except click.exceptions.Abort:
         _echo("aborted")
         return 130
@@ -333,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(lines) == 1 and not isinstance(exc, (ValueError, FileNotFoundError, LookupError)):
             _echo(f"       ({type(exc).__name__}; rerun with --debug for the traceback)")
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
