@@ -5,6 +5,8 @@ calls its stage function and says what it did. The stages log their steps with `
 command line gives clvcast's own loggers one handler on stderr, which ``--quiet`` limits to
 warnings, and keeps MLflow's own messages and download bars out of them unless ``--debug``.
 Errors end with a one-line cause and a non-zero exit code; ``--debug`` shows the traceback instead.
+``monitor`` exits 3 when it raises an alert, ``retrain`` 3 on an alert and 4 when the new models were
+not promoted (:mod:`serving.monitor.run`), so that a scheduler notices.
 
 Importing a stage module pulls in pandas, MLflow and LightGBM (seconds of CPU): each command
 imports its stage when it runs, so that ``clvcast --help`` and usage errors answer at once.

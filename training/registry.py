@@ -36,6 +36,15 @@ moves to the new pair when
 3. the current champion cannot be used by this code at all (its feature set no longer matches the
    feature code, or its two versions come from different runs): serving would refuse it anyway.
 
+The new pair is judged by its evaluated models (trained up to the holdout cutoff). A promoted pair
+is then refitted on origins up to the last day of the data and that pair is registered
+(:func:`training.pipeline.refit`); its run also logs the evaluated pair
+(:data:`EVALUATED_CHURN_MODEL`, :data:`EVALUATED_SPEND_MODEL`). So that the rule compares like
+with like, the champion is re-scored by a pair of its configuration that has not seen the new
+holdout window: its served pair when the data it learnt from end on or before the new cutoff,
+else its evaluated pair (:func:`load_evaluated_models`); when neither qualifies the runs are not
+comparable and the champion is kept unless promotion is forced.
+
 A champion with another horizon is not comparable on the same labels: the new pair is rejected
 unless promotion is forced (``train(..., promote="force")``). A failed run registers nothing; a
 rejected run registers its versions (for inspection and manual :func:`promote`) but never touches
