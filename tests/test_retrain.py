@@ -64,7 +64,7 @@ def _retrain(capsys, work, end, config):
 def test_retrain_promotes_refits_scores_and_monitors(capsys, work):
     code, out, err = _retrain(capsys, work, "2022-10-31", "fast.yaml")
     assert code == 0, (out, err)
-    assert "refitted on data up to 2022-10-31" in out and "(champion: no current champion)" in out
+    assert "(champion: no current champion)\nrefitted on data up to 2022-10-31" in out
     champion = registry.load_champion()
     assert champion.serving.refit and str(champion.serving.training_cutoff) == "2022-10-31"
     history = read_history(f"sqlite:///{work / 'history.db'}")

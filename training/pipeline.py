@@ -729,10 +729,12 @@ def format_comparison(result: TrainResult) -> str:
     head = f"holdout: {result.customers:,} customers, cutoff {result.cutoff}, horizon {result.horizon_days} days"
     table = format_table(result.metrics, total_actual=total)
     status = "champion" if result.promoted else "not promoted"
-    refit = f", refitted on data up to {result.data_end}" if result.refit else ""
+    refit = ""
+    if result.refit:
+        refit = f"\nrefitted on data up to {result.data_end}: the registered models have seen the final window"
     tail = (
-        f"registered clvcast-churn v{result.churn_version}, clvcast-spend v{result.spend_version}{refit} "
-        f"({status}: {result.reason})\nrun {result.run_id}"
+        f"registered clvcast-churn v{result.churn_version}, clvcast-spend v{result.spend_version} "
+        f"({status}: {result.reason}){refit}\nrun {result.run_id}"
     )
     lines = [head, table]
     if result.champion_metrics is not None:
