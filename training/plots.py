@@ -53,7 +53,9 @@ def decile_plot(actual: np.ndarray, predictions: dict[str, np.ndarray]) -> Figur
         ax.bar(x + 0.2, table["predicted"], width=0.4, label="predicted")
         ax.set_xticks(x, [str(d) for d in table.index])
         ax.set(xlabel="decile of predicted spend", title=f"{name} (MAPE {metrics.decile_mape(actual, pred):.2f})")
-    axes[0].set_ylabel("total spend in the horizon")
+    axes[0].set_ylabel("total spend in the horizon (log scale)")
+    # Log scale: the top decile holds most of the spend and would flatten the others to nothing.
+    axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
     return fig
@@ -67,5 +69,61 @@ def importance_plot(importance: pd.DataFrame, *, top: int = 20) -> Figure:
         shares = (importance[model] / (importance[model].sum() or 1.0)).sort_values().tail(top)
         ax.barh(shares.index.astype(str), shares.to_numpy())
         ax.set(xlabel="share of total gain", title=f"{model} model")
+    fig.tight_layout()
+    return fig
+
+
+def frequency_recency_plot(expected: pd.DataFrame, alive: pd.DataFrame, *, horizon_label: str) -> Figure:
+    """Heatmaps of expected purchases and P(alive) over frequency x recency (:mod:`training.diagnostics`)."""
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    for ax, frame, title, cmap in (
+        (axes[0], expected, f"expected purchase days in the next {horizon_label}", "viridis"),
+        (axes[1], alive, "P(alive)", "magma"),
+    ):
+        image = ax.imshow(
+            frame.to_numpy(), origin="lower", aspect="auto", cmap=cmap,
+            extent=(frame.columns.min(), frame.columns.max(), frame.index.min() - 0.5, frame.index.max() + 0.5),
+        )  # fmt: skip
+        fig.colorbar(image, ax=ax)
+        ax.set(xlabel="recency t_x (time units: first to last purchase)", ylabel="frequency x (repeat purchase days)",
+               title=title)
+    fig.suptitle("BG/NBD over frequency and recency, for customers observed for T")
+    fig.tight_layout()
+    return fig
+
+
+def calibration_holdout_plot(table: pd.DataFrame) -> Figure:
+    """Mean actual vs predicted holdout purchase days per calibration frequency."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    x = np.arange(len(table))
+    ax.plot(x, table["actual"], marker="o", label="actual")
+    ax.plot(x, table["predicted"], marker="s", linestyle="--", label="BG/NBD")
+    ax.set_xticks(x, table.index.tolist())
+    ax.set(xlabel="purchase days in calibration (frequency)", ylabel="mean purchase days in the holdout")
+    ax.set_title("Calibration vs holdout purchases")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def tracking_plot(tracking: pd.DataFrame) -> Figure:
+    """Actual vs expected repeat purchase days of the population, incremental and cumulative."""
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    x = pd.to_datetime(tracking["period_start"])
+    split = x[tracking["holdout"].to_numpy()].min() if tracking["holdout"].any() else None
+    for ax, (actual, expected, title) in zip(axes, (
+        ("actual", "expected", "repeat purchase days per period"),
+        ("actual_cumulative", "expected_cumulative", "cumulative repeat purchase days"),
+    )):  # fmt: skip
+        ax.plot(x, tracking[actual], label="actual")
+        ax.plot(x, tracking[expected], linestyle="--", label="BG/NBD")
+        if split is not None:
+            ax.axvline(split, color="grey", linestyle=":", label="end of calibration")
+        ax.set(title=title, xlabel="period")
+        ax.tick_params(axis="x", labelrotation=30)
+    axes[0].legend()
     fig.tight_layout()
     return fig
