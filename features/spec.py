@@ -4,6 +4,11 @@ Every column clvcast computes (features, labels, keys) is declared once as a :cl
 its dtype, its meaning and its unit, in the module that computes it. Dtypes are ``"int64"`` (counts
 and whole days, never missing), ``"float64"`` (amounts, ratios and anything that can be missing, as
 NaN) and ``"str"`` (pandas string dtype, missing as NaN; training encodes these as categoricals).
+
+A number column promises a finite value for every customer unless its spec says ``allow_nan``
+(a value that is undefined for some customers, such as the mean gap of a customer with one purchase
+day; the description says when). :func:`assemble` enforces the promise: no frame it builds holds
+NaN where a number was promised, nor infinity anywhere.
 """
 
 from __future__ import annotations
@@ -44,16 +49,27 @@ class FeatureSpec:
         What the value means, with its unit.
     family : str
         Feature family that computes it (a key of :data:`FAMILIES`), or ``"label"`` / ``"key"``.
+    allow_nan : bool
+        ``"float64"`` only: whether NaN is a legitimate value (undefined for some customers, as the
+        description says). False: the column promises a finite number for every customer.
+
+    Raises
+    ------
+    ValueError
+        On an unknown dtype, or ``allow_nan`` on a column that is not ``"float64"``.
     """
 
     name: str
     dtype: str
     description: str
     family: str
+    allow_nan: bool = False
 
     def __post_init__(self):
         if self.dtype not in DTYPES + ("datetime64[ns]",):
             raise ValueError(f"FeatureSpec {self.name!r}: dtype {self.dtype!r} is not one of {DTYPES}")
+        if self.allow_nan and self.dtype != "float64":
+            raise ValueError(f"FeatureSpec {self.name!r}: allow_nan applies to float64 columns, not {self.dtype}")
 
 
 def windows(config: FeatureConfig) -> tuple[int, ...]:
@@ -88,15 +104,53 @@ def trend_description(what: str, short: int, long: int) -> str:
 
 
 def assemble(ids: pd.Index, specs: tuple[FeatureSpec, ...], columns: dict) -> pd.DataFrame:
-    """Assemble declared columns, in declared order and dtype, on the customer index."""
+    """Assemble declared columns, in declared order and dtype, on the customer index.
+
+    Parameters
+    ----------
+    ids : pandas.Index
+        The customers, one per row.
+    specs : tuple of FeatureSpec
+        The columns, in order.
+    columns : dict
+        Values per column name, aligned with ``ids``.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    ValueError
+        If a number column holds a value it does not allow: infinity anywhere, NaN where the spec
+        promises a number (``allow_nan`` false). The message names the column and its first
+        customers, so that no command writes such a value and exits 0.
+    """
     data = {}
     for spec in specs:
         values = columns[spec.name]
         if spec.dtype == "str":
             data[spec.name] = values if isinstance(values.dtype, pd.StringDtype) else pd.array(values, dtype="str")
-        else:
-            data[spec.name] = np.asarray(values, dtype=spec.dtype)
+            continue
+        values = np.asarray(values)
+        if spec.dtype in ("float64", "int64") and values.dtype.kind in "fc":
+            _check_finite(spec, values, ids)
+        data[spec.name] = values.astype(spec.dtype, copy=False)
     return pd.DataFrame(data, index=ids, columns=[s.name for s in specs], copy=False)
+
+
+def _check_finite(spec: FeatureSpec, values: np.ndarray, ids: pd.Index) -> None:
+    # int64 is checked too: casting NaN to int64 would write -9223372036854775808, not fail.
+    bad = np.isinf(values) if spec.allow_nan else ~np.isfinite(values)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad)
+    shown = ", ".join(f"{ids[i]} ({values[i]})" for i in rows[:5])
+    rule = "NaN allowed, infinity never" if spec.allow_nan else "a finite number for every customer"
+    raise ValueError(
+        f"{spec.family} column {spec.name!r}: rule 'finite' ({rule}): {rows.size:,} of {values.size:,} "
+        f"customer(s) break it, first: {shown}"
+    )
 
 
 def check_frame(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...]) -> None:

@@ -17,6 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -296,3 +297,17 @@ def test_cutoff_before_any_transaction_is_a_one_line_error(capsys, work, data, t
 def test_bad_option_values_exit_with_usage_errors(capsys, work, data):
     run = _run(capsys, "features", "--data", data, "--cutoff", "31/12/2024", "--out", work / "x.parquet")
     assert run.code == 2 and "expected a date YYYY-MM-DD" in run.err and "Traceback" not in run.err
+
+
+def test_a_non_finite_feature_is_a_one_line_error_and_nothing_is_written(capsys, tmp_path, data, monkeypatch):
+    from features.families import FAMILIES
+
+    family = FAMILIES["btyd"]
+    computed = family.columns
+    monkeypatch.setattr(
+        family, "columns", lambda h, config, params: computed(h, config, params) | {"btyd_expected_spend": np.full(h.n, np.nan)}
+    )
+    out = tmp_path / "f.csv"
+    run = _run(capsys, "--quiet", "features", "--data", data, "--cutoff", FEATURE_CUTOFF, "--out", out)
+    _assert_one_line_error(run, "btyd column 'btyd_expected_spend': rule 'finite'", "customer(s) break it, first:")
+    assert not out.exists()

@@ -17,7 +17,7 @@ from features.contract import Tables
 from features.dates import parse_cutoff
 from features.families import FAMILIES
 from features.schema import feature_schema, feature_set_id
-from features.spec import check_frame
+from features.spec import FeatureSpec, assemble, check_frame
 from features.synthetic import generate
 
 STR = "str"
@@ -399,3 +399,59 @@ def test_cdnow_btyd_fit_reproduces_the_reference_parameters(cdnow):
     np.testing.assert_allclose(
         got["btyd_expected_order_value"], bt.gamma_gamma_expected_value(params.gamma_gamma, x, m), rtol=1e-9
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# the finite rule: a number column promises a number unless it declares allow_nan
+
+
+def test_assemble_refuses_nan_where_a_number_is_promised_and_inf_anywhere():
+    ids = index(["a", "b", "c"])
+    promised = FeatureSpec("total", "float64", "spend (currency units)", "test")
+    optional = FeatureSpec("gap", "float64", "mean gap (days); NaN with one purchase day", "test", allow_nan=True)
+    frame = assemble(ids, (promised, optional), {"total": [1.0, 2.0, 3.0], "gap": [np.nan, 4.0, np.nan]})
+    assert frame["gap"].isna().tolist() == [True, False, True]
+
+    with pytest.raises(ValueError) as info:
+        assemble(ids, (promised,), {"total": [1.0, np.nan, np.inf]})
+    message = str(info.value)
+    assert message == (
+        "test column 'total': rule 'finite' (a finite number for every customer): 2 of 3 customer(s) "
+        "break it, first: b (nan), c (inf)"
+    )
+    with pytest.raises(ValueError, match=r"'gap': rule 'finite' \(NaN allowed, infinity never\): 1 of 3 .* a \(-inf\)"):
+        assemble(ids, (optional,), {"gap": [-np.inf, np.nan, 1.0]})
+    # An int64 column from float values: NaN would otherwise become -9223372036854775808.
+    count = FeatureSpec("days", "int64", "days", "test")
+    with pytest.raises(ValueError, match=r"'days': rule 'finite'.*first: c \(nan\)"):
+        assemble(ids, (count,), {"days": np.array([1.0, 2.0, np.nan])})
+    assert assemble(ids, (count,), {"days": np.array([1.0, 2.0, 3.0])})["days"].tolist() == [1, 2, 3]
+
+
+def test_allow_nan_is_for_float_columns_only():
+    with pytest.raises(ValueError, match="allow_nan applies to float64 columns, not int64"):
+        FeatureSpec("days", "int64", "days", "test", allow_nan=True)
+
+
+def test_which_feature_columns_may_be_nan():
+    allowed = {s.name for s in feature_schema(CONFIG) if s.allow_nan}
+    # The BTYD quantities are defined for any history: a NaN there is a numerical failure.
+    assert not {s.name for s in FAMILIES["btyd"].schema(CONFIG)} & allowed
+    assert {"gap_mean_days", "refund_share", "acquisition_cost", "session_days_since_last", "age"} <= allowed
+    assert not {"total_spend", "monetary_value", "spend_30d", "purchase_rate_per_day"} & allowed
+    # Every column that may be NaN says when, in its description.
+    assert all("NaN" in s.description for s in feature_schema(CONFIG) if s.allow_nan)
+
+
+def test_build_features_names_the_column_and_customers_of_a_non_finite_btyd_value(tiny, monkeypatch):
+    btyd_family = FAMILIES["btyd"]
+    computed = btyd_family.columns
+
+    def with_a_nan(h, config, params):
+        out = computed(h, config, params)
+        out["btyd_p_alive"] = np.where(np.asarray(h.ids) == "B", np.nan, out["btyd_p_alive"])
+        return out
+
+    monkeypatch.setattr(btyd_family, "columns", with_a_nan)
+    with pytest.raises(ValueError, match=r"btyd column 'btyd_p_alive': rule 'finite' .*: 1 of 3 customer\(s\) break it, first: B \(nan\)"):
+        build_features(tiny, cutoff=CUTOFF, config=CONFIG, btyd=PARAMS)

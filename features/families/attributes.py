@@ -19,15 +19,15 @@ def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
     specs = [
         FeatureSpec("channel", "str", "acquisition channel (categorical); NaN when unknown", f),
         FeatureSpec("days_since_acquisition", "int64", "days from acquired_at (default, or when later than the cutoff: the first purchase day) to the cutoff day", f),
-        FeatureSpec("acquisition_cost", "float64", "CAC paid for this customer (currency units); NaN when unknown", f),
-        FeatureSpec("is_referred", "float64", "1 when referred_by names a referrer, 0 when it is empty; NaN when the customers table or column is missing", f),
+        FeatureSpec("acquisition_cost", "float64", "CAC paid for this customer (currency units); NaN when unknown", f, allow_nan=True),
+        FeatureSpec("is_referred", "float64", "1 when referred_by names a referrer, 0 when it is empty; NaN when the customers table or column is missing", f, allow_nan=True),
     ]
     categorical = categorical_covariates(config)
     for c in config.covariates:
         if c in categorical:
             specs.append(FeatureSpec(c, "str", f"customers.{c} (categorical covariate); NaN when missing", f))
         else:
-            specs.append(FeatureSpec(c, "float64", f"customers.{c} (numeric covariate, units of the source); NaN when missing", f))
+            specs.append(FeatureSpec(c, "float64", f"customers.{c} (numeric covariate, units of the source); NaN when missing", f, allow_nan=True))
     return tuple(specs)
 
 

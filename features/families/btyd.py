@@ -23,7 +23,11 @@ NAME = "btyd"
 
 
 def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
-    """BG/NBD and Gamma-Gamma predictions, with population parameters fitted up to the cutoff."""
+    """BG/NBD and Gamma-Gamma predictions, with population parameters fitted up to the cutoff.
+
+    Every column promises a finite number for every customer (no ``allow_nan``): a BTYD quantity
+    is defined for any history, so NaN here is a numerical failure, which :func:`assemble` refuses.
+    """
     f = NAME
     h = config.btyd_horizon_days
     return (

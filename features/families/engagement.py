@@ -20,9 +20,9 @@ def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
         specs.append(FeatureSpec(f"{e}_count", "int64", f"'{e}' events over the whole history", f))
         for w in windows(config):
             specs.append(FeatureSpec(f"{e}_count_{w}d", "int64", f"'{e}' events in the last {w} days (cutoff day included)", f))
-        specs.append(FeatureSpec(f"{e}_days_since_last", "float64", f"days from the last '{e}' event to the cutoff day; NaN when there is none", f))
+        specs.append(FeatureSpec(f"{e}_days_since_last", "float64", f"days from the last '{e}' event to the cutoff day; NaN when there is none", f, allow_nan=True))
         for short, long in window_pairs(config):
-            specs.append(FeatureSpec(f"{e}_trend_{short}d_{long}d", "float64", trend_description(f"'{e}' events", short, long), f))
+            specs.append(FeatureSpec(f"{e}_trend_{short}d_{long}d", "float64", trend_description(f"'{e}' events", short, long), f, allow_nan=True))
     return tuple(specs)
 
 

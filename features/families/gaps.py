@@ -15,10 +15,10 @@ def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
     """Inter-purchase gaps and purchase rates."""
     f = NAME
     return (
-        FeatureSpec("gap_mean_days", "float64", "mean days between consecutive purchase days; NaN with one purchase day", f),
-        FeatureSpec("gap_std_days", "float64", "sample standard deviation of the gaps between purchase days (days); NaN with fewer than two gaps", f),
-        FeatureSpec("gap_max_days", "float64", "longest gap between consecutive purchase days (days); NaN with one purchase day", f),
-        FeatureSpec("recency_gap_ratio", "float64", "recency_days / gap_mean_days: how overdue the next purchase is (> 1 = later than usual); NaN with one purchase day", f),
+        FeatureSpec("gap_mean_days", "float64", "mean days between consecutive purchase days; NaN with one purchase day", f, allow_nan=True),
+        FeatureSpec("gap_std_days", "float64", "sample standard deviation of the gaps between purchase days (days); NaN with fewer than two gaps", f, allow_nan=True),
+        FeatureSpec("gap_max_days", "float64", "longest gap between consecutive purchase days (days); NaN with one purchase day", f, allow_nan=True),
+        FeatureSpec("recency_gap_ratio", "float64", "recency_days / gap_mean_days: how overdue the next purchase is (> 1 = later than usual); NaN with one purchase day", f, allow_nan=True),
         FeatureSpec("purchase_rate_per_day", "float64", "purchase days / days observed (tenure_days + 1: the first purchase day through the cutoff day)", f),
         FeatureSpec("spend_rate_per_day", "float64", "total_spend / (tenure_days + 1) (currency units per day)", f),
     )

@@ -26,7 +26,7 @@ def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
         FeatureSpec("max_order_value", "float64", "largest purchase-day value, refunds excluded (currency units)", f),
         FeatureSpec("refund_count", "int64", "refund transactions (amount < 0)", f),
         FeatureSpec("refund_amount", "float64", "refunded amount over the history, as a positive number (currency units)", f),
-        FeatureSpec("refund_share", "float64", "refund_amount / purchases before refunds (0..1 for ordinary data); NaN when all purchases are 0", f),
+        FeatureSpec("refund_share", "float64", "refund_amount / purchases before refunds (0..1 for ordinary data); NaN when all purchases are 0", f, allow_nan=True),
     )
 
 

@@ -19,8 +19,8 @@ def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
         specs.append(FeatureSpec(f"purchase_days_{w}d", "int64", f"purchase days in the last {w} days (cutoff day included)", f))
         specs.append(FeatureSpec(f"spend_{w}d", "float64", f"net spend in the last {w} days, refunds deducted (currency units)", f))
     for short, long in window_pairs(config):
-        specs.append(FeatureSpec(f"purchase_trend_{short}d_{long}d", "float64", trend_description("purchase days", short, long), f))
-        specs.append(FeatureSpec(f"spend_trend_{short}d_{long}d", "float64", trend_description("net spend", short, long), f))
+        specs.append(FeatureSpec(f"purchase_trend_{short}d_{long}d", "float64", trend_description("purchase days", short, long), f, allow_nan=True))
+        specs.append(FeatureSpec(f"spend_trend_{short}d_{long}d", "float64", trend_description("net spend", short, long), f, allow_nan=True))
     return tuple(specs)
 
 
