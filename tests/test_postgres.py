@@ -12,8 +12,9 @@ import pytest
 import sqlalchemy as sa
 from pandas.testing import assert_frame_equal
 
+from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams
 from features.build import build_features
-from features.contract import DataValidationError
+from features.contract import RULE_ID_NOT_WHOLE, DataValidationError
 from features.io import load_tables, write_tables
 from features.synthetic import generate
 from serving.service import free_port
@@ -285,3 +286,39 @@ def test_artifact_root_of_a_new_experiment(tmp_path, monkeypatch):
         assert registry._default_artifact_location(store) == (tmp_path / "elsewhere").as_uri()
     monkeypatch.setenv(registry.ARTIFACT_ROOT_ENV, "s3://bucket/clvcast")
     assert registry._default_artifact_location(uri) == "s3://bucket/clvcast"
+
+
+def test_ids_of_numeric_types_are_canonical_as_from_files(postgres):
+    """float8, numeric(20,2) and int8 ids print as the same text ids that the other tables hold."""
+    postgres.create_database("numeric_ids")
+    url = postgres.url("numeric_ids")
+    _execute(
+        postgres,
+        "numeric_ids",
+        "create table transactions (customer_id float8, timestamp date, amount float8)",
+        "insert into transactions values (100000000001, '2024-01-01', 10), (7, '2024-01-02', 20), (7, '2024-02-02', 5)",
+        "create table events (customer_id numeric(20, 2), timestamp date, event_type text)",
+        "insert into events values (100000000001.00, '2024-01-03', 'session'), (12.50, '2024-01-03', 'session')",
+        "create table customers (customer_id text, channel text, referred_by int8)",
+        "insert into customers values ('100000000001', 'search', null), ('7', 'social', 100000000001)",
+    )
+    result = load_tables(url)
+    t = result.tables
+    assert t.transactions["customer_id"].tolist() == ["100000000001", "7", "7"]
+    assert t.events["customer_id"].tolist() == ["100000000001", "12.5"]  # decimals without trailing zeros
+    assert t.customers["referred_by"].tolist()[1] == "100000000001"
+    # Stored population parameters, as serving passes them: two customers are too few to fit on.
+    params = BTYDParams(
+        bgnbd=BGNBDParams(r=0.25, alpha=4.0, a=0.8, b=2.5),
+        gamma_gamma=GammaGammaParams(p=6.0, q=4.0, v=15.0),
+        time_unit_days=7.0,
+    )
+    features = build_features(t, cutoff="2024-12-31", btyd=params)
+    assert features["channel"].tolist() == ["search", "social"]
+    assert features["session_count"].tolist() == [1, 0]
+
+    _execute(postgres, "numeric_ids", "insert into transactions values (1.5, '2024-01-04', 1)")
+    with pytest.raises(DataValidationError) as info:
+        load_tables(url)
+    (v,) = info.value.violations
+    assert (v.column, v.rule, v.examples) == ("customer_id", RULE_ID_NOT_WHOLE, [{"row": 4, "customer_id": 1.5}])

@@ -200,7 +200,7 @@ class SqlReader:
     def read(self, name: str, renames: Mapping[str, str]) -> RawTable:
         db_name = self.db_names[name]
         source = f"table {db_name} at {self.display}"
-        declared_text = {c.name for c in TABLE_SPECS[name].columns if c.dtype == "string"}
+        declared_text = {c.name for c in TABLE_SPECS[name].columns if c.dtype in ("id", "string")}
         # Source columns that land on a declared text column (ids, channels) once renamed.
         text_sources = {s for s, t in renames.items() if t in declared_text} | (declared_text - set(renames))
         data = self._db.read(db_name, text_sources)
@@ -312,10 +312,14 @@ def _pg_select_item(column: str, typname: str, as_text: bool) -> str:
     quoted = _quote(column)
     if typname in _PG_NATIVE_TYPES:
         return quoted
-    if typname == "numeric" and not as_text:
+    if typname == "numeric":
+        if as_text:
+            # An id keeps every digit of a numeric(20,0), in the canonical form of
+            # features.contract.canonical_ids: no trailing fractional zeros (trim_scale, PostgreSQL 13+).
+            return f"trim_scale({quoted})::text as {quoted}"
         # Amounts and numeric covariates as float64, as the contract normalises them.
         return f"{quoted}::float8 as {quoted}"
-    # An id keeps what the database prints: every digit of a numeric(20,0), a uuid with its hyphens.
+    # An id keeps what the database prints: a uuid with its hyphens.
     return f"{quoted}::text as {quoted}"
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contract import TABLE_SPECS, TableSpec, Violation
+from features.contract import TABLE_SPECS, TableSpec, Violation, canonical_ids
 from features.io.sources import RawTable
 
 __all__ = ["Checked", "validate_table", "write_quarantine"]
@@ -96,7 +96,9 @@ def validate_table(spec: TableSpec, raw: RawTable, renames: Mapping[str, str]) -
                 )
             continue
         arr = data.column(col.name)
-        if col.dtype == "string":
+        if col.dtype == "id":
+            result = _normalise_id(arr, required=col.required)
+        elif col.dtype == "string":
             result = _normalise_string(arr, required=col.required)
         elif col.dtype == "datetime":
             result = _normalise_datetime(arr, required=col.required)
@@ -165,8 +167,27 @@ def _as_chunked(arr: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
 
 
+def _normalise_id(arr: pa.ChunkedArray, *, required: bool) -> _Normalised:
+    """Ids in the canonical text of :func:`features.contract.canonical_ids`; values that cannot be ids are flagged."""
+    try:
+        ids = canonical_ids(arr)
+    except TypeError as exc:
+        return f"unsupported column type: {exc}"
+    broken = list(ids.broken.items())
+    blank = _nulls_or_blank(ids.ids)
+    for _, mask in broken:  # a value that cannot be an id is null now: one rule for it is enough
+        blank &= ~mask
+    if required:
+        return ids.ids, [(RULE_BLANK, blank)] + broken
+    # In an optional column an empty cell means "none" (a CSV cannot say null otherwise).
+    arr = ids.ids
+    if blank.any():
+        arr = _as_chunked(pc.if_else(pa.array(blank), pa.scalar(None, arr.type), arr))
+    return arr, broken
+
+
 def _normalise_string(arr: pa.ChunkedArray, *, required: bool) -> _Normalised:
-    """Text (ids, event types, channels): any scalar type becomes text; numbers print as integers when whole."""
+    """Text (event types, channels): any scalar type becomes text; numbers print as integers when whole."""
     if pa.types.is_null(arr.type):
         arr = pa.chunked_array([pa.nulls(len(arr), pa.string())])
     elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
