@@ -10,7 +10,8 @@ Normalised dtypes
   7.0 both become ``"7"``. Every table, every source and the HTTP API agree on it, so that joins
   between tables match.
 - ``timestamp`` / ``acquired_at``: ``datetime64[ns]`` without a time zone, meaning UTC. A date becomes
-  midnight UTC; an aware datetime is converted to UTC and its zone dropped.
+  midnight UTC; an aware datetime is converted to UTC and its zone dropped. Plausible values lie
+  between :data:`EARLIEST_TIMESTAMP` and :data:`LATEST_TIMESTAMP`.
 - ``amount`` / ``acquisition_cost``: ``float64``, finite.
 - ``event_type``, ``channel``: pandas string dtype.
 """
@@ -31,6 +32,12 @@ import pyarrow.compute as pc
 AMOUNT_LIMIT = 1e9
 #: Earliest plausible timestamp of a purchase, event or acquisition. The HTTP boundary enforces it.
 EARLIEST_TIMESTAMP = datetime(1900, 1, 1)
+#: Latest plausible timestamp: the end of 2200-12-31, the last ``as_of`` day the HTTP API accepts, so
+#: that a history valid for one boundary is valid for the other. A fixed date rather than "now plus
+#: a year": whether a file loads must not depend on the day it is loaded (a backtest rerun years
+#: later, a test) and future-dated rows (scheduled renewals) are legitimate. Corrupt files are
+#: caught by their own checks (Parquet checksums and statistics, CSV line counts), not by this bound.
+LATEST_TIMESTAMP = datetime(2200, 12, 31, 23, 59, 59, 999999)
 #: Longest customer id, event type and category (channel, covariate level) text, characters.
 MAX_ID_LENGTH = 128
 

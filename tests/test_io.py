@@ -546,3 +546,46 @@ def test_malformed_csv_is_reported(tmp_path):
     _write(tmp_path, "transactions.csv", "customer_id,timestamp,amount\n1,2024-01-01,1\n2,2024-01-01,1,extra\n")
     with pytest.raises(ValueError, match=r"transactions\.csv: malformed CSV: .*Expected 3 columns, got 4"):
         load_tables(tmp_path)
+
+
+# --- plausible timestamps ----------------------------------------------------------------------
+
+
+def test_timestamps_outside_the_plausible_range_break_a_rule(tmp_path):
+    _write(
+        tmp_path,
+        "transactions.csv",
+        "customer_id,timestamp,amount\n"
+        "1,1900-01-01,1\n2,1899-12-31 23:59:59,1\n3,2200-12-31 23:59:59,1\n4,2201-01-01,1\n5,1678-06-23,1\n",
+    )
+    pd.DataFrame(
+        {"customer_id": ["1", "2"], "acquired_at": pd.to_datetime(["1850-05-01", "2024-01-01"]).as_unit("us")}
+    ).to_parquet(tmp_path / "customers.parquet")
+    rule = "date/datetime outside the plausible range 1900-01-01 .. 2200-12-31"
+    found = [(Path(v.source).name, v.column, v.rule, v.n_rows, v.examples) for v in _error(tmp_path).violations]
+    assert found == [
+        ("transactions.csv", "timestamp", rule, 3, [
+            {"row": 2, "line": 3, "timestamp": "1899-12-31 23:59:59", "customer_id": "2"},
+            {"row": 4, "line": 5, "timestamp": "2201-01-01", "customer_id": "4"},
+            {"row": 5, "line": 6, "timestamp": "1678-06-23", "customer_id": "5"},
+        ]),
+        ("customers.parquet", "acquired_at", rule, 1, [
+            {"row": 1, "acquired_at": "1850-05-01 00:00:00", "customer_id": "1"},
+        ]),
+    ]  # fmt: skip
+
+    result = load_tables(tmp_path, on_invalid="quarantine", quarantine_dir=tmp_path / "q")
+    assert result.tables.transactions["customer_id"].tolist() == ["1", "3"]
+    assert result.report.quarantined == {"transactions": {f"timestamp: {rule}": 3}, "customers": {f"acquired_at: {rule}": 1}}
+    q = pd.read_csv(tmp_path / "q" / "transactions.quarantine.csv", dtype=str)
+    assert q["line"].tolist() == ["3", "5", "6"] and (q["reason"] == f"timestamp: {rule}").all()
+
+
+def test_the_sql_loader_applies_the_timestamp_rule(tmp_path):
+    db = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table transactions (customer_id varchar, timestamp timestamp, amount double)")
+        con.execute("insert into transactions values ('1', '2024-01-01', 1), ('2', '1800-01-01', 1)")
+    (v,) = _error(f"duckdb:///{db}").violations
+    assert (v.column, v.n_rows, v.examples) == ("timestamp", 1, [{"row": 2, "timestamp": "1800-01-01 00:00:00", "customer_id": "2"}])
+    assert v.rule.startswith("date/datetime outside the plausible range")

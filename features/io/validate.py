@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contract import TABLE_SPECS, TableSpec, Violation, canonical_ids
+from features.contract import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, TABLE_SPECS, TableSpec, Violation, canonical_ids
 from features.io.sources import RawTable
 
 __all__ = ["Checked", "validate_table", "write_quarantine"]
@@ -31,11 +31,18 @@ _NAN_STRINGS = frozenset({"nan", "+nan", "-nan"})
 # datetime64[ns] covers 1677-09-21 .. 2262-04-11; outside it a value cannot be represented at all.
 _NS_MIN = pd.Timestamp.min.as_unit("ns")
 _NS_MAX = pd.Timestamp.max.as_unit("ns")
+# The plausible range of the contract, as half-open bounds on timestamp[ns] (the whole last day is in).
+_PLAUSIBLE_FROM = pa.scalar(pd.Timestamp(EARLIEST_TIMESTAMP).as_unit("ns"), pa.timestamp("ns"))
+_PLAUSIBLE_UNTIL = pa.scalar(
+    pd.Timestamp(LATEST_TIMESTAMP.date()).as_unit("ns") + pd.Timedelta(days=1), pa.timestamp("ns")
+)
 
 RULE_NULL = "null"
 RULE_BLANK = "null or blank"
 RULE_DATETIME = "unparseable date/datetime (expected a date or ISO-8601 datetime)"
-RULE_DATETIME_RANGE = "date/datetime outside 1677-09-22 .. 2262-04-11"
+RULE_DATETIME_RANGE = (
+    f"date/datetime outside the plausible range {EARLIEST_TIMESTAMP:%Y-%m-%d} .. {LATEST_TIMESTAMP:%Y-%m-%d}"
+)
 RULE_NUMERIC = "non-numeric"
 RULE_FINITE = "non-finite (NaN or infinite)"
 RULE_NEGATIVE = "negative"
@@ -220,11 +227,24 @@ def _normalise_datetime(arr: pa.ChunkedArray, *, required: bool) -> _Normalised:
         arr, unparseable, out_of_range = _parse_datetime_strings(pc.cast(arr, pa.string()))
     else:
         return f"unsupported column type {t} (expected a date, a datetime or ISO-8601 text)"
+    arr, implausible = _outside_plausible_range(arr)
+    out_of_range = out_of_range | implausible
     findings = [(RULE_DATETIME, unparseable), (RULE_DATETIME_RANGE, out_of_range)]
     if required:
         null = _to_mask(arr.is_null()) & ~unparseable & ~out_of_range
         findings.insert(0, (RULE_NULL, null))
     return arr, findings
+
+
+def _outside_plausible_range(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """Timestamps outside the contract's plausible range become null and are flagged."""
+    lowest, highest = pc.min_max(arr).values()
+    if lowest.as_py() is None or (
+        pc.greater_equal(lowest, _PLAUSIBLE_FROM).as_py() and pc.less(highest, _PLAUSIBLE_UNTIL).as_py()
+    ):
+        return arr, np.zeros(len(arr), dtype=bool)  # the usual case: one pass, no mask unpacked
+    mask = _to_mask(pc.or_(pc.less(arr, _PLAUSIBLE_FROM), pc.greater_equal(arr, _PLAUSIBLE_UNTIL)))
+    return _as_chunked(pc.if_else(pa.array(mask), pa.scalar(None, arr.type), arr)), mask
 
 
 def _timestamp_to_ns(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
