@@ -130,18 +130,20 @@ class Tables:
 
 @dataclass(frozen=True)
 class Violation:
-    """One broken rule in one column of one table."""
+    """One broken rule in one column of one table (``column`` is None for a rule about whole rows or
+    the whole file, such as a malformed CSV row or a corrupt Parquet page)."""
 
     source: str  # file path, or "table <name> at <url>"
-    column: str
+    column: str | None
     rule: str
     n_rows: int
     examples: list[dict] = field(default_factory=list)  # first few offending rows, with their row number
 
     def __str__(self) -> str:
         shown = "; ".join(str(e) for e in self.examples)
+        where = f"column '{self.column}': " if self.column is not None else ""
         return (
-            f"{self.source}: column '{self.column}': {self.rule}: {self.n_rows} row(s) break it"
+            f"{self.source}: {where}{self.rule}: {self.n_rows} row(s) break it"
             + (f", first: {shown}" if shown else "")
         )
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from features.contract import TABLE_SPECS, DataValidationError, Tables, Violation
 from features.io.column_map import parse_column_map
+from features.io.parquet_files import write_parquet
 from features.io.sources import FILE_SUFFIXES, reader_for
 from features.io.validate import Checked, validate_table, write_quarantine
 
@@ -31,7 +31,12 @@ class LoadReport:
     table_sources : dict of str to str
         Where each table came from: a file path, or ``"table <name> at <url>"``.
     rows_read : dict of str to int
-        Data rows read per table, before anything was set aside.
+        Data rows read per table, before anything was set aside (malformed CSV rows included).
+    rows_expected : dict of str to int or None
+        The data rows each file states it holds, which ``rows_read`` was checked against (a
+        mismatch is an error): a CSV file's data lines (header and blank lines at the end excluded,
+        one row per line), a Parquet file's row count in its footer. None for a database table,
+        which states no count apart from the rows it returns.
     rows_quarantined : dict of str to int
         Rows set aside per table (only with ``on_invalid="quarantine"``; zero otherwise).
     quarantined : dict of str to dict of str to int
@@ -46,6 +51,7 @@ class LoadReport:
     source: str
     table_sources: dict[str, str]
     rows_read: dict[str, int]
+    rows_expected: dict[str, int | None] = field(default_factory=dict)
     rows_quarantined: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantine_files: dict[str, Path] = field(default_factory=dict)
@@ -62,6 +68,10 @@ class LoadReport:
         for table, n_read in self.rows_read.items():
             n_out = self.rows_quarantined.get(table, 0)
             line = f"{table}: {n_read:,} rows from {self.table_sources[table]}"
+            expected = self.rows_expected.get(table)
+            if expected is not None:
+                stated = "data lines" if self.table_sources[table].endswith((".csv", ".csv.gz")) else "footer"
+                line += f" ({stated}: {expected:,})"
             if n_out:
                 line += f", {n_out:,} quarantined to {self.quarantine_files[table]}"
             lines.append(line)
@@ -125,10 +135,12 @@ def load_tables(
     FileNotFoundError
         The directory, or its transactions table, does not exist.
     ValueError
-        A table is ambiguous (several files), a database table is missing, a CSV file is malformed,
-        or the arguments are inconsistent.
+        A table is ambiguous (several files), a database table is missing, a CSV file is empty or
+        unparseable beyond its malformed rows, or the arguments are inconsistent.
     DataValidationError
-        The data breaks the contract (all broken rules of the load at once).
+        The data breaks the contract (all broken rules of the load at once), or a Parquet file is
+        corrupt (a page fails its checksum or cannot be decoded, or the rows, values or nulls read
+        differ from what its footer records: never quarantined, the file must be restored).
 
     Notes
     -----
@@ -138,9 +150,24 @@ def load_tables(
     one snapshot; ``numeric`` and other non-native types of id columns as the database's text,
     other ``numeric`` columns as float64), other databases with pandas' Arrow-backed ``read_sql``.
     Validation is vectorised; string timestamps and numbers go through pandas only when
-    Arrow's strict parsers reject some value. For CSV, blank lines inside the file are kept as rows
-    (and then break the ``customer_id`` rule, at their exact line) while blank lines at the end of the
-    file are not data.
+    Arrow's strict parsers reject some value.
+
+    Ids (``customer_id`` of every table, ``customers.referred_by``) of any type become the canonical
+    text of :func:`features.contract.canonical_ids`; a float that is not a whole number, or too
+    large to be exact, breaks a row-level rule. Timestamps outside 1900-01-01 .. 2200-12-31
+    (:data:`~features.contract.EARLIEST_TIMESTAMP`, :data:`~features.contract.LATEST_TIMESTAMP`)
+    break a row-level rule.
+
+    A CSV file has one row per line (:mod:`features.io.csv_files`): a line that does not split into
+    the header's fields, or whose quoted value runs past its end, is a malformed row, reported with
+    its line (and quarantined with the line as written, in a ``text`` column); it never swallows
+    the lines after it. The rows read are checked against the file's line count, and a Parquet
+    file's against its footer (:mod:`features.io.parquet_files`). Blank lines inside a CSV file are
+    kept as rows (and then break the ``customer_id`` rule, at their exact line) while blank lines
+    at the end of the file are not data.
+
+    Nothing is left out silently: rows set aside are in the quarantine files and counted in the
+    report.
     """
     if on_invalid not in ("raise", "quarantine"):
         raise ValueError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
@@ -167,7 +194,7 @@ def load_tables(
         qdir = Path(quarantine_dir)
         for name, c in checked.items():
             path = qdir / f"{name}.quarantine.csv"
-            if c.bad.any():
+            if c.rows_set_aside:
                 qdir.mkdir(parents=True, exist_ok=True)
                 write_quarantine(c, path)
                 quarantine_files[name] = path
@@ -178,10 +205,11 @@ def load_tables(
     report = LoadReport(
         source=reader.display,
         table_sources={name: c.raw.source for name, c in checked.items()},
-        rows_read={name: c.raw.data.num_rows for name, c in checked.items()},
-        rows_quarantined={name: int(c.bad.sum()) for name, c in checked.items()},
+        rows_read={name: c.raw.rows_read for name, c in checked.items()},
+        rows_expected={name: c.raw.rows_expected for name, c in checked.items()},
+        rows_quarantined={name: c.rows_set_aside for name, c in checked.items()},
         quarantined={
-            name: {f"{v.column}: {v.rule}": v.n_rows for v in c.violations}
+            name: {(v.rule if v.column is None else f"{v.column}: {v.rule}"): v.n_rows for v in c.violations}
             for name, c in checked.items()
             if c.violations
         },
@@ -206,7 +234,8 @@ def write_tables(
     out_dir : str or path
         Target directory, created if missing. Files of the same name are replaced.
     format : {"parquet", "csv", "csv.gz"}
-        File format. Parquet keeps dtypes exactly; CSV writes timestamps as ISO-8601 text.
+        File format. Parquet keeps dtypes exactly, with a checksum on every page that
+        :func:`load_tables` verifies; CSV writes timestamps as ISO-8601 text.
 
     Returns
     -------
@@ -239,7 +268,7 @@ def write_tables(
         path = out / f"{name}{suffix}"
         tmp = path.with_name(f".{path.name}.tmp")  # never leave a half-written table under the real name
         if format == "parquet":
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+            write_parquet(df, tmp)
         else:
             df.to_csv(tmp, index=False, compression="gzip" if format == "csv.gz" else None)
         tmp.replace(path)

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
-from features.contract import TABLE_SPECS, TableSpec
+from features.contract import TABLE_SPECS
+from features.io.csv_files import MalformedRow, read_csv_table
+from features.io.parquet_files import read_parquet_checked
 
 __all__ = ["FILE_SUFFIXES", "RawTable", "DirectoryReader", "SqlReader", "reader_for"]
 
@@ -28,12 +29,30 @@ FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 @dataclass(frozen=True)
 class RawTable:
-    """One table as read, columns already renamed to the contract's names."""
+    """One table as read, columns already renamed to the contract's names.
+
+    ``rows`` numbers the rows of ``data`` in the source (1-based) when they are not simply 1..n:
+    a CSV file's malformed rows are in ``malformed`` instead of ``data``, and keep their number.
+    ``rows_expected`` is the number of data rows the file itself states (a CSV file's data lines,
+    a Parquet footer's row count); the reader has checked ``data`` against it. None for databases.
+    """
 
     name: str
     source: str  # file path, or "table <name> at <url>", as Violation.source wants it
     data: pa.Table
     is_csv: bool
+    rows: np.ndarray | None = None
+    malformed: tuple[MalformedRow, ...] = ()
+    rows_expected: int | None = None
+
+    @property
+    def rows_read(self) -> int:
+        """Data rows in the source: the rows of ``data`` and the malformed ones."""
+        return self.data.num_rows + len(self.malformed)
+
+    def row_numbers(self, positions: np.ndarray) -> np.ndarray:
+        """1-based row numbers in the source of the rows of ``data`` at ``positions``."""
+        return positions + 1 if self.rows is None else self.rows[positions]
 
 
 class DirectoryReader:
@@ -71,53 +90,17 @@ class DirectoryReader:
     def read(self, name: str, renames: Mapping[str, str]) -> RawTable:
         path = self.files[name]
         if path.name.endswith(".parquet"):
-            data, is_csv = pq.read_table(path), False
-        else:
-            data, is_csv = _read_csv(path, TABLE_SPECS[name], renames), True
-        return RawTable(name, str(path), _rename(data, renames, str(path)), is_csv)
-
-
-def _read_csv(path: Path, spec: TableSpec, renames: Mapping[str, str]) -> pa.Table:
-    """Read a CSV file; the declared columns as text, the others with Arrow's type inference.
-
-    Declared columns are read as text so that ids keep their leading zeros ("00001") and so that
-    validation sees, and quotes back, exactly what the file says ("n/a", "1,5", "NaN"); Arrow's casts
-    then parse them as fast as its CSV converter would.
-    """
-    declared = {c.name for c in spec.columns}
-    text_columns = {src for src, dst in renames.items() if dst in declared} | declared
-    # Blank lines are kept as rows so that row and line numbers are exact; see load_tables' notes.
-    parse = pcsv.ParseOptions(ignore_empty_lines=False)
-    try:
-        data = pcsv.read_csv(
-            path,
-            parse_options=parse,
-            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in text_columns}),
+            data, expected = read_parquet_checked(path)
+            return RawTable(name, str(path), _rename(data, renames, str(path)), False, rows_expected=expected)
+        # Declared columns are read as text so that ids keep their leading zeros ("00001") and so
+        # that validation sees, and quotes back, exactly what the file says ("n/a", "1,5", "NaN");
+        # Arrow's casts then parse them as fast as its CSV converter would.
+        declared = {c.name for c in TABLE_SPECS[name].columns}
+        text_columns = {src for src, dst in renames.items() if dst in declared} | declared
+        csv = read_csv_table(path, text_columns)
+        return RawTable(
+            name, str(path), _rename(csv.data, renames, str(path)), True, csv.rows, csv.malformed, csv.data_lines
         )
-    except pa.ArrowInvalid:
-        # Older Arrow versions infer an undeclared column's type from the first block (about 1 MB)
-        # and fail on a later value that does not fit ("12.5" after a block of integers): such a
-        # column is then kept as text. A malformed file fails again, and is reported as such.
-        try:
-            with pcsv.open_csv(path, parse_options=parse) as stream:
-                names = stream.schema.names
-            data = pcsv.read_csv(
-                path,
-                parse_options=parse,
-                convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in names}),
-            )
-        except pa.ArrowInvalid as err:
-            raise ValueError(f"{path}: malformed CSV: {err}") from err
-    return _drop_trailing_blank_rows(data)
-
-
-def _drop_trailing_blank_rows(data: pa.Table) -> pa.Table:
-    # An editor's extra newline at the end of a file is not a data row. Only the tail is looked at,
-    # row by row from the end, so this stops at the first real row.
-    n = data.num_rows
-    while n > 0 and all(v is None or v == "" for v in data.slice(n - 1, 1).to_pylist()[0].values()):
-        n -= 1
-    return data.slice(0, n) if n < data.num_rows else data
 
 
 def _rename(data: pa.Table, renames: Mapping[str, str], source: str) -> pa.Table:

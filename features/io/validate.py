@@ -18,12 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, TABLE_SPECS, TableSpec, Violation, canonical_ids
+from features.io.csv_files import MalformedRow
 from features.io.sources import RawTable
 
 __all__ = ["Checked", "validate_table", "write_quarantine"]
 
 N_EXAMPLES = 5
 """Offending rows shown per violation."""
+_TEXT_SHOWN = 120  # characters of a malformed line quoted in an error message
 
 # Strings that the pandas fallback turns into NaN but that are numbers in the IEEE sense: they break the
 # "finite" rule, not the "numeric" one, whichever parser saw them.
@@ -55,7 +57,11 @@ _Normalised = tuple[pa.ChunkedArray, list[tuple[str, np.ndarray]]] | str
 
 @dataclass
 class Checked:
-    """A table after validation: normalised columns, the rows that break a rule, and why."""
+    """A table after validation: normalised columns, the rows that break a rule, and why.
+
+    ``violations`` are row-level: the malformed rows of a CSV file first, then the rules broken by
+    rows of ``raw.data`` (whose masks are ``masks``, and ``bad`` their union).
+    """
 
     raw: RawTable
     columns: dict[str, pa.ChunkedArray]  # normalised declared columns
@@ -63,6 +69,11 @@ class Checked:
     fatal: list[Violation]  # column-level: the table cannot be used at all
     masks: list[tuple[str, np.ndarray]]  # ("<column>: <rule>", bad rows) per row-level violation
     bad: np.ndarray  # any row-level rule broken
+
+    @property
+    def rows_set_aside(self) -> int:
+        """Rows a quarantine sets aside: the malformed rows and the rows of ``raw.data`` in ``bad``."""
+        return len(self.raw.malformed) + int(self.bad.sum())
 
     def clean_frame(self) -> pd.DataFrame:
         spec = TABLE_SPECS[self.raw.name]
@@ -127,7 +138,7 @@ def validate_table(spec: TableSpec, raw: RawTable, renames: Mapping[str, str]) -
         cost = columns["acquisition_cost"].to_numpy()
         findings.append(("acquisition_cost", RULE_NEGATIVE, np.nan_to_num(cost, nan=0.0) < 0))
 
-    violations, masks = [], []
+    violations, masks = _malformed_violations(raw), []
     bad = np.zeros(n, dtype=bool)
     order = {c.name: k for k, c in enumerate(spec.columns)}
     for column, rule, mask in sorted(findings, key=lambda f: order[f[0]]):  # stable: rules keep their order
@@ -144,13 +155,29 @@ def _violation(raw: RawTable, column: str, rule: str, mask: np.ndarray) -> Viola
     context = [c for c in (column, "customer_id") if c in raw.data.column_names]
     values = {c: raw.data.column(c).take(pa.array(shown)).to_pylist() for c in dict.fromkeys(context)}
     examples = []
-    for k, i in enumerate(shown):
-        example: dict = {"row": int(i) + 1}
+    for k, row in enumerate(raw.row_numbers(shown)):
+        example: dict = {"row": int(row)}
         if raw.is_csv:
-            example["line"] = int(i) + 2  # after the header line
+            example["line"] = int(row) + 1  # one row per line, after the header line
         example |= {c: _raw_value(v[k]) for c, v in values.items()}
         examples.append(example)
     return Violation(raw.source, column, rule, int(len(rows)), examples)
+
+
+def _malformed_violations(raw: RawTable) -> list[Violation]:
+    """One violation per kind of malformed CSV row, with the first lines as written."""
+    by_rule: dict[str, list[MalformedRow]] = {}
+    for m in raw.malformed:
+        by_rule.setdefault(m.rule, []).append(m)
+    return [
+        Violation(raw.source, None, rule, len(rows), [_malformed_example(m) for m in rows[:N_EXAMPLES]])
+        for rule, rows in by_rule.items()
+    ]
+
+
+def _malformed_example(m: MalformedRow) -> dict:
+    text = m.text if len(m.text) <= _TEXT_SHOWN else m.text[:_TEXT_SHOWN] + "..."
+    return {"row": m.row, "line": m.row + 1, **m.detail, "text": text}
 
 
 def _raw_value(value: object) -> object:
@@ -323,14 +350,31 @@ def _parse_float_strings(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndar
 
 
 def write_quarantine(checked: Checked, path: Path) -> None:
+    """Write the rows a quarantine sets aside, with the reason per row, in the order of the source.
+
+    Columns: ``table``, ``row``, ``line`` (CSV only), ``reason``, then the row's values as read;
+    a malformed CSV row has its line as written in ``text`` instead, as it has no fields.
+    """
     raw = checked.raw
-    rows = np.flatnonzero(checked.bad)
-    reasons = pd.Series("", index=rows, dtype=object)
+    positions = np.flatnonzero(checked.bad)
+    reasons = pd.Series("", index=positions, dtype=object)
     for reason, mask in checked.masks:
-        hit = mask[rows]
+        hit = mask[positions]
         reasons[hit] = np.where(reasons[hit] == "", reason, reasons[hit] + "; " + reason)
-    meta = pd.DataFrame({"table": raw.name, "row": rows + 1, "reason": reasons.to_numpy()})
+    rows = raw.row_numbers(positions)
+    meta = pd.DataFrame({"table": raw.name, "row": rows, "reason": reasons.to_numpy()})
     if raw.is_csv:
-        meta.insert(2, "line", rows + 2)
-    values = raw.data.take(pa.array(rows)).to_pandas()
-    pd.concat([meta, values], axis=1).to_csv(path, index=False)
+        meta.insert(2, "line", rows + 1)
+    frame = pd.concat([meta, raw.data.take(pa.array(positions)).to_pandas()], axis=1)
+    if raw.malformed:
+        malformed = pd.DataFrame(
+            {
+                "table": raw.name,
+                "row": [m.row for m in raw.malformed],
+                "line": [m.row + 1 for m in raw.malformed],
+                "reason": [m.rule for m in raw.malformed],
+                "text": [m.text for m in raw.malformed],
+            }
+        )
+        frame = pd.concat([frame, malformed], ignore_index=True).sort_values("row", kind="stable")
+    frame.to_csv(path, index=False)

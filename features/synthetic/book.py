@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from features.contract import Tables
+from features.io import write_tables
+from features.io.parquet_files import write_parquet
 
 __all__ = ["SyntheticBook", "read_book", "write_book"]
 
@@ -54,15 +56,18 @@ def write_book(book: SyntheticBook, out_dir: str | Path) -> Path:
     Path
         The directory, holding ``transactions.parquet``, ``events.parquet``, ``customers.parquet``,
         ``ground_truth.parquet`` (``truth`` with ``customer_id`` as a column) and ``dataset.json``
-        (generation settings, row counts, period and seasonality).
+        (generation settings, row counts, period and seasonality). Every Parquet page carries a
+        checksum (:func:`features.io.write_tables`), verified when the book is read.
+
+    Raises
+    ------
+    ValueError
+        If the directory already holds one of the tables as CSV (see :func:`features.io.write_tables`).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tables = book.tables
-    tables.transactions.to_parquet(out / "transactions.parquet", index=False)
-    tables.events.to_parquet(out / "events.parquet", index=False)
-    tables.customers.to_parquet(out / "customers.parquet", index=False)
-    book.truth.reset_index().to_parquet(out / "ground_truth.parquet", index=False)
+    write_tables(tables, out)
+    write_parquet(book.truth.reset_index(), out / "ground_truth.parquet")
     meta = {
         "description": "Synthetic customer book with known ground truth (clvcast features.synthetic).",
         "files": {
@@ -97,11 +102,12 @@ def read_book(path: str | Path) -> SyntheticBook:
     """
     path = Path(path)
     meta = json.loads((path / "dataset.json").read_text())
+    # Checksums are verified: a damaged page raises instead of reading as plausible-looking numbers.
     tables = Tables(
-        transactions=pd.read_parquet(path / "transactions.parquet"),
-        events=pd.read_parquet(path / "events.parquet"),
-        customers=pd.read_parquet(path / "customers.parquet"),
+        transactions=pd.read_parquet(path / "transactions.parquet", page_checksum_verification=True),
+        events=pd.read_parquet(path / "events.parquet", page_checksum_verification=True),
+        customers=pd.read_parquet(path / "customers.parquet", page_checksum_verification=True),
     )
-    truth = pd.read_parquet(path / "ground_truth.parquet").set_index("customer_id")
+    truth = pd.read_parquet(path / "ground_truth.parquet", page_checksum_verification=True).set_index("customer_id")
     truth.attrs = dict(meta["truth_attrs"])
     return SyntheticBook(tables=tables, truth=truth, settings=meta["settings"])
