@@ -23,7 +23,7 @@ from features.contract import (
     DataValidationError,
     canonical_ids,
 )
-from features.io import load_tables
+from features.io import Unmatched, load_tables
 from serving.api_models import ClvRequest
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
@@ -144,6 +144,7 @@ def test_a_parquet_id_column_of_any_type_joins_the_csv_tables(tmp_path, dtype):
     )
     result = load_tables(tmp_path)
     assert result.tables.transactions["customer_id"].tolist() == ["100000000001", "7", "7"]
+    assert result.report.unmatched == {}  # every events and customers row found its customer
     features = build_features(result.tables, cutoff="2024-12-31", btyd=PARAMS)
     assert features.index.tolist() == ["100000000001", "7"]
     assert features["channel"].tolist() == ["search", "social"]
@@ -161,6 +162,7 @@ def test_the_float_ids_case(tmp_path):
     assert features["channel"].tolist() == ["search", "social", "search"]
     assert features["acquisition_cost"].tolist() == [5.0, 6.0, 7.0]
     assert features["session_count"].tolist() == [1, 1, 1]
+    assert result.report.unmatched == {}
 
 
 def test_a_float_id_that_is_not_whole_is_a_row_level_violation(tmp_path):
@@ -201,6 +203,7 @@ def test_duckdb_ids_of_numeric_types(tmp_path):
     assert t.events["customer_id"].tolist() == ["100000000001", "8"]
     assert t.customers["customer_id"].tolist() == ["7", "9"]
     assert t.customers["referred_by"].tolist()[0] == "100000000001" and pd.isna(t.customers["referred_by"].iloc[1])
+    assert result.report.unmatched == {"events": Unmatched(1, 1, ("8",)), "customers": Unmatched(1, 1, ("9",))}
 
     # A float32 column cannot hold 100000000001 exactly: the referrer is refused, not rounded.
     with duckdb.connect(str(db)) as con:

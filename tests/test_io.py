@@ -15,7 +15,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from features.contract import DataValidationError, Tables
-from features.io import load_tables, parse_column_map, write_tables
+from features.io import Unmatched, load_tables, parse_column_map, write_tables
 from features.synthetic import generate, write_book
 
 GOOD_TRANSACTIONS = "customer_id,timestamp,amount\n00001,2024-01-01,10.0\n00002,2024-01-02,20.5\n"
@@ -773,3 +773,30 @@ def test_a_file_that_is_not_parquet(tmp_path):
     (tmp_path / "transactions.parquet").write_bytes(b"customer_id,timestamp,amount\n1,2024-01-01,1\n")
     (v,) = _error(tmp_path).violations
     assert v.column is None and v.rule.startswith("not a readable Parquet file")
+
+
+# --- rows whose customer is unknown: kept, counted and reported --------------------------------
+
+
+def test_events_customers_and_referrers_without_a_customer_are_counted_not_dropped(tmp_path):
+    _write(tmp_path, "transactions.csv", "customer_id,timestamp,amount\n7,2024-01-01,1\n8,2024-01-02,1\n")
+    _write(
+        tmp_path,
+        "events.csv",
+        "customer_id,timestamp,event_type\n7,2024-01-01,session\n007,2024-01-01,session\n007,2024-01-02,session\n"
+        "9,2024-01-03,session\n",
+    )
+    _write(tmp_path, "customers.csv", "customer_id,channel,referred_by\n7,search,\n10,social,7\n11,social,10\n12,ads,99\n")
+    result = load_tables(tmp_path)
+    assert len(result.tables.events) == 4 and len(result.tables.customers) == 4  # nothing dropped
+    assert result.report.unmatched == {
+        "events": Unmatched(rows=3, ids=2, first=("007", "9")),
+        "customers": Unmatched(rows=3, ids=3, first=("10", "11", "12")),
+        "customers.referred_by": Unmatched(rows=1, ids=1, first=("99",)),  # 10 is a customer, 99 is nobody
+    }
+    summary = result.report.summary()
+    assert summary[2] == "  3 row(s) of 2 customer(s) with no transaction (kept, used by no feature): 007, 9"
+    assert summary[4:] == [
+        "  3 row(s) of 3 customer(s) with no transaction (kept, used by no feature): 10, 11, 12",
+        "  1 referred_by value(s) naming 1 customer(s) found in no table: 99",
+    ]

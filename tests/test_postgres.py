@@ -307,6 +307,7 @@ def test_ids_of_numeric_types_are_canonical_as_from_files(postgres):
     assert t.transactions["customer_id"].tolist() == ["100000000001", "7", "7"]
     assert t.events["customer_id"].tolist() == ["100000000001", "12.5"]  # decimals without trailing zeros
     assert t.customers["referred_by"].tolist()[1] == "100000000001"
+    assert {k: (u.rows, u.first) for k, u in result.report.unmatched.items()} == {"events": (1, ("12.5",))}
     # Stored population parameters, as serving passes them: two customers are too few to fit on.
     params = BTYDParams(
         bgnbd=BGNBDParams(r=0.25, alpha=4.0, a=0.8, b=2.5),

@@ -30,7 +30,7 @@ and column statistics, Parquet page checksums, which :func:`write_tables` always
 """
 
 from features.io.column_map import ColumnMap, parse_column_map
-from features.io.load import LoadReport, LoadResult, load_tables, write_tables
+from features.io.load import LoadReport, LoadResult, Unmatched, load_tables, write_tables
 from features.io.sources import FILE_SUFFIXES
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "FILE_SUFFIXES",
     "LoadReport",
     "LoadResult",
+    "Unmatched",
     "load_tables",
     "parse_column_map",
     "write_tables",

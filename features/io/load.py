@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from features.contract import TABLE_SPECS, DataValidationError, Tables, Violation
@@ -17,7 +18,29 @@ from features.io.parquet_files import write_parquet
 from features.io.sources import FILE_SUFFIXES, reader_for
 from features.io.validate import Checked, validate_table, write_quarantine
 
-__all__ = ["LoadReport", "LoadResult", "load_tables", "write_tables"]
+__all__ = ["LoadReport", "LoadResult", "Unmatched", "load_tables", "write_tables"]
+
+N_UNMATCHED_SHOWN = 5
+"""Ids shown per unmatched count in a load report."""
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """Rows whose id names no customer that the load knows of (see :attr:`LoadReport.unmatched`).
+
+    Parameters
+    ----------
+    rows : int
+        Rows with such an id.
+    ids : int
+        Distinct such ids.
+    first : tuple of str
+        The first few of those ids, in the order of the table.
+    """
+
+    rows: int
+    ids: int
+    first: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,12 @@ class LoadReport:
         The quarantine file written per table (only tables with rows set aside).
     violations : tuple of Violation
         The row-level violations behind the quarantined rows, with their first examples.
+    unmatched : dict of str to Unmatched
+        Loaded rows whose id names no customer, kept in the tables but used by no feature:
+        ``"events"`` and ``"customers"``: rows whose ``customer_id`` has no row in ``transactions``
+        (prospects, customers who never bought, or ids spelled differently, e.g. ``"007"`` against
+        ``"7"``); ``"customers.referred_by"``: referrers that are neither in ``customers`` nor in
+        ``transactions``. Only keys with at least one such row.
     """
 
     source: str
@@ -56,6 +85,7 @@ class LoadReport:
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantine_files: dict[str, Path] = field(default_factory=dict)
     violations: tuple[Violation, ...] = ()
+    unmatched: dict[str, Unmatched] = field(default_factory=dict)
 
     @property
     def rows_loaded(self) -> dict[str, int]:
@@ -63,7 +93,8 @@ class LoadReport:
         return {t: n - self.rows_quarantined.get(t, 0) for t, n in self.rows_read.items()}
 
     def summary(self) -> list[str]:
-        """One line per table, then one per quarantined rule: what a command line prints after a load."""
+        """One line per table, then one per quarantined rule and per unmatched count: what a command
+        line prints after a load."""
         lines = []
         for table, n_read in self.rows_read.items():
             n_out = self.rows_quarantined.get(table, 0)
@@ -76,10 +107,22 @@ class LoadReport:
                 line += f", {n_out:,} quarantined to {self.quarantine_files[table]}"
             lines.append(line)
             lines.extend(f"  {rule}: {n:,} row(s)" for rule, n in self.quarantined.get(table, {}).items())
+            for key, what in _UNMATCHED_LINES.items():
+                u = self.unmatched.get(key)
+                if key.split(".")[0] == table and u is not None:
+                    shown = ", ".join(u.first) + (", ..." if u.ids > len(u.first) else "")
+                    lines.append(f"  {what.format(rows=u.rows, ids=u.ids)}: {shown}")
         return lines
 
     def __str__(self) -> str:
         return "\n".join(self.summary())
+
+
+_UNMATCHED_LINES = {
+    "events": "{rows:,} row(s) of {ids:,} customer(s) with no transaction (kept, used by no feature)",
+    "customers": "{rows:,} row(s) of {ids:,} customer(s) with no transaction (kept, used by no feature)",
+    "customers.referred_by": "{rows:,} referred_by value(s) naming {ids:,} customer(s) found in no table",
+}
 
 
 @dataclass(frozen=True)
@@ -167,7 +210,8 @@ def load_tables(
     at the end of the file are not data.
 
     Nothing is left out silently: rows set aside are in the quarantine files and counted in the
-    report.
+    report; events and customers rows of customers without any transaction, and referrers found in
+    no table, are kept and counted in :attr:`LoadReport.unmatched`.
     """
     if on_invalid not in ("raise", "quarantine"):
         raise ValueError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
@@ -215,8 +259,45 @@ def load_tables(
         },
         quarantine_files=quarantine_files,
         violations=tuple(row_level),
+        unmatched=_unmatched_ids(checked),
     )
     return LoadResult(Tables(**frames), report)
+
+
+def _unmatched_ids(checked: dict[str, Checked]) -> dict[str, Unmatched]:
+    """Events and customers rows of customers without a transaction, and referrers found nowhere."""
+
+    def ids(table: str, column: str) -> pa.ChunkedArray | None:
+        c = checked.get(table)
+        if c is None or column not in c.columns:
+            return None
+        values = c.columns[column]
+        return values.filter(pa.array(~c.bad)) if c.bad.any() else values
+
+    if checked.keys() == {"transactions"}:
+        return {}  # nothing to match: spare the hash of every id
+    buyers = pc.unique(ids("transactions", "customer_id"))
+    found = {}
+    for table in ("events", "customers"):
+        values = ids(table, "customer_id")
+        if values is not None:
+            found[table] = _unmatched(values, buyers)
+    referrers = ids("customers", "referred_by")
+    if referrers is not None and referrers.null_count < len(referrers):
+        customers = ids("customers", "customer_id").cast(buyers.type)
+        known = pc.unique(pa.chunked_array([buyers, *customers.chunks], type=buyers.type))
+        found["customers.referred_by"] = _unmatched(referrers, known)
+    return {key: u for key, u in found.items() if u is not None}
+
+
+def _unmatched(values: pa.ChunkedArray, known: pa.Array) -> Unmatched | None:
+    """The non-null ``values`` that are not in ``known``, counted; None when there are none."""
+    missing = pc.and_not(pc.is_valid(values), pc.is_in(values, value_set=known.cast(values.type)))
+    n = pc.sum(missing).as_py()
+    if not n:
+        return None
+    distinct = pc.unique(values.filter(missing))
+    return Unmatched(n, len(distinct), tuple(distinct.slice(0, N_UNMATCHED_SHOWN).to_pylist()))
 
 
 def write_tables(
