@@ -102,10 +102,9 @@ def read_csv_table(path: Path, text_columns: set[str]) -> CsvTable:
     """
     if path.name.endswith(".gz"):
         # A compressed file is decompressed once: the count and the parser read the same bytes.
-        with pa.input_stream(path, compression="gzip") as stream:
-            buffer = stream.read_buffer()
-        lines = _count_lines([np.frombuffer(buffer, dtype=np.uint8)])
-        source: pa.BufferReader | Path = pa.BufferReader(buffer)
+        raw = _read_bytes(path)
+        lines = _count_lines([np.frombuffer(raw, dtype=np.uint8)])
+        source: pa.BufferReader | Path = pa.BufferReader(pa.py_buffer(raw))
     else:
         lines = _count_lines(_file_chunks(path))
         source = path
@@ -217,10 +216,8 @@ def _drop_trailing_blank_rows(data: pa.Table, at_most: int) -> tuple[pa.Table, i
 
 
 def _read_bytes(path: Path) -> bytes:
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    return path.read_bytes()
+    """The bytes of a file, decompressed if it is gzip (every member of a concatenated file)."""
+    return gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
 
 
 def _split_lines(path: Path) -> tuple[bytes, np.ndarray, list[MalformedRow]]:

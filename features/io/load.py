@@ -63,7 +63,8 @@ class LoadReport:
     rows_quarantined : dict of str to int
         Rows set aside per table (only with ``on_invalid="quarantine"``; zero otherwise).
     quarantined : dict of str to dict of str to int
-        Rows set aside per table and broken rule, keyed ``"<column>: <rule>"``. A row that breaks
+        Rows set aside per table and broken rule, keyed ``"<column>: <rule>"`` (the rule alone for
+        a malformed CSV row, which has no columns). A row that breaks
         several rules is counted under each, so these can add up to more than ``rows_quarantined``.
     quarantine_files : dict of str to Path
         The quarantine file written per table (only tables with rows set aside).
