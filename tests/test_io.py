@@ -630,7 +630,7 @@ def test_an_unbalanced_quote_in_a_large_file_is_named_not_absorbed(tmp_path):
 
 
 def test_a_row_with_another_number_of_fields_is_named_by_its_line(tmp_path):
-    text = "customer_id,timestamp,amount\n1,2024-01-01,1\n2,2024-01-01,1,extra\n3,2024-01-02\n4,2024-01-03,1\n"
+    text = "customer_id,timestamp,amount\n1,2024-01-01,1\n2,2024-01-01,1,extra\n3,2024-01-02\n4,2024-01-03,1\n\n,,\n"
     _write(tmp_path, "transactions.csv", text)
     (v,) = _error(tmp_path).violations
     assert v.rule == "malformed CSV row: number of fields differs from the header's" and v.n_rows == 2
@@ -641,6 +641,11 @@ def test_a_row_with_another_number_of_fields_is_named_by_its_line(tmp_path):
     result = load_tables(tmp_path, on_invalid="quarantine", quarantine_dir=tmp_path / "q")
     assert result.tables.transactions["customer_id"].tolist() == ["1", "4"]
     assert result.report.quarantined == {"transactions": {v.rule: 2}}
+    # The empty line and the spreadsheet's empty row at the end are not data, and say so.
+    report = result.report
+    assert (report.rows_read, report.rows_expected, report.blank_lines_at_end) == (
+        {"transactions": 4}, {"transactions": 4}, {"transactions": 2}
+    )
 
 
 def test_a_line_break_inside_a_quoted_value_is_a_malformed_row(tmp_path):
@@ -696,8 +701,9 @@ def test_rows_read_are_checked_against_the_file(tmp_path):
     pd.DataFrame({"customer_id": ["00001"], "channel": ["search"]}).to_parquet(tmp_path / "customers.parquet")
     report = load_tables(tmp_path).report
     assert report.rows_read == report.rows_expected == {"transactions": 2, "customers": 1}
+    assert report.blank_lines_at_end == {"transactions": 2}
     assert report.summary() == [
-        f"transactions: 2 rows from {tmp_path / 'transactions.csv'} (data lines: 2)",
+        f"transactions: 2 rows from {tmp_path / 'transactions.csv'} (data lines: 2, and 2 blank at the end)",
         f"customers: 1 rows from {tmp_path / 'customers.parquet'} (footer: 1)",
     ]
 

@@ -75,6 +75,7 @@ class CsvTable:
     rows: np.ndarray | None  # 1-based row number of each row of ``data``; None: 1..n in order
     malformed: tuple[MalformedRow, ...]
     data_lines: int  # lines after the header, blank lines at the end of the file excluded
+    blank_lines_at_end: int  # not data: an editor's last newlines, a spreadsheet's empty ",," rows
 
 
 def read_csv_table(path: Path, text_columns: set[str]) -> CsvTable:
@@ -92,7 +93,7 @@ def read_csv_table(path: Path, text_columns: set[str]) -> CsvTable:
     -------
     CsvTable
         Every data line is either a row of ``data`` or a :class:`MalformedRow`; blank lines at the
-        end of the file are not data.
+        end of the file (empty, or only commas) are not data, and are counted apart.
 
     Raises
     ------
@@ -116,7 +117,7 @@ def read_csv_table(path: Path, text_columns: set[str]) -> CsvTable:
         data = None  # a malformed line: the line-by-line reading below names it
     if data is not None and data.num_rows == lines - 1 and not _last_row_holds_a_line_break(data):
         data, n_blank = _drop_trailing_blank_rows(data, data.num_rows)
-        return CsvTable(data, None, (), lines - 1 - n_blank)
+        return CsvTable(data, None, (), lines - 1 - n_blank, n_blank)
 
     good, rows, malformed = _split_lines(path)
     try:
@@ -130,7 +131,7 @@ def read_csv_table(path: Path, text_columns: set[str]) -> CsvTable:
     # Only blank lines after the last malformed one are at the end of the file.
     after_malformed = len(rows) - np.searchsorted(rows, max(m.row for m in malformed) if malformed else 0)
     data, n_blank = _drop_trailing_blank_rows(data, int(after_malformed))
-    return CsvTable(data, rows[: data.num_rows], tuple(malformed), len(rows) + len(malformed) - n_blank)
+    return CsvTable(data, rows[: data.num_rows], tuple(malformed), len(rows) + len(malformed) - n_blank, n_blank)
 
 
 def _parse(source, text_columns: set[str]) -> pa.Table:

@@ -60,6 +60,9 @@ class LoadReport:
         mismatch is an error): a CSV file's data lines (header and blank lines at the end excluded,
         one row per line), a Parquet file's row count in its footer. None for a database table,
         which states no count apart from the rows it returns.
+    blank_lines_at_end : dict of str to int
+        Per CSV table with some: the blank lines (empty, or only commas) after its last row, which
+        are not data (an editor's last newlines, a spreadsheet's empty rows) and so not read.
     rows_quarantined : dict of str to int
         Rows set aside per table (only with ``on_invalid="quarantine"``; zero otherwise).
     quarantined : dict of str to dict of str to int
@@ -82,6 +85,7 @@ class LoadReport:
     table_sources: dict[str, str]
     rows_read: dict[str, int]
     rows_expected: dict[str, int | None] = field(default_factory=dict)
+    blank_lines_at_end: dict[str, int] = field(default_factory=dict)
     rows_quarantined: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantine_files: dict[str, Path] = field(default_factory=dict)
@@ -103,7 +107,8 @@ class LoadReport:
             expected = self.rows_expected.get(table)
             if expected is not None:
                 stated = "data lines" if self.table_sources[table].endswith((".csv", ".csv.gz")) else "footer"
-                line += f" ({stated}: {expected:,})"
+                blank = self.blank_lines_at_end.get(table, 0)
+                line += f" ({stated}: {expected:,}" + (f", and {blank:,} blank at the end)" if blank else ")")
             if n_out:
                 line += f", {n_out:,} quarantined to {self.quarantine_files[table]}"
             lines.append(line)
@@ -252,6 +257,7 @@ def load_tables(
         table_sources={name: c.raw.source for name, c in checked.items()},
         rows_read={name: c.raw.rows_read for name, c in checked.items()},
         rows_expected={name: c.raw.rows_expected for name, c in checked.items()},
+        blank_lines_at_end={name: c.raw.blank_lines_at_end for name, c in checked.items() if c.raw.blank_lines_at_end},
         rows_quarantined={name: c.rows_set_aside for name, c in checked.items()},
         quarantined={
             name: {(v.rule if v.column is None else f"{v.column}: {v.rule}"): v.n_rows for v in c.violations}

@@ -35,6 +35,7 @@ class RawTable:
     a CSV file's malformed rows are in ``malformed`` instead of ``data``, and keep their number.
     ``rows_expected`` is the number of data rows the file itself states (a CSV file's data lines,
     a Parquet footer's row count); the reader has checked ``data`` against it. None for databases.
+    ``blank_lines_at_end`` counts the blank lines after a CSV file's last row, which are not data.
     """
 
     name: str
@@ -44,6 +45,7 @@ class RawTable:
     rows: np.ndarray | None = None
     malformed: tuple[MalformedRow, ...] = ()
     rows_expected: int | None = None
+    blank_lines_at_end: int = 0
 
     @property
     def rows_read(self) -> int:
@@ -98,9 +100,8 @@ class DirectoryReader:
         declared = {c.name for c in TABLE_SPECS[name].columns}
         text_columns = {src for src, dst in renames.items() if dst in declared} | declared
         csv = read_csv_table(path, text_columns)
-        return RawTable(
-            name, str(path), _rename(csv.data, renames, str(path)), True, csv.rows, csv.malformed, csv.data_lines
-        )
+        data = _rename(csv.data, renames, str(path))
+        return RawTable(name, str(path), data, True, csv.rows, csv.malformed, csv.data_lines, csv.blank_lines_at_end)
 
 
 def _rename(data: pa.Table, renames: Mapping[str, str], source: str) -> pa.Table:
