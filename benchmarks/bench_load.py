@@ -16,7 +16,7 @@ report and the pandas frames it returns) and the minimum CPU time of the process
 threads: less sensitive than wall time to other jobs on a shared machine). ``--breakdown`` times,
 instead, each check that the loader adds to reading (CPU time, minimum of ``--repeat`` runs): the
 line count of the CSV files, Parquet page checksums and footer statistics, the plausible timestamp
-range and the count of unmatched ids.
+range, the count of unmatched ids, and the slower path of a CSV file with one unbalanced quote.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from features.contract import TABLE_SPECS, Tables  # noqa: E402
 from features.io import load_tables, write_tables  # noqa: E402
-from features.io.csv_files import _count_lines, _file_chunks, _parse  # noqa: E402
+from features.io.csv_files import _count_lines, _file_chunks, _parse, read_csv_table  # noqa: E402
 from features.io.load import _unmatched_ids  # noqa: E402
 from features.io.parquet_files import _footer_mismatches  # noqa: E402
 from features.io.sources import DirectoryReader  # noqa: E402
@@ -99,6 +100,18 @@ def breakdown(dirs: dict[str, Path], repeat: int) -> None:
     timestamps = checked["transactions"].columns["timestamp"]
     rows.append(("transactions: plausible timestamp range (added)", cpu_ms(lambda: _outside_plausible_range(timestamps), repeat)))
     rows.append(("all tables: unmatched ids (added)", cpu_ms(lambda: _unmatched_ids(checked), repeat)))
+    # The path of a malformed file: one unbalanced quote in the middle of the transactions.
+    source = dirs["csv"] / "transactions.csv"
+    lines = source.read_bytes().split(b"\n")
+    middle = len(lines) // 2
+    lines[middle] = lines[middle].replace(b",", b',"', 1)
+    declared = {c.name for c in TABLE_SPECS["transactions"].columns}
+    with tempfile.TemporaryDirectory() as tmp:
+        broken = Path(tmp) / "transactions.csv"
+        broken.write_bytes(b"\n".join(lines))
+        whole = cpu_ms(lambda: read_csv_table(source, declared), min(repeat, 3))
+        rows.append(("transactions.csv: read, checked (the usual path)", whole))
+        rows.append((f"same, unbalanced quote on line {middle + 1:,}", cpu_ms(lambda: read_csv_table(broken, declared), min(repeat, 3))))
     for label, ms in rows:
         print(f"{label:55s} {ms:7.1f} ms CPU", flush=True)
 
