@@ -94,11 +94,13 @@ def breakdown(dirs: dict[str, Path], repeat: int) -> None:
         verified = cpu_ms(lambda: pq.ParquetFile(path, page_checksum_verification=True).read(), repeat)
         rows.append((f"{path.name}: read, checksums verified (added)", verified))
         table, metadata = pq.read_table(path), pq.ParquetFile(path).metadata
-        rows.append((f"{path.name}: footer statistics (added)", cpu_ms(lambda: _footer_mismatches(table, metadata, ""), repeat)))
+        footer = cpu_ms(lambda: _footer_mismatches(table, metadata, ""), repeat)
+        rows.append((f"{path.name}: footer statistics (added)", footer))
     reader = DirectoryReader(dirs["parquet"])
     checked = {n: validate_table(TABLE_SPECS[n], reader.read(n, {}), {}) for n in reader.table_names}
     timestamps = checked["transactions"].columns["timestamp"]
-    rows.append(("transactions: plausible timestamp range (added)", cpu_ms(lambda: _outside_plausible_range(timestamps), repeat)))
+    plausible = cpu_ms(lambda: _outside_plausible_range(timestamps), repeat)
+    rows.append(("transactions: plausible timestamp range (added)", plausible))
     rows.append(("all tables: unmatched ids (added)", cpu_ms(lambda: _unmatched_ids(checked), repeat)))
     # The path of a malformed file: one unbalanced quote in the middle of the transactions.
     source = dirs["csv"] / "transactions.csv"
@@ -111,7 +113,8 @@ def breakdown(dirs: dict[str, Path], repeat: int) -> None:
         broken.write_bytes(b"\n".join(lines))
         whole = cpu_ms(lambda: read_csv_table(source, declared), min(repeat, 3))
         rows.append(("transactions.csv: read, checked (the usual path)", whole))
-        rows.append((f"same, unbalanced quote on line {middle + 1:,}", cpu_ms(lambda: read_csv_table(broken, declared), min(repeat, 3))))
+        malformed = cpu_ms(lambda: read_csv_table(broken, declared), min(repeat, 3))
+        rows.append((f"same, unbalanced quote on line {middle + 1:,}", malformed))
     for label, ms in rows:
         print(f"{label:55s} {ms:7.1f} ms CPU", flush=True)
 

@@ -110,10 +110,11 @@ def _unreadable(parquet: pq.ParquetFile, source: str, exc: Exception) -> list[Vi
 
 
 def _comparable(t: pa.DataType) -> bool:
-    # Whose values are compared with the recorded minimum and maximum. Numbers, dates and times: damaged values land outside the recorded range almost always, and
-    # the check costs well under a millisecond per million values. Text is left out: its damage
-    # mostly fails to decode (lengths, dictionary indices), a damaged index that decodes names
-    # another value within the range anyway, and comparing strings costs 15 ms per million.
+    # Whose values are compared with the recorded minimum and maximum. Numbers, dates and times:
+    # damaged values land outside the recorded range almost always, and the check costs well under
+    # a millisecond per million values. Text is left out: its damage mostly fails to decode
+    # (lengths, dictionary indices), a damaged index that decodes names another value within the
+    # range anyway, and comparing strings costs 15 ms per million.
     return any(
         check(t)
         for check in (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_timestamp,
@@ -146,7 +147,10 @@ def _footer_mismatches(table: pa.Table, metadata: pq.FileMetaData, source: str) 
                 outside += _outside(values, stats, start)
         if nulls:
             g, read, recorded = nulls[0]
-            rule = f"null count differs from the footer's (row group {g}: {read:,} read, {recorded:,} recorded): {CORRUPT}"
+            rule = (
+                f"null count differs from the footer's (row group {g}: {read:,} read, {recorded:,} recorded): "
+                f"{CORRUPT}"
+            )
             problems.append(Violation(source, name, rule, sum(abs(r - c) for _, r, c in nulls)))
         if outside:
             rule = f"values outside the minimum..maximum the footer records for their row group: {CORRUPT}"
