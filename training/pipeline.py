@@ -365,21 +365,33 @@ def train(
     """
     started = time.perf_counter()
     config = config or Config()
+    # What a killed or racing process left (an interrupted champion change, abandoned runs) is
+    # put right before this run compares with the champion.
+    registry.check_registry(create=True)
     tables = _as_tables(source_or_tables)
     ev = evaluate(tables, cutoff=cutoff, config=config)
 
-    with _step("comparing with the current champion"):
-        champion_metrics, compare_note = _champion_on_holdout(ev, tables, config)
-    if promote == "force":
-        decision = registry.Decision(True, "promotion forced")
-    elif promote == "never":
-        decision = registry.Decision(False, "promotion disabled for this run")
-    elif compare_note is not None:
-        decision = compare_note
-    else:
-        decision = registry.champion_decision(
-            {"mae": ev.metrics["clvcast"]["mae"], "churn_auc": ev.metrics["clvcast"]["churn_auc"]}, champion_metrics
+    compared: dict[str, Any] = {}
+
+    def decide() -> registry.Decision:
+        """The champion rule against the champion in effect now (again under the lock if it moved)."""
+        basis = registry.champion_versions()
+        metrics, note = _champion_on_holdout(ev, tables, config)
+        compared.update(basis=basis, metrics=metrics)
+        if promote == "force":
+            return registry.Decision(True, "promotion forced")
+        if promote == "never":
+            return registry.Decision(False, "promotion disabled for this run")
+        if note is not None and metrics is None:
+            return note
+        verdict = registry.champion_decision(
+            {"mae": ev.metrics["clvcast"]["mae"], "churn_auc": ev.metrics["clvcast"]["churn_auc"]}, metrics
         )
+        return verdict if note is None else registry.Decision(verdict.promote, f"{note.reason}; {verdict.reason}")
+
+    with _step("comparing with the current champion"):
+        decision = decide()
+    champion_metrics = compared["metrics"]
 
     refitted = None
     if decision.promote and config.training.refit:
@@ -410,8 +422,11 @@ def train(
             evaluated_models=None if refitted is None else ev.models,
         )  # fmt: skip
     with _step("registering the models"):
-        reg = registry.register_pair(run, decision, tags=_version_tags(ev, serving))
+        reg = registry.register_pair(
+            run, decision, tags=_version_tags(ev, serving), basis=compared["basis"], redecide=decide,
+        )
         registry.describe_versions(reg, _version_description(ev, serving))
+    champion_metrics = compared["metrics"]
     return TrainResult(
         run_id=run.run_id,
         cutoff=ev.plan.cutoff.date(),
@@ -433,16 +448,27 @@ def train(
 def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
     """Score the current champion on this run's holdout rows.
 
-    Returns ``(metrics, None)`` to apply the rule, ``(None, None)`` when there is no champion, or
-    ``(None, Decision)`` when the comparison cannot be made and the outcome is decided here.
+    Returns ``(metrics, None)`` to apply the rule, ``(None, None)`` when there is no champion,
+    ``(None, Decision)`` when the comparison cannot be made and the outcome is decided here, or
+    ``(metrics, Decision)`` when the champion in effect is unusable and the metrics are those of
+    the last good pair (the decision's reason says so; the rule still applies).
     """
-    if registry.champion_versions() is None:
+    current = registry.champion_versions()
+    if current is None:
         return None, None
+    note = None
     try:
         champion = registry.load_champion()
     except registry.ChampionError as exc:
-        # Serving cannot use it either (other feature code, mixed runs): replacing it is the fix.
-        return None, registry.Decision(True, f"current champion is unusable ({exc})")
+        # Damaged (artifacts gone, split aliases) or from other feature code: compare with the
+        # last pair that was champion and still loads, rather than promoting without a comparison.
+        champion = registry.last_good_champion(exclude=current)
+        if champion is None:
+            return None, registry.Decision(True, f"current champion is unusable ({exc}) and no earlier champion loads")
+        note = registry.Decision(
+            True, f"current champion is unusable ({exc}); compared with the last good pair "
+            f"v{champion.churn_version}/v{champion.spend_version} (run {champion.run_id})"
+        )
     if champion.horizon_days != ev.plan.horizon_days:
         return None, registry.Decision(
             False,
@@ -473,7 +499,7 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
     spend = pred["expected_spend"].to_numpy(float)
     p = pred["churn_probability"].to_numpy(float)
     return {"mae": M.mae(ev.actual_spend, spend), "churn_auc": M.churn_auc(ev.churned, p),
-            "gini": M.normalized_gini(ev.actual_spend, spend)}, None
+            "gini": M.normalized_gini(ev.actual_spend, spend)}, note
 
 
 # --------------------------------------------------------------------------- refit

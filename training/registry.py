@@ -53,10 +53,19 @@ the alias. :func:`load_champion` refuses a pair that does not come from one run.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
+import secrets
+import signal
+import socket
+import sqlite3
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -81,6 +90,18 @@ ALIAS = "champion"
 SERVING_ARTIFACT = "clvcast/serving.json"
 ARTIFACT_ROOT_ENV = "CLVCAST_ARTIFACT_ROOT"
 """Environment variable: where a new ``clvcast`` experiment keeps its artifacts (path or URI)."""
+PROMOTION_TAG = "clvcast.promotion"
+"""Experiment tag: the champion change in progress (its commit point), removed once complete."""
+OWNER_TAG = "clvcast.owner"
+"""Run tag: the token of the lock its process holds while the run is open (stale-run detection)."""
+MODELS_TAG = "clvcast.models"
+"""Run tag: URIs and ids of the run's logged models (to complete a half-registered pair)."""
+LOCK_TIMEOUT_S = 600.0
+"""Seconds to wait for another process's registration or store creation before giving up."""
+KILL_AFTER_ENV = "CLVCAST_TEST_KILL_AFTER"
+"""Test hook (see :func:`_test_hook`): SIGKILL this process after the named step."""
+PAUSE_AFTER_ENV = "CLVCAST_TEST_PAUSE_AFTER"
+"""Test hook (see :func:`_test_hook`): ``<step>=<seconds>`` pauses after the named step."""
 # Database backend stores MLflow supports besides sqlite (the dialect part of a SQLAlchemy URL).
 _DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
@@ -99,12 +120,24 @@ class ChampionError(LookupError):
 # --------------------------------------------------------------------------- store
 
 
+class StoreError(RuntimeError):
+    """The MLflow store cannot be used: missing, unreachable, damaged, or locked for too long.
+
+    The message is one line that names the store (without its password) and the real cause.
+    """
+
+
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's sqlite store under ``./mlruns``."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     return f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').as_posix()}"
+
+
+def display_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
 def _default_artifact_location(uri: str) -> str | None:
@@ -121,29 +154,270 @@ def _default_artifact_location(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         return (db.parent / "artifacts").resolve().as_uri()
-    if uri.split(":", 1)[0].split("+", 1)[0].lower() in _DATABASE_SCHEMES:
+    if _scheme(uri) in _DATABASE_SCHEMES:
         return (Path.cwd() / "mlruns" / "artifacts").resolve().as_uri()
     return None
 
 
-def _client():
-    """An ``MlflowClient`` on :func:`tracking_uri`, with the fluent API pointed at the same store."""
+def _scheme(uri: str) -> str:
+    """The dialect part of a SQLAlchemy URL (``postgresql`` of ``postgresql+psycopg://``), or the scheme."""
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+# Stores this process has opened (checked, created or migrated): later calls skip the checks.
+_OPENED: set[str] = set()
+
+
+def _client(*, create: bool = False):
+    """An ``MlflowClient`` on :func:`tracking_uri`, with the fluent API pointed at the same store.
+
+    Parameters
+    ----------
+    create : bool, default False
+        Create the store when it does not exist (training). Reads never do: a missing store is a
+        :class:`StoreError`, so a mistyped path does not silently become an empty store.
+
+    Raises
+    ------
+    StoreError
+        The store is missing (and ``create`` is false), unreachable or damaged.
+    """
     import mlflow
     from mlflow import MlflowClient
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if uri not in _OPENED:
+        _open_store(uri, create=create)
+        _OPENED.add(uri)
     # The fluent API (start_run, log_model) reads a process-wide URI; set here, on use, never at import.
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
 
+def _open_store(uri: str, *, create: bool) -> None:
+    """Check that the store exists (or create it, one process at a time) and that MLflow can open it.
+
+    Two processes that create the same store at once would both run MLflow's schema migration and
+    one fails ("duplicate column name"): creation runs under the store's lock, and whoever comes
+    second finds the tables made.
+    """
+    from mlflow import MlflowClient
+
+    db = _sqlite_path(uri)
+    if db is not None:
+        if create:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif not db.is_file() or db.stat().st_size == 0:
+            raise StoreError(
+                f"no MLflow store at {db} (MLFLOW_TRACKING_URI={uri}): nothing to read there; "
+                "`clvcast train` creates one, or point MLFLOW_TRACKING_URI at an existing store"
+            )
+        else:
+            _check_sqlite_file(db, uri)
+    elif _scheme(uri) in _DATABASE_SCHEMES and not create:
+        _check_database_tables(uri)
+
+    def touch() -> None:
+        # Opening both stores runs MLflow's schema creation or migration, if any is due.
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+
+    try:
+        if create:
+            with _store_lock(uri, "create"):
+                touch()
+        else:
+            touch()
+    except StoreError:
+        raise
+    except Exception as exc:  # whatever the driver raised: one line naming the store and the cause
+        raise StoreError(f"MLflow store {display_uri(uri)} cannot be opened: {root_cause(exc)}") from exc
+
+
+def _check_sqlite_file(db: Path, uri: str) -> None:
+    """Refuse a file that is not a readable sqlite database holding MLflow's tables (read-only)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"MLflow store {db} is not usable: {exc} (MLFLOW_TRACKING_URI={uri})") from exc
+    if "alembic_version" not in tables:
+        raise StoreError(
+            f"{db} is a sqlite database without MLflow's tables (MLFLOW_TRACKING_URI={uri}): "
+            "not an MLflow store; `clvcast train` creates one at a new path"
+        )
+
+
+def _check_database_tables(uri: str) -> None:
+    """Refuse a database server store that is unreachable or has no MLflow tables (reads only)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect() as con:
+            has_tables = sqlalchemy.inspect(con).has_table("alembic_version")
+    except Exception as exc:  # the driver's own error types: one line with the cause
+        raise StoreError(f"MLflow store {display_uri(uri)} cannot be reached: {root_cause(exc)}") from exc
+    finally:
+        engine.dispose()
+    if not has_tables:
+        raise StoreError(
+            f"MLflow store {display_uri(uri)} has no MLflow tables: nothing to read there; "
+            "`clvcast train` creates them"
+        )
+
+
+def root_cause(exc: BaseException) -> str:
+    """The first line of the innermost cause of ``exc`` (drivers wrap their errors several times)."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__
+    orig = getattr(exc, "orig", None)  # SQLAlchemy keeps the driver's exception here
+    text = str(orig if orig is not None else exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """Turn a database failure inside MLflow into a :class:`StoreError` naming the store and the cause."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StoreError(f"MLflow store {display_uri(uri)}: {root_cause(exc)}") from exc
+    except MlflowException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error)):
+            raise StoreError(f"MLflow store {display_uri(uri)}: {root_cause(exc)}") from exc
+        raise
+
+
 def _experiment_id(client) -> str:
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(EXPERIMENT, artifact_location=_default_artifact_location(tracking_uri()))
+    try:
+        return client.create_experiment(EXPERIMENT, artifact_location=_default_artifact_location(tracking_uri()))
+    except MlflowException as exc:
+        # Another process created it between the two calls.
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            raise
+        log.debug("experiment %s created by another process: %s", EXPERIMENT, exc)
+        return exp.experiment_id
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit key for PostgreSQL's advisory locks, the same in every process."""
+    return int.from_bytes(hashlib.sha256(f"clvcast:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str, name: str, *, timeout: float | None = None, blocking: bool = True) -> Iterator[bool]:
+    """Hold the store-wide lock ``name`` for the block; yields whether it was taken.
+
+    The lock belongs to the process, not to a file or a row that someone must clean up: on sqlite
+    an ``flock`` of ``<db>.<name>.lock`` (the ``filelock`` library), on PostgreSQL a session-level
+    advisory lock on a connection of its own. The kernel, or the server when the connection
+    drops, releases it when the process dies, even by SIGKILL, so a crash never leaves a lock that
+    blocks for ever. Other stores (a tracking server, MySQL) get no lock: concurrent champion
+    changes are then not serialised, and a warning says so.
+
+    Parameters
+    ----------
+    uri : str
+        Tracking URI.
+    name : str
+        Which lock (``registry``, ``create``, ``run-<token>``).
+    timeout : float, optional
+        Seconds to wait when ``blocking``; default :data:`LOCK_TIMEOUT_S`.
+    blocking : bool
+        Wait for the lock; otherwise yield ``False`` at once when another process holds it.
+
+    Raises
+    ------
+    StoreError
+        Still held by another process after ``timeout`` seconds.
+    """
+    wait = LOCK_TIMEOUT_S if timeout is None else timeout
+    db = _sqlite_path(uri)
+    if db is not None:
+        import filelock
+
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(f"{db}.{name}.lock", timeout=wait if blocking else 0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            if not blocking:
+                yield False
+                return
+            raise StoreError(
+                f"MLflow store {db}: lock '{name}' still held by another process after {wait:.0f} s"
+            ) from None
+        try:
+            yield True
+        finally:
+            lock.release()
+        return
+    if _scheme(uri) != "postgresql":
+        if name == "registry":
+            log.warning("MLflow store %s: no lock for this kind of store; champion changes are not serialised",
+                        display_uri(uri))
+        yield True
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    key = _lock_key(name)
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
+            deadline = time.monotonic() + wait
+            try_lock = sqlalchemy.text("select pg_try_advisory_lock(:k)")
+            while not con.execute(try_lock, {"k": key}).scalar():
+                if not blocking:
+                    yield False
+                    return
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"MLflow store {display_uri(uri)}: lock '{name}' still held by another process "
+                        f"after {wait:.0f} s"
+                    )
+                time.sleep(0.05)
+            try:
+                yield True
+            finally:
+                con.execute(sqlalchemy.text("select pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+def _test_hook(step: str) -> None:
+    """Test hook: die by SIGKILL, or pause, right after the named step. Inert unless set.
+
+    ``CLVCAST_TEST_KILL_AFTER=<step>`` kills this process (no cleanup runs, as in a power cut or
+    an OOM kill); ``CLVCAST_TEST_PAUSE_AFTER=<step>=<seconds>`` sleeps, to stretch a race. The
+    crash and race tests use them; nothing else should set them.
+    """
+    if os.environ.get(KILL_AFTER_ENV) == step:
+        log.warning("test hook: killing this process after step %r", step)
+        os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_AFTER_ENV, "")
+    if pause.rpartition("=")[0] == step:
+        time.sleep(float(pause.rpartition("=")[2]))
 
 
 # --------------------------------------------------------------------------- runs
@@ -216,10 +490,19 @@ def log_run(
     import mlflow.lightgbm
     from mlflow.models import infer_signature
 
-    client = _client()
+    client = _client(create=True)
+    uri = tracking_uri()
     experiment_id = _experiment_id(client)
     logged = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    # The process holds a lock named by the run's owner token while the run is open; once the
+    # process is gone, whoever can take the lock knows the run was abandoned (check_registry).
+    owner = secrets.token_hex(8)
+    origin = {OWNER_TAG: owner, "clvcast.host": socket.gethostname(), "clvcast.pid": str(os.getpid())}
+    with (
+        _store_lock(uri, f"run-{owner}"),
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=origin) as run,
+    ):
+        _test_hook("run started")
         mlflow.set_tags({"clvcast.kind": kind, **tags})
         # MLflow caps a param value at 6000 characters and a batch at 100 params.
         items = [(k, _param_value(v)) for k, v in params.items()]
@@ -267,7 +550,18 @@ def log_run(
                 _log_evaluated_pair(evaluated_models, input_example, requirements, meta)
         if serving is not None:
             mlflow.log_dict(serving.model_dump(mode="json"), SERVING_ARTIFACT)
-        return LoggedRun(run_id=run.info.run_id, **logged)
+        if logged:
+            # What check_registry needs to register a model the process did not get to register.
+            mlflow.set_tag(MODELS_TAG, json.dumps(logged))
+        _test_hook("run logged")
+    _remove_run_lock(uri, owner)
+    return LoggedRun(run_id=run.info.run_id, **logged)
+
+
+def _remove_run_lock(uri: str, owner: str) -> None:
+    db = _sqlite_path(uri)
+    if db is not None:  # one small file per run would pile up beside the database
+        Path(f"{db}.run-{owner}.lock").unlink(missing_ok=True)
 
 
 def _param_value(value: Any) -> str:
@@ -348,7 +642,10 @@ class Champion:
 
 
 def load_champion(*, check_compatible: bool = True) -> Champion:
-    """Load the ``champion`` versions of ``clvcast-churn`` and ``clvcast-spend``.
+    """Load the champion pair of ``clvcast-churn`` and ``clvcast-spend``.
+
+    The champion is the pair named by a champion change in progress (:data:`PROMOTION_TAG`: its
+    commit point is passed, so its pair is in effect) or else by the two ``champion`` aliases.
 
     Parameters
     ----------
@@ -361,31 +658,58 @@ def load_champion(*, check_compatible: bool = True) -> Champion:
     ChampionError
         A champion is missing, the two come from different runs or feature sets (serving would
         combine a churn model and a spend model that never saw the same features), the serving
-        metadata is missing or of an unknown format, or the feature code changed since training.
-        The message names the model and the tracking URI.
+        metadata or the models' artifacts are missing or of an unknown format, or the feature code
+        changed since training. The message names the model and the tracking URI.
+    StoreError
+        The store is missing, unreachable or damaged.
     """
-    from mlflow.exceptions import MlflowException
-
     client = _client()
     uri = tracking_uri()
-    versions = {}
-    for name in (CHURN_MODEL, SPEND_MODEL):
-        try:
-            versions[name] = client.get_model_version_by_alias(name, ALIAS)
-        except MlflowException as exc:
-            raise ChampionError(
-                f"no '{ALIAS}' version of registered model '{name}' at {uri}: train one with `clvcast train`"
-            ) from exc
-    churn_v, spend_v = versions[CHURN_MODEL], versions[SPEND_MODEL]
+    with _store_errors(uri):
+        churn_v, spend_v = _champion_pair(client, uri)
+        return _load_pair(client, churn_v, spend_v, uri, check_compatible=check_compatible)
+
+
+def load_pair(churn_version: str, spend_version: str, *, check_compatible: bool = True) -> Champion:
+    """Load the given registered versions as a pair, whatever the aliases say (the service's reload).
+
+    Raises
+    ------
+    ChampionError
+        A version is missing, the two come from different runs, or they cannot be loaded (as for
+        :func:`load_champion`).
+    StoreError
+        The store is missing, unreachable or damaged.
+    """
+    client = _client()
+    uri = tracking_uri()
+    with _store_errors(uri):
+        churn_v = _version(client, CHURN_MODEL, churn_version, uri)
+        spend_v = _version(client, SPEND_MODEL, spend_version, uri)
+        return _load_pair(client, churn_v, spend_v, uri, check_compatible=check_compatible)
+
+
+def _version(client, name: str, version: str, uri: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            raise ChampionError(f"'{name}' v{version} does not exist at {display_uri(uri)}") from None
+        raise
+
+
+def _load_pair(client, churn_v, spend_v, uri: str, *, check_compatible: bool) -> Champion:
     if _run_of(churn_v) != _run_of(spend_v):
         raise ChampionError(
             f"'{CHURN_MODEL}' v{churn_v.version} (run {_run_of(churn_v)}) and '{SPEND_MODEL}' v{spend_v.version} "
-            f"(run {_run_of(spend_v)}) at {uri} come from different training runs; their features may differ, "
-            "so they cannot be combined into expected spend"
+            f"(run {_run_of(spend_v)}) at {display_uri(uri)} come from different training runs; their features "
+            "may differ, so they cannot be combined into expected spend"
         )
     serving = _load_serving(client, _run_of(churn_v), uri)
     if check_compatible:
-        check_serving_compatible(serving, where=f"'{CHURN_MODEL}' v{churn_v.version} at {uri}")
+        check_serving_compatible(serving, where=f"'{CHURN_MODEL}' v{churn_v.version} at {display_uri(uri)}")
     models = _load_models(churn_v, spend_v, serving, uri)
     return Champion(
         models=models,
@@ -410,19 +734,27 @@ def _load_serving(client, run_id: str, uri: str) -> ServingArtifact:
         try:
             path = client.download_artifacts(run_id, SERVING_ARTIFACT, tmp)
         except (MlflowException, OSError) as exc:
-            raise ChampionError(f"run {run_id} at {uri} has no {SERVING_ARTIFACT}: not a clvcast training run") from exc
+            run = client.get_run(run_id)
+            if run.data.tags.get("clvcast.kind") == "train":
+                raise ChampionError(
+                    f"the artifacts of training run {run_id} are missing or unreadable at {run.info.artifact_uri} "
+                    f"(store {display_uri(uri)}): {root_cause(exc)}"
+                ) from exc
+            raise ChampionError(
+                f"run {run_id} at {display_uri(uri)} has no {SERVING_ARTIFACT}: not a clvcast training run"
+            ) from exc
         data = json.loads(Path(path).read_text())
     if data.get("format_version") != SERVING_FORMAT_VERSION:
         raise ChampionError(
-            f"run {run_id} at {uri}: {SERVING_ARTIFACT} has format_version {data.get('format_version')!r}, "
-            f"this code reads {SERVING_FORMAT_VERSION}"
+            f"run {run_id} at {display_uri(uri)}: {SERVING_ARTIFACT} has format_version "
+            f"{data.get('format_version')!r}, this code reads {SERVING_FORMAT_VERSION}"
         )
     try:
         return ServingArtifact.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ChampionError(
-            f"run {run_id} at {uri}: {SERVING_ARTIFACT} is not readable by this code "
+            f"run {run_id} at {display_uri(uri)}: {SERVING_ARTIFACT} is not readable by this code "
             f"({'.'.join(map(str, first['loc']))}: {first['msg']}); retrain"
         ) from None
 
@@ -447,7 +779,9 @@ def _load_models(churn_v, spend_v, serving: ServingArtifact, uri: str) -> ClvMod
             # A fixed version, not the alias: the alias could move between the two loads.
             loaded[name] = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
         except (MlflowException, OSError) as exc:
-            raise ChampionError(f"cannot load '{name}' v{version.version} at {uri}: {exc}") from exc
+            raise ChampionError(
+                f"cannot load '{name}' v{version.version} at {display_uri(uri)}: {root_cause(exc)}"
+            ) from exc
     calibration = serving.calibration
     return ClvModels.from_parts(
         encoder=FeatureEncoder(serving.encoder.columns, serving.encoder.categories),
@@ -504,75 +838,464 @@ class Registration:
     reason: str
 
 
-def register_pair(run: LoggedRun, decision: Decision, *, tags: dict[str, str] | None = None) -> Registration:
-    """Register both models of ``run``; move the ``champion`` alias to them iff ``decision.promote``.
+# --------------------------------------------------------------------------- registry integrity
+#
+# Invariant. The champion is one pair of versions from one training run. A champion change is
+# decided and applied under the store's ``registry`` lock (one process at a time) in this order:
+#   1. both versions registered (``clvcast.status`` = ``candidate``, or ``rejected``);
+#   2. the experiment tag PROMOTION_TAG = {churn, spend, run_id, at}: one atomic write, the commit
+#      point; from here on the new pair is the champion (load_champion reads this tag first);
+#   3. the ``champion`` aliases moved (spend, then churn);
+#   4. the status tags settled: the new pair ``champion``, every other ``champion`` ``superseded``;
+#   5. PROMOTION_TAG deleted.
+# A process killed anywhere leaves either no PROMOTION_TAG (nothing changed: the aliases and tags
+# still agree on the old pair) or a PROMOTION_TAG whose steps 3-5 the next check_registry, under
+# the same lock, completes. The aliases and status tags are therefore never split for longer than
+# a crash-to-next-command interval, and no reader ever combines two runs.
 
-    Both versions are registered either way, tagged ``clvcast.status`` (``champion`` or
-    ``rejected``) and ``clvcast.reason``, so a rejected candidate stays inspectable and can be
-    promoted by hand (:func:`promote`).
+
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def _alias_target(client, name: str):
+    """The version ``name@champion``, or ``None`` when the model or its alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+
+
+def _pending_promotion(client) -> dict[str, str] | None:
+    """The champion change in progress (:data:`PROMOTION_TAG`), if any."""
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    raw = None if exp is None else exp.tags.get(PROMOTION_TAG)
+    return json.loads(raw) if raw else None
+
+
+def _champion_pair(client, uri: str):
+    """(churn, spend) versions of the champion in effect; :class:`ChampionError` when there is none."""
+    pending = _pending_promotion(client)
+    if pending is not None:
+        return (_version(client, CHURN_MODEL, pending["churn"], uri), _version(client, SPEND_MODEL, pending["spend"], uri))
+    pair = []
+    for name in (CHURN_MODEL, SPEND_MODEL):
+        version = _alias_target(client, name)
+        if version is None:
+            raise ChampionError(
+                f"no '{ALIAS}' version of registered model '{name}' at {display_uri(uri)}: "
+                "train one with `clvcast train`"
+            )
+        pair.append(version)
+    return tuple(pair)
+
+
+def champion_versions() -> tuple[str, str] | None:
+    """(churn, spend) champion versions in effect, or ``None`` when there is no champion. Reads only.
+
+    Raises
+    ------
+    StoreError
+        The store is missing, unreachable or damaged (never mistaken for "no champion").
+    """
+    client = _client()
+    uri = tracking_uri()
+    with _store_errors(uri):
+        try:
+            churn, spend = _champion_pair(client, uri)
+        except ChampionError:
+            return None
+        return str(churn.version), str(spend.version)
+
+
+def register_pair(
+    run: LoggedRun,
+    decision: Decision,
+    *,
+    tags: dict[str, str] | None = None,
+    basis: tuple[str, str] | None = None,
+    redecide: Callable[[], Decision] | None = None,
+) -> Registration:
+    """Register both models of ``run``; make them champion iff the decision says so.
+
+    Everything happens under the store's ``registry`` lock, after :func:`check_registry` has
+    completed whatever a killed process left. Both versions are registered either way, tagged
+    ``clvcast.status`` (``candidate`` until promoted, or ``rejected``) and ``clvcast.reason``, so a
+    rejected candidate stays inspectable and can be promoted by hand (:func:`promote`).
+
+    Parameters
+    ----------
+    run : LoggedRun
+        A training run with both models logged.
+    decision : Decision
+        The champion rule's verdict against the champion ``basis``.
+    tags : dict, optional
+        More version tags.
+    basis : (str, str), optional
+        The (churn, spend) champion versions the decision compared with (``None``: no champion).
+    redecide : callable, optional
+        Called under the lock when the champion is no longer ``basis`` (another training promoted
+        meanwhile): returns the decision against the champion now in effect.
+
+    Raises
+    ------
+    ValueError
+        The run has no logged models.
+    StoreError
+        The store is unusable, or another process held the lock for :data:`LOCK_TIMEOUT_S`.
     """
     from mlflow.exceptions import MlflowException
 
     if run.churn_model_uri is None or run.spend_model_uri is None:
         raise ValueError(f"run {run.run_id} has no logged models to register")
-    client = _client()
-    status = "champion" if decision.promote else "rejected"
-    common = {"clvcast.run_id": run.run_id, "clvcast.status": status, "clvcast.reason": decision.reason[:5000], **(tags or {})}
-    versions = []
-    for name, uri, model_id in (
-        (CHURN_MODEL, run.churn_model_uri, run.churn_model_id),
-        (SPEND_MODEL, run.spend_model_uri, run.spend_model_id),
-    ):
-        try:
-            client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise
-        version = client.create_model_version(name, uri, run_id=run.run_id, tags=common, model_id=model_id)
-        versions.append(str(version.version))
-    if decision.promote:
-        promote(*versions)
+    client = _client(create=True)
+    uri = tracking_uri()
+    with _store_errors(uri), _store_lock(uri, "registry"):
+        _repair_locked(client, uri)
+        if decision.promote and redecide is not None:
+            now = _current_pair(client, uri)
+            if now != basis:
+                log.info("the champion changed during this training (%s -> %s): deciding again", basis, now)
+                decision = redecide()
+        status = "candidate" if decision.promote else "rejected"
+        common = {"clvcast.run_id": run.run_id, "clvcast.status": status, "clvcast.reason": decision.reason[:5000],
+                  **(tags or {})}
+        versions = []
+        for name, model_uri, model_id in (
+            (CHURN_MODEL, run.churn_model_uri, run.churn_model_id),
+            (SPEND_MODEL, run.spend_model_uri, run.spend_model_id),
+        ):
+            try:
+                client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                    raise
+            version = client.create_model_version(name, model_uri, run_id=run.run_id, tags=common, model_id=model_id)
+            versions.append(str(version.version))
+            _test_hook(f"{name} registered")
+        if decision.promote:
+            _promote_locked(client, uri, versions[0], versions[1])
     return Registration(versions[0], versions[1], decision.promote, decision.reason)
 
 
-def promote(churn_version: str, spend_version: str) -> None:
-    """Point the ``champion`` alias of both registered models at the given versions.
+def _current_pair(client, uri: str) -> tuple[str, str] | None:
+    try:
+        churn, spend = _champion_pair(client, uri)
+    except ChampionError:
+        return None
+    return str(churn.version), str(spend.version)
 
-    Refuses versions from different runs. The spend alias moves first: if the process dies in
-    between, :func:`load_champion` sees two runs and refuses, rather than serving a mixed pair.
+
+def promote(churn_version: str, spend_version: str) -> None:
+    """Make the given versions the champion pair (under the store's lock; see the invariant above).
+
+    Raises
+    ------
+    ChampionError
+        The versions come from different runs or do not exist.
+    StoreError
+        The store is unusable, or another process held the lock for :data:`LOCK_TIMEOUT_S`.
     """
     client = _client()
-    churn = client.get_model_version(CHURN_MODEL, churn_version)
-    spend = client.get_model_version(SPEND_MODEL, spend_version)
+    uri = tracking_uri()
+    with _store_errors(uri), _store_lock(uri, "registry"):
+        _repair_locked(client, uri)
+        _promote_locked(client, uri, str(churn_version), str(spend_version))
+
+
+def promote_run(run_id: str) -> tuple[str, str]:
+    """Make the pair registered from training run ``run_id`` the champion; returns its versions.
+
+    Raises
+    ------
+    ChampionError
+        The run has no registered churn and spend versions.
+    StoreError
+        As for :func:`promote`.
+    """
+    client = _client()
+    uri = tracking_uri()
+    with _store_errors(uri):
+        found = {}
+        for name in (CHURN_MODEL, SPEND_MODEL):
+            mine = [v for v in _versions(client, name) if _run_of(v) == run_id]
+            if not mine:
+                raise ChampionError(f"run {run_id} has no registered version of '{name}' at {display_uri(uri)}")
+            found[name] = str(max(int(v.version) for v in mine))
+    promote(found[CHURN_MODEL], found[SPEND_MODEL])
+    return found[CHURN_MODEL], found[SPEND_MODEL]
+
+
+def _promote_locked(client, uri: str, churn_version: str, spend_version: str) -> None:
+    churn = _version(client, CHURN_MODEL, churn_version, uri)
+    spend = _version(client, SPEND_MODEL, spend_version, uri)
     if _run_of(churn) is None or _run_of(churn) != _run_of(spend):
         raise ChampionError(
             f"'{CHURN_MODEL}' v{churn_version} and '{SPEND_MODEL}' v{spend_version} come from different runs"
         )
-    previous = champion_versions()
-    client.set_registered_model_alias(SPEND_MODEL, ALIAS, spend_version)
-    client.set_registered_model_alias(CHURN_MODEL, ALIAS, churn_version)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for name, version in ((CHURN_MODEL, churn_version), (SPEND_MODEL, spend_version)):
-        client.set_model_version_tag(name, version, "clvcast.status", "champion")
-        client.set_model_version_tag(name, version, "clvcast.promoted_at", now)
-    if previous is not None:
-        for name, old, new in zip((CHURN_MODEL, SPEND_MODEL), previous, (churn_version, spend_version)):
-            if old != new:
-                client.set_model_version_tag(name, old, "clvcast.status", "superseded")
+    pending = {
+        "churn": churn_version,
+        "spend": spend_version,
+        "run_id": _run_of(churn),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    experiment_id = _experiment_id(client)
+    client.set_experiment_tag(experiment_id, PROMOTION_TAG, json.dumps(pending))  # the commit point
+    _test_hook("promotion committed")
+    _complete_promotion(client, experiment_id, pending)
 
 
-def champion_versions() -> tuple[str, str] | None:
-    """(churn, spend) champion versions, or ``None`` when either alias is missing. Reads only."""
+def _complete_promotion(client, experiment_id: str, pending: dict[str, str]) -> None:
+    """Steps 3-5 of the invariant; idempotent, so a crash in here is completed by running it again."""
+    client.set_registered_model_alias(SPEND_MODEL, ALIAS, pending["spend"])
+    _test_hook("spend alias moved")
+    client.set_registered_model_alias(CHURN_MODEL, ALIAS, pending["churn"])
+    _test_hook("aliases moved")
+    for name, version in ((CHURN_MODEL, pending["churn"]), (SPEND_MODEL, pending["spend"])):
+        _settle_status(client, name, version, promoted_at=pending["at"])
+    _test_hook("status tags set")
+    client.delete_experiment_tag(experiment_id, PROMOTION_TAG)
+
+
+def _settle_status(client, name: str, champion: str, *, promoted_at: str | None = None) -> list[str]:
+    """Tag ``champion`` as the champion and every other version that says so as superseded."""
+    changed = []
+    for v in _versions(client, name):
+        status = v.tags.get("clvcast.status")
+        if str(v.version) == str(champion):
+            if status != "champion":
+                client.set_model_version_tag(name, v.version, "clvcast.status", "champion")
+                changed.append(f"'{name}' v{v.version} tagged champion (the alias is on it)")
+            if promoted_at is not None or "clvcast.promoted_at" not in v.tags:
+                stamp = promoted_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+                client.set_model_version_tag(name, v.version, "clvcast.promoted_at", stamp)
+        elif status == "champion":
+            client.set_model_version_tag(name, v.version, "clvcast.status", "superseded")
+            changed.append(f"'{name}' v{v.version} said champion but the alias is on v{champion}: tagged superseded")
+    return changed
+
+
+def _versions(client, name: str) -> list:
     from mlflow.exceptions import MlflowException
 
-    client = _client()
     try:
-        return (
-            str(client.get_model_version_by_alias(CHURN_MODEL, ALIAS).version),
-            str(client.get_model_version_by_alias(SPEND_MODEL, ALIAS).version),
+        return list(client.search_model_versions(f"name='{name}'"))
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return []
+        raise
+
+
+@dataclass(frozen=True)
+class RegistryCheck:
+    """What :func:`check_registry` found.
+
+    Attributes
+    ----------
+    repaired : list of str
+        Faults found and put right (one line each).
+    unresolved : list of str
+        Faults that need a person, each with the command that resolves it.
+    """
+
+    repaired: list[str]
+    unresolved: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unresolved
+
+
+def check_registry(*, repair: bool = True, create: bool = False) -> RegistryCheck:
+    """Find, and by default repair, what killed or racing processes can leave in the registry.
+
+    Under the store's ``registry`` lock (so never in the middle of another process's change):
+
+    - a champion change whose commit point is written but not its aliases or tags: completed;
+    - a run with a churn version but no spend version (or the reverse): the missing one
+      registered from the run's logged model, so versions stay paired by number;
+    - a pair left ``candidate`` by a process that died before the commit point: ``rejected``
+      (nothing changed; :func:`promote_run` makes it champion by hand);
+    - status tags that say ``champion`` where the aliases are not: ``superseded``, and the alias
+      pair tagged ``champion``;
+    - runs ``RUNNING`` whose process has ended (its lock can be taken): ``FAILED``;
+    - aliases split across two runs, or only one alias: unresolved, with the command to run.
+
+    Parameters
+    ----------
+    repair : bool, default True
+        Put right what can be; with ``False`` everything found is reported as unresolved.
+    create : bool, default False
+        Create the store if it does not exist (training); otherwise a missing store is an error.
+
+    Returns
+    -------
+    RegistryCheck
+
+    Raises
+    ------
+    StoreError
+        The store is missing, unreachable or damaged.
+    """
+    client = _client(create=create)
+    uri = tracking_uri()
+    with _store_errors(uri):
+        if not repair:
+            return RegistryCheck([], _problems(client, uri))
+        with _store_lock(uri, "registry"):
+            return _repair_locked(client, uri)
+
+
+def _problems(client, uri: str) -> list[str]:
+    """A read-only list of the faults :func:`check_registry` would repair or report."""
+    found = []
+    if _pending_promotion(client) is not None:
+        found.append(f"an interrupted champion change ({_pending_promotion(client)}) is not complete")
+    found += _split_aliases(client)
+    return found
+
+
+def _split_aliases(client) -> list[str]:
+    churn, spend = _alias_target(client, CHURN_MODEL), _alias_target(client, SPEND_MODEL)
+    if churn is None and spend is None:
+        return []
+    if churn is None or spend is None:
+        have, name = (churn, CHURN_MODEL) if churn is not None else (spend, SPEND_MODEL)
+        return [
+            f"only '{name}' has a '{ALIAS}' alias (v{have.version}, run {_run_of(have)}): "
+            f"make one run's pair champion with `clvcast registry promote --run {_run_of(have)}`"
+        ]
+    if _run_of(churn) != _run_of(spend):
+        return [
+            f"the '{ALIAS}' aliases are split: '{CHURN_MODEL}' v{churn.version} is from run {_run_of(churn)}, "
+            f"'{SPEND_MODEL}' v{spend.version} from run {_run_of(spend)}; make one run's pair champion with "
+            f"`clvcast registry promote --run {_run_of(churn)}` (or --run {_run_of(spend)})"
+        ]
+    return []
+
+
+def _repair_locked(client, uri: str) -> RegistryCheck:
+    repaired: list[str] = []
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return RegistryCheck([], [])
+    pending = _pending_promotion(client)
+    if pending is not None:
+        _complete_promotion(client, exp.experiment_id, pending)
+        repaired.append(
+            f"completed the interrupted champion change to run {pending['run_id']} "
+            f"('{CHURN_MODEL}' v{pending['churn']}, '{SPEND_MODEL}' v{pending['spend']})"
         )
-    except MlflowException:
-        return None
+    repaired += _complete_half_pairs(client)
+    unresolved = _split_aliases(client)
+    churn, spend = _alias_target(client, CHURN_MODEL), _alias_target(client, SPEND_MODEL)
+    aliased = {CHURN_MODEL: churn, SPEND_MODEL: spend}
+    for name, version in aliased.items():
+        for v in _versions(client, name):
+            if v.tags.get("clvcast.status") == "candidate" and (version is None or str(v.version) != str(version.version)):
+                client.set_model_version_tag(name, v.version, "clvcast.status", "rejected")
+                client.set_model_version_tag(
+                    name, v.version, "clvcast.reason",
+                    "registration interrupted before the champion change took effect; "
+                    f"`clvcast registry promote --run {_run_of(v)}` makes it champion",
+                )
+                repaired.append(f"'{name}' v{v.version} left a candidate by a killed process: tagged rejected")
+        if version is not None and not unresolved:
+            repaired += _settle_status(client, name, str(version.version))
+    repaired += _fail_abandoned_runs(client, exp.experiment_id, uri)
+    for line in repaired:
+        log.warning("registry check: %s", line)
+    for line in unresolved:
+        log.error("registry check: %s", line)
+    return RegistryCheck(repaired, unresolved)
+
+
+def _complete_half_pairs(client) -> list[str]:
+    """Register the missing half of a run's pair from the run's logged model."""
+    by_run: dict[str, dict[str, Any]] = {}
+    for name in (CHURN_MODEL, SPEND_MODEL):
+        for v in _versions(client, name):
+            by_run.setdefault(_run_of(v), {})[name] = v
+    done = []
+    for run_id, have in by_run.items():
+        if len(have) == 2 or run_id is None:
+            continue
+        (present_name, present), = have.items()
+        missing = SPEND_MODEL if present_name == CHURN_MODEL else CHURN_MODEL
+        raw = client.get_run(run_id).data.tags.get(MODELS_TAG)
+        if not raw:
+            continue
+        models = json.loads(raw)
+        key = "spend" if missing == SPEND_MODEL else "churn"
+        version = client.create_model_version(
+            missing, models[f"{key}_model_uri"], run_id=run_id, model_id=models.get(f"{key}_model_id"),
+            tags={k: v for k, v in present.tags.items() if k.startswith("clvcast.") or k in ("feature_set_id", "horizon_days", "cutoff")},
+        )
+        done.append(
+            f"run {run_id} had '{present_name}' v{present.version} without its '{missing}' version "
+            f"(registration killed in between): registered '{missing}' v{version.version}"
+        )
+    return done
+
+
+def _fail_abandoned_runs(client, experiment_id: str, uri: str) -> list[str]:
+    """Mark ``FAILED`` the ``RUNNING`` runs whose process has ended (their owner lock is free)."""
+    done = []
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    for run in runs:
+        owner = run.data.tags.get(OWNER_TAG)
+        if not owner:
+            continue
+        with _store_lock(uri, f"run-{owner}", blocking=False) as free:
+            if not free or client.get_run(run.info.run_id).info.status != "RUNNING":
+                continue
+            client.set_tag(run.info.run_id, "clvcast.failure", "the process ended before finishing the run")
+            client.set_terminated(run.info.run_id, status="FAILED")
+        _remove_run_lock(uri, owner)
+        done.append(
+            f"run {run.info.run_id} was RUNNING but its process (pid {run.data.tags.get('clvcast.pid')} on "
+            f"{run.data.tags.get('clvcast.host')}) has ended: marked FAILED"
+        )
+    return done
+
+
+def last_good_champion(*, exclude: tuple[str, str] | None = None) -> Champion | None:
+    """The most recently promoted pair that still loads (the champion rule's fallback).
+
+    When the champion in effect cannot be loaded (artifacts gone, split aliases), the rule still
+    compares with the last pair that was champion and loads, rather than promoting blind.
+
+    Parameters
+    ----------
+    exclude : (str, str), optional
+        (churn, spend) versions not to try (the pair that just failed).
+
+    Returns
+    -------
+    Champion or None
+        ``None`` when no pair that was ever champion loads.
+    """
+    client = _client()
+    uri = tracking_uri()
+    with _store_errors(uri):
+        spend_by_run = {_run_of(v): v for v in _versions(client, SPEND_MODEL)}
+        tried = []
+        for churn in _versions(client, CHURN_MODEL):
+            spend = spend_by_run.get(_run_of(churn))
+            if spend is None or "clvcast.promoted_at" not in churn.tags:
+                continue
+            if exclude is not None and (str(churn.version), str(spend.version)) == tuple(map(str, exclude)):
+                continue
+            tried.append((churn.tags["clvcast.promoted_at"], int(churn.version), churn, spend))
+        for _, _, churn, spend in sorted(tried, key=lambda t: (t[0], t[1]), reverse=True):
+            try:
+                return _load_pair(client, churn, spend, uri, check_compatible=True)
+            except ChampionError as exc:
+                log.info("pair v%s/v%s of run %s cannot be used: %s", churn.version, spend.version, _run_of(churn), exc)
+    return None
 
 
 def registry_snapshot() -> dict[str, dict[str, Any]]:
@@ -580,18 +1303,21 @@ def registry_snapshot() -> dict[str, dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
     client = _client()
+    uri = tracking_uri()
     out: dict[str, dict[str, Any]] = {}
-    for name in (CHURN_MODEL, SPEND_MODEL):
-        try:
-            model = client.get_registered_model(name)
-        except MlflowException:
-            out[name] = {"versions": {}, "aliases": {}}
-            continue
-        versions = client.search_model_versions(f"name='{name}'")
-        out[name] = {
-            "versions": {str(v.version): v.tags.get("clvcast.status", "") for v in versions},
-            "aliases": {alias: str(version) for alias, version in model.aliases.items()},
-        }
+    with _store_errors(uri):
+        for name in (CHURN_MODEL, SPEND_MODEL):
+            try:
+                model = client.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code not in _NOT_FOUND:
+                    raise
+                out[name] = {"versions": {}, "aliases": {}}
+                continue
+            out[name] = {
+                "versions": {str(v.version): v.tags.get("clvcast.status", "") for v in _versions(client, name)},
+                "aliases": {alias: str(version) for alias, version in model.aliases.items()},
+            }
     return out
 
 
