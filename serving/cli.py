@@ -228,9 +228,10 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     # Deferred: see the module docstring.
     from serving.scores import write_scores
     from serving.scoring import score_tables
-    from training.registry import load_champion
+    from training.registry import check_registry, load_champion
 
     config = load_config(config_path)
+    check_registry()  # completes what a killed training left, or stops with what to do
     champion = load_champion()
     # Loaded here, not by serving.scoring.score, which does not hand back the load report.
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
@@ -334,6 +335,44 @@ def serve(host: str, port: int, workers: int, scores: str | None, new_customer_c
     service.serve(host=host, port=port, workers=workers, scores=scores, new_customer_clv=new_customer_clv)
 
 
+@cli.group()
+def registry():
+    """Check and repair the model registry; make a training run's pair the champion."""
+
+
+@registry.command("check")
+@click.option("--no-repair", is_flag=True, help="Only report; change nothing.")
+def registry_check(no_repair: bool):
+    """Find interrupted champion changes, half-registered pairs, split aliases and abandoned runs.
+
+    Repairs what it can (the training and serving commands do the same before they start) and
+    exits with code 2, naming the command to run, when a person must decide.
+    """
+    from training import registry as reg  # deferred: see the module docstring
+
+    found = reg.check_registry(repair=not no_repair)
+    for line in found.repaired:
+        _echo(f"repaired: {line}")
+    for line in found.unresolved:
+        _echo(f"to do: {line}")
+    pair = reg.champion_versions()
+    click.echo(
+        "no champion" if pair is None else f"champion: {reg.CHURN_MODEL} v{pair[0]}, {reg.SPEND_MODEL} v{pair[1]}"
+    )
+    if not found.ok:
+        raise click.exceptions.Exit(2)
+
+
+@registry.command("promote")
+@click.option("--run", "run_id", required=True, help="The MLflow run whose registered pair becomes champion.")
+def registry_promote(run_id: str):
+    """Make the churn and spend versions of one training run the champion (both aliases at once)."""
+    from training import registry as reg  # deferred: see the module docstring
+
+    churn, spend = reg.promote_run(run_id)
+    click.echo(f"champion: {reg.CHURN_MODEL} v{churn}, {reg.SPEND_MODEL} v{spend} (run {run_id})")
+
+
 @cli.command()
 @click.option("--customers", "n_customers", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--out", "out_dir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
@@ -368,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        # A command may return its exit code (monitor: 3 on an alert); the others return None.
+        # A command may return its exit code (monitor: 3 on an alert, click.exceptions.Exit's code without
+        # standalone mode); the others return None.
         code = cli.main(args=args, prog_name="clvcast", standalone_mode=False)
     except click.exceptions.Abort:
         _echo("aborted")
@@ -389,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         _echo(f"error: {lines[0]}")
         for line in lines[1:]:
             _echo(f"       {line}")
-        if len(lines) == 1 and not isinstance(exc, (ValueError, FileNotFoundError, LookupError)):
+        # A store fault's message is the whole story (store and cause); other errors may need the traceback.
+        expected = isinstance(exc, (ValueError, FileNotFoundError, LookupError)) or type(exc).__name__ == "StoreError"
+        if len(lines) == 1 and not expected:
             _echo(f"       ({type(exc).__name__}; rerun with --debug for the traceback)")
         return 1
     return code if isinstance(code, int) else 0

@@ -553,8 +553,8 @@ def log_run(
         if logged:
             # What check_registry needs to register a model the process did not get to register.
             mlflow.set_tag(MODELS_TAG, json.dumps(logged))
-        _test_hook("run logged")
     _remove_run_lock(uri, owner)
+    _test_hook("run logged")
     return LoggedRun(run_id=run.info.run_id, **logged)
 
 
@@ -855,6 +855,8 @@ class Registration:
 
 
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+# Version tags the pipeline sets on both halves of a pair (copied when a half is completed).
+_PAIR_TAGS = ("feature_set_id", "horizon_days", "cutoff")
 
 
 def _alias_target(client, name: str):
@@ -1214,30 +1216,39 @@ def _repair_locked(client, uri: str) -> RegistryCheck:
 
 
 def _complete_half_pairs(client) -> list[str]:
-    """Register the missing half of a run's pair from the run's logged model."""
-    by_run: dict[str, dict[str, Any]] = {}
+    """Register the missing half of a run's pair from the run's logged model.
+
+    Registration adds a run's churn version, then its spend version: a run with more versions of
+    one model than of the other was killed in between, and its newest unpaired versions get their
+    partner, so that version numbers keep pairing the two models.
+    """
+    by_run: dict[str, dict[str, list]] = {}
     for name in (CHURN_MODEL, SPEND_MODEL):
         for v in _versions(client, name):
-            by_run.setdefault(_run_of(v), {})[name] = v
+            by_run.setdefault(_run_of(v), {CHURN_MODEL: [], SPEND_MODEL: []})[name].append(v)
     done = []
     for run_id, have in by_run.items():
-        if len(have) == 2 or run_id is None:
+        churn, spend = have[CHURN_MODEL], have[SPEND_MODEL]
+        if run_id is None or len(churn) == len(spend):
             continue
-        (present_name, present), = have.items()
-        missing = SPEND_MODEL if present_name == CHURN_MODEL else CHURN_MODEL
+        present_name, missing, extra = (
+            (CHURN_MODEL, SPEND_MODEL, churn) if len(churn) > len(spend) else (SPEND_MODEL, CHURN_MODEL, spend)
+        )
         raw = client.get_run(run_id).data.tags.get(MODELS_TAG)
         if not raw:
             continue
         models = json.loads(raw)
         key = "spend" if missing == SPEND_MODEL else "churn"
-        version = client.create_model_version(
-            missing, models[f"{key}_model_uri"], run_id=run_id, model_id=models.get(f"{key}_model_id"),
-            tags={k: v for k, v in present.tags.items() if k.startswith("clvcast.") or k in ("feature_set_id", "horizon_days", "cutoff")},
-        )
-        done.append(
-            f"run {run_id} had '{present_name}' v{present.version} without its '{missing}' version "
-            f"(registration killed in between): registered '{missing}' v{version.version}"
-        )
+        unpaired = sorted(extra, key=lambda v: int(v.version))[len(churn) + len(spend) - len(extra) :]
+        for present in unpaired:
+            copied = {k: v for k, v in present.tags.items() if k.startswith("clvcast.") or k in _PAIR_TAGS}
+            version = client.create_model_version(
+                missing, models[f"{key}_model_uri"], run_id=run_id, model_id=models.get(f"{key}_model_id"), tags=copied
+            )
+            done.append(
+                f"run {run_id} had '{present_name}' v{present.version} without its '{missing}' version "
+                f"(registration killed in between): registered '{missing}' v{version.version}"
+            )
     return done
 
 
