@@ -42,9 +42,14 @@ import gc
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,11 +72,12 @@ from serving.api_models import (
     ModelVersions,
 )
 from serving.finance.acquisition import acquisition_budget
+from serving.http_guard import Guard, api_keys, max_body_bytes, quiet_client_errors
 from serving.scores import read_scores
 from serving.scoring import champion_clv_config, score_columns
 from serving.segments import SegmentReference
 from training.config import CONFIG_FILE_ENV, load_config
-from training.registry import load_champion
+from training.registry import Champion, ChampionError, StoreError, check_registry, load_champion, load_pair
 
 if TYPE_CHECKING:
     # What bentoml.serve returns: BentoML exports no public name for the class.
@@ -91,71 +97,203 @@ SERVICE = "serving.service:ClvService"
 LOOPBACK = "127.0.0.1"
 #: Seconds a started server may take to answer ``/readyz`` (workers load the champion first).
 READY_TIMEOUT_S = 180.0
+#: The server's own directory (the pair every worker serves, the workers' acknowledgements).
+RUNTIME_DIR_ENV = "CLVCAST_RUNTIME_DIR"
+PAIR_FILE = "pair.json"
+#: How often a worker looks for a new pair, and a worker that could not load retries.
+POLL_S = 0.25
+RETRY_S = 5.0
+#: Seconds POST /reload waits for every worker to serve the new pair.
+RELOAD_TIMEOUT_S = 300.0
 
 # GET routes: BentoML API methods are POST only, so GET /model lives in a mounted FastAPI app
 # whose class-view methods receive the service instance as ``self``.
 _model_app = FastAPI(title="clvcast model info")
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """Everything a worker answers from that depends on the pair: swapped as one reference."""
+
+    champion: Champion
+    clv_config: object
+    numeric_covariates: frozenset
+    versions: ModelVersions
+    generation: int
+
+
+def _load(churn: str, spend: str, generation: int) -> _Loaded:
+    return _prepare(load_pair(churn, spend), generation)
+
+
+def _prepare(champion: Champion, generation: int) -> _Loaded:
+    # One thread per prediction: requests are small, and concurrency comes from the workers;
+    # OpenMP threads that wait for a busy core turn a 0.5 ms prediction into several ms.
+    for booster in (champion.models.churn_model_, champion.models.spend_model_):
+        booster.set_params(n_jobs=1)
+    champion.models.explainers()  # the TreeSHAP tables of the drivers, before any request
+    config_path = os.environ.get(CONFIG_ENV)
+    feature_config = champion.feature_config
+    return _Loaded(
+        champion=champion,
+        clv_config=load_config(config_path).clv if config_path else champion_clv_config(champion),
+        numeric_covariates=frozenset(set(feature_config.covariates) - set(categorical_covariates(feature_config))),
+        versions=ModelVersions(churn=champion.churn_version, spend=champion.spend_version,
+                               feature_set=champion.feature_set_id),
+        generation=generation,
+    )
+
+
+def _runtime_dir() -> Path:
+    return Path(os.environ[RUNTIME_DIR_ENV])
+
+
+def _read_pair() -> dict:
+    return json.loads((_runtime_dir() / PAIR_FILE).read_text())
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` so that a reader sees the old file or the new one, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _unavailable(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=503)
+
+
 @bentoml.service(name="clvcast", traffic={"timeout": 60})
 @bentoml.asgi_app(_model_app, path="/")
 class ClvService:
-    """Churn, spend and CLV of customers from the ``champion`` models, over HTTP."""
+    """Churn, spend and CLV of customers from the ``champion`` models, over HTTP.
+
+    Every worker serves the pair named in the server's ``pair.json`` (written at start and by
+    ``POST /reload``), not whatever the aliases say when it happens to (re)start: a restarted
+    worker answers from the same models as the others. A worker that cannot load that pair
+    answers 503 and ``/readyz`` 503 until it can (it retries).
+    """
 
     @bentoml.on_deployment
     def check_startup() -> None:
         """Fail the server before any worker starts when the champion or a setting is unusable.
 
         Runs once in the serving process; a failure in the workers' ``__init__`` would only make
-        BentoML restart them forever.
+        BentoML restart them forever. Repairs what a killed training left in the registry, fixes
+        the pair the workers will load in ``pair.json``, and says when the service is open to anyone.
         """
-        load_champion()
+        found = check_registry()
+        if not found.ok:
+            raise ChampionError("; ".join(found.unresolved))
+        champion = load_champion()
         if os.environ.get(CONFIG_ENV):
             load_config(os.environ[CONFIG_ENV])
         _read_new_customer_clv(os.environ.get(NEW_CUSTOMER_CLV_ENV))
         _read_reference(os.environ.get(SCORES_ENV))
+        keys = api_keys()
+        max_body_bytes()
+        if not keys:
+            log.warning("no API keys (%s, %s): anyone who reaches the port can call every endpoint",
+                        "CLVCAST_API_KEYS", "CLVCAST_API_KEYS_FILE")
+        if not os.environ.get(RUNTIME_DIR_ENV):
+            # Under a plain `bentoml serve`: the workers, started after this, inherit the variable.
+            os.environ[RUNTIME_DIR_ENV] = tempfile.mkdtemp(prefix="clvcast-server-")
+        _write_json(_runtime_dir() / PAIR_FILE, {
+            "generation": 1, "churn": champion.churn_version, "spend": champion.spend_version,
+            "run_id": champion.run_id,
+        })
 
     def __init__(self) -> None:
-        self.champion = load_champion()
-        # One thread per prediction: requests are small, and concurrency comes from the workers;
-        # OpenMP threads that wait for a busy core turn a 0.5 ms prediction into several ms.
-        for booster in (self.champion.models.churn_model_, self.champion.models.spend_model_):
-            booster.set_params(n_jobs=1)
-        self.champion.models.explainers()  # the TreeSHAP tables of the drivers, before any request
-        config_path = os.environ.get(CONFIG_ENV)
-        self.clv_config = load_config(config_path).clv if config_path else champion_clv_config(self.champion)
+        quiet_client_errors()
+        self.worker = str(bentoml.server_context.worker_index or os.getpid())
+        self.loaded: _Loaded | None = None
+        self.load_error = "not loaded yet"
         self.reference = _read_reference(os.environ.get(SCORES_ENV))
         self.segment_basis = "scored population" if self.reference is not None else "this request"
-        feature_config = self.champion.feature_config
-        self.numeric_covariates = set(feature_config.covariates) - set(categorical_covariates(feature_config))
         self.new_customer_clv = _read_new_customer_clv(os.environ.get(NEW_CUSTOMER_CLV_ENV))
-        self.versions = ModelVersions(
-            churn=self.champion.churn_version,
-            spend=self.champion.spend_version,
-            feature_set=self.champion.feature_set_id,
-        )
-        log.info(
-            "serving clvcast-churn v%s and clvcast-spend v%s (feature set %s) from %s",
-            self.champion.churn_version,
-            self.champion.spend_version,
-            self.champion.feature_set_id,
-            self.champion.tracking_uri,
-        )
-        # Everything loaded so far lives as long as the process: move it out of the collector's
-        # reach, or full collections over the boosters pause ~2 % of large requests by ~250 ms.
-        gc.collect()
-        gc.freeze()
+        self._failed: tuple[int, float] | None = None  # generation that did not load, and when
+        if not os.environ.get(RUNTIME_DIR_ENV):
+            # In process (tests, benchmarks), not under a server: the champion, once.
+            self.loaded = _prepare(load_champion(), 0)
+            gc.collect()
+            gc.freeze()
+            return
+        self._follow_pair()
+        threading.Thread(target=self._watch_pair, name="clvcast-pair", daemon=True).start()
+
+    @property
+    def champion(self) -> Champion:
+        """The pair this worker answers from."""
+        return self.loaded.champion
+
+    @property
+    def clv_config(self):
+        """The CLV arithmetic settings of the answers."""
+        return self.loaded.clv_config
+
+    def _follow_pair(self) -> None:
+        """Load the pair of ``pair.json`` unless this worker serves it already; acknowledge the result."""
+        pair = _read_pair()
+        current = self.loaded
+        ack = _runtime_dir() / f"ack-{self.worker}.json"
+        if current is not None and current.generation == pair["generation"]:
+            return
+        if current is not None and (current.versions.churn, current.versions.spend) == (pair["churn"], pair["spend"]):
+            self.loaded = _Loaded(**{**current.__dict__, "generation": pair["generation"]})
+        else:
+            try:
+                loaded = _load(pair["churn"], pair["spend"], pair["generation"])
+            except (ChampionError, StoreError, OSError, ValueError) as exc:
+                self.load_error = f"cannot load clvcast-churn v{pair['churn']}, clvcast-spend v{pair['spend']}: {exc}"
+                self._failed = (pair["generation"], time.monotonic())
+                log.error("worker %s: %s", self.worker, self.load_error)
+                _write_json(ack, {"generation": pair["generation"], "ok": False, "error": self.load_error})
+                return
+            self.loaded = loaded  # one assignment: a request sees the old pair or the new one, whole
+            log.info("worker %s serving clvcast-churn v%s and clvcast-spend v%s (feature set %s) from %s",
+                     self.worker, pair["churn"], pair["spend"], loaded.champion.feature_set_id,
+                     loaded.champion.tracking_uri)
+            # What is loaded lives as long as the pair: out of the collector's reach, or full
+            # collections over the boosters pause ~2 % of large requests by ~250 ms.
+            gc.collect()
+            gc.freeze()
+        self.load_error, self._failed = "", None
+        _write_json(ack, {"generation": pair["generation"], "ok": True})
+
+    def _watch_pair(self) -> None:
+        """Follow ``pair.json`` (a reload), and retry a pair that did not load every :data:`RETRY_S`."""
+        while True:
+            time.sleep(POLL_S)
+            try:
+                generation = _read_pair()["generation"]
+                if self.loaded is not None and self.loaded.generation == generation:
+                    continue
+                if self._failed is not None and self._failed[0] == generation and time.monotonic() - self._failed[1] < RETRY_S:
+                    continue
+                self._follow_pair()
+            except Exception:  # the watcher must outlive any one failure; the next poll retries
+                log.exception("worker %s: following %s failed", self.worker, PAIR_FILE)
+
+    def __is_ready__(self) -> bool:
+        """Ready when this worker serves the pair the server names (BentoML's ``/readyz``)."""
+        loaded = self.loaded
+        if loaded is None:
+            return False
+        return not os.environ.get(RUNTIME_DIR_ENV) or loaded.generation == _read_pair()["generation"]
 
     @bentoml.api(route="/clv")
     def clv(self, request: ClvRequest, /) -> ClvResponse:
         """Churn probability, expected spend, CLV, segment and drivers of each customer as of ``as_of``."""
-        request.check_covariates(self.numeric_covariates)
+        loaded = self.loaded  # one pair for the whole request, whatever a reload does meanwhile
+        if loaded is None:
+            return _unavailable(f"models not loaded: {self.load_error}")
+        request.check_covariates(loaded.numeric_covariates)
         # The columns as arrays, not a DataFrame: a frame and its rows cost milliseconds per request.
         scores = score_columns(
             request.to_tables(),
             as_of=request.as_of,
-            champion=self.champion,
-            clv=self.clv_config,
+            champion=loaded.champion,
+            clv=loaded.clv_config,
             reference=self.reference,
             top_drivers=request.drivers,
             attributes=False,
@@ -163,50 +301,103 @@ class ClvService:
         customers = CustomerClv.from_columns(scores, order=[c.customer_id for c in request.customers])
         return ClvResponse(
             as_of=request.as_of,
-            horizon_days=self.champion.horizon_days,
+            horizon_days=loaded.champion.horizon_days,
             segment_basis=self.segment_basis,
-            model_versions=self.versions,
+            model_versions=loaded.versions,
             customers=customers,
         )
 
     @bentoml.api(route="/acquisition_budget")
     def acquisition_budget(self, request: BudgetRequest, /) -> BudgetResponse:
         """LTV:CAC, maximum allowable CAC and a grow / hold / cut recommendation per channel."""
+        loaded = self.loaded
+        if loaded is None:
+            return _unavailable(f"models not loaded: {self.load_error}")
         if self.new_customer_clv is None:
-            return JSONResponse(
-                {
-                    "error": f"no new-customer CLV table: start the service with {NEW_CUSTOMER_CLV_ENV} "
-                    "set to the new_customer_clv.csv written by `clvcast budget`"
-                },
-                status_code=503,
+            return _unavailable(
+                f"no new-customer CLV table: start the service with {NEW_CUSTOMER_CLV_ENV} "
+                "set to the new_customer_clv.csv written by `clvcast budget`"
             )
-        target = request.target_ltv_cac or self.clv_config.target_ltv_cac
+        target = request.target_ltv_cac or loaded.clv_config.target_ltv_cac
         rows = acquisition_budget(
             [c.model_dump() for c in request.channels], self.new_customer_clv, target_ratio=target
         )
-        return BudgetResponse(target_ltv_cac=target, model_versions=self.versions, channels=rows)
+        return BudgetResponse(target_ltv_cac=target, model_versions=loaded.versions, channels=rows)
 
     @_model_app.get("/model", response_model=ModelInfo)
     def model(self) -> ModelInfo:
         """Model versions, training date, holdout metrics and feature-set version."""
-        described = self.champion.describe()
+        loaded = self.loaded
+        if loaded is None:
+            return _unavailable(f"models not loaded: {self.load_error}")
+        described = loaded.champion.describe()
         return ModelInfo(
-            model_versions=self.versions,
+            model_versions=loaded.versions,
             model_names={"churn": described["churn_model"]["name"], "spend": described["spend_model"]["name"]},
             run_id=described["run_id"],
             trained_at=described["trained_at"],
             training_cutoff=described["training_cutoff"],
             horizon_days=described["horizon_days"],
             holdout_metrics=described["holdout_metrics"],
-            clv_settings=self.clv_config.model_dump(),
+            clv_settings=loaded.clv_config.model_dump(),
             segment_basis=self.segment_basis,
             limits={
                 "customers_per_request": MAX_CUSTOMERS,
                 "rows_per_customer": MAX_ROWS_PER_CUSTOMER,
                 "rows_per_request": MAX_ROWS_PER_REQUEST,
             },
-            tracking_uri=self.champion.tracking_uri,
+            tracking_uri=loaded.champion.tracking_uri,
         )
+
+    @_model_app.post("/reload")
+    def reload(self) -> JSONResponse:
+        """Move every worker to the registry's champion; answer once all of them serve it.
+
+        The new pair is loaded here first (a pair that does not load changes nothing: 409). Then
+        ``pair.json`` names it, each worker loads it beside the pair it serves and swaps, so no
+        request fails during the switch; the answer comes when every worker has acknowledged.
+        """
+        try:
+            check_registry()
+            champion = load_champion()
+        except (ChampionError, StoreError) as exc:
+            log.warning("reload refused: %s", exc)
+            return JSONResponse({"error": f"the registry's champion cannot be served: {exc}"}, status_code=409)
+        import filelock
+
+        with filelock.FileLock(str(_runtime_dir() / "reload.lock")):
+            pair = _read_pair()
+            generation = pair["generation"] + 1
+            _write_json(_runtime_dir() / PAIR_FILE, {
+                **pair, "generation": generation, "churn": champion.churn_version, "spend": champion.spend_version,
+                "run_id": champion.run_id,
+            })
+        log.info("reload: generation %d, clvcast-churn v%s and clvcast-spend v%s",
+                 generation, champion.churn_version, champion.spend_version)
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        while True:
+            # Every worker slot acknowledges each pair it loads in ack-<worker index>.json (a
+            # restarted worker takes its slot's file): the files are the workers.
+            acks = []
+            for path in _runtime_dir().glob("ack-*.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    acks.append(json.loads(path.read_text()))
+            workers = len(acks)
+            current = [a for a in acks if a.get("generation", 0) >= generation]
+            failed = [a["error"] for a in current if not a.get("ok")]
+            if failed or len(current) >= workers or time.monotonic() > deadline:
+                break
+            time.sleep(POLL_S)
+        body = {"generation": generation, "workers": workers, "workers_switched": len(current) - len(failed),
+                "model_versions": {"churn": champion.churn_version, "spend": champion.spend_version,
+                                   "feature_set": champion.feature_set_id}}
+        if failed or len(current) < workers:
+            body["error"] = "; ".join(failed) or f"only {len(current)} of {workers} workers switched in time"
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+
+ClvService.add_asgi_middleware(Guard)
 
 
 def _read_reference(path: str | None):
@@ -319,30 +510,44 @@ def running_service(
             server = bentoml.serve(service, host=LOOPBACK, port=port or free_port(), blocking=False)
         # While it runs, SIGINT and SIGTERM stop the server (BentoML's process manager handles them).
         with server:
-            # BentoML's client waits in its constructor until /readyz answers 200.
-            bentoml.SyncHTTPClient(server.url, server_ready_timeout=ready_timeout).close()
+            # BentoML's client waits in its constructor until /readyz answers 200, then reads the
+            # schema, which needs a key when keys are set.
+            keys = api_keys()
+            bentoml.SyncHTTPClient(
+                server.url, server_ready_timeout=ready_timeout, token=keys[0] if keys else None
+            ).close()
             yield server
 
 
+@contextlib.contextmanager
 def _server_environ(
     *,
     workers: int,
     tracking_uri: str | None = None,
     scores: str | Path | None = None,
     new_customer_clv: str | Path | None = None,
-) -> contextlib.AbstractContextManager[None]:
-    """The service's variables and worker count, set in ``os.environ`` until the block ends.
+) -> Iterator[None]:
+    """The service's variables, worker count and runtime directory, in ``os.environ`` until the block ends.
 
     ``bentoml.serve`` takes no environment: the workers inherit this process's when they start
     (and restart), and BentoML reads the worker count from its configuration overrides at start.
+    The runtime directory (the pair every worker serves) is removed at the end.
     """
-    values = {BENTOML_OVERRIDES_ENV: json.dumps({"services": {ClvService.name: {"workers": workers}}})}
+    runtime = tempfile.mkdtemp(prefix="clvcast-server-")
+    values = {
+        BENTOML_OVERRIDES_ENV: json.dumps({"services": {ClvService.name: {"workers": workers}}}),
+        RUNTIME_DIR_ENV: runtime,
+    }
     if tracking_uri is not None:
         values[TRACKING_URI_ENV] = tracking_uri
     for name, path in ((SCORES_ENV, scores), (NEW_CUSTOMER_CLV_ENV, new_customer_clv)):
         if path is not None:
             values[name] = str(Path(path).resolve())
-    return environ(**values)
+    try:
+        with environ(**values):
+            yield
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 @contextlib.contextmanager
