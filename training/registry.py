@@ -24,9 +24,9 @@ What a training run holds
 Champion rule
 -------------
 Registered models ``clvcast-churn`` and ``clvcast-spend`` get a new version for every successful
-training run; each version is tagged ``clvcast.status`` = ``champion`` or ``rejected`` with
-``clvcast.reason`` (a replaced champion becomes ``superseded``). The ``champion`` alias of *both*
-moves to the new pair when
+training run; each version is tagged ``clvcast.status`` = ``candidate`` (until its promotion
+completes), ``champion`` or ``rejected`` with ``clvcast.reason`` (a replaced champion becomes
+``superseded``). The ``champion`` alias of *both* moves to the new pair when
 
 1. there is no champion yet; or
 2. the current champion, re-scored on the new run's holdout (same customers, same cutoff, same
@@ -48,7 +48,18 @@ comparable and the champion is kept unless promotion is forced.
 A champion with another horizon is not comparable on the same labels: the new pair is rejected
 unless promotion is forced (``train(..., promote="force")``). A failed run registers nothing; a
 rejected run registers its versions (for inspection and manual :func:`promote`) but never touches
-the alias. :func:`load_champion` refuses a pair that does not come from one run.
+the alias. :func:`load_champion` refuses a pair that does not come from one run. When the champion
+in effect cannot be loaded, the rule compares with :func:`last_good_champion`.
+
+Crashes and races
+-----------------
+Champion changes happen under a store-wide lock that dies with its process (see the invariant
+above :func:`register_pair`, :func:`_store_lock`), with one commit point (the experiment tag
+:data:`PROMOTION_TAG`) that :func:`check_registry` completes after a crash. Store creation runs
+under a lock too, and reads never create a store (:class:`StoreError`). Each training run holds
+a lock named by its :data:`OWNER_TAG` while it is open, so a ``RUNNING`` run whose lock is free was
+abandoned. ``CLVCAST_TEST_KILL_AFTER`` and ``CLVCAST_TEST_PAUSE_AFTER`` are test hooks
+(:func:`_test_hook`), inert unless set.
 """
 
 from __future__ import annotations
