@@ -197,20 +197,19 @@ def test_mlflow_download_bars_show_with_debug_only(capsys, work, data, scores):
     assert "[clvcast] transactions: " in plain.err  # the steps themselves still show
 
 
-def test_a_new_mlflow_store_is_created_quietly_unless_debug(tmp_path):
-    """As a user runs it (MLflow imported by the command): its table-creation lines need --debug."""
+def test_a_read_on_a_new_store_path_creates_nothing(tmp_path):
+    """As a user runs it: one line that names the path, the traceback only with --debug, no file made."""
     def run(*flags: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / (flags[0] if flags else 'plain')}.db"}
-        env.pop("MLFLOW_LOGGING_LEVEL", None)
         cmd = [sys.executable, "-m", "serving.cli", *flags, "score", "--data", str(tmp_path), "--cutoff", SCORE_CUTOFF,
                "--out", str(tmp_path / "s.parquet")]  # fmt: skip
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     plain, debug = run(), run("--debug")
-    # No champion in a new store: both fail, the plain run with its one-line cause only.
-    assert plain.returncode == 1 and plain.stderr.strip().startswith("error: no 'champion' version"), plain.stderr
+    assert plain.returncode == 1 and plain.stderr.strip().startswith(f"error: no MLflow store at {tmp_path}"), plain.stderr
     assert len(plain.stderr.strip().splitlines()) == 1, plain.stderr
-    assert debug.returncode != 0 and "Creating initial MLflow database tables" in debug.stderr, debug.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "StoreError" in debug.stderr, debug.stderr
+    assert not list(tmp_path.glob("*.db"))
 
 
 def test_budget_writes_the_finance_outputs(capsys, work, data, scores):

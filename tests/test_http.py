@@ -217,7 +217,8 @@ def test_fuzz_openapi_finds_no_server_error(server):
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    schema = schemathesis.openapi.from_url(f"{server}/docs.json")
+    # POST /reload is the operators' (tests/test_http_guard.py): the fuzz is of the scoring API.
+    schema = schemathesis.openapi.from_url(f"{server}/docs.json").exclude(path="/reload")
     strategy = st.one_of(
         schema.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE),
         schema.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE),
@@ -244,7 +245,7 @@ def test_fuzz_openapi_finds_no_server_error(server):
 
     check()
     # The fuzz reached the scoring path, not only validation.
-    assert any(k.startswith("POST /clv 200") for k in seen), seen
+    assert any(k.startswith("POST /clv 200") for k in seen), sorted(seen.items())
 
 
 def test_random_valid_histories_are_scored(client):

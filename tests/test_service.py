@@ -81,12 +81,13 @@ def champion_store() -> ChampionStore:
 @functools.cache
 def empty_store() -> str:
     """Tracking URI of a store with no registered models (created once: a new store takes seconds)."""
-    from training.registry import champion_versions
+    from training.registry import champion_versions, check_registry
 
     root = Path(tempfile.mkdtemp(prefix="clvcast-empty-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with environ(MLFLOW_TRACKING_URI=uri):
+        check_registry(create=True)  # reads never create a store
         assert champion_versions() is None
     return uri
 

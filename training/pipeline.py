@@ -365,11 +365,11 @@ def train(
     """
     started = time.perf_counter()
     config = config or Config()
-    # What a killed or racing process left (an interrupted champion change, abandoned runs) is
-    # put right before this run compares with the champion.
-    registry.check_registry(create=True)
     tables = _as_tables(source_or_tables)
     ev = evaluate(tables, cutoff=cutoff, config=config)
+    # What a killed or racing process left (an interrupted champion change, abandoned runs) is
+    # put right before this run compares with the champion (and after bad input could stop it).
+    registry.check_registry(create=True)
 
     compared: dict[str, Any] = {}
 

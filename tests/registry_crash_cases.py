@@ -1,4 +1,7 @@
-"""The registry under SIGKILL at named steps, concurrent trainings and broken stores, on sqlite and PostgreSQL.
+"""The registry under SIGKILL at named steps, concurrent trainings and broken stores (the cases).
+
+Collected by ``test_registry_crash_sqlite.py`` and ``test_registry_crash_postgres.py``, which set
+the fixture ``store_kind`` (two files, so that the test runner's two workers take one each).
 
 Each store kind gets a template once: a champion pair (run A, v1/v1) and a second training run B
 whose models are logged but not registered. Every test works on a copy of it (a copied sqlite
@@ -112,11 +115,11 @@ def _build_template(kind: str, uri: str, tables, root: Path, cluster=None) -> Te
     return Template(kind=kind, uri=uri, run_a=a.run_id, run_b=logged[0], copies=[], root=root, cluster=cluster)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def template(request, book, tmp_path_factory):
+@pytest.fixture(scope="module")
+def template(request, store_kind, book, tmp_path_factory):
     tables, _ = book
-    root = tmp_path_factory.mktemp(f"store-{request.param}")
-    if request.param == "sqlite":
+    root = tmp_path_factory.mktemp(f"store-{store_kind}")
+    if store_kind == "sqlite":
         (root / "template").mkdir()
         return _build_template("sqlite", f"sqlite:///{root / 'template' / 'mlflow.db'}", tables, root)
     cluster = request.getfixturevalue("postgres")
@@ -294,6 +297,7 @@ def test_two_trainings_at_once_on_a_fresh_store(template, book, tmp_path):
     outputs = [p.communicate(timeout=TRAIN_TIMEOUT_S)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
+        assert "Creating initial MLflow database tables" not in out  # MLflow's own lines need --debug
     reasons = " | ".join(line for out in outputs for line in out.splitlines() if line.startswith("registered "))
     # One promoted with no champion to compare with; the other was compared with it, under the lock.
     assert reasons.count("no current champion") == 1, reasons
