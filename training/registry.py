@@ -1165,8 +1165,9 @@ def check_registry(*, repair: bool = True, create: bool = False) -> RegistryChec
 def _problems(client, uri: str) -> list[str]:
     """A read-only list of the faults :func:`check_registry` would repair or report."""
     found = []
-    if _pending_promotion(client) is not None:
-        found.append(f"an interrupted champion change ({_pending_promotion(client)}) is not complete")
+    pending = _pending_promotion(client)
+    if pending is not None:
+        found.append(f"an interrupted champion change to run {pending['run_id']} is not complete")
     found += _split_aliases(client)
     return found
 
@@ -1266,6 +1267,8 @@ def _complete_half_pairs(client) -> list[str]:
 def _fail_abandoned_runs(client, experiment_id: str, uri: str) -> list[str]:
     """Mark ``FAILED`` the ``RUNNING`` runs whose process has ended (their owner lock is free)."""
     done = []
+    if _sqlite_path(uri) is None and _scheme(uri) != "postgresql":
+        return done  # no process locks on this kind of store: a free lock would prove nothing
     runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
     for run in runs:
         owner = run.data.tags.get(OWNER_TAG)
