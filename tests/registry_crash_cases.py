@@ -108,9 +108,10 @@ def _build_template(kind: str, uri: str, tables, root: Path, cluster=None) -> Te
         a = train(tables, config=config)
         logged = []
         with pytest.MonkeyPatch.context() as mp:
-            # Run B: trained and logged as usual, its registration left to the tests.
+            # Run B: trained and logged as usual, its registration (and the versions' description) left to the tests.
             mp.setattr(registry, "register_pair",
                        lambda run, decision, **_: logged.append(run) or registry.Registration("", "", False, ""))
+            mp.setattr(registry, "describe_versions", lambda registration, description: None)
             train(tables, config=config)
     return Template(kind=kind, uri=uri, run_a=a.run_id, run_b=logged[0], copies=[], root=root, cluster=cluster)
 
