@@ -108,7 +108,10 @@ def find_rate(base: str, body: bytes, *, start: float, trial: float, seconds: fl
                 break
             rate /= 1.5  # the first rate was already too high: come down until one passes
             if rate < 1:
-                raise RuntimeError(f"even 1 request/s misses p99 <= {P99_TARGET_MS} ms")
+                # Nothing passes (a machine loaded by other work): report the 1/s trial as missed
+                # and go on with the other runs at that rate, rather than print nothing.
+                print(f"  no rate from 1/s up keeps p99 <= {P99_TARGET_MS:g} ms: the target is missed", flush=True)
+                return {**r, "met": False}, trials
             continue
         best, rate = rate, rate * 1.2
     while True:
@@ -116,7 +119,7 @@ def find_rate(base: str, body: bytes, *, start: float, trial: float, seconds: fl
         print(f"  final {best:7.1f}/s for {seconds:g} s: p50 {final['p50']:.1f} ms, p99 {final['p99']:.1f} ms, "
               f"errors {final['errors']}", flush=True)
         if final["p99"] <= P99_TARGET_MS and not final["errors"]:
-            return final, trials
+            return {**final, "met": True}, trials
         best *= 0.9
 
 
@@ -270,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
         print(f"\nmachine: {os.cpu_count()} CPUs; load average (1, 5, 15 min) {load_start} at the start, {load_end} at the end")
-        print(f"1. highest rate with p99 <= {P99_TARGET_MS:g} ms and no error over {args.seconds:g} s: "
+        verdict = "" if final["met"] else " NOT MET (the lowest rate tried, for the trial's duration)"
+        print(f"1. highest rate with p99 <= {P99_TARGET_MS:g} ms and no error over {args.seconds:g} s{verdict}: "
               f"{final['rate']:.1f} requests/s (p50 {final['p50']:.1f} ms, p99 {final['p99']:.1f} ms, {final['n']} requests)")
         fivexx = sum(n for kinds in mixed["counts"].values() for code, n in kinds.items() if code.startswith("5"))
         print(f"2. mixed: {args.mixed:,} requests in {mixed['seconds']:.0f} s, 5xx: {fivexx}")
@@ -283,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{reload['requests']} requests at {final['rate'] / 2:.0f}/s, failed {reload['failed']}; "
               f"churn versions answered during the reload {reload['versions_during']}, after it {reload['versions_after']} "
               f"(old v{reload['old']}, new v{reload['new']})")
-        ok = fivexx == 0 and reload["failed"] == 0 and reload["versions_after"] == [reload["new"]]
+        ok = final["met"] and fivexx == 0 and reload["failed"] == 0 and reload["versions_after"] == [reload["new"]]
         return 0 if ok else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
