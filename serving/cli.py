@@ -153,17 +153,60 @@ def _steps_on_stderr(level: int) -> Iterator[None]:
 @click.option("--start", default="2021-01-01", show_default=True, help="First acquisition date.")
 @click.option("--end", default="2024-12-31", show_default=True, help="Last observed date.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-def generate(n_customers: int, seed: int, start: str, end: str, out_dir: str):
-    """Synthetic customer book with known ground truth (Parquet tables + ground_truth.parquet)."""
-    from features.synthetic import generate as generate_book, write_book  # deferred: see the module docstring
+@click.option(
+    "--kind",
+    type=click.Choice(["retail", "subscription"]),
+    default="retail",
+    show_default=True,
+    help="Retail purchases, or a SaaS book of monthly invoices, plan changes and cancels.",
+)
+@click.option(
+    "--truth-cutoff",
+    default=None,
+    callback=_parse_date,
+    help="subscription: date of the per-customer truth (default: a year before --end).",
+)
+@click.option(
+    "--truth-horizon-days",
+    type=click.IntRange(min=1),
+    default=182,
+    show_default=True,
+    help="subscription: horizon of the truth's churn probability and expected spend.",
+)
+def generate(
+    n_customers: int, seed: int, start: str, end: str, out_dir: str, kind: str, truth_cutoff, truth_horizon_days: int
+):
+    """Synthetic customer book with known ground truth (Parquet tables + ground_truth.parquet).
 
-    book = generate_book(n_customers, seed=seed, start=start, end=end)
-    write_book(book, out_dir)
+    A subscription book also gets subscription_truth.parquet: per customer at --truth-cutoff, the
+    state, the true P(cancel) and expected spend over the horizon, and the true lifetime CLV.
+    """
+    from features.synthetic import write_book  # deferred: see the module docstring
+
+    if kind == "retail":
+        from features.synthetic import generate as generate_book
+
+        book = generate_book(n_customers, seed=seed, start=start, end=end)
+        write_book(book, out_dir)
+    else:
+        from features.synthetic.truth_files import write_subscription_book
+
+        book, truth = write_subscription_book(
+            out_dir, n_customers, seed=seed, start=start, end=end, truth_cutoff=truth_cutoff,
+            horizon_days=truth_horizon_days,
+        )
     t = book.tables
     _echo(
         f"wrote {out_dir}: {len(t.customers):,} customers, {len(t.transactions):,} transactions, "
         f"{len(t.events):,} events"
     )
+    if kind == "subscription":
+        running = truth.customers["state"].isin(["active", "reactivated"])
+        _echo(
+            f"truth as of {truth.settings['cutoff']} over {truth.settings['horizon_days']} days: "
+            f"{len(truth.customers):,} customers, {int(running.sum()):,} subscribed with mean P(cancel) "
+            f"{truth.customers.loc[running, 'churn_probability'].mean():.3f}"
+        )
 
 
 @cli.command()
