@@ -36,7 +36,15 @@ import pandas as pd
 from features.contract import Tables
 from features.dates import history_until, parse_cutoff
 
-__all__ = ["SPELL_COLUMNS", "STATES", "STATE_COLUMNS", "add_months", "subscription_spells", "subscription_state"]
+__all__ = [
+    "SPELL_COLUMNS",
+    "STATES",
+    "STATE_COLUMNS",
+    "add_months",
+    "plan_names",
+    "subscription_spells",
+    "subscription_state",
+]
 
 STATES = ("active", "reactivated", "cancelled_paid_through", "churned")
 _MEAN_MONTH_DAYS = 365.2425 / 12
@@ -103,16 +111,35 @@ def _validate(billing_months: int, grace_days: int) -> None:
         raise ValueError(f"grace_days: rule 'a whole number of days >= 0': got {grace_days!r}")
 
 
+def plan_names(mrr: np.ndarray, plans: Mapping[str, float] | None) -> np.ndarray:
+    """Plan of each MRR: the price list's name whose price it equals, else ``"other"``; without a
+    price list, the MRR written as text (``29.0`` -> ``"29"``).
+
+    Parameters
+    ----------
+    mrr : numpy.ndarray of float, shape (n,)
+        Monthly recurring revenue, currency units per month.
+    plans : mapping of str to float, optional
+        Price list: plan name -> monthly price.
+
+    Returns
+    -------
+    numpy.ndarray of object (str), shape (n,)
+    """
+    mrr = np.asarray(mrr, dtype=float)
+    if not plans:
+        return np.array([f"{m:g}" for m in mrr], dtype=object)
+    names = np.array(list(plans), dtype=object)
+    prices = np.array([float(p) for p in plans.values()])
+    match = np.isclose(mrr[:, None], prices[None, :], rtol=1e-9, atol=1e-9)
+    return np.where(match.any(axis=1), names[match.argmax(axis=1)], "other")
+
+
 def _plan_labels(mrr: np.ndarray, given: pd.Series | None, plans: Mapping[str, float] | None) -> np.ndarray:
     """Plan per period: from the price list if given, else the invoices' ``plan`` column, else the MRR."""
-    if plans:
-        names = np.array(list(plans), dtype=object)
-        prices = np.array([float(p) for p in plans.values()])
-        match = np.isclose(mrr[:, None], prices[None, :], rtol=1e-9, atol=1e-9)
-        return np.where(match.any(axis=1), names[match.argmax(axis=1)], "other")
-    if given is not None:
+    if given is not None and not plans:
         return given.astype("str").to_numpy(dtype=object)
-    return np.array([f"{m:g}" for m in mrr], dtype=object)
+    return plan_names(mrr, plans)
 
 
 def subscription_spells(

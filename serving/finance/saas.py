@@ -38,6 +38,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.dates import history_until, parse_cutoff
+from features.subscription import plan_names
 
 __all__ = [
     "MOVEMENTS",
@@ -153,7 +154,7 @@ def mrr_movements(
             "mrr": frame["mrr"].to_numpy(),
             "change": change,
             "movement": pd.array(movement, dtype="str"),
-            "plan": pd.array(_plan_names(plan_mrr, plans), dtype="str"),
+            "plan": pd.array(plan_names(plan_mrr, plans), dtype="str"),
             "channel": pd.array(channel, dtype="str"),
             "cohort": pd.array(pd.DatetimeIndex(_month_start(cohort_month)).strftime("%Y-%m"), dtype="str"),
         }
@@ -167,15 +168,6 @@ def _channels(customers: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray:
         return np.full(len(ids), UNKNOWN, dtype=object)
     by_id = customers.set_index("customer_id")["channel"].astype("str")
     return pd.Series(ids).map(by_id).fillna(UNKNOWN).to_numpy(dtype=object)
-
-
-def _plan_names(mrr: np.ndarray, plans: Mapping[str, float] | None) -> np.ndarray:
-    if not plans:
-        return np.array([f"{m:g}" for m in mrr], dtype=object)
-    names = np.array(list(plans), dtype=object)
-    prices = np.array([float(v) for v in plans.values()])
-    match = np.isclose(mrr[:, None], prices[None, :], rtol=1e-9, atol=1e-9)
-    return np.where(match.any(axis=1), names[match.argmax(axis=1)], "other")
 
 
 def mrr_bridge(movements: pd.DataFrame) -> pd.DataFrame:
