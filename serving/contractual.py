@@ -1,0 +1,468 @@
+"""Contractual churn, lifetime and CLV of subscription customers: the sBG per segment.
+
+The subscription counterpart of :mod:`serving.clv`. For a subscription business, churn is the
+decision to cancel, observed in ``cancel`` events and missing renewals, and a customer's lifetime
+is the time until it cancels. This module:
+
+1. reads every subscription as of the cutoff (:func:`features.subscription.subscription_spells`);
+2. fits a shifted-beta-geometric model (:mod:`features.btyd.shifted_beta_geo`, Fader & Hardie 2007)
+   per segment (plan x channel by default) on the subscriptions' lifetimes in billing periods:
+   an ended subscription paid ``T`` periods; one still running at the cutoff, cancelled this period
+   or not, is censored at the start of its current period (``T > renewals made``), since that
+   period is not over for anyone. A segment with fewer than ``min_churned`` ended subscriptions
+   takes its plan's fit, and a plan with too few takes the pooled fit (``fit_level`` says which);
+3. estimates the monthly plan-change matrix Q (upgrades and downgrades) from consecutive invoices
+   of the same customer, so that revenue per period follows the plan with expansion and
+   contraction;
+4. scores every customer with an invoice from its state (:func:`features.subscription.subscription_state`).
+
+For a customer subscribed at the cutoff with ``n`` renewals, a share ``f`` of its current period
+elapsed, plan ``p``, discount factor ``g = (1 + d) ** (-billing_months / 12)`` per period, margin
+``m`` and cost to serve ``c`` per month (S the segment's sBG survival, interpolated at real
+arguments; ``pi_k`` the expected price of the ``k``-th next invoice, ``(Q^k prices)[p]``):
+
+- ``churn_probability`` = 1 - S(n + f + h) / S(n + f), ``h`` = H days in periods;
+- ``expected_spend`` = sum over the next invoices dated before ``cutoff + H`` of
+  ``S(n + k) / S(n + f) * pi_k``;
+- ``clv`` = sum_{k >= 1} g^(k - f) S(n + k) / S(n + f) (m pi_k - c * billing_months), summed
+  explicitly for ``explicit_periods`` periods and beyond them in closed form with the stationary
+  price: ``g^(K - f) S(n + K) / S(n + f) * (2F1(1, beta + n + K; alpha + beta + n + K; g) - 1)``
+  (Fader & Hardie 2010's discounted expected residual lifetime). No cap: the whole survival tail;
+- ``expected_lifetime_days``: to the end of the paid period plus ``(beta + n) / (alpha - 1)``
+  further periods (``inf`` when the segment's alpha <= 1: the sBG tail then has no finite mean;
+  ``discounted_residual_periods`` is always finite);
+- ``clv_classic`` = m x MRR / monthly logo churn of the segment over the 12 months before the cutoff
+  (the classic ARPU x margin / churn, undiscounted, no expansion): a cross-check.
+
+A customer who cancelled (``cancelled_paid_through``) has churn probability 1 and no revenue
+beyond its paid period; a churned customer has churn probability 1 and a CLV of 0: returns of
+churned customers are not modelled here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.special import betaln, hyp2f1
+
+from features.btyd.shifted_beta_geo import SBGParams, fit_sbg
+from features.contract import Tables
+from features.dates import parse_cutoff
+from features.subscription import add_months, plan_names, subscription_spells, subscription_state
+from serving.finance.saas import churn_rates, mrr_movements
+
+__all__ = [
+    "ContractualModel",
+    "ContractualSettings",
+    "fit_contractual",
+    "new_subscriber_clv",
+    "score_contractual",
+]
+
+_MEAN_MONTH_DAYS = 365.2425 / 12
+_UNKNOWN = "unknown"
+#: More plans than this (amounts that vary per customer) and revenue is held at the current MRR.
+_MAX_PLANS_FOR_CHAIN = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractualSettings:
+    """Settings of the contractual model; money in currency units.
+
+    Parameters
+    ----------
+    horizon_days : int
+        H, the window of ``churn_probability`` and ``expected_spend``, in days (182).
+    gross_margin : float
+        m, share of revenue kept, in (0, 1] (0.8: a typical software gross margin).
+    cost_to_serve : float
+        c, cost per paying customer per month, >= 0 (0).
+    annual_discount_rate : float
+        d, yearly discount rate of future margin, >= 0 and < 1 (0.10).
+    billing_months : int
+        Months per billing period (1).
+    plans : mapping of str to float, optional
+        Price list, plan name -> monthly price (see :func:`features.subscription.plan_names`).
+    segment_by : tuple of str
+        Segment columns of the sBG fits, among ``plan`` and ``channel`` (both by default).
+    min_churned : int
+        Ended subscriptions a segment needs for its own fit (30).
+    explicit_periods : int
+        Periods summed one by one before the closed-form tail (120); it changes no figure beyond
+        the plan mix's convergence to its stationary prices.
+    """
+
+    horizon_days: int = 182
+    gross_margin: float = 0.8
+    cost_to_serve: float = 0.0
+    annual_discount_rate: float = 0.10
+    billing_months: int = 1
+    plans: Mapping[str, float] | None = field(default=None, hash=False)
+    segment_by: tuple[str, ...] = ("plan", "channel")
+    min_churned: int = 30
+    explicit_periods: int = 120
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("horizon_days", "a whole number >= 1",
+             int(self.horizon_days) != self.horizon_days or self.horizon_days < 1),
+            ("gross_margin", "in (0, 1]", not 0 < self.gross_margin <= 1),
+            ("cost_to_serve", ">= 0", not self.cost_to_serve >= 0),
+            ("annual_discount_rate", "in (0, 1)", not 0 < self.annual_discount_rate < 1),
+            ("billing_months", "a whole number >= 1", int(self.billing_months) != self.billing_months
+             or self.billing_months < 1),
+            ("segment_by", "columns among plan, channel", not set(self.segment_by) <= {"plan", "channel"}),
+            ("min_churned", ">= 1", self.min_churned < 1),
+            ("explicit_periods", ">= 1", self.explicit_periods < 1),
+        ]
+        for name, rule, bad in rules:
+            if bad:
+                raise ValueError(f"{name}: rule '{rule}': got {getattr(self, name)!r}")
+
+    @property
+    def discount_factor(self) -> float:
+        """g, the discount factor per billing period."""
+        return (1 + self.annual_discount_rate) ** (-self.billing_months / 12)
+
+
+@dataclass(frozen=True)
+class ContractualModel:
+    """A fitted contractual model (see :func:`fit_contractual`).
+
+    Attributes
+    ----------
+    cutoff : datetime.date
+    settings : ContractualSettings
+    segments : pandas.DataFrame
+        Indexed by the ``segment_by`` columns: ``alpha``, ``beta``, ``subscriptions``, ``churned``
+        (ended subscriptions), ``fit_level`` (``segment``, ``plan`` or ``pooled``: whose fit the
+        segment uses).
+    pooled : SBGParams
+        The fit on every subscription.
+    plan_prices : pandas.Series
+        Monthly price of each plan (the mean MRR billed under its name).
+    plan_transition : pandas.DataFrame
+        Q, P(plan of the next period | plan of this one), rows summing to 1 (identity where no
+        transition was seen).
+    classic_churn : pandas.Series
+        Monthly logo churn by segment over the 12 months before the cutoff.
+    """
+
+    cutoff: object
+    settings: ContractualSettings
+    segments: pd.DataFrame
+    pooled: SBGParams
+    plan_prices: pd.Series
+    plan_transition: pd.DataFrame
+    classic_churn: pd.Series
+
+
+def _channels(tables: Tables, ids: pd.Series) -> np.ndarray:
+    customers = tables.customers
+    if customers is None or "channel" not in customers.columns:
+        return np.full(len(ids), _UNKNOWN, dtype=object)
+    by_id = customers.drop_duplicates("customer_id").set_index("customer_id")["channel"].astype("str")
+    return ids.map(by_id).fillna(_UNKNOWN).to_numpy(dtype=object)
+
+
+def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | None = None) -> ContractualModel:
+    """Fit the sBG per segment and the plan-change matrix on the history up to a cutoff.
+
+    Parameters
+    ----------
+    tables : Tables
+        Contract tables (normalised dtypes): invoices in ``transactions``, ``cancel`` rows in
+        ``events``, ``channel`` in ``customers`` (optional: one ``unknown`` channel without it).
+    cutoff : date-like
+        End of the history (the end of this day); nothing later is read.
+    settings : ContractualSettings, optional
+
+    Returns
+    -------
+    ContractualModel
+
+    Raises
+    ------
+    ValueError
+        If no subscription has ended by the cutoff (churn is then not identified).
+    """
+    settings = settings or ContractualSettings()
+    day = parse_cutoff(cutoff)
+    spells = subscription_spells(tables, cutoff=day, billing_months=settings.billing_months, plans=settings.plans)
+    if not spells["ended"].any():
+        raise ValueError(
+            f"cutoff {day}: rule 'some subscription ended by the cutoff': none did, churn is not identified"
+        )
+    spells["channel"] = _channels(tables, spells["customer_id"])
+    ended = spells["ended"].to_numpy()
+    periods = np.where(ended, spells["periods"], spells["periods"] - 1)
+    rows = spells.assign(fit_periods=periods, fit_churned=ended)
+    pooled = _fit(rows)
+    by_plan = {
+        plan: _fit(group) for plan, group in rows.groupby("plan", observed=True)
+        if group["fit_churned"].sum() >= settings.min_churned
+    }
+    keys = list(settings.segment_by)
+    records = []
+    for key, group in (rows.groupby(keys, observed=True) if keys else [((), rows)]):
+        key = key if isinstance(key, tuple) else (key,)
+        churned = int(group["fit_churned"].sum())
+        plan = dict(zip(keys, key)).get("plan")
+        if churned >= settings.min_churned:
+            params, level = _fit(group), "segment"
+        elif plan in by_plan:
+            params, level = by_plan[plan], "plan"
+        else:
+            params, level = pooled, "pooled"
+        records.append((*key, params.alpha, params.beta, len(group), churned, level))
+    segments = pd.DataFrame.from_records(
+        records, columns=[*keys, "alpha", "beta", "subscriptions", "churned", "fit_level"]
+    )
+    segments = segments.set_index(keys) if keys else segments.set_axis(pd.Index(["all"], name="segment"))
+
+    movements = mrr_movements(tables, cutoff=day, billing_months=settings.billing_months, plans=settings.plans)
+    prices, transition = _plan_chain(movements, spells, settings)
+    since = pd.Timestamp(day) - pd.DateOffset(months=12)
+    rates = churn_rates(movements, by=tuple(keys), since=since) if len(movements) else pd.DataFrame()
+    classic = rates["logo_churn"] if len(rates) else pd.Series(dtype=float)
+    return ContractualModel(
+        cutoff=day, settings=settings, segments=segments, pooled=pooled, plan_prices=prices,
+        plan_transition=transition, classic_churn=classic,
+    )
+
+
+def _fit(rows: pd.DataFrame) -> SBGParams:
+    return fit_sbg(rows["fit_periods"].to_numpy(), rows["fit_churned"].to_numpy())
+
+
+def _plan_chain(movements: pd.DataFrame, spells: pd.DataFrame, settings: ContractualSettings):
+    """Plan prices and the per-period plan-change matrix from consecutive paid months."""
+    prices = spells.groupby("plan", observed=True)["mrr"].mean().sort_values()
+    names = prices.index
+    identity = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    if settings.billing_months != 1 or len(names) > _MAX_PLANS_FOR_CHAIN or not len(movements):
+        return prices, identity
+    pairs = movements.loc[(movements["mrr_previous"] > 0) & (movements["mrr"] > 0)]
+    before = plan_names(pairs["mrr_previous"].to_numpy(), settings.plans)
+    after = plan_names(pairs["mrr"].to_numpy(), settings.plans)
+    counts = pd.crosstab(pd.Series(before, name="from"), pd.Series(after, name="to"))
+    counts = counts.reindex(index=names, columns=names, fill_value=0).to_numpy(dtype=float)
+    seen = counts.sum(axis=1) > 0
+    q = np.eye(len(names))
+    q[seen] = counts[seen] / counts[seen].sum(axis=1, keepdims=True)
+    return prices, pd.DataFrame(q, index=names, columns=names)
+
+
+def _segment_params(model: ContractualModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    keys = list(model.settings.segment_by)
+    if keys:
+        index = pd.MultiIndex.from_frame(frame[keys]) if len(keys) > 1 else pd.Index(frame[keys[0]])
+        found = model.segments.reindex(index)
+    else:
+        found = pd.DataFrame(index=frame.index, columns=["alpha", "beta", "fit_level"])
+    alpha = found["alpha"].to_numpy(dtype=float, copy=True)
+    beta = found["beta"].to_numpy(dtype=float, copy=True)
+    level = found["fit_level"].astype(object).to_numpy(copy=True)
+    missing = np.isnan(alpha)
+    alpha[missing], beta[missing], level[missing] = model.pooled.alpha, model.pooled.beta, "pooled"
+    return alpha, beta, level
+
+
+def _price_paths(model: ContractualModel, n_periods: int) -> pd.DataFrame:
+    """Expected price of the k-th next invoice by current plan, k = 1 .. n_periods + 1 (columns)."""
+    q = model.plan_transition.to_numpy()
+    price = model.plan_prices.reindex(model.plan_transition.index).to_numpy()
+    paths = np.empty((len(price), n_periods + 1))
+    step = price.copy()
+    for k in range(n_periods + 1):
+        step = q @ step
+        paths[:, k] = step
+    return pd.DataFrame(paths, index=model.plan_transition.index, columns=np.arange(1, n_periods + 2))
+
+
+def _values(alpha, beta, renewals, prices_k, settings: ContractualSettings) -> dict:
+    """Per row, sums over the next invoices k = 1 .. K of S(n + k) / S(n) (undiscounted and discounted)."""
+    g = settings.discount_factor
+    big_k = settings.explicit_periods
+    k = np.arange(1, big_k + 1)
+    b = beta + renewals
+    survival = np.exp(betaln(alpha[:, None], b[:, None] + k[None, :]) - betaln(alpha, b)[:, None])
+    cost = settings.cost_to_serve * settings.billing_months
+    margin_k = settings.gross_margin * prices_k[:, :big_k] - cost
+    explicit = (g ** k[None, :] * survival * margin_k).sum(axis=1)
+    tail_periods = hyp2f1(1.0, b + big_k, alpha + b + big_k, g) - 1.0
+    tail = g**big_k * survival[:, -1] * tail_periods * (settings.gross_margin * prices_k[:, big_k] - cost)
+    return {"clv": explicit + tail, "survival": survival, "paid": survival * prices_k[:, :big_k]}
+
+
+def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
+    """Churn, spend, lifetime and CLV of every customer with an invoice, as of the model's cutoff.
+
+    Parameters
+    ----------
+    model : ContractualModel
+        From :func:`fit_contractual` on the same tables.
+    tables : Tables
+        Contract tables; only rows before the end of the model's cutoff day are read.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id``: ``state``, ``plan``, ``channel``, ``mrr``, ``tenure_periods``,
+        ``paid_through`` (from :func:`features.subscription.subscription_state`);
+        ``churn_probability`` (P(cancel within H days); 1 if cancelled or churned),
+        ``expected_spend`` (invoices in the window, currency units), ``clv`` (discounted margin of
+        every future invoice over the whole survival curve), ``clv_classic`` (m x MRR / segment's
+        monthly churn), ``expected_lifetime_days`` (to the end of the access; may be ``inf``, see
+        the module docstring), ``discounted_residual_periods``, ``alpha``, ``beta``, ``fit_level``,
+        ``as_of`` and ``horizon_days``. See the module docstring for the formulas.
+    """
+    settings = model.settings
+    cutoff = model.cutoff
+    state = subscription_state(tables, cutoff=cutoff, billing_months=settings.billing_months, plans=settings.plans)
+    state = state.assign(channel=_channels(tables, state.index.to_series()))
+    running = state["state"].isin(["active", "reactivated"]).to_numpy()
+    alpha, beta, level = _segment_params(model, state)
+    renewals = state["tenure_periods"].fillna(0).to_numpy(dtype=float)
+    elapsed = state["period_elapsed"].fillna(0).to_numpy(dtype=float)
+    period_days = _MEAN_MONTH_DAYS * settings.billing_months
+    t0 = np.datetime64(pd.Timestamp(cutoff) + pd.Timedelta(days=1), "ns")
+
+    # Conditioning on no cancel yet within the current period: S(n) / S(n + f) >= 1.
+    now = np.exp(betaln(alpha, beta + renewals) - betaln(alpha, beta + renewals + elapsed))
+    h = settings.horizon_days / period_days
+    churn = -np.expm1(betaln(alpha, beta + renewals + elapsed + h) - betaln(alpha, beta + renewals + elapsed))
+
+    paths = _price_paths(model, settings.explicit_periods)
+    plan = state["plan"].astype(object).to_numpy()
+    known_plan = np.isin(plan, paths.index)
+    prices_k = np.where(
+        known_plan[:, None],
+        paths.reindex(np.where(known_plan, plan, paths.index[0])).to_numpy(),
+        # An MRR outside the price list keeps its own amount.
+        state["mrr"].to_numpy()[:, None] * settings.billing_months,
+    )
+    if settings.billing_months != 1:
+        prices_k = np.broadcast_to(state["mrr"].to_numpy()[:, None] * settings.billing_months, prices_k.shape)
+    values = _values(alpha, beta, renewals, prices_k, settings)
+    g = settings.discount_factor
+    clv = np.where(running, g ** (-elapsed) * now * values["clv"], 0.0)
+
+    # Invoices dated before cutoff + H: the k-th next one is due paid_through + (k - 1) periods.
+    horizon_end = t0 + np.timedelta64(int(settings.horizon_days), "D")
+    paid_through = state["paid_through"].to_numpy(dtype="datetime64[ns]")
+    max_k = int(np.ceil(settings.horizon_days / (28 * settings.billing_months))) + 1
+    due = np.stack([add_months(paid_through, k * settings.billing_months) for k in range(max_k)], axis=1)
+    in_window = due < horizon_end
+    spend = np.where(running, now * (values["paid"][:, :max_k] * in_window).sum(axis=1), 0.0)
+
+    residual = np.where(alpha > 1, (beta + renewals) / np.maximum(alpha - 1, 1e-300), np.inf) * now
+    to_paid = np.maximum((paid_through - t0) / np.timedelta64(1, "D"), 0.0)
+    lifetime = np.select([running, state["state"].eq("cancelled_paid_through").to_numpy()],
+                         [to_paid + residual * period_days, to_paid], 0.0)
+    derl = np.where(running, now * (hyp2f1(1.0, beta + renewals, alpha + beta + renewals, g) - 1.0), 0.0)
+
+    classic_churn = _classic_churn(model, state)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        classic = np.where(running, settings.gross_margin * state["mrr"].to_numpy() / classic_churn, 0.0)
+
+    out = state[["state", "plan", "channel", "mrr", "tenure_periods", "paid_through"]].copy()
+    out["churn_probability"] = np.where(running, churn, 1.0)
+    out["expected_spend"] = spend
+    out["clv"] = clv
+    out["clv_classic"] = classic
+    out["expected_lifetime_days"] = lifetime
+    out["discounted_residual_periods"] = derl
+    out["alpha"] = alpha
+    out["beta"] = beta
+    out["fit_level"] = pd.array(level.astype(str), dtype="str")
+    out["as_of"] = pd.Timestamp(cutoff)
+    out["horizon_days"] = int(settings.horizon_days)
+    return out
+
+
+def _classic_churn(model: ContractualModel, frame: pd.DataFrame) -> np.ndarray:
+    keys = list(model.settings.segment_by)
+    if not len(model.classic_churn):
+        return np.full(len(frame), np.nan)
+    if not keys:
+        return np.full(len(frame), float(model.classic_churn.iloc[0]))
+    index = pd.MultiIndex.from_frame(frame[keys]) if len(keys) > 1 else pd.Index(frame[keys[0]])
+    return model.classic_churn.reindex(index).to_numpy(dtype=float)
+
+
+def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days: int = 90) -> pd.DataFrame:
+    """Expected CLV and LTV:CAC of a customer who subscribes now, per channel.
+
+    A new subscriber pays its first invoice at signup (margin ``m * price``, undiscounted), then
+    renews under its segment's sBG from 0 renewals; the plan mix and the CAC are those of the
+    channel's customers whose first invoice falls within ``lookback_days`` before the cutoff.
+
+    Parameters
+    ----------
+    model : ContractualModel
+    tables : Tables
+        The tables the model was fitted on (``customers`` with ``channel`` and ``acquisition_cost``
+        for the CAC; without them ``acquisition_cost`` and ``ltv_cac`` are NaN).
+    lookback_days : int
+        Window of recent signups, in days (90).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``channel``: ``signups`` (in the window), ``clv`` (currency units),
+        ``acquisition_cost`` (mean CAC of those signups), ``ltv_cac``, ``churn_probability``
+        (P(cancel within H days of signup)), ``payback_months`` (months of expected margin, churn
+        and plan changes included, until it covers the mean CAC; NaN if never within
+        ``explicit_periods``).
+    """
+    settings = model.settings
+    spells = subscription_spells(tables, cutoff=model.cutoff, billing_months=settings.billing_months,
+                                 plans=settings.plans)
+    first = spells.loc[spells["spell"] == 0]
+    start = pd.Timestamp(model.cutoff) + pd.Timedelta(days=1) - pd.Timedelta(days=int(lookback_days))
+    # The first period's plan: the signup's, from the first invoice.
+    recent = first.loc[first["started_at"] >= start, ["customer_id"]].copy()
+    first_invoice = tables.transactions.loc[tables.transactions["customer_id"].isin(recent["customer_id"])]
+    first_invoice = first_invoice.sort_values("timestamp").drop_duplicates("customer_id").set_index("customer_id")
+    recent["mrr"] = first_invoice.reindex(recent["customer_id"])["amount"].to_numpy() / settings.billing_months
+    recent["plan"] = plan_names(recent["mrr"].to_numpy(), settings.plans)
+    recent["channel"] = _channels(tables, recent["customer_id"])
+    recent["tenure_periods"] = 0
+    recent["period_elapsed"] = 0.0
+    alpha, beta, _ = _segment_params(model, recent)
+    paths = _price_paths(model, settings.explicit_periods)
+    plan = recent["plan"].to_numpy(dtype=object)
+    known = np.isin(plan, paths.index)
+    prices_k = np.where(known[:, None], paths.reindex(np.where(known, plan, paths.index[0])).to_numpy(),
+                        recent["mrr"].to_numpy()[:, None] * settings.billing_months)
+    zero = np.zeros(len(recent))
+    values = _values(alpha, beta, zero, prices_k, settings)
+    first_margin = settings.gross_margin * recent["mrr"].to_numpy() * settings.billing_months
+    first_margin -= settings.cost_to_serve * settings.billing_months
+    recent["clv"] = first_margin + values["clv"]
+    h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
+    recent["churn_probability"] = -np.expm1(betaln(alpha, beta + h) - betaln(alpha, beta))
+    cumulative = np.cumsum(
+        np.c_[first_margin, (settings.gross_margin * values["paid"] - settings.cost_to_serve * settings.billing_months
+                             * values["survival"])], axis=1
+    )
+    customers = tables.customers
+    cac = (customers.drop_duplicates("customer_id").set_index("customer_id")["acquisition_cost"]
+           if customers is not None and "acquisition_cost" in customers.columns else None)
+    recent["acquisition_cost"] = np.nan if cac is None else cac.reindex(recent["customer_id"]).to_numpy(dtype=float)
+    rows = []
+    for channel, group in recent.groupby("channel", observed=True):
+        mean_cac = float(group["acquisition_cost"].mean())
+        curve = cumulative[recent.index.get_indexer(group.index)].mean(axis=0)
+        covered = np.flatnonzero(curve >= mean_cac)
+        rows.append({
+            "channel": channel, "signups": len(group), "clv": float(group["clv"].mean()),
+            "acquisition_cost": mean_cac, "ltv_cac": float(group["clv"].mean()) / mean_cac if mean_cac > 0 else np.nan,
+            "churn_probability": float(group["churn_probability"].mean()),
+            "payback_months": float((covered[0] + 1) * settings.billing_months) if len(covered) else np.nan,
+        })
+    return pd.DataFrame(rows).set_index("channel")
