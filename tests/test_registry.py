@@ -73,6 +73,16 @@ def test_rule_tolerances(new, promote):
     assert "MAE" in decision.reason and "AUC" in decision.reason
 
 
+def test_other_business_modes_or_churn_definitions_are_not_compared():
+    retail = {"business": "retail", "churn_definition": "purchase"}
+    assert registry.mode_decision(retail, dict(retail)) is None
+    for other in ({"business": "subscription", "churn_definition": "cancel"},
+                  {"business": "retail", "churn_definition": "cancel"}):
+        decision = registry.mode_decision(other, retail)
+        assert not decision.promote and "not comparable" in decision.reason and "force" in decision.reason
+        assert "churn_definition 'purchase' vs this run's 'cancel'" in decision.reason
+
+
 # --------------------------------------------------------------------------- with a registry
 
 
@@ -124,6 +134,20 @@ def test_worse_model_does_not_move_the_alias(good, bad):
     assert snap[registry.CHURN_MODEL]["aliases"] == {"champion": good.churn_version}
     assert snap[registry.SPEND_MODEL]["aliases"] == {"champion": good.spend_version}
     assert bad.champion_metrics["mae"] == pytest.approx(good.metrics["clvcast"]["mae"])  # same holdout
+
+
+def test_a_run_of_another_churn_definition_is_never_compared_with_the_champion(good, bad, book):
+    from training.pipeline import train
+
+    cancel = train(book.tables, config=load_config(**SMALL, churn_definition="cancel"))
+    assert not cancel.promoted and cancel.champion_metrics is None
+    assert "churn_definition 'purchase' vs this run's 'cancel'" in cancel.reason
+    snap = registry.registry_snapshot()
+    assert snap[registry.CHURN_MODEL]["aliases"] == {"champion": good.churn_version}
+    import mlflow
+
+    tags = mlflow.MlflowClient().get_model_version(registry.CHURN_MODEL, cancel.churn_version).tags
+    assert (tags["business"], tags["churn_definition"]) == ("retail", "cancel")
 
 
 def test_comparison_table_shows_versions_and_verdict(good, bad):

@@ -20,6 +20,9 @@ File format (every key optional)::
       churn_params: {num_leaves: 15, learning_rate: 0.05}
     clv:
       gross_margin: 0.3
+    business: subscription     # retail (default) or subscription: see Config.business
+    subscription:
+      plans: {starter: 29, growth: 79, scale: 199}
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from features.config import FeatureConfig
 ChurnDefinition = Literal["purchase", "cancel"]
 SpendObjective = Literal["tweedie", "gamma", "regression", "regression_l1", "huber"]
 ChurnCalibration = Literal["none", "isotonic"]
+Business = Literal["retail", "subscription"]
 
 #: Environment variable naming the config file when no path is given.
 CONFIG_FILE_ENV = "CLVCAST_CONFIG"
@@ -349,18 +353,67 @@ class MonitorConfig(BaseModel):
         return self
 
 
-class Config(BaseModel):
-    """Everything a run depends on: feature, training, CLV and monitoring settings.
+class SubscriptionModeConfig(BaseModel):
+    """How invoices are read in subscription mode (``business: subscription``).
 
-    ``features.btyd_horizon_days`` follows ``training.horizon_days`` unless it is set.
+    Parameters
+    ----------
+    billing_months : int
+        Months one invoice pays (1 monthly, 12 annual).
+    plans : dict of str to float
+        Price list, plan name -> monthly price in currency units; empty: a plan is named by its MRR.
+    segment_by : tuple of str
+        Segments of the contractual (sBG) fits, among ``plan`` and ``channel``.
+    min_churned : int
+        Ended subscriptions a segment needs for its own fit; fewer and it takes its plan's, then
+        the pooled fit.
+    grace_days : int
+        Days after the end of a paid period during which a late renewal keeps the customer active.
     """
 
     model_config = _FROZEN
 
+    billing_months: int = Field(1, ge=1)
+    plans: dict[str, float] = Field(default_factory=dict)
+    segment_by: tuple[Literal["plan", "channel"], ...] = ("plan", "channel")
+    min_churned: int = Field(30, ge=1)
+    grace_days: int = Field(0, ge=0)
+
+
+class Config(BaseModel):
+    """Everything a run depends on: feature, training, CLV and monitoring settings.
+
+    ``features.btyd_horizon_days`` follows ``training.horizon_days`` unless it is set.
+
+    ``business`` is ``retail`` (non-contractual: churn is no purchase in the window) or
+    ``subscription`` (contractual: invoices and ``cancel`` events, churn is cancelling in the window;
+    :mod:`features.subscription`, :mod:`serving.contractual`). In subscription mode
+    ``training.churn_definition`` is ``cancel`` (set so when not given; ``purchase`` is refused).
+    Models of different ``business`` or ``churn_definition`` are never compared by the champion rule.
+    """
+
+    model_config = _FROZEN
+
+    business: Business = "retail"
     features: FeatureConfig = FeatureConfig()
     training: TrainingConfig = TrainingConfig()
     clv: ClvConfig = ClvConfig()
     monitor: MonitorConfig = MonitorConfig()
+    subscription: SubscriptionModeConfig = SubscriptionModeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _subscription_churns_by_cancelling(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or data.get("business") != "subscription":
+            return data
+        training = data.get("training")
+        training = training.model_dump() if isinstance(training, BaseModel) else dict(training or {})
+        if training.get("churn_definition", "cancel") != "cancel":
+            raise ValueError(
+                "training.churn_definition must be 'cancel' with business: subscription (churn is cancelling), "
+                f"got {training['churn_definition']!r}"
+            )
+        return {**data, "training": {**training, "churn_definition": "cancel"}}
 
     @model_validator(mode="before")
     @classmethod
@@ -408,7 +461,10 @@ class Config(BaseModel):
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "features": FeatureConfig, "training": TrainingConfig, "clv": ClvConfig, "monitor": MonitorConfig,
+    "subscription": SubscriptionModeConfig,
 }
+#: Settings at the top level of the file, beside the sections (``CLVCAST_BUSINESS`` in the environment).
+_TOP_LEVEL = ("business",)
 
 
 def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -418,7 +474,7 @@ def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str]
     ----------
     path : str or Path, optional
         A ``.yaml``/``.yml`` or ``.json`` file with the sections ``features``, ``training``, ``clv``,
-        ``monitor``.
+        ``monitor``, ``subscription`` and the top-level ``business``.
         Default: the file named by ``CLVCAST_CONFIG``, if set.
     environ : mapping, optional
         The environment to read ``CLVCAST_CONFIG`` and ``CLVCAST_<SECTION>__<KEY>`` from; default
@@ -463,7 +519,7 @@ def with_overrides(config: Config, **overrides: Any) -> Config:
 def _build(file_data: Mapping[str, Any], init: dict[str, Any], env: Mapping[str, str]) -> Config:
     if not isinstance(file_data, Mapping):
         raise ConfigError(f"config must be a mapping of sections, got {type(file_data).__name__}")
-    unknown = set(file_data) - set(_SECTIONS)
+    unknown = set(file_data) - set(_SECTIONS) - set(_TOP_LEVEL)
     if unknown:
         raise ConfigError(f"config: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}")
     # Sections as one merged mapping, lowest priority first: the file, then the environment, then
@@ -479,10 +535,10 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     """``CLVCAST_<SECTION>__<KEY>[__<KEY>]`` variables as a nested dict; values are read as YAML scalars."""
     out: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
-        if parts[0] not in _SECTIONS:
+        if not (parts[0] in _SECTIONS and len(parts) > 1 or parts == [parts[0]] and parts[0] in _TOP_LEVEL):
             continue
         try:
             value = yaml.safe_load(raw)
@@ -543,6 +599,8 @@ def _leaf_index() -> dict[str, list[tuple[str, ...]]]:
 
 
 def _resolve_override(key: str) -> tuple[str, ...]:
+    if key in _TOP_LEVEL:
+        return (key,)
     if "__" in key:
         parts = tuple(key.split("__"))
         if parts[0] not in _SECTIONS:
@@ -575,6 +633,7 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict
 __all__ = [
     "AGE_DEPENDENT_FEATURES",
     "BTYD_OFFSET_FEATURES",
+    "Business",
     "CONFIG_FILE_ENV",
     "ChurnCalibration",
     "ChurnDefinition",
@@ -584,6 +643,7 @@ __all__ = [
     "LightGBMParams",
     "MonitorConfig",
     "SpendObjective",
+    "SubscriptionModeConfig",
     "TrainingConfig",
     "config_from_dict",
     "load_config",

@@ -475,6 +475,9 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
             f"current champion forecasts {champion.horizon_days} days, this run {ev.plan.horizon_days}: "
             "not comparable on the same holdout; rerun with promote='force' to replace it",
         )
+    other_mode = registry.mode_decision(registry.run_mode(config), registry.run_mode(champion.serving.config))
+    if other_mode is not None:
+        return None, other_mode
     # Like with like: the champion is judged by a pair of its configuration that has not seen this
     # holdout window. A refitted champion learnt from data up to its last day, which may lie inside
     # the new window; its evaluated pair (logged in the same run) learnt up to its own holdout cutoff.
@@ -639,6 +642,7 @@ def _version_tags(ev: Evaluation, serving: ServingArtifact) -> dict[str, str]:
         "feature_set_id": serving.feature_set_id,
         "horizon_days": str(ev.plan.horizon_days),
         "cutoff": str(ev.plan.cutoff.date()),
+        **registry.run_mode(serving.config),
         "clvcast.refit": str(serving.refit).lower(),
         "clvcast.data_end": str(serving.training_cutoff),
         "clvcast.holdout_cutoff": str(ev.plan.cutoff.date()),

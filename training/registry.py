@@ -45,11 +45,13 @@ holdout window: its served pair when the data it learnt from end on or before th
 else its evaluated pair (:func:`load_evaluated_models`); when neither qualifies the runs are not
 comparable and the champion is kept unless promotion is forced.
 
-A champion with another horizon is not comparable on the same labels: the new pair is rejected
-unless promotion is forced (``train(..., promote="force")``). A failed run registers nothing; a
-rejected run registers its versions (for inspection and manual :func:`promote`) but never touches
-the alias. :func:`load_champion` refuses a pair that does not come from one run. When the champion
-in effect cannot be loaded, the rule compares with :func:`last_good_champion`.
+A champion with another horizon, business mode or churn definition (:func:`mode_decision`: a
+churn AUC against "no purchase" says nothing of a model of "cancels") is not comparable on the same
+labels: the new pair is rejected unless promotion is forced (``train(..., promote="force")``). A
+failed run registers nothing; a rejected run registers its versions (for inspection and manual
+:func:`promote`) but never touches the alias. :func:`load_champion` refuses a pair that does not
+come from one run. When the champion in effect cannot be loaded, the rule compares with
+:func:`last_good_champion`.
 
 Crashes and races
 -----------------
@@ -839,6 +841,43 @@ def champion_decision(new: dict[str, float], current: dict[str, float] | None) -
     return Decision(False, f"worse than the champion: {detail}")
 
 
+#: What a model predicts, beside its horizon: the business mode and the churn label it learnt.
+MODE_KEYS = ("business", "churn_definition")
+
+
+def run_mode(config) -> dict[str, str]:
+    """``{"business": ..., "churn_definition": ...}`` of a run's :class:`~training.config.Config`."""
+    return {"business": config.business, "churn_definition": config.training.churn_definition}
+
+
+def mode_decision(new: dict[str, str], current: dict[str, str]) -> Decision | None:
+    """Refuse to compare a new pair with a champion of another business mode or churn definition.
+
+    A churn AUC measured against one label says nothing of a model trained for another (no purchase
+    in the window vs. a cancel in it), and a retail and a subscription model forecast different
+    things: like a different horizon, such a champion is not comparable on the same holdout.
+
+    Parameters
+    ----------
+    new, current : dict
+        :func:`run_mode` of the new run and of the current champion (:data:`MODE_KEYS`).
+
+    Returns
+    -------
+    Decision or None
+        ``None`` when the modes agree (apply :func:`champion_decision`); else a rejection that says
+        what differs and how to replace the champion anyway.
+    """
+    differ = [k for k in MODE_KEYS if new.get(k) != current.get(k)]
+    if not differ:
+        return None
+    what = ", ".join(f"{k} {current.get(k)!r} vs this run's {new.get(k)!r}" for k in differ)
+    return Decision(
+        False,
+        f"current champion has {what}: not comparable on the same holdout; rerun with promote='force' to replace it",
+    )
+
+
 @dataclass(frozen=True)
 class Registration:
     """Versions created for one run and whether they became champion."""
@@ -867,7 +906,7 @@ class Registration:
 
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 # Version tags the pipeline sets on both halves of a pair (copied when a half is completed).
-_PAIR_TAGS = ("feature_set_id", "horizon_days", "cutoff")
+_PAIR_TAGS = ("feature_set_id", "horizon_days", "cutoff", "business", "churn_definition")
 
 
 def _alias_target(client, name: str):
