@@ -144,7 +144,7 @@ def saas():
 
 def test_states_and_decided_customers_agree_with_the_generator(saas):
     _, truth, _, scores = saas
-    both = scores.join(truth, rsuffix="_truth")
+    both = scores.join(truth.add_suffix("_truth"))
     decided = both["state"].isin(["cancelled_paid_through", "churned"])
     assert (both.loc[decided, "churn_probability_truth"] == 1).all()
     assert (both.loc[decided, "churn_probability"] == 1).all()
@@ -159,7 +159,7 @@ def test_churn_and_spend_against_the_generators_truth(saas):
     generator's hazard stops falling at 24 months, so the oldest band is 20-30 % low.
     """
     _, truth, model, scores = saas
-    both = scores.join(truth, rsuffix="_truth")
+    both = scores.join(truth.add_suffix("_truth"))
     running = both.loc[both["state"].isin(["active", "reactivated"])]
     assert running["churn_probability"].mean() == pytest.approx(running["churn_probability_truth"].mean(), rel=0.10)
     band = pd.cut(running["tenure_periods"].astype(float), [-1, 2, 11, 23, np.inf],

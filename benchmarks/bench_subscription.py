@@ -1,0 +1,140 @@
+"""Contractual churn and CLV on synthetic SaaS books, against the generator's exact truth.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_subscription.py [--customers 12000] [--seeds 0 1] [--cutoff 2023-12-31]
+        [--horizon-days 182] [--json out.json]
+
+For each seed: generates a subscription book (``features.synthetic.generate_subscription``, the
+defaults: 2021-2024, plans 29 / 79 / 199 a month), fits the contractual model on the history up to
+the cutoff (``serving.contractual.fit_contractual``: an sBG per plan x channel), scores every customer
+and compares with ``subscription_truth`` at the cutoff and ``new_customer_truth`` on the cutoff:
+
+- 6-month P(cancel) of the subscribed (active or reactivated): mean per plan x tenure band
+  (billing months 0-2 / 3-11 / 12-23 / 24+), model / truth;
+- expected spend in the window, summed;
+- lifetime CLV summed over every customer: the sBG (whole survival curve, discounted), the classic
+  ARPU x margin / churn, and the truth (returns of churned customers included, and without them);
+- new-subscriber CLV and LTV:CAC per channel against the truth of a customer acquired on the cutoff.
+
+Prints Markdown tables (the ones in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from features.synthetic import generate_subscription, new_customer_truth, subscription_truth  # noqa: E402
+from serving.contractual import (  # noqa: E402
+    ContractualSettings,
+    fit_contractual,
+    new_subscriber_clv,
+    score_contractual,
+)
+
+PLANS = {"starter": 29.0, "growth": 79.0, "scale": 199.0}
+BANDS = ([-1, 2, 11, 23, np.inf], ["0-2", "3-11", "12-23", "24+"])
+
+
+def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
+    started = time.perf_counter()
+    book = generate_subscription(n_customers, seed=seed)
+    truth = subscription_truth(book, cutoff=cutoff, horizon_days=horizon_days).customers
+    settings = ContractualSettings(plans=PLANS, horizon_days=horizon_days)
+    model = fit_contractual(book.tables, cutoff=cutoff, settings=settings)
+    scores = score_contractual(model, book.tables)
+    seconds = time.perf_counter() - started
+    both = scores.join(truth.add_suffix("_truth"))
+    running = both.loc[both["state"].isin(["active", "reactivated"])]
+    band = pd.cut(running["tenure_periods"].astype(float), BANDS[0], labels=BANDS[1])
+    cols = ["churn_probability", "churn_probability_truth"]
+    by_band = running.groupby([running["plan"], band], observed=True)[cols].agg(["mean", "size"])
+    table = pd.DataFrame({
+        "customers": by_band[("churn_probability", "size")],
+        "model": by_band[("churn_probability", "mean")],
+        "truth": by_band[("churn_probability_truth", "mean")],
+    })
+    table["ratio"] = table["model"] / table["truth"]
+    new = new_subscriber_clv(model, book.tables).join(
+        new_customer_truth(book, acquired_at=cutoff, horizon_days=horizon_days).add_suffix("_truth")
+    )
+    clv_truth = float(both["clv_truth"].sum())
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        "subscribed": len(running),
+        "p_cancel": {"model": float(running["churn_probability"].mean()),
+                     "truth": float(running["churn_probability_truth"].mean())},
+        "p_cancel_by_band": {f"{p} {b}": row.to_dict() for (p, b), row in table.iterrows()},
+        "expected_spend": {
+            "model": float(both["expected_spend"].sum()), "truth": float(both["expected_spend_truth"].sum())
+        },
+        "clv": {
+            "sbg": float(both["clv"].sum()),
+            "classic": float(both["clv_classic"].replace(np.inf, np.nan).sum()),
+            "truth": clv_truth,
+            "truth_without_returns": float((both["clv_truth"] - both["clv_reactivation_truth"]).sum()),
+        },
+        "alpha_below_1": int((model.segments["alpha"] <= 1).sum()),
+        "segments": len(model.segments),
+        "new_customer": {
+            ch: {key: r[key] for key in ("clv", "clv_truth", "ltv_cac", "ltv_cac_truth")} for ch, r in new.iterrows()
+        },
+    }
+
+
+def _markdown(results: list[dict]) -> str:
+    lines = ["| seed | subscribed | mean P(cancel) model / truth | spend model / truth | "
+             "CLV sBG / truth | CLV classic / truth | CLV truth without returns / truth |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        c = r["clv"]
+        lines.append(
+            f"| {r['seed']} | {r['subscribed']:,} | {r['p_cancel']['model']:.3f} / {r['p_cancel']['truth']:.3f} | "
+            f"{r['expected_spend']['model'] / r['expected_spend']['truth']:.3f} | {c['sbg'] / c['truth']:.3f} | "
+            f"{c['classic'] / c['truth']:.3f} | {c['truth_without_returns'] / c['truth']:.3f} |"
+        )
+    seeds = " | ".join(f"seed {r['seed']}: model / truth (ratio)" for r in results)
+    lines += ["", f"| plan, tenure (months) | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]
+    for key in results[0]["p_cancel_by_band"]:
+        cells = []
+        for r in results:
+            b = r["p_cancel_by_band"][key]
+            cells.append(f"{b['model']:.3f} / {b['truth']:.3f} ({b['ratio']:.2f})")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    seeds = " | ".join(f"seed {r['seed']}: LTV:CAC model / truth (CLV ratio)" for r in results)
+    lines += ["", f"| channel | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]
+    for ch in results[0]["new_customer"]:
+        cells = []
+        for r in results:
+            n = r["new_customer"][ch]
+            cells.append(f"{n['ltv_cac']:.2f} / {n['ltv_cac_truth']:.2f} ({n['clv'] / n['clv_truth']:.2f})")
+        lines.append(f"| {ch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=12_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--cutoff", default="2023-12-31")
+    parser.add_argument("--horizon-days", type=int, default=182)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    results = [run(args.customers, seed, args.cutoff, args.horizon_days) for seed in args.seeds]
+    print(_markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
