@@ -281,6 +281,13 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
     write_scores(scores, out)
     _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}")
+    if config.business == "subscription":
+        from serving.subscription_mode import subscription_scores, write_frames
+
+        path = Path(out).with_name(f"{Path(out).stem}_subscription")
+        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days)
+        written = write_frames({path.name: frame}, path.parent)[path.name]
+        _echo(f"wrote {written}: contractual churn, spend and CLV of {len(frame):,} subscribers (sBG by segment)")
     if history:
         from serving.monitor.history import append_scores  # deferred: see the module docstring
 
@@ -357,6 +364,11 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
     result = compute_budget(tables, scored, decisions=config.clv)
     written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME)]
+    if config.business == "subscription":
+        from serving.subscription_mode import saas_tables, write_frames
+
+        saas = saas_tables(tables, cutoff=scored.run.as_of, config=config, horizon_days=scored.run.horizon_days)
+        written += list(write_frames(saas, out_dir).values())
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in written)))
     click.echo(result.summary)
 

@@ -1,9 +1,20 @@
-"""Subscription mode in the configuration: ``business: subscription`` and its section."""
+"""Subscription mode: ``business: subscription`` in the config, the contractual scores and the SaaS tables."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from features.synthetic import generate_subscription
+from serving.cli import main
+from serving.subscription_mode import (
+    SAAS_TABLES,
+    contractual_settings,
+    saas_tables,
+    subscription_scores,
+    write_frames,
+)
 from training.config import ConfigError, load_config
 
 
@@ -36,3 +47,73 @@ def test_business_from_the_environment_and_flags():
 def test_bad_subscription_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ={}, **overrides)
+
+
+# --------------------------------------------------------------------------- score and budget outputs
+
+SAAS_CONFIG = {"business": "subscription", "subscription__plans": {"starter": 29, "growth": 79, "scale": 199},
+               "gross_margin": 0.8}
+
+
+@pytest.fixture(scope="module")
+def saas_book():
+    return generate_subscription(2_000, seed=9, end="2023-12-31")
+
+
+def test_settings_follow_the_config():
+    config = load_config(environ={}, **SAAS_CONFIG, cost_to_serve=6.0, horizon_days=91)
+    settings = contractual_settings(config)
+    assert (settings.horizon_days, settings.gross_margin, settings.plans["scale"]) == (91, 0.8, 199.0)
+    assert settings.cost_to_serve == pytest.approx(6.0 * (365.2425 / 12) / 91)  # per horizon -> per month
+    assert contractual_settings(config, horizon_days=182).horizon_days == 182
+
+
+def test_saas_tables_are_written_as_csv(saas_book, tmp_path):
+    config = load_config(environ={}, **SAAS_CONFIG)
+    frames = saas_tables(saas_book.tables, cutoff="2023-11-30", config=config)
+    assert tuple(frames) == SAAS_TABLES
+    written = write_frames(frames, tmp_path / "budget")
+    bridge = pd.read_csv(written["mrr_bridge"])
+    parts = bridge[["new", "expansion", "contraction", "churned", "reactivated", "adjustment"]].sum(axis=1)
+    np.testing.assert_allclose(bridge["mrr_start"] + parts, bridge["mrr"])
+    retention = pd.read_csv(written["retention"])
+    assert {"base_month", "channel", "grr", "nrr"} <= set(retention.columns)
+    assert retention["grr"].between(0, 1).all() and (retention["nrr"] >= retention["grr"]).all()
+    assert set(pd.read_csv(written["new_subscriber_clv"])["channel"]) == set(saas_book.tables.customers["channel"])
+
+
+def test_subscription_scores_cover_every_subscriber(saas_book):
+    config = load_config(environ={}, **SAAS_CONFIG)
+    scores = subscription_scores(saas_book.tables, cutoff="2023-06-30", config=config)
+    invoiced = saas_book.tables.transactions.loc[saas_book.tables.transactions["timestamp"] < "2023-07-01"]
+    assert set(scores["customer_id"]) == set(invoiced["customer_id"])
+    decided = scores["state"].isin(["cancelled_paid_through", "churned"])
+    assert (scores.loc[decided, "churn_probability"] == 1).all() and (scores.loc[decided, "clv"] == 0).all()
+    assert scores.loc[~decided, "churn_probability"].between(0, 1).all() and (scores.loc[~decided, "clv"] > 0).all()
+
+
+@pytest.mark.slow
+def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text(
+        "business: subscription\n"
+        "subscription: {plans: {starter: 29, growth: 79, scale: 199}}\n"
+        "clv: {gross_margin: 0.8}\n"
+        "training:\n  churn_params: {num_boost_round: 20}\n  spend_params: {num_boost_round: 20}\n"
+        "  early_stopping_rounds: 5\n  n_cutoffs: 3\n  step_days: 30\n"
+    )
+    data, config = tmp_path / "saas", str(tmp_path / "config.yaml")
+    assert main(["generate", "--kind", "subscription", "--customers", "1200", "--seed", "2", "--out", str(data)]) == 0
+    assert main(["train", "--data", str(data), "--config", config]) == 0, capsys.readouterr().err
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--data", str(data), "--cutoff", "2024-12-31", "--out", str(out), "--config", config]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote {tmp_path / 'scores_subscription.csv'}: contractual churn" in err
+    contractual = pd.read_csv(tmp_path / "scores_subscription.csv")
+    assert {"customer_id", "state", "churn_probability", "clv", "clv_classic"} <= set(contractual.columns)
+    budget = tmp_path / "budget"
+    code = main(["budget", "--data", str(data), "--scores", str(out), "--out", str(budget), "--config", config])
+    assert code == 0, capsys.readouterr().err
+    assert all((budget / f"{name}.csv").exists() for name in SAAS_TABLES)
+    assert (budget / "channels.csv").exists()  # the retail outputs are still there
