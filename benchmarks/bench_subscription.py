@@ -13,8 +13,10 @@ and compares with ``subscription_truth`` at the cutoff and ``new_customer_truth`
 - 6-month P(cancel) of the subscribed (active or reactivated): mean per plan x tenure band
   (billing months 0-2 / 3-11 / 12-23 / 24+), model / truth;
 - expected spend in the window, summed;
-- lifetime CLV summed over every customer: the sBG (whole survival curve, discounted), the classic
-  ARPU x margin / churn, and the truth (returns of churned customers included, and without them);
+- lifetime CLV summed over every customer: the two-stage sBG (the default: a second sBG from 12
+  renewals on), the plain sBG (one sBG for every tenure), both over the whole survival curve,
+  discounted; the classic ARPU x margin / churn; and the truth (returns of churned customers
+  included, and the share without them);
 - new-subscriber CLV and LTV:CAC per channel against the truth of a customer acquired on the cutoff.
 
 Prints Markdown tables (the ones in BENCHMARKS.md).
@@ -26,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,17 +56,22 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
     model = fit_contractual(book.tables, cutoff=cutoff, settings=settings)
     scores = score_contractual(model, book.tables)
     seconds = time.perf_counter() - started
-    both = scores.join(truth.add_suffix("_truth"))
+    plain = score_contractual(
+        fit_contractual(book.tables, cutoff=cutoff, settings=replace(settings, late_tenure_periods=0)), book.tables
+    )
+    both = scores.join(truth.add_suffix("_truth")).join(plain[["churn_probability", "clv"]].add_suffix("_plain"))
     running = both.loc[both["state"].isin(["active", "reactivated"])]
     band = pd.cut(running["tenure_periods"].astype(float), BANDS[0], labels=BANDS[1])
-    cols = ["churn_probability", "churn_probability_truth"]
+    cols = ["churn_probability", "churn_probability_truth", "churn_probability_plain"]
     by_band = running.groupby([running["plan"], band], observed=True)[cols].agg(["mean", "size"])
     table = pd.DataFrame({
         "customers": by_band[("churn_probability", "size")],
         "model": by_band[("churn_probability", "mean")],
         "truth": by_band[("churn_probability_truth", "mean")],
+        "plain": by_band[("churn_probability_plain", "mean")],
     })
     table["ratio"] = table["model"] / table["truth"]
+    table["plain_ratio"] = table["plain"] / table["truth"]
     new = new_subscriber_clv(model, book.tables).join(
         new_customer_truth(book, acquired_at=cutoff, horizon_days=horizon_days).add_suffix("_truth")
     )
@@ -80,6 +88,7 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
         },
         "clv": {
             "sbg": float(both["clv"].sum()),
+            "plain_sbg": float(both["clv_plain"].sum()),
             "classic": float(both["clv_classic"].replace(np.inf, np.nan).sum()),
             "truth": clv_truth,
             "truth_without_returns": float((both["clv_truth"] - both["clv_reactivation_truth"]).sum()),
@@ -94,22 +103,26 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
 
 def _markdown(results: list[dict]) -> str:
     lines = ["| seed | subscribed | mean P(cancel) model / truth | spend model / truth | "
-             "CLV sBG / truth | CLV classic / truth | CLV truth without returns / truth |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "CLV two-stage sBG / truth | CLV plain sBG / truth | CLV classic / truth | "
+             "CLV truth without returns / truth |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         c = r["clv"]
         lines.append(
             f"| {r['seed']} | {r['subscribed']:,} | {r['p_cancel']['model']:.3f} / {r['p_cancel']['truth']:.3f} | "
             f"{r['expected_spend']['model'] / r['expected_spend']['truth']:.3f} | {c['sbg'] / c['truth']:.3f} | "
+            f"{c['plain_sbg'] / c['truth']:.3f} | "
             f"{c['classic'] / c['truth']:.3f} | {c['truth_without_returns'] / c['truth']:.3f} |"
         )
-    seeds = " | ".join(f"seed {r['seed']}: model / truth (ratio)" for r in results)
+    seeds = " | ".join(f"seed {r['seed']}: truth, two-stage (ratio), plain sBG (ratio)" for r in results)
     lines += ["", f"| plan, tenure (months) | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]
     for key in results[0]["p_cancel_by_band"]:
         cells = []
         for r in results:
             b = r["p_cancel_by_band"][key]
-            cells.append(f"{b['model']:.3f} / {b['truth']:.3f} ({b['ratio']:.2f})")
+            cells.append(
+                f"{b['truth']:.3f}, {b['model']:.3f} ({b['ratio']:.2f}), {b['plain']:.3f} ({b['plain_ratio']:.2f})"
+            )
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     seeds = " | ".join(f"seed {r['seed']}: LTV:CAC model / truth (CLV ratio)" for r in results)
     lines += ["", f"| channel | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]

@@ -11,6 +11,13 @@ is the time until it cancels. This module:
    or not, is censored at the start of its current period (``T > renewals made``), since that
    period is not over for anyone. A segment with fewer than ``min_churned`` ended subscriptions
    takes its plan's fit, and a plan with too few takes the pooled fit (``fit_level`` says which);
+   a second sBG per segment (same fallbacks) is fitted on the subscriptions that passed
+   ``late_tenure_periods`` = k0 renewals, their lifetime counted from there (left truncation: the
+   sBG is closed under it, so were the data an exact sBG its alpha would not move). Survival is
+   the first sBG up to k0 renewals and the second after, continuous at k0: the plain sBG reads the
+   whole fall of the retention curve as heterogeneity and extrapolates it forever, while a hazard
+   that stops falling for each customer (measured on the synthetic SaaS book, BENCHMARKS.md) shows
+   as a larger alpha among the customers that stayed;
 3. estimates the monthly plan-change matrix Q (upgrades and downgrades) from consecutive invoices
    of the same customer, so that revenue per period follows the plan with expansion and
    contraction;
@@ -18,19 +25,21 @@ is the time until it cancels. This module:
 
 For a customer subscribed at the cutoff with ``n`` renewals, a share ``f`` of its current period
 elapsed, plan ``p``, discount factor ``g = (1 + d) ** (-billing_months / 12)`` per period, margin
-``m`` and cost to serve ``c`` per month (S the segment's sBG survival, interpolated at real
-arguments; ``pi_k`` the expected price of the ``k``-th next invoice, ``(Q^k prices)[p]``):
+``m`` and cost to serve ``c`` per month (S(x) = P(T > x), the two-stage survival, each stage
+``B(alpha, beta + x) / B(alpha, beta)`` at real x (Fader & Hardie 2007); ``pi_k`` the expected price
+of the ``k``-th next invoice, ``(Q^k prices)[p]``):
 
 - ``churn_probability`` = 1 - S(n + f + h) / S(n + f), ``h`` = H days in periods;
 - ``expected_spend`` = sum over the next invoices dated before ``cutoff + H`` of
   ``S(n + k) / S(n + f) * pi_k``;
 - ``clv`` = sum_{k >= 1} g^(k - f) S(n + k) / S(n + f) (m pi_k - c * billing_months), summed
-  explicitly for ``explicit_periods`` periods and beyond them in closed form with the stationary
-  price: ``g^(K - f) S(n + K) / S(n + f) * (2F1(1, beta + n + K; alpha + beta + n + K; g) - 1)``
-  (Fader & Hardie 2010's discounted expected residual lifetime). No cap: the whole survival tail;
-- ``expected_lifetime_days``: to the end of the paid period plus ``(beta + n) / (alpha - 1)``
-  further periods (``inf`` when the segment's alpha <= 1: the sBG tail then has no finite mean;
-  ``discounted_residual_periods`` is always finite);
+  explicitly for K = ``explicit_periods`` periods and beyond them in closed form with the
+  stationary price under the sBG (alpha, b) that rules after n + K renewals:
+  ``g^(K - f) S(n + K) / S(n + f) * (2F1(1, b; alpha + b; g) - 1)`` (Fader & Hardie 2010's
+  discounted expected residual lifetime). No cap: the whole survival tail;
+- ``expected_lifetime_days``: to the end of the paid period plus the expected further periods,
+  the explicit sum and ``b / (alpha - 1)`` beyond it (``inf`` when that alpha <= 1: the sBG tail
+  then has no finite mean; ``discounted_residual_periods`` is always finite);
 - ``clv_classic`` = m x MRR / monthly logo churn of the segment over the 12 months before the cutoff
   (the classic ARPU x margin / churn, undiscounted, no expansion): a cross-check.
 
@@ -90,6 +99,9 @@ class ContractualSettings:
         Segment columns of the sBG fits, among ``plan`` and ``channel`` (both by default).
     min_churned : int
         Ended subscriptions a segment needs for its own fit (30).
+    late_tenure_periods : int
+        k0: renewals after which the survival follows a second sBG fitted on the subscriptions that
+        passed k0 renewals, their lifetime counted from there (12); 0 = one sBG for every tenure.
     explicit_periods : int
         Periods summed one by one before the closed-form tail (120); it changes no figure beyond
         the plan mix's convergence to its stationary prices.
@@ -103,6 +115,7 @@ class ContractualSettings:
     plans: Mapping[str, float] | None = field(default=None, hash=False)
     segment_by: tuple[str, ...] = ("plan", "channel")
     min_churned: int = 30
+    late_tenure_periods: int = 12
     explicit_periods: int = 120
 
     def __post_init__(self) -> None:
@@ -116,6 +129,7 @@ class ContractualSettings:
              or self.billing_months < 1),
             ("segment_by", "columns among plan, channel", not set(self.segment_by) <= {"plan", "channel"}),
             ("min_churned", ">= 1", self.min_churned < 1),
+            ("late_tenure_periods", ">= 0", self.late_tenure_periods < 0),
             ("explicit_periods", ">= 1", self.explicit_periods < 1),
         ]
         for name, rule, bad in rules:
@@ -139,7 +153,8 @@ class ContractualModel:
     segments : pandas.DataFrame
         Indexed by the ``segment_by`` columns: ``alpha``, ``beta``, ``subscriptions``, ``churned``
         (ended subscriptions), ``fit_level`` (``segment``, ``plan`` or ``pooled``: whose fit the
-        segment uses).
+        segment uses), and the same prefixed ``late_`` for the stage after ``late_tenure_periods``
+        renewals (without a late stage: the first sBG's parameters after k0 renewals).
     pooled : SBGParams
         The fit on every subscription.
     plan_prices : pandas.Series
@@ -200,28 +215,24 @@ def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | N
     ended = spells["ended"].to_numpy()
     periods = np.where(ended, spells["periods"], spells["periods"] - 1)
     rows = spells.assign(fit_periods=periods, fit_churned=ended)
-    pooled = _fit(rows)
-    by_plan = {
-        plan: _fit(group) for plan, group in rows.groupby("plan", observed=True)
-        if group["fit_churned"].sum() >= settings.min_churned
-    }
     keys = list(settings.segment_by)
-    records = []
-    for key, group in (rows.groupby(keys, observed=True) if keys else [((), rows)]):
-        key = key if isinstance(key, tuple) else (key,)
-        churned = int(group["fit_churned"].sum())
-        plan = dict(zip(keys, key)).get("plan")
-        if churned >= settings.min_churned:
-            params, level = _fit(group), "segment"
-        elif plan in by_plan:
-            params, level = by_plan[plan], "plan"
-        else:
-            params, level = pooled, "pooled"
-        records.append((*key, params.alpha, params.beta, len(group), churned, level))
-    segments = pd.DataFrame.from_records(
-        records, columns=[*keys, "alpha", "beta", "subscriptions", "churned", "fit_level"]
-    )
-    segments = segments.set_index(keys) if keys else segments.set_axis(pd.Index(["all"], name="segment"))
+    segments, pooled = _fit_segments(rows, keys, settings.min_churned)
+    k0 = settings.late_tenure_periods
+    # The same model on the subscriptions known to have passed k0 renewals, their lifetime counted
+    # from there (the sBG is closed under this truncation: were it exact, alpha would not move).
+    late_rows = rows.loc[rows["fit_periods"] - rows["fit_churned"] >= k0] if k0 else rows.iloc[:0]
+    if k0 and late_rows["fit_churned"].any():
+        late, late_pooled = _fit_segments(late_rows.assign(fit_periods=late_rows["fit_periods"] - k0), keys,
+                                          settings.min_churned)
+        late = late.reindex(segments.index)
+        missing = late["alpha"].isna()
+        late.loc[missing, ["alpha", "beta"]] = [late_pooled.alpha, late_pooled.beta]
+        late.loc[missing, ["subscriptions", "churned"]] = 0
+        late.loc[missing, "fit_level"] = "pooled"
+    else:
+        # No late stage: the early fit carries on (its parameters after k0 renewals, beta + k0).
+        late = segments.assign(beta=segments["beta"] + k0, subscriptions=0, churned=0)
+    segments = segments.join(late.add_prefix("late_"))
 
     movements = mrr_movements(tables, cutoff=day, billing_months=settings.billing_months, plans=settings.plans)
     prices, transition = _plan_chain(movements, spells, settings)
@@ -236,6 +247,32 @@ def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | N
 
 def _fit(rows: pd.DataFrame) -> SBGParams:
     return fit_sbg(rows["fit_periods"].to_numpy(), rows["fit_churned"].to_numpy())
+
+
+def _fit_segments(rows: pd.DataFrame, keys: list[str], min_churned: int) -> tuple[pd.DataFrame, SBGParams]:
+    """sBG per segment, falling back to the plan's fit, then the pooled one, below ``min_churned``."""
+    pooled = _fit(rows)
+    by_plan = {
+        plan: _fit(group) for plan, group in rows.groupby("plan", observed=True)
+        if group["fit_churned"].sum() >= min_churned
+    }
+    records = []
+    for key, group in (rows.groupby(keys, observed=True) if keys else [((), rows)]):
+        key = key if isinstance(key, tuple) else (key,)
+        churned = int(group["fit_churned"].sum())
+        plan = dict(zip(keys, key)).get("plan")
+        if churned >= min_churned:
+            params, level = _fit(group), "segment"
+        elif plan in by_plan:
+            params, level = by_plan[plan], "plan"
+        else:
+            params, level = pooled, "pooled"
+        records.append((*key, params.alpha, params.beta, len(group), churned, level))
+    segments = pd.DataFrame.from_records(
+        records, columns=[*keys, "alpha", "beta", "subscriptions", "churned", "fit_level"]
+    )
+    segments = segments.set_index(keys) if keys else segments.set_axis(pd.Index(["all"], name="segment"))
+    return segments, pooled
 
 
 def _plan_chain(movements: pd.DataFrame, spells: pd.DataFrame, settings: ContractualSettings):
@@ -256,19 +293,51 @@ def _plan_chain(movements: pd.DataFrame, spells: pd.DataFrame, settings: Contrac
     return prices, pd.DataFrame(q, index=names, columns=names)
 
 
-def _segment_params(model: ContractualModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Curve:
+    """Per-row survival: the early sBG up to ``k0`` renewals, the late sBG after (continuous at k0)."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    late_alpha: np.ndarray
+    late_beta: np.ndarray
+    k0: float
+    level: np.ndarray
+
+    def log_survival(self, x) -> np.ndarray:
+        """log P(T > x) at real x (rows first; x of shape (n,) or (n, m))."""
+        x = np.asarray(x, dtype=float)
+        expand = (lambda a: a[:, None]) if x.ndim == 2 else (lambda a: a)
+        a, b, la, lb = (expand(v) for v in (self.alpha, self.beta, self.late_alpha, self.late_beta))
+        early = betaln(a, b + np.minimum(x, self.k0)) - betaln(a, b)
+        return early + betaln(la, lb + np.maximum(x - self.k0, 0.0)) - betaln(la, lb)
+
+    def tail(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sBG parameters that rule from renewal count x on (x >= k0: the late ones, shifted)."""
+        late = x >= self.k0
+        return (np.where(late, self.late_alpha, self.alpha),
+                np.where(late, self.late_beta + np.maximum(x - self.k0, 0), self.beta + x))
+
+
+def _curve(model: ContractualModel, frame: pd.DataFrame) -> _Curve:
     keys = list(model.settings.segment_by)
     if keys:
         index = pd.MultiIndex.from_frame(frame[keys]) if len(keys) > 1 else pd.Index(frame[keys[0]])
         found = model.segments.reindex(index)
     else:
-        found = pd.DataFrame(index=frame.index, columns=["alpha", "beta", "fit_level"])
-    alpha = found["alpha"].to_numpy(dtype=float, copy=True)
-    beta = found["beta"].to_numpy(dtype=float, copy=True)
+        found = pd.DataFrame(np.repeat(model.segments.to_numpy(), len(frame), axis=0),
+                             columns=model.segments.columns, index=frame.index)
+    columns = ("alpha", "beta", "late_alpha", "late_beta")
+    values = {c: found[c].to_numpy(dtype=float, copy=True) for c in columns}
     level = found["fit_level"].astype(object).to_numpy(copy=True)
-    missing = np.isnan(alpha)
-    alpha[missing], beta[missing], level[missing] = model.pooled.alpha, model.pooled.beta, "pooled"
-    return alpha, beta, level
+    missing = np.isnan(values["alpha"])
+    # A segment unseen in the fit (a new channel) takes the pooled fit for both stages.
+    values["alpha"][missing], values["beta"][missing] = model.pooled.alpha, model.pooled.beta
+    values["late_alpha"][missing] = model.pooled.alpha
+    values["late_beta"][missing] = model.pooled.beta + model.settings.late_tenure_periods
+    level[missing] = "pooled"
+    k0 = float(model.settings.late_tenure_periods) if model.settings.late_tenure_periods else 1e12
+    return _Curve(**values, k0=k0, level=level)
 
 
 def _price_paths(model: ContractualModel, n_periods: int) -> pd.DataFrame:
@@ -283,19 +352,45 @@ def _price_paths(model: ContractualModel, n_periods: int) -> pd.DataFrame:
     return pd.DataFrame(paths, index=model.plan_transition.index, columns=np.arange(1, n_periods + 2))
 
 
-def _values(alpha, beta, renewals, prices_k, settings: ContractualSettings) -> dict:
-    """Per row, sums over the next invoices k = 1 .. K of S(n + k) / S(n) (undiscounted and discounted)."""
+def _values(curve: _Curve, renewals, elapsed, prices_k, settings: ContractualSettings) -> dict:
+    """Per row, sums over the next invoices k = 1, 2, ... of P(T > n + k | T > n + f).
+
+    Explicit for k <= K = ``explicit_periods``; beyond K in closed form under the sBG that rules
+    there (``2F1`` for the discounted sums, ``b / (alpha - 1)`` for the undiscounted one).
+    """
     g = settings.discount_factor
     big_k = settings.explicit_periods
     k = np.arange(1, big_k + 1)
-    b = beta + renewals
-    survival = np.exp(betaln(alpha[:, None], b[:, None] + k[None, :]) - betaln(alpha, b)[:, None])
+    start = renewals + elapsed
+    survival = np.exp(curve.log_survival(renewals[:, None] + k[None, :]) - curve.log_survival(start)[:, None])
     cost = settings.cost_to_serve * settings.billing_months
     margin_k = settings.gross_margin * prices_k[:, :big_k] - cost
-    explicit = (g ** k[None, :] * survival * margin_k).sum(axis=1)
-    tail_periods = hyp2f1(1.0, b + big_k, alpha + b + big_k, g) - 1.0
-    tail = g**big_k * survival[:, -1] * tail_periods * (settings.gross_margin * prices_k[:, big_k] - cost)
-    return {"clv": explicit + tail, "survival": survival, "paid": survival * prices_k[:, :big_k]}
+    discount = g ** (k[None, :] - elapsed[:, None])
+    a, b = curve.tail(renewals + big_k)
+    tail_discounted = hyp2f1(1.0, b, a + b, g) - 1.0
+    with np.errstate(divide="ignore"):
+        tail_periods = np.where(a > 1, b / np.maximum(a - 1, 1e-300), np.inf)
+    at_k = survival[:, -1]
+    tail_margin = settings.gross_margin * prices_k[:, big_k] - cost
+    return {
+        "clv": (discount * survival * margin_k).sum(axis=1) + discount[:, -1] * at_k * tail_discounted * tail_margin,
+        "survival": survival,
+        "paid": survival * prices_k[:, :big_k],
+        "residual_periods": survival.sum(axis=1) + at_k * tail_periods,
+        "discounted_residual_periods": (g**k * survival).sum(axis=1) + g**big_k * at_k * tail_discounted,
+    }
+
+
+def _prices(model: ContractualModel, plan: np.ndarray, mrr: np.ndarray) -> np.ndarray:
+    """Expected price of the next invoices k = 1 .. K + 1 per row (n, K + 1), currency units."""
+    settings = model.settings
+    own = np.broadcast_to(mrr[:, None] * settings.billing_months, (len(mrr), settings.explicit_periods + 1))
+    if settings.billing_months != 1:
+        return own
+    paths = _price_paths(model, settings.explicit_periods)
+    known = np.isin(plan, paths.index)
+    # An MRR outside the price list keeps its own amount.
+    return np.where(known[:, None], paths.reindex(np.where(known, plan, paths.index[0])).to_numpy(), own)
 
 
 def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
@@ -317,7 +412,8 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
         ``expected_spend`` (invoices in the window, currency units), ``clv`` (discounted margin of
         every future invoice over the whole survival curve), ``clv_classic`` (m x MRR / segment's
         monthly churn), ``expected_lifetime_days`` (to the end of the access; may be ``inf``, see
-        the module docstring), ``discounted_residual_periods``, ``alpha``, ``beta``, ``fit_level``,
+        the module docstring), ``discounted_residual_periods``, ``alpha``, ``beta``, ``late_alpha``,
+        ``late_beta``, ``fit_level``,
         ``as_of`` and ``horizon_days``. See the module docstring for the formulas.
     """
     settings = model.settings
@@ -325,31 +421,18 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
     state = subscription_state(tables, cutoff=cutoff, billing_months=settings.billing_months, plans=settings.plans)
     state = state.assign(channel=_channels(tables, state.index.to_series()))
     running = state["state"].isin(["active", "reactivated"]).to_numpy()
-    alpha, beta, level = _segment_params(model, state)
+    curve = _curve(model, state)
     renewals = state["tenure_periods"].fillna(0).to_numpy(dtype=float)
     elapsed = state["period_elapsed"].fillna(0).to_numpy(dtype=float)
     period_days = _MEAN_MONTH_DAYS * settings.billing_months
     t0 = np.datetime64(pd.Timestamp(cutoff) + pd.Timedelta(days=1), "ns")
 
-    # Conditioning on no cancel yet within the current period: S(n) / S(n + f) >= 1.
-    now = np.exp(betaln(alpha, beta + renewals) - betaln(alpha, beta + renewals + elapsed))
+    # Conditioned on no cancel yet within the current period (n + f periods survived).
     h = settings.horizon_days / period_days
-    churn = -np.expm1(betaln(alpha, beta + renewals + elapsed + h) - betaln(alpha, beta + renewals + elapsed))
-
-    paths = _price_paths(model, settings.explicit_periods)
-    plan = state["plan"].astype(object).to_numpy()
-    known_plan = np.isin(plan, paths.index)
-    prices_k = np.where(
-        known_plan[:, None],
-        paths.reindex(np.where(known_plan, plan, paths.index[0])).to_numpy(),
-        # An MRR outside the price list keeps its own amount.
-        state["mrr"].to_numpy()[:, None] * settings.billing_months,
-    )
-    if settings.billing_months != 1:
-        prices_k = np.broadcast_to(state["mrr"].to_numpy()[:, None] * settings.billing_months, prices_k.shape)
-    values = _values(alpha, beta, renewals, prices_k, settings)
-    g = settings.discount_factor
-    clv = np.where(running, g ** (-elapsed) * now * values["clv"], 0.0)
+    churn = -np.expm1(curve.log_survival(renewals + elapsed + h) - curve.log_survival(renewals + elapsed))
+    prices_k = _prices(model, state["plan"].astype(object).to_numpy(), state["mrr"].to_numpy())
+    values = _values(curve, renewals, elapsed, prices_k, settings)
+    clv = np.where(running, values["clv"], 0.0)
 
     # Invoices dated before cutoff + H: the k-th next one is due paid_through + (k - 1) periods.
     horizon_end = t0 + np.timedelta64(int(settings.horizon_days), "D")
@@ -357,13 +440,12 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
     max_k = int(np.ceil(settings.horizon_days / (28 * settings.billing_months))) + 1
     due = np.stack([add_months(paid_through, k * settings.billing_months) for k in range(max_k)], axis=1)
     in_window = due < horizon_end
-    spend = np.where(running, now * (values["paid"][:, :max_k] * in_window).sum(axis=1), 0.0)
+    spend = np.where(running, (values["paid"][:, :max_k] * in_window).sum(axis=1), 0.0)
 
-    residual = np.where(alpha > 1, (beta + renewals) / np.maximum(alpha - 1, 1e-300), np.inf) * now
     to_paid = np.maximum((paid_through - t0) / np.timedelta64(1, "D"), 0.0)
     lifetime = np.select([running, state["state"].eq("cancelled_paid_through").to_numpy()],
-                         [to_paid + residual * period_days, to_paid], 0.0)
-    derl = np.where(running, now * (hyp2f1(1.0, beta + renewals, alpha + beta + renewals, g) - 1.0), 0.0)
+                         [to_paid + values["residual_periods"] * period_days, to_paid], 0.0)
+    derl = np.where(running, values["discounted_residual_periods"], 0.0)
 
     classic_churn = _classic_churn(model, state)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -376,9 +458,11 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
     out["clv_classic"] = classic
     out["expected_lifetime_days"] = lifetime
     out["discounted_residual_periods"] = derl
-    out["alpha"] = alpha
-    out["beta"] = beta
-    out["fit_level"] = pd.array(level.astype(str), dtype="str")
+    out["alpha"] = curve.alpha
+    out["beta"] = curve.beta
+    out["late_alpha"] = curve.late_alpha
+    out["late_beta"] = curve.late_beta
+    out["fit_level"] = pd.array(curve.level.astype(str), dtype="str")
     out["as_of"] = pd.Timestamp(cutoff)
     out["horizon_days"] = int(settings.horizon_days)
     return out
@@ -433,19 +517,15 @@ def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days
     recent["channel"] = _channels(tables, recent["customer_id"])
     recent["tenure_periods"] = 0
     recent["period_elapsed"] = 0.0
-    alpha, beta, _ = _segment_params(model, recent)
-    paths = _price_paths(model, settings.explicit_periods)
-    plan = recent["plan"].to_numpy(dtype=object)
-    known = np.isin(plan, paths.index)
-    prices_k = np.where(known[:, None], paths.reindex(np.where(known, plan, paths.index[0])).to_numpy(),
-                        recent["mrr"].to_numpy()[:, None] * settings.billing_months)
+    curve = _curve(model, recent)
+    prices_k = _prices(model, recent["plan"].to_numpy(dtype=object), recent["mrr"].to_numpy())
     zero = np.zeros(len(recent))
-    values = _values(alpha, beta, zero, prices_k, settings)
+    values = _values(curve, zero, zero, prices_k, settings)
     first_margin = settings.gross_margin * recent["mrr"].to_numpy() * settings.billing_months
     first_margin -= settings.cost_to_serve * settings.billing_months
     recent["clv"] = first_margin + values["clv"]
     h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
-    recent["churn_probability"] = -np.expm1(betaln(alpha, beta + h) - betaln(alpha, beta))
+    recent["churn_probability"] = -np.expm1(curve.log_survival(zero + h) - curve.log_survival(zero))
     cumulative = np.cumsum(
         np.c_[first_margin, (settings.gross_margin * values["paid"] - settings.cost_to_serve * settings.billing_months
                              * values["survival"])], axis=1
@@ -457,8 +537,8 @@ def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days
     rows = []
     for channel, group in recent.groupby("channel", observed=True):
         mean_cac = float(group["acquisition_cost"].mean())
-        curve = cumulative[recent.index.get_indexer(group.index)].mean(axis=0)
-        covered = np.flatnonzero(curve >= mean_cac)
+        margin_curve = cumulative[recent.index.get_indexer(group.index)].mean(axis=0)
+        covered = np.flatnonzero(margin_curve >= mean_cac)
         rows.append({
             "channel": channel, "signups": len(group), "clv": float(group["clv"].mean()),
             "acquisition_cost": mean_cac, "ltv_cac": float(group["clv"].mean()) / mean_cac if mean_cac > 0 else np.nan,

@@ -47,12 +47,16 @@ def test_fit_recovers_the_sbg_that_made_the_book(sbg_book):
     assert seg["fit_level"] == "segment"
     assert seg["alpha"] == pytest.approx(1.5, rel=0.15)
     assert seg["beta"] == pytest.approx(6.0, rel=0.15)
+    # The sBG is closed under truncation: after 12 renewals the survivors are Beta(alpha, beta + 12).
+    assert seg["late_alpha"] == pytest.approx(1.5, rel=0.35)
+    assert seg["late_beta"] == pytest.approx(18.0, rel=0.35)
     # One plan, no changes: revenue per period is the price.
     assert model.plan_transition.to_numpy().tolist() == [[1.0]]
 
 
 def test_scores_follow_the_closed_forms(sbg_book):
-    settings = ContractualSettings(segment_by=(), horizon_days=182, annual_discount_rate=0.1, gross_margin=0.8)
+    settings = ContractualSettings(segment_by=(), horizon_days=182, annual_discount_rate=0.1, gross_margin=0.8,
+                                   late_tenure_periods=0)
     model = fit_contractual(sbg_book, cutoff=CUTOFF, settings=settings)
     scores = score_contractual(model, sbg_book)
     p = SBGParams(model.segments["alpha"].iloc[0], model.segments["beta"].iloc[0])
@@ -72,6 +76,28 @@ def test_scores_follow_the_closed_forms(sbg_book):
     # Churn by tenure falls: the customers left are the loyal ones.
     by_tenure = running.groupby("tenure_periods")["churn_probability"].mean()
     assert by_tenure.is_monotonic_decreasing
+
+
+def test_two_stage_survival_is_continuous_and_follows_the_late_fit(sbg_book):
+    model = fit_contractual(sbg_book, cutoff=CUTOFF, settings=ContractualSettings(segment_by=()))
+    scores = score_contractual(model, sbg_book)
+    seg = model.segments.iloc[0]
+    early, late = SBGParams(seg["alpha"], seg["beta"]), SBGParams(seg["late_alpha"], seg["late_beta"])
+
+    def survival(x):
+        x = np.asarray(x, dtype=float)
+        return sbg_survival(early, np.minimum(x, 12)) * sbg_survival(late, np.maximum(x - 12, 0))
+
+    g = 1.1 ** (-1 / 12)
+    k = np.arange(1, 20_000)
+    running = scores.loc[scores["state"] == "active"]
+    for tenure in (3, 20):
+        row = running.loc[running["tenure_periods"] == tenure].iloc[0]
+        f = 1 - (row["paid_through"] - T0) / pd.Timedelta(days=30.436875)
+        f = min(max(f, 0.0), 1.0)
+        # The period's true length differs from the mean month by up to 1.6 days: compare loosely in f.
+        series = 0.8 * 50.0 * np.sum(g ** (k - f) * survival(tenure + k) / survival(tenure + f))
+        assert row["clv"] == pytest.approx(series, rel=0.01)
 
 
 def test_predictions_match_the_realised_future_of_an_sbg_book():
@@ -152,13 +178,15 @@ def test_states_and_decided_customers_agree_with_the_generator(saas):
 
 
 def test_churn_and_spend_against_the_generators_truth(saas):
-    """Measured on this book (6,000 customers, seed 21); the sBG's known bias is pinned, not hidden.
+    """Measured on this book (6,000 customers, seed 21): bounds that hold here, not the target.
 
-    The 6-month P(cancel) of the subscribed is close for tenures below a year; past two years the sBG,
-    which reads the whole fall of the hazard as heterogeneity, keeps lowering it while the
-    generator's hazard stops falling at 24 months, so the oldest band is 20-30 % low.
+    On this half-size book the two-stage sBG's 6-month P(cancel) is within 15 % of the truth in
+    every plan x tenure band below a year and within 0.85-1.30 beyond (the late stage is fitted on
+    a few hundred subscriptions per segment); the summed CLV is 1.12x the truth, whose returns of
+    churned customers the model leaves out. The 12,000-customer books of BENCHMARKS.md are the
+    measurement; this test keeps the model from drifting away from it.
     """
-    _, truth, model, scores = saas
+    book, truth, model, scores = saas
     both = scores.join(truth.add_suffix("_truth"))
     running = both.loc[both["state"].isin(["active", "reactivated"])]
     assert running["churn_probability"].mean() == pytest.approx(running["churn_probability_truth"].mean(), rel=0.10)
@@ -167,12 +195,14 @@ def test_churn_and_spend_against_the_generators_truth(saas):
     columns = ["churn_probability", "churn_probability_truth"]
     means = running.groupby([running["plan"], band], observed=True)[columns].mean()
     ratio = means["churn_probability"] / means["churn_probability_truth"]
-    assert ratio.xs("0-2", level=1).between(0.85, 1.15).all()
-    assert ratio.xs("24+", level=1).between(0.6, 0.95).all()
+    assert ratio.xs("0-2", level=1).between(0.85, 1.15).all() and ratio.xs("3-11", level=1).between(0.85, 1.15).all()
+    assert ratio.between(0.8, 1.35).all(), ratio
     assert running["expected_spend"].sum() == pytest.approx(both["expected_spend_truth"].sum(), rel=0.03)
-    # Lifetime CLV: the sBG's heavy tail (alpha < 1 in most segments here) overstates it.
-    assert model.segments["alpha"].median() < 1
-    assert 1.0 < both["clv"].sum() / both["clv_truth"].sum() < 1.5
+    assert 1.0 < both["clv"].sum() / both["clv_truth"].sum() < 1.25
+    # The plain sBG (one stage) reads the whole fall of the hazard as heterogeneity: a heavier tail.
+    one_stage = ContractualSettings(plans=PLANS, late_tenure_periods=0)
+    plain = fit_contractual(book.tables, cutoff=CUTOFF, settings=one_stage)
+    assert score_contractual(plain, book.tables)["clv"].sum() > both["clv"].sum()
 
 
 def test_new_subscriber_clv_per_channel(saas):
