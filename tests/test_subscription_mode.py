@@ -66,6 +66,7 @@ def test_settings_follow_the_config():
     assert (settings.horizon_days, settings.gross_margin, settings.plans["scale"]) == (91, 0.8, 199.0)
     assert settings.cost_to_serve == pytest.approx(6.0 * (365.2425 / 12) / 91)  # per horizon -> per month
     assert contractual_settings(config, horizon_days=182).horizon_days == 182
+    assert contractual_settings(load_config(environ={}, late_tenure_periods=0)).late_tenure_periods == 0
 
 
 def test_saas_tables_are_written_as_csv(saas_book, tmp_path):

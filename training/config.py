@@ -367,6 +367,9 @@ class SubscriptionModeConfig(BaseModel):
     min_churned : int
         Ended subscriptions a segment needs for its own fit; fewer and it takes its plan's, then
         the pooled fit.
+    late_tenure_periods : int
+        Renewals after which a second sBG, fitted on the subscriptions that lasted that long, takes
+        over (:mod:`serving.contractual`); 0 = one sBG for every tenure.
     grace_days : int
         Days after the end of a paid period during which a late renewal keeps the customer active.
     """
@@ -377,6 +380,7 @@ class SubscriptionModeConfig(BaseModel):
     plans: dict[str, float] = Field(default_factory=dict)
     segment_by: tuple[Literal["plan", "channel"], ...] = ("plan", "channel")
     min_churned: int = Field(30, ge=1)
+    late_tenure_periods: int = Field(12, ge=0)
     grace_days: int = Field(0, ge=0)
 
 
