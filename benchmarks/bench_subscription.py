@@ -114,24 +114,22 @@ def _markdown(results: list[dict]) -> str:
             f"{c['plain_sbg'] / c['truth']:.3f} | "
             f"{c['classic'] / c['truth']:.3f} | {c['truth_without_returns'] / c['truth']:.3f} |"
         )
-    seeds = " | ".join(f"seed {r['seed']}: truth, two-stage (ratio), plain sBG (ratio)" for r in results)
-    lines += ["", f"| plan, tenure (months) | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]
-    for key in results[0]["p_cancel_by_band"]:
-        cells = []
-        for r in results:
-            b = r["p_cancel_by_band"][key]
-            cells.append(
-                f"{b['truth']:.3f}, {b['model']:.3f} ({b['ratio']:.2f}), {b['plain']:.3f} ({b['plain_ratio']:.2f})"
-            )
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    seeds = " | ".join(f"seed {r['seed']}: LTV:CAC model / truth (CLV ratio)" for r in results)
-    lines += ["", f"| channel | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]
-    for ch in results[0]["new_customer"]:
-        cells = []
-        for r in results:
-            n = r["new_customer"][ch]
-            cells.append(f"{n['ltv_cac']:.2f} / {n['ltv_cac_truth']:.2f} ({n['clv'] / n['clv_truth']:.2f})")
-        lines.append(f"| {ch} | " + " | ".join(cells) + " |")
+
+    def band(r, key):
+        b = r["p_cancel_by_band"][key]
+        return f"{b['truth']:.3f}, {b['model']:.3f} ({b['ratio']:.2f}), {b['plain']:.3f} ({b['plain_ratio']:.2f})"
+
+    def channel(r, key):
+        n = r["new_customer"][key]
+        return f"{n['ltv_cac']:.2f} / {n['ltv_cac_truth']:.2f} ({n['clv'] / n['clv_truth']:.2f})"
+
+    for first, heading, keys, cell in (
+        ("plan, tenure (months)", "truth, two-stage (ratio), plain sBG (ratio)", results[0]["p_cancel_by_band"], band),
+        ("channel", "LTV:CAC model / truth (CLV ratio)", results[0]["new_customer"], channel),
+    ):
+        seeds = " | ".join(f"seed {r['seed']}: {heading}" for r in results)
+        lines += ["", f"| {first} | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]
+        lines += [f"| {key} | " + " | ".join(cell(r, key) for r in results) + " |" for key in keys]
     return "\n".join(lines)
 
 
