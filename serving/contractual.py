@@ -99,6 +99,9 @@ class ContractualSettings:
         Segment columns of the sBG fits, among ``plan`` and ``channel`` (both by default).
     min_churned : int
         Ended subscriptions a segment needs for its own fit (30).
+    grace_days : int
+        Days a late renewal may take before its subscription counts as ended
+        (:func:`features.subscription.subscription_spells`), 0.
     late_tenure_periods : int
         k0: renewals after which the survival follows a second sBG fitted on the subscriptions that
         passed k0 renewals, their lifetime counted from there (12); 0 = one sBG for every tenure.
@@ -115,6 +118,7 @@ class ContractualSettings:
     plans: Mapping[str, float] | None = field(default=None, hash=False)
     segment_by: tuple[str, ...] = ("plan", "channel")
     min_churned: int = 30
+    grace_days: int = 0
     late_tenure_periods: int = 12
     explicit_periods: int = 120
 
@@ -130,6 +134,7 @@ class ContractualSettings:
             ("segment_by", "columns among plan, channel", not set(self.segment_by) <= {"plan", "channel"}),
             ("min_churned", ">= 1", self.min_churned < 1),
             ("late_tenure_periods", ">= 0", self.late_tenure_periods < 0),
+            ("grace_days", ">= 0", self.grace_days < 0),
             ("explicit_periods", ">= 1", self.explicit_periods < 1),
         ]
         for name, rule, bad in rules:
@@ -206,7 +211,9 @@ def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | N
     """
     settings = settings or ContractualSettings()
     day = parse_cutoff(cutoff)
-    spells = subscription_spells(tables, cutoff=day, billing_months=settings.billing_months, plans=settings.plans)
+    spells = subscription_spells(
+        tables, cutoff=day, billing_months=settings.billing_months, plans=settings.plans, grace_days=settings.grace_days
+    )
     if not spells["ended"].any():
         raise ValueError(
             f"cutoff {day}: rule 'some subscription ended by the cutoff': none did, churn is not identified"
@@ -418,7 +425,10 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
     """
     settings = model.settings
     cutoff = model.cutoff
-    state = subscription_state(tables, cutoff=cutoff, billing_months=settings.billing_months, plans=settings.plans)
+    state = subscription_state(
+        tables, cutoff=cutoff, billing_months=settings.billing_months, plans=settings.plans,
+        grace_days=settings.grace_days,
+    )
     state = state.assign(channel=_channels(tables, state.index.to_series()))
     running = state["state"].isin(["active", "reactivated"]).to_numpy()
     curve = _curve(model, state)
@@ -505,7 +515,7 @@ def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days
     """
     settings = model.settings
     spells = subscription_spells(tables, cutoff=model.cutoff, billing_months=settings.billing_months,
-                                 plans=settings.plans)
+                                 plans=settings.plans, grace_days=settings.grace_days)
     first = spells.loc[spells["spell"] == 0]
     start = pd.Timestamp(model.cutoff) + pd.Timedelta(days=1) - pd.Timedelta(days=int(lookback_days))
     # The first period's plan: the signup's, from the first invoice.

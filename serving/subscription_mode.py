@@ -67,6 +67,7 @@ def contractual_settings(config: Config, *, horizon_days: int | None = None) -> 
         plans=dict(sub.plans) or None,
         segment_by=tuple(sub.segment_by),
         min_churned=sub.min_churned,
+        grace_days=sub.grace_days,
         late_tenure_periods=sub.late_tenure_periods,
     )
 

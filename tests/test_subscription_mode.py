@@ -67,6 +67,7 @@ def test_settings_follow_the_config():
     assert settings.cost_to_serve == pytest.approx(6.0 * (365.2425 / 12) / 91)  # per horizon -> per month
     assert contractual_settings(config, horizon_days=182).horizon_days == 182
     assert contractual_settings(load_config(environ={}, late_tenure_periods=0)).late_tenure_periods == 0
+    assert contractual_settings(load_config(environ={}, grace_days=3)).grace_days == 3
 
 
 def test_saas_tables_are_written_as_csv(saas_book, tmp_path):
