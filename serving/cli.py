@@ -82,6 +82,27 @@ _data_options = [
 ]
 
 
+#: ``--config FILE`` of every command that reads the configuration (:func:`training.config.load_config`).
+config_option = click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML or JSON file with sections features, training, clv, monitor (default: $CLVCAST_CONFIG, else "
+    "the built-in defaults); CLVCAST_<SECTION>__<KEY> variables and this command's flags override it.",
+)
+
+#: ``--promote`` of the commands that train: the champion rule, or an explicit decision.
+promote_option = click.option(
+    "--promote",
+    type=click.Choice(["auto", "force", "never"]),
+    default="auto",
+    show_default=True,
+    help="auto: the new pair becomes champion only if the champion rule says so; force: it becomes champion "
+    "whatever the comparison (e.g. after changing the horizon on purpose); never: register it as rejected.",
+)
+
+
 def data_options(f):
     for option in reversed(_data_options):
         f = option(f)
@@ -89,6 +110,7 @@ def data_options(f):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clvcast", prog_name="clvcast", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on error, and MLflow's own messages.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.pass_context
@@ -212,7 +234,7 @@ def generate(
 @cli.command()
 @data_options
 @click.option("--cutoff", required=True, callback=_parse_date, help="Features as of the end of this day.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
 def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out):
     """One feature row per customer as of a cutoff date."""
@@ -229,14 +251,15 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
 @data_options
 @click.option("--cutoff", default=None, callback=_parse_date, help="Holdout cutoff (default: latest with a full horizon).")
 @click.option("--horizon-days", type=click.IntRange(min=1), default=None, help="Label horizon H in days.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
-def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path):
+@config_option
+@promote_option
+def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, promote):
     """Train churn and spend models, compare with baselines, log and register them in MLflow."""
     from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
     tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
-    result = pipeline.train(tables, cutoff=cutoff, config=config)
+    result = pipeline.train(tables, cutoff=cutoff, config=config, promote=promote)
     click.echo(pipeline.format_comparison(result))
 
 
@@ -244,7 +267,7 @@ def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, 
 @data_options
 @click.option("--cutoff", required=True, callback=_parse_date, help="Train on data up to this day only.")
 @click.option("--horizon-days", type=click.IntRange(min=1), required=True, help="Evaluation horizon H in days.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_option
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the results here.")
 def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, json_out):
     """Train up to a cutoff, predict the next H days, compare with BG/NBD and the naive rate."""
@@ -264,7 +287,7 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
 @data_options
 @click.option("--cutoff", required=True, callback=_parse_date, help="Score as of the end of this day.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_option
 @click.option("--history", default=None, help="Also append the scoring to this history: a directory or a SQLAlchemy URL.")
 def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history):
     """Batch CLV for every customer from the champion models."""
@@ -311,7 +334,7 @@ def _monitor_lines(monitored) -> list[str]:
 @click.option("--history", required=True, help="History of `clvcast score --history`: a directory or a SQLAlchemy URL.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--as-of", default=None, callback=_parse_date, help="Monitor as of this day: scorings and data up to it.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_option
 def monitor(source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, config_path):
     """Trends, drift and realised performance of the scoring history; exit 3 on an alert."""
     from serving.monitor.run import run_monitor  # deferred: see the module docstring
@@ -330,15 +353,18 @@ def monitor(source, column_map, on_invalid, quarantine_dir, history, out_dir, as
               help="Output directory: scores.parquet and monitor/.")
 @click.option("--as-of", default=None, callback=_parse_date, help="Scoring date (default: the last day with a transaction).")
 @click.option("--horizon-days", type=click.IntRange(min=1), default=None, help="Label horizon H in days.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
-def retrain(source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, horizon_days, config_path):
+@config_option
+@promote_option
+def retrain(
+    source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, horizon_days, config_path, promote
+):
     """Train + champion rule + refit, re-score with the champion, monitor. Exit 0 ok, 3 alert, 4 not promoted."""
     from serving.monitor.run import retrain as run_retrain  # deferred: see the module docstring
     from training.pipeline import format_comparison
 
     config = load_config(config_path, horizon_days=horizon_days)
     tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
-    done = run_retrain(tables, history=history, out_dir=out_dir, config=config, as_of=as_of)
+    done = run_retrain(tables, history=history, out_dir=out_dir, config=config, as_of=as_of, promote=promote)
     click.echo(format_comparison(done.train))
     click.echo(f"scored {done.history.rows:,} customers as of {done.history.key[0]} into {done.scores_path} and the history")
     click.echo("\n".join(_monitor_lines(done.monitor)))
@@ -350,11 +376,11 @@ def retrain(source, column_map, on_invalid, quarantine_dir, history, out_dir, as
 @click.option("--scores", required=True, type=click.Path(exists=True, dir_okay=False), help="Output of clvcast score.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--target-ltv-cac", type=click.FloatRange(min=0, min_open=True), default=None, help="Default from config: 3.")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@config_option
 def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
     """Channels, cohorts, forecast, segments and an HTML report for finance."""
     from serving.finance import compute_budget  # deferred: see the module docstring
-    from serving.finance.outputs import REPORT_NAME, write_budget, write_report
+    from serving.finance.outputs import REPORT_NAME, format_channels, write_budget, write_report
     from serving.scores import read_scores
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
@@ -370,7 +396,7 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
         saas = saas_tables(tables, cutoff=scored.run.as_of, config=config, horizon_days=scored.run.horizon_days)
         written += list(write_frames(saas, out_dir).values())
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in written)))
-    click.echo(result.summary)
+    click.echo(format_channels(result))
 
 
 @cli.command()

@@ -21,7 +21,7 @@ import pandas as pd
 from features.io import load_tables
 from features.synthetic import generate, write_book
 from serving.finance import compute_budget
-from serving.finance.outputs import REPORT_NAME, write_budget, write_report
+from serving.finance.outputs import REPORT_NAME, format_channels, write_budget, write_report
 from serving.scores import write_scores
 from serving.scoring import score_tables
 from serving.service import running_service
@@ -130,9 +130,7 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int) -> None:
     finance = compute_budget(tables, scored, decisions=config.clv)
     write_budget(finance, out_dir / "budget")
     report = write_report(finance, out_dir / "budget" / REPORT_NAME)
-    with pd.option_context("display.width", 160, "display.max_columns", 12):
-        cols = ["channel", "customers", "mean_cac", "mean_clv", "ltv_cac", "max_allowable_cac", "recommendation"]
-        click.echo(finance.channels[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    click.echo(format_channels(finance))
     log.info("report: %s", report.resolve())
 
     log.info("5/5 serving on http://127.0.0.1:%d", port)

@@ -148,6 +148,30 @@ def test_train_prints_the_comparison_and_registers_a_champion(trained):
     assert registry.champion_versions() == ("1", "1")
 
 
+def test_promote_never_registers_a_rejected_pair_and_keeps_the_champion(capsys, work, data, trained):
+    from training import registry
+
+    before = registry.champion_versions()
+    run = _run(capsys, "--quiet", "train", "--data", data, "--config", work / "config.yaml", "--promote", "never")
+    assert run.code == 0, run
+    assert "(not promoted: promotion disabled for this run)" in run.out
+    assert registry.champion_versions() == before
+
+
+def test_version_and_the_help_of_config_and_promote(capsys):
+    from importlib.metadata import version
+
+    run = _run(capsys, "--version")
+    assert run.code == 0 and run.out == f"clvcast {version('clvcast')}\n"
+    for command in ("features", "train", "backtest", "score", "monitor", "retrain", "budget"):
+        text = " ".join(_run(capsys, command, "--help").out.split())
+        assert "--config FILE YAML or JSON file with sections features, training, clv, monitor" in text, command
+    for command in ("train", "retrain"):
+        text = " ".join(_run(capsys, command, "--help").out.split())
+        assert "--promote [auto|force|never] auto: the new pair becomes champion only if" in text, command
+        assert "force: it becomes champion whatever the comparison" in text, command
+
+
 def test_backtest_writes_the_json_contract_and_logs_its_steps(capsys, work, data):
     out = work / "backtest" / "result.json"
     run = _run(
@@ -226,6 +250,12 @@ def test_budget_writes_the_finance_outputs(capsys, work, data, scores):
     assert len(forecast) == 12 and (forecast["revenue_low"] <= forecast["revenue_high"]).all()
     assert len(pd.read_csv(out / "segments.csv")) == n_scored
     assert "<html" in (out / "report.html").read_text().lower()
+    # The channel table, as the demo prints it (not a Python dict).
+    lines = run.out.splitlines()
+    assert lines[0].startswith(f"{n_scored:,} customers as of {SCORE_CUTOFF}: total CLV ")
+    assert lines[1].split() == ["channel", "customers", "mean", "CAC", "mean", "CLV", "LTV:CAC", "max", "CAC",
+                                "payback", "months", "recommendation"]  # fmt: skip
+    assert len(lines) == 2 + len(channels) and "{" not in run.out
 
 
 # --------------------------------------------------------------------------- errors

@@ -35,7 +35,7 @@ from features.contract import Tables
 from serving import clv as C
 from serving import finance as F
 from serving.finance.forecast import fit_forecast_shape
-from serving.finance.outputs import REPORT_NAME, write_budget, write_report
+from serving.finance.outputs import REPORT_NAME, csv_frame, format_channels, write_budget, write_report
 from serving.finance.report import fmt_money, fmt_months, fmt_ratio, render_report
 from serving.scores import Scores, ScoringRun
 from training.config import ClvConfig
@@ -127,6 +127,11 @@ def result():
     return F.compute_budget(_tables(), _scores(), decisions=DECISIONS, settings=settings, forecast_bgnbd=BGNBD)
 
 
+def csv(x: float):
+    """``x`` as the budget CSVs hold it: to two decimals (cents; months and ratios to two decimals)."""
+    return pytest.approx(x, abs=0.005)
+
+
 @pytest.fixture(scope="module")
 def paths(result, tmp_path_factory):
     """The files of ``result``: the CSVs by name and ``report``."""
@@ -135,39 +140,68 @@ def paths(result, tmp_path_factory):
 
 
 def test_channels_known_values(paths):
+    # Read from the CSV, which holds cents and two decimals of ratios and months.
     ch = pd.read_csv(paths["channels"]).set_index("channel")
     ads, mail = ch.loc["ads"], ch.loc["mail"]
     assert (ads["customers"], ads["mean_cac"], ads["total_cac"]) == (2, 15.0, 30.0)
-    assert ads["mean_clv"] == pytest.approx(15.0)
-    assert ads["realised_margin"] == pytest.approx(7.5)  # (10 + 5) / 2
-    assert ads["mean_ltv"] == pytest.approx(22.5)
-    assert ads["ltv_cac"] == pytest.approx(1.5)
-    assert ads["max_allowable_cac"] == pytest.approx(7.5)
+    assert ads["mean_clv"] == csv(15.0)
+    assert ads["realised_margin"] == csv(7.5)  # (10 + 5) / 2
+    assert ads["mean_ltv"] == csv(22.5)
+    assert ads["ltv_cac"] == csv(1.5)
+    assert ads["max_allowable_cac"] == csv(7.5)
     assert ads["recommendation"] == "hold"
     # Mean cumulative margin by month since acquisition (a1 is 2 months old, a2 0): month 3:
     # (15 + 10 + 10/3) / 2 = 14.17, month 4: (15 + 35/3 + 20/3) / 2 = 16.67; 15 is reached a third
     # of the way: 3.33 months.
-    assert ads["payback_months"] == pytest.approx(10 / 3)
-    assert mail["mean_ltv"] == pytest.approx(40.0)
-    assert mail["ltv_cac"] == pytest.approx(20.0)
-    assert mail["max_allowable_cac"] == pytest.approx(40 / 3)
-    assert mail["payback_months"] == pytest.approx(0.1)  # 20 earned in month 1 covers 2 after 0.1
+    assert ads["payback_months"] == csv(10 / 3)
+    assert mail["mean_ltv"] == csv(40.0)
+    assert mail["ltv_cac"] == csv(20.0)
+    assert mail["max_allowable_cac"] == csv(40 / 3)
+    assert mail["payback_months"] == csv(0.1)  # 20 earned in month 1 covers 2 after 0.1
     assert mail["recommendation"] == "grow"
     assert (ch["clv_low"] <= ch["mean_clv"] + 1e-9).all() and (ch["mean_clv"] <= ch["clv_high"] + 1e-9).all()
+
+
+def test_csv_files_hold_cents_and_no_inf(result, tmp_path):
+    frame = pd.DataFrame({
+        "channel": ["a", "b", "c"], "mean_clv": [1 / 3, 2.0049, -1e-12], "churn_probability": [0.123456, 1.0, 0.0],
+        "ltv_cac": [np.inf, np.nan, 2.0], "payback_months": [0.1234, np.inf, np.nan],
+    })  # fmt: skip
+    out = csv_frame(frame)
+    assert list(out.columns) == ["channel", "mean_clv", "churn_probability", "ltv_cac", "ltv_cac_note",
+                                 "payback_months", "payback_note"]  # fmt: skip
+    path = tmp_path / "x.csv"
+    out.to_csv(path, index=False)
+    text = path.read_text()
+    assert "inf" not in text and "e-" not in text and "-0.0" not in text
+    assert text.splitlines()[1:] == [
+        "a,0.33,0.1235,,no acquisition cost,0.12,",
+        "b,2.0,1.0,,acquisition cost unknown,,not recovered within the lifetime cap",
+        "c,0.0,0.0,2.0,,,acquisition cost unknown",
+    ]
+    assert frame["mean_clv"][0] == 1 / 3  # the input is not changed
+    # The files written by write_budget went through it: two decimals at most in every money column.
+    written = write_budget(result, tmp_path / "budget")
+    for name, p in written.items():
+        for col, values in pd.read_csv(p).select_dtypes("number").items():
+            assert np.allclose(values.dropna(), values.dropna().round(4)), (name, col)
+    printed = format_channels(result).splitlines()
+    assert len(printed) == 2 + len(result.channels) and printed[1].split()[:3] == ["channel", "customers", "mean"]
+    assert printed[2].split()[:3] == ["ads", "2", "15.00"]
 
 
 def test_cohorts_known_values(paths):
     co = pd.read_csv(paths["cohorts"], dtype={"cohort": str})
     assert list(zip(co["cohort"], co["channel"])) == [("2024-01", "ads"), ("2024-02", "mail"), ("2024-03", "ads")]
     jan, mar = co.iloc[0], co.iloc[2]
-    assert jan["age_months"] == 2 and jan["mean_ltv"] == pytest.approx(25.0) and jan["ltv_cac"] == pytest.approx(2.5)
-    assert jan["payback_months"] == pytest.approx(1.0)
+    assert jan["age_months"] == 2 and jan["mean_ltv"] == csv(25.0) and jan["ltv_cac"] == csv(2.5)
+    assert jan["payback_months"] == csv(1.0)
     assert (jan["realised_m01"], jan["realised_m02"]) == (10.0, 10.0)
     assert np.isnan(jan["realised_m03"]) and np.isnan(jan["predicted_m01"])
-    assert jan["predicted_m02"] == pytest.approx(10.0) and jan["predicted_m03"] == pytest.approx(10 + 10 / 3)
-    assert jan["predicted_m36"] == pytest.approx(25.0)  # realised + the whole lifetime CLV
+    assert jan["predicted_m02"] == csv(10.0) and jan["predicted_m03"] == csv(10 + 10 / 3)
+    assert jan["predicted_m36"] == csv(25.0)  # realised + the whole lifetime CLV
     # a2: 5 realised, then 10/3 a month for 3 months and 5/3 a month for 3 more: 20 at month 6.
-    assert mar["ltv_cac"] == pytest.approx(1.0) and mar["payback_months"] == pytest.approx(6.0)
+    assert mar["ltv_cac"] == csv(1.0) and mar["payback_months"] == csv(6.0)
     assert mar["recommendation"] == "hold"
 
 
@@ -180,18 +214,19 @@ def test_forecast_known_values(paths):
     expected = sum(e[c] * np.diff(_curve(edges, A_DAYS[c])) for c in e)
     # By hand for b1 (A = 64 days, H = 91.3125): month 1 = 20 · 30.4375 · 155.3125 / (91.3125 · 94.4375).
     assert e["b1"] * np.diff(_curve(edges, A_DAYS["b1"]))[0] == pytest.approx(20 * 30.4375 * 155.3125 / (91.3125 * 94.4375))
-    np.testing.assert_allclose(fc["expected_revenue"], expected, rtol=1e-9)
-    np.testing.assert_allclose(fc["expected_margin"], 0.5 * expected, rtol=1e-9)
+    # The CSV holds cents (and two decimals of customers): compare at that precision.
+    np.testing.assert_allclose(fc["expected_revenue"], expected, rtol=0, atol=0.005)
+    np.testing.assert_allclose(fc["expected_margin"], 0.5 * expected, rtol=0, atol=0.005)
     # Active customers in horizon k: (1 − p) · ratio_k, ratio_k = F(kH) − F((k − 1)H),
     # F(kH) = k (A + H) / (A + kH); b1 (p = 0) now decays too: its dropout is BG/NBD's.
     one_minus_p = {"a1": 0.5, "a2": 0.5, "b1": 1.0}
     ratio = {c: np.diff([k * (A_DAYS[c] + H) / (A_DAYS[c] + k * H) for k in range(5)]) for c in e}
     active = sum(one_minus_p[c] * ratio[c] for c in e)
     assert ratio["b1"][1] == pytest.approx(2 * 155.3125 / (64 + 2 * 91.3125) - 1)
-    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat(active, 3), rtol=1e-9)
-    np.testing.assert_allclose(fc["cumulative_revenue"], np.cumsum(expected))
+    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat(active, 3), rtol=0, atol=0.005)
+    np.testing.assert_allclose(fc["cumulative_revenue"], np.cumsum(expected), rtol=0, atol=0.005)
     # Without seasonality the first horizon of the forecast is the scores' expected spend.
-    assert fc["expected_revenue"][:3].sum() == pytest.approx(_frame()["expected_spend"].sum())
+    assert fc["expected_revenue"][:3].sum() == pytest.approx(_frame()["expected_spend"].sum(), abs=0.015)
     # Later horizons fall below the first (dropout), month by month within a horizon too.
     assert (np.diff(fc["expected_revenue"]) < 0).all()
     assert (fc["revenue_low"] <= fc["expected_revenue"]).all() and (fc["expected_revenue"] <= fc["revenue_high"]).all()

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from features.contract import Tables
 from serving.monitor.compute import MonitorResult, compute_monitor, data_end_of
@@ -129,6 +130,7 @@ def retrain(
     out_dir: str | Path,
     config: Config,
     as_of: dt.date | None = None,
+    promote: Literal["auto", "force", "never"] = "auto",
 ) -> RetrainRun:
     """Train (with the champion rule and the refit), score with the champion, append, monitor.
 
@@ -143,12 +145,14 @@ def retrain(
     config : Config
     as_of : date, optional
         Scoring date; default the last day with a transaction.
+    promote : {"auto", "force", "never"}
+        The champion decision of the training (see :func:`training.pipeline.train`).
 
     Returns
     -------
     RetrainRun
     """
-    trained = pipeline.train(tables, config=config)
+    trained = pipeline.train(tables, config=config, promote=promote)
     champion = registry.load_champion()
     as_of = as_of or data_end_of(tables)
     scores = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv)
