@@ -220,8 +220,10 @@ def test_a_run_killed_while_logging_is_failed_only_once_its_process_is_gone(temp
     try:
         with environ(MLFLOW_TRACKING_URI=uri):
             client = MlflowClient(tracking_uri=uri)
-            experiment = client.get_experiment_by_name(registry.EXPERIMENT).experiment_id
             deadline = time.monotonic() + CHILD_TIMEOUT_S
+            while client.get_experiment_by_name(registry.BACKTEST_EXPERIMENT) is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            experiment = client.get_experiment_by_name(registry.BACKTEST_EXPERIMENT).experiment_id
             while True:
                 running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'")
                 if running or time.monotonic() > deadline:

@@ -125,6 +125,8 @@ def test_more_recent_purchase_means_lower_churn_probability(evaluation, config):
 
 
 def test_backtest_json_shape(book, config):
+    import mlflow
+
     result = backtest(book.tables, cutoff=CUTOFF, horizon_days=91, config=config)
     json.loads(json.dumps(result))  # JSON-ready
     assert isinstance(result["customers"], int) and result["customers"] > 0
@@ -133,7 +135,10 @@ def test_backtest_json_shape(book, config):
     for name, values in result["models"].items():
         assert set(values) == set(BACKTEST_METRICS), name
         assert all(isinstance(values[k], float) for k in BACKTEST_METRICS), name
-    assert result["run_id"]
+    run = mlflow.get_run(result["run_id"])
+    # Backtests have their own experiment, apart from the trainings whose models are registered.
+    assert mlflow.get_experiment(run.info.experiment_id).name == "clvcast-backtest"
+    assert run.info.run_name == f"backtest {CUTOFF}, 91 days" and run.data.tags["clvcast.kind"] == "backtest"
     text = format_backtest(result)
     assert "clvcast" in text and "btyd" in text and "MAE" in text
 

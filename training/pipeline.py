@@ -258,6 +258,11 @@ def _tags(tables: Tables, ev: Evaluation) -> dict[str, str]:
     }
 
 
+def run_name(command: str, ev: Evaluation) -> str:
+    """The MLflow run name of ``command`` on ``ev``'s holdout: ``"train 2024-07-02, 182 days"``."""
+    return f"{command} {ev.plan.cutoff.date()}, {ev.plan.horizon_days} days"
+
+
 def _metrics_json(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "cutoff": str(ev.plan.cutoff.date()),
@@ -364,6 +369,7 @@ def train(
     origins get a progress bar while INFO is enabled.
     """
     started = time.perf_counter()
+    started_at = time.time()  # the run's start time: its duration covers the fit, not only the logging
     config = config or Config()
     tables = _as_tables(source_or_tables)
     ev = evaluate(tables, cutoff=cutoff, config=config)
@@ -420,6 +426,8 @@ def train(
             serving=serving,
             input_example=ev.holdout_features[list(served.encoder_.columns)].head(5),
             evaluated_models=None if refitted is None else ev.models,
+            run_name=run_name("train", ev),
+            started_at=started_at,
         )  # fmt: skip
     with _step("registering the models"):
         reg = registry.register_pair(
@@ -473,7 +481,7 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
         return None, registry.Decision(
             False,
             f"current champion forecasts {champion.horizon_days} days, this run {ev.plan.horizon_days}: "
-            "not comparable on the same holdout; rerun with promote='force' to replace it",
+            "not comparable on the same holdout; rerun with --promote force (promote='force') to replace it",
         )
     other_mode = registry.mode_decision(registry.run_mode(config), registry.run_mode(champion.serving.config))
     if other_mode is not None:
@@ -490,7 +498,7 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
             return None, registry.Decision(
                 False,
                 f"current champion's models learnt from data up to {seen}, after this run's holdout cutoff {cutoff}: "
-                "not comparable on this holdout; rerun with promote='force' to replace it",
+                "not comparable on this holdout; rerun with --promote force (promote='force') to replace it",
             )
         models = registry.load_evaluated_models(champion)
     features = ev.holdout_features
@@ -679,7 +687,8 @@ def backtest(
     """Train on data up to ``cutoff`` only and compare clvcast with the baselines over the horizon.
 
     Nothing is registered; with ``log_to_mlflow`` the comparison is logged as a run tagged
-    ``clvcast.kind=backtest`` (params, metrics, plots; no models).
+    ``clvcast.kind=backtest`` (params, metrics, plots; no models) in the experiment
+    ``clvcast-backtest``, named after the cutoff and horizon, its duration covering the fit.
 
     Returns
     -------
@@ -689,6 +698,7 @@ def backtest(
         ``rmse``, ``gini``, ``spearman``, ``decile_mape``, ``churn_auc``, ``total_predicted``.
         JSON-ready (NaN becomes None).
     """
+    started_at = time.time()
     config = config or Config()
     if horizon_days is not None and horizon_days != config.training.horizon_days:
         config = with_overrides(config, horizon_days=horizon_days)
@@ -714,6 +724,8 @@ def backtest(
                 metrics_json=_metrics_json(ev),
                 tables=tables_out,
                 figures=figures,
+                run_name=run_name("backtest", ev),
+                started_at=started_at,
             )
         result["run_id"] = run.run_id
     return result

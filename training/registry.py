@@ -47,7 +47,8 @@ comparable and the champion is kept unless promotion is forced.
 
 A champion with another horizon, business mode or churn definition (:func:`mode_decision`: a
 churn AUC against "no purchase" says nothing of a model of "cancels") is not comparable on the same
-labels: the new pair is rejected unless promotion is forced (``train(..., promote="force")``). A
+labels: the new pair is rejected unless promotion is forced (``clvcast train --promote force``,
+``train(..., promote="force")``). A
 failed run registers nothing; a rejected run registers its versions (for inspection and manual
 :func:`promote`) but never touches the alias. :func:`load_champion` refuses a pair that does not
 come from one run. When the champion in effect cannot be loaded, the rule compares with
@@ -97,6 +98,8 @@ from training.models import ClvModels, FeatureEncoder
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "clvcast"
+BACKTEST_EXPERIMENT = "clvcast-backtest"
+"""Experiment of the backtest runs, apart from the trainings whose models are registered."""
 CHURN_MODEL = "clvcast-churn"
 SPEND_MODEL = "clvcast-spend"
 ALIAS = "champion"
@@ -312,21 +315,35 @@ def _store_errors(uri: str) -> Iterator[None]:
         raise
 
 
-def _experiment_id(client) -> str:
+def _experiment_id(client, name: str = EXPERIMENT) -> str:
     from mlflow.exceptions import MlflowException
 
-    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(EXPERIMENT, artifact_location=_default_artifact_location(tracking_uri()))
+        return client.create_experiment(name, artifact_location=_default_artifact_location(tracking_uri()))
     except MlflowException as exc:
         # Another process created it between the two calls.
-        exp = client.get_experiment_by_name(EXPERIMENT)
+        exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
-        log.debug("experiment %s created by another process: %s", EXPERIMENT, exc)
+        log.debug("experiment %s created by another process: %s", name, exc)
         return exp.experiment_id
+
+
+def _start_run(client, experiment_id: str, *, run_name: str | None, tags: dict[str, str], started_at: float | None):
+    """``mlflow.start_run`` of a new run whose start time is ``started_at`` (seconds since the epoch).
+
+    The fluent API starts a run now; a training logs once its models are fitted, and its run's
+    duration should cover the fit. The run gets the tags the fluent API would add (user, source).
+    """
+    import mlflow
+    from mlflow.tracking.context.registry import resolve_tags
+
+    start_ms = None if started_at is None else int(started_at * 1000)
+    created = client.create_run(experiment_id, start_time=start_ms, tags=resolve_tags(tags), run_name=run_name)
+    return mlflow.start_run(run_id=created.info.run_id)
 
 
 # --------------------------------------------------------------------------- locks
@@ -466,6 +483,7 @@ def log_run(
     input_example: pd.DataFrame | None = None,
     run_name: str | None = None,
     evaluated_models: ClvModels | None = None,
+    started_at: float | None = None,
 ) -> LoggedRun:
     """Log one run; with ``models``, also both boosters and the serving metadata.
 
@@ -476,7 +494,8 @@ def log_run(
     Parameters
     ----------
     kind : {"train", "backtest"}
-        Stored as tag ``clvcast.kind``.
+        Stored as tag ``clvcast.kind``. Backtests go to the experiment :data:`BACKTEST_EXPERIMENT`,
+        trainings to :data:`EXPERIMENT`.
     params : dict
         Flat config (``Config.to_flat_dict()``).
     tags : dict
@@ -498,6 +517,11 @@ def log_run(
     evaluated_models : ClvModels, optional
         With a refitted ``models``: the pair evaluated on the holdout, logged as
         :data:`EVALUATED_CHURN_MODEL` and :data:`EVALUATED_SPEND_MODEL` (not registered).
+    run_name : str, optional
+        The name shown in the MLflow UI (e.g. ``train 2024-07-02, 182 days``); random without it.
+    started_at : float, optional
+        When the work the run records began (``time.time()``): the run's start time, so that its
+        duration covers the fit and not only the logging. Default: now.
     """
     import mlflow
     import mlflow.lightgbm
@@ -505,7 +529,7 @@ def log_run(
 
     client = _client(create=True)
     uri = tracking_uri()
-    experiment_id = _experiment_id(client)
+    experiment_id = _experiment_id(client, BACKTEST_EXPERIMENT if kind == "backtest" else EXPERIMENT)
     logged = {}
     # The process holds a lock named by the run's owner token while the run is open; once the
     # process is gone, whoever can take the lock knows the run was abandoned (check_registry).
@@ -513,7 +537,7 @@ def log_run(
     origin = {OWNER_TAG: owner, "clvcast.host": socket.gethostname(), "clvcast.pid": str(os.getpid())}
     with (
         _store_lock(uri, f"run-{owner}"),
-        mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=origin) as run,
+        _start_run(client, experiment_id, run_name=run_name, tags=origin, started_at=started_at) as run,
     ):
         _test_hook("run started")
         mlflow.set_tags({"clvcast.kind": kind, **tags})
@@ -1233,8 +1257,11 @@ def _split_aliases(client) -> list[str]:
 def _repair_locked(client, uri: str) -> RegistryCheck:
     repaired: list[str] = []
     exp = client.get_experiment_by_name(EXPERIMENT)
+    backtests = client.get_experiment_by_name(BACKTEST_EXPERIMENT)
+    if backtests is not None:
+        repaired += _fail_abandoned_runs(client, backtests.experiment_id, uri)
     if exp is None:
-        return RegistryCheck([], [])
+        return RegistryCheck(repaired, [])
     pending = _pending_promotion(client)
     if pending is not None:
         _complete_promotion(client, exp.experiment_id, pending)
