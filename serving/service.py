@@ -8,6 +8,8 @@ Endpoints
   allowable CAC and a recommendation, from the new-customer CLV table of ``clvcast budget``.
 - ``GET /model``: versions, training date, holdout metrics, feature-set version.
 - BentoML's own ``/healthz``, ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json`` (OpenAPI).
+- ``GET /`` and ``GET /docs``: clvcast's API page (Swagger UI over ``/docs.json``, BentoML's
+  OpenAPI document with clvcast's title and description), offline.
 
 Configuration (environment)
 ---------------------------
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import json
 import logging
 import os
@@ -56,6 +59,7 @@ from typing import TYPE_CHECKING
 import bentoml
 import pandas as pd
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import JSONResponse
 
 from features.spec import categorical_covariates
@@ -108,7 +112,49 @@ RELOAD_TIMEOUT_S = 300.0
 
 # GET routes: BentoML API methods are POST only, so GET /model lives in a mounted FastAPI app
 # whose class-view methods receive the service instance as ``self``.
-_model_app = FastAPI(title="clvcast model info")
+# FastAPI's own /docs and /openapi.json are off: they would load Swagger UI from a CDN and describe
+# only this app; the page below describes the whole service.
+_model_app = FastAPI(title="clvcast model info", docs_url=None, redoc_url=None, openapi_url=None)
+
+#: The title of the API page at ``/`` and ``/docs``.
+DOCS_TITLE = "clvcast API: churn, spend and customer lifetime value"
+#: Where BentoML serves the Swagger UI files its package ships: the page needs no internet.
+_SWAGGER_ASSETS = "/static_content"
+
+
+@_model_app.get("/", include_in_schema=False)
+@_model_app.get("/docs", include_in_schema=False)
+def _api_page():
+    """Swagger UI over the OpenAPI document ``/docs.json``.
+
+    It replaces BentoML's stock index page, which loads a tag manager from the internet; the
+    JavaScript and CSS are the Swagger UI files of the installed ``bentoml`` package.
+    """
+    return get_swagger_ui_html(
+        openapi_url="/docs.json",
+        title=DOCS_TITLE,
+        swagger_js_url=f"{_SWAGGER_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{_SWAGGER_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{_SWAGGER_ASSETS}/favicon-light-32x32.png",
+    )
+
+
+@_model_app.get("/docs.json", include_in_schema=False)
+def _openapi_document() -> JSONResponse:
+    """BentoML's OpenAPI document of every endpoint, described as clvcast.
+
+    Served in place of BentoML's own ``/docs.json``, whose description is BentoML's stock README
+    (badges loaded from the internet) unless the service runs from a built Bento.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("clvcast")
+    except PackageNotFoundError:  # a built Bento carries the modules, not the distribution
+        release = "dev"
+    spec = ClvService.openapi_spec.asdict()
+    spec["info"] = {"title": "clvcast", "version": release, "description": inspect.cleandoc(ClvService.inner.__doc__)}
+    return JSONResponse(spec)
 
 
 @dataclass(frozen=True)
@@ -166,7 +212,13 @@ def _unavailable(message: str) -> JSONResponse:
 @bentoml.service(name="clvcast", traffic={"timeout": 60})
 @bentoml.asgi_app(_model_app, path="/")
 class ClvService:
-    """Churn, spend and CLV of customers from the ``champion`` models, over HTTP.
+    """Churn probability, expected spend and customer lifetime value (CLV) from the `champion` models.
+
+    `POST /clv` takes customers' raw transactions (and optionally events and attributes) with an
+    `as_of` date and answers, per customer, the churn probability and expected spend over the
+    model's horizon, lifetime CLV, expected remaining lifetime, CLV tier and RFM segment, and the
+    drivers of both predictions. `POST /acquisition_budget` turns channels' acquisition costs into
+    LTV:CAC and a maximum allowable CAC. `GET /model` names the models and their holdout metrics.
 
     Every worker serves the pair named in the server's ``pair.json`` (written at start and by
     ``POST /reload``), not whatever the aliases say when it happens to (re)start: a restarted

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,43 @@ def test_health_readiness_and_metrics(client):
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert "bentoml_" in metrics.text
+
+
+def test_api_page_is_clvcast_own_and_needs_no_internet(client):
+    from serving.service import DOCS_TITLE
+
+    for path in ("/", "/docs"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        assert f"<title>{DOCS_TITLE}</title>" in page.text, path
+        # No script, style or image from another host (BentoML's stock page loads a tag manager).
+        assert "googletagmanager" not in page.text and "This is a Machine Learning Service" not in page.text
+        assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", page.text), path
+        for asset in re.findall(r"""(?:src|href)=["']?([^"' >]+)""", page.text):
+            assert asset.startswith("/static_content/"), asset
+            assert client.get(asset).status_code == 200, asset
+    spec = client.get("/docs.json").json()
+    assert spec["info"]["title"] == "clvcast" and "POST /clv" in spec["info"]["description"]
+    assert {"/clv", "/acquisition_budget", "/model"} <= set(spec["paths"]) and "/docs" not in spec["paths"]
+
+
+@pytest.mark.parametrize("path", ["/", "/docs"])
+def test_api_page_renders_in_headless_chromium(server, chromium, tmp_path, path):
+    import browser
+    from serving.service import DOCS_TITLE
+
+    url = f"{server}{path}"
+    dom = browser.rendered_dom(chromium, url)
+    # Swagger UI drew the document it fetched from /docs.json: the service's title and description,
+    # and one block per operation.
+    assert f"<title>{DOCS_TITLE}</title>" in dom
+    assert 'class="title"' in dom and "Churn probability, expected spend and customer lifetime value" in dom
+    for operation in ("/clv", "/acquisition_budget", "/model", "/healthz"):
+        assert f'data-path="{operation}"' in dom, operation
+    png = browser.screenshot(chromium, url, tmp_path / f"service{path.replace('/', '-')}.png", height=1600)
+    # Swagger UI's operation colours: POST green and GET blue, as bands across the page.
+    assert browser.pixels_near(png, (0x49, 0xCC, 0x90)) > 2_000
+    assert browser.pixels_near(png, (0x61, 0xAF, 0xFE)) > 2_000
 
 
 def test_model(client, store):
