@@ -173,6 +173,25 @@ def test_training_runs_are_named_and_timed_from_the_start_of_the_fit(good):
     assert run.data.tags.get("mlflow.user") is not None  # the tags MLflow's fluent API adds are there
 
 
+def test_training_runs_log_the_btyd_diagnostics(good):
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    names = {f.path for folder in ("plots", "tables") for f in client.list_artifacts(good.run_id, folder)}
+    for plot in ("btyd_frequency_recency", "btyd_calibration_holdout", "btyd_tracking"):
+        assert f"plots/{plot}.png" in names, plot
+    uri = mlflow.get_run(good.run_id).info.artifact_uri
+    holdout = pd.read_csv(mlflow.artifacts.download_artifacts(f"{uri}/tables/btyd_calibration_holdout.csv"))
+    assert holdout["calibration_frequency"].tolist() == ["0", "1", "2", "3", "4", "5", "6", "7+"]
+    assert holdout["customers"].sum() > 0 and (holdout["predicted"].dropna() >= 0).all()
+    tracking = pd.read_csv(mlflow.artifacts.download_artifacts(f"{uri}/tables/btyd_tracking.csv"))
+    assert tracking["holdout"].any() and (~tracking["holdout"]).any()
+    assert (tracking["actual_cumulative"].diff().dropna() >= 0).all()
+    alive = pd.read_csv(mlflow.artifacts.download_artifacts(f"{uri}/tables/btyd_frequency_recency_alive.csv"))
+    assert alive.drop(columns="frequency").to_numpy().max() <= 1.0
+
+
 def test_failed_run_does_not_move_the_alias_or_register(good, book, monkeypatch):
     import mlflow
     import mlflow.lightgbm

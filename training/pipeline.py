@@ -39,12 +39,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features.btyd import BTYDParams
+from features.btyd import BTYDParams, summary_from_transactions
 from features.build import build_features, fit_btyd
 from features.contract import Tables
 from features.dates import history_until
 from features.io import load_tables
 from features.schema import feature_set_id
+from training import diagnostics as D
 from training import metrics as M
 from training import plots, registry
 from training.baselines import baseline_forecasts
@@ -129,6 +130,7 @@ class Evaluation:
     baseline_params: dict[str, Any]
     n_training_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
+    purchase_days: np.ndarray | None = None  # per holdout customer: distinct purchase days in the window
 
     @property
     def customers(self) -> int:
@@ -219,6 +221,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
         baseline_params={name: f.params for name, f in baselines.items()},
         n_training_rows=len(X),
         seconds=seconds,
+        purchase_days=holdout_labels["purchase_days"].to_numpy(int),
     )
 
 
@@ -229,11 +232,47 @@ def _flat_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{model}_{name}": value for model, values in scores.items() for name, value in values.items()}
 
 
-def _artifacts(ev: Evaluation) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def _btyd_diagnostics(ev: Evaluation, tables: Tables) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The classic BG/NBD diagnostics of the baseline fitted at the cutoff (:mod:`training.diagnostics`).
+
+    Frequency x recency matrices of expected purchase days over the horizon and of P(alive), for
+    customers as old as the oldest at the cutoff; mean holdout purchase days per calibration
+    frequency, actual vs predicted; weekly repeat purchase days of the population, actual vs
+    expected, through calibration and the holdout window.
+    """
+    params, unit = ev.btyd.bgnbd, ev.btyd.time_unit_days
+    cutoff, horizon = ev.plan.cutoff.date(), ev.plan.horizon_days
+    summary = summary_from_transactions(tables.transactions, cutoff=cutoff, time_unit_days=unit)
+    t = horizon / unit
+    # Rows up to the 99th percentile of frequency: the rare heaviest buyers would flatten the map.
+    top = max(1, int(np.ceil(summary["frequency"].quantile(0.99))))
+    expected = D.frequency_recency_matrix(params, T=float(summary["T"].max()), max_frequency=top, t=t)
+    alive = D.frequency_recency_matrix(params, T=float(summary["T"].max()), max_frequency=top)
+    days = pd.Series(ev.purchase_days, index=ev.holdout_features.index).reindex(summary.index, fill_value=0)
+    holdout = D.calibration_holdout_table(summary, days, params, t=t)
+    tracking = D.transaction_tracking(
+        tables.transactions, params, cutoff=cutoff, end=ev.plan.cutoff + pd.Timedelta(days=horizon), time_unit_days=unit
+    )
+    tables_out = {
+        "btyd_frequency_recency_expected": expected,
+        "btyd_frequency_recency_alive": alive,
+        "btyd_calibration_holdout": holdout,
+        "btyd_tracking": tracking,
+    }
+    figures = {
+        "btyd_frequency_recency": plots.frequency_recency_plot(expected, alive, horizon_label=f"{horizon} days"),
+        "btyd_calibration_holdout": plots.calibration_holdout_plot(holdout),
+        "btyd_tracking": plots.tracking_plot(tracking),
+    }
+    return tables_out, figures
+
+
+def _artifacts(ev: Evaluation, tables: Tables) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Tables (``tables/*.csv``) and figures (``plots/*.png``) of a run: model metrics and BTYD diagnostics."""
     spend = {name: p["expected_spend"].to_numpy(float) for name, p in ev.predictions.items()}
     prob = ev.predictions["clvcast"]["churn_probability"].to_numpy(float)
     importance = ev.models.feature_importance()
-    tables = {
+    tables_out = {
         "calibration": M.calibration_table(ev.churned, prob),
         "feature_importance": importance,
         **{f"deciles_{name}": M.decile_table(ev.actual_spend, pred) for name, pred in spend.items()},
@@ -244,7 +283,8 @@ def _artifacts(ev: Evaluation) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]
         "deciles": plots.decile_plot(ev.actual_spend, spend),
         "feature_importance": plots.importance_plot(importance),
     }
-    return tables, figures
+    btyd_tables, btyd_figures = _btyd_diagnostics(ev, tables)
+    return {**tables_out, **btyd_tables}, {**figures, **btyd_figures}
 
 
 def _tags(tables: Tables, ev: Evaluation) -> dict[str, str]:
@@ -406,7 +446,7 @@ def train(
     fsid = feature_set_id(config.features)
     serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid)
     served = ev.models if refitted is None else refitted.models
-    tables_out, figures = _artifacts(ev)
+    tables_out, figures = _artifacts(ev, tables)
     flat = _flat_metrics(ev.metrics)
     if champion_metrics is not None:
         flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})
@@ -714,7 +754,7 @@ def backtest(
         "models": {name: {k: _json_number(ev.metrics[name][k]) for k in BACKTEST_METRICS} for name in MODELS},
     }
     if log_to_mlflow:
-        tables_out, figures = _artifacts(ev)
+        tables_out, figures = _artifacts(ev, tables)
         with _step("logging the backtest to MLflow"):
             run = registry.log_run(
                 kind="backtest",
