@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -28,7 +30,8 @@ import click
 
 from training.config import load_config
 
-log = logging.getLogger(__name__)
+# By name, not __name__: under `python -m serving.cli` that is "__main__", outside the packages shown.
+log = logging.getLogger("serving.cli")
 
 #: clvcast's packages: their loggers' records are the steps the command line shows.
 PACKAGES = ("features", "training", "serving")
@@ -411,9 +414,32 @@ def serve(host: str, port: int, workers: int, scores: str | None, new_customer_c
     """Serve POST /clv, POST /acquisition_budget and GET /model over HTTP (BentoML) until Ctrl-C."""
     from serving import service  # deferred: see the module docstring
 
+    if log.isEnabledFor(logging.INFO):
+        log.info("starting the service on http://%s:%d with %d worker(s); each loads the champion first",
+                 host, port, workers)  # fmt: skip
+        threading.Thread(target=_say_when_ready, args=(host, port, time.monotonic()), daemon=True).start()
     # The service's startup check runs in this process before any worker starts: a missing or
     # incompatible champion ends here with the one-line cause.
     service.serve(host=host, port=port, workers=workers, scores=scores, new_customer_clv=new_customer_clv)
+
+
+def _say_when_ready(host: str, port: int, started: float, *, timeout: float = 300.0) -> None:
+    """Say on stderr when ``GET /readyz`` answers 200: every worker has loaded the champion.
+
+    BentoML's start-up silences clvcast's loggers while it serves, so this writes directly.
+    """
+    import httpx  # deferred: see the module docstring
+
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{probe}:{port}"
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                _echo(f"[clvcast] ready after {time.monotonic() - started:.1f} s: POST {url}/clv, "
+                      f"the API page at {url}/")  # fmt: skip
+                return
+        time.sleep(0.5)
+    _echo(f"[clvcast] warning: {url}/readyz did not answer 200 within {timeout:.0f} s (see the workers' log above)")
 
 
 @cli.group()

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import bentoml
 import httpx
@@ -61,11 +62,17 @@ def test_clvcast_serve_refuses_to_start_without_a_champion(capsys):
     """No champion at the tracking URI: a one-line cause naming model and URI, before any worker."""
     uri = empty_store()
     capsys.readouterr()  # MLflow's own lines when it created the store
+    port = free_port()
     with environ(MLFLOW_TRACKING_URI=uri):
-        code = main(["serve", "--port", str(free_port())])
+        code = main(["serve", "--port", str(port)])
     err = capsys.readouterr().err
     assert code == 1, err
-    (line,) = err.strip().splitlines()
+    steps, causes = [], []
+    for text in err.strip().splitlines():
+        (steps if text.startswith("[clvcast] ") else causes).append(text)
+    assert steps == [f"[clvcast] starting the service on http://127.0.0.1:{port} with 1 worker(s); each loads "
+                     "the champion first"]  # fmt: skip
+    (line,) = causes
     assert line.startswith("error: no 'champion' version of registered model 'clvcast-churn'"), line
     assert uri in line
 
@@ -86,6 +93,13 @@ def test_clvcast_serve_answers_and_stops_on_sigterm(store, tmp_path):
             known = pd.read_csv(store.new_customer_clv)["channel"].iloc[0]
             budget = client.request("POST", "/acquisition_budget", json={"channels": [{"channel": known, "cac": 25.0}]})
             assert budget.status_code == 200, budget.text
+        # The command says when the workers are ready (it polls /readyz every half second).
+        deadline = time.monotonic() + 10
+        while "[clvcast] ready after " not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log_text = (tmp_path / "serve.log").read_text()
+        assert f"[clvcast] starting the service on http://127.0.0.1:{port} with 1 worker(s)" in log_text
+        assert re.search(rf"\[clvcast\] ready after \d+\.\d s: POST http://127.0.0.1:{port}/clv", log_text), log_text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-3000:]
         # The workers went with it: nothing answers on the port any more.

@@ -20,15 +20,22 @@ training (column order, category levels, calibration map) is in :meth:`ClvModels
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.preprocessing import OrdinalEncoder
+from tqdm.auto import tqdm
 
 from training.config import BTYD_OFFSET_FEATURES, LightGBMParams, TrainingConfig
 from training.treeshap import TreeShap
+
+log = logging.getLogger(__name__)
 
 # Bounds of the BTYD offsets: a probability of exactly 0 or 1, or a spend of 0, has no log.
 _MIN_PROBABILITY = 1e-6
@@ -187,6 +194,33 @@ def lightgbm_params(params: LightGBMParams, *, seed: int, num_threads: int) -> d
     }
 
 
+class _RoundsProgress:
+    """LightGBM callback: one step of a tqdm bar per boosting round (``order`` runs it before early stopping)."""
+
+    order = 10
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        self.bar.update(1)
+
+
+@contextlib.contextmanager
+def _rounds_bar(name: str, rounds: int) -> Iterator[_RoundsProgress]:
+    """A bar over a booster's rounds while INFO logging is on (the command line's default), as for the origins.
+
+    A fit takes tens of seconds on a large book; the bar says it is moving. It ends early when
+    early stopping does, and is removed when the fit ends.
+    """
+    bar = tqdm(total=rounds, desc=f"fitting the {name}", unit="round", leave=False,
+               disable=not log.isEnabledFor(logging.INFO))  # fmt: skip
+    try:
+        yield _RoundsProgress(bar)
+    finally:
+        bar.close()
+
+
 class ClvModels:
     """Churn classifier + spend regressor (+ churn calibration) on one feature encoding.
 
@@ -282,11 +316,12 @@ class ClvModels:
         self.churn_model_ = lgb.LGBMClassifier(
             objective="binary", **lightgbm_params(cfg.churn_params, seed=cfg.seed, num_threads=cfg.num_threads)
         )
-        self.churn_model_.fit(
-            X[is_train], churned[is_train].astype(int), categorical_feature=cats,
-            **self._init_score(churn_offset, is_train),
-            **self._early_stopping(X[is_valid], churned[is_valid].astype(int), cfg, churn_offset, is_valid),
-        )
+        with _rounds_bar("churn model", self.churn_model_.n_estimators) as bar:
+            self.churn_model_.fit(
+                X[is_train], churned[is_train].astype(int), categorical_feature=cats,
+                **self._init_score(churn_offset, is_train),
+                **self._early_stopping(X[is_valid], churned[is_valid].astype(int), cfg, churn_offset, is_valid, bar),
+            )
 
         # Optional isotonic calibration on the same slice (the latest origins are the closest to
         # the prediction date, but their customers are still younger than at the prediction date).
@@ -306,11 +341,12 @@ class ClvModels:
         self.spend_model_ = lgb.LGBMRegressor(**self._spend_objective(cfg), **lightgbm_params(
             cfg.spend_params, seed=cfg.seed, num_threads=cfg.num_threads
         ))
-        self.spend_model_.fit(
-            X[tr], y_spend[tr], categorical_feature=cats,
-            **self._init_score(spend_offset, tr),
-            **self._early_stopping(X[va], y_spend[va], cfg, spend_offset, va),
-        )
+        with _rounds_bar("spend model", self.spend_model_.n_estimators) as bar:
+            self.spend_model_.fit(
+                X[tr], y_spend[tr], categorical_feature=cats,
+                **self._init_score(spend_offset, tr),
+                **self._early_stopping(X[va], y_spend[va], cfg, spend_offset, va, bar),
+            )
         self.best_iterations_ = {
             "churn": int(self.churn_model_.best_iteration_ or self.churn_model_.n_estimators),
             "spend": int(self.spend_model_.best_iteration_ or self.spend_model_.n_estimators),
@@ -328,15 +364,18 @@ class ClvModels:
         return {"init_score": offset[rows]} if self.btyd_offset_ else {}
 
     def _early_stopping(
-        self, X_valid: pd.DataFrame, y_valid: np.ndarray, cfg: TrainingConfig, offset: np.ndarray, rows: np.ndarray
-    ) -> dict:
+        self, X_valid: pd.DataFrame, y_valid: np.ndarray, cfg: TrainingConfig, offset: np.ndarray, rows: np.ndarray,
+        progress: _RoundsProgress,
+    ) -> dict:  # fmt: skip
         if len(X_valid) == 0 or cfg.early_stopping_rounds == 0:
-            return {}
+            return {"callbacks": [progress]}
         return {
             "eval_X": (X_valid,),
             "eval_y": (y_valid,),
             **({"eval_init_score": [offset[rows]]} if self.btyd_offset_ else {}),
-            "callbacks": [lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)],
+            "callbacks": [
+                progress, lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)
+            ],
         }
 
     def _churn_raw_probability(self, X: np.ndarray, offset: np.ndarray) -> np.ndarray:
