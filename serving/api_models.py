@@ -309,13 +309,27 @@ class Driver(BaseModel):
         description="Additive contribution to the model's raw score: log-odds of churn for the churn "
         "model, log spend for the spend model (Tweedie/gamma); positive raises the prediction."
     )
+    effect: float | None = Field(
+        default=None,
+        description="What this feature's contribution changes in the prediction, in its units: churn "
+        "probability (0.05 = 5 percentage points) or spend if active (currency); the prediction minus the "
+        "prediction without it, other contributions kept. Effects of several drivers do not add up exactly.",
+    )
+
+
+class DriverBase(BaseModel):
+    """Each model's prediction without any feature's contribution (the model's expected value)."""
+
+    churn: float = Field(description="Churn probability, 0-1.")
+    spend: float = Field(description="Spend if active over the horizon, currency.")
 
 
 class Drivers(BaseModel):
-    """Top drivers of both predictions, by absolute contribution."""
+    """Top drivers of both predictions, by absolute contribution, and the base they move from."""
 
     churn: list[Driver]
     spend: list[Driver]
+    base: DriverBase | None = Field(default=None, description="Absent when drivers are switched off.")
 
 
 class Segment(BaseModel):

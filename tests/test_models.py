@@ -121,12 +121,49 @@ def test_explain_names_top_features(fitted):
     out = models.explain(X.head(3), top_k=2)
     assert len(out) == 3
     for row in out:
-        assert set(row) == {"churn", "spend"}
+        assert set(row) == {"churn", "spend", "base"}
         assert len(row["churn"]) == 2
         names = {d["feature"] for d in row["churn"]}
         assert names <= set(X.columns)
         contributions = [abs(d["contribution"]) for d in row["churn"]]
         assert contributions == sorted(contributions, reverse=True)
+
+
+@pytest.mark.parametrize("with_btyd", [False, True])
+def test_driver_effects_are_in_probability_and_currency(fitted, config, with_btyd):
+    import lightgbm as lgb
+    from scipy.special import expit
+
+    models, X = fitted
+    rows = X.head(20)
+    if with_btyd:  # a per-customer start: the effects and the base include it
+        features, churned, spend, origin = _toy()
+        features = _with_btyd(features, churned)
+        training = config.training.model_copy(update={"btyd_offset": True, "spend_objective": "tweedie"})
+        models = ClvModels(training=training).fit(features, churned=churned, spend=spend, origin=origin)
+        rows = features.head(20)
+    pred = models.predict(rows)
+    drivers = models.explain(rows, top_k=3)
+    encoded = models.encoder_.matrix(rows)
+    churn_offset, spend_offset = models._offsets(rows)
+    for key, booster, offset in (("churn", models.churn_model_.booster_, churn_offset),
+                                 ("spend", models.spend_model_.booster_, spend_offset)):  # fmt: skip
+        contrib = booster.predict(encoded, pred_contrib=True)  # LightGBM's own SHAP values, bias last
+        raw = contrib.sum(axis=1)
+
+        def served(score, key=key, offset=offset):
+            return models.calibrate(expit(score + offset)) if key == "churn" else np.exp(score + offset)
+
+        full = pred["churn_probability" if key == "churn" else "spend_if_active"].to_numpy()
+        np.testing.assert_allclose(served(raw), full, rtol=1e-6)
+        for i, row in enumerate(drivers):
+            # The base: the booster's expected value (the bias column), from this customer's start.
+            assert row["base"][key] == pytest.approx(served(np.full(len(rows), contrib[i, -1]))[i], rel=1e-6)
+            for d in row[key]:
+                j = list(models.encoder_.columns).index(d["feature"])
+                without = served(np.where(np.arange(len(rows)) == i, raw - contrib[:, j], raw))[i]
+                assert d["effect"] == pytest.approx(full[i] - without, rel=1e-6, abs=1e-9)
+                assert d["effect"] * d["contribution"] >= 0  # the link is increasing: same sign
 
 
 def test_feature_importance_covers_every_feature(fitted):

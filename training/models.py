@@ -466,7 +466,8 @@ class ClvModels:
         spend = raw["spend"]
         if self.explainers()["spend"].objective in _LOG_LINK:
             spend = np.exp(spend)
-        return self._predictions(features, raw["churn"], spend), self._drivers(features, contributions, top_k)
+        drivers = self._drivers(features, raw, contributions, top_k)
+        return self._predictions(features, raw["churn"], spend), drivers
 
     def _predictions(self, features: pd.DataFrame, churn_raw: np.ndarray, spend: np.ndarray) -> pd.DataFrame:
         """Probabilities and spend from the churn raw score and the spend model's output."""
@@ -487,17 +488,38 @@ class ClvModels:
         and log spend for Tweedie/gamma (positive = more spend). With ``btyd_offset`` they are
         corrections to the BTYD forecast, which is the start of both scores.
 
+        Each driver also has its ``effect`` in the units of the prediction: the change of the
+        (calibrated) churn probability, 0-1, or of the spend if active, in currency, that the
+        feature's contribution makes, all other contributions kept (the prediction minus the
+        prediction without it; effects of several drivers do not add up exactly, the link being
+        non-linear). ``base`` gives, per model, the prediction without any feature's contribution:
+        the booster's expected value (LightGBM's bias), with the customer's BTYD start under
+        ``btyd_offset``.
+
         Returns
         -------
         list of dict
-            One ``{"churn": [...], "spend": [...]}`` per row, each a list of ``top_k``
-            ``{"feature", "value", "contribution"}`` ordered by absolute contribution.
+            One ``{"churn": [...], "spend": [...], "base": {"churn": p, "spend": s}}`` per row,
+            each list of ``top_k`` ``{"feature", "value", "contribution", "effect"}`` ordered by
+            absolute contribution.
         """
         X = self.encoder_.matrix(features)
-        contributions = {key: explainer.contributions(X) for key, explainer in self.explainers().items()}
-        return self._drivers(features, contributions, top_k)
+        raw, contributions = {}, {}
+        for key, explainer in self.explainers().items():
+            raw[key], contributions[key] = explainer.raw_score_and_contributions(X)
+        return self._drivers(features, raw, contributions, top_k)
 
-    def _drivers(self, features: pd.DataFrame, contributions: dict[str, np.ndarray], top_k: int) -> list[dict]:
+    def _served(self, key: str, raw: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """The served prediction of model ``key`` from its raw score (rows x any shape; ``offset`` per row)."""
+        shifted = raw + np.asarray(offset, float).reshape(-1, *([1] * (raw.ndim - 1)))
+        if key == "churn":
+            return self.calibrate(expit(shifted))
+        spend = np.exp(shifted) if self.explainers()["spend"].objective in _LOG_LINK else shifted
+        return np.maximum(spend, 0.0)
+
+    def _drivers(
+        self, features: pd.DataFrame, raw: dict[str, np.ndarray], contributions: dict[str, np.ndarray], top_k: int
+    ) -> list[dict]:
         names = np.asarray(self.encoder_.columns)
         out: list[dict[str, list[dict]]] = [{} for _ in range(len(features))]
         tops = {
@@ -510,16 +532,26 @@ class ClvModels:
             j: features[names[j]].to_numpy(dtype=object)
             for j in np.unique(np.concatenate([top.ravel() for _, top in tops.values()]))
         }
+        offsets = dict(zip(("churn", "spend"), self._offsets(features), strict=True))
+        bases = {}
         for key, (contrib, top) in tops.items():
+            # Effects in the prediction's units: the prediction minus the prediction without the driver.
+            full = self._served(key, raw[key], offsets[key])
+            shown = np.take_along_axis(contrib, top, axis=1)
+            effect = full[:, None] - self._served(key, raw[key][:, None] - shown, offsets[key])
+            bases[key] = self._served(key, raw[key] - contrib.sum(axis=1), offsets[key])
             for i in range(len(features)):
                 out[i][key] = [
                     {
                         "feature": str(names[j]),
                         "value": _plain(raw_values[j][i]),
                         "contribution": float(contrib[i, j]),
+                        "effect": float(effect[i, n]),
                     }
-                    for j in top[i]
+                    for n, j in enumerate(top[i])
                 ]
+        for i in range(len(features)):
+            out[i]["base"] = {key: float(bases[key][i]) for key in tops}
         return out
 
     def explainers(self) -> dict[str, TreeShap]:
