@@ -36,7 +36,7 @@ from serving import clv as C
 from serving import finance as F
 from serving.finance.forecast import fit_forecast_shape
 from serving.finance.outputs import REPORT_NAME, csv_frame, format_channels, write_budget, write_report
-from serving.finance.report import fmt_money, fmt_months, fmt_ratio, render_report
+from serving.finance.report import clv_concentration, fmt_money, fmt_months, fmt_ratio, render_report
 from serving.scores import Scores, ScoringRun
 from training.config import ClvConfig
 
@@ -188,6 +188,17 @@ def test_csv_files_hold_cents_and_no_inf(result, tmp_path):
     printed = format_channels(result).splitlines()
     assert len(printed) == 2 + len(result.channels) and printed[1].split()[:3] == ["channel", "customers", "mean"]
     assert printed[2].split()[:3] == ["ads", "2", "15.00"]
+
+
+def test_clv_concentration_oracles():
+    x, y = clv_concentration(np.full(4, 5.0))  # an even spread is the diagonal
+    np.testing.assert_allclose(x, [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(y, x)
+    _, y = clv_concentration(np.array([0.0, 10.0, 0.0, 0.0]))  # one customer holds everything
+    np.testing.assert_allclose(y, [0, 1, 1, 1, 1])
+    _, y = clv_concentration(np.array([1.0, 3.0]))
+    np.testing.assert_allclose(y, [0, 0.75, 1.0])
+    assert np.isnan(clv_concentration(np.zeros(3))[1]).all()
 
 
 def test_cohorts_known_values(paths):
@@ -489,7 +500,8 @@ def test_report_agrees_with_the_csvs(paths):
 
 def test_report_is_self_contained(paths):
     page = paths["report"].read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') == 5
+    # LTV:CAC, payback, forecast, CLV spread, segments, cohort map.
+    assert page.count('src="data:image/png;base64,') == 6
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
 
 
@@ -595,3 +607,18 @@ def test_report_renders_in_headless_chromium(paths, tmp_path, chromium):
     # Charts draw in colour: the bars of the LTV:CAC chart use the "grow" green and "hold" amber.
     for colour in ((0x2E, 0x7D, 0x32), (0xF9, 0xA8, 0x25)):
         assert (np.abs(pixels.astype(int) - colour).sum(axis=2) < 30).sum() > 500, colour
+    # The same page through tests/browser.py (offline, scripts run): title and every chart's image.
+    import browser
+
+    dom = browser.rendered_dom(chromium, paths["report"].resolve().as_uri())
+    assert "<title>Customer value and acquisition budget</title>" in dom and "<h2>Cohorts</h2>" in dom
+    assert dom.count('src="data:image/png;base64,') == 6
+    shot = browser.screenshot(chromium, paths["report"].resolve().as_uri(), tmp_path / "finance-report.png",
+                              width=1200, height=6000)  # fmt: skip
+    # The cohort map, the page's last chart (in its lower half, where no other chart is): wide cells
+    # in the recommendations' colours.
+    with Image.open(shot) as image:
+        lower = image.crop((0, image.height // 2, image.width, image.height))
+        lower.save(tmp_path / "lower.png")
+    counts = {c: browser.pixels_near(tmp_path / "lower.png", c) for c in ((0x2E, 0x7D, 0x32), (0xF9, 0xA8, 0x25))}
+    assert min(counts.values()) > 5_000, counts

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-__all__ = ["fmt_money", "fmt_months", "fmt_ratio", "render_report", "segment_sizes", "tier_sizes"]
+__all__ = [
+    "clv_concentration", "fmt_money", "fmt_months", "fmt_ratio", "render_report", "segment_sizes", "tier_sizes",
+]
 
 COLOURS = {"grow": "#2e7d32", "hold": "#f9a825", "cut": "#c62828", "unknown": "#9e9e9e"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -92,9 +96,11 @@ def _chart_payback(curves: pd.DataFrame, channels: pd.DataFrame) -> str:
         ax.plot(months, curves[row["channel"]].to_numpy()[: horizon + 1], color=colour, label=row["channel"])
         if np.isfinite(row["mean_cac"]):
             ax.axhline(row["mean_cac"], color=colour, ls="--", lw=0.8)
+    ax.plot([], [], color="grey", ls="--", lw=0.8, label="mean CAC (dashed)")
     ax.set_xlabel("months since acquisition")
     ax.set_ylabel("cumulative margin per customer")
-    ax.legend(fontsize=8, ncol=2)
+    # Beside the axes: inside, the legend hid the curves and CAC lines it names.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
     return _data_uri(fig)
 
@@ -118,13 +124,72 @@ def _chart_forecast(forecast: pd.DataFrame) -> str:
     return _data_uri(fig)
 
 
+def clv_concentration(clv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative share of total CLV held by the top x share of customers (a cumulative-gains curve).
+
+    Parameters
+    ----------
+    clv : ndarray of shape (n,)
+        Predicted CLV per customer, currency.
+
+    Returns
+    -------
+    share_of_customers, share_of_clv : ndarray of shape (n + 1,)
+        From (0, 0) to (1, 1), customers ordered from the highest CLV down; the CLV share is NaN
+        when the total is not positive.
+    """
+    ordered = np.sort(np.asarray(clv, float))[::-1]
+    total = ordered.sum()
+    x = np.arange(len(ordered) + 1) / max(len(ordered), 1)
+    y = np.concatenate([[0.0], np.cumsum(ordered)]) / total if total > 0 else np.full(len(ordered) + 1, np.nan)
+    return x, y
+
+
 def _chart_clv(clv: np.ndarray) -> str:
-    fig, ax = _figure(9, 3.5)
+    # Most customers' CLV is near zero: a linear histogram is one bar. Counts on a log scale show
+    # the tail, and the gains curve says how concentrated the value is.
+    fig = Figure(figsize=(11, 3.8))
+    hist, gains = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     hi = float(np.quantile(clv, 0.99)) if len(clv) else 1.0
     lo = min(0.0, float(clv.min())) if len(clv) else 0.0
-    ax.hist(np.clip(clv, lo, hi), bins=50, color="#1f77b4")
-    ax.set_xlabel("predicted remaining CLV per customer (values above the 99th percentile shown in the last bar)")
-    ax.set_ylabel("customers")
+    hist.hist(np.clip(clv, lo, hi), bins=50, color="#1f77b4")
+    hist.set_yscale("log")
+    hist.set_xlabel("predicted remaining CLV per customer\n(above the 99th percentile: in the last bar)")
+    hist.set_ylabel("customers (log scale)")
+    x, y = clv_concentration(clv)
+    gains.plot(100 * x, 100 * y, color="#1f77b4", label="customers by CLV, highest first")
+    gains.plot([0, 100], [0, 100], color="grey", ls=":", lw=0.8, label="equal CLV")
+    for top in (10, 20):
+        if len(clv) and np.isfinite(y).all():
+            share = 100 * float(np.interp(top / 100, x, y))
+            gains.annotate(f"top {top}%: {share:.0f}% of CLV", (top, share), textcoords="offset points",
+                           xytext=(8, -14 if top == 20 else -4), fontsize=8)  # fmt: skip
+            gains.plot([top], [share], "o", color="#1f77b4", ms=4)
+    gains.set(xlabel="% of customers", ylabel="% of total CLV", xlim=(0, 100), ylim=(0, 101))
+    gains.legend(fontsize=8, loc="lower right")
+    gains.grid(alpha=0.3)
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+def _chart_cohorts(cohorts: pd.DataFrame) -> str:
+    """Recommendation of each acquisition month (columns) and channel (rows), coloured as in the tables."""
+    order = list(COLOURS)  # grow, hold, cut, unknown
+    grid = cohorts.pivot_table(index="channel", columns="cohort", values="recommendation", aggfunc="first")
+    codes = grid.apply(lambda col: col.map({r: i for i, r in enumerate(order)})).to_numpy(dtype=float)
+    fig = Figure(figsize=(11, 0.9 + 0.42 * max(len(grid), 2)))
+    ax = fig.subplots()
+    cmap = ListedColormap([COLOURS[r] for r in order])
+    cmap.set_bad("#ffffff")  # no customer of that channel acquired that month
+    ax.imshow(np.ma.masked_invalid(codes), cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto",
+              interpolation="nearest")  # fmt: skip
+    ax.set_yticks(np.arange(len(grid)), labels=list(grid.index))
+    step = max(1, len(grid.columns) // 16)
+    ax.set_xticks(np.arange(0, len(grid.columns), step), labels=list(grid.columns[::step]), rotation=45, ha="right")
+    ax.set_xlabel("acquisition month (cohort)")
+    handles = [Patch(color=COLOURS[r], label=r) for r in order if (grid == r).any().any()]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
     return _data_uri(fig)
 
 
@@ -307,7 +372,7 @@ def render_report(result) -> str:
     str
         A complete HTML document (template ``report.html.j2``); tables carry ids (``summary``,
         ``channels``, ``forecast``, ``tiers``, ``segments``, ``cohorts``) so that tests can read
-        them back, and five charts are embedded as PNG data URIs.
+        them back, and six charts are embedded as PNG data URIs.
     """
     s = result.summary
     st = s["settings"]
@@ -320,6 +385,7 @@ def render_report(result) -> str:
         "forecast": _chart_forecast(result.forecast),
         "clv": _chart_clv(result.segments["clv"].to_numpy(dtype=float)),
         "segments": _chart_segments(segment_sizes(result.segments)),
+        "cohorts": _chart_cohorts(result.cohorts),
     }
     return _environment().get_template(TEMPLATE).render(
         s=s,
