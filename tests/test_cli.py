@@ -252,7 +252,7 @@ def test_budget_writes_the_finance_outputs(capsys, work, data, scores):
     assert "<html" in (out / "report.html").read_text().lower()
     # The channel table, as the demo prints it (not a Python dict).
     lines = run.out.splitlines()
-    assert lines[0].startswith(f"{n_scored:,} customers as of {SCORE_CUTOFF}: total CLV ")
+    assert lines[0].startswith(f"{n_scored:,} customers as of {SCORE_CUTOFF}, horizon 182 days: total CLV ")
     assert lines[1].split() == ["channel", "customers", "mean", "CAC", "mean", "CLV", "LTV:CAC", "max", "CAC",
                                 "payback", "months", "recommendation"]  # fmt: skip
     assert len(lines) == 2 + len(channels) and "{" not in run.out

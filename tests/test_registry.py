@@ -108,7 +108,10 @@ def test_run_logs_params_metrics_and_artifacts(good):
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(good.run_id)}
     assert {"metrics.json", "plots", "tables", "clvcast"} <= names
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(good.run_id, "plots")}
-    assert plots == {f"plots/{n}.png" for n in ("calibration", "cumulative_gains", "deciles", "feature_importance")}
+    assert plots == {f"plots/{n}.png" for n in (
+        "calibration", "cumulative_gains", "deciles", "feature_importance",
+        "btyd_frequency_recency", "btyd_calibration_holdout", "btyd_tracking",
+    )}  # fmt: skip
 
 
 def test_reload_of_champion_alias_gives_same_predictions(good, book):

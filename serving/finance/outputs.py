@@ -80,13 +80,15 @@ def format_channels(result: BudgetResult) -> str:
     Returns
     -------
     str
-        A header line (customers, as-of date, total CLV, LTV:CAC, 12-month revenue forecast with its
-        interval), then one row per channel: customers, mean CAC, mean CLV, LTV:CAC, maximum
-        allowable CAC, payback months and the recommendation, formatted as in the report.
+        A header line (customers, as-of date, the scores' horizon in days, total CLV, LTV:CAC,
+        12-month revenue forecast with its interval), then one row per channel: customers, mean
+        CAC, mean CLV, LTV:CAC, maximum allowable CAC, payback months and the recommendation,
+        formatted as in the report.
     """
     s = result.summary
     head = (
-        f"{s['customers']:,} customers as of {s['as_of']}: total CLV {fmt_money(s['total_clv'])}, "
+        f"{s['customers']:,} customers as of {s['as_of']}, horizon {s['settings']['horizon_days']:g} days: "
+        f"total CLV {fmt_money(s['total_clv'])}, "
         f"LTV:CAC {fmt_ratio(s['overall_ltv_cac'])}; revenue forecast over {s['forecast_months']} months "
         f"{fmt_money(s['forecast_revenue'])} (80% interval {fmt_money(s['forecast_revenue_low'])} - "
         f"{fmt_money(s['forecast_revenue_high'])})"
