@@ -58,7 +58,8 @@ AGE_DEPENDENT_FEATURES = (
     "refund_amount",
 )
 # Log-offset features of the BG/NBD + Gamma-Gamma start (see TrainingConfig.btyd_offset).
-BTYD_OFFSET_FEATURES = ("btyd_p_no_purchase", "btyd_expected_spend")
+# The order value floors the spend given a purchase (a window with a purchase holds one order or more).
+BTYD_OFFSET_FEATURES = ("btyd_p_no_purchase", "btyd_spend_if_active", "btyd_expected_order_value")
 
 
 class ConfigError(ValueError):
@@ -167,9 +168,10 @@ class TrainingConfig(BaseModel):
     btyd_offset : bool
         Boost from the BG/NBD + Gamma-Gamma forecast instead of from a constant: the churn
         classifier starts from the log-odds of ``btyd_p_no_purchase`` and the spend regressor from
-        the log of ``btyd_expected_spend / (1 - btyd_p_no_purchase)`` (BTYD's spend given a
-        purchase), so the trees learn corrections to a model that already extrapolates with the
-        customer's age. Needs those two features and a log-link spend objective (tweedie, gamma).
+        the log of ``btyd_spend_if_active`` (BTYD's spend given a purchase, never below
+        ``btyd_expected_order_value``), so the trees learn corrections to a model that already
+        extrapolates with the customer's age. Needs those features (:data:`BTYD_OFFSET_FEATURES`)
+        and a log-link spend objective (tweedie, gamma).
     exclude_features : tuple of str
         Feature columns the models do not see. By default :data:`AGE_DEPENDENT_FEATURES`.
     churn_calibration : {"none", "isotonic"}

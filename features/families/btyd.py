@@ -6,6 +6,8 @@ cutoff by :func:`fit`, or passed in (serving passes the parameters stored at tra
 
 from __future__ import annotations
 
+import numpy as np
+
 from features.btyd import (
     BTYDParams,
     bgnbd_expected_purchases,
@@ -36,6 +38,7 @@ def schema(config: FeatureConfig) -> tuple[FeatureSpec, ...]:
         FeatureSpec("btyd_p_no_purchase", "float64", f"BG/NBD probability of no purchase in the {h} days after the cutoff (0..1): its churn probability", f),
         FeatureSpec("btyd_expected_order_value", "float64", "Gamma-Gamma expected value of a purchase day, refunds excluded (currency units)", f),
         FeatureSpec("btyd_expected_spend", "float64", f"btyd_expected_purchases * btyd_expected_order_value: expected spend in the {h} days after the cutoff (currency units)", f),
+        FeatureSpec("btyd_spend_if_active", "float64", f"BTYD expected spend in the {h} days after the cutoff given at least one purchase in them: btyd_expected_order_value * E[purchase days | at least one, alive], never below one order (currency units)", f),
     )  # fmt: skip
 
 
@@ -78,4 +81,40 @@ def columns(h: History, config: FeatureConfig, params: BTYDParams) -> dict:
         "btyd_p_no_purchase": bgnbd_probability_no_purchase(params.bgnbd, horizon, x, t_x, T),
         "btyd_expected_order_value": order_value,
         "btyd_expected_spend": purchases * order_value,
+        "btyd_spend_if_active": order_value * purchases_if_active(params.bgnbd, horizon, x, T),
     }
+
+
+def purchases_if_active(params, t: float, x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """BG/NBD expected purchase days in (T, T + t] given at least one: E[X | X >= 1, alive].
+
+    E[X | X >= 1] = E[X] / P(X >= 1); both carry the factor P(alive) (eq. 10 of Fader, Hardie and Lee
+    2005 and :func:`features.btyd.bgnbd_probability_no_purchase`), which cancels. Computed as the
+    ratio of the two with P(alive) removed, so a customer whose P(alive) is 1e-12 (a weekly buyer
+    silent for six months) keeps the spend of an active customer rather than E[X] / max(1 - p, eps),
+    which collapsed to cents. Given alive, BG/NBD's forecast depends on x and T only: evaluating the
+    expected purchases at t_x = T gives E[X | alive] times P(alive | x, T, T), a P(alive) that cannot
+    underflow, and dividing by it leaves E[X | alive]. P(X >= 1 | alive) = 1 - ((alpha+T)/(alpha+T+t))^(r+x)
+    (the gamma posterior of the purchase rate given alive).
+
+    Parameters
+    ----------
+    params : BGNBDParams
+    t : float
+        Horizon length in the time unit of ``params`` (> 0).
+    x, T : ndarray, shape (n,)
+        Repeat purchase days and age (T) per customer.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Purchase days, at least 1: a window with a purchase holds one or more.
+    """
+    last = np.where(x > 0, T, 0.0)  # t_x = T; a customer without repeat purchases keeps t_x = 0 (and P(alive) = 1)
+    given_alive = bgnbd_expected_purchases(params, t, x, last, T) / bgnbd_probability_alive(params, x, last, T)
+    r, alpha = params.r, params.alpha
+    buys_if_alive = -np.expm1((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = given_alive / buys_if_alive
+    # Roundoff can leave the ratio a hair under 1 for a customer almost sure to buy once.
+    return np.where(np.isfinite(ratio), np.maximum(ratio, 1.0), 1.0)
