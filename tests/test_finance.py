@@ -81,7 +81,16 @@ def _frame() -> pd.DataFrame:
             "expected_spend": (1 - p) * s,
             "clv_horizon": C.horizon_clv(p, s, margin=0.5, cost_to_serve=0.0),
             "clv": [15.0, 15.0, 20.0],
-            "expected_lifetime_days": C.expected_lifetime_days(p, horizon_days=H, lifetime_horizons=2),
+            "p_alive": [0.5, 0.5, 1.0],
+            "expected_spend_lower": [0.0, 0.0, 10.0],
+            "expected_spend_upper": [45.0, 45.0, 30.0],
+            "clv_lower": [0.0, 0.0, 12.0],
+            "clv_upper": [30.0, 30.0, 28.0],
+            "expected_lifetime_days": [H * 0.75, H * 0.75, 2 * H],
+            # m = 0.5, d = 0 and K = 2 (CLV): the margin curves whose sums are the clv column, as a
+            # customer active with probability 1/2 per horizon and then 1/4 would have.
+            "expected_spend_curve": [np.array([20.0, 10.0]), np.array([20.0, 10.0]), np.array([20.0, 20.0])],
+            "expected_margin_curve": [np.array([10.0, 5.0]), np.array([10.0, 5.0]), np.array([10.0, 10.0])],
             "clv_tier": ["bottom 50%", "bottom 50%", "top 10%"],
             "rfm_segment": ["at_risk", "new", "champions"],
             "recency_days": [76, 0, 50],
@@ -492,11 +501,10 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
         horizon_days=182, clv=clv_config, forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0,
         seed=3, shape=shape,
     )  # fmt: skip
-    sims = F.simulate(p, s, [(codes, 3)], chunk_size=1000, **kw)
-    clv = C.lifetime_clv(
-        df["churn_probability"], df["spend_if_active"],
-        horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
-    )  # fmt: skip
+    # The scores' CLV (from their spend curve): any value per customer; the draws' mean is it.
+    clv = rng.gamma(2.0, 40.0, n)
+    clv[:3] = 0.0
+    sims = F.simulate(p, s, [(codes, 3)], chunk_size=1000, clv_mean=clv, **kw)
     expected = np.bincount(codes, weights=clv)
     np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
     revenue, margin, _ = F.expected_forecast(
@@ -504,8 +512,8 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
     )
     np.testing.assert_allclose(sims["revenue"].mean(axis=1), revenue, rtol=0.02)
     np.testing.assert_allclose(sims["margin"].mean(axis=1), margin, rtol=0.02)
-    again = F.simulate(p, s, [(codes, 3)], chunk_size=7, **{**kw, "n_simulations": 50})
-    once = F.simulate(p, s, [(codes, 3)], chunk_size=1000, **{**kw, "n_simulations": 50})
+    again = F.simulate(p, s, [(codes, 3)], chunk_size=7, clv_mean=clv, **{**kw, "n_simulations": 50})
+    once = F.simulate(p, s, [(codes, 3)], chunk_size=1000, clv_mean=clv, **{**kw, "n_simulations": 50})
     np.testing.assert_allclose(again["revenue"], once["revenue"], rtol=1e-12)
     np.testing.assert_allclose(again["clv_sums"][0], once["clv_sums"][0], rtol=1e-12)
 

@@ -129,13 +129,17 @@ def test_backtest_json_shape(book, config):
     json.loads(json.dumps(result))  # JSON-ready
     assert isinstance(result["customers"], int) and result["customers"] > 0
     assert result["total_actual"] > 0
-    assert set(result["models"]) == set(MODELS) == {"clvcast", "btyd", "naive"}
+    assert set(result["models"]) == set(MODELS) == {"clvcast", "btyd", "pareto", "naive"}
     for name, values in result["models"].items():
-        assert set(values) == set(BACKTEST_METRICS), name
-        assert all(isinstance(values[k], float) for k in BACKTEST_METRICS), name
+        # clvcast also reports the share of customers inside their 80 % interval.
+        extra = {"interval_coverage"} if name == "clvcast" else set()
+        assert set(values) == set(BACKTEST_METRICS) | extra, name
+        assert all(isinstance(values[k], float) for k in set(BACKTEST_METRICS) | extra), name
+    assert 0.0 < result["models"]["clvcast"]["interval_coverage"] <= 1.0
+    assert result["label_horizon_days"] == 91
     assert result["run_id"]
     text = format_backtest(result)
-    assert "clvcast" in text and "btyd" in text and "MAE" in text
+    assert "clvcast" in text and "btyd" in text and "pareto" in text and "MAE" in text
 
 
 # --------------------------------------------------------------------------- bad input
@@ -268,13 +272,14 @@ def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
             "cutoff": origins.repeat(3),
             "btyd_p_no_purchase": [0.5] * 12,
             # origin 0: 2 of 3 rows non-finite (a degenerate fit); origin 2: 1 of 3 (one customer)
-            "btyd_expected_spend": [10.0, float("nan"), float("inf")] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
+            "btyd_spend_if_active": [10.0, float("nan"), float("inf")] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
+            "btyd_expected_order_value": [5.0] * 12,
         }
     )
     with caplog.at_level("WARNING", logger="training.pipeline"):
         kept = _drop_degenerate_origins(training, needed=2)
     assert list(kept["cutoff"].unique()) == list(origins[1:])
-    assert len(kept) == 8 and np.isfinite(kept["btyd_expected_spend"]).all()
+    assert len(kept) == 8 and np.isfinite(kept["btyd_spend_if_active"]).all()
     assert "degenerate at training origin(s) 1997-01-02 (" in caplog.text
     assert "training on the other 3 origins" in caplog.text
     assert "1 training rows with a non-finite BG/NBD forecast dropped (of 12)" in caplog.text

@@ -47,6 +47,8 @@ __all__ = [
 # Share of the holdout window that may lie after the last transaction day before labels count as
 # incomplete (see plan_origins).
 MAX_MISSING_WINDOW_SHARE = 0.05
+# Shortest label window plan_origins shrinks to when the forecast horizon does not fit (four weeks).
+_MIN_LABEL_DAYS = 28
 
 CUTOFF_COLUMN = FeatureSpec("cutoff", "datetime64[ns]", "the origin (last day of history) the row's features and labels are computed at", "key")
 
@@ -107,10 +109,16 @@ class Plan:
     """The dates of one run, checked against the data."""
 
     cutoff: pd.Timestamp
-    horizon_days: int
+    horizon_days: int  # H: the holdout window and the forecast horizon
     origins: tuple[pd.Timestamp, ...]  # oldest first, as features.labels.training_cutoffs
     first_day: pd.Timestamp
     last_day: pd.Timestamp
+    label_horizon_days: int = 0  # H_m: the training windows (0: H)
+
+    @property
+    def model_horizon_days(self) -> int:
+        """H_m, the label window of the training origins."""
+        return self.label_horizon_days or self.horizon_days
 
 
 def plan_origins(tables: Tables, *, cutoff, training: TrainingConfig) -> Plan:
@@ -120,8 +128,8 @@ def plan_origins(tables: Tables, *, cutoff, training: TrainingConfig) -> Plan:
     ------
     TrainingInputError
         No transactions; a cutoff before the first purchase or on/after the last one; a holdout
-        window more than 5% of which lies after the last transaction; a horizon that leaves fewer
-        training origins than the validation slice needs.
+        window more than 5% of which lies after the last transaction; label windows that leave
+        fewer training origins than the validation slice needs (also after shrinking them).
     """
     cfg = training
     H = cfg.horizon_days
@@ -172,18 +180,46 @@ def plan_origins(tables: Tables, *, cutoff, training: TrainingConfig) -> Plan:
         )
     # An origin needs customers known at it: the first purchase day is the earliest. Origins before
     # it are dropped (a short history trains on fewer origins) rather than failing the run.
-    candidates = [
-        pd.Timestamp(o)
-        for o in training_cutoffs(cutoff_day.date(), horizon_days=H, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
-    ]
-    origins = tuple(o for o in candidates if o >= first_day + pd.Timedelta(days=cfg.min_history_days))
+    earliest = first_day + pd.Timedelta(days=cfg.min_history_days)
+
+    def origins_for(label_days: int) -> tuple[list[pd.Timestamp], tuple[pd.Timestamp, ...]]:
+        candidates = [
+            pd.Timestamp(o)
+            for o in training_cutoffs(cutoff_day.date(), horizon_days=label_days, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
+        ]
+        return candidates, tuple(o for o in candidates if o >= earliest)
+
     needed = cfg.validation_cutoffs + 1
+    label = cfg.label_horizon_days or H
+    candidates, origins = origins_for(label)
+    if cfg.label_horizon_days is None and len(origins) < needed:
+        # The boosters learn from whole label windows before the cutoff. When H days leave too few,
+        # they learn the longest H / j days (j = 2, 3, ...) that leaves every origin, else the
+        # longest that leaves enough, and the spend curve carries the rest of the horizon.
+        enough = None
+        j = 1
+        while round(H / (j + 1)) >= _MIN_LABEL_DAYS:
+            j += 1
+            trial = round(H / j)
+            trial_candidates, trial_origins = origins_for(trial)
+            if len(trial_origins) == len(trial_candidates):
+                enough = (trial, trial_candidates, trial_origins)
+                break
+            if enough is None and len(trial_origins) >= needed:
+                enough = (trial, trial_candidates, trial_origins)
+        if enough is not None:
+            label, candidates, origins = enough
+        if label != H:
+            log.info(
+                "horizon %d days: the boosters learn %d-day windows (%d whole windows before %s); the spend curve "
+                "carries the rest", H, label, len(origins), cutoff_day.date(),
+            )  # fmt: skip
     if len(origins) < needed:
         raise TrainingInputError(
-            f"horizon_days={H} leaves {len(origins)} training origin(s) between the first purchase "
+            f"label windows of {label} days leave {len(origins)} training origin(s) between the first purchase "
             f"({first_day.date()}) + min_history_days ({cfg.min_history_days}) and cutoff {cutoff_day.date()} "
-            f"minus the horizon; {needed} needed "
-            f"(validation_cutoffs={cfg.validation_cutoffs}): use a shorter horizon or a later cutoff"
+            f"minus the window; {needed} needed "
+            f"(validation_cutoffs={cfg.validation_cutoffs}): use a shorter label_horizon_days or a later cutoff"
         )
     if len(origins) < len(candidates):
         log.warning(
@@ -191,7 +227,7 @@ def plan_origins(tables: Tables, *, cutoff, training: TrainingConfig) -> Plan:
             len(origins), len(candidates),
             f" + {cfg.min_history_days} days" if cfg.min_history_days else "",
         )  # fmt: skip
-    return Plan(cutoff_day, H, origins, first_day, last_day)
+    return Plan(cutoff_day, H, origins, first_day, last_day, label_horizon_days=label)
 
 
 @dataclass(frozen=True)

@@ -167,8 +167,8 @@ def compute_budget(
     Warns
     -----
     UserWarning
-        When the ``clv`` column differs from the CLV recomputed from ``churn_probability`` and
-        ``spend_if_active`` with the run's settings (the intervals and payback curves use the
+        When the ``clv`` column differs from the discounted sum of ``expected_margin_curve`` with
+        the run's settings (the payback curves use the
         recomputation, the means the column); when BG/NBD cannot be fitted for the forecast.
     """
     run = scores.run
@@ -190,7 +190,7 @@ def compute_budget(
         df["churn_probability"], df["spend_if_active"], groups.groupings, horizon_days=horizon_days, clv=clv,
         forecast_months=settings.forecast_months, n_simulations=settings.n_simulations,
         spend_cv=settings.spend_cv, common_cv=settings.common_cv, seed=settings.seed,
-        chunk_size=settings.chunk_size, shape=shape,
+        chunk_size=settings.chunk_size, shape=shape, clv_mean=df["clv"],
     )  # fmt: skip
     channels, cohorts, channel_curves = ltv_tables(
         df, realised, realised_per_customer, groups, sims["clv_sums"], horizon_days=horizon_days, clv=clv,
@@ -317,21 +317,19 @@ def _prepare(tables: Tables, scores: Scores) -> pd.DataFrame:
 
 
 def _warn_if_clv_differs(df: pd.DataFrame, *, horizon_days: float, clv: ClvConfig) -> None:
-    """Warn when the ``clv`` column is not the design formula of the run's settings.
+    """Warn when the ``clv`` column is not the discounted sum of the scores' ``expected_margin_curve``.
 
     The means of the outputs use the column; the intervals and payback curves recompute the CLV from
     p and s with the run's settings. A frame whose column was edited or computed otherwise would
     show two CLVs that do not agree: the warning says so rather than stopping the budget.
     """
     expected = C.lifetime_clv(
-        df["churn_probability"], df["spend_if_active"], horizon_days=horizon_days, margin=clv.gross_margin,
-        cost_to_serve=clv.cost_to_serve, annual_discount_rate=clv.annual_discount_rate,
-        lifetime_horizons=clv.lifetime_horizons,
-    )  # fmt: skip
+        C.curve_matrix(df["expected_margin_curve"]), horizon_days=horizon_days, annual_discount_rate=clv.annual_discount_rate
+    )
     off = ~np.isclose(expected, df["clv"].to_numpy(dtype=float), rtol=1e-4, atol=1e-6)
     if off.any():
         warnings.warn(
-            f"scores: column 'clv' differs from the CLV recomputed with the scoring run's horizon_days="
+            f"scores: column 'clv' differs from the CLV recomputed from expected_margin_curve with the scoring run's horizon_days="
             f"{horizon_days} and CLV settings for {int(off.sum())} of {len(df)} customers: the intervals "
             "and payback curves use the recomputed CLV, the means use the column",
             stacklevel=3,
