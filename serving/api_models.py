@@ -460,7 +460,7 @@ class BudgetRequest(BaseModel):
 
 
 class ChannelBudget(BaseModel):
-    """What a channel may cost, from the CLV of customers recently acquired through it."""
+    """What a channel may cost, from the CLV of a customer just acquired through it."""
 
     channel: str
     cac: float
@@ -468,7 +468,7 @@ class ChannelBudget(BaseModel):
     ltv_cac: float | None = Field(description="new_customer_clv / cac; null when undefined (no CLV, or CAC 0).")
     max_allowable_cac: float | None = Field(description="new_customer_clv / target_ltv_cac, floored at 0.")
     recommendation: str = Field(description="grow, hold, cut, or unknown.")
-    basis: str = Field(description='"channel", or "overall" for a channel without recent customers.')
+    basis: str = Field(description='"channel", or "unknown" for a channel without a new-customer CLV (no recommendation).')
     note: str
 
     @field_validator("new_customer_clv", "ltv_cac", "max_allowable_cac", mode="before")

@@ -21,6 +21,7 @@ import pandas as pd
 from features.io import load_tables
 from features.synthetic import generate, write_book
 from serving.finance import compute_budget
+from serving.lifetime import new_customer_curves_of_scores
 from serving.finance.outputs import REPORT_NAME, write_budget, write_report
 from serving.scores import write_scores
 from serving.scoring import score_tables
@@ -127,7 +128,9 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int) -> None:
     )  # fmt: skip
 
     log.info("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
-    finance = compute_budget(tables, scored, decisions=config.clv)
+    finance = compute_budget(
+        tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored)
+    )
     write_budget(finance, out_dir / "budget")
     report = write_report(finance, out_dir / "budget" / REPORT_NAME)
     with pd.option_context("display.width", 160, "display.max_columns", 12):

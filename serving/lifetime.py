@@ -23,11 +23,12 @@ import pandas as pd
 
 from features.contract import Tables
 from features.dates import parse_cutoff
+from serving.scores import Scores
 from serving.scoring import champion_clv_config, score_columns
 from training.config import ClvConfig
 from training.registry import Champion
 
-__all__ = ["NEW_CUSTOMER_PREFIX", "new_customer_curves"]
+__all__ = ["NEW_CUSTOMER_PREFIX", "new_customer_curves", "new_customer_curves_of_scores"]
 
 #: Customer ids of the made-up new customers: the prefix, then the channel.
 NEW_CUSTOMER_PREFIX = "new customer via "
@@ -127,3 +128,22 @@ def new_customer_curves(
     )
     frame.insert(frame.columns.get_loc("clv_upper") + 1, "clv_from_acquisition", first_margin + frame["clv"].to_numpy())
     return frame
+
+
+def new_customer_curves_of_scores(champion: Champion, scores: Scores) -> pd.DataFrame:
+    """:func:`new_customer_curves` for every channel of ``scores``, acquired on their scoring date.
+
+    What ``clvcast budget`` writes as ``new_customer_clv.csv``: the scores' champion (the caller
+    loads the pair named by ``scores.run``), their CLV settings and ``as_of``; customers without a
+    channel are the channel ``"unknown"`` (:data:`serving.finance.acquisition.UNKNOWN_CHANNEL`).
+
+    Returns
+    -------
+    DataFrame
+        As :func:`new_customer_curves`, one row per channel, sorted.
+    """
+    from serving.finance.acquisition import UNKNOWN_CHANNEL
+
+    channel = scores.frame["channel"]
+    names = sorted(set(channel.dropna().astype(str)) | ({UNKNOWN_CHANNEL} if channel.isna().any() else set()))
+    return new_customer_curves(champion, names, acquired_at=scores.run.as_of, clv=scores.run.clv)

@@ -374,14 +374,54 @@ def test_new_customer_clv_and_acquisition_budget(result):
         new,
         target_ratio=3.0,
     )
-    assert [g["ltv_cac"] for g in got] == pytest.approx([4.0, 2.0, 3.0])
-    assert [g["max_allowable_cac"] for g in got] == pytest.approx([20 / 3, 40 / 3, 10.0])
-    assert [g["recommendation"] for g in got] == ["grow", "hold", "grow"]
-    assert [g["basis"] for g in got] == ["channel", "channel", "overall"]
-    assert "radio" in got[2]["note"] and got[0]["note"] == ""
-    # A plain mapping works too; a zero CAC is an infinite ratio.
-    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}], {"x": 30.0}, target_ratio=3.0)
-    assert got[0]["ltv_cac"] == math.inf and got[0]["recommendation"] == "grow"
+    assert [g["ltv_cac"] for g in got[:2]] == pytest.approx([4.0, 2.0])
+    assert [g["max_allowable_cac"] for g in got[:2]] == pytest.approx([20 / 3, 40 / 3])
+    assert [g["recommendation"] for g in got] == ["grow", "hold", "unknown"]
+    assert [g["basis"] for g in got] == ["channel", "channel", "unknown"]
+    # An unknown channel borrows nothing: no value, ratio, allowance or decision.
+    assert (got[2]["new_customer_clv"], got[2]["ltv_cac"], got[2]["max_allowable_cac"]) == (None, None, None)
+    assert "radio" in got[2]["note"] and "ads, mail" in got[2]["note"] and got[0]["note"] == ""
+    # A plain mapping works too; a zero CAC has no ratio, and grows only a channel worth something.
+    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}, {"channel": "y", "cac": 0.0}], {"x": 30.0, "y": -1.0},
+                               target_ratio=3.0)
+    assert [g["ltv_cac"] for g in got] == [None, None]
+    assert [g["recommendation"] for g in got] == ["grow", "cut"]
+    assert got[0]["max_allowable_cac"] == pytest.approx(10.0) and got[1]["max_allowable_cac"] == 0.0
+    assert "CAC 0" in got[0]["note"]
+    with pytest.raises(ValueError, match="rule 'cac is a finite number >= 0'"):
+        F.acquisition_budget([{"channel": "x", "cac": -1.0}], {"x": 30.0}, target_ratio=3.0)
+
+
+def test_new_customer_clv_from_the_champions_curves_and_channels_agree_with_the_endpoint(paths, result):
+    """With the champion's new-customer curves, new_customer_clv.csv is their value from acquisition, and
+    channels.csv's acquisition decision is the endpoint's answer at the channel's mean CAC."""
+    curves = pd.DataFrame(
+        {"clv_from_acquisition": [20.0, 90.0], "first_order_margin": [3.0, 6.0], "clv_lower": [1.0, 10.0],
+         "clv_upper": [40.0, 200.0]},
+        index=pd.Index(["mail", "ads"], name="channel"),
+    )  # fmt: skip
+    scores = pd.DataFrame({"customer_id": ["a", "b"], "as_of": ["2024-03-31"] * 2, "acquired_at": ["2024-03-01", "2023-01-01"],
+                           "channel": ["ads", "ads"], "clv": [1.0, 2.0]})  # fmt: skip
+    table = F.new_customer_clv(scores, max_age_days=60, curves=curves)
+    assert table.index.tolist() == ["ads", "mail"] and table["customers"].tolist() == [1, 0]
+    assert table["new_customer_clv"].tolist() == [90.0, 20.0]
+    assert table["new_customer_clv_lower"].tolist() == [16.0, 4.0]
+    assert table["new_customer_clv_upper"].tolist() == [206.0, 43.0]
+    assert set(table["basis"]) == {"champion"}
+
+    channels = result.channels
+    for row in channels.itertuples():
+        if not np.isfinite(row.mean_cac):
+            assert row.acquisition_recommendation == "unknown"
+            continue
+        (answer,) = F.acquisition_budget([{"channel": row.channel, "cac": row.mean_cac}], result.new_customer_clv,
+                                         target_ratio=result.summary["settings"]["target_ratio"])
+        assert row.acquisition_recommendation == answer["recommendation"]
+        for got, expected in ((row.new_customer_ltv_cac, answer["ltv_cac"]),
+                              (row.new_customer_max_allowable_cac, answer["max_allowable_cac"])):
+            assert (np.nan if expected is None else expected) == pytest.approx(got, nan_ok=True)
+    written = pd.read_csv(paths["channels"])
+    assert {"new_customer_clv", "new_customer_ltv_cac", "acquisition_recommendation"} <= set(written.columns)
 
 
 class _Tables(HTMLParser):
