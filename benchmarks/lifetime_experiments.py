@@ -77,6 +77,21 @@ VARIANTS: dict[str, Variant] = {
     "pareto-base-dropout-tail": Variant("Pareto/NBD start, and the dropout process alone beyond the boosters' horizon",
                                         {"features__btyd_model": "pareto", "lifetime__alive_persistence": 0.0,
                                          "lifetime__level_persistence": 0.0}),
+    "spend-level": Variant("the boosters' spend scaled to the total of the time-held-out calibration window",
+                           {"lifetime__calibrate_spend_level": True}),
+    "spend-level-min-history-28": Variant("spend-level, and origins at least 28 days after the first purchase",
+                                          {"lifetime__calibrate_spend_level": True, "training__min_history_days": 28}),
+    "drop-unidentified": Variant("origins whose BG/NBD fit is unidentified (r, a or b outside 1e-3 .. 1e3) left out",
+                                 {"training__drop_unidentified_origins": True}),
+    "drop-unidentified-spend-level": Variant("drop-unidentified and spend-level",
+                                             {"training__drop_unidentified_origins": True,
+                                              "lifetime__calibrate_spend_level": True}),
+    "min-history-28": Variant("training origins at least 28 days after the first purchase (no unidentified early BTYD fits)",
+                              {"training__min_history_days": 28}),
+    "min-history-42": Variant("training origins at least 42 days after the first purchase",
+                              {"training__min_history_days": 42}),
+    "min-history-56": Variant("training origins at least 56 days after the first purchase",
+                              {"training__min_history_days": 56}),
 }
 
 

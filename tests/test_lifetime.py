@@ -250,6 +250,38 @@ def test_calibrated_level_covers_the_target_share_and_no_more():
     assert level < 0.8
 
 
+def test_spend_scale_calibrates_the_total_of_the_held_out_window():
+    from training.config import LifetimeConfig
+    from training.lifetime import fit_lifetime_model
+
+    rows = [("A", str(AS_OF - pd.Timedelta(days=d)), 50.0) for d in range(0, 700, 20)]
+    rows += [("B", str(AS_OF - pd.Timedelta(days=d)), 30.0) for d in range(300, 700, 25)]
+    rows += [(c, str(AS_OF - pd.Timedelta(days=d)), 40.0) for c, d in (("C", 600), ("C", 40), ("D", 500), ("D", 300))]
+    tables = _tables(rows)
+    origin = (AS_OF - pd.Timedelta(days=91)).date()
+    ids = prepare_history(tables, origin).ids
+    # s above every order value (50 at most): the floor of one order does not bind.
+    p, s = np.full(len(ids), 0.5), np.full(len(ids), 60.0)
+    actual = np.array([100.0, 0.0, 40.0, 0.0])
+    common = dict(cutoff=AS_OF.date(), model_horizon_days=91, origins=[origin], origin_rows=[len(ids)], clv=ClvConfig(),
+                  time_unit_days=7.0, validation=(origin, 91, ids, p, s, actual))  # fmt: skip
+    flat = fit_lifetime_model(tables, settings=LifetimeConfig(seasonal=False), **common)
+    scaled = fit_lifetime_model(tables, settings=LifetimeConfig(seasonal=False, calibrate_spend_level=True), **common)
+    assert flat.spend_scale == 1.0
+    # On the window: predicted (1 - p) s = 30 per customer, 120 in all, against 140 spent.
+    assert list(ids) == ["A", "B", "C", "D"]
+    assert scaled.spend_scale == pytest.approx(140.0 / 120.0)
+    h = prepare_history(tables, origin)
+    a = flat.curve(h, churn_probability=p, spend_if_active=s, horizon_days=91, clv=ClvConfig())
+    b = scaled.curve(h, churn_probability=p, spend_if_active=s, horizon_days=91, clv=ClvConfig())
+    np.testing.assert_allclose(a.expected_spend[:, 0], 30.0)
+    np.testing.assert_allclose(b.expected_spend[:, 0], 35.0)
+    # A refit keeps what the evaluation calibrated.
+    kept = fit_lifetime_model(tables, settings=LifetimeConfig(seasonal=False), interval_level=0.7, spend_scale=1.5,
+                              **{**common, "validation": None})  # fmt: skip
+    assert (kept.interval_level, kept.spend_scale) == (0.7, 1.5)
+
+
 # --------------------------------------------------------------------------- the boosters' horizon
 
 

@@ -287,6 +287,33 @@ def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
         _drop_degenerate_origins(training, needed=4)
 
 
+def test_origins_whose_btyd_fit_is_unidentified_are_dropped_whole(caplog):
+    from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams
+    from training.training_set import drop_degenerate_origins as _drop_degenerate_origins
+    from training.training_set import unidentified_fit
+
+    def fit(r=0.243, a=0.793, b=2.426):
+        return BTYDParams(bgnbd=BGNBDParams(r=r, alpha=4.414, a=a, b=b), gamma_gamma=GammaGammaParams(p=6.25, q=3.74, v=15.44),
+                          time_unit_days=7.0)  # fmt: skip
+
+    # CDNOW's whole-history fit (Fader, Hardie and Lee 2005) is identified; the early-1997 fits are not.
+    assert unidentified_fit(fit()) is None
+    assert unidentified_fit(fit(a=2.93e-05, b=3.32e4)) == "a = 2.9e-05"
+    assert unidentified_fit(fit(r=6.03e7)) == "r = 6e+07"
+    assert unidentified_fit(fit(a=1.27e-08, b=6.86e-08)) == "a = 1.3e-08"
+    assert unidentified_fit(fit(a=1e-3, b=1e3)) is None  # the range's ends are inside
+    origins = pd.to_datetime(["1997-01-20", "1997-02-17", "1997-03-03"])
+    training = pd.DataFrame({"cutoff": origins.repeat(2), "btyd_p_no_purchase": [0.5] * 6,
+                             "btyd_spend_if_active": [10.0] * 6, "btyd_expected_order_value": [5.0] * 6})  # fmt: skip
+    params = {o.date(): fit() for o in origins} | {origins[0].date(): fit(a=2.93e-05, b=3.32e4)}
+    with caplog.at_level("WARNING"):
+        kept = _drop_degenerate_origins(training, needed=2, btyd=params)
+    assert list(kept["cutoff"].unique()) == list(origins[1:]) and len(kept) == 4
+    assert "BG/NBD unidentified at training origin(s) 1997-01-20 (a = 2.9e-05)" in caplog.text
+    # Without the fits only the non-finite forecasts count: every row stays.
+    assert len(_drop_degenerate_origins(training, needed=2)) == 6
+
+
 def test_config_from_environment_between_file_and_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("training:\n  horizon_days: 90\n  n_cutoffs: 5\n")

@@ -51,6 +51,9 @@ class LifetimeModel(BaseModel):
         Central probability of the predictive distributions that gives the calibrated coverage.
     interval_coverage : float
         The coverage it was calibrated for.
+    spend_scale : float
+        Factor on the boosters' spend given a purchase (1: none): realised over predicted total
+        spend on the time-held-out calibration window, with ``LifetimeConfig.calibrate_spend_level``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -62,6 +65,7 @@ class LifetimeModel(BaseModel):
     level_persistence: float = Field(ge=0, le=1)
     interval_level: float = Field(gt=0, lt=1)
     interval_coverage: float = Field(gt=0, lt=1)
+    spend_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
 
     def state(self, h: History) -> DropoutState:
         """The dropout process's posterior of every customer of ``h`` at its cutoff."""
@@ -84,7 +88,8 @@ class LifetimeModel(BaseModel):
             The customers' history at the scoring date (n customers), or their dropout state
             (e.g. :meth:`DropoutState.new_customers` for customers just acquired).
         churn_probability, spend_if_active : array-like, shape (n,)
-            The boosters' p and s over ``model_horizon_days``, in the order of ``customers``.
+            The boosters' p and s over ``model_horizon_days``, in the order of ``customers`` (s is
+        multiplied by ``spend_scale``).
         horizon_days : int
             H of each horizon of the curve, days.
         clv : ClvConfig
@@ -98,7 +103,7 @@ class LifetimeModel(BaseModel):
         return spend_curve(
             state,
             churn_probability=churn_probability,
-            spend_if_active=spend_if_active,
+            spend_if_active=np.asarray(spend_if_active, dtype=float) * self.spend_scale,
             model_horizon_days=self.model_horizon_days,
             horizon_days=horizon_days,
             n_horizons=clv.lifetime_horizons,
@@ -147,6 +152,7 @@ def fit_lifetime_model(
     time_unit_days: float,
     validation=None,
     interval_level: float | None = None,
+    spend_scale: float = 1.0,
 ) -> LifetimeModel:
     """Fit the lifetime model at the training cutoff.
 
@@ -168,11 +174,14 @@ def fit_lifetime_model(
     validation : (origin, days, customer_ids, churn_probability, spend_if_active, actual_spend), optional
         A time-held-out window of the history (``days`` long from ``origin``, ending at the cutoff at
         the latest), customers known at its origin, the boosters' forecasts of them and their
-        realised spend in it: the interval level is calibrated there. Without it the level is the
-        nominal coverage (uncalibrated).
+        realised spend in it: the interval level is calibrated there (and, with
+        ``settings.calibrate_spend_level``, the spend scale: realised over predicted total).
+        Without it the level is the nominal coverage (uncalibrated).
     interval_level : float, optional
         A level calibrated before, in (0, 1), used instead (a refit on the whole history, which
         leaves no window to calibrate on, keeps the evaluation's level). Exclusive with ``validation``.
+    spend_scale : float, optional
+        Likewise, the spend scale calibrated before (with ``interval_level``).
 
     Returns
     -------
@@ -199,7 +208,7 @@ def fit_lifetime_model(
     if interval_level is not None:
         if validation is not None:
             raise ValueError("pass either validation or interval_level, not both")
-        return model.model_copy(update={"interval_level": float(interval_level)})
+        return model.model_copy(update={"interval_level": float(interval_level), "spend_scale": float(spend_scale)})
     if validation is None:
         log.warning("no time-held-out training origin: the intervals use the nominal level %.2f, uncalibrated", settings.interval_coverage)
         return model
@@ -208,6 +217,13 @@ def fit_lifetime_model(
     rows = h_origin.ids.get_indexer(pd.Index(ids))
     if (rows < 0).any():
         raise RuntimeError(f"origin {origin}: calibration rows of customers unknown at the origin")
-    curve = model.curve(model.state(h_origin).select(rows), churn_probability=p, spend_if_active=s, horizon_days=days, clv=clv)
+    state = model.state(h_origin).select(rows)
+    curve = model.curve(state, churn_probability=p, spend_if_active=s, horizon_days=days, clv=clv)
+    if settings.calibrate_spend_level:
+        predicted = float(curve.expected_spend[:, 0].sum())
+        scale = float(np.sum(actual)) / predicted if predicted > 0 else 1.0
+        if np.isfinite(scale) and scale > 0:
+            model = model.model_copy(update={"spend_scale": scale})
+            curve = model.curve(state, churn_probability=p, spend_if_active=s, horizon_days=days, clv=clv)
     level = calibrate_level(curve.spend_moments, actual, coverage=settings.interval_coverage)
     return model.model_copy(update={"interval_level": level})

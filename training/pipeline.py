@@ -176,7 +176,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
     if len(frame) == 0:
         raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
     if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
     X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
 
     with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
@@ -460,7 +460,7 @@ def train(
     refitted = None
     if decision.promote and config.training.refit:
         with _step(f"refitting on origins up to the last day, {ev.plan.last_day.date()}"):
-            refitted = refit(tables, plan=ev.plan, config=config, interval_level=ev.lifetime.interval_level)
+            refitted = refit(tables, plan=ev.plan, config=config, calibrated=ev.lifetime)
     fsid = feature_set_id(config.features)
     serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid, tables=tables)
     served = ev.models if refitted is None else refitted.models
@@ -610,7 +610,7 @@ class Refit:
     n_training_rows: int
 
 
-def refit(tables: Tables, *, plan: Plan, config: Config, interval_level: float) -> Refit:
+def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeModel) -> Refit:
     """Fit ``config`` on rolling origins whose last label window ends on the last day of the data.
 
     The origins are those of ``plan`` moved forward by the horizon (the same count, step and
@@ -618,7 +618,8 @@ def refit(tables: Tables, *, plan: Plan, config: Config, interval_level: float) 
     H_m the boosters' label window (``plan.model_horizon_days``). The evaluation judged the
     configuration on the window after ``plan.cutoff``; this fit learns from that window too, so the
     served model has seen the final days. The dropout process is fitted again on the whole history;
-    the interval level is the one calibrated in the evaluation (no held-out window is left).
+    the interval level and the spend scale are those calibrated in the evaluation (no held-out
+    window is left).
 
     Parameters
     ----------
@@ -628,8 +629,8 @@ def refit(tables: Tables, *, plan: Plan, config: Config, interval_level: float) 
         The evaluation's plan (:func:`training.training_set.plan_origins`).
     config : Config
         The evaluated configuration, as run (``Evaluation.config``).
-    interval_level : float
-        The evaluation's calibrated interval level (``LifetimeModel.interval_level``), in (0, 1).
+    calibrated : LifetimeModel
+        The evaluation's lifetime model: its ``interval_level`` and ``spend_scale`` are kept.
 
     Returns
     -------
@@ -658,7 +659,7 @@ def refit(tables: Tables, *, plan: Plan, config: Config, interval_level: float) 
     )  # fmt: skip
     frame = training.frame
     if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
     X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
     models = ClvModels(training=cfg).fit(
         X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
@@ -666,11 +667,17 @@ def refit(tables: Tables, *, plan: Plan, config: Config, interval_level: float) 
     lifetime = fit_lifetime_model(
         tables, cutoff=end.date(), model_horizon_days=label_days, origins=origins,
         origin_rows=_origin_rows(frame, origins), settings=config.lifetime, clv=config.clv,
-        time_unit_days=config.features.btyd_time_unit_days, interval_level=interval_level,
+        time_unit_days=config.features.btyd_time_unit_days, interval_level=calibrated.interval_level,
+        spend_scale=calibrated.spend_scale,
     )  # fmt: skip
     btyd = fit_btyd(tables, cutoff=end.date(), config=config.features)
     features = build_features(tables, cutoff=end.date(), config=config.features, btyd=btyd)
     return Refit(models, btyd, lifetime, origins, end, features, len(X))
+
+
+def _identified(training: TrainingSet, cfg) -> dict | None:
+    """The per-origin fits to test for identification (``training.drop_unidentified_origins``), else None."""
+    return training.btyd if cfg.drop_unidentified_origins else None
 
 
 def _origin_rows(frame: pd.DataFrame, origins) -> np.ndarray:
