@@ -57,6 +57,8 @@ CLVCAST = str(Path(sys.executable).with_name("clvcast"))
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow"
 N_CUSTOMERS, START, END = 20_000, "2018-01-01", "2024-12-31"
 TRAIN_CUTOFF, AS_OF = "2019-06-30", "2019-12-31"
+#: Customers acquired in this many days after AS_OF are the new-customer cohort.
+NEW_COHORT_DAYS = 182
 
 
 def _log(msg: str) -> None:
@@ -74,8 +76,9 @@ def run(args: list[str], env: dict[str, str]) -> str:
 
 def _env(store: Path) -> dict[str, str]:
     store.mkdir(parents=True, exist_ok=True)
+    # No refit (training.refit): it would fit again on origins up to the book's last day, its future.
     return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
-            "BENTOML_DO_NOT_TRACK": "true"}
+            "BENTOML_DO_NOT_TRACK": "true", "CLVCAST_TRAINING__REFIT": "false"}
 
 
 def realised_horizons(transactions: pd.DataFrame, ids: pd.Index, *, as_of, horizon_days: int, n_horizons: int) -> np.ndarray:
@@ -109,6 +112,86 @@ def oracle_horizons(truth: pd.DataFrame, ids: pd.Index, *, as_of, horizon_days: 
         part = slice(k * horizon_days, (k + 1) * horizon_days)
         out[:, k] = (np.exp(-np.outer(mu, mid[part])) * index[part]).sum(axis=1)
     return out * (tr["purchase_rate_per_day"] * tr["net_order_value"]).to_numpy()[:, None] * alive[:, None]
+
+
+def expected_from(truth: pd.DataFrame, ids: pd.Index, starts: pd.Series, *, horizon_days: int, n_horizons: int) -> np.ndarray:
+    """Expected net spend per horizon from each customer's own start, given the generator's latent rates, shape (n, K).
+
+    Horizon k covers the days ``start + 1 + (k − 1) H .. start + k H``; the customer is alive at
+    ``start`` (just acquired) and drops out at the rate ``dropout_rate_per_day``; purchases follow
+    ``purchase_rate_per_day`` times the month's seasonality index, each worth ``net_order_value``.
+    """
+    tr = truth.reindex(ids)
+    season = np.asarray(truth.attrs["seasonality"], dtype=float)
+    start = pd.to_datetime(starts.to_numpy()).normalize()
+    mu = tr["dropout_rate_per_day"].to_numpy()
+    n_days = n_horizons * horizon_days
+    out = np.zeros((len(ids), n_horizons))
+    for day in range(n_days):
+        month = (start + pd.Timedelta(days=day + 1)).month.to_numpy()
+        out[:, day // horizon_days] += np.exp(-mu * (day + 0.5)) * season[month - 1]
+    return out * (tr["purchase_rate_per_day"] * tr["net_order_value"]).to_numpy()[:, None]
+
+
+def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
+    """New-customer CLV per channel (the champion's, from acquisition) vs the cohorts acquired after the scoring date.
+
+    The cohort: customers acquired in the NEW_COHORT_DAYS days after ``AS_OF``. Each one's value
+    from acquisition, discounted per horizon as the CLV is: margin of the acquisition day's orders,
+    plus the margin of each of the K horizons of H days after it over (1 + δ)^k. Realised: what they
+    spent, up to the book's end (the last cohort members' 10th horizon ends up to NEW_COHORT_DAYS
+    days after it; those days are filled with the generator's expectation, ``tail_filled``);
+    expected: the same from the generator's latent rates (``oracle``). Predicted: the champion's
+    ``clv_from_acquisition`` of a customer acquired through the channel on the same day
+    (:func:`serving.lifetime.new_customer_curves`), averaged over the cohort.
+    """
+    from serving import clv as C
+    from serving.lifetime import new_customer_curves
+    from training import registry
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    champion = registry.load_champion()
+    K, m = clv.lifetime_horizons, clv.gross_margin
+    customers = book.tables.customers
+    start = pd.Timestamp(AS_OF) + pd.Timedelta(days=1)
+    acquired = pd.to_datetime(customers["acquired_at"])
+    cohort = customers.loc[(acquired >= start) & (acquired < start + pd.Timedelta(days=NEW_COHORT_DAYS))]
+    ids = pd.Index(cohort["customer_id"].astype("str"))
+    days = pd.to_datetime(cohort["acquired_at"]).dt.normalize().to_numpy()
+    channel = cohort["channel"].astype("str").to_numpy()
+    tx = book.tables.transactions
+    tx = tx.loc[tx["customer_id"].isin(ids)]
+    pos = ids.get_indexer(tx["customer_id"])
+    offset = (tx["timestamp"].dt.normalize().to_numpy() - days[pos]) // np.timedelta64(1, "D")
+    k = np.where(offset <= 0, 0, (offset - 1) // horizon_days + 1)  # 0: the acquisition day
+    real = np.zeros((len(ids), K + 1))
+    keep = k <= K
+    np.add.at(real, (pos[keep], k[keep]), tx["amount"].to_numpy(float)[keep])
+    discount = np.concatenate([[1.0], (1 + C.discount_per_horizon(horizon_days, clv.annual_discount_rate)) ** -np.arange(1, K + 1)])
+    oracle = expected_from(book.truth, ids, pd.Series(days), horizon_days=horizon_days, n_horizons=K)
+    # Days of the cap after the book's end, per customer and horizon: filled with the expectation.
+    end = pd.Timestamp(END)
+    first = days[:, None] + np.timedelta64(1, "D") + np.arange(K)[None, :] * np.timedelta64(horizon_days, "D")
+    missing = np.clip((first + np.timedelta64(horizon_days, "D") - np.timedelta64(1, "D") - end.to_datetime64())
+                      // np.timedelta64(1, "D"), 0, horizon_days)
+    tail = oracle * missing / horizon_days
+    realised = m * (real + np.concatenate([np.zeros((len(ids), 1)), tail], axis=1)) @ discount
+    expected = m * (real[:, 0] + oracle @ discount[1:])
+    predicted = np.zeros(len(ids))
+    for day in np.unique(days):
+        rows = np.flatnonzero(days == day)
+        names = sorted(set(channel[rows]))
+        frame = new_customer_curves(champion, names, acquired_at=pd.Timestamp(day), clv=clv)
+        predicted[rows] = frame["clv_from_acquisition"].reindex(channel[rows]).to_numpy()
+    out = {}
+    for c in sorted(set(channel)):
+        rows = channel == c
+        out[c] = {"customers": int(rows.sum()), "predicted": float(predicted[rows].mean()),
+                  "realised": float(realised[rows].mean()), "oracle": float(expected[rows].mean())}
+    out["all"] = {"customers": len(ids), "predicted": float(predicted.mean()), "realised": float(realised.mean()),
+                  "oracle": float(expected.mean())}
+    out["tail_filled"] = float((m * np.concatenate([np.zeros((len(ids), 1)), tail], axis=1) @ discount).sum() / realised.sum())
+    return out
 
 
 def synthetic(seed: int, work: Path) -> dict:
@@ -168,6 +251,7 @@ def synthetic(seed: int, work: Path) -> dict:
         "lifetime_days_truth": float(left.mean()),
         "mae_h1": float(np.abs(curve[:, 0] - real[:, 0]).mean()),
         "mae_h1_oracle": float(np.abs(oracle[:, 0] - real[:, 0]).mean()),
+        "new_customers": new_customers(book, work / f"mlflow-{seed}", horizon_days=H, clv=clv),
     }
 
 
@@ -249,6 +333,14 @@ def _table_synthetic(results: list[dict]) -> str:
     for c in channels:
         row(f"channel {c}: lifetime CLV ÷ realised", [
             f"{r['per_channel'][c]['clv'] / r['per_channel'][c]['realised']:.3f}" for r in results
+        ])  # fmt: skip
+    for c in sorted(results[0]["new_customers"]):
+        if c == "tail_filled":
+            continue
+        row(f"new customers {c}: CLV from acquisition ÷ realised (÷ expected), customers", [
+            f"{r['new_customers'][c]['predicted'] / r['new_customers'][c]['realised']:.3f} "
+            f"({r['new_customers'][c]['predicted'] / r['new_customers'][c]['oracle']:.3f}), {r['new_customers'][c]['customers']}"
+            for r in results
         ])  # fmt: skip
     return "\n".join(lines)
 
