@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["DEFAULT_EVENT_TYPES", "FeatureConfig"]
@@ -31,6 +33,10 @@ class FeatureConfig(BaseModel):
         Horizon, in days, of the BG/NBD expected-purchases feature.
     btyd_time_unit_days : float
         Time unit of the BG/NBD and Gamma-Gamma fits (7 = weeks, as in the literature).
+    btyd_model : {"bgnbd", "pareto"}
+        The repeat-purchase model behind ``btyd_expected_purchases``, ``btyd_p_alive``,
+        ``btyd_p_no_purchase`` and ``btyd_spend_if_active`` (and so the boosters' start): BG/NBD, or
+        Pareto/NBD (fitted at each cutoff as well; a few seconds more per training origin).
 
     Raises
     ------
@@ -46,6 +52,7 @@ class FeatureConfig(BaseModel):
     categorical_covariates: tuple[str, ...] = ()
     btyd_horizon_days: int = Field(182, ge=1)
     btyd_time_unit_days: float = Field(7.0, gt=0, allow_inf_nan=False)
+    btyd_model: Literal["bgnbd", "pareto"] = "bgnbd"
 
     @field_validator("windows_days")
     @classmethod

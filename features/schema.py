@@ -65,11 +65,13 @@ def feature_set_id(config: FeatureConfig = FeatureConfig()) -> str:
     """Identity of the feature set of ``config``, e.g. ``"fs1-3f2a9c0b1d"``.
 
     The hash covers the declared names and dtypes in order, and the settings that change values
-    without changing names (the BTYD horizon and time unit), so that models trained on one feature
+    without changing names (the BTYD horizon, time unit and model), so that models trained on one feature
     set are never fed another.
     """
     lines = [f"{s.name}:{s.dtype}" for s in feature_schema(config)]
     lines.append(f"btyd_horizon_days={config.btyd_horizon_days}")
     lines.append(f"btyd_time_unit_days={float(config.btyd_time_unit_days)!r}")
+    if config.btyd_model != "bgnbd":  # the ids of BG/NBD feature sets stay what they were
+        lines.append(f"btyd_model={config.btyd_model}")
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:10]
     return f"{FEATURE_SET_VERSION}-{digest}"

@@ -352,11 +352,17 @@ class CustomerClv(BaseModel):
 
     customer_id: str
     churn_probability: float = Field(description=_SCORE_DESCRIPTIONS["churn_probability"])
+    p_alive: float = Field(description=_SCORE_DESCRIPTIONS["p_alive"])
     spend_if_active: float = Field(description=_SCORE_DESCRIPTIONS["spend_if_active"])
     expected_spend: float = Field(description=_SCORE_DESCRIPTIONS["expected_spend"])
+    expected_spend_lower: float = Field(description=_SCORE_DESCRIPTIONS["expected_spend_lower"])
+    expected_spend_upper: float = Field(description=_SCORE_DESCRIPTIONS["expected_spend_upper"])
     clv_horizon: float = Field(description=_SCORE_DESCRIPTIONS["clv_horizon"])
     clv: float = Field(description=_SCORE_DESCRIPTIONS["clv"])
+    clv_lower: float = Field(description=_SCORE_DESCRIPTIONS["clv_lower"])
+    clv_upper: float = Field(description=_SCORE_DESCRIPTIONS["clv_upper"])
     expected_lifetime_days: float = Field(description=_SCORE_DESCRIPTIONS["expected_lifetime_days"])
+    expected_spend_curve: list[float] = Field(description=_SCORE_DESCRIPTIONS["expected_spend_curve"])
     segment: Segment
     recency_days: float = Field(description=_SCORE_DESCRIPTIONS["recency_days"])
     frequency: float = Field(description=_SCORE_DESCRIPTIONS["frequency"])
@@ -365,11 +371,14 @@ class CustomerClv(BaseModel):
 
     #: Numeric fields, named as the columns of :data:`serving.scores.SCORE_COLUMNS`.
     FLOAT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "churn_probability", "spend_if_active", "expected_spend", "clv_horizon", "clv",
-        "expected_lifetime_days", "recency_days", "frequency", "monetary_value",
+        "churn_probability", "p_alive", "spend_if_active", "expected_spend", "expected_spend_lower",
+        "expected_spend_upper", "clv_horizon", "clv", "clv_lower", "clv_upper", "expected_lifetime_days",
+        "recency_days", "frequency", "monetary_value",
     )  # fmt: skip
     #: The score columns :meth:`from_score` reads.
-    SCORE_COLUMNS: ClassVar[tuple[str, ...]] = ("customer_id", "clv_tier", "rfm_segment", "drivers", *FLOAT_FIELDS)
+    SCORE_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "customer_id", "clv_tier", "rfm_segment", "drivers", "expected_spend_curve", *FLOAT_FIELDS,
+    )  # fmt: skip
 
     @classmethod
     def from_score(cls, row: dict[str, Any]) -> CustomerClv:
@@ -378,6 +387,7 @@ class CustomerClv(BaseModel):
             customer_id=row["customer_id"],
             segment=Segment(clv_tier=row["clv_tier"], rfm_segment=row["rfm_segment"]),
             drivers=Drivers.model_validate(row["drivers"]),
+            expected_spend_curve=np.asarray(row["expected_spend_curve"], dtype=float).tolist(),
             **{name: float(row[name]) for name in cls.FLOAT_FIELDS},
         )
 
@@ -391,11 +401,13 @@ class CustomerClv(BaseModel):
         ids = list(columns["customer_id"])
         floats = {name: np.asarray(columns[name], dtype=float).tolist() for name in cls.FLOAT_FIELDS}
         tiers, rfm, drivers = list(columns["clv_tier"]), list(columns["rfm_segment"]), columns["drivers"]
+        curves = [np.asarray(c, dtype=float).tolist() for c in columns["expected_spend_curve"]]
         rows = [
             {
                 "customer_id": ids[i],
                 "segment": {"clv_tier": tiers[i], "rfm_segment": rfm[i]},
                 "drivers": drivers[i],
+                "expected_spend_curve": curves[i],
                 **{name: values[i] for name, values in floats.items()},
             }
             for i in range(len(ids))
@@ -416,6 +428,9 @@ class ClvResponse(BaseModel):
 
     as_of: date
     horizon_days: int = Field(description=_SCORE_DESCRIPTIONS["horizon_days"])
+    interval_coverage: float = Field(
+        description="Share of customers the *_lower / *_upper intervals are calibrated to cover (time-held-out window)."
+    )
     segment_basis: SegmentBasis = Field(
         description="Population the CLV tiers and RFM scores are relative to: the batch scores the "
         "service was started with (CLVCAST_SCORES), or else the customers of this request."
@@ -459,7 +474,7 @@ class BudgetRequest(BaseModel):
 
 
 class ChannelBudget(BaseModel):
-    """What a channel may cost, from the CLV of customers recently acquired through it."""
+    """What a channel may cost, from the CLV of a customer just acquired through it."""
 
     channel: str
     cac: float
@@ -467,7 +482,7 @@ class ChannelBudget(BaseModel):
     ltv_cac: float | None = Field(description="new_customer_clv / cac; null when undefined (no CLV, or CAC 0).")
     max_allowable_cac: float | None = Field(description="new_customer_clv / target_ltv_cac, floored at 0.")
     recommendation: str = Field(description="grow, hold, cut, or unknown.")
-    basis: str = Field(description='"channel", or "overall" for a channel without recent customers.')
+    basis: str = Field(description='"channel", or "unknown" for a channel without a new-customer CLV (no recommendation).')
     note: str
 
     @field_validator("new_customer_clv", "ltv_cac", "max_allowable_cac", mode="before")

@@ -384,14 +384,18 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
     """Channels, cohorts, forecast, segments and an HTML report for finance."""
     from serving.finance import compute_budget  # deferred: see the module docstring
     from serving.finance.outputs import REPORT_NAME, format_channels, write_budget, write_report
+    from serving.lifetime import new_customer_curves_of_scores
     from serving.scores import read_scores
+    from training.registry import load_pair
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     scored = read_scores(scores)
     tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
     # Horizon and CLV arithmetic are the scores' own (their scoring run), whatever the config says; the
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
-    result = compute_budget(tables, scored, decisions=config.clv)
+    # New-customer CLV from the pair that scored them: a customer acquired on the scoring date.
+    champion = load_pair(scored.run.churn_model_version, scored.run.spend_model_version)
+    result = compute_budget(tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored))
     written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME)]
     if config.business == "subscription":
         from serving.subscription_mode import saas_tables, write_frames

@@ -6,7 +6,10 @@ Notation (design, "Models and the CLV arithmetic"):
 - ``s``: spend over H days if the customer is active (buys in the window);
 - ``m``: gross margin (share of spend kept), ``c``: cost to serve per active customer per horizon;
 - ``H``: horizon in days, ``d``: annual discount rate, ``K``: number of horizons in a lifetime (cap);
-- ``r = 1 − p``: retention per horizon, ``δ = (1 + d)^(H/365) − 1``: discount rate per horizon.
+- ``δ = (1 + d)^(H/365) − 1``: discount rate per horizon (:func:`training.curve.discount_per_horizon`);
+- the spend curve: expected spend and margin in each horizon k = 1..K, from :mod:`training.curve`
+  (the scores' ``expected_spend_curve`` and ``expected_margin_curve``), of which lifetime CLV is
+  the discounted sum.
 
 Every function takes scalars or array-likes (numpy arrays, pandas Series) and broadcasts; none keeps
 state. The parameters have no defaults here: they are the CLV configuration
@@ -18,30 +21,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from training.curve import discount_per_horizon
+
 #: Days in an average calendar month (365.25 / 12); months in this module are of this length.
 MONTH_DAYS = 365.25 / 12
 def _arr(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
-
-
-def discount_per_horizon(horizon_days: float, annual_discount_rate: float) -> float:
-    """Discount rate per horizon, δ = (1 + d)^(H/365) − 1.
-
-    Parameters
-    ----------
-    horizon_days : float
-        H, in days.
-    annual_discount_rate : float
-        d, per year; must be > −1.
-
-    Returns
-    -------
-    float
-        δ; e.g. d = 0.10, H = 365 gives 0.10, H = 182 gives 0.0487.
-    """
-    if annual_discount_rate <= -1:
-        raise ValueError(f"annual_discount_rate must be > -1, got {annual_discount_rate}")
-    return (1.0 + annual_discount_rate) ** (horizon_days / 365.0) - 1.0
 
 
 def months_per_horizon(horizon_days: float) -> float:
@@ -93,111 +78,66 @@ def horizon_clv(
     return (1.0 - _arr(churn_probability)) * (margin * _arr(spend_if_active) - cost_to_serve)
 
 
-def _geometric_sum(q: np.ndarray, n: int | np.ndarray) -> np.ndarray:
-    """Σ_{k=1..n} q^k = q · (1 − q^n) / (1 − q), stable as q → 1 (the limit is n).
+def lifetime_clv(expected_margin_curve, *, horizon_days: float, annual_discount_rate: float) -> np.ndarray:
+    """Lifetime CLV: the discounted expected margin of the spend curve, Σ_{k=1..K} margin_k / (1 + δ)^k.
 
-    Written as q · expm1(n · log q) / expm1(log q): both expm1 terms keep full relative precision
-    when log q is tiny, where the textbook form loses every digit to cancellation.
-    """
-    q = _arr(q)
-    n = np.asarray(n, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lq = np.log(q)  # -inf for q = 0: expm1(-inf) = -1 gives the right limit below
-        ratio = np.expm1(n * lq) / np.expm1(lq)
-    ratio = np.where(lq == 0.0, n, ratio)  # q == 1 exactly: every term is 1
-    return np.where(q == 0.0, 0.0, q * ratio)
-
-
-def lifetime_clv(
-    churn_probability,
-    spend_if_active,
-    *,
-    horizon_days: float,
-    margin: float,
-    cost_to_serve: float,
-    annual_discount_rate: float,
-    lifetime_horizons: int,
-) -> np.ndarray:
-    """Discounted CLV over a lifetime of K horizons.
-
-    CLV = Σ_{k=1..K} (m · s − c) · r^k / (1 + δ)^k = (m · s − c) · q · (1 − q^K) / (1 − q),
-    with r = 1 − p, δ = (1 + d)^(H/365) − 1 and q = r / (1 + δ). At q = 1 (no churn, no discount) the
-    sum is K · (m · s − c); near it the closed form is evaluated without cancellation.
+    The design's formula, with margin_k = m · E[spend in horizon k] − c · P(a purchase in horizon k)
+    from the spend curve of :mod:`training.curve` (the scores' ``expected_margin_curve``) and
+    δ = (1 + d)^(H/365) − 1. Not r^k with r = 1 − p: P(no purchase in H) is not the probability of
+    having left.
 
     Parameters
     ----------
-    churn_probability : array-like
-        p per horizon, in [0, 1]; retention per horizon is r = 1 − p.
-    spend_if_active : array-like
-        s per horizon, currency units.
+    expected_margin_curve : array-like, shape (..., K)
+        Expected margin in each horizon k = 1..K, undiscounted, currency units.
     horizon_days : float
-        H, in days.
-    margin, cost_to_serve : float
-        m and c, see :func:`horizon_clv`.
+        H, days of each horizon.
     annual_discount_rate : float
         d.
-    lifetime_horizons : int
-        K, the lifetime cap in horizons.
 
     Returns
     -------
-    ndarray
-        CLV, currency units, discounted to the scoring date. Example: p = 0.5, s = 100, m = 0.3,
-        c = 0, d = 0, K = 2 gives 30 · (0.5 + 0.25) = 22.5.
+    ndarray, shape (...)
+        Currency units, discounted to the scoring date. Margins 30 and 20 at d = 0 give 50; at
+        H = 365, d = 0.1: 30 / 1.1 + 20 / 1.21 = 43.80.
     """
-    if lifetime_horizons < 1:
-        raise ValueError(f"lifetime_horizons must be >= 1, got {lifetime_horizons}")
+    return cumulative_margin(expected_margin_curve, horizon_days=horizon_days, annual_discount_rate=annual_discount_rate)[..., -1]
+
+
+def cumulative_margin(expected_margin_curve, *, horizon_days: float, annual_discount_rate: float) -> np.ndarray:
+    """Cumulative discounted expected margin at the end of each horizon: C_k = Σ_{j ≤ k} margin_j / (1 + δ)^j.
+
+    Parameters
+    ----------
+    expected_margin_curve : array-like, shape (..., K)
+        As :func:`lifetime_clv`.
+    horizon_days, annual_discount_rate : float
+        H and d.
+
+    Returns
+    -------
+    ndarray, shape (..., K)
+        C_K is :func:`lifetime_clv`.
+
+    Raises
+    ------
+    ValueError
+        On a curve without horizons.
+    """
+    margins = _arr(expected_margin_curve)
+    if margins.ndim == 0 or margins.shape[-1] < 1:
+        raise ValueError("expected_margin_curve: rule 'one value per horizon, at least one horizon'")
     delta = discount_per_horizon(horizon_days, annual_discount_rate)
-    q = (1.0 - _arr(churn_probability)) / (1.0 + delta)
-    return (margin * _arr(spend_if_active) - cost_to_serve) * _geometric_sum(q, lifetime_horizons)
+    discount = (1.0 + delta) ** -np.arange(1, margins.shape[-1] + 1, dtype=float)
+    return np.cumsum(margins * discount, axis=-1)
 
 
-def cumulative_margin(
-    churn_probability,
-    spend_if_active,
-    *,
-    horizon_days: float,
-    margin: float,
-    cost_to_serve: float,
-    annual_discount_rate: float,
-    lifetime_horizons: int,
-) -> np.ndarray:
-    """Cumulative expected discounted margin at the end of each of the K horizons.
-
-    C_k = Σ_{j=1..k} (m · s − c) · r^j / (1 + δ)^j for k = 1..K, so C_K is :func:`lifetime_clv`.
-
-    Returns
-    -------
-    ndarray
-        Shape ``(..., K)``: the input shape with a trailing horizon axis.
-    """
-    if lifetime_horizons < 1:
-        raise ValueError(f"lifetime_horizons must be >= 1, got {lifetime_horizons}")
-    delta = discount_per_horizon(horizon_days, annual_discount_rate)
-    q = (1.0 - _arr(churn_probability)) / (1.0 + delta)
-    k = np.arange(1, lifetime_horizons + 1, dtype=float)
-    per_horizon = margin * _arr(spend_if_active) - cost_to_serve
-    return per_horizon[..., None] * _geometric_sum(q[..., None], k)
-
-
-def expected_lifetime_days(
-    churn_probability, *, horizon_days: float, lifetime_horizons: int
-) -> np.ndarray:
-    """Expected remaining lifetime, H / p days, capped at the lifetime cap K · H.
-
-    With a constant churn probability p per horizon the number of horizons until churn is geometric
-    with mean 1 / p. The cap keeps p → 0 finite and matches the horizon count that lifetime CLV sums.
-
-    Returns
-    -------
-    ndarray
-        Days; p = 0.25, H = 90 gives 360; p = 0 gives K · H.
-    """
-    p = _arr(churn_probability)
-    cap = lifetime_horizons * horizon_days
-    with np.errstate(divide="ignore"):
-        days = np.where(p > 0, horizon_days / np.where(p > 0, p, 1.0), np.inf)
-    return np.minimum(days, cap)
+def curve_matrix(column) -> np.ndarray:
+    """A curve column of the scores (one array of K values per customer) as an (n, K) matrix."""
+    values = list(column)
+    if not values:
+        return np.zeros((0, 0))
+    return np.vstack([_arr(v) for v in values])
 
 
 def ltv_cac_ratio(mean_clv, mean_cac) -> np.ndarray:

@@ -22,6 +22,7 @@ from features.io import load_tables
 from features.synthetic import generate, write_book
 from serving.finance import compute_budget
 from serving.finance.outputs import REPORT_NAME, format_channels, write_budget, write_report
+from serving.lifetime import new_customer_curves_of_scores
 from serving.scores import write_scores
 from serving.scoring import score_tables
 from serving.service import running_service
@@ -127,7 +128,9 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int) -> None:
     )  # fmt: skip
 
     log.info("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
-    finance = compute_budget(tables, scored, decisions=config.clv)
+    finance = compute_budget(
+        tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored)
+    )
     write_budget(finance, out_dir / "budget")
     report = write_report(finance, out_dir / "budget" / REPORT_NAME)
     click.echo(format_channels(finance))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.btyd import BTYDParams
 from training.config import ClvConfig
 
-__all__ = ["SCORE_COLUMNS", "SCORE_SCHEMA", "ScoreColumn", "Scores", "ScoringRun", "read_scores", "write_scores"]
+__all__ = ["CURVE_COLUMNS", "SCORE_COLUMNS", "SCORE_SCHEMA", "ScoreColumn", "Scores", "ScoringRun", "read_scores", "write_scores"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,18 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
     ScoreColumn("as_of", "object", "scoring date (datetime.date): history is everything before the end of this day"),
     ScoreColumn("horizon_days", "int64", "H of churn_probability and expected_spend, days"),
     ScoreColumn("churn_probability", "float64", "P(no purchase in the next horizon_days), 0..1"),
-    ScoreColumn("spend_if_active", "float64", "expected spend over the horizon if the customer buys, currency units"),
+    ScoreColumn("p_alive", "float64", "probability that the customer is still a customer (has not dropped out), as the lifetime CLV uses it, 0..1"),
+    ScoreColumn("spend_if_active", "float64", "expected spend over the horizon if the customer buys, at least one order, currency units"),
     ScoreColumn("expected_spend", "float64", "(1 - churn_probability) * spend_if_active over the horizon, currency units"),
+    ScoreColumn("expected_spend_lower", "float64", "lower bound of the interval of the spend over the horizon (run.interval_coverage of customers), currency units"),
+    ScoreColumn("expected_spend_upper", "float64", "upper bound of the interval of the spend over the horizon, currency units"),
     ScoreColumn("clv_horizon", "float64", "margin over the next horizon after cost to serve, (1 - p)(m s - c), currency units"),
-    ScoreColumn("clv", "float64", "lifetime CLV: discounted margin over the lifetime cap of K horizons, currency units"),
-    ScoreColumn("expected_lifetime_days", "float64", "expected remaining lifetime, days (H / churn_probability, capped at K H)"),
+    ScoreColumn("clv", "float64", "lifetime CLV: discounted expected margin of the spend curve over the lifetime cap of K horizons, currency units"),
+    ScoreColumn("clv_lower", "float64", "lower bound of the interval of the lifetime CLV, currency units"),
+    ScoreColumn("clv_upper", "float64", "upper bound of the interval of the lifetime CLV, currency units"),
+    ScoreColumn("expected_lifetime_days", "float64", "expected remaining lifetime up to the cap of K horizons, days (dropout process)"),
+    ScoreColumn("expected_spend_curve", "object", "expected spend in each horizon k = 1..K (days (k-1)H+1 .. kH after as_of), list of K floats, currency units"),
+    ScoreColumn("expected_margin_curve", "object", "m * expected spend - c * P(a purchase) in each horizon k = 1..K, undiscounted, list of K floats, currency units"),
     ScoreColumn("clv_tier", "object", "CLV tier, e.g. 'top 10%'"),
     ScoreColumn("rfm_segment", "object", "RFM segment, e.g. 'champions'"),
     ScoreColumn("recency_days", "float64", "days from the last purchase to as_of"),
@@ -60,6 +67,9 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
 )  # fmt: skip
 #: Column names of a scores table, in order.
 SCORE_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCORE_SCHEMA)
+#: Columns holding one value per horizon k = 1..K (K = run.clv.lifetime_horizons): float arrays in a
+#: frame, lists in Parquet, JSON text in CSV.
+CURVE_COLUMNS: tuple[str, ...] = ("expected_spend_curve", "expected_margin_curve")
 
 _METADATA_KEY = b"clvcast.scoring_run"
 
@@ -79,6 +89,8 @@ class ScoringRun(BaseModel):
         Margin, cost to serve, discount rate and lifetime cap the ``clv`` column was computed with.
     btyd : BTYDParams
         The champion's BTYD parameters (and their time unit).
+    interval_coverage : float
+        Share of customers the ``*_lower`` / ``*_upper`` intervals are calibrated to cover.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -91,6 +103,7 @@ class ScoringRun(BaseModel):
     feature_set_id: str
     clv: ClvConfig
     btyd: BTYDParams
+    interval_coverage: float = Field(0.8, gt=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,8 @@ def write_scores(scores: Scores, out: str | Path) -> Path:
         raise ValueError(f"scores: missing column(s) {missing}")
     frame = scores.frame[list(SCORE_COLUMNS)].copy()
     frame["drivers"] = [json.dumps(d, separators=(",", ":")) for d in frame["drivers"]]
+    for name in CURVE_COLUMNS:
+        frame[name] = [np.asarray(v, dtype=float).tolist() for v in frame[name]]
     path.parent.mkdir(parents=True, exist_ok=True)
     run_json = scores.run.model_dump_json().encode()
     if path.suffix == ".parquet":
@@ -124,6 +139,8 @@ def write_scores(scores: Scores, out: str | Path) -> Path:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _METADATA_KEY: run_json})
         pq.write_table(table, path)
     else:
+        for name in CURVE_COLUMNS:
+            frame[name] = [json.dumps(v) for v in frame[name]]
         frame.to_csv(path, index=False)
         _run_sidecar(path).write_bytes(run_json)
     return path
@@ -172,6 +189,8 @@ def read_scores(path: str | Path) -> Scores:
     if len(frame) and not (frame["horizon_days"].to_numpy() == run.horizon_days).all():
         raise ValueError(f"{path}: column 'horizon_days' must be {run.horizon_days} on every row, as its scoring run says")
     frame["drivers"] = [json.loads(d) for d in frame["drivers"]]
+    for name in CURVE_COLUMNS:
+        frame[name] = [np.asarray(json.loads(v) if isinstance(v, str) else v, dtype=float) for v in frame[name]]
     frame["horizon_days"] = frame["horizon_days"].astype(np.int64)
     return Scores(frame=frame, run=run)
 

@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import build_features
+from features.build import build_features, feature_columns
 from features.contract import Tables
 from features.dates import parse_cutoff
+from features.history import History, prepare_history
 from features.io import load_tables
-from serving import clv as C
-from serving.scores import SCORE_COLUMNS, Scores, ScoringRun, write_scores
+from features.schema import feature_schema
+from features.spec import assemble
+from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, Scores, ScoringRun, write_scores
 from serving.segments import SegmentReference
 from training.config import ClvConfig
 from training.registry import Champion
@@ -45,6 +47,13 @@ def build_champion_features(tables: Tables, *, as_of: date | str | pd.Timestamp,
     ones stored at training time.
     """
     return build_features(tables, cutoff=as_of, config=champion.feature_config, btyd=champion.btyd_params)
+
+
+def _history_and_features(tables: Tables, cutoff: pd.Timestamp, champion: Champion) -> tuple[History, pd.DataFrame]:
+    """The history as of ``cutoff`` and its feature rows (:func:`build_champion_features`, prepared once)."""
+    h = prepare_history(tables, cutoff)
+    columns, _ = feature_columns(h, champion.feature_config, champion.btyd_params)
+    return h, assemble(h.ids, feature_schema(champion.feature_config), columns)
 
 
 def score_tables(
@@ -80,7 +89,8 @@ def score_tables(
     Scores
         ``frame``: one row per customer (order of the feature rows) with the columns of
         :data:`serving.scores.SCORE_COLUMNS`: money in currency units, ``expected_lifetime_days``
-        and ``recency_days`` in days, ``drivers`` a dict ``{"churn": [...], "spend": [...]}`` of
+        and ``recency_days`` in days, ``expected_spend_curve`` and ``expected_margin_curve`` arrays
+        of K values (one per lifetime horizon), ``drivers`` a dict ``{"churn": [...], "spend": [...]}`` of
         ``{"feature", "value", "contribution"}`` (SHAP values in the model's raw score);
         ``run``: the :class:`~serving.scores.ScoringRun` (as_of, horizon, versions, CLV settings).
     """
@@ -88,6 +98,10 @@ def score_tables(
         tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers
     )
     out["drivers"] = np.array(out["drivers"], dtype=object)
+    for name in CURVE_COLUMNS:
+        column = np.empty(len(out[name]), dtype=object)
+        column[:] = out[name]
+        out[name] = column
     n = len(out["customer_id"])
     for name in ("churn_model_version", "spend_model_version", "feature_set_id"):
         out[name] = np.full(n, out[name], dtype=object)
@@ -100,6 +114,7 @@ def score_tables(
         feature_set_id=champion.feature_set_id,
         clv=clv or champion_clv_config(champion),
         btyd=champion.btyd_params,
+        interval_coverage=champion.lifetime.interval_coverage,
     )
     return Scores(frame=pd.DataFrame({name: out[name] for name in SCORE_COLUMNS}), run=run)
 
@@ -117,44 +132,52 @@ def score_columns(
     """The columns of :func:`score_tables` before they become a frame (the service's fast path).
 
     Same arguments and numbers as :func:`score_tables`; per-customer columns are arrays in the
-    order of ``customer_id``, except ``drivers`` (a list of dicts) and the three version columns,
-    which are single strings shared by every customer. ``attributes=False`` leaves out
+    order of ``customer_id``, except ``drivers`` (a list of dicts), the curve columns (lists of
+    arrays of K values) and the three version columns, which are single strings shared by every
+    customer. ``attributes=False`` leaves out
     ``channel``, ``acquired_at`` and ``acquisition_cost``, which ``POST /clv`` does not return.
     """
     clv = clv or champion_clv_config(champion)
     cutoff = pd.Timestamp(parse_cutoff(as_of))
-    features = build_champion_features(tables, as_of=cutoff, champion=champion)
+    h, features = _history_and_features(tables, cutoff, champion)
     if top_drivers > 0 and len(features):
         predictions, drivers = champion.models.predict_and_explain(features, top_k=top_drivers)
     else:
         predictions = champion.models.predict(features)
         drivers = [{"churn": [], "spend": []} for _ in range(len(features))]
-    p = predictions["churn_probability"].to_numpy(dtype=float)
-    s = predictions["spend_if_active"].to_numpy(dtype=float)
     horizon = champion.horizon_days
     n = len(features)
+    # The boosters forecast their label horizon; the spend curve (training.curve) gives the scores'
+    # horizon, each of the K lifetime horizons, lifetime CLV, P(alive) and the intervals.
+    lifetime = champion.lifetime
+    curve = lifetime.curve(
+        h,
+        churn_probability=predictions["churn_probability"].to_numpy(dtype=float),
+        spend_if_active=predictions["spend_if_active"].to_numpy(dtype=float),
+        horizon_days=horizon,
+        clv=clv,
+    )
+    spend_lower, spend_upper = curve.spend_interval(lifetime.interval_level)
+    clv_lower, clv_upper = curve.clv_interval(lifetime.interval_level)
 
     # Columns as arrays, the frame built once: a per-request cost that shows at one customer.
     out: dict[str, Any] = {
         "customer_id": features.index.array,
         "as_of": np.full(n, cutoff.date(), dtype=object),
         "horizon_days": np.full(n, horizon, dtype=np.int64),
-        "churn_probability": p,
-        "spend_if_active": s,
-        "expected_spend": C.expected_spend(p, s),
-        "clv_horizon": C.horizon_clv(p, s, margin=clv.gross_margin, cost_to_serve=clv.cost_to_serve),
-        "clv": C.lifetime_clv(
-            p,
-            s,
-            horizon_days=horizon,
-            margin=clv.gross_margin,
-            cost_to_serve=clv.cost_to_serve,
-            annual_discount_rate=clv.annual_discount_rate,
-            lifetime_horizons=clv.lifetime_horizons,
-        ),
-        "expected_lifetime_days": C.expected_lifetime_days(
-            p, horizon_days=horizon, lifetime_horizons=clv.lifetime_horizons
-        ),
+        "churn_probability": curve.churn_probability,
+        "p_alive": curve.p_alive,
+        "spend_if_active": curve.spend_if_active,
+        "expected_spend": curve.expected_spend[:, 0],
+        "expected_spend_lower": spend_lower,
+        "expected_spend_upper": spend_upper,
+        "clv_horizon": curve.expected_margin[:, 0],
+        "clv": curve.clv,
+        "clv_lower": clv_lower,
+        "clv_upper": clv_upper,
+        "expected_lifetime_days": curve.expected_lifetime_days,
+        "expected_spend_curve": list(curve.expected_spend),
+        "expected_margin_curve": list(curve.expected_margin),
     }
     for column in ("recency_days", "frequency", "monetary_value"):
         out[column] = features[column].to_numpy(dtype=float)

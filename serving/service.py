@@ -2,8 +2,9 @@
 
 Endpoints
 ---------
-- ``POST /clv``: customers' raw history and ``as_of`` → churn probability, expected spend, CLV,
-  expected lifetime, segment, top drivers and model versions (:mod:`serving.api_models`).
+- ``POST /clv``: customers' raw history and ``as_of`` → churn probability, P(alive), expected
+  spend and lifetime CLV with their intervals, the spend curve, expected lifetime, segment, top
+  drivers and model versions (:mod:`serving.api_models`).
 - ``POST /acquisition_budget``: channels with their CAC → new-customer CLV, LTV:CAC, maximum
   allowable CAC and a recommendation, from the new-customer CLV table of ``clvcast budget``.
 - ``GET /model``: versions, training date, holdout metrics, feature-set version.
@@ -354,6 +355,7 @@ class ClvService:
         return ClvResponse(
             as_of=request.as_of,
             horizon_days=loaded.champion.horizon_days,
+            interval_coverage=loaded.champion.lifetime.interval_coverage,
             segment_basis=self.segment_basis,
             model_versions=loaded.versions,
             customers=customers,

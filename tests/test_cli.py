@@ -141,7 +141,7 @@ def test_train_prints_the_comparison_and_registers_a_champion(trained):
     out = trained.out
     assert out.startswith("holdout: ") and "horizon 182 days" in out
     header = out.splitlines()[1].split()
-    assert header == ["metric", "clvcast", "btyd", "naive"]
+    assert header == ["metric", "clvcast", "btyd", "pareto", "naive"]
     for label in ("MAE", "RMSE", "Gini", "churn AUC", "total predicted", "total actual"):
         assert f"\n{label} " in out, label
     assert "registered clvcast-churn v1, clvcast-spend v1 (champion" in out
@@ -187,7 +187,7 @@ def test_backtest_writes_the_json_contract_and_logs_its_steps(capsys, work, data
     result = json.loads(out.read_text())
     assert result["customers"] == len(_customers_with_purchase_by(data, BACKTEST_CUTOFF))
     assert result["total_actual"] > 0
-    assert set(result["models"]) == {"clvcast", "btyd", "naive"}
+    assert set(result["models"]) == {"clvcast", "btyd", "pareto", "naive"}
     metrics = {"mae", "rmse", "gini", "spearman", "decile_mape", "churn_auc", "total_predicted"}
     for name, values in result["models"].items():
         assert metrics <= set(values), name

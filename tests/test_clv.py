@@ -23,9 +23,6 @@ def _with_defaults(function, *names):
 
 
 horizon_clv = _with_defaults(C.horizon_clv, "margin", "cost_to_serve")
-lifetime_clv = _with_defaults(C.lifetime_clv, "margin", "cost_to_serve", "annual_discount_rate", "lifetime_horizons")
-cumulative_margin = _with_defaults(C.cumulative_margin, "margin", "cost_to_serve", "annual_discount_rate", "lifetime_horizons")
-expected_lifetime_days = _with_defaults(C.expected_lifetime_days, "lifetime_horizons")
 from serving import segments as SG
 
 THREE_MONTHS = 3 * C.MONTH_DAYS  # a horizon of exactly 3 months of 30.4375 days
@@ -46,60 +43,31 @@ def test_expected_spend_and_horizon_clv():
     np.testing.assert_allclose(horizon_clv([0.0, 1.0], [10, 10], margin=0.5), [5.0, 0.0])
 
 
-def test_lifetime_clv_known_values():
-    # 30 * (0.5 + 0.25)
-    no_discount = dict(horizon_days=365, annual_discount_rate=0)
-    assert lifetime_clv(0.5, 100, lifetime_horizons=2, **no_discount) == pytest.approx(22.5)
-    # no churn, 25 % a year: 100 / 1.25 + 100 / 1.25^2 = 80 + 64
-    got = lifetime_clv(0.0, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=2)
-    assert got == pytest.approx(144.0)
-    # q = 0.8 / 1.25 = 0.64: 100 * (0.64 + 0.4096 + 0.262144)
-    got = lifetime_clv(0.2, 100, horizon_days=365, margin=1.0, annual_discount_rate=0.25, lifetime_horizons=3)
-    assert got == pytest.approx(131.1744)
-    # cost to serve is paid in every horizon the customer is active: (0.3 * 100 - 10) * (0.5 + 0.25)
-    got = lifetime_clv(0.5, 100, horizon_days=365, cost_to_serve=10, annual_discount_rate=0, lifetime_horizons=2)
-    assert got == pytest.approx(15.0)
-    assert lifetime_clv(1.0, 100, horizon_days=90) == 0.0
-
-
-def test_lifetime_clv_is_stable_where_retention_meets_discount():
-    # q = r / (1 + δ) at and around 1: the closed form must match the plain sum to full precision.
-    k = np.arange(1, 11)
-    got = lifetime_clv(0.0, 100, horizon_days=90, annual_discount_rate=0.0, lifetime_horizons=10)
-    assert got == pytest.approx(300.0)
-    for p in (1e-15, 1e-12, 1e-9, 1e-6, 1e-3):
-        for d in (0.0, 1e-12, 1e-6):
-            q = (1 - p) / (1 + C.discount_per_horizon(90, d))
-            expected = 30.0 * np.sum(q**k)
-            got = lifetime_clv(p, 100, horizon_days=90, annual_discount_rate=d, lifetime_horizons=10)
-            assert got == pytest.approx(expected, rel=1e-12), (p, d)
-    # A negative discount rate (q > 1) still sums the series.
-    q = 1.0 / (1 + C.discount_per_horizon(365, -0.5))
-    got = lifetime_clv(0.0, 1.0, horizon_days=365, margin=1.0, annual_discount_rate=-0.5, lifetime_horizons=3)
-    assert got == pytest.approx(q + q**2 + q**3)
-
-
-def test_lifetime_clv_vectorised_over_series():
-    p = pd.Series([0.5, 0.0, 1.0])
-    s = pd.Series([100.0, 100.0, 100.0])
-    got = lifetime_clv(p, s, horizon_days=365, annual_discount_rate=0, lifetime_horizons=2)
-    np.testing.assert_allclose(got, [22.5, 60.0, 0.0])
+def test_lifetime_clv_is_the_discounted_margin_curve():
+    # Margins 30 and 20, no discount: 50; a year per horizon at 25 %: 30 / 1.25 + 20 / 1.25^2 = 24 + 12.8.
+    assert C.lifetime_clv([30.0, 20.0], horizon_days=365, annual_discount_rate=0.0) == pytest.approx(50.0)
+    assert C.lifetime_clv([30.0, 20.0], horizon_days=365, annual_discount_rate=0.25) == pytest.approx(36.8)
+    # Half-year horizons at 21 % a year: δ = 0.1 per horizon.
+    got = C.lifetime_clv([[11.0, 12.1, 0.0], [0.0, 0.0, 0.0]], horizon_days=182.5, annual_discount_rate=0.21)
+    np.testing.assert_allclose(got, [20.0, 0.0])
+    # A negative margin (cost to serve above the margin) counts.
+    assert C.lifetime_clv([-5.0], horizon_days=90, annual_discount_rate=0.0) == -5.0
+    with pytest.raises(ValueError, match="at least one horizon"):
+        C.lifetime_clv(np.zeros((2, 0)), horizon_days=90, annual_discount_rate=0.0)
 
 
 def test_cumulative_margin_ends_at_lifetime_clv():
-    got = cumulative_margin(
-        np.array([0.5]), np.array([100.0]), horizon_days=365, annual_discount_rate=0, lifetime_horizons=3
-    )
-    np.testing.assert_allclose(got, [[15.0, 22.5, 26.25]])
-    p, s = np.array([0.1, 0.3, 0.7]), np.array([50.0, 80.0, 20.0])
-    cum = cumulative_margin(p, s, horizon_days=182, lifetime_horizons=7)
-    np.testing.assert_allclose(cum[:, -1], lifetime_clv(p, s, horizon_days=182, lifetime_horizons=7))
+    curve = np.array([[15.0, 7.5, 3.75], [1.0, 2.0, 3.0]])
+    got = C.cumulative_margin(curve, horizon_days=365, annual_discount_rate=0.0)
+    np.testing.assert_allclose(got, [[15.0, 22.5, 26.25], [1.0, 3.0, 6.0]])
+    got = C.cumulative_margin(curve, horizon_days=182, annual_discount_rate=0.1)
+    np.testing.assert_allclose(got[:, -1], C.lifetime_clv(curve, horizon_days=182, annual_discount_rate=0.1))
 
 
-def test_expected_lifetime_days():
-    got = expected_lifetime_days([0.25, 1.0, 0.01, 0.0], horizon_days=90, lifetime_horizons=10)
-    # 90 / 0.25; 90 / 1; 9000 capped at 10 * 90; p = 0 capped
-    np.testing.assert_allclose(got, [360.0, 90.0, 900.0, 900.0])
+def test_curve_matrix_stacks_the_scores_column():
+    column = pd.Series([np.array([1.0, 2.0]), [3.0, 4.0]])
+    np.testing.assert_array_equal(C.curve_matrix(column), [[1.0, 2.0], [3.0, 4.0]])
+    assert C.curve_matrix([]).shape == (0, 0)
 
 
 def test_clv_tiers():
@@ -177,10 +145,9 @@ def test_payback_months_known_values():
 
 
 def test_payback_from_the_per_horizon_margin_stream():
-    # Horizons of 3 months, p = 0.5, s = 100, m = 0.3, d = 0: 15 in horizon 1, 7.5 in horizon 2,
-    # 3.75 in horizon 3, each spread evenly over its 3 months. A CAC of 20 is reached 5/7.5 into
-    # horizon 2: 3 * (1 + 2/3) = 5 months.
-    cum = cumulative_margin(0.5, 100.0, horizon_days=THREE_MONTHS, annual_discount_rate=0, lifetime_horizons=3)
+    # Horizons of 3 months with margins 15, 7.5 and 3.75, d = 0, each spread evenly over its 3
+    # months. A CAC of 20 is reached 5/7.5 into horizon 2: 3 * (1 + 2/3) = 5 months.
+    cum = C.cumulative_margin([15.0, 7.5, 3.75], horizon_days=THREE_MONTHS, annual_discount_rate=0)
     step = C.months_per_horizon(THREE_MONTHS)
     assert step == 3.0
     assert C.payback_months(cum, 20.0, step_months=step) == pytest.approx(5.0)

@@ -226,9 +226,12 @@ def test_btyd_features_match_the_btyd_module(tiny):
             "btyd_p_no_purchase": bt.bgnbd_probability_no_purchase(PARAMS.bgnbd, 182 / 7, x, tx, T),
             "btyd_expected_order_value": value,
             "btyd_expected_spend": purchases * value,
+            # Away from P(alive) ~ 0, spend given a purchase is E[spend] / P(a purchase).
+            "btyd_spend_if_active": purchases * value
+            / (1 - bt.bgnbd_probability_no_purchase(PARAMS.bgnbd, 182 / 7, x, tx, T)),
         },
     )
-    assert_frame_equal(got, want)
+    assert_frame_equal(got, want, rtol=1e-9)
 
 
 def test_build_features_joins_the_families_in_schema_order(tiny):
@@ -455,3 +458,27 @@ def test_build_features_names_the_column_and_customers_of_a_non_finite_btyd_valu
     monkeypatch.setattr(btyd_family, "columns", with_a_nan)
     with pytest.raises(ValueError, match=r"btyd column 'btyd_p_alive': rule 'finite' .*: 1 of 3 customer\(s\) break it, first: B \(nan\)"):
         build_features(tiny, cutoff=CUTOFF, config=CONFIG, btyd=PARAMS)
+
+
+def test_spend_if_active_of_a_lapsed_frequent_buyer_is_at_least_one_order():
+    """Weekly orders of 40 for 30 weeks, then six months of silence: P(alive) ~ 1e-8, but a window
+    with a purchase still holds about the spend of an active weekly buyer (it was 0.13 when spend
+    given a purchase was E[spend] / max(1 - P(no purchase), 1e-3))."""
+    cutoff = pd.Timestamp(CUTOFF)
+    start = cutoff - pd.Timedelta(weeks=30 + 26)
+    tx = pd.DataFrame(
+        {
+            "customer_id": pd.array(["W"] * 30, dtype="str"),
+            "timestamp": [start + pd.Timedelta(weeks=w) for w in range(30)],
+            "amount": 40.0,
+        }
+    )
+    got = family_features("btyd", Tables(tx), cutoff=CUTOFF, config=CONFIG, btyd=PARAMS).iloc[0]
+    assert got["btyd_p_alive"] < 1e-3
+    assert got["btyd_expected_spend"] < 1.0
+    assert got["btyd_spend_if_active"] >= 40.0
+    # Given alive, the posterior purchase rate is Gamma(r + x, alpha + T): (r + 29) / (alpha + T) per
+    # week over 26 weeks, at ~40 an order; spend given a purchase is at least that much.
+    weeks = got["btyd_spend_if_active"] / got["btyd_expected_order_value"]
+    x, T = 29.0, (cutoff - start).days / 7
+    assert weeks >= (PARAMS.bgnbd.r + x) / (PARAMS.bgnbd.alpha + T) * 26 * 0.5

@@ -81,7 +81,16 @@ def _frame() -> pd.DataFrame:
             "expected_spend": (1 - p) * s,
             "clv_horizon": C.horizon_clv(p, s, margin=0.5, cost_to_serve=0.0),
             "clv": [15.0, 15.0, 20.0],
-            "expected_lifetime_days": C.expected_lifetime_days(p, horizon_days=H, lifetime_horizons=2),
+            "p_alive": [0.5, 0.5, 1.0],
+            "expected_spend_lower": [0.0, 0.0, 10.0],
+            "expected_spend_upper": [45.0, 45.0, 30.0],
+            "clv_lower": [0.0, 0.0, 12.0],
+            "clv_upper": [30.0, 30.0, 28.0],
+            "expected_lifetime_days": [H * 0.75, H * 0.75, 2 * H],
+            # m = 0.5, d = 0 and K = 2 (CLV): the margin curves whose sums are the clv column, as a
+            # customer active with probability 1/2 per horizon and then 1/4 would have.
+            "expected_spend_curve": [np.array([20.0, 10.0]), np.array([20.0, 10.0]), np.array([20.0, 20.0])],
+            "expected_margin_curve": [np.array([10.0, 5.0]), np.array([10.0, 5.0]), np.array([10.0, 10.0])],
             "clv_tier": ["bottom 50%", "bottom 50%", "top 10%"],
             "rfm_segment": ["at_risk", "new", "champions"],
             "recency_days": [76, 0, 50],
@@ -411,14 +420,54 @@ def test_new_customer_clv_and_acquisition_budget(result):
         new,
         target_ratio=3.0,
     )
-    assert [g["ltv_cac"] for g in got] == pytest.approx([4.0, 2.0, 3.0])
-    assert [g["max_allowable_cac"] for g in got] == pytest.approx([20 / 3, 40 / 3, 10.0])
-    assert [g["recommendation"] for g in got] == ["grow", "hold", "grow"]
-    assert [g["basis"] for g in got] == ["channel", "channel", "overall"]
-    assert "radio" in got[2]["note"] and got[0]["note"] == ""
-    # A plain mapping works too; a zero CAC is an infinite ratio.
-    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}], {"x": 30.0}, target_ratio=3.0)
-    assert got[0]["ltv_cac"] == math.inf and got[0]["recommendation"] == "grow"
+    assert [g["ltv_cac"] for g in got[:2]] == pytest.approx([4.0, 2.0])
+    assert [g["max_allowable_cac"] for g in got[:2]] == pytest.approx([20 / 3, 40 / 3])
+    assert [g["recommendation"] for g in got] == ["grow", "hold", "unknown"]
+    assert [g["basis"] for g in got] == ["channel", "channel", "unknown"]
+    # An unknown channel borrows nothing: no value, ratio, allowance or decision.
+    assert (got[2]["new_customer_clv"], got[2]["ltv_cac"], got[2]["max_allowable_cac"]) == (None, None, None)
+    assert "radio" in got[2]["note"] and "ads, mail" in got[2]["note"] and got[0]["note"] == ""
+    # A plain mapping works too; a zero CAC has no ratio, and grows only a channel worth something.
+    got = F.acquisition_budget([{"channel": "x", "cac": 0.0}, {"channel": "y", "cac": 0.0}], {"x": 30.0, "y": -1.0},
+                               target_ratio=3.0)
+    assert [g["ltv_cac"] for g in got] == [None, None]
+    assert [g["recommendation"] for g in got] == ["grow", "cut"]
+    assert got[0]["max_allowable_cac"] == pytest.approx(10.0) and got[1]["max_allowable_cac"] == 0.0
+    assert "CAC 0" in got[0]["note"]
+    with pytest.raises(ValueError, match="rule 'cac is a finite number >= 0'"):
+        F.acquisition_budget([{"channel": "x", "cac": -1.0}], {"x": 30.0}, target_ratio=3.0)
+
+
+def test_new_customer_clv_from_the_champions_curves_and_channels_agree_with_the_endpoint(paths, result):
+    """With the champion's new-customer curves, new_customer_clv.csv is their value from acquisition, and
+    channels.csv's acquisition decision is the endpoint's answer at the channel's mean CAC."""
+    curves = pd.DataFrame(
+        {"clv_from_acquisition": [20.0, 90.0], "first_order_margin": [3.0, 6.0], "clv_lower": [1.0, 10.0],
+         "clv_upper": [40.0, 200.0]},
+        index=pd.Index(["mail", "ads"], name="channel"),
+    )  # fmt: skip
+    scores = pd.DataFrame({"customer_id": ["a", "b"], "as_of": ["2024-03-31"] * 2, "acquired_at": ["2024-03-01", "2023-01-01"],
+                           "channel": ["ads", "ads"], "clv": [1.0, 2.0]})  # fmt: skip
+    table = F.new_customer_clv(scores, max_age_days=60, curves=curves)
+    assert table.index.tolist() == ["ads", "mail"] and table["customers"].tolist() == [1, 0]
+    assert table["new_customer_clv"].tolist() == [90.0, 20.0]
+    assert table["new_customer_clv_lower"].tolist() == [16.0, 4.0]
+    assert table["new_customer_clv_upper"].tolist() == [206.0, 43.0]
+    assert set(table["basis"]) == {"champion"}
+
+    channels = result.channels
+    for row in channels.itertuples():
+        if not np.isfinite(row.mean_cac):
+            assert row.acquisition_recommendation == "unknown"
+            continue
+        (answer,) = F.acquisition_budget([{"channel": row.channel, "cac": row.mean_cac}], result.new_customer_clv,
+                                         target_ratio=result.summary["settings"]["target_ratio"])
+        assert row.acquisition_recommendation == answer["recommendation"]
+        for got, expected in ((row.new_customer_ltv_cac, answer["ltv_cac"]),
+                              (row.new_customer_max_allowable_cac, answer["max_allowable_cac"])):
+            assert (np.nan if expected is None else expected) == pytest.approx(got, nan_ok=True)
+    written = pd.read_csv(paths["channels"])
+    assert {"new_customer_clv", "new_customer_ltv_cac", "acquisition_recommendation"} <= set(written.columns)
 
 
 class _Tables(HTMLParser):
@@ -539,11 +588,10 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
         horizon_days=182, clv=clv_config, forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0,
         seed=3, shape=shape,
     )  # fmt: skip
-    sims = F.simulate(p, s, [(codes, 3)], chunk_size=1000, **kw)
-    clv = C.lifetime_clv(
-        df["churn_probability"], df["spend_if_active"],
-        horizon_days=182, margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10,
-    )  # fmt: skip
+    # The scores' CLV (from their spend curve): any value per customer; the draws' mean is it.
+    clv = rng.gamma(2.0, 40.0, n)
+    clv[:3] = 0.0
+    sims = F.simulate(p, s, [(codes, 3)], chunk_size=1000, clv_mean=clv, **kw)
     expected = np.bincount(codes, weights=clv)
     np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
     revenue, margin, _ = F.expected_forecast(
@@ -551,8 +599,8 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
     )
     np.testing.assert_allclose(sims["revenue"].mean(axis=1), revenue, rtol=0.02)
     np.testing.assert_allclose(sims["margin"].mean(axis=1), margin, rtol=0.02)
-    again = F.simulate(p, s, [(codes, 3)], chunk_size=7, **{**kw, "n_simulations": 50})
-    once = F.simulate(p, s, [(codes, 3)], chunk_size=1000, **{**kw, "n_simulations": 50})
+    again = F.simulate(p, s, [(codes, 3)], chunk_size=7, clv_mean=clv, **{**kw, "n_simulations": 50})
+    once = F.simulate(p, s, [(codes, 3)], chunk_size=1000, clv_mean=clv, **{**kw, "n_simulations": 50})
     np.testing.assert_allclose(again["revenue"], once["revenue"], rtol=1e-12)
     np.testing.assert_allclose(again["clv_sums"][0], once["clv_sums"][0], rtol=1e-12)
 

@@ -18,6 +18,7 @@ from features.synthetic import generate, write_book
 from serving.cli import main
 from serving.finance import expected_forecast
 from serving.finance.forecast import fit_forecast_shape
+from serving.finance.acquisition import acquisition_budget
 from serving.scores import read_scores
 from serving.scoring import score
 from test_registry import SMALL
@@ -47,8 +48,10 @@ def work(tmp_path_factory) -> Path:
 
 def _budget(capsys, work: Path, out: Path, *flags):
     capsys.readouterr()
-    code = main(["--quiet", "budget", "--data", str(work / "book"), "--scores", str(work / "scores.parquet"),
-                 "--out", str(out), *map(str, flags)])  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:  # the scores' pair gives the new-customer CLV
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+        code = main(["--quiet", "budget", "--data", str(work / "book"), "--scores", str(work / "scores.parquet"),
+                     "--out", str(out), *map(str, flags)])  # fmt: skip
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -81,6 +84,21 @@ def test_budget_uses_the_horizon_of_the_scores(capsys, work):
 
     np.testing.assert_allclose(forecast["expected_revenue"], revenue(HORIZON_DAYS), rtol=0, atol=0.005)  # cents
     assert not np.allclose(forecast["expected_revenue"], revenue(182), rtol=0.01)
+
+    # New-customer CLV: the scores' champion's value from acquisition for every channel of the scores,
+    # and channels.csv's acquisition decision is what POST /acquisition_budget answers at its mean CAC.
+    new = pd.read_csv(out / "new_customer_clv.csv", index_col="channel")
+    channels = pd.read_csv(out / "channels.csv")
+    assert set(new["basis"]) == {"champion"} and sorted(new.index) == sorted(frame["channel"].dropna().unique())
+    # An 80 % interval of a skewed value: its upper end may lie below the mean.
+    assert (new["new_customer_clv_lower"] <= new["new_customer_clv_upper"]).all()
+    assert (new["new_customer_clv_lower"] <= new["new_customer_clv"]).all()
+    answers = acquisition_budget(
+        [{"channel": c, "cac": cac} for c, cac in zip(channels["channel"], channels["mean_cac"])], new,
+        target_ratio=load_config().clv.target_ltv_cac,
+    )
+    assert channels["acquisition_recommendation"].tolist() == [a["recommendation"] for a in answers]
+    np.testing.assert_allclose(channels["new_customer_clv"], [a["new_customer_clv"] for a in answers])
 
 
 def test_budget_refuses_a_config_whose_clv_arithmetic_differs_from_the_scores(capsys, work):

@@ -155,8 +155,16 @@ def test_plan_keeps_the_origins_after_the_first_purchase_and_refuses_too_few(boo
     # Candidates 2021-12-15, 2022-01-14, 2022-02-13: the first precedes the book's first purchase.
     assert plan.first_day <= pd.Timestamp("2022-01-14")
     assert [o.date() for o in plan.origins] == [dt.date(2022, 1, 14), dt.date(2022, 2, 13)]
-    with pytest.raises(TrainingInputError, match="leaves 0 training origin"):
+    fixed = training.model_copy(update={"label_horizon_days": 91})
+    with pytest.raises(TrainingInputError, match="label windows of 91 days leave 0 training origin"):
+        plan_origins(book.tables, cutoff="2022-02-01", training=fixed)
+    with pytest.raises(TrainingInputError, match="leave [01] training origin"):  # no shorter window fits either
         plan_origins(book.tables, cutoff="2022-02-01", training=training)
+    # Without a fixed label window, the boosters learn H / j days for the longest j that fits.
+    short = plan_origins(book.tables, cutoff="2022-04-01", training=training)
+    assert short.horizon_days == 91 and short.model_horizon_days in {round(91 / j) for j in range(2, 5)}
+    assert len(short.origins) >= 2
+    assert all(o + pd.Timedelta(days=short.model_horizon_days) <= short.cutoff for o in short.origins)
 
 
 def test_cdnow_labels_match_the_reference_protocol(cdnow_dir):

@@ -232,7 +232,10 @@ def _with_btyd(features: pd.DataFrame, churned: np.ndarray, seed: int = 5) -> pd
     """The toy rows plus noisy BTYD columns that carry part of the signal."""
     rng = np.random.default_rng(seed)
     p = np.clip(np.where(churned, 0.7, 0.4) + rng.normal(0, 0.15, len(features)), 0.02, 0.98)
-    return features.assign(btyd_p_no_purchase=p, btyd_expected_spend=(1 - p) * rng.gamma(4.0, 5.0, len(features)))
+    order_value = rng.gamma(4.0, 5.0, len(features))
+    return features.assign(
+        btyd_p_no_purchase=p, btyd_spend_if_active=1.5 * order_value, btyd_expected_order_value=order_value
+    )
 
 
 def test_btyd_offset_boosts_from_the_btyd_forecast():

@@ -31,9 +31,16 @@ def _scores(as_of=AS_OF, versions=("1", "1"), clv=(10.0, 20.0, 30.0, 40.0), extr
             "horizon_days": 91,
             "churn_probability": np.linspace(0.1, 0.4, n),
             "spend_if_active": np.full(n, 50.0),
+            "p_alive": np.full(n, 0.9),
             "expected_spend": np.full(n, 40.0),
+            "expected_spend_lower": np.zeros(n),
+            "expected_spend_upper": np.full(n, 90.0),
             "clv_horizon": np.full(n, 12.0),
             "clv": np.asarray(clv, dtype=float),
+            "clv_lower": np.asarray(clv, dtype=float) / 2,
+            "clv_upper": np.asarray(clv, dtype=float) * 2,
+            "expected_spend_curve": [np.array([40.0, 30.0])] * n,
+            "expected_margin_curve": [np.array([12.0, 9.0])] * n,
             "expected_lifetime_days": np.full(n, 300.0),
             "clv_tier": ["bottom 50%"] * (n - 1) + ["top 10%"],
             "rfm_segment": ["new"] * n,
@@ -93,21 +100,24 @@ def test_history_replaces_a_scoring_of_the_same_day_and_models(tmp_path, kind):
 def test_history_keeps_the_scores_columns_and_run_and_carries_new_columns(tmp_path, kind):
     target = _targets(tmp_path)[kind]
     append_scores(_scores(), target, scored_at=dt.datetime(2024, 4, 1))
-    # A score column the contract may gain later (say p_alive) is stored without a code change;
-    # the older scoring reads back with it missing.
-    later = _scores(as_of=dt.date(2024, 4, 30), extra={"p_alive": [0.9, 0.8, 0.7, 0.6]})
+    # A score column the contract may gain later (say referral_credit) is stored without a code
+    # change; the older scoring reads back with it missing.
+    later = _scores(as_of=dt.date(2024, 4, 30), extra={"referral_credit": [0.9, 0.8, 0.7, 0.6]})
     append_scores(later, target, scored_at=dt.datetime(2024, 5, 1))
     history = read_history(target)
     rows = history.rows
     assert list(rows.columns[: len(SCORE_COLUMNS)]) == list(SCORE_COLUMNS)
-    assert {"p_alive", "run_id", "scored_at", "scoring_run"} <= set(rows.columns)
+    assert {"referral_credit", "run_id", "scored_at", "scoring_run"} <= set(rows.columns)
     old, new = rows[rows["as_of"] == AS_OF], rows[rows["as_of"] == dt.date(2024, 4, 30)]
-    assert old["p_alive"].isna().all() and new["p_alive"].tolist() == [0.9, 0.8, 0.7, 0.6]
+    assert old["referral_credit"].isna().all() and new["referral_credit"].tolist() == [0.9, 0.8, 0.7, 0.6]
     assert old["customer_id"].tolist() == ["c0", "c1", "c2", "c3"]
     assert old["channel"].isna().tolist() == [False, True, False, False]
     assert np.isnan(old["acquisition_cost"].iloc[1]) and old["acquisition_cost"].iloc[0] == 5.0
     assert old["acquired_at"].iloc[0] == pd.Timestamp("2024-01-01")
     assert old["drivers"].iloc[0] == '{"churn":[{"feature":"x","value":1,"contribution":0.5}],"spend":[]}'
+    # The spend and margin curves (arrays per customer) are JSON lists in every store.
+    assert old["expected_spend_curve"].iloc[0] == "[40.0,30.0]" and old["expected_margin_curve"].iloc[3] == "[12.0,9.0]"
+    assert old["p_alive"].tolist() == [0.9] * 4 and old["clv_upper"].tolist() == [20.0, 40.0, 60.0, 80.0]
     run = history.scorings["scoring_run"].iloc[0]
     assert run == _scores().run
     assert history.scorings["scored_at"].iloc[0] == pd.Timestamp("2024-04-01")
@@ -128,11 +138,12 @@ def test_history_in_postgresql(postgres):
     url = postgres.create_database("history")
     append_scores(_scores(), url)
     assert append_scores(_scores(clv=(5.0, 6.0, 7.0, 8.0)), url).replaced == 4
-    append_scores(_scores(as_of=dt.date(2024, 4, 30), extra={"p_alive": [0.9, 0.8, 0.7, 0.6]}), url)
+    append_scores(_scores(as_of=dt.date(2024, 4, 30), extra={"referral_credit": [0.9, 0.8, 0.7, 0.6]}), url)
     history = read_history(url)
     assert len(history.rows) == 8 and len(history.scorings) == 2
     assert history.scoring((AS_OF, "1", "1"))["clv"].tolist() == [5.0, 6.0, 7.0, 8.0]
-    assert history.rows["p_alive"].isna().sum() == 4
+    assert history.rows["referral_credit"].isna().sum() == 4
+    assert history.rows["expected_spend_curve"].tolist() == ["[40.0,30.0]"] * 8
 
 
 # --------------------------------------------------------------------------- drift

@@ -16,6 +16,7 @@ import pytest
 
 from features.build import build_features, fit_btyd
 from features.dates import history_until
+from features.history import prepare_history
 from features.io import load_tables
 from features.synthetic import SyntheticBook, generate, write_book
 from serving.cli import main
@@ -98,7 +99,13 @@ def test_retrain_that_is_not_promoted_exits_4_and_scores_with_the_champion(capsy
     btyd = fit_btyd(known, cutoff=cutoff, config=first.feature_config)
     features = build_features(known, cutoff=cutoff, config=first.feature_config, btyd=btyd)
     labels = build_labels(tables, cutoff=cutoff, horizon_days=91)
-    spend = evaluated.predict(features[list(evaluated.encoder_.columns)])["expected_spend"]
+    pred = evaluated.predict(features[list(evaluated.encoder_.columns)])
+    # Through the evaluated pair's own lifetime model, as the champion rule scores it.
+    curve = first.serving.evaluated.lifetime.curve(
+        prepare_history(known, cutoff), churn_probability=pred["churn_probability"].to_numpy(float),
+        spend_if_active=pred["spend_if_active"].to_numpy(float), horizon_days=91, clv=first.serving.config.clv,
+    )  # fmt: skip
+    spend = curve.expected_spend[:, 0]
     assert weak["metrics.champion_mae"] == pytest.approx(M.mae(labels["spend"], spend), rel=1e-9)
     served = first.models.predict(features[list(first.models.encoder_.columns)])["expected_spend"]
     assert weak["metrics.champion_mae"] != pytest.approx(M.mae(labels["spend"], served), rel=1e-6)

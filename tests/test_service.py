@@ -306,7 +306,12 @@ def test_acquisition_budget(service):
     assert first.new_customer_clv == pytest.approx(table.loc[known, "new_customer_clv"])
     assert first.ltv_cac == pytest.approx(first.new_customer_clv / 10.0)
     assert first.max_allowable_cac == pytest.approx(max(first.new_customer_clv / 2, 0.0))
-    assert second.basis == "overall" and second.ltv_cac is None  # CAC 0: the ratio is undefined
+    # A channel without a new-customer CLV is unknown: nothing borrowed, no recommendation.
+    assert second.basis == "unknown" and second.recommendation == "unknown"
+    assert (second.new_customer_clv, second.ltv_cac, second.max_allowable_cac) == (None, None, None)
+    zero = service.acquisition_budget(A.BudgetRequest.model_validate({"channels": [{"channel": known, "cac": 0}]}))
+    (free,) = zero.channels  # CAC 0: no ratio; a channel worth something grows
+    assert free.ltv_cac is None and free.recommendation == ("grow" if free.new_customer_clv > 0 else "cut")
     assert answer.model_dump_json()  # JSON-safe
 
     saved, service.new_customer_clv = service.new_customer_clv, None

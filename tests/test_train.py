@@ -131,16 +131,20 @@ def test_backtest_json_shape(book, config):
     json.loads(json.dumps(result))  # JSON-ready
     assert isinstance(result["customers"], int) and result["customers"] > 0
     assert result["total_actual"] > 0
-    assert set(result["models"]) == set(MODELS) == {"clvcast", "btyd", "naive"}
+    assert set(result["models"]) == set(MODELS) == {"clvcast", "btyd", "pareto", "naive"}
     for name, values in result["models"].items():
-        assert set(values) == set(BACKTEST_METRICS), name
-        assert all(isinstance(values[k], float) for k in BACKTEST_METRICS), name
+        # clvcast also reports the share of customers inside their 80 % interval.
+        extra = {"interval_coverage"} if name == "clvcast" else set()
+        assert set(values) == set(BACKTEST_METRICS) | extra, name
+        assert all(isinstance(values[k], float) for k in set(BACKTEST_METRICS) | extra), name
+    assert 0.0 < result["models"]["clvcast"]["interval_coverage"] <= 1.0
+    assert result["label_horizon_days"] == 91
     run = mlflow.get_run(result["run_id"])
     # Backtests have their own experiment, apart from the trainings whose models are registered.
     assert mlflow.get_experiment(run.info.experiment_id).name == "clvcast-backtest"
     assert run.info.run_name == f"backtest {CUTOFF}, 91 days" and run.data.tags["clvcast.kind"] == "backtest"
     text = format_backtest(result)
-    assert "clvcast" in text and "btyd" in text and "MAE" in text
+    assert "clvcast" in text and "btyd" in text and "pareto" in text and "MAE" in text
 
 
 # --------------------------------------------------------------------------- bad input
@@ -273,18 +277,46 @@ def test_origins_with_a_degenerate_btyd_fit_are_dropped_and_reported(caplog):
             "cutoff": origins.repeat(3),
             "btyd_p_no_purchase": [0.5] * 12,
             # origin 0: 2 of 3 rows non-finite (a degenerate fit); origin 2: 1 of 3 (one customer)
-            "btyd_expected_spend": [10.0, float("nan"), float("inf")] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
+            "btyd_spend_if_active": [10.0, float("nan"), float("inf")] + [12.0] * 3 + [float("inf")] + [8.0] * 5,
+            "btyd_expected_order_value": [5.0] * 12,
         }
     )
     with caplog.at_level("WARNING", logger="training.pipeline"):
         kept = _drop_degenerate_origins(training, needed=2)
     assert list(kept["cutoff"].unique()) == list(origins[1:])
-    assert len(kept) == 8 and np.isfinite(kept["btyd_expected_spend"]).all()
+    assert len(kept) == 8 and np.isfinite(kept["btyd_spend_if_active"]).all()
     assert "degenerate at training origin(s) 1997-01-02 (" in caplog.text
     assert "training on the other 3 origins" in caplog.text
     assert "1 training rows with a non-finite BG/NBD forecast dropped (of 12)" in caplog.text
     with pytest.raises(TrainingInputError, match="leaves 3 origin"):
         _drop_degenerate_origins(training, needed=4)
+
+
+def test_origins_whose_btyd_fit_is_unidentified_are_dropped_whole(caplog):
+    from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams
+    from training.training_set import drop_degenerate_origins as _drop_degenerate_origins
+    from training.training_set import unidentified_fit
+
+    def fit(r=0.243, a=0.793, b=2.426):
+        return BTYDParams(bgnbd=BGNBDParams(r=r, alpha=4.414, a=a, b=b), gamma_gamma=GammaGammaParams(p=6.25, q=3.74, v=15.44),
+                          time_unit_days=7.0)  # fmt: skip
+
+    # CDNOW's whole-history fit (Fader, Hardie and Lee 2005) is identified; the early-1997 fits are not.
+    assert unidentified_fit(fit()) is None
+    assert unidentified_fit(fit(a=2.93e-05, b=3.32e4)) == "a = 2.9e-05"
+    assert unidentified_fit(fit(r=6.03e7)) == "r = 6e+07"
+    assert unidentified_fit(fit(a=1.27e-08, b=6.86e-08)) == "a = 1.3e-08"
+    assert unidentified_fit(fit(a=1e-3, b=1e3)) is None  # the range's ends are inside
+    origins = pd.to_datetime(["1997-01-20", "1997-02-17", "1997-03-03"])
+    training = pd.DataFrame({"cutoff": origins.repeat(2), "btyd_p_no_purchase": [0.5] * 6,
+                             "btyd_spend_if_active": [10.0] * 6, "btyd_expected_order_value": [5.0] * 6})  # fmt: skip
+    params = {o.date(): fit() for o in origins} | {origins[0].date(): fit(a=2.93e-05, b=3.32e4)}
+    with caplog.at_level("WARNING"):
+        kept = _drop_degenerate_origins(training, needed=2, btyd=params)
+    assert list(kept["cutoff"].unique()) == list(origins[1:]) and len(kept) == 4
+    assert "BG/NBD unidentified at training origin(s) 1997-01-20 (a = 2.9e-05)" in caplog.text
+    # Without the fits only the non-finite forecasts count: every row stays.
+    assert len(_drop_degenerate_origins(training, needed=2)) == 6
 
 
 def test_config_from_environment_between_file_and_flags(tmp_path):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.btyd import BTYDParams
 from features.config import FeatureConfig
 from training.config import Config
+from training.lifetime import LifetimeModel
 
 __all__ = [
     "SERVING_FORMAT_VERSION",
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 #: Bumped when a field changes meaning; :func:`training.registry.load_champion` refuses other versions.
-SERVING_FORMAT_VERSION = 1
+#: 2: the lifetime model (dropout process, interval level) and the boosters' own label horizon.
+SERVING_FORMAT_VERSION = 2
 
 
 class EncoderSpec(BaseModel):
@@ -147,6 +149,8 @@ class EvaluatedModels(BaseModel):
     calibration : Calibration or None
     best_iterations : dict of str to int
     btyd_offset : bool
+    lifetime : LifetimeModel or None
+        The lifetime model fitted with this pair at its holdout cutoff (the served pair's otherwise).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -158,6 +162,7 @@ class EvaluatedModels(BaseModel):
     calibration: Calibration | None = None
     best_iterations: dict[str, int]
     btyd_offset: bool = False
+    lifetime: LifetimeModel | None = None
 
 
 class ServingArtifact(BaseModel):
@@ -171,7 +176,12 @@ class ServingArtifact(BaseModel):
         :func:`features.schema.feature_set_id` of ``feature_config`` when trained.
     feature_config : FeatureConfig
     horizon_days : int
-        H of the models' churn probability and spend, days.
+        H of the scores' churn probability and expected spend and of each lifetime horizon, days.
+    label_horizon_days : int
+        H_m, the boosters' label window, days (H unless the history was too short for it).
+    lifetime : LifetimeModel
+        The dropout process fitted at the training cutoff, how it joins the boosters, and the
+        calibrated interval level (:mod:`training.lifetime`).
     training_cutoff : date
         The last day of the data the served models learnt from (labels included): the holdout
         cutoff for a pair registered as evaluated, the last day of the data for a refitted pair.
@@ -207,10 +217,12 @@ class ServingArtifact(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_version: Literal[1] = SERVING_FORMAT_VERSION
+    format_version: Literal[2] = SERVING_FORMAT_VERSION
     feature_set_id: str
     feature_config: FeatureConfig
     horizon_days: int = Field(ge=1)
+    label_horizon_days: int = Field(ge=1)
+    lifetime: LifetimeModel
     training_cutoff: date
     training_origins: tuple[date, ...]
     trained_at: str

@@ -3,6 +3,7 @@
 - ``btyd``: BG/NBD + Gamma-Gamma fitted on the history up to the cutoff only. Expected spend =
   expected purchase days in (cutoff, cutoff + H] × expected value of a purchase day; churn score =
   minus the expected purchase days.
+- ``pareto``: Pareto/NBD + Gamma-Gamma fitted on the history up to the cutoff only, the same way.
 - ``naive``: the historical spend rate × H, i.e. spend to date / tenure_days × H; churn score =
   minus that forecast (the customers who spent fastest are the least likely to stop).
 
@@ -19,15 +20,19 @@ import pandas as pd
 from features.btyd import (
     BGNBDParams,
     GammaGammaParams,
+    ParetoNBDParams,
     bgnbd_expected_purchases,
     bgnbd_expected_purchases_new,
     fit_bgnbd,
     fit_gamma_gamma,
+    fit_pareto_nbd,
     gamma_gamma_expected_value,
+    pareto_nbd_expected_purchases,
+    pareto_nbd_expected_purchases_new,
     summary_from_transactions,
 )
 
-BASELINES = ("btyd", "naive")
+BASELINES = ("btyd", "pareto", "naive")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,51 @@ def btyd_forecast(
     )
 
 
+def pareto_forecast(
+    transactions: pd.DataFrame,
+    *,
+    cutoff,
+    horizon_days: int,
+    customers: pd.Index,
+    time_unit_days: float = 7.0,
+    gamma_gamma: GammaGammaParams | None = None,
+    pareto: ParetoNBDParams | None = None,
+) -> BaselineForecast:
+    """Pareto/NBD + Gamma-Gamma expected spend over (cutoff, cutoff + H] for ``customers``.
+
+    Expected purchase days (Fader and Hardie 2005, "A note on deriving the Pareto/NBD model",
+    Section 6) times the Gamma-Gamma expected value of a purchase day; churn score = minus the
+    expected purchase days. Customers without a purchase before the cutoff get a new customer's
+    forecast, as in :func:`btyd_forecast`.
+
+    Parameters
+    ----------
+    gamma_gamma : GammaGammaParams, optional
+        Already fitted on this history (the BTYD features fit the same model); fitted here when omitted.
+    pareto : ParetoNBDParams, optional
+        Already fitted on this history in ``time_unit_days`` (the lifetime model fits the same
+        model); fitted here when omitted.
+    """
+    summary = summary_from_transactions(_history(transactions, cutoff), cutoff=cutoff, time_unit_days=time_unit_days)
+    if summary.empty:
+        raise ValueError(f"no purchase before the end of {pd.Timestamp(cutoff).date()}: Pareto/NBD cannot be fitted")
+    x, tx, T, m = (summary[c].to_numpy(float) for c in ("frequency", "recency", "T", "monetary_value"))
+    pn = pareto if pareto is not None else fit_pareto_nbd(x, tx, T)
+    gg = gamma_gamma if gamma_gamma is not None else fit_gamma_gamma(x, m)
+    t = horizon_days / time_unit_days
+    purchases = pd.Series(pareto_nbd_expected_purchases(pn, t, x, tx, T), index=summary.index)
+    value = pd.Series(gamma_gamma_expected_value(gg, x, m), index=summary.index)
+    new_purchases = float(np.asarray(pareto_nbd_expected_purchases_new(pn, t)))
+    population_value = float(np.asarray(gamma_gamma_expected_value(gg, np.zeros(1), np.zeros(1)))[0])
+    purchases = purchases.reindex(customers).fillna(new_purchases)
+    value = value.reindex(customers).fillna(population_value)
+    return BaselineForecast(
+        expected_spend=(purchases * value).rename("expected_spend"),
+        churn_score=(-purchases).rename("churn_score"),
+        params={"pareto_nbd": asdict(pn), "gamma_gamma": asdict(gg)},
+    )
+
+
 def naive_forecast(transactions: pd.DataFrame, *, cutoff, horizon_days: int, customers: pd.Index) -> BaselineForecast:
     """Historical spend rate × H: net spend to date / tenure × H, for ``customers``.
 
@@ -120,8 +170,10 @@ def baseline_forecasts(
     customers: pd.Index,
     time_unit_days: float = 7.0,
     fitted: tuple[BGNBDParams, GammaGammaParams] | None = None,
+    pareto: ParetoNBDParams | None = None,
 ) -> dict[str, BaselineForecast]:
-    """Both baselines, keyed by name (``btyd``, ``naive``); ``fitted`` as in :func:`btyd_forecast`."""
+    """The baselines, keyed by name (``btyd``, ``pareto``, ``naive``); ``fitted`` as in :func:`btyd_forecast`,
+    ``pareto`` as in :func:`pareto_forecast`."""
     return {
         "btyd": btyd_forecast(
             transactions,
@@ -130,6 +182,15 @@ def baseline_forecasts(
             customers=customers,
             time_unit_days=time_unit_days,
             fitted=fitted,
+        ),
+        "pareto": pareto_forecast(
+            transactions,
+            cutoff=cutoff,
+            horizon_days=horizon_days,
+            customers=customers,
+            time_unit_days=time_unit_days,
+            gamma_gamma=fitted[1] if fitted is not None else None,
+            pareto=pareto,
         ),
         "naive": naive_forecast(transactions, cutoff=cutoff, horizon_days=horizon_days, customers=customers),
     }

@@ -39,13 +39,14 @@ log = logging.getLogger(__name__)
 
 # Bounds of the BTYD offsets: a probability of exactly 0 or 1, or a spend of 0, has no log.
 _MIN_PROBABILITY = 1e-6
-_MIN_ACTIVE_PROBABILITY = 1e-3
 _MIN_SPEND = 1e-2
 _SMALL_FRAME = 16  # rows up to which FeatureEncoder.matrix converts through one object array
 _LOG_LINK = frozenset({"tweedie", "gamma", "poisson"})  # objectives whose prediction is exp(raw score)
 
 
 OUTPUT_COLUMNS = ("churn_probability", "spend_if_active", "expected_spend")
+#: Gamma-Gamma expected value of one order: the floor of spend_if_active when the feature is there.
+ORDER_VALUE_FEATURE = "btyd_expected_order_value"
 
 
 class TrainingDataError(ValueError):
@@ -476,6 +477,10 @@ class ClvModels:
         # exp(raw + offset) = exp(raw) * exp(offset): btyd_offset implies a log-link objective
         # (TrainingConfig.validate), and without it the offset is 0.
         s = np.maximum(spend * np.exp(spend_offset), 0.0)
+        if ORDER_VALUE_FEATURE in features.columns:
+            # A window with a purchase holds at least one order: the trees' correction may not take
+            # the spend below the customer's expected order value.
+            s = np.maximum(s, features[ORDER_VALUE_FEATURE].to_numpy(float))
         return pd.DataFrame(
             {"churn_probability": p, "spend_if_active": s, "expected_spend": (1.0 - p) * s},
             index=features.index,
@@ -599,7 +604,10 @@ def btyd_offsets(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     churn : ndarray
         Log-odds of ``btyd_p_no_purchase`` (BG/NBD's probability of no purchase in H).
     spend : ndarray
-        Log of BTYD's spend given a purchase in H: ``btyd_expected_spend / (1 - btyd_p_no_purchase)``.
+        Log of BTYD's spend given a purchase in H, ``btyd_spend_if_active`` (E[spend | a purchase],
+        computed given alive so it never collapses when P(alive) is tiny; it used to be
+        ``btyd_expected_spend / max(1 - btyd_p_no_purchase, 1e-3)``, which gave a weekly buyer gone
+        quiet a few cents).
 
     Raises
     ------
@@ -610,8 +618,7 @@ def btyd_offsets(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise KeyError(f"btyd_offset needs the feature columns {missing}; set training.btyd_offset=false without them")
     p = np.clip(features["btyd_p_no_purchase"].to_numpy(float), _MIN_PROBABILITY, 1.0 - _MIN_PROBABILITY)
-    spend = features["btyd_expected_spend"].to_numpy(float)
-    spend_if_active = spend / np.maximum(1.0 - p, _MIN_ACTIVE_PROBABILITY)
+    spend_if_active = features["btyd_spend_if_active"].to_numpy(float)
     return np.log(p) - np.log1p(-p), np.log(np.maximum(spend_if_active, _MIN_SPEND))
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from features.btyd import BTYDParams, summary_from_transactions
 from features.build import build_features, fit_btyd
 from features.contract import Tables
 from features.dates import history_until
+from features.history import prepare_history
 from features.io import load_tables
 from features.schema import feature_set_id
 from training import diagnostics as D
@@ -51,8 +53,10 @@ from training import plots, registry
 from training.baselines import baseline_forecasts
 from training.artifact import EvaluatedModels, ServingArtifact
 from training.config import Config, with_overrides
+from training.curve import SpendCurve
 from training.reference import drift_reference
 from training.labels import build_labels
+from training.lifetime import LifetimeModel, fit_lifetime_model
 from training.models import ClvModels
 from training.training_set import (
     Plan,
@@ -66,7 +70,7 @@ from training.training_set import (
 
 log = logging.getLogger(__name__)
 
-MODELS = ("clvcast", "btyd", "naive")
+MODELS = ("clvcast", "btyd", "pareto", "naive")
 BACKTEST_METRICS = ("mae", "rmse", "gini", "spearman", "decile_mape", "churn_auc", "total_predicted")
 
 
@@ -120,6 +124,7 @@ class Evaluation:
     """Everything computed for one cutoff before anything is logged."""
 
     plan: Plan
+    config: Config  # as run: the boosters' label horizon and BTYD features follow the plan
     models: ClvModels
     holdout_features: pd.DataFrame
     actual_spend: np.ndarray
@@ -127,6 +132,8 @@ class Evaluation:
     predictions: dict[str, pd.DataFrame]  # per model: expected_spend, churn_score (+ churn_probability)
     metrics: dict[str, dict[str, float]]
     btyd: BTYDParams  # fitted at the cutoff (the holdout features use it)
+    lifetime: LifetimeModel  # the dropout process and the interval level (training.lifetime)
+    curve: SpendCurve  # the holdout's spend curve: its first horizon is clvcast's forecast
     baseline_params: dict[str, Any]
     n_training_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -151,15 +158,19 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
     """
     cfg = config.training
     plan = plan_origins(tables, cutoff=cutoff, training=cfg)
+    if plan.model_horizon_days != (cfg.label_horizon_days or cfg.horizon_days):
+        # The boosters learn shorter windows than the horizon (plan_origins): their BTYD features follow.
+        config = with_overrides(config, label_horizon_days=plan.model_horizon_days)
+        cfg = config.training
     history = history_until(tables, plan.cutoff)
     seconds: dict[str, float] = {}
 
-    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.horizon_days} days)"
+    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.model_horizon_days} days)"
     with _step(building, seconds, "training_set"):
         training = build_training_set(
             history,
             origins=plan.origins,
-            horizon_days=plan.horizon_days,
+            horizon_days=plan.model_horizon_days,
             config=config.features,
             churn_definition=cfg.churn_definition,
         )
@@ -167,13 +178,21 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
     if len(frame) == 0:
         raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
     if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
     X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
 
     with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
         models = ClvModels(training=cfg).fit(
             X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
         )
+
+    with _step("fitting the dropout process and calibrating the intervals", seconds, "lifetime"):
+        lifetime = fit_lifetime_model(
+            history, cutoff=plan.cutoff.date(), model_horizon_days=plan.model_horizon_days,
+            origins=plan.origins, origin_rows=_origin_rows(frame, plan.origins),
+            settings=config.lifetime, clv=config.clv, time_unit_days=config.features.btyd_time_unit_days,
+            validation=_calibration_window(history, plan, models, config),
+        )  # fmt: skip
 
     with _step(f"scoring the holdout {plan.cutoff.date()} + {plan.horizon_days} days", seconds, "holdout"):
         btyd = fit_btyd(history, cutoff=plan.cutoff.date(), config=config.features)
@@ -186,10 +205,21 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
         actual = holdout_labels["spend"].to_numpy(float)
         churned = holdout_labels["churn"].to_numpy(int)
         ours = models.predict(features[list(models.encoder_.columns)])
+        # The boosters forecast H_m days; the spend curve gives any horizon H (H_m = H by default).
+        curve = lifetime.curve(
+            prepare_history(history, plan.cutoff.date()),
+            churn_probability=ours["churn_probability"].to_numpy(float),
+            spend_if_active=ours["spend_if_active"].to_numpy(float),
+            horizon_days=plan.horizon_days,
+            clv=config.clv,
+        )
+        lower, upper = curve.spend_interval(lifetime.interval_level)
         predictions = {
             "clvcast": pd.DataFrame(
-                {"expected_spend": ours["expected_spend"], "churn_score": ours["churn_probability"],
-                 "churn_probability": ours["churn_probability"], "spend_if_active": ours["spend_if_active"]}
+                {"expected_spend": curve.expected_spend[:, 0], "churn_score": curve.churn_probability,
+                 "churn_probability": curve.churn_probability, "spend_if_active": curve.spend_if_active,
+                 "expected_spend_lower": lower, "expected_spend_upper": upper},
+                index=features.index,
             )
         }
         baselines = baseline_forecasts(
@@ -199,6 +229,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
             customers=features.index,
             time_unit_days=config.features.btyd_time_unit_days,
             fitted=(btyd.bgnbd, btyd.gamma_gamma),
+            pareto=lifetime.params.pareto if lifetime.params.time_unit_days == config.features.btyd_time_unit_days else None,
         )
         for name, forecast in baselines.items():
             predictions[name] = pd.DataFrame({"expected_spend": forecast.expected_spend, "churn_score": forecast.churn_score})
@@ -209,8 +240,11 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
             )
             for name, pred in predictions.items()
         }
+        # Share of the customers whose realised spend is inside their interval.
+        scores["clvcast"]["interval_coverage"] = float(np.mean((actual >= lower - 1e-9) & (actual <= upper + 1e-9)))
     return Evaluation(
         plan=plan,
+        config=config,
         models=models,
         holdout_features=features,
         actual_spend=actual,
@@ -218,11 +252,38 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
         predictions=predictions,
         metrics=scores,
         btyd=btyd,
+        lifetime=lifetime,
+        curve=curve,
         baseline_params={name: f.params for name, f in baselines.items()},
         n_training_rows=len(X),
         seconds=seconds,
         purchase_days=holdout_labels["purchase_days"].to_numpy(int),
     )
+
+
+def _calibration_window(history: Tables, plan: Plan, models: ClvModels, config: Config):
+    """(origin, days, customer ids, p, s, realised spend) of the window the interval level is calibrated on.
+
+    The window ends at the cutoff and is as long as the horizon H when the history allows, but no
+    shorter than the boosters' H_m and starting no earlier than H_m days after the first purchase
+    (the calibration origin needs a history, as the training origins do): for H = H_m it is the
+    latest training origin's window, which the boosters left out of their fit (they only stop early
+    on it); for CDNOW's 39 weeks (H_m = 91 days) it is the 181 days from 1997-04-02. The level found
+    there is then used at H. None without a held-out origin (``validation_cutoffs = 0``): the
+    intervals stay uncalibrated.
+    """
+    if config.training.validation_cutoffs < 1:
+        return None
+    H_m, H = plan.model_horizon_days, plan.horizon_days
+    span = (plan.cutoff - plan.first_day).days
+    days = int(min(H, max(H_m, span - H_m)))
+    origin = (plan.cutoff - pd.Timedelta(days=days)).date()
+    features = build_features(history, cutoff=origin, config=config.features)
+    pred = models.predict(features[list(models.encoder_.columns)])
+    actual = build_labels(history, cutoff=origin, horizon_days=days, churn_definition=config.training.churn_definition)
+    p, s = pred["churn_probability"].to_numpy(float), pred["spend_if_active"].to_numpy(float)
+    finite = np.isfinite(p) & np.isfinite(s)  # a degenerate BTYD fit at an early origin: those rows say nothing
+    return origin, days, features.index[finite], p[finite], s[finite], actual["spend"].to_numpy(float)[finite]
 
 
 # --------------------------------------------------------------------------- what gets logged
@@ -312,6 +373,8 @@ def _metrics_json(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[s
         "churn_rate": float(ev.churned.mean()),
         "models": ev.metrics,
         "baseline_params": ev.baseline_params,
+        "label_horizon_days": ev.plan.model_horizon_days,
+        "lifetime": json.loads(ev.lifetime.model_dump_json()),
         "best_iterations": ev.models.best_iterations_,
         "seconds": ev.seconds,
         **(extra or {}),
@@ -413,6 +476,7 @@ def train(
     config = config or Config()
     tables = _as_tables(source_or_tables)
     ev = evaluate(tables, cutoff=cutoff, config=config)
+    config = ev.config  # as run: the boosters' label horizon may be shorter than H (plan_origins)
     # What a killed or racing process left (an interrupted champion change, abandoned runs) is
     # put right before this run compares with the champion (and after bad input could stop it).
     registry.check_registry(create=True)
@@ -442,9 +506,9 @@ def train(
     refitted = None
     if decision.promote and config.training.refit:
         with _step(f"refitting on origins up to the last day, {ev.plan.last_day.date()}"):
-            refitted = refit(tables, plan=ev.plan, config=config)
+            refitted = refit(tables, plan=ev.plan, config=config, calibrated=ev.lifetime)
     fsid = feature_set_id(config.features)
-    serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid)
+    serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid, tables=tables)
     served = ev.models if refitted is None else refitted.models
     tables_out, figures = _artifacts(ev, tables)
     flat = _flat_metrics(ev.metrics)
@@ -530,7 +594,7 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
     # holdout window. A refitted champion learnt from data up to its last day, which may lie inside
     # the new window; its evaluated pair (logged in the same run) learnt up to its own holdout cutoff.
     cutoff = ev.plan.cutoff.date()
-    models = champion.models
+    models, lifetime = champion.models, champion.lifetime
     if champion.serving.training_cutoff > cutoff:
         evaluated = champion.serving.evaluated
         if evaluated is None or evaluated.training_cutoff > cutoff:
@@ -541,14 +605,23 @@ def _champion_on_holdout(ev: Evaluation, tables: Tables, config: Config):
                 "not comparable on this holdout; rerun with --promote force (promote='force') to replace it",
             )
         models = registry.load_evaluated_models(champion)
+        lifetime = evaluated.lifetime or lifetime
+    history = history_until(tables, ev.plan.cutoff)
     features = ev.holdout_features
-    if champion.feature_config != config.features:
-        history = history_until(tables, ev.plan.cutoff)
+    if champion.feature_config != ev.config.features:
         features = build_features(history, cutoff=ev.plan.cutoff.date(), config=champion.feature_config)
         features = features.reindex(ev.holdout_features.index)
     pred = models.predict(features[list(models.encoder_.columns)])
-    spend = pred["expected_spend"].to_numpy(float)
-    p = pred["churn_probability"].to_numpy(float)
+    # Scored as it would score: its boosters through its own lifetime model, over the same horizon.
+    curve = lifetime.curve(
+        prepare_history(history, ev.plan.cutoff.date()),
+        churn_probability=pred["churn_probability"].to_numpy(float),
+        spend_if_active=pred["spend_if_active"].to_numpy(float),
+        horizon_days=ev.plan.horizon_days,
+        clv=ev.config.clv,
+    )
+    spend = curve.expected_spend[:, 0]
+    p = curve.churn_probability
     return {"mae": M.mae(ev.actual_spend, spend), "churn_auc": M.churn_auc(ev.churned, p),
             "gini": M.normalized_gini(ev.actual_spend, spend)}, note
 
@@ -565,8 +638,10 @@ class Refit:
     models : ClvModels
     btyd : BTYDParams
         Fitted on the whole history (up to ``data_end``): what serving builds features with.
+    lifetime : LifetimeModel
+        The dropout process fitted on the whole history, with the evaluation's interval level.
     origins : tuple of Timestamp
-        Training origins, oldest first; the last one is ``data_end`` − H.
+        Training origins, oldest first; the last one is ``data_end`` − H_m.
     data_end : Timestamp
         The last day of the data.
     features : DataFrame
@@ -576,19 +651,23 @@ class Refit:
 
     models: ClvModels
     btyd: BTYDParams
+    lifetime: LifetimeModel
     origins: tuple[pd.Timestamp, ...]
     data_end: pd.Timestamp
     features: pd.DataFrame
     n_training_rows: int
 
 
-def refit(tables: Tables, *, plan: Plan, config: Config) -> Refit:
+def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeModel) -> Refit:
     """Fit ``config`` on rolling origins whose last label window ends on the last day of the data.
 
     The origins are those of ``plan`` moved forward by the horizon (the same count, step and
-    ``min_history_days`` rule): ``plan.last_day − H``, ``plan.last_day − H − step``, ... The
-    evaluation judged the configuration on the window after ``plan.cutoff``; this fit learns from
-    that window too, so the served model has seen the final H days.
+    ``min_history_days`` rule): ``plan.last_day − H_m``, ``plan.last_day − H_m − step``, ... with
+    H_m the boosters' label window (``plan.model_horizon_days``). The evaluation judged the
+    configuration on the window after ``plan.cutoff``; this fit learns from that window too, so the
+    served model has seen the final days. The dropout process is fitted again on the whole history;
+    the interval level and the spend scale are those calibrated in the evaluation (no held-out
+    window is left).
 
     Parameters
     ----------
@@ -597,7 +676,9 @@ def refit(tables: Tables, *, plan: Plan, config: Config) -> Refit:
     plan : Plan
         The evaluation's plan (:func:`training.training_set.plan_origins`).
     config : Config
-        The evaluated configuration.
+        The evaluated configuration, as run (``Evaluation.config``).
+    calibrated : LifetimeModel
+        The evaluation's lifetime model: its ``interval_level`` and ``spend_scale`` are kept.
 
     Returns
     -------
@@ -611,43 +692,80 @@ def refit(tables: Tables, *, plan: Plan, config: Config) -> Refit:
     """
     cfg = config.training
     end = plan.last_day
+    label_days = plan.model_horizon_days
     earliest = plan.first_day + pd.Timedelta(days=cfg.min_history_days)
     origins = tuple(
         pd.Timestamp(o)
-        for o in training_cutoffs(end.date(), horizon_days=plan.horizon_days, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
+        for o in training_cutoffs(end.date(), horizon_days=label_days, n_cutoffs=cfg.n_cutoffs, step_days=cfg.step_days)
         if pd.Timestamp(o) >= earliest
     )
     if len(origins) < cfg.validation_cutoffs + 1:
         raise TrainingInputError(f"refit: {len(origins)} training origin(s) before {end.date()}, {cfg.validation_cutoffs + 1} needed")
     training = build_training_set(
-        tables, origins=origins, horizon_days=plan.horizon_days, config=config.features,
+        tables, origins=origins, horizon_days=label_days, config=config.features,
         churn_definition=cfg.churn_definition,
     )  # fmt: skip
     frame = training.frame
     if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1)
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
     X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
     models = ClvModels(training=cfg).fit(
         X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
     )
+    lifetime = fit_lifetime_model(
+        tables, cutoff=end.date(), model_horizon_days=label_days, origins=origins,
+        origin_rows=_origin_rows(frame, origins), settings=config.lifetime, clv=config.clv,
+        time_unit_days=config.features.btyd_time_unit_days, interval_level=calibrated.interval_level,
+        spend_scale=calibrated.spend_scale,
+    )  # fmt: skip
     btyd = fit_btyd(tables, cutoff=end.date(), config=config.features)
     features = build_features(tables, cutoff=end.date(), config=config.features, btyd=btyd)
-    return Refit(models, btyd, origins, end, features, len(X))
+    return Refit(models, btyd, lifetime, origins, end, features, len(X))
 
 
-def _reference(features: pd.DataFrame, models: ClvModels, *, as_of: date, config: Config):
-    predictions = models.predict(features[list(models.encoder_.columns)])
+def _identified(training: TrainingSet, cfg) -> dict | None:
+    """The per-origin fits to test for identification (``training.drop_unidentified_origins``), else None."""
+    return training.btyd if cfg.drop_unidentified_origins else None
+
+
+def _origin_rows(frame: pd.DataFrame, origins) -> np.ndarray:
+    """Training rows of each origin, in the order of ``origins`` (0 for an origin left out)."""
+    return frame.groupby("cutoff").size().reindex(pd.DatetimeIndex(origins)).fillna(0).to_numpy()
+
+
+def _reference(features: pd.DataFrame, predictions: pd.DataFrame, models: ClvModels, *, as_of: date, config: Config):
+    """Drift reference of the served pair: its features and its H-day predictions (through the curve)."""
+    columns = ["churn_probability", "spend_if_active", "expected_spend"]
     return drift_reference(
-        features, predictions, importance=models.feature_importance(), as_of=as_of, bins=config.monitor.psi_bins
+        features, predictions[columns], importance=models.feature_importance(), as_of=as_of, bins=config.monitor.psi_bins
     )
 
 
-def _serving_artifact(ev: Evaluation, refitted: Refit | None, *, config: Config, feature_set: str) -> ServingArtifact:
+def _refit_predictions(tables: Tables, refitted: Refit, *, horizon_days: int, config: Config) -> pd.DataFrame:
+    """The refitted pair's scores of its reference population: churn probability and spend over H days."""
+    features = refitted.features
+    pred = refitted.models.predict(features[list(refitted.models.encoder_.columns)])
+    curve = refitted.lifetime.curve(
+        prepare_history(tables, refitted.data_end.date()),
+        churn_probability=pred["churn_probability"].to_numpy(float),
+        spend_if_active=pred["spend_if_active"].to_numpy(float),
+        horizon_days=horizon_days,
+        clv=config.clv,
+    )
+    return pd.DataFrame(
+        {"churn_probability": curve.churn_probability, "spend_if_active": curve.spend_if_active,
+         "expected_spend": curve.expected_spend[:, 0]},
+        index=features.index,
+    )  # fmt: skip
+
+
+def _serving_artifact(ev: Evaluation, refitted: Refit | None, *, config: Config, feature_set: str, tables: Tables) -> ServingArtifact:
     """What serving needs for the registered pair: the refitted one if any, else the evaluated one."""
     holdout = {m: {k: _json_number(v) for k, v in values.items()} for m, values in ev.metrics.items()}
     common = dict(
         feature_set_id=feature_set,
         feature_config=config.features,
+        label_horizon_days=ev.plan.model_horizon_days,
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         holdout_metrics=holdout,
         holdout_cutoff=ev.plan.cutoff.date(),
@@ -656,15 +774,20 @@ def _serving_artifact(ev: Evaluation, refitted: Refit | None, *, config: Config,
     if refitted is None:
         return ServingArtifact(
             **common,
+            lifetime=ev.lifetime,
             training_cutoff=ev.plan.cutoff.date(),
             training_origins=tuple(o.date() for o in ev.plan.origins),
             btyd_params=ev.btyd,
-            drift_reference=_reference(ev.holdout_features, ev.models, as_of=ev.plan.cutoff.date(), config=config),
+            drift_reference=_reference(
+                ev.holdout_features, ev.predictions["clvcast"], ev.models, as_of=ev.plan.cutoff.date(), config=config
+            ),
             **ev.models.metadata(),
         )
     evaluated = ev.models.metadata()
+    served = _refit_predictions(tables, refitted, horizon_days=ev.plan.horizon_days, config=config)
     return ServingArtifact(
         **common,
+        lifetime=refitted.lifetime,
         training_cutoff=refitted.data_end.date(),
         training_origins=tuple(o.date() for o in refitted.origins),
         btyd_params=refitted.btyd,
@@ -677,8 +800,11 @@ def _serving_artifact(ev: Evaluation, refitted: Refit | None, *, config: Config,
             calibration=evaluated["calibration"],
             best_iterations=evaluated["best_iterations"],
             btyd_offset=evaluated["btyd_offset"],
+            lifetime=ev.lifetime,
         ),
-        drift_reference=_reference(refitted.features, refitted.models, as_of=refitted.data_end.date(), config=config),
+        drift_reference=_reference(
+            refitted.features, served, refitted.models, as_of=refitted.data_end.date(), config=config
+        ),
         **refitted.models.metadata(),
     )
 
@@ -753,6 +879,8 @@ def backtest(
         "horizon_days": ev.plan.horizon_days,
         "models": {name: {k: _json_number(ev.metrics[name][k]) for k in BACKTEST_METRICS} for name in MODELS},
     }
+    result["models"]["clvcast"]["interval_coverage"] = _json_number(ev.metrics["clvcast"]["interval_coverage"])
+    result["label_horizon_days"] = ev.plan.model_horizon_days
     if log_to_mlflow:
         tables_out, figures = _artifacts(ev, tables)
         with _step("logging the backtest to MLflow"):

@@ -93,6 +93,7 @@ from features.btyd import BTYDParams
 from features.config import FeatureConfig
 from features.schema import feature_set_id
 from training.artifact import SERVING_FORMAT_VERSION, ServingArtifact
+from training.lifetime import LifetimeModel
 from training.models import ClvModels, FeatureEncoder
 
 log = logging.getLogger(__name__)
@@ -650,7 +651,18 @@ class Champion:
 
     @property
     def horizon_days(self) -> int:
+        """H of the scores and of each lifetime horizon, days."""
         return self.serving.horizon_days
+
+    @property
+    def label_horizon_days(self) -> int:
+        """H_m, the boosters' label window, days."""
+        return self.serving.label_horizon_days
+
+    @property
+    def lifetime(self) -> LifetimeModel:
+        """The lifetime model: spend curve, lifetime CLV and intervals from the boosters' forecast."""
+        return self.serving.lifetime
 
     @property
     def training_cutoff(self) -> str:
@@ -672,6 +684,7 @@ class Champion:
             "run_id": self.run_id,
             "feature_set_id": self.feature_set_id,
             "horizon_days": self.horizon_days,
+            "label_horizon_days": self.label_horizon_days,
             "training_cutoff": self.training_cutoff,
             "trained_at": self.trained_at,
             "holdout_metrics": self.holdout_metrics,

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.btyd import BGNBDParams
 from features.contract import Tables
 from serving import clv as C
-from serving.finance.acquisition import UNKNOWN_CHANNEL, new_customer_clv
+from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv
 from serving.finance.forecast import ForecastShape, expected_forecast, fit_forecast_shape
 from serving.finance.ltv import Groups, ltv_tables, realised_margin
 from serving.finance.simulate import interval, simulate
@@ -127,6 +127,7 @@ def compute_budget(
     settings: BudgetSettings = BudgetSettings(),
     forecast_bgnbd: BGNBDParams | None = None,
     seasonality=None,
+    new_customers: pd.DataFrame | None = None,
 ) -> BudgetResult:
     """Channels, cohorts, forecast, segments and new-customer CLV of a scored customer base.
 
@@ -151,6 +152,13 @@ def compute_budget(
     seasonality : array-like of 12 floats, optional
         Revenue index per calendar month; default: estimated from the history
         (:func:`serving.finance.forecast.seasonality_indices`).
+    new_customers : DataFrame, optional
+        The champion's curve of a customer acquired on the scoring date through each channel
+        (:func:`serving.lifetime.new_customer_curves`, indexed by channel): ``new_customer_clv`` is
+        its value from acquisition, and ``channels`` gets the acquisition decision at each
+        channel's mean CAC (:func:`serving.finance.acquisition.acquisition_budget`, the function
+        behind ``POST /acquisition_budget``). Without it, the new-customer CLV is the mean value of
+        the young customers (see :func:`serving.finance.acquisition.new_customer_clv`).
 
     Returns
     -------
@@ -167,8 +175,8 @@ def compute_budget(
     Warns
     -----
     UserWarning
-        When the ``clv`` column differs from the CLV recomputed from ``churn_probability`` and
-        ``spend_if_active`` with the run's settings (the intervals and payback curves use the
+        When the ``clv`` column differs from the discounted sum of ``expected_margin_curve`` with
+        the run's settings (the payback curves use the
         recomputation, the means the column); when BG/NBD cannot be fitted for the forecast.
     """
     run = scores.run
@@ -190,7 +198,7 @@ def compute_budget(
         df["churn_probability"], df["spend_if_active"], groups.groupings, horizon_days=horizon_days, clv=clv,
         forecast_months=settings.forecast_months, n_simulations=settings.n_simulations,
         spend_cv=settings.spend_cv, common_cv=settings.common_cv, seed=settings.seed,
-        chunk_size=settings.chunk_size, shape=shape,
+        chunk_size=settings.chunk_size, shape=shape, clv_mean=df["clv"],
     )  # fmt: skip
     channels, cohorts, channel_curves = ltv_tables(
         df, realised, realised_per_customer, groups, sims["clv_sums"], horizon_days=horizon_days, clv=clv,
@@ -202,7 +210,9 @@ def compute_budget(
         df.assign(as_of=as_of),
         max_age_days=settings.new_customer_max_age_days,
         realised_margin=pd.Series(realised_per_customer, index=df["customer_id"].to_numpy()),
+        curves=new_customers,
     )
+    channels = _with_acquisition_decision(channels, new_clv, target_ratio=decisions.target_ltv_cac)
     summary = {
         "as_of": as_of.date().isoformat(),
         "customers": int(len(df)),
@@ -249,6 +259,28 @@ def compute_budget(
         new_customer_clv=new_clv,
         channel_curves=channel_curves,
         summary=summary,
+    )
+
+
+def _with_acquisition_decision(channels: pd.DataFrame, new_clv: pd.DataFrame, *, target_ratio: float) -> pd.DataFrame:
+    """``channels`` with the new-customer CLV and the decision ``POST /acquisition_budget`` gives at the mean CAC.
+
+    Columns added: ``new_customer_clv``, ``new_customer_ltv_cac`` (None where the CAC is 0 or
+    unknown), ``new_customer_max_allowable_cac`` and ``acquisition_recommendation`` (``unknown``
+    without a CAC or a new-customer CLV).
+    """
+    rows = []
+    for c, cac in zip(channels["channel"].astype(str), channels["mean_cac"].to_numpy(dtype=float)):
+        if np.isfinite(cac):
+            rows.append(acquisition_budget([{"channel": c, "cac": cac}], new_clv, target_ratio=target_ratio)[0])
+        else:  # no CAC recorded: the value and the allowance, no ratio nor decision
+            row = acquisition_budget([{"channel": c, "cac": 0.0}], new_clv, target_ratio=target_ratio)[0]
+            rows.append({**row, "ltv_cac": None, "recommendation": "unknown"})
+    return channels.assign(
+        new_customer_clv=[r["new_customer_clv"] for r in rows],
+        new_customer_ltv_cac=[r["ltv_cac"] for r in rows],
+        new_customer_max_allowable_cac=[r["max_allowable_cac"] for r in rows],
+        acquisition_recommendation=[r["recommendation"] for r in rows],
     )
 
 
@@ -317,21 +349,19 @@ def _prepare(tables: Tables, scores: Scores) -> pd.DataFrame:
 
 
 def _warn_if_clv_differs(df: pd.DataFrame, *, horizon_days: float, clv: ClvConfig) -> None:
-    """Warn when the ``clv`` column is not the design formula of the run's settings.
+    """Warn when the ``clv`` column is not the discounted sum of the scores' ``expected_margin_curve``.
 
     The means of the outputs use the column; the intervals and payback curves recompute the CLV from
     p and s with the run's settings. A frame whose column was edited or computed otherwise would
     show two CLVs that do not agree: the warning says so rather than stopping the budget.
     """
     expected = C.lifetime_clv(
-        df["churn_probability"], df["spend_if_active"], horizon_days=horizon_days, margin=clv.gross_margin,
-        cost_to_serve=clv.cost_to_serve, annual_discount_rate=clv.annual_discount_rate,
-        lifetime_horizons=clv.lifetime_horizons,
-    )  # fmt: skip
+        C.curve_matrix(df["expected_margin_curve"]), horizon_days=horizon_days, annual_discount_rate=clv.annual_discount_rate
+    )
     off = ~np.isclose(expected, df["clv"].to_numpy(dtype=float), rtol=1e-4, atol=1e-6)
     if off.any():
         warnings.warn(
-            f"scores: column 'clv' differs from the CLV recomputed with the scoring run's horizon_days="
+            f"scores: column 'clv' differs from the CLV recomputed from expected_margin_curve with the scoring run's horizon_days="
             f"{horizon_days} and CLV settings for {int(off.sum())} of {len(df)} customers: the intervals "
             "and payback curves use the recomputed CLV, the means use the column",
             stacklevel=3,

@@ -10,20 +10,21 @@ Definitions used throughout
   and the maximum allowable CAC use the LTV, not the remaining CLV alone: a mature channel whose
   customers already paid back most of their value would otherwise look like a loss.
 - **Payback** (``payback_months``): months from acquisition until the mean cumulative margin per
-  customer (realised, then the predicted per-horizon stream spread evenly over its months, with
-  retention and discounting) reaches the mean CAC; ``inf`` when it never does within the lifetime
+  customer (realised, then the scores' per-horizon margin curve spread evenly over its months,
+  discounted) reaches the mean CAC; ``inf`` when it never does within the lifetime
   cap. Monthly resolution: a customer's age is rounded to whole months.
 - **Recommendation**: ``grow`` if LTV:CAC ≥ target, ``cut`` if < 1, ``hold`` in between, ``unknown``
   without CAC (:func:`serving.clv.recommendation`).
 
-The cohort value curves and payback (``cohorts.csv``, ``channels.csv``) are cumulative CLV and keep
-the design's r^k (:func:`serving.clv.cumulative_margin`), so that a curve ends at realised margin +
-CLV. Months are ``serving.clv.MONTH_DAYS`` (30.4375) days long.
+The cohort value curves and payback (``cohorts.csv``, ``channels.csv``) are the cumulative
+discounted margin of the scores' spend curve (``expected_margin_curve``,
+:func:`serving.clv.cumulative_margin`), so that a curve ends at realised margin + CLV. Months are ``serving.clv.MONTH_DAYS`` (30.4375) days long.
 
 The functions here take the *prepared* scores of :func:`serving.finance.budget.compute_budget`: one
 row per customer with ``customer_id``, ``channel`` (missing = ``"unknown"``), ``cohort``
 (``YYYY-MM`` of acquisition), ``acquired_at``, ``age_days`` (days from acquisition to the scoring
-date, ≥ 0), ``acquisition_cost``, ``churn_probability``, ``spend_if_active`` and ``clv``.
+date, ≥ 0), ``acquisition_cost``, ``churn_probability``, ``spend_if_active``, ``clv`` and
+``expected_margin_curve``.
 """
 
 from __future__ import annotations
@@ -265,10 +266,9 @@ def ltv_tables(
     max_age = int(np.rint(df["age_days"].max() / C.MONTH_DAYS)) if len(df) else 0
     n_months = max(curve_months, max_age + math.ceil(clv.lifetime_horizons * step) + 1)
     cumulative = C.cumulative_margin(
-        df["churn_probability"], df["spend_if_active"], horizon_days=horizon_days,
-        margin=clv.gross_margin, cost_to_serve=clv.cost_to_serve,
-        annual_discount_rate=clv.annual_discount_rate, lifetime_horizons=clv.lifetime_horizons,
-    )  # fmt: skip
+        C.curve_matrix(df["expected_margin_curve"]), horizon_days=horizon_days,
+        annual_discount_rate=clv.annual_discount_rate,
+    )
     age_days = df["age_days"].to_numpy()
 
     def table(codes, n_groups, sim_sums, keys):

@@ -3,8 +3,8 @@
 Intervals (simulation)
 ----------------------
 Each of ``n_simulations`` draws simulates every customer with one uniform V per customer and draw:
-for the CLV the number of active horizons N with N ≥ k iff V ≤ r^k (the retention the CLV formula
-uses, so the simulated mean CLV equals the scores'); for the forecast, active in horizon k iff
+for the CLV the number of active horizons N with N ≥ k iff V ≤ r^k, rescaled so that the
+simulated mean CLV equals the scores' (their spend curve, :mod:`training.curve`); for the forecast, active in horizon k iff
 V ≤ (1 − p) · ratio_k, spending in it as in :mod:`serving.finance.forecast` (so the simulated mean
 revenue equals the expected forecast). The same V makes the two agree customer by customer. On top:
 a spend multiplier per customer G ~ Gamma(mean 1, CV ``spend_cv``) for the customer's spend level,
@@ -48,6 +48,7 @@ def simulate(
     seed: int,
     chunk_size: int,
     shape: ForecastShape | None = None,
+    clv_mean=None,
 ) -> dict[str, np.ndarray | list[np.ndarray]]:
     """Draws of the group-sum CLV and of the monthly revenue and margin (see the module docstring).
 
@@ -79,6 +80,10 @@ def simulate(
         Customers simulated at once (memory ≈ chunk_size · n_simulations · 50 bytes).
     shape : ForecastShape, optional
         None: the design's retention r^k, no seasonality, for the forecast too.
+    clv_mean : array-like, shape (n,), optional
+        The scores' lifetime CLV per customer (from the spend curve): each customer's CLV draws are
+        rescaled so that their mean is it, and the r^k draws only give their spread. A customer
+        whose r^k CLV is 0 gets its CLV without spread.
 
     Returns
     -------
@@ -107,6 +112,7 @@ def simulate(
     sim = np.arange(S)
     p_all = np.asarray(churn_probability, dtype=float)
     s_all = np.asarray(spend_if_active, dtype=float)
+    target = None if clv_mean is None else np.asarray(clv_mean, dtype=float)
     for start in range(0, len(p_all), chunk_size):
         stop = min(start + chunk_size, len(p_all))
         p, s = p_all[start:stop], s_all[start:stop]
@@ -121,6 +127,14 @@ def simulate(
         if gamma_shape is not None:
             spend = spend * rng_g.gamma(gamma_shape, 1.0 / gamma_shape, size=(stop - start, S))
         value = (margin * spend - cost_to_serve) * disc[n_active]
+        if target is not None:
+            # Mean of the r^k draws: (m s − c) Σ_k (r / (1+δ))^k (the spend multipliers have mean 1).
+            q = (1.0 - p) / (1.0 + delta)
+            mean = (margin * s - cost_to_serve) * (q[:, None] ** np.arange(1, K + 1)).sum(axis=1)
+            t = target[start:stop]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(mean != 0, t / mean, 0.0)
+            value = np.where((mean != 0)[:, None], value * factor[:, None], t[:, None])
         for (codes, n), acc in zip(groupings, clv_sums):
             acc += np.bincount((codes[start:stop, None] * S + sim).ravel(), weights=value.ravel(), minlength=n * S)
         plan = plan_forecast(p, shape, slice(start, stop), horizon_days=horizon_days, months=forecast_months)

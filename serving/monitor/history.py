@@ -153,8 +153,11 @@ def _stored_frame(scores: Scores, scored_at: dt.datetime) -> pd.DataFrame:
     out = frame.copy()
     for name in out.columns:
         column = out[name]
-        if column.dtype == object and any(isinstance(v, (dict, list)) for v in column.head(1000)):
-            out[name] = [None if v is None else json.dumps(v, separators=(",", ":")) for v in column]
+        # Nested values (drivers, the spend and margin curves) are stored as JSON text, which every
+        # store holds; arrays become JSON lists.
+        if column.dtype == object and any(isinstance(v, (dict, list, np.ndarray)) for v in column.head(1000)):
+            out[name] = [None if v is None else json.dumps(v.tolist() if isinstance(v, np.ndarray) else v,
+                                                           separators=(",", ":")) for v in column]
     out["churn_model_version"] = out["churn_model_version"].astype(str)
     out["spend_model_version"] = out["spend_model_version"].astype(str)
     out["run_id"] = run.run_id
