@@ -21,9 +21,19 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.btyd import BTYDParams
+from serving.prospects import ProspectModel
 from training.config import ClvConfig
 
-__all__ = ["SCORE_COLUMNS", "SCORE_SCHEMA", "ScoreColumn", "Scores", "ScoringRun", "read_scores", "write_scores"]
+__all__ = [
+    "SCORE_COLUMNS",
+    "SCORE_SCHEMA",
+    "LeftOut",
+    "ScoreColumn",
+    "Scores",
+    "ScoringRun",
+    "read_scores",
+    "write_scores",
+]
 
 
 @dataclass(frozen=True)
@@ -47,9 +57,9 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
     ScoreColumn("expected_lifetime_days", "float64", "expected remaining lifetime, days (H / churn_probability, capped at K H)"),
     ScoreColumn("clv_tier", "object", "CLV tier, e.g. 'top 10%'"),
     ScoreColumn("rfm_segment", "object", "RFM segment, e.g. 'champions'"),
-    ScoreColumn("recency_days", "float64", "days from the last purchase to as_of"),
-    ScoreColumn("frequency", "float64", "repeat purchase days"),
-    ScoreColumn("monetary_value", "float64", "mean spend per purchase day, currency units"),
+    ScoreColumn("recency_days", "float64", "days from the last purchase to as_of; NaN for a prospect (no purchase)"),
+    ScoreColumn("frequency", "float64", "repeat purchase days; NaN for a prospect"),
+    ScoreColumn("monetary_value", "float64", "mean spend per purchase day, currency units; NaN for a prospect"),
     ScoreColumn("channel", "str", "acquisition channel; missing when unknown"),
     ScoreColumn("acquired_at", "datetime64[ns]", "acquisition date (default: first transaction)"),
     ScoreColumn("acquisition_cost", "float64", "CAC paid for this customer, currency units; NaN when unknown"),
@@ -62,6 +72,29 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
 SCORE_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCORE_SCHEMA)
 
 _METADATA_KEY = b"clvcast.scoring_run"
+
+
+class LeftOut(BaseModel):
+    """Customers of one kind that the tables know but the scores do not hold, and why.
+
+    Attributes
+    ----------
+    kind : str
+        A kind of :func:`features.population.customer_population` (e.g. ``acquired_after_cutoff``).
+    customers : int
+        How many.
+    reason : str
+        Why they are not scored.
+    first : tuple of str
+        The first few ids (sorted), to look them up.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    customers: int = Field(ge=1)
+    reason: str
+    first: tuple[str, ...] = ()
 
 
 class ScoringRun(BaseModel):
@@ -79,6 +112,14 @@ class ScoringRun(BaseModel):
         Margin, cost to serve, discount rate and lifetime cap the ``clv`` column was computed with.
     btyd : BTYDParams
         The champion's BTYD parameters (and their time unit).
+    population : dict of str to int
+        Customers of each kind of :func:`features.population.customer_population` in the tables
+        at ``as_of`` (empty in files written before it was recorded).
+    left_out : tuple of LeftOut
+        The kinds not in the rows, with how many and why: the population minus the rows.
+    prospects : ProspectModel or None
+        The model that scored the customers without a purchase (``rfm_segment`` ``"prospect"``);
+        None when there was no evidence to fit one (those customers are then in ``left_out``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -91,6 +132,9 @@ class ScoringRun(BaseModel):
     feature_set_id: str
     clv: ClvConfig
     btyd: BTYDParams
+    population: dict[str, int] = Field(default_factory=dict)
+    left_out: tuple[LeftOut, ...] = ()
+    prospects: ProspectModel | None = None
 
 
 @dataclass(frozen=True)
