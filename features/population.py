@@ -45,7 +45,9 @@ KNOWN_KINDS = ("buyer", "refund_only", "events_only", "no_activity")
 PROSPECT_KINDS = ("refund_only", "events_only", "no_activity")
 
 
-def customer_population(tables: Tables, *, cutoff, engagement_days: int = 90) -> pd.DataFrame:
+def customer_population(
+    tables: Tables, *, cutoff, engagement_days: int = 90, undated_known: bool = False
+) -> pd.DataFrame:
     """Every customer of the tables at ``cutoff``, with its kind, acquisition and recent engagement.
 
     Parameters
@@ -58,6 +60,10 @@ def customer_population(tables: Tables, *, cutoff, engagement_days: int = 90) ->
     engagement_days : int
         Window of ``recent_events``: events in the ``engagement_days`` days up to the end of the
         cutoff day.
+    undated_known : bool
+        Whether a ``customers`` row without ``acquired_at`` and without any transaction is a
+        customer at the cutoff (``no_activity``) rather than ``unknown_acquisition``: true where
+        the rows are customers by construction (a ``POST /clv`` request names its customers).
 
     Returns
     -------
@@ -112,7 +118,7 @@ def customer_population(tables: Tables, *, cutoff, engagement_days: int = 90) ->
             bought,
             has_tx,
             has_events,
-            acquired_by_cutoff,
+            acquired_by_cutoff | (undated_known & ~given & ~later),
             given | later,
         ],
         ["buyer", "refund_only", "events_only", "no_activity", "acquired_after_cutoff"],

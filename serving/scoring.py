@@ -125,6 +125,7 @@ def score_columns(
     top_drivers: int = TOP_DRIVERS,
     attributes: bool = True,
     prospects: ProspectModel | None = None,
+    undated_known: bool = False,
 ) -> dict[str, Any]:
     """The columns of :func:`score_tables` before they become a frame (the service's fast path).
 
@@ -132,14 +133,17 @@ def score_columns(
     order of ``customer_id``, except ``drivers`` (a list of dicts) and the three version columns,
     which are single strings shared by every customer. ``attributes=False`` leaves out
     ``channel``, ``acquired_at`` and ``acquisition_cost``, which ``POST /clv`` does not return.
-    ``prospects`` scores the customers without a purchase (None: they are left out). Two more
+    ``prospects`` scores the customers without a purchase (None: they are left out);
+    ``undated_known`` counts ``customers`` rows without a date or activity as customers (see
+    :func:`features.population.customer_population`; the service's requests). A ValueError names
+    the cutoff and the kinds when no customer is left to score. Two more
     keys: ``population`` (customers per kind of :func:`features.population.customer_population`)
     and ``left_out`` (a tuple of :class:`~serving.scores.LeftOut`).
     """
     clv = clv or champion_clv_config(champion)
     cutoff = pd.Timestamp(parse_cutoff(as_of))
-    population = customer_population(tables, cutoff=cutoff, engagement_days=champion.horizon_days)
-    if (population["kind"].to_numpy() == "buyer").any():
+    population = _population(tables, cutoff, champion.horizon_days, undated_known)
+    if population is None or (population["kind"].to_numpy() == "buyer").any():
         features = build_champion_features(tables, as_of=cutoff, champion=champion)
     else:  # only prospects (or nobody): the models have nothing to score
         features = pd.DataFrame(
@@ -190,6 +194,13 @@ def score_columns(
     else:
         out["clv_tier"] = out["rfm_segment"] = np.empty(0, dtype=object)
     out, drivers, ids = _with_prospects(out, drivers, population, prospects, reference, cutoff, horizon, clv)
+    if len(ids) == 0:
+        known = {k: n for k, n in out["population"].items() if n}
+        raise ValueError(
+            f"cutoff {cutoff.date()}: no customer to score (customers by kind: {known or 'none'}; "
+            + "; ".join(f"{o.customers} {o.kind} left out: {o.reason}" for o in out["left_out"])
+            + ")"
+        )
     if attributes:
         out.update(_attributes(tables, ids, cutoff))
     out["drivers"] = drivers
@@ -203,8 +214,12 @@ def _with_prospects(out, drivers, population, prospects, reference, cutoff, hori
     """Append the prospects' rows to the buyers' columns; count who is left out, and why.
 
     Returns the columns, the drivers and the ids of all rows, with ``out["population"]`` and
-    ``out["left_out"]`` set.
+    ``out["left_out"]`` set. ``population`` None: every customer is a buyer (see :func:`_population`).
     """
+    if population is None:
+        out["population"] = {k: len(out["customer_id"]) if k == "buyer" else 0 for k in KINDS}
+        out["left_out"] = ()
+        return out, drivers, pd.Index(out["customer_id"], dtype="str", name="customer_id")
     kind = population["kind"].to_numpy()
     is_prospect = np.isin(kind, PROSPECT_KINDS)
     ids = pd.Index(out["customer_id"], dtype="str", name="customer_id")
@@ -240,6 +255,22 @@ def _with_prospects(out, drivers, population, prospects, reference, cutoff, hori
     out["population"] = {k: int(counts.get(k, 0)) for k in KINDS}
     out["left_out"] = tuple(left_out)
     return out, drivers, ids
+
+
+def _population(tables: Tables, cutoff: pd.Timestamp, horizon_days: int, undated_known: bool) -> pd.DataFrame | None:
+    """:func:`features.population.customer_population`, or None when every id of every table bought.
+
+    The check is a few array operations: a request of the service, whose customers have bought,
+    does not pay for the population's frame (tens of milliseconds on one customer).
+    """
+    tx = tables.transactions
+    end = (cutoff + pd.Timedelta(days=1)).to_datetime64()
+    bought = (tx["amount"].to_numpy() >= 0) & (tx["timestamp"].to_numpy() < end)
+    buyers = pd.unique(tx["customer_id"].to_numpy(dtype=object)[bought])
+    ids = [t["customer_id"].to_numpy(dtype=object) for t in (tx, tables.events, tables.customers) if t is not None]
+    if all(np.isin(values, buyers).all() for values in ids):
+        return None
+    return customer_population(tables, cutoff=cutoff, engagement_days=horizon_days, undated_known=undated_known)
 
 
 #: ``rfm_segment`` of a customer scored as a prospect (no purchase yet).

@@ -353,6 +353,7 @@ class ClvService:
             top_drivers=request.drivers,
             attributes=False,
             prospects=prospects,
+            undated_known=True,  # every customer of a request is one
         )
         customers = CustomerClv.from_columns(scores, order=[c.customer_id for c in request.customers])
         return ClvResponse(

@@ -47,6 +47,9 @@ def test_every_customer_of_every_table_has_a_kind():
     assert population.loc["X", "acquired_at"] == pd.Timestamp("2024-06-20")  # first event, without a customers row
     assert population.loc["B", "acquired_at"] == pd.Timestamp("2024-01-01")
     assert population["recent_events"].to_dict()["X"] == 1 and population["recent_events"].to_dict()["D"] == 1
+    # Where every customers row is a customer (a POST /clv request), an undated one is known.
+    named = customer_population(tables, cutoff="2024-06-30", undated_known=True)
+    assert named.loc["U", "kind"] == "no_activity" and named.loc["C", "kind"] == "acquired_after_cutoff"
 
 
 def test_nothing_after_the_cutoff_changes_a_known_customer():

@@ -104,7 +104,8 @@ class BudgetResult:
         realised then predicted; the payback curves of the report.
     summary : dict
         Headline numbers of the report: ``as_of`` (ISO date), ``customers`` (every customer acquired by
-        the scoring date), ``customers_not_scored`` (of them, those the scores do not hold), ``total_clv``,
+        the scoring date), ``customers_not_scored`` (of them, those the scores do not hold),
+        ``transactions_before_acquisition`` (rows left out of the realised margin), ``total_clv``,
         ``mean_clv``, ``total_realised_margin``, ``total_cac``, ``overall_ltv_cac``,
         ``forecast_revenue`` (with ``_low`` and ``_high``), ``forecast_margin``, ``forecast_months``,
         ``forecast_decay`` (``"bgnbd"`` or ``"retention"``), ``forecast_seasonality`` (12 floats),
@@ -210,6 +211,8 @@ def compute_budget(
         "customers": int(len(df)),
         # Acquired by the scoring date, counted at CLV 0 because the scores do not hold them.
         "customers_not_scored": int((df["rfm_segment"] == NOT_SCORED).sum()),
+        # Realised margin counts from acquisition: these rows are left out of it, not lost unsaid.
+        "transactions_before_acquisition": _before_acquisition(tables, df, as_of),
         "total_clv": float(df["clv"].sum()),
         "mean_clv": float(df["clv"].mean()) if len(df) else float("nan"),
         "total_realised_margin": float(realised_per_customer.sum()),
@@ -254,6 +257,16 @@ def compute_budget(
         channel_curves=channel_curves,
         summary=summary,
     )
+
+
+def _before_acquisition(tables: Tables, df: pd.DataFrame, as_of: pd.Timestamp) -> int:
+    """Transactions up to the scoring date of the customers of ``df`` dated before their acquisition day."""
+    tx = tables.transactions
+    acquired = pd.Series(df["acquired_at"].to_numpy(), index=pd.Index(df["customer_id"].to_numpy()))
+    at = tx["customer_id"].astype("str").map(acquired).to_numpy(dtype="datetime64[ns]")
+    stamps = tx["timestamp"].to_numpy(dtype="datetime64[ns]")
+    end = (as_of + pd.Timedelta(days=1)).to_datetime64()
+    return int(((stamps < at) & (stamps < end)).sum())
 
 
 def _decisions(scored_with: ClvConfig, decisions: ClvConfig | None) -> ClvConfig:
