@@ -8,8 +8,9 @@ the offending field, which BentoML answers with HTTP 400 and the list of errors 
 Limits
 ------
 - at most :data:`MAX_CUSTOMERS` customers per request, with unique ``customer_id``;
-- per customer at least one and at most :data:`MAX_ROWS_PER_CUSTOMER` transactions, at least one of
-  them a purchase (amount >= 0), and at most :data:`MAX_ROWS_PER_CUSTOMER` events;
+- per customer at most :data:`MAX_ROWS_PER_CUSTOMER` transactions and at most
+  :data:`MAX_ROWS_PER_CUSTOMER` events; a customer without a purchase (amount >= 0) is a prospect,
+  scored only when the service has a prospect model (:meth:`ClvRequest.check_prospects`);
 - at most :data:`MAX_ROWS_PER_REQUEST` history rows (transactions + events) in the whole request;
 - at most :data:`MAX_DRIVERS` drivers per model and customer;
 - at most :data:`MAX_CHANNELS` unique channels per acquisition-budget request;
@@ -139,7 +140,7 @@ class Customer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer_id: Name
-    transactions: list[Transaction] = Field(min_length=1, max_length=MAX_ROWS_PER_CUSTOMER)
+    transactions: list[Transaction] = Field(max_length=MAX_ROWS_PER_CUSTOMER)  # required; [] for a prospect
     events: list[Event] = Field(default_factory=list, max_length=MAX_ROWS_PER_CUSTOMER)
     attributes: Attributes = Field(default_factory=Attributes)
 
@@ -180,15 +181,6 @@ class ClvRequest(BaseModel):
             else:
                 seen[customer.customer_id] = i
             n_rows += len(customer.transactions) + len(customer.events)
-            if all(t.amount < 0 for t in customer.transactions):
-                errors.append(
-                    _error(
-                        ("customers", i, "transactions"),
-                        "no_purchase",
-                        "at least one transaction must be a purchase (amount >= 0); refunds alone cannot be scored",
-                        {},
-                    )
-                )
             for table in ("transactions", "events"):
                 for j, row in enumerate(getattr(customer, table)):
                     if row.timestamp >= end:
@@ -243,6 +235,28 @@ class ClvRequest(BaseModel):
                             {"name": name},
                         )
                     )
+        if errors:
+            raise ValidationError.from_exception_data("ClvRequest", errors[:20])
+
+    def check_prospects(self, scored: bool) -> None:
+        """Raise :class:`~pydantic.ValidationError` for customers without a purchase unless ``scored``.
+
+        ``scored`` says whether the service has a prospect model (:mod:`serving.prospects`, from the
+        scoring run of the scores it was started with).
+        """
+        if scored:
+            return
+        errors = [
+            _error(
+                ("customers", i, "transactions"),
+                "no_purchase",
+                "no purchase (amount >= 0): a prospect is scored with the prospect model of the batch scores, "
+                "and this service was started without scores that hold one (clvcast serve --scores)",
+                {},
+            )
+            for i, customer in enumerate(self.customers)
+            if not any(t.amount >= 0 for t in customer.transactions)
+        ]
         if errors:
             raise ValidationError.from_exception_data("ClvRequest", errors[:20])
 
@@ -364,9 +378,9 @@ class CustomerClv(BaseModel):
     expected_lifetime_days: float = Field(description=_SCORE_DESCRIPTIONS["expected_lifetime_days"])
     expected_spend_curve: list[float] = Field(description=_SCORE_DESCRIPTIONS["expected_spend_curve"])
     segment: Segment
-    recency_days: float = Field(description=_SCORE_DESCRIPTIONS["recency_days"])
-    frequency: float = Field(description=_SCORE_DESCRIPTIONS["frequency"])
-    monetary_value: float = Field(description=_SCORE_DESCRIPTIONS["monetary_value"])
+    recency_days: float | None = Field(description=_SCORE_DESCRIPTIONS["recency_days"] + " (null)")
+    frequency: float | None = Field(description=_SCORE_DESCRIPTIONS["frequency"] + " (null)")
+    monetary_value: float | None = Field(description=_SCORE_DESCRIPTIONS["monetary_value"] + " (null)")
     drivers: Drivers
 
     #: Numeric fields, named as the columns of :data:`serving.scores.SCORE_COLUMNS`.
@@ -388,7 +402,7 @@ class CustomerClv(BaseModel):
             segment=Segment(clv_tier=row["clv_tier"], rfm_segment=row["rfm_segment"]),
             drivers=Drivers.model_validate(row["drivers"]),
             expected_spend_curve=np.asarray(row["expected_spend_curve"], dtype=float).tolist(),
-            **{name: float(row[name]) for name in cls.FLOAT_FIELDS},
+            **{name: _finite_or_none(row[name]) for name in cls.FLOAT_FIELDS},
         )
 
     @classmethod
@@ -399,7 +413,7 @@ class CustomerClv(BaseModel):
         than model by model. ``order`` lists customer ids in the wanted order (default: as scored).
         """
         ids = list(columns["customer_id"])
-        floats = {name: np.asarray(columns[name], dtype=float).tolist() for name in cls.FLOAT_FIELDS}
+        floats = {name: _none_if_nan(np.asarray(columns[name], dtype=float)) for name in cls.FLOAT_FIELDS}
         tiers, rfm, drivers = list(columns["clv_tier"]), list(columns["rfm_segment"]), columns["drivers"]
         curves = [np.asarray(c, dtype=float).tolist() for c in columns["expected_spend_curve"]]
         rows = [
@@ -419,6 +433,17 @@ class CustomerClv(BaseModel):
 
 
 _CUSTOMERS = TypeAdapter(list[CustomerClv])
+
+
+def _finite_or_none(value: Any) -> float | None:
+    # A prospect has no recency, frequency or monetary value: NaN in the scores, null in JSON.
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _none_if_nan(values: np.ndarray) -> list[float | None]:
+    listed = values.tolist()
+    return listed if np.isfinite(values).all() else [_finite_or_none(v) for v in listed]
 
 SegmentBasis = Literal["scored population", "this request"]
 

@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -164,12 +165,21 @@ def _steps_on_stderr(level: int) -> Iterator[None]:
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(level)
+    shown = warnings.showwarning
+    # A warning of a stage is one "[clvcast] warning: ..." line like the others, not Python's two
+    # lines with the file, line number and source of the call.
+    warnings.showwarning = _warning_as_step
     try:
         yield
     finally:
+        warnings.showwarning = shown
         for logger, previous in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(previous)
+
+
+def _warning_as_step(message, category, filename, lineno, file=None, line=None) -> None:
+    log.warning("%s", message)
 
 
 @cli.command()
@@ -245,9 +255,16 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
 
     config = load_config(config_path)
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
+    from features.population import customer_population
+
     frame = build_features(tables, cutoff=cutoff, config=config.features)
     _write_frame(frame, out)
     _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
+    # Feature rows are the buyers'; the other customers the tables know are counted, not lost.
+    kinds = customer_population(tables, cutoff=cutoff)["kind"].value_counts()
+    others = [f"{int(n):,} {kind}" for kind, n in kinds.items() if kind != "buyer" and n]
+    if others:
+        _echo(f"no feature row (no purchase by the cutoff): {', '.join(others)}")
 
 
 @cli.command()
@@ -306,7 +323,11 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
     write_scores(scores, out)
-    _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}")
+    prospects = int((scores.frame["rfm_segment"] == "prospect").sum())
+    _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}"
+          + (f" ({prospects:,} of them prospects, without a purchase yet)" if prospects else ""))
+    for left in scores.run.left_out:
+        _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
     if config.business == "subscription":
         from serving.subscription_mode import subscription_scores, write_frames
 

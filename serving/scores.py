@@ -21,9 +21,20 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.btyd import BTYDParams
+from serving.prospects import ProspectModel
 from training.config import ClvConfig
 
-__all__ = ["CURVE_COLUMNS", "SCORE_COLUMNS", "SCORE_SCHEMA", "ScoreColumn", "Scores", "ScoringRun", "read_scores", "write_scores"]
+__all__ = [
+    "CURVE_COLUMNS",
+    "SCORE_COLUMNS",
+    "SCORE_SCHEMA",
+    "LeftOut",
+    "ScoreColumn",
+    "Scores",
+    "ScoringRun",
+    "read_scores",
+    "write_scores",
+]
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
     ScoreColumn("as_of", "object", "scoring date (datetime.date): history is everything before the end of this day"),
     ScoreColumn("horizon_days", "int64", "H of churn_probability and expected_spend, days"),
     ScoreColumn("churn_probability", "float64", "P(no purchase in the next horizon_days), 0..1"),
-    ScoreColumn("p_alive", "float64", "probability that the customer is still a customer (has not dropped out), as the lifetime CLV uses it, 0..1"),
+    ScoreColumn("p_alive", "float64", "probability that the customer is still a customer (has not dropped out), as the lifetime CLV uses it, 0..1; 0 for a prospect (not a customer until a first purchase)"),
     ScoreColumn("spend_if_active", "float64", "expected spend over the horizon if the customer buys, at least one order, currency units"),
     ScoreColumn("expected_spend", "float64", "(1 - churn_probability) * spend_if_active over the horizon, currency units"),
     ScoreColumn("expected_spend_lower", "float64", "lower bound of the interval of the spend over the horizon (run.interval_coverage of customers), currency units"),
@@ -54,9 +65,9 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
     ScoreColumn("expected_margin_curve", "object", "m * expected spend - c * P(a purchase) in each horizon k = 1..K, undiscounted, list of K floats, currency units"),
     ScoreColumn("clv_tier", "object", "CLV tier, e.g. 'top 10%'"),
     ScoreColumn("rfm_segment", "object", "RFM segment, e.g. 'champions'"),
-    ScoreColumn("recency_days", "float64", "days from the last purchase to as_of"),
-    ScoreColumn("frequency", "float64", "repeat purchase days"),
-    ScoreColumn("monetary_value", "float64", "mean spend per purchase day, currency units"),
+    ScoreColumn("recency_days", "float64", "days from the last purchase to as_of; NaN for a prospect (no purchase)"),
+    ScoreColumn("frequency", "float64", "repeat purchase days; NaN for a prospect"),
+    ScoreColumn("monetary_value", "float64", "mean spend per purchase day, currency units; NaN for a prospect"),
     ScoreColumn("channel", "str", "acquisition channel; missing when unknown"),
     ScoreColumn("acquired_at", "datetime64[ns]", "acquisition date (default: first transaction)"),
     ScoreColumn("acquisition_cost", "float64", "CAC paid for this customer, currency units; NaN when unknown"),
@@ -72,6 +83,29 @@ SCORE_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCORE_SCHEMA)
 CURVE_COLUMNS: tuple[str, ...] = ("expected_spend_curve", "expected_margin_curve")
 
 _METADATA_KEY = b"clvcast.scoring_run"
+
+
+class LeftOut(BaseModel):
+    """Customers of one kind that the tables know but the scores do not hold, and why.
+
+    Attributes
+    ----------
+    kind : str
+        A kind of :func:`features.population.customer_population` (e.g. ``acquired_after_cutoff``).
+    customers : int
+        How many.
+    reason : str
+        Why they are not scored.
+    first : tuple of str
+        The first few ids (sorted), to look them up.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    customers: int = Field(ge=1)
+    reason: str
+    first: tuple[str, ...] = ()
 
 
 class ScoringRun(BaseModel):
@@ -91,6 +125,14 @@ class ScoringRun(BaseModel):
         The champion's BTYD parameters (and their time unit).
     interval_coverage : float
         Share of customers the ``*_lower`` / ``*_upper`` intervals are calibrated to cover.
+    population : dict of str to int
+        Customers of each kind of :func:`features.population.customer_population` in the tables
+        at ``as_of`` (empty in files written before it was recorded).
+    left_out : tuple of LeftOut
+        The kinds not in the rows, with how many and why: the population minus the rows.
+    prospects : ProspectModel or None
+        The model that scored the customers without a purchase (``rfm_segment`` ``"prospect"``);
+        None when there was no evidence to fit one (those customers are then in ``left_out``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,6 +146,9 @@ class ScoringRun(BaseModel):
     clv: ClvConfig
     btyd: BTYDParams
     interval_coverage: float = Field(0.8, gt=0, lt=1)
+    population: dict[str, int] = Field(default_factory=dict)
+    left_out: tuple[LeftOut, ...] = ()
+    prospects: ProspectModel | None = None
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,13 @@ from features.contract import Tables
 from features.dates import parse_cutoff
 from features.history import History, prepare_history
 from features.io import load_tables
+from features.population import KINDS, PROSPECT_KINDS, customer_population
 from features.schema import feature_schema
 from features.spec import assemble
-from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, Scores, ScoringRun, write_scores
-from serving.segments import SegmentReference
+from serving import clv as C
+from serving.prospects import ProspectModel, fit_prospects
+from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, LeftOut, Scores, ScoringRun, write_scores
+from serving.segments import SegmentReference, clv_tier
 from training.config import ClvConfig
 from training.registry import Champion
 
@@ -87,16 +90,21 @@ def score_tables(
     Returns
     -------
     Scores
-        ``frame``: one row per customer (order of the feature rows) with the columns of
+        ``frame``: one row per customer known at ``as_of``: the buyers (order of the feature rows),
+        then the customers without a purchase scored as prospects (:mod:`serving.prospects`, fitted
+        on these tables; ``rfm_segment`` ``"prospect"``), with the columns of
         :data:`serving.scores.SCORE_COLUMNS`: money in currency units, ``expected_lifetime_days``
         and ``recency_days`` in days, ``expected_spend_curve`` and ``expected_margin_curve`` arrays
         of K values (one per lifetime horizon), ``drivers`` a dict ``{"churn": [...], "spend": [...]}`` of
         ``{"feature", "value", "contribution"}`` (SHAP values in the model's raw score);
-        ``run``: the :class:`~serving.scores.ScoringRun` (as_of, horizon, versions, CLV settings).
+        ``run``: the :class:`~serving.scores.ScoringRun` (as_of, horizon, versions, CLV settings,
+        the population by kind, the customers left out and why, the prospect model).
     """
+    prospects = fit_prospects(tables, as_of=as_of, horizon_days=champion.horizon_days)
     out = score_columns(
-        tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers
-    )
+        tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers,
+        prospects=prospects,
+    )  # fmt: skip
     out["drivers"] = np.array(out["drivers"], dtype=object)
     for name in CURVE_COLUMNS:
         column = np.empty(len(out[name]), dtype=object)
@@ -115,6 +123,9 @@ def score_tables(
         clv=clv or champion_clv_config(champion),
         btyd=champion.btyd_params,
         interval_coverage=champion.lifetime.interval_coverage,
+        population=out["population"],
+        left_out=out["left_out"],
+        prospects=prospects,
     )
     return Scores(frame=pd.DataFrame({name: out[name] for name in SCORE_COLUMNS}), run=run)
 
@@ -128,6 +139,8 @@ def score_columns(
     reference: SegmentReference | None = None,
     top_drivers: int = TOP_DRIVERS,
     attributes: bool = True,
+    prospects: ProspectModel | None = None,
+    undated_known: bool = False,
 ) -> dict[str, Any]:
     """The columns of :func:`score_tables` before they become a frame (the service's fast path).
 
@@ -136,35 +149,89 @@ def score_columns(
     arrays of K values) and the three version columns, which are single strings shared by every
     customer. ``attributes=False`` leaves out
     ``channel``, ``acquired_at`` and ``acquisition_cost``, which ``POST /clv`` does not return.
+    ``prospects`` scores the customers without a purchase (None: they are left out);
+    ``undated_known`` counts ``customers`` rows without a date or activity as customers (see
+    :func:`features.population.customer_population`; the service's requests). A ValueError names
+    the cutoff and the kinds when no customer is left to score. Two more
+    keys: ``population`` (customers per kind of :func:`features.population.customer_population`)
+    and ``left_out`` (a tuple of :class:`~serving.scores.LeftOut`).
     """
     clv = clv or champion_clv_config(champion)
     cutoff = pd.Timestamp(parse_cutoff(as_of))
-    h, features = _history_and_features(tables, cutoff, champion)
+    population = _population(tables, cutoff, champion.horizon_days, undated_known)
+    if population is None or (population["kind"].to_numpy() == "buyer").any():
+        h, features = _history_and_features(tables, cutoff, champion)
+    else:  # only prospects (or nobody): the models and the spend curve have nothing to score
+        h, features = None, pd.DataFrame(
+            {spec.name: pd.Series([], dtype=spec.dtype) for spec in feature_schema(champion.feature_config)},
+            index=pd.Index([], dtype="str", name="customer_id"),
+        )
     if top_drivers > 0 and len(features):
         predictions, drivers = champion.models.predict_and_explain(features, top_k=top_drivers)
     else:
-        predictions = champion.models.predict(features)
+        predictions = (
+            champion.models.predict(features)
+            if len(features)
+            else pd.DataFrame({"churn_probability": [], "spend_if_active": []}, dtype=float)
+        )
         drivers = [{"churn": [], "spend": []} for _ in range(len(features))]
     horizon = champion.horizon_days
     n = len(features)
-    # The boosters forecast their label horizon; the spend curve (training.curve) gives the scores'
-    # horizon, each of the K lifetime horizons, lifetime CLV, P(alive) and the intervals.
-    lifetime = champion.lifetime
-    curve = lifetime.curve(
-        h,
-        churn_probability=predictions["churn_probability"].to_numpy(dtype=float),
-        spend_if_active=predictions["spend_if_active"].to_numpy(dtype=float),
-        horizon_days=horizon,
-        clv=clv,
-    )
-    spend_lower, spend_upper = curve.spend_interval(lifetime.interval_level)
-    clv_lower, clv_upper = curve.clv_interval(lifetime.interval_level)
-
     # Columns as arrays, the frame built once: a per-request cost that shows at one customer.
     out: dict[str, Any] = {
         "customer_id": features.index.array,
         "as_of": np.full(n, cutoff.date(), dtype=object),
         "horizon_days": np.full(n, horizon, dtype=np.int64),
+        **_curve_columns(champion, h, predictions, horizon_days=horizon, clv=clv),
+    }
+    for column in ("recency_days", "frequency", "monetary_value"):
+        out[column] = features[column].to_numpy(dtype=float)
+    if n:
+        reference = reference or SegmentReference.from_scores(out)
+        out["clv_tier"], out["rfm_segment"] = reference.segments(out)
+    else:
+        out["clv_tier"] = out["rfm_segment"] = np.empty(0, dtype=object)
+    out, drivers, ids = _with_prospects(
+        out, drivers, population, prospects, reference, cutoff, horizon, clv, champion.lifetime.interval_coverage
+    )
+    if len(ids) == 0:
+        known = {k: n for k, n in out["population"].items() if n}
+        raise ValueError(
+            f"cutoff {cutoff.date()}: no customer to score (customers by kind: {known or 'none'}; "
+            + "; ".join(f"{o.customers} {o.kind} left out: {o.reason}" for o in out["left_out"])
+            + ")"
+        )
+    if attributes:
+        out.update(_attributes(tables, ids, cutoff))
+    out["drivers"] = drivers
+    out["churn_model_version"] = champion.churn_version
+    out["spend_model_version"] = champion.spend_version
+    out["feature_set_id"] = champion.feature_set_id
+    return out
+
+
+def _curve_columns(
+    champion: Champion, h: History | None, predictions: pd.DataFrame, *, horizon_days: int, clv: ClvConfig
+) -> dict[str, Any]:
+    """The prediction, CLV and interval columns of the buyers, from the spend curve (training.curve).
+
+    The boosters forecast their label horizon; the curve gives the scores' horizon, each of the K
+    lifetime horizons, lifetime CLV, P(alive) and the intervals. ``h`` None (no buyer): empty columns.
+    """
+    if h is None:
+        empty = np.empty(0, dtype=float)
+        return {**{name: empty for name in _CURVE_FLOATS}, **{name: [] for name in CURVE_COLUMNS}}
+    lifetime = champion.lifetime
+    curve = lifetime.curve(
+        h,
+        churn_probability=predictions["churn_probability"].to_numpy(dtype=float),
+        spend_if_active=predictions["spend_if_active"].to_numpy(dtype=float),
+        horizon_days=horizon_days,
+        clv=clv,
+    )
+    spend_lower, spend_upper = curve.spend_interval(lifetime.interval_level)
+    clv_lower, clv_upper = curve.clv_interval(lifetime.interval_level)
+    return {
         "churn_probability": curve.churn_probability,
         "p_alive": curve.p_alive,
         "spend_if_active": curve.spend_if_active,
@@ -179,24 +246,101 @@ def score_columns(
         "expected_spend_curve": list(curve.expected_spend),
         "expected_margin_curve": list(curve.expected_margin),
     }
-    for column in ("recency_days", "frequency", "monetary_value"):
-        out[column] = features[column].to_numpy(dtype=float)
-    if n:
-        reference = reference or SegmentReference.from_scores(out)
-        out["clv_tier"], out["rfm_segment"] = reference.segments(out)
-    else:
-        out["clv_tier"] = out["rfm_segment"] = np.empty(0, dtype=object)
-    if attributes:
-        out.update(_attributes(tables, features.index, cutoff))
-    out["drivers"] = drivers
-    out["churn_model_version"] = champion.churn_version
-    out["spend_model_version"] = champion.spend_version
-    out["feature_set_id"] = champion.feature_set_id
+
+
+_CURVE_FLOATS = (
+    "churn_probability", "p_alive", "spend_if_active", "expected_spend", "expected_spend_lower",
+    "expected_spend_upper", "clv_horizon", "clv", "clv_lower", "clv_upper", "expected_lifetime_days",
+)  # fmt: skip
+
+
+def _with_prospects(out, drivers, population, prospects, reference, cutoff, horizon, clv, interval_level):
+    """Append the prospects' rows to the buyers' columns; count who is left out, and why.
+
+    ``interval_level``: the share the intervals promise to cover (exact for a prospect's two-valued
+    first horizon, see :mod:`serving.prospects`).
+
+    Returns the columns, the drivers and the ids of all rows, with ``out["population"]`` and
+    ``out["left_out"]`` set. ``population`` None: every customer is a buyer (see :func:`_population`).
+    """
+    if population is None:
+        out["population"] = {k: len(out["customer_id"]) if k == "buyer" else 0 for k in KINDS}
+        out["left_out"] = ()
+        return out, drivers, pd.Index(out["customer_id"], dtype="str", name="customer_id")
+    kind = population["kind"].to_numpy()
+    is_prospect = np.isin(kind, PROSPECT_KINDS)
+    ids = pd.Index(out["customer_id"], dtype="str", name="customer_id")
+    left_out = []
+    if prospects is not None and is_prospect.any():
+        rows = population[is_prospect]
+        channel = rows["channel"].astype(object).where(rows["channel"].notna(), None).to_numpy()
+        extra = prospects.columns(channel, rows["recent_events"].to_numpy() > 0, horizon_days=horizon, clv=clv,
+                                  interval_level=interval_level)
+        m = len(rows)
+        extra.update(
+            customer_id=rows.index.array,
+            as_of=np.full(m, cutoff.date(), dtype=object),
+            horizon_days=np.full(m, horizon, dtype=np.int64),
+            recency_days=np.full(m, np.nan), frequency=np.full(m, np.nan), monetary_value=np.full(m, np.nan),
+            # Tiers relative to the reference (the buyers scored with them), or to the prospects alone.
+            clv_tier=clv_tier(extra["clv"]) if reference is None else clv_tier(
+                extra["clv"], reference.clv_thresholds, top_shares=reference.top_shares
+            ),
+            rfm_segment=np.full(m, PROSPECT_SEGMENT, dtype=object),
+        )  # fmt: skip
+        for name, values in extra.items():
+            if name in CURVE_COLUMNS:  # lists of arrays of K values
+                out[name] = list(out[name]) + list(values)
+            else:
+                out[name] = np.concatenate([np.asarray(out[name], dtype=object if name in _OBJECT else None), values])
+        drivers = list(drivers) + [{"churn": [], "spend": []} for _ in range(m)]
+        ids = ids.append(pd.Index(rows.index, dtype="str"))
+    elif is_prospect.any():
+        left_out += _left_out(population, PROSPECT_KINDS, "no purchase yet, and no prospect model: no customer "
+                              "without a purchase was seen at an origin before the cutoff, so no first-purchase "
+                              "rate could be fitted")  # fmt: skip
+    left_out += _left_out(population, ("acquired_after_cutoff",), "acquired after the cutoff: not a customer yet")
+    left_out += _left_out(population, ("unknown_acquisition",), "no acquired_at and no activity by the cutoff: "
+                          "whether it was a customer then cannot be told")  # fmt: skip
+    counts = population["kind"].value_counts()
+    out["population"] = {k: int(counts.get(k, 0)) for k in KINDS}
+    out["left_out"] = tuple(left_out)
+    return out, drivers, ids
+
+
+def _population(tables: Tables, cutoff: pd.Timestamp, horizon_days: int, undated_known: bool) -> pd.DataFrame | None:
+    """:func:`features.population.customer_population`, or None when every id of every table bought.
+
+    The check is a few array operations: a request of the service, whose customers have bought,
+    does not pay for the population's frame (tens of milliseconds on one customer).
+    """
+    tx = tables.transactions
+    end = (cutoff + pd.Timedelta(days=1)).to_datetime64()
+    bought = (tx["amount"].to_numpy() >= 0) & (tx["timestamp"].to_numpy() < end)
+    buyers = pd.unique(tx["customer_id"].to_numpy(dtype=object)[bought])
+    ids = [t["customer_id"].to_numpy(dtype=object) for t in (tx, tables.events, tables.customers) if t is not None]
+    if all(np.isin(values, buyers).all() for values in ids):
+        return None
+    return customer_population(tables, cutoff=cutoff, engagement_days=horizon_days, undated_known=undated_known)
+
+
+#: ``rfm_segment`` of a customer scored as a prospect (no purchase yet).
+PROSPECT_SEGMENT = "prospect"
+_OBJECT = ("customer_id", "as_of", "clv_tier", "rfm_segment")
+
+
+def _left_out(population: pd.DataFrame, kinds: tuple[str, ...], reason: str) -> list[LeftOut]:
+    """One :class:`LeftOut` per kind of ``kinds`` that has customers."""
+    out = []
+    for kind in kinds:
+        ids = population.index[(population["kind"] == kind).to_numpy()]
+        if len(ids):
+            out.append(LeftOut(kind=kind, customers=len(ids), reason=reason, first=tuple(str(i) for i in ids[:5])))
     return out
 
 
 def _attributes(tables: Tables, ids: pd.Index, cutoff: pd.Timestamp) -> dict[str, Any]:
-    """``channel``, ``acquired_at`` (default: first transaction) and ``acquisition_cost`` per customer."""
+    """``channel``, ``acquired_at`` (default: first transaction, else first event) and ``acquisition_cost``."""
     n = len(ids)
     channel = np.full(n, None, dtype=object)
     acquired = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
@@ -212,16 +356,19 @@ def _attributes(tables: Tables, ids: pd.Index, cutoff: pd.Timestamp) -> dict[str
             acquired[found] = customers["acquired_at"].to_numpy(dtype="datetime64[ns]")[take]
         if "acquisition_cost" in customers.columns:
             cost[found] = customers["acquisition_cost"].to_numpy(dtype=float, na_value=np.nan)[take]
-    missing = np.isnat(acquired)
-    if missing.any():
-        # First transaction in the history, per customer (numpy: a groupby costs ms on tiny frames).
-        tx = tables.transactions
-        stamps = tx["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-        owner = ids.get_indexer(tx["customer_id"])
+    for table in (tables.transactions, tables.events):
+        missing = np.isnat(acquired)
+        if not missing.any() or table is None:
+            continue
+        # First transaction (contract default), else first event (a prospect seen only in events),
+        # per customer (numpy: a groupby costs ms on tiny frames).
+        stamps = table["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+        owner = ids.get_indexer(table["customer_id"])
         keep = (owner >= 0) & (stamps < (cutoff + pd.Timedelta(days=1)).value)
         first = np.full(n, np.iinfo(np.int64).max)
         np.minimum.at(first, owner[keep], stamps[keep])
-        acquired[missing] = first[missing].view("datetime64[ns]")
+        found = missing & (first < np.iinfo(np.int64).max)
+        acquired[found] = first[found].view("datetime64[ns]")
     return {
         "channel": pd.array(channel, dtype="str"),
         "acquired_at": pd.DatetimeIndex(acquired).normalize().to_numpy(),

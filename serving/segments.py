@@ -223,10 +223,15 @@ class SegmentReference:
         Parameters
         ----------
         scores : DataFrame or mapping of arrays
-            With ``clv``, ``recency_days``, ``frequency`` and ``monetary_value``.
+            With ``clv``, ``recency_days``, ``frequency`` and ``monetary_value``; rows without a
+            ``frequency`` (prospects) are left out of the reference.
         """
+        # Buyers only: a prospect (no purchase: NaN frequency) has no RFM values to rank.
+        buyers = np.isfinite(np.asarray(scores["frequency"], dtype=float))
+        if not buyers.all():
+            scores = {k: np.asarray(scores[k])[buyers] for k in ("clv", "recency_days", "frequency", "monetary_value")}
         if len(scores["clv"]) == 0:
-            raise ValueError("a segment reference needs at least one scored customer")
+            raise ValueError("a segment reference needs at least one scored customer with a purchase")
 
         def edges(values) -> tuple[float, ...]:
             return tuple(float(x) for x in quintile_edges(values))

@@ -261,7 +261,7 @@ class ClvService:
         self.worker = str(bentoml.server_context.worker_index or os.getpid())
         self.loaded: _Loaded | None = None
         self.load_error = "not loaded yet"
-        self.reference = _read_reference(os.environ.get(SCORES_ENV))
+        self.reference, self.prospects = _read_reference(os.environ.get(SCORES_ENV))
         self.segment_basis = "scored population" if self.reference is not None else "this request"
         self.new_customer_clv = _read_new_customer_clv(os.environ.get(NEW_CUSTOMER_CLV_ENV))
         self._failed: tuple[int, float] | None = None  # generation that did not load, and when
@@ -341,6 +341,9 @@ class ClvService:
         if loaded is None:
             return _unavailable(f"models not loaded: {self.load_error}")
         request.check_covariates(loaded.numeric_covariates)
+        prospects = self.prospects  # of the scores: their horizon must be the pair's
+        prospects = prospects if prospects and prospects.horizon_days == loaded.champion.horizon_days else None
+        request.check_prospects(prospects is not None)
         # The columns as arrays, not a DataFrame: a frame and its rows cost milliseconds per request.
         scores = score_columns(
             request.to_tables(),
@@ -350,6 +353,8 @@ class ClvService:
             reference=self.reference,
             top_drivers=request.drivers,
             attributes=False,
+            prospects=prospects,
+            undated_known=True,  # every customer of a request is one
         )
         customers = CustomerClv.from_columns(scores, order=[c.customer_id for c in request.customers])
         return ClvResponse(
@@ -455,12 +460,13 @@ ClvService.add_asgi_middleware(Guard)
 
 
 def _read_reference(path: str | None):
-    """Segment reference of a ``clvcast score`` output, or ``None`` if unset."""
+    """Segment reference and prospect model of a ``clvcast score`` output, or ``(None, None)`` if unset."""
     if not path:
-        return None
+        return None, None
     if not Path(path).is_file():
         raise FileNotFoundError(f"{SCORES_ENV}={path}: no such file (write it with `clvcast score`)")
-    return SegmentReference.from_scores(read_scores(path).frame)
+    scores = read_scores(path)
+    return SegmentReference.from_scores(scores.frame), scores.run.prospects
 
 
 def _read_new_customer_clv(path: str | None):

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import bentoml
 import httpx
@@ -26,7 +27,7 @@ import pytest
 from serving import api_models as A
 from serving.cli import main
 from serving.service import environ, free_port, running_service
-from test_service import champion_store, empty_store, request_body
+from test_service import AS_OF, champion_store, empty_store, request_body
 
 STARTUP_TIMEOUT_S = 120
 FUZZ_EXAMPLES = 100
@@ -40,14 +41,39 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def server(store):
+def prospect_scores(store, tmp_path_factory) -> Path:
+    """Scores of the book plus customers acquired without buying: the same buyers, and a prospect model.
+
+    The server answers customers without a purchase from it (``POST /clv`` with ``"transactions": []``),
+    so the fuzz reaches the scoring path with them too.
+    """
+    import shutil
+
+    from serving.scoring import score
+    from training.registry import load_champion
+
+    book = tmp_path_factory.mktemp("prospects") / "book"
+    shutil.copytree(store.book_dir, book)
+    customers = pd.read_parquet(book / "customers.parquet")
+    extra = customers.head(20).assign(
+        customer_id=[f"P{i:03d}" for i in range(20)], acquired_at=pd.Timestamp("2023-06-01")
+    )
+    pd.concat([customers, extra], ignore_index=True).to_parquet(book / "customers.parquet", index=False)
+    with environ(MLFLOW_TRACKING_URI=store.tracking_uri):
+        scored = score(book, cutoff=AS_OF, out=book.parent / "scores.parquet", champion=load_champion())
+    assert scored.run.prospects is not None
+    return book.parent / "scores.parquet"
+
+
+@pytest.fixture(scope="module")
+def server(store, prospect_scores):
     """Base URL of the running service (stopped afterwards)."""
     on_sigint = signal.getsignal(signal.SIGINT)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("CLVCAST_CONFIG", raising=False)  # the champion's own CLV settings
         with running_service(
             tracking_uri=store.tracking_uri,
-            scores=store.scores,
+            scores=prospect_scores,
             new_customer_clv=store.new_customer_clv,
             ready_timeout=STARTUP_TIMEOUT_S,
         ) as running:

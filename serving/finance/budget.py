@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.btyd import BGNBDParams
 from features.contract import Tables
+from features.population import KNOWN_KINDS, customer_population
 from serving import clv as C
 from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv
 from serving.finance.forecast import ForecastShape, expected_forecast, fit_forecast_shape
@@ -102,7 +103,9 @@ class BudgetResult:
         Mean cumulative margin per customer (rows: months since acquisition 0..N, columns: channels),
         realised then predicted; the payback curves of the report.
     summary : dict
-        Headline numbers of the report: ``as_of`` (ISO date), ``customers``, ``total_clv``,
+        Headline numbers of the report: ``as_of`` (ISO date), ``customers`` (every customer acquired by
+        the scoring date), ``customers_not_scored`` (of them, those the scores do not hold),
+        ``transactions_before_acquisition`` (rows left out of the realised margin), ``total_clv``,
         ``mean_clv``, ``total_realised_margin``, ``total_cac``, ``overall_ltv_cac``,
         ``forecast_revenue`` (with ``_low`` and ``_high``), ``forecast_margin``, ``forecast_months``,
         ``forecast_decay`` (``"bgnbd"`` or ``"retention"``), ``forecast_seasonality`` (12 floats),
@@ -216,6 +219,10 @@ def compute_budget(
     summary = {
         "as_of": as_of.date().isoformat(),
         "customers": int(len(df)),
+        # Acquired by the scoring date, counted at CLV 0 because the scores do not hold them.
+        "customers_not_scored": int((df["rfm_segment"] == NOT_SCORED).sum()),
+        # Realised margin counts from acquisition: these rows are left out of it, not lost unsaid.
+        "transactions_before_acquisition": _before_acquisition(tables, df, as_of),
         "total_clv": float(df["clv"].sum()),
         "mean_clv": float(df["clv"].mean()) if len(df) else float("nan"),
         "total_realised_margin": float(realised_per_customer.sum()),
@@ -284,6 +291,16 @@ def _with_acquisition_decision(channels: pd.DataFrame, new_clv: pd.DataFrame, *,
     )
 
 
+def _before_acquisition(tables: Tables, df: pd.DataFrame, as_of: pd.Timestamp) -> int:
+    """Transactions up to the scoring date of the customers of ``df`` dated before their acquisition day."""
+    tx = tables.transactions
+    acquired = pd.Series(df["acquired_at"].to_numpy(), index=pd.Index(df["customer_id"].to_numpy()))
+    at = tx["customer_id"].astype("str").map(acquired).to_numpy(dtype="datetime64[ns]")
+    stamps = tx["timestamp"].to_numpy(dtype="datetime64[ns]")
+    end = (as_of + pd.Timedelta(days=1)).to_datetime64()
+    return int(((stamps < at) & (stamps < end)).sum())
+
+
 def _decisions(scored_with: ClvConfig, decisions: ClvConfig | None) -> ClvConfig:
     """The decisions to use: ``decisions`` if its CLV arithmetic is the scores', else a ValueError."""
     if decisions is None:
@@ -329,11 +346,58 @@ def _validate(scores: Scores) -> None:
         )
 
 
+def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
+    """Rows for the customers acquired by the scoring date that the scores do not hold.
+
+    Every customer known at the scoring date (:data:`features.population.KNOWN_KINDS`) counts in
+    CAC and cohorts; one the scores left out (no prospect model, or scores of another book) is
+    valued at nothing to come: churn probability 1, spend and CLV 0. Its realised margin still counts.
+    """
+    run = scores.run
+    population = customer_population(tables, cutoff=run.as_of, engagement_days=run.horizon_days)
+    known = population[population["kind"].isin(KNOWN_KINDS).to_numpy()]
+    missing = known.loc[~known.index.isin(scores.frame["customer_id"].astype("str"))]
+    n = len(missing)
+    customers = tables.customers
+    cost = np.full(n, np.nan)
+    if customers is not None and "acquisition_cost" in customers.columns and n:
+        by_id = customers.drop_duplicates("customer_id").set_index("customer_id")["acquisition_cost"]
+        cost = by_id.reindex(missing.index).to_numpy(dtype=float, na_value=np.nan)
+    return pd.DataFrame(
+        {
+            "customer_id": missing.index.astype("str"),
+            "as_of": run.as_of,
+            "horizon_days": run.horizon_days,
+            "churn_probability": 1.0,
+            "spend_if_active": 0.0,
+            "expected_spend": 0.0,
+            "clv_horizon": 0.0,
+            "clv": 0.0,
+            "clv_tier": None,
+            "rfm_segment": NOT_SCORED,
+            "channel": missing["channel"].to_numpy(),
+            "acquired_at": missing["acquired_at"].to_numpy(),
+            "acquisition_cost": cost,
+        }
+    )
+
+
+#: ``rfm_segment`` of a customer acquired by the scoring date whom the scores do not hold.
+NOT_SCORED = "not scored"
+
+
 def _prepare(tables: Tables, scores: Scores) -> pd.DataFrame:
-    """One row per customer with the fields the finance outputs need (see :mod:`serving.finance.ltv`)."""
+    """One row per customer with the fields the finance outputs need (see :mod:`serving.finance.ltv`).
+
+    The scored customers, then those acquired by the scoring date that the scores left out
+    (:func:`_unscored`).
+    """
     _validate(scores)
     as_of = pd.Timestamp(scores.run.as_of)
+    unscored = _unscored(tables, scores)
     df = scores.frame.copy()
+    if len(unscored):
+        df = pd.concat([df, unscored.astype({"channel": "str"})], ignore_index=True)
     df["customer_id"] = df["customer_id"].astype("str")
     df["channel"] = df["channel"].astype("str").where(df["channel"].notna(), UNKNOWN_CHANNEL)
     df["acquisition_cost"] = pd.to_numeric(df["acquisition_cost"], errors="coerce").astype(float)

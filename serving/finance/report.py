@@ -276,7 +276,10 @@ def _tables(result) -> dict[str, _Table]:
     s = result.summary
     summary_rows = [
         ["Scoring date", s["as_of"]],
-        ["Customers scored", f"{s['customers']:,}"],
+        ["Customers acquired by the scoring date", f"{s['customers']:,}"],
+        ["... of them not in the scores (counted at CLV 0)", f"{s.get('customers_not_scored', 0):,}"],
+        ["Transactions before acquisition (not in realised margin)",
+         f"{s.get('transactions_before_acquisition', 0):,}"],
         ["Predicted remaining CLV, total", fmt_money(s["total_clv"])],
         ["Predicted remaining CLV, mean per customer", fmt_money(s["mean_clv"])],
         ["Realised margin to date, total", fmt_money(s["total_realised_margin"])],
