@@ -351,7 +351,8 @@ def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
 
     Every customer known at the scoring date (:data:`features.population.KNOWN_KINDS`) counts in
     CAC and cohorts; one the scores left out (no prospect model, or scores of another book) is
-    valued at nothing to come: churn probability 1, spend and CLV 0. Its realised margin still counts.
+    valued at nothing to come: churn probability 1, P(alive), spend, CLV, their intervals and the
+    curves (K = the run's lifetime horizons) 0. Its realised margin still counts.
     """
     run = scores.run
     population = customer_population(tables, cutoff=run.as_of, engagement_days=run.horizon_days)
@@ -369,10 +370,18 @@ def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
             "as_of": run.as_of,
             "horizon_days": run.horizon_days,
             "churn_probability": 1.0,
+            "p_alive": 0.0,
             "spend_if_active": 0.0,
             "expected_spend": 0.0,
+            "expected_spend_lower": 0.0,
+            "expected_spend_upper": 0.0,
             "clv_horizon": 0.0,
             "clv": 0.0,
+            "clv_lower": 0.0,
+            "clv_upper": 0.0,
+            "expected_lifetime_days": 0.0,
+            "expected_spend_curve": [np.zeros(run.clv.lifetime_horizons) for _ in range(n)],
+            "expected_margin_curve": [np.zeros(run.clv.lifetime_horizons) for _ in range(n)],
             "clv_tier": None,
             "rfm_segment": NOT_SCORED,
             "channel": missing["channel"].to_numpy(),
