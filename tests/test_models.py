@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from training.config import load_config
-from training.models import ClvModels, FeatureEncoder, TrainingDataError
+from training.models import ORDER_VALUE_FEATURE, ClvModels, FeatureEncoder, TrainingDataError
 
 CHANNELS = ("paid_search", "referral", "organic")
 # The toy rows have no BTYD features and every column is informative: boost from a constant, keep
@@ -146,13 +146,18 @@ def test_driver_effects_are_in_probability_and_currency(fitted, config, with_bty
     drivers = models.explain(rows, top_k=3)
     encoded = models.encoder_.matrix(rows)
     churn_offset, spend_offset = models._offsets(rows)
+    # The served spend if active is at least one expected order when the BTYD start gives it.
+    floor = rows[ORDER_VALUE_FEATURE].to_numpy(float) if ORDER_VALUE_FEATURE in rows else np.zeros(len(rows))
+    assert with_btyd == (ORDER_VALUE_FEATURE in rows)
     for key, booster, offset in (("churn", models.churn_model_.booster_, churn_offset),
                                  ("spend", models.spend_model_.booster_, spend_offset)):  # fmt: skip
         contrib = booster.predict(encoded, pred_contrib=True)  # LightGBM's own SHAP values, bias last
         raw = contrib.sum(axis=1)
 
         def served(score, key=key, offset=offset):
-            return models.calibrate(expit(score + offset)) if key == "churn" else np.exp(score + offset)
+            if key == "churn":
+                return models.calibrate(expit(score + offset))
+            return np.maximum(np.exp(score + offset), floor)
 
         full = pred["churn_probability" if key == "churn" else "spend_if_active"].to_numpy()
         np.testing.assert_allclose(served(raw), full, rtol=1e-6)

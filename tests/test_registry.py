@@ -169,9 +169,9 @@ def test_training_runs_are_named_and_timed_from_the_start_of_the_fit(good):
     run = mlflow.get_run(good.run_id)
     assert run.info.run_name == f"train {good.cutoff}, {good.horizon_days} days"
     assert mlflow.get_experiment(run.info.experiment_id).name == registry.EXPERIMENT
-    # The duration covers building the training set, the fit and the holdout, not only the logging.
+    # The duration covers building the training set, the fit, the holdout and the lifetime model, not only the logging.
     steps = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/metrics.json")["seconds"]
-    assert set(steps) == {"training_set", "fit", "holdout"}
+    assert set(steps) == {"training_set", "fit", "holdout", "lifetime"}
     assert (run.info.end_time - run.info.start_time) / 1000 >= sum(steps.values())
     assert run.data.tags.get("mlflow.user") is not None  # the tags MLflow's fluent API adds are there
 

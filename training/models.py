@@ -514,13 +514,19 @@ class ClvModels:
             raw[key], contributions[key] = explainer.raw_score_and_contributions(X)
         return self._drivers(features, raw, contributions, top_k)
 
-    def _served(self, key: str, raw: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """The served prediction of model ``key`` from its raw score (rows x any shape; ``offset`` per row)."""
-        shifted = raw + np.asarray(offset, float).reshape(-1, *([1] * (raw.ndim - 1)))
+    def _served(self, key: str, raw: np.ndarray, offset: np.ndarray, floor: np.ndarray | None = None) -> np.ndarray:
+        """The served prediction of model ``key`` from its raw score (rows x any shape; ``offset`` per row).
+
+        ``floor`` (per row, spend only): the least spend if active, one expected order (see
+        :meth:`_predictions`), so that effects and base are those of the served prediction.
+        """
+        per_row = (-1, *([1] * (raw.ndim - 1)))
+        shifted = raw + np.asarray(offset, float).reshape(per_row)
         if key == "churn":
             return self.calibrate(expit(shifted))
         spend = np.exp(shifted) if self.explainers()["spend"].objective in _LOG_LINK else shifted
-        return np.maximum(spend, 0.0)
+        spend = np.maximum(spend, 0.0)
+        return spend if floor is None else np.maximum(spend, np.asarray(floor, float).reshape(per_row))
 
     def _drivers(
         self, features: pd.DataFrame, raw: dict[str, np.ndarray], contributions: dict[str, np.ndarray], top_k: int
@@ -538,13 +544,16 @@ class ClvModels:
             for j in np.unique(np.concatenate([top.ravel() for _, top in tops.values()]))
         }
         offsets = dict(zip(("churn", "spend"), self._offsets(features), strict=True))
+        floors = {"churn": None, "spend": None}
+        if ORDER_VALUE_FEATURE in features.columns:
+            floors["spend"] = features[ORDER_VALUE_FEATURE].to_numpy(float)
         bases = {}
         for key, (contrib, top) in tops.items():
             # Effects in the prediction's units: the prediction minus the prediction without the driver.
-            full = self._served(key, raw[key], offsets[key])
+            full = self._served(key, raw[key], offsets[key], floors[key])
             shown = np.take_along_axis(contrib, top, axis=1)
-            effect = full[:, None] - self._served(key, raw[key][:, None] - shown, offsets[key])
-            bases[key] = self._served(key, raw[key] - contrib.sum(axis=1), offsets[key])
+            effect = full[:, None] - self._served(key, raw[key][:, None] - shown, offsets[key], floors[key])
+            bases[key] = self._served(key, raw[key] - contrib.sum(axis=1), offsets[key], floors[key])
             for i in range(len(features)):
                 out[i][key] = [
                     {
