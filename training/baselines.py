@@ -85,16 +85,33 @@ def btyd_forecast(
     x, tx, T, m = (summary[c].to_numpy(float) for c in ("frequency", "recency", "T", "monetary_value"))
     bg, gg = fitted if fitted is not None else (fit_bgnbd(x, tx, T), fit_gamma_gamma(x, m))
     t = horizon_days / time_unit_days
-    purchases = pd.Series(bgnbd_expected_purchases(bg, t, x, tx, T), index=summary.index)
+    return _spend_forecast(
+        summary, customers, gg,
+        purchases=bgnbd_expected_purchases(bg, t, x, tx, T),
+        new_purchases=float(np.asarray(bgnbd_expected_purchases_new(bg, t))),
+        params={"bgnbd": asdict(bg), "gamma_gamma": asdict(gg)},
+    )  # fmt: skip
+
+
+def _spend_forecast(
+    summary: pd.DataFrame, customers: pd.Index, gg: GammaGammaParams, *, purchases: np.ndarray,
+    new_purchases: float, params: dict,
+) -> BaselineForecast:  # fmt: skip
+    """Expected purchases (per row of ``summary``) times Gamma-Gamma's expected value, for ``customers``.
+
+    A customer of ``customers`` absent from ``summary`` (no purchase before the cutoff) gets
+    ``new_purchases`` times the population mean purchase value.
+    """
+    m = summary["monetary_value"].to_numpy(float)
+    x = summary["frequency"].to_numpy(float)
     value = pd.Series(gamma_gamma_expected_value(gg, x, m), index=summary.index)
-    new_purchases = float(np.asarray(bgnbd_expected_purchases_new(bg, t)))
     population_value = float(np.asarray(gamma_gamma_expected_value(gg, np.zeros(1), np.zeros(1)))[0])
-    purchases = purchases.reindex(customers).fillna(new_purchases)
+    purchases = pd.Series(purchases, index=summary.index).reindex(customers).fillna(new_purchases)
     value = value.reindex(customers).fillna(population_value)
     return BaselineForecast(
         expected_spend=(purchases * value).rename("expected_spend"),
         churn_score=(-purchases).rename("churn_score"),
-        params={"bgnbd": asdict(bg), "gamma_gamma": asdict(gg)},
+        params=params,
     )
 
 
@@ -130,17 +147,12 @@ def pareto_forecast(
     pn = pareto if pareto is not None else fit_pareto_nbd(x, tx, T)
     gg = gamma_gamma if gamma_gamma is not None else fit_gamma_gamma(x, m)
     t = horizon_days / time_unit_days
-    purchases = pd.Series(pareto_nbd_expected_purchases(pn, t, x, tx, T), index=summary.index)
-    value = pd.Series(gamma_gamma_expected_value(gg, x, m), index=summary.index)
-    new_purchases = float(np.asarray(pareto_nbd_expected_purchases_new(pn, t)))
-    population_value = float(np.asarray(gamma_gamma_expected_value(gg, np.zeros(1), np.zeros(1)))[0])
-    purchases = purchases.reindex(customers).fillna(new_purchases)
-    value = value.reindex(customers).fillna(population_value)
-    return BaselineForecast(
-        expected_spend=(purchases * value).rename("expected_spend"),
-        churn_score=(-purchases).rename("churn_score"),
+    return _spend_forecast(
+        summary, customers, gg,
+        purchases=pareto_nbd_expected_purchases(pn, t, x, tx, T),
+        new_purchases=float(np.asarray(pareto_nbd_expected_purchases_new(pn, t))),
         params={"pareto_nbd": asdict(pn), "gamma_gamma": asdict(gg)},
-    )
+    )  # fmt: skip
 
 
 def naive_forecast(transactions: pd.DataFrame, *, cutoff, horizon_days: int, customers: pd.Index) -> BaselineForecast:
