@@ -55,7 +55,7 @@ def actual_by_period(transactions: pd.DataFrame, customers: pd.Index, forecast: 
         inside = (ts >= start) & (ts < end)
         rows.append(
             {
-                "month": int(f["month"]),
+                "month": str(f["month"]),
                 "actual_base": float(transactions.loc[inside & known, "amount"].sum()),
                 "actual_all": float(transactions.loc[inside, "amount"].sum()),
                 "active_base": int(transactions.loc[inside & known & (transactions["amount"] >= 0), "customer_id"].nunique()),
@@ -113,7 +113,7 @@ def compare(forecast: pd.DataFrame, actual: pd.DataFrame) -> tuple[pd.DataFrame,
 
 def by_half(t: pd.DataFrame, months_per_horizon: float) -> list[str]:
     """Forecast, oracle and actual summed over each horizon of the forecast (first H days, then the rest)."""
-    first = t["month"] <= round(months_per_horizon)
+    first = np.arange(len(t)) < round(months_per_horizon)
     lines = []
     for name, rows in (("months 1-%d" % round(months_per_horizon), first), ("months %d-%d" % (round(months_per_horizon) + 1, len(t)), ~first)):
         part = t.loc[rows]
@@ -131,13 +131,13 @@ def format_report(t: pd.DataFrame, s: dict, header: list[str], halves: list[str]
     lines = list(header)
     lines.append("")
     lines.append(
-        f"{'month':>5}  {'period':<23}  {'forecast':>10}  {'80% band':>21}  {'actual':>10}  "
+        f"{'month':>7}  {'period':<23}  {'forecast':>10}  {'80% band':>21}  {'actual':>10}  "
         f"{'error':>9}  {'APE':>6}  {'in band':>7}  {'oracle':>10}"
     )
     for _, r in t.iterrows():
         band = f"{r['revenue_low']:,.0f} .. {r['revenue_high']:,.0f}"
         lines.append(
-            f"{int(r['month']):>5}  {str(r['period_start'])} .. {str(r['period_end'])}  "
+            f"{str(r['month']):>7}  {str(r['period_start'])} .. {str(r['period_end'])}  "
             f"{r['expected_revenue']:>10,.0f}  {band:>21}  {r['actual_base']:>10,.0f}  "
             f"{r['error']:>+9,.0f}  {r['ape'] * 100:>5.1f}%  {'yes' if r['inside'] else 'NO':>7}  "
             f"{r.get('oracle', np.nan):>10,.0f}"
@@ -214,8 +214,9 @@ def _run(args, tmp: Path) -> int:
     timings["generate"] = time.perf_counter() - t0
     full = book.tables
     end = pd.Timestamp(args.end).normalize()
-    # 12 forecast months of 30.4375 days end on the book's last day (or the day before it).
-    cutoff = end - pd.Timedelta(days=round(args.months * C.MONTH_DAYS))
+    # The forecast's calendar months end on the book's last day's month end: the cutoff is the last
+    # day of the month ``args.months`` calendar months before it (no partial first month).
+    cutoff = (end.to_period("M") - args.months).to_timestamp(how="end").normalize()
     history = history_until(full, cutoff)
     _log(
         f"book: {len(full.customers):,} customers, {len(full.transactions):,} transactions, "

@@ -225,34 +225,104 @@ def test_cohorts_known_values(paths):
     assert mar["recommendation"] == "hold"
 
 
+#: Ends of the forecast's calendar months (April 2024 .. March 2025) in days after the scoring date.
+END_DAYS = np.array([30, 61, 91, 122, 153, 183, 214, 244, 275, 306, 334, 365])
+
+
+def _bgnbd_survival(t_days, a_days, x, params=BGNBD):
+    """P(alive t days on | alive now) under BG/NBD by quadrature: E[(1 + p t / A)^-(r + x)], p ~ Beta(a, b + x)."""
+    from scipy import integrate, stats
+
+    dist = stats.beta(params.a, params.b + x)
+    return np.array(
+        [integrate.quad(lambda q: dist.pdf(q) * (1 + q * t / a_days) ** -(params.r + x), 0, 1)[0] for t in t_days]
+    )
+
+
 def test_forecast_known_values(paths):
     fc = pd.read_csv(paths["forecast"])
+    # Calendar months: the scoring date 2024-03-31 is a month's last day, so no partial month.
+    assert fc["month"].tolist() == [f"2024-{m:02d}" for m in range(4, 13)] + ["2025-01", "2025-02", "2025-03"]
+    assert fc["period_start"][0] == "2024-04-01" and fc["period_end"].iloc[-1] == "2025-03-31"
+    assert not fc["partial_month"].any() and fc["days"].tolist() == list(np.diff(np.r_[0, END_DAYS]))
     # Expected spend over the first horizon e = (1 − p) s: 20 for each customer; month j gets
-    # e · (F(j · 30.4375) − F((j − 1) · 30.4375)). Months are exactly a third of a horizon.
+    # e · (F(end of j) − F(end of j − 1)), the month ends in days after the scoring date.
     e = {"a1": 20.0, "a2": 20.0, "b1": 20.0}
-    edges = C.MONTH_DAYS * np.arange(13)
+    edges = np.r_[0, END_DAYS]
     expected = sum(e[c] * np.diff(_curve(edges, A_DAYS[c])) for c in e)
-    # By hand for b1 (A = 64 days, H = 91.3125): month 1 = 20 · 30.4375 · 155.3125 / (91.3125 · 94.4375).
-    assert e["b1"] * np.diff(_curve(edges, A_DAYS["b1"]))[0] == pytest.approx(20 * 30.4375 * 155.3125 / (91.3125 * 94.4375))
+    # By hand for b1 (A = 64 days, H = 91.3125): April (30 days) = 20 · 30 · 155.3125 / (91.3125 · 94).
+    assert e["b1"] * np.diff(_curve(edges, A_DAYS["b1"]))[0] == pytest.approx(20 * 30 * 155.3125 / (91.3125 * 94))
     # The CSV holds cents (and two decimals of customers): compare at that precision.
     np.testing.assert_allclose(fc["expected_revenue"], expected, rtol=0, atol=0.005)
     np.testing.assert_allclose(fc["expected_margin"], 0.5 * expected, rtol=0, atol=0.005)
-    # Active customers in horizon k: (1 − p) · ratio_k, ratio_k = F(kH) − F((k − 1)H),
-    # F(kH) = k (A + H) / (A + kH); b1 (p = 0) now decays too: its dropout is BG/NBD's.
-    one_minus_p = {"a1": 0.5, "a2": 0.5, "b1": 1.0}
-    ratio = {c: np.diff([k * (A_DAYS[c] + H) / (A_DAYS[c] + k * H) for k in range(5)]) for c in e}
-    active = sum(one_minus_p[c] * ratio[c] for c in e)
-    assert ratio["b1"][1] == pytest.approx(2 * 155.3125 / (64 + 2 * 91.3125) - 1)
-    np.testing.assert_allclose(fc["expected_active_customers"], np.repeat(active, 3), rtol=0, atol=0.005)
+    # Customers alive at each month end: P(alive) of the scores times BG/NBD's survival given alive
+    # (a2 has one repeat purchase day, x = 1; a1 and b1 none).
+    x = {"a1": 0, "a2": 1, "b1": 0}
+    p_alive = {"a1": 0.5, "a2": 0.5, "b1": 1.0}
+    alive = sum(p_alive[c] * _bgnbd_survival(END_DAYS, A_DAYS[c], x[c]) for c in e)
+    np.testing.assert_allclose(fc["expected_active_customers"], alive, rtol=0, atol=0.005)
+    # Smooth, not a step function: it falls every month, and each fall is no larger than the one
+    # before (to the CSV's rounding).
+    step = np.diff(np.r_[sum(p_alive.values()), fc["expected_active_customers"]])
+    assert (step < 0).all() and (np.diff(step) >= -0.01).all()
     np.testing.assert_allclose(fc["cumulative_revenue"], np.cumsum(expected), rtol=0, atol=0.005)
-    # Without seasonality the first horizon of the forecast is the scores' expected spend.
-    assert fc["expected_revenue"][:3].sum() == pytest.approx(_frame()["expected_spend"].sum(), abs=0.015)
-    # Later horizons fall below the first (dropout), month by month within a horizon too.
-    assert (np.diff(fc["expected_revenue"]) < 0).all()
+    # Without seasonality the first horizon of the forecast is the scores' expected spend: the 91
+    # days of April to June are H less 0.3125 days.
+    first = sum(e[c] * _curve(91.0, A_DAYS[c]) for c in e)
+    assert fc["expected_revenue"][:3].sum() == pytest.approx(first, abs=0.015)
+    assert first == pytest.approx(_frame()["expected_spend"].sum(), rel=0.003)
+    # Later horizons fall below the first (dropout), month by month within a horizon too (per day).
+    assert (np.diff(fc["expected_revenue"] / fc["days"]) < 0).all()
     assert (fc["revenue_low"] <= fc["expected_revenue"]).all() and (fc["expected_revenue"] <= fc["revenue_high"]).all()
     assert (fc["cumulative_revenue_low"] <= fc["cumulative_revenue"]).all()
     assert (fc["cumulative_revenue"] <= fc["cumulative_revenue_high"]).all()
-    assert fc["period_start"][0] == "2024-04-01"
+
+
+def test_forecast_calendar_labels_a_partial_first_month():
+    cal = F.forecast_calendar("2024-02-10", 2)
+    assert cal["month"].tolist() == ["2024-02", "2024-03", "2024-04"]
+    assert cal["partial_month"].tolist() == [True, False, False]
+    assert [str(d) for d in cal["period_start"]] == ["2024-02-11", "2024-03-01", "2024-04-01"]
+    assert [str(d) for d in cal["period_end"]] == ["2024-02-29", "2024-03-31", "2024-04-30"]
+    assert cal["days"].tolist() == [19, 31, 30] and cal["end_day"].tolist() == [19, 50, 80]
+
+
+def test_first_horizon_of_calendar_months_is_the_scores_expected_spend():
+    # Scored on 2024-12-31 with H = 90 days: January to March 2025 are exactly the first horizon, so
+    # without seasonality their revenue is Σ (1 − p) s whatever the BG/NBD decay; P(alive) starts at
+    # the scores' and decays smoothly.
+    rng = np.random.default_rng(5)
+    n = 50
+    p, s, alive = rng.uniform(0, 0.9, n), rng.gamma(2.0, 30.0, n), rng.uniform(0.2, 1.0, n)
+    x = rng.poisson(2, n).astype(float)
+    T = rng.uniform(5, 60, n)
+    shape = F.ForecastShape(
+        as_of=pd.Timestamp("2024-12-31"), frequency=x, recency=np.where(x > 0, 0.5 * T, 0.0), T=T,
+        bgnbd=BGNBDParams(r=0.8, alpha=4.0, a=0.6, b=2.0), seasonality=np.ones(12), time_unit_days=7.0,
+    )  # fmt: skip
+    cal = F.forecast_calendar("2024-12-31", 12)
+    revenue, _, active = F.expected_forecast(
+        p, s, p_alive=alive, horizon_days=90, margin=0.5, cost_to_serve=0.0, end_days=cal["end_day"], shape=shape
+    )
+    assert revenue[:3].sum() == pytest.approx(((1 - p) * s).sum(), rel=1e-9)
+    assert (np.diff(np.r_[alive.sum(), active]) < 0).all() and active[-1] > 0
+
+
+def test_survival_given_alive_known_values():
+    # r = a = b = 1 and no repeat purchase: S(t) = ₂F₁(1, 1; 2; −z) = ln(1 + z) / z, z = t / (alpha + T).
+    shape = F.ForecastShape(
+        as_of=pd.Timestamp("2024-12-31"), frequency=np.array([0.0, np.nan]), recency=np.array([0.0, np.nan]),
+        T=np.array([3.0, np.nan]), bgnbd=BGNBDParams(r=1.0, alpha=2.0, a=1.0, b=1.0), seasonality=np.ones(12),
+        time_unit_days=7.0,
+    )  # fmt: skip
+    days = np.array([0.0, 7.0, 70.0])
+    got = F.survival_given_alive(shape, slice(None), days, churn_probability=[0.5, 0.5], horizon_days=91)
+    for row, A in ((0, 5.0), (1, 2.0)):  # alpha + T in weeks; no history: T = 0
+        z = days[1:] / 7 / A
+        np.testing.assert_allclose(got[row], np.r_[1.0, np.log1p(z) / z], rtol=1e-12)
+    # Without BG/NBD: the retention (1 − p)^(t / H) as a continuous decay.
+    flat = F.survival_given_alive(None, slice(None), [0.0, 45.5, 91.0], churn_probability=[0.75], horizon_days=91)
+    np.testing.assert_allclose(flat, [[1.0, 0.5, 0.25]])
 
 
 def _tables_without_repeat_buyers() -> Tables:
@@ -268,7 +338,7 @@ def test_forecast_falls_back_to_the_champions_bgnbd_without_a_refit():
     with pytest.warns(UserWarning, match="cannot fit BG/NBD.*champion's BG/NBD parameters"):
         res = F.compute_budget(_tables_without_repeat_buyers(), _scores(), settings=F.BudgetSettings(n_simulations=50))
     a_days = {"a1": ALPHA_DAYS + 76, "a2": ALPHA_DAYS + 0, "b1": ALPHA_DAYS + 50}
-    edges = C.MONTH_DAYS * np.arange(13)
+    edges = np.r_[0, END_DAYS]
     expected = sum(20.0 * np.diff(_curve(edges, a_days[c])) for c in a_days)
     np.testing.assert_allclose(res.forecast["expected_revenue"], expected, rtol=1e-9)
     assert res.summary["forecast_decay"] == "bgnbd"
@@ -281,14 +351,17 @@ def test_forecast_without_any_bgnbd_is_the_retention_r_k():
     with pytest.warns(UserWarning, match="cannot fit BG/NBD.*r\\^k"):
         shape = fit_forecast_shape(tables, frame["customer_id"], pd.Timestamp(AS_OF), time_unit_days=7.0)
     assert shape.bgnbd is None
+    # Periods of a third of a horizon (the arithmetic is the same for calendar months).
     revenue, _, active = F.expected_forecast(
-        frame["churn_probability"], frame["spend_if_active"], horizon_days=H, margin=0.5, cost_to_serve=0.0,
-        months=12, shape=shape,
+        frame["churn_probability"], frame["spend_if_active"], p_alive=frame["p_alive"], horizon_days=H,
+        margin=0.5, cost_to_serve=0.0, end_days=H / 3 * np.arange(1, 13), shape=shape,
     )  # fmt: skip
     # b1 stays: 20 / 3 a month; a1 and a2: 40 / 3 a month each, times 0.5^k in horizon k.
     expected = np.repeat([20.0, 20 / 3 + 20 / 3, 20 / 3 + 10 / 3, 20 / 3 + 5 / 3], 3)
     np.testing.assert_allclose(revenue, expected)
-    np.testing.assert_allclose(active, np.repeat([2.0, 1.5, 1.25, 1.125], 3))
+    # Alive at each period's end: b1 (P(alive) 1, p = 0) stays; a1 and a2 (P(alive) 1/2) decay as
+    # 0.5^(t / H), smoothly.
+    np.testing.assert_allclose(active, 1.0 + 0.5 ** (np.arange(1, 13) / 3))
 
 
 def test_bgnbd_decay_at_a_equal_1_is_its_limit():
@@ -372,21 +445,21 @@ def test_seasonality_indices_with_growth_and_fallback():
 def test_forecast_seasonality_known_values():
     # One customer who never churns (p = 0, design retention: flat spend s / H a day) and an index
     # twice as high in January as in the other months: 24/13 in January, 12/13 otherwise (mean 1).
-    # Month 1 (2024-01-01 + 30.4375 days) is all January; month 2 has 0.5625 days of January.
+    # Calendar months: January (31 days), February (29 days in 2024), ...
     season = np.ones(12)
     season[0] = 2.0
-    df = pd.DataFrame({"churn_probability": [0.0], "spend_if_active": [182.0]})
+    df = pd.DataFrame({"churn_probability": [0.0], "spend_if_active": [182.0], "p_alive": [1.0]})
     shape = F.ForecastShape(
         as_of=pd.Timestamp("2023-12-31"), frequency=np.array([np.nan]), recency=np.array([np.nan]),
         T=np.array([np.nan]), bgnbd=None, seasonality=season / season.mean(), time_unit_days=7.0,
     )  # fmt: skip
     revenue, _, active = F.expected_forecast(
-        df["churn_probability"], df["spend_if_active"], horizon_days=182, margin=0.5, cost_to_serve=0.0, months=12,
-        shape=shape,
+        df["churn_probability"], df["spend_if_active"], p_alive=df["p_alive"], horizon_days=182, margin=0.5,
+        cost_to_serve=0.0, end_days=F.forecast_calendar("2023-12-31", 12)["end_day"], shape=shape,
     )  # fmt: skip
-    assert revenue[0] == pytest.approx(30.4375 * 24 / 13)
-    assert revenue[1] == pytest.approx(0.5625 * 24 / 13 + 29.875 * 12 / 13)
-    assert revenue[5] == pytest.approx(30.4375 * 12 / 13)
+    assert revenue[0] == pytest.approx(31 * 24 / 13)
+    assert revenue[1] == pytest.approx(29 * 12 / 13)
+    assert revenue[5] == pytest.approx(30 * 12 / 13)
     np.testing.assert_allclose(active, 1.0)
 
 
@@ -530,7 +603,9 @@ def test_report_agrees_with_the_csvs(paths):
     fc = pd.read_csv(paths["forecast"])
     for row, (_, f) in zip(tables["forecast"][1:], fc.iterrows(), strict=True):
         cols = ("expected_revenue", "revenue_low", "revenue_high", "expected_margin", "margin_low", "margin_high")
-        assert row[0] == str(f["month"]) and row[3:] == [fmt_money(f[k]) for k in cols]
+        assert row[0] == str(f["month"]) and row[3:9] == [fmt_money(f[k]) for k in cols]
+        # One decimal of customers on the page, two in the CSV.
+        assert float(row[9].replace(",", "")) == pytest.approx(f["expected_active_customers"], abs=0.051)
 
     seg = pd.read_csv(paths["segments"])
     sizes = {r[0]: int(r[1]) for r in tables["segments"][1:]}
@@ -541,7 +616,7 @@ def test_report_agrees_with_the_csvs(paths):
     summary = dict(tables["summary"][1:])
     assert summary["Predicted remaining CLV, total"] == fmt_money(_frame()["clv"].sum()) == "50.00"
     assert summary["Realised margin to date, total"] == "35.00"
-    assert summary["Expected revenue, next 12 months"] == fmt_money(fc["expected_revenue"].sum())
+    assert summary["Expected revenue, 2024-04-01 to 2025-03-31"] == fmt_money(fc["cumulative_revenue"].iloc[-1])
     assert summary["Revenue 80% interval, high"] == fmt_money(fc["cumulative_revenue_high"].iloc[-1])
     assert summary["Referral credit, total"] == "0.50"
     assert len(tables["cohorts"]) == 1 + 3
@@ -584,8 +659,9 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
     codes = (np.arange(n) % 3).astype(np.int64)
     clv_config = ClvConfig(gross_margin=0.3, cost_to_serve=2.0, annual_discount_rate=0.1, lifetime_horizons=10)
     p, s = df["churn_probability"], df["spend_if_active"]
+    end_days = F.forecast_calendar("2023-06-30", 12)["end_day"].to_numpy()
     kw = dict(
-        horizon_days=182, clv=clv_config, forecast_months=12, n_simulations=3000, spend_cv=0.5, common_cv=0.0,
+        horizon_days=182, clv=clv_config, end_days=end_days, n_simulations=3000, spend_cv=0.5, common_cv=0.0,
         seed=3, shape=shape,
     )  # fmt: skip
     # The scores' CLV (from their spend curve): any value per customer; the draws' mean is it.
@@ -595,8 +671,9 @@ def test_simulation_means_match_the_formulas_and_ignore_chunking(with_shape):
     expected = np.bincount(codes, weights=clv)
     np.testing.assert_allclose(sims["clv_sums"][0].mean(axis=1), expected, rtol=0.02)
     revenue, margin, _ = F.expected_forecast(
-        p, s, horizon_days=182, margin=0.3, cost_to_serve=2.0, months=12, shape=shape, chunk_size=7
-    )
+        p, s, p_alive=np.ones(n), horizon_days=182, margin=0.3, cost_to_serve=2.0, end_days=end_days, shape=shape,
+        chunk_size=7,
+    )  # fmt: skip
     np.testing.assert_allclose(sims["revenue"].mean(axis=1), revenue, rtol=0.02)
     np.testing.assert_allclose(sims["margin"].mean(axis=1), margin, rtol=0.02)
     again = F.simulate(p, s, [(codes, 3)], chunk_size=7, clv_mean=clv, **{**kw, "n_simulations": 50})

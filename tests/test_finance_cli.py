@@ -17,8 +17,8 @@ from features.io import load_tables
 from features.synthetic import generate, write_book
 from serving.cli import main
 from serving.finance import expected_forecast
-from serving.finance.forecast import fit_forecast_shape
 from serving.finance.acquisition import acquisition_budget
+from serving.finance.forecast import fit_forecast_shape, forecast_calendar
 from serving.scores import read_scores
 from serving.scoring import score
 from test_registry import SMALL
@@ -78,8 +78,9 @@ def test_budget_uses_the_horizon_of_the_scores(capsys, work):
 
     def revenue(horizon_days):
         return expected_forecast(
-            frame["churn_probability"], frame["spend_if_active"], horizon_days=horizon_days,
-            margin=scores.run.clv.gross_margin, cost_to_serve=scores.run.clv.cost_to_serve, months=12, shape=shape,
+            frame["churn_probability"], frame["spend_if_active"], p_alive=frame["p_alive"], horizon_days=horizon_days,
+            margin=scores.run.clv.gross_margin, cost_to_serve=scores.run.clv.cost_to_serve,
+            end_days=forecast_calendar(scores.run.as_of, 12)["end_day"], shape=shape,
         )[0]  # fmt: skip
 
     np.testing.assert_allclose(forecast["expected_revenue"], revenue(HORIZON_DAYS), rtol=0, atol=0.005)  # cents

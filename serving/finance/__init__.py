@@ -19,7 +19,14 @@ matplotlib, which the service (it imports :func:`acquisition_budget`) does not n
 
 from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv
 from serving.finance.budget import SEGMENT_COLUMNS, BudgetResult, BudgetSettings, compute_budget
-from serving.finance.forecast import ForecastShape, expected_forecast, horizon_ratios, seasonality_indices
+from serving.finance.forecast import (
+    ForecastShape,
+    expected_forecast,
+    forecast_calendar,
+    horizon_ratios,
+    seasonality_indices,
+    survival_given_alive,
+)
 from serving.finance.simulate import simulate
 
 __all__ = [
@@ -31,8 +38,10 @@ __all__ = [
     "acquisition_budget",
     "compute_budget",
     "expected_forecast",
+    "forecast_calendar",
     "horizon_ratios",
     "new_customer_clv",
     "seasonality_indices",
     "simulate",
+    "survival_given_alive",
 ]

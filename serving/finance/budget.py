@@ -8,9 +8,10 @@ and the scoring run behind them, written by ``clvcast score``) and the raw table
   LTV:CAC, maximum allowable CAC, payback and a grow / hold / cut recommendation (:mod:`.ltv`);
 - ``cohorts``: the same per acquisition month and channel, with the cumulative value curve per
   customer by month since acquisition (realised up to the scoring date, predicted after it);
-- ``forecast``: revenue and margin of the current base per month over the next 12 months with
-  80 % intervals; months are 30.4375 days long and start the day after the scoring date, and the
-  ``cumulative_revenue*`` columns give the interval of the running total (the 12-month total's
+- ``forecast``: revenue and margin of the current base per calendar month over the next 12 months
+  with 80 % intervals, and the customers expected alive at each month's end; the first row is the
+  rest of the scoring date's month (``partial_month``) unless the scoring date is a month's last
+  day, and the ``cumulative_revenue*`` columns give the interval of the running total (the total's
   interval is not the sum of the monthly ones). How it is built: :mod:`.forecast`; the intervals:
   :mod:`.simulate`;
 - ``segments``: each customer's CLV, tier and RFM segment (and referral credit), for a CRM;
@@ -39,7 +40,7 @@ from features.contract import Tables
 from features.population import KNOWN_KINDS, customer_population
 from serving import clv as C
 from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv
-from serving.finance.forecast import ForecastShape, expected_forecast, fit_forecast_shape
+from serving.finance.forecast import ForecastShape, expected_forecast, fit_forecast_shape, forecast_calendar
 from serving.finance.ltv import Groups, ltv_tables, realised_margin
 from serving.finance.simulate import interval, simulate
 from serving.scores import SCORE_COLUMNS, Scores
@@ -62,7 +63,8 @@ class BudgetSettings(BaseModel):
         Customers at most this old (days since acquisition at the scoring date) define the
         new-customer CLV.
     forecast_months : int
-        Months of the revenue forecast.
+        Whole calendar months of the revenue forecast after the scoring date's month (whose rest, if
+        any, is a partial first row).
     curve_months : int
         Months since acquisition in the cohort value curves.
     n_simulations : int
@@ -107,7 +109,9 @@ class BudgetResult:
         the scoring date), ``customers_not_scored`` (of them, those the scores do not hold),
         ``transactions_before_acquisition`` (rows left out of the realised margin), ``total_clv``,
         ``mean_clv``, ``total_realised_margin``, ``total_cac``, ``overall_ltv_cac``,
-        ``forecast_revenue`` (with ``_low`` and ``_high``), ``forecast_margin``, ``forecast_months``,
+        ``forecast_revenue`` (with ``_low`` and ``_high``), ``forecast_margin``, ``forecast_months`` (whole
+        calendar months), ``forecast_start`` and ``forecast_end`` (ISO dates, both included),
+        ``forecast_partial_month`` (True when the first row is the rest of the scoring date's month),
         ``forecast_decay`` (``"bgnbd"`` or ``"retention"``), ``forecast_seasonality`` (12 floats),
         ``total_referral_credit`` (None without referrals) and ``settings`` (horizon, CLV
         arithmetic, decisions and :class:`BudgetSettings` used).
@@ -197,9 +201,10 @@ def compute_budget(
         tables, df["customer_id"], as_of, time_unit_days=run.btyd.time_unit_days, bgnbd=forecast_bgnbd,
         fallback_bgnbd=run.btyd.bgnbd, seasonality=seasonality,
     )  # fmt: skip
+    calendar = forecast_calendar(as_of, settings.forecast_months)
     sims = simulate(
         df["churn_probability"], df["spend_if_active"], groups.groupings, horizon_days=horizon_days, clv=clv,
-        forecast_months=settings.forecast_months, n_simulations=settings.n_simulations,
+        end_days=calendar["end_day"].to_numpy(), n_simulations=settings.n_simulations,
         spend_cv=settings.spend_cv, common_cv=settings.common_cv, seed=settings.seed,
         chunk_size=settings.chunk_size, shape=shape, clv_mean=df["clv"],
     )  # fmt: skip
@@ -207,7 +212,7 @@ def compute_budget(
         df, realised, realised_per_customer, groups, sims["clv_sums"], horizon_days=horizon_days, clv=clv,
         target_ratio=decisions.target_ltv_cac, curve_months=settings.curve_months,
     )  # fmt: skip
-    forecast = _forecast_table(df, as_of, shape, sims, horizon_days=horizon_days, clv=clv, settings=settings)
+    forecast = _forecast_table(df, calendar, shape, sims, horizon_days=horizon_days, clv=clv, settings=settings)
     segments = _segments_table(tables, df, decisions)
     new_clv = new_customer_clv(
         df.assign(as_of=as_of),
@@ -238,6 +243,9 @@ def compute_budget(
         "forecast_revenue_high": float(forecast["cumulative_revenue_high"].iloc[-1]),
         "forecast_margin": float(forecast["expected_margin"].to_numpy().sum()),
         "forecast_months": settings.forecast_months,
+        "forecast_start": str(forecast["period_start"].iloc[0]),
+        "forecast_end": str(forecast["period_end"].iloc[-1]),
+        "forecast_partial_month": bool(forecast["partial_month"].iloc[0]),
         # How later months were projected (see "Revenue forecast" in serving.finance.forecast).
         "forecast_decay": "bgnbd" if shape.bgnbd is not None else "retention",
         "forecast_seasonality": [float(v) for v in shape.seasonality],
@@ -443,7 +451,7 @@ def _warn_if_clv_differs(df: pd.DataFrame, *, horizon_days: float, clv: ClvConfi
 
 def _forecast_table(
     df: pd.DataFrame,
-    as_of: pd.Timestamp,
+    calendar: pd.DataFrame,
     shape: ForecastShape,
     sims: dict,
     *,
@@ -451,33 +459,30 @@ def _forecast_table(
     clv: ClvConfig,
     settings: BudgetSettings,
 ) -> pd.DataFrame:
-    """Expected revenue, margin and active customers per month with the simulated 80 % intervals."""
-    months = settings.forecast_months
+    """Expected revenue, margin and customers alive per calendar month, with the simulated 80 % intervals.
+
+    ``calendar`` is :func:`serving.finance.forecast.forecast_calendar` of the scoring date; its
+    columns but ``end_day`` lead the table.
+    """
     revenue, margin, active = expected_forecast(
-        df["churn_probability"], df["spend_if_active"], horizon_days=horizon_days, margin=clv.gross_margin,
-        cost_to_serve=clv.cost_to_serve, months=months, shape=shape, chunk_size=settings.chunk_size,
+        df["churn_probability"], df["spend_if_active"], p_alive=df["p_alive"], horizon_days=horizon_days,
+        margin=clv.gross_margin, cost_to_serve=clv.cost_to_serve, end_days=calendar["end_day"].to_numpy(),
+        shape=shape, chunk_size=settings.chunk_size,
     )  # fmt: skip
     rev_lo, rev_hi = interval(sims["revenue"])
     mar_lo, mar_hi = interval(sims["margin"])
     cum_lo, cum_hi = interval(np.cumsum(sims["revenue"], axis=0))
-    month = np.arange(1, months + 1)
-    start = as_of + pd.Timedelta(days=1)
-    return pd.DataFrame(
-        {
-            "month": month,
-            "period_start": [(start + pd.Timedelta(days=round((m - 1) * C.MONTH_DAYS))).date() for m in month],
-            "period_end": [(as_of + pd.Timedelta(days=round(m * C.MONTH_DAYS))).date() for m in month],
-            "expected_revenue": revenue,
-            "revenue_low": rev_lo,
-            "revenue_high": rev_hi,
-            "expected_margin": margin,
-            "margin_low": mar_lo,
-            "margin_high": mar_hi,
-            "expected_active_customers": active,
-            "cumulative_revenue": np.cumsum(revenue),
-            "cumulative_revenue_low": cum_lo,
-            "cumulative_revenue_high": cum_hi,
-        }
+    return calendar.drop(columns="end_day").assign(
+        expected_revenue=revenue,
+        revenue_low=rev_lo,
+        revenue_high=rev_hi,
+        expected_margin=margin,
+        margin_low=mar_lo,
+        margin_high=mar_hi,
+        expected_active_customers=active,
+        cumulative_revenue=np.cumsum(revenue),
+        cumulative_revenue_low=cum_lo,
+        cumulative_revenue_high=cum_hi,
     )
 
 

@@ -89,7 +89,7 @@ def format_channels(result: BudgetResult) -> str:
     head = (
         f"{s['customers']:,} customers as of {s['as_of']}, horizon {s['settings']['horizon_days']:g} days: "
         f"total CLV {fmt_money(s['total_clv'])}, "
-        f"LTV:CAC {fmt_ratio(s['overall_ltv_cac'])}; revenue forecast over {s['forecast_months']} months "
+        f"LTV:CAC {fmt_ratio(s['overall_ltv_cac'])}; revenue forecast {s['forecast_start']} to {s['forecast_end']} "
         f"{fmt_money(s['forecast_revenue'])} (80% interval {fmt_money(s['forecast_revenue_low'])} - "
         f"{fmt_money(s['forecast_revenue_high'])})"
     )

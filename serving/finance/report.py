@@ -107,7 +107,7 @@ def _chart_payback(curves: pd.DataFrame, channels: pd.DataFrame) -> str:
 
 def _chart_forecast(forecast: pd.DataFrame) -> str:
     fig, ax = _figure()
-    m = forecast["month"].to_numpy()
+    m = np.arange(len(forecast))
     band = dict(alpha=0.2)
     ax.fill_between(m, forecast["revenue_low"], forecast["revenue_high"], color="#1f77b4",
                     label="revenue, 80% interval", **band)
@@ -115,9 +115,10 @@ def _chart_forecast(forecast: pd.DataFrame) -> str:
     ax.fill_between(m, forecast["margin_low"], forecast["margin_high"], color="#2ca02c",
                     label="margin, 80% interval", **band)
     ax.plot(m, forecast["expected_margin"], color="#2ca02c", marker="o", label="expected margin")
-    ax.set_xlabel("month after the scoring date")
+    ax.set_xlabel("calendar month (* = the rest of the scoring date's month)")
     ax.set_ylabel("currency per month")
-    ax.set_xticks(m)
+    labels = [f"{month}*" if partial else str(month) for month, partial in zip(forecast["month"], forecast["partial_month"])]
+    ax.set_xticks(m, labels=labels, rotation=45, ha="right")
     ax.set_ylim(bottom=min(0.0, float(forecast["margin_low"].min())))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -271,6 +272,11 @@ def _environment() -> Environment:
     return env
 
 
+def _forecast_period(s: dict) -> str:
+    """The forecast's dates in words, e.g. ``2024-04-01 to 2025-03-31``."""
+    return f"{s['forecast_start']} to {s['forecast_end']}"
+
+
 def _tables(result) -> dict[str, _Table]:
     """The page's tables as formatted text, by id."""
     s = result.summary
@@ -285,10 +291,10 @@ def _tables(result) -> dict[str, _Table]:
         ["Realised margin to date, total", fmt_money(s["total_realised_margin"])],
         ["Acquisition cost paid, total", fmt_money(s["total_cac"])],
         ["LTV:CAC, all channels", fmt_ratio(s["overall_ltv_cac"])],
-        [f"Expected revenue, next {s['forecast_months']} months", fmt_money(s["forecast_revenue"])],
+        [f"Expected revenue, {_forecast_period(s)}", fmt_money(s["forecast_revenue"])],
         ["Revenue 80% interval, low", fmt_money(s["forecast_revenue_low"])],
         ["Revenue 80% interval, high", fmt_money(s["forecast_revenue_high"])],
-        [f"Expected margin, next {s['forecast_months']} months", fmt_money(s["forecast_margin"])],
+        [f"Expected margin, {_forecast_period(s)}", fmt_money(s["forecast_margin"])],
     ]
     if s.get("total_referral_credit") is not None:
         summary_rows.append(["Referral credit, total", fmt_money(s["total_referral_credit"])])
@@ -303,9 +309,10 @@ def _tables(result) -> dict[str, _Table]:
     ]
     forecast = [
         [
-            str(int(r["month"])), str(r["period_start"]), str(r["period_end"]),
-            fmt_money(r["expected_revenue"]), fmt_money(r["revenue_low"]), fmt_money(r["revenue_high"]),
-            fmt_money(r["expected_margin"]), fmt_money(r["margin_low"]), fmt_money(r["margin_high"]),
+            f"{r['month']} (partial)" if r["partial_month"] else str(r["month"]), str(r["period_start"]),
+            str(r["period_end"]), fmt_money(r["expected_revenue"]), fmt_money(r["revenue_low"]),
+            fmt_money(r["revenue_high"]), fmt_money(r["expected_margin"]), fmt_money(r["margin_low"]),
+            fmt_money(r["margin_high"]), f"{r['expected_active_customers']:,.1f}",
         ]  # fmt: skip
         for _, r in result.forecast.iterrows()
     ]
@@ -341,7 +348,10 @@ def _tables(result) -> dict[str, _Table]:
         ),
         "forecast": _Table(
             "forecast",
-            ["Month", "From", "To", "Revenue", "Revenue low", "Revenue high", "Margin", "Margin low", "Margin high"],
+            [
+                "Month", "From", "To", "Revenue", "Revenue low", "Revenue high", "Margin", "Margin low", "Margin high",
+                "Customers alive at month end",
+            ],  # fmt: skip
             forecast,
             text_cols=3,
         ),
@@ -398,7 +408,7 @@ def render_report(result) -> str:
         kpis=[
             ("Customers scored", f"{s['customers']:,}"),
             ("Predicted remaining CLV, total", fmt_money(s["total_clv"])),
-            (f"Revenue next {s['forecast_months']} months", fmt_money(s["forecast_revenue"])),
+            (f"Revenue, {_forecast_period(s)}", fmt_money(s["forecast_revenue"])),
             ("80% interval of that revenue", f"{fmt_money(s['forecast_revenue_low'])} – {fmt_money(s['forecast_revenue_high'])}"),
             ("LTV:CAC, all channels", fmt_ratio(s["overall_ltv_cac"])),
         ],

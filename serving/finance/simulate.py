@@ -41,7 +41,7 @@ def simulate(
     *,
     horizon_days: float,
     clv: ClvConfig,
-    forecast_months: int,
+    end_days,
     n_simulations: int,
     spend_cv: float,
     common_cv: float,
@@ -68,8 +68,9 @@ def simulate(
         H, days.
     clv : ClvConfig
         m, c, d and K of the CLV arithmetic.
-    forecast_months : int
-        Months of the revenue draws.
+    end_days : array-like of int, shape (months,)
+        End of each forecast month in days after the scoring date
+        (:func:`serving.finance.forecast.forecast_calendar`).
     n_simulations : int
         S, draws.
     spend_cv, common_cv : float
@@ -89,15 +90,15 @@ def simulate(
     -------
     dict
         ``clv_sums``: one array (n_groups, S) per grouping, the summed simulated CLV (currency
-        units); ``revenue``, ``margin``: (forecast_months, S), currency units per month.
+        units); ``revenue``, ``margin``: (months, S), currency units per month.
     """
     margin, cost_to_serve = clv.gross_margin, clv.cost_to_serve
     S, K = n_simulations, clv.lifetime_horizons
-    step = C.months_per_horizon(horizon_days)
     delta = C.discount_per_horizon(horizon_days, clv.annual_discount_rate)
     # disc[n] = Σ_{k=1..n} (1 + δ)^-k: the discounted value of n active horizons of unit margin.
     disc = np.concatenate([[0.0], np.cumsum((1.0 + delta) ** -np.arange(1, K + 1, dtype=float))])
-    overlap = month_horizon_overlap(horizon_days, forecast_months)
+    end_days = np.asarray(end_days)
+    overlap = month_horizon_overlap(horizon_days, end_days)
     k_f = overlap.shape[1]
 
     seq_z, seq_u, seq_g = np.random.SeedSequence(seed).spawn(3)
@@ -107,7 +108,7 @@ def simulate(
     gamma_shape = 1.0 / spend_cv**2 if spend_cv > 0 else None
 
     clv_sums = [np.zeros(n * S) for _, n in groupings]
-    revenue = np.zeros((forecast_months, S))
+    revenue = np.zeros((len(end_days), S))
     active_k = np.zeros((k_f, S))
     sim = np.arange(S)
     p_all = np.asarray(churn_probability, dtype=float)
@@ -137,7 +138,7 @@ def simulate(
             value = np.where((mean != 0)[:, None], value * factor[:, None], t[:, None])
         for (codes, n), acc in zip(groupings, clv_sums):
             acc += np.bincount((codes[start:stop, None] * S + sim).ravel(), weights=value.ravel(), minlength=n * S)
-        plan = plan_forecast(p, shape, slice(start, stop), horizon_days=horizon_days, months=forecast_months)
+        plan = plan_forecast(p, shape, slice(start, stop), horizon_days=horizon_days, end_days=end_days)
         for k in range(k_f):
             on = v <= plan.survival[:, k : k + 1]
             revenue += plan.weights[k] @ np.where(on, spend, 0.0)
@@ -146,7 +147,7 @@ def simulate(
     return {
         "clv_sums": [a.reshape(n, S) for a, (_, n) in zip(clv_sums, groupings)],
         "revenue": revenue,
-        "margin": margin * revenue - cost_to_serve / step * customers,
+        "margin": margin * revenue - cost_to_serve * customers,
     }
 
 
