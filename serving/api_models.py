@@ -350,7 +350,11 @@ class Segment(BaseModel):
     """Where the customer sits: CLV tier (by lifetime CLV) and RFM segment."""
 
     clv_tier: str = Field(description='e.g. "top 10%", "next 10%", "next 30%", "bottom 50%".')
-    rfm_segment: str = Field(description="champions, loyal, potential_loyalist, new, promising, ...")
+    rfm_segment: str = Field(
+        description="lost, champions, loyal, cannot_lose, at_risk, new, ...: the first rule of "
+        "serving.segments.SEGMENT_RULES the customer meets (recency, frequency and value scores, P(alive), "
+        "churn probability, CLV), or prospect"
+    )
 
 
 class ModelVersions(BaseModel):

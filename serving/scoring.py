@@ -28,7 +28,7 @@ from features.spec import assemble
 from serving import clv as C
 from serving.prospects import ProspectModel, fit_prospects
 from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, LeftOut, Scores, ScoringRun, write_scores
-from serving.segments import SegmentReference, clv_tier
+from serving.segments import PROSPECT_SEGMENT, SegmentReference, clv_tier
 from training.config import ClvConfig
 from training.registry import Champion
 
@@ -323,9 +323,6 @@ def _population(tables: Tables, cutoff: pd.Timestamp, horizon_days: int, undated
         return None
     return customer_population(tables, cutoff=cutoff, engagement_days=horizon_days, undated_known=undated_known)
 
-
-#: ``rfm_segment`` of a customer scored as a prospect (no purchase yet).
-PROSPECT_SEGMENT = "prospect"
 _OBJECT = ("customer_id", "as_of", "clv_tier", "rfm_segment")
 
 

@@ -23,6 +23,7 @@ def _with_defaults(function, *names):
 
 
 horizon_clv = _with_defaults(C.horizon_clv, "margin", "cost_to_serve")
+from segment_rules import check_segment_rules
 from serving import segments as SG
 
 THREE_MONTHS = 3 * C.MONTH_DAYS  # a horizon of exactly 3 months of 30.4375 days
@@ -106,9 +107,51 @@ def test_rfm_scores_and_segments():
     ]  # fmt: skip
     r, f, m = zip(*cells)
     assert list(SG.rfm_segment(r, f, m)) == expected
-    assert set(np.asarray(SG.RFM_SEGMENT_GRID).ravel()) == set(SG.RFM_SEGMENTS)
+    # Without the models' columns the rules are the classic grid, cell by cell; "lost" needs them.
+    rs, fms = np.meshgrid(np.arange(1, 6), np.arange(1, 6), indexing="ij")
+    grid = SG.rfm_segment(rs.ravel(), fms.ravel(), fms.ravel()).reshape(5, 5)
+    assert grid.tolist() == [list(row) for row in SG.RFM_SEGMENT_GRID]
+    assert set(np.asarray(SG.RFM_SEGMENT_GRID).ravel()) | {"lost"} == set(SG.RFM_SEGMENTS)
     with pytest.raises(ValueError, match="1..5"):
         SG.rfm_segment([0], [1], [1])
+
+
+def test_segments_follow_the_models_not_only_past_purchases():
+    # Best R and FM but the models see the customer as gone (churn probability 1, CLV 0, P(alive)
+    # near 0): lost, never champions; the same past at FM 5 and R 1 is lost too, not cannot_lose.
+    got = SG.rfm_segment(
+        [5, 1, 1, 1, 5, 4], [5, 5, 5, 5, 5, 5], [5, 5, 5, 5, 5, 5],
+        p_alive=[0.9, 0.01, 0.6, 0.6, 0.8, 0.8], churn_probability=[1.0, 0.3, 0.7, 0.7, 0.6, 0.2],
+        clv=[0.0, 50.0, 50.0, 5.0, 30.0, 30.0], clv_median=10.0,
+    )  # fmt: skip
+    assert got.tolist() == ["lost", "lost", "cannot_lose", "at_risk", "need_attention", "loyal"]
+    assert list(SG.segment_definitions()) == list(SG.RFM_SEGMENTS) and all(SG.segment_definitions().values())
+
+
+def test_every_member_of_a_segment_meets_its_rule_on_a_scored_book():
+    # A book of 2,000 customers with model columns of every kind, scored against itself.
+    rng = np.random.default_rng(11)
+    n = 2_000
+    churn = np.clip(rng.beta(0.6, 0.6, n), 0, 1)
+    churn[:50] = 1.0
+    scores = pd.DataFrame(
+        {
+            "recency_days": rng.integers(0, 400, n).astype(float),
+            "frequency": rng.poisson(2.0, n).astype(float),
+            "monetary_value": rng.gamma(2.0, 30.0, n),
+            "churn_probability": churn,
+            "p_alive": np.clip(1 - churn + rng.normal(0, 0.1, n), 0, 1),
+            "clv": np.where(churn == 1.0, 0.0, rng.gamma(1.5, 40.0, n)),
+        }
+    )
+    reference = SG.SegmentReference.from_scores(scores)
+    scores["clv_tier"], scores["rfm_segment"] = reference.segments(scores)
+    sizes = check_segment_rules(reference, scores)
+    assert sum(sizes.values()) == n and min(sizes.values()) > 0, sizes
+    # Named as they read: no customer sure to churn among the customers to keep.
+    kept = scores["rfm_segment"].isin(["champions", "loyal", "cannot_lose"])
+    assert scores.loc[kept, "churn_probability"].max() < SG.LOST_CHURN_PROBABILITY
+    assert (scores.loc[kept, "clv"] > 0).all()
 
 
 def test_rfm_scores_against_a_reference():

@@ -34,6 +34,7 @@ from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams
 from features.contract import Tables
 from serving import clv as C
 from serving import finance as F
+from serving import segments as SG
 from serving.finance.forecast import fit_forecast_shape
 from serving.finance.outputs import REPORT_NAME, csv_frame, format_channels, write_budget, write_report
 from serving.finance.report import clv_concentration, fmt_money, fmt_months, fmt_ratio, render_report
@@ -608,6 +609,11 @@ def test_report_agrees_with_the_csvs(paths):
         assert float(row[9].replace(",", "")) == pytest.approx(f["expected_active_customers"], abs=0.051)
 
     seg = pd.read_csv(paths["segments"])
+    # Each segment's rule, from the one place the rules are declared.
+    rules = tables["segment-rules"][1:]
+    assert [tuple(r) for r in rules[: len(SG.RFM_SEGMENTS)]] == list(SG.segment_definitions().items())
+    assert [r[0] for r in rules[len(SG.RFM_SEGMENTS) :]] == ["prospect", "not scored"]
+    assert all(r[6] == SG.segment_definitions()[r[0]] for r in tables["segments"][1:] if r[0] in SG.RFM_SEGMENTS)
     sizes = {r[0]: int(r[1]) for r in tables["segments"][1:]}
     assert sizes == seg["rfm_segment"].value_counts().to_dict()
     tiers = {r[0]: (int(r[1]), r[2]) for r in tables["tiers"][1:]}

@@ -15,6 +15,8 @@ import pytest
 
 from features.io import load_tables
 from features.synthetic import generate, write_book
+from segment_rules import check_segment_rules
+from serving import segments as SG
 from serving.cli import main
 from serving.finance import expected_forecast
 from serving.finance.acquisition import acquisition_budget
@@ -100,6 +102,15 @@ def test_budget_uses_the_horizon_of_the_scores(capsys, work):
     )
     assert channels["acquisition_recommendation"].tolist() == [a["recommendation"] for a in answers]
     np.testing.assert_allclose(channels["new_customer_clv"], [a["new_customer_clv"] for a in answers])
+
+
+def test_segments_of_the_scored_book_meet_their_rules(work):
+    # The scores' RFM segments against the scored buyers (the reference `clvcast score` used).
+    frame = read_scores(work / "scores.parquet").frame
+    buyers = frame[frame["rfm_segment"].isin(SG.RFM_SEGMENTS)].reset_index(drop=True)
+    sizes = check_segment_rules(SG.SegmentReference.from_scores(buyers), buyers)
+    assert sum(sizes.values()) == len(buyers) > 0
+    assert buyers.loc[buyers["rfm_segment"] == "cannot_lose", "churn_probability"].lt(SG.LOST_CHURN_PROBABILITY).all()
 
 
 def test_budget_refuses_a_config_whose_clv_arithmetic_differs_from_the_scores(capsys, work):

@@ -23,6 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from serving import api_models as A
+from serving import segments as SG
 from serving.service import environ
 
 N_CUSTOMERS = 1000
@@ -189,10 +190,7 @@ def test_clv_answers_every_customer_in_request_order(service, tables, active_ids
         assert c.expected_spend == pytest.approx((1 - c.churn_probability) * c.spend_if_active)
         assert math.isfinite(c.clv) and math.isfinite(c.expected_lifetime_days)
         assert 0 < c.expected_lifetime_days <= service.clv_config.lifetime_horizons * answer.horizon_days
-        assert c.segment.rfm_segment in {
-            "champions", "loyal", "potential_loyalist", "new", "promising", "need_attention",
-            "about_to_sleep", "at_risk", "cannot_lose", "hibernating",
-        }  # fmt: skip
+        assert c.segment.rfm_segment in set(SG.RFM_SEGMENTS)
         assert len(c.drivers.churn) == 3 and len(c.drivers.spend) == 3
         assert abs(c.drivers.churn[0].contribution) >= abs(c.drivers.churn[-1].contribution)
 

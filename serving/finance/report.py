@@ -272,6 +272,18 @@ def _environment() -> Environment:
     return env
 
 
+def _segment_definitions() -> dict[str, str]:
+    """Each segment's rule in words: the RFM rules of :mod:`serving.segments`, and the two labels outside them."""
+    from serving.finance.budget import NOT_SCORED
+    from serving.segments import PROSPECT_SEGMENT, segment_definitions
+
+    return {
+        **segment_definitions(),
+        PROSPECT_SEGMENT: "no purchase yet: valued by the prospect model",
+        NOT_SCORED: "acquired by the scoring date but not in the scores: counted at CLV 0",
+    }
+
+
 def _forecast_period(s: dict) -> str:
     """The forecast's dates in words, e.g. ``2024-04-01 to 2025-03-31``."""
     return f"{s['forecast_start']} to {s['forecast_end']}"
@@ -320,10 +332,12 @@ def _tables(result) -> dict[str, _Table]:
         [str(r["clv_tier"]), f"{int(r['customers']):,}", fmt_money(r["total_clv"]), fmt_money(r["mean_clv"])]
         for _, r in tier_sizes(result.segments).iterrows()
     ]
+    definitions = _segment_definitions()
     segments = [
         [
             str(r["rfm_segment"]), f"{int(r['customers']):,}", f"{100 * r['share']:.1f}%",
             fmt_money(r["total_clv"]), fmt_money(r["mean_clv"]), f"{r['mean_churn_probability']:.2f}",
+            definitions.get(str(r["rfm_segment"]), ""),
         ]  # fmt: skip
         for _, r in segment_sizes(result.segments).iterrows()
     ]
@@ -357,7 +371,9 @@ def _tables(result) -> dict[str, _Table]:
         ),
         "tiers": _Table("tiers", ["CLV tier", "Customers", "Total CLV", "Mean CLV"], tiers),
         "segments": _Table(
-            "segments", ["RFM segment", "Customers", "Share", "Total CLV", "Mean CLV", "Mean churn probability"], segments
+            "segments",
+            ["RFM segment", "Customers", "Share", "Total CLV", "Mean CLV", "Mean churn probability", "Rule"],
+            segments,
         ),
         "cohorts": _Table(
             "cohorts",
@@ -417,4 +433,5 @@ def render_report(result) -> str:
         decay=s.get("forecast_decay", "bgnbd"),
         seasonality=list(zip(MONTH_NAMES, seasonality)) if seasonal else None,
         referrals=s.get("total_referral_credit") is not None,
+        segment_rules=list(_segment_definitions().items()),
     )
