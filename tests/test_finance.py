@@ -43,8 +43,11 @@ from training.config import ClvConfig
 
 H = 3 * C.MONTH_DAYS
 CLV = ClvConfig(gross_margin=0.5, cost_to_serve=0.0, annual_discount_rate=0.0, lifetime_horizons=2)
-#: The decisions of the fixture: target LTV:CAC 3, referral credit 10 % of the referred CLV minus 1.
-DECISIONS = CLV.model_copy(update=dict(target_ltv_cac=3.0, referral_share=0.1, referral_bonus=1.0))
+#: The decisions of the fixture: target LTV:CAC 3, referral credit 10 % of the referred CLV minus 1,
+#: advice for cohorts of any size with credibility weight n / (n + 1) (one-customer cohorts: 1/2).
+DECISIONS = CLV.model_copy(
+    update=dict(target_ltv_cac=3.0, referral_share=0.1, referral_bonus=1.0, cohort_min_customers=1, cohort_credibility_k=1.0)
+)
 ALPHA_DAYS = 14.0
 BGNBD = BGNBDParams(r=2.0, alpha=ALPHA_DAYS / 7, a=2.0, b=1.0)  # alpha in weeks, the fit's time unit
 AS_OF = pd.Timestamp("2024-03-31").date()
@@ -223,7 +226,39 @@ def test_cohorts_known_values(paths):
     assert jan["predicted_m36"] == csv(25.0)  # realised + the whole lifetime CLV
     # a2: 5 realised, then 10/3 a month for 3 months and 5/3 a month for 3 more: 20 at month 6.
     assert mar["ltv_cac"] == csv(1.0) and mar["payback_months"] == csv(6.0)
-    assert mar["recommendation"] == "hold"
+    # Advice from the credible LTV, half the cohort's and half its channel's (ads: (25 + 20) / 2).
+    assert (jan["credibility"], mar["credibility"]) == (0.5, 0.5)
+    assert jan["credible_ltv"] == csv(23.75) and jan["credible_ltv_cac"] == csv(2.375)
+    assert mar["credible_ltv"] == csv(21.25) and mar["credible_ltv_cac"] == csv(1.0625)
+    assert jan["recommendation"] == mar["recommendation"] == "hold" and co["recommendation_note"].isna().all()
+
+
+def test_cohorts_below_the_minimum_size_get_no_advice(tmp_path):
+    # The default decisions: cohorts of fewer than 30 customers get no advice, only the reason.
+    res = F.compute_budget(_tables(), _scores(), settings=F.BudgetSettings(n_simulations=20), forecast_bgnbd=BGNBD)
+    co = pd.read_csv(write_budget(res, tmp_path)["cohorts"])
+    assert co["recommendation"].isna().all()
+    assert (co["recommendation_note"] == "too few customers (n < 30)").all()
+    assert res.summary["settings"]["cohort_min_customers"] == ClvConfig().cohort_min_customers == 30
+
+
+def test_cohort_advice_moves_from_the_cohorts_ltv_to_the_channels_with_k():
+    from serving.finance.ltv import cohort_advice
+
+    channels = pd.DataFrame({"channel": ["ads"], "mean_ltv": [90.0]})
+    cohorts = pd.DataFrame(
+        {"channel": ["ads"] * 3, "customers": [400, 40, 4], "mean_ltv": [100.0, 20.0, 10.0], "mean_cac": [30.0] * 3}
+    )
+    own = cohort_advice(cohorts, channels, target_ratio=3.0, min_customers=1, k=0.0)
+    np.testing.assert_allclose(own["credible_ltv"], cohorts["mean_ltv"])  # k = 0: the cohort's own figures
+    assert own["recommendation"].tolist() == ["grow", "cut", "cut"]
+    mid = cohort_advice(cohorts, channels, target_ratio=3.0, min_customers=10, k=40.0)
+    np.testing.assert_allclose(mid["credibility"], [400 / 440, 0.5, 4 / 44])
+    np.testing.assert_allclose(mid["credible_ltv"], [(400 * 100 + 40 * 90) / 440, 55.0, (4 * 10 + 40 * 90) / 44])
+    # The 40-customer cohort moves half way to its channel (LTV:CAC 55 / 30: hold, not cut); the
+    # 4-customer one is below the minimum: no advice, the reason instead.
+    assert mid["recommendation"][:2].tolist() == ["grow", "hold"] and pd.isna(mid["recommendation"][2])
+    assert mid["recommendation_note"][:2].isna().all() and mid["recommendation_note"][2] == "too few customers (n < 10)"
 
 
 #: Ends of the forecast's calendar months (April 2024 .. March 2025) in days after the scoring date.

@@ -269,8 +269,17 @@ class ClvConfig(BaseModel):
         Share of a referred customer's CLV credited to the referrer, in [0, 1].
     referral_bonus : float
         Referral bonus paid per referred customer, in currency units; deducted from the credit.
+    cohort_min_customers : int
+        N: a cohort (acquisition month × channel) of fewer customers gets no grow / hold / cut
+        advice, only the reason ("too few customers (n < N)"). Default 30: below it a cohort's
+        mean CLV swings with a few customers (the 21-customer cohorts of the demo flipped advice
+        from month to month).
+    cohort_credibility_k : float
+        k of the Bühlmann credibility weight Z = n / (n + k) of a cohort of n customers: its advice
+        reads Z · (cohort mean LTV) + (1 − Z) · (its channel's mean LTV), over the cohort's mean
+        CAC. k is the cohort size whose own figures get half the weight; default 50 customers. 0
+        uses the cohort's own LTV alone.
     """
-
 
     model_config = _FROZEN
 
@@ -281,6 +290,8 @@ class ClvConfig(BaseModel):
     target_ltv_cac: float = Field(3.0, gt=0, allow_inf_nan=False)
     referral_share: float = Field(0.1, ge=0, le=1)
     referral_bonus: float = Field(0.0, ge=0, allow_inf_nan=False)
+    cohort_min_customers: int = Field(30, ge=1)
+    cohort_credibility_k: float = Field(50.0, ge=0, allow_inf_nan=False)
 
 
 class MonitorConfig(BaseModel):

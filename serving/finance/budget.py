@@ -7,7 +7,9 @@ and the scoring run behind them, written by ``clvcast score``) and the raw table
 - ``channels``: per acquisition channel, CAC, predicted CLV with an 80 % interval, realised margin,
   LTV:CAC, maximum allowable CAC, payback and a grow / hold / cut recommendation (:mod:`.ltv`);
 - ``cohorts``: the same per acquisition month and channel, with the cumulative value curve per
-  customer by month since acquisition (realised up to the scoring date, predicted after it);
+  customer by month since acquisition (realised up to the scoring date, predicted after it); the
+  advice of a cohort reads its credibility-weighted LTV, and a cohort smaller than the decisions'
+  ``cohort_min_customers`` gets none (:func:`serving.finance.ltv.cohort_advice`);
 - ``forecast``: revenue and margin of the current base per calendar month over the next 12 months
   with 80 % intervals, and the customers expected alive at each month's end; the first row is the
   rest of the scoring date's month (``partial_month``) unless the scoring date is a month's last
@@ -211,6 +213,7 @@ def compute_budget(
     channels, cohorts, channel_curves = ltv_tables(
         df, realised, realised_per_customer, groups, sims["clv_sums"], horizon_days=horizon_days, clv=clv,
         target_ratio=decisions.target_ltv_cac, curve_months=settings.curve_months,
+        cohort_min_customers=decisions.cohort_min_customers, cohort_credibility_k=decisions.cohort_credibility_k,
     )  # fmt: skip
     forecast = _forecast_table(df, calendar, shape, sims, horizon_days=horizon_days, clv=clv, settings=settings)
     segments = _segments_table(tables, df, decisions)
@@ -257,6 +260,8 @@ def compute_budget(
             "annual_discount_rate": clv.annual_discount_rate,
             "lifetime_horizons": clv.lifetime_horizons,
             "target_ratio": decisions.target_ltv_cac,
+            "cohort_min_customers": decisions.cohort_min_customers,
+            "cohort_credibility_k": decisions.cohort_credibility_k,
             "referral_share": decisions.referral_share,
             "referral_bonus": decisions.referral_bonus,
             "new_customer_max_age_days": settings.new_customer_max_age_days,

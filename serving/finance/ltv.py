@@ -15,6 +15,11 @@ Definitions used throughout
   cap. Monthly resolution: a customer's age is rounded to whole months.
 - **Recommendation**: ``grow`` if LTV:CAC ≥ target, ``cut`` if < 1, ``hold`` in between, ``unknown``
   without CAC (:func:`serving.clv.recommendation`).
+- **Cohort advice** (:func:`cohort_advice`): a cohort's own mean LTV is noisy when it holds few
+  customers, so its recommendation reads the Bühlmann credibility estimate
+  Z · (cohort mean LTV) + (1 − Z) · (channel mean LTV), Z = n / (n + k), over the cohort's mean
+  CAC (the CAC was paid, it is not estimated); a cohort of fewer than N customers gets no advice,
+  only the reason. N and k are ``ClvConfig.cohort_min_customers`` and ``cohort_credibility_k``.
 
 The cohort value curves and payback (``cohorts.csv``, ``channels.csv``) are the cumulative
 discounted margin of the scores' spend curve (``expected_margin_curve``,
@@ -40,7 +45,7 @@ from serving import clv as C
 from serving.finance.simulate import interval
 from training.config import ClvConfig
 
-__all__ = ["Groups", "ltv_tables", "realised_margin"]
+__all__ = ["Groups", "cohort_advice", "ltv_tables", "realised_margin"]
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,8 @@ def ltv_tables(
     clv: ClvConfig,
     target_ratio: float,
     curve_months: int,
+    cohort_min_customers: int = 1,
+    cohort_credibility_k: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The channel and cohort tables and the channels' payback curves.
 
@@ -246,6 +253,9 @@ def ltv_tables(
         Target LTV:CAC of the maximum allowable CAC and the recommendation.
     curve_months : int
         Months since acquisition in the cohorts' value curves.
+    cohort_min_customers, cohort_credibility_k : int, float
+        N and k of the cohorts' advice (:func:`cohort_advice`); the defaults give every cohort
+        its own advice.
 
     Returns
     -------
@@ -256,7 +266,8 @@ def ltv_tables(
         ``payback_months``, ``recommendation``; money in currency units.
     cohorts : DataFrame
         The same per (cohort, channel), sorted, with ``age_months`` (of the cohort's youngest
-        customer) and the value curve per customer: ``realised_mNN`` up to that age and
+        customer), the columns of :func:`cohort_advice` (its ``recommendation`` replaces the
+        cohort's raw one) and the value curve per customer: ``realised_mNN`` up to that age and
         ``predicted_mNN`` from it, NN = 01..curve_months.
     channel_curves : DataFrame
         Mean cumulative margin per customer, rows ``months_since_acquisition`` 0..N, one column per
@@ -281,6 +292,9 @@ def ltv_tables(
 
     channels, channel_curves = table(groups.channel_code, groups.n_channels, clv_sums[0], ["channel"])
     cohorts, cohort_curves = table(groups.pair_code, groups.n_pairs, clv_sums[1], ["cohort", "channel"])
+    cohorts = cohort_advice(
+        cohorts, channels, target_ratio=target_ratio, min_customers=cohort_min_customers, k=cohort_credibility_k
+    )
 
     # Cohort value curves: realised up to the cohort's age (its youngest customer), predicted after;
     # both columns hold the junction month so that the two lines meet.
@@ -298,3 +312,50 @@ def ltv_tables(
         columns=pd.Index(channels["channel"], name="channel"),
     ).rename_axis("months_since_acquisition")
     return channels, cohorts, curves_frame
+
+
+def cohort_advice(
+    cohorts: pd.DataFrame, channels: pd.DataFrame, *, target_ratio: float, min_customers: int, k: float
+) -> pd.DataFrame:
+    """Grow / hold / cut per cohort from its credibility-weighted LTV, none for a small cohort.
+
+    With n the cohort's customers, Z = n / (n + k) (Bühlmann's credibility weight; k is the size
+    whose own figures weigh half) and the credible LTV is Z · (cohort mean LTV) + (1 − Z) ·
+    (channel mean LTV); ``credible_ltv_cac`` is it over the cohort's mean CAC, and the
+    recommendation (:func:`serving.clv.recommendation`) reads that ratio. A cohort of fewer than
+    ``min_customers`` gets no recommendation (empty) and the reason in ``recommendation_note``.
+
+    Parameters
+    ----------
+    cohorts : DataFrame
+        One row per (cohort, channel): ``channel``, ``customers``, ``mean_ltv`` and ``mean_cac``
+        (currency units).
+    channels : DataFrame
+        One row per channel: ``channel``, ``mean_ltv``.
+    target_ratio : float
+        Target LTV:CAC.
+    min_customers : int
+        N, the fewest customers of a cohort with advice.
+    k : float
+        Credibility constant, customers (≥ 0; 0 = the cohort's own LTV).
+
+    Returns
+    -------
+    DataFrame
+        ``cohorts`` with ``credibility`` (Z, 0..1), ``credible_ltv`` (currency units),
+        ``credible_ltv_cac``, ``recommendation`` (None below N) and ``recommendation_note``
+        (None, or "too few customers (n < N)").
+    """
+    n = cohorts["customers"].to_numpy(dtype=float)
+    z = n / (n + k) if k > 0 else np.ones_like(n)
+    channel_ltv = cohorts["channel"].map(channels.set_index("channel")["mean_ltv"]).to_numpy(dtype=float)
+    credible = z * cohorts["mean_ltv"].to_numpy(dtype=float) + (1.0 - z) * channel_ltv
+    ratio = C.ltv_cac_ratio(credible, cohorts["mean_cac"].to_numpy(dtype=float))
+    advice = C.recommendation(ratio, target_ratio=target_ratio)
+    small = n < min_customers
+    advice[small] = None
+    note = np.where(small, f"too few customers (n < {min_customers})", None).astype(object)
+    note[~small] = None
+    return cohorts.assign(
+        credibility=z, credible_ltv=credible, credible_ltv_cac=ratio, recommendation=advice, recommendation_note=note
+    )

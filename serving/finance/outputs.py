@@ -30,6 +30,8 @@ REPORT_NAME = "report.html"
 DECIMALS = {
     "churn_probability": 4,
     "ltv_cac": 2,
+    "credible_ltv_cac": 2,
+    "credibility": 3,
     "payback_months": 2,
     "expected_active_customers": 2,
     "expected_lifetime_days": 2,
@@ -37,6 +39,7 @@ DECIMALS = {
 #: Columns whose ``inf`` or NaN has a meaning: the note column written beside each, and its text per case.
 NOTES = {
     "ltv_cac": ("ltv_cac_note", {"inf": "no acquisition cost", "nan": "acquisition cost unknown"}),
+    "credible_ltv_cac": ("credible_ltv_cac_note", {"inf": "no acquisition cost", "nan": "acquisition cost unknown"}),
     "payback_months": (
         "payback_note",
         {"inf": "not recovered within the lifetime cap", "nan": "acquisition cost unknown"},

@@ -173,14 +173,22 @@ def _chart_clv(clv: np.ndarray) -> str:
     return _data_uri(fig)
 
 
+#: Cohort map colour of a cohort too small for advice (``recommendation_note`` set).
+TOO_FEW = ("too few customers", "#dcdcdc")
+
+
 def _chart_cohorts(cohorts: pd.DataFrame) -> str:
     """Recommendation of each acquisition month (columns) and channel (rows), coloured as in the tables."""
-    order = list(COLOURS)  # grow, hold, cut, unknown
-    grid = cohorts.pivot_table(index="channel", columns="cohort", values="recommendation", aggfunc="first")
+    colours = {**COLOURS, TOO_FEW[0]: TOO_FEW[1]}
+    order = list(colours)  # grow, hold, cut, unknown, too few customers
+    shown = cohorts["recommendation"].where(cohorts["recommendation"].notna(), TOO_FEW[0])
+    grid = cohorts.assign(recommendation=shown).pivot_table(
+        index="channel", columns="cohort", values="recommendation", aggfunc="first"
+    )
     codes = grid.apply(lambda col: col.map({r: i for i, r in enumerate(order)})).to_numpy(dtype=float)
     fig = Figure(figsize=(11, 0.9 + 0.42 * max(len(grid), 2)))
     ax = fig.subplots()
-    cmap = ListedColormap([COLOURS[r] for r in order])
+    cmap = ListedColormap([colours[r] for r in order])
     cmap.set_bad("#ffffff")  # no customer of that channel acquired that month
     ax.imshow(np.ma.masked_invalid(codes), cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto",
               interpolation="nearest")  # fmt: skip
@@ -188,7 +196,7 @@ def _chart_cohorts(cohorts: pd.DataFrame) -> str:
     step = max(1, len(grid.columns) // 16)
     ax.set_xticks(np.arange(0, len(grid.columns), step), labels=list(grid.columns[::step]), rotation=45, ha="right")
     ax.set_xlabel("acquisition month (cohort)")
-    handles = [Patch(color=COLOURS[r], label=r) for r in order if (grid == r).any().any()]
+    handles = [Patch(color=colours[r], label=r) for r in order if (grid == r).any().any()]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return _data_uri(fig)
@@ -345,7 +353,8 @@ def _tables(result) -> dict[str, _Table]:
         [
             str(r["cohort"]), str(r["channel"]), f"{int(r['customers']):,}", str(int(r["age_months"])),
             fmt_money(r["mean_cac"]), fmt_money(r["mean_ltv"]), fmt_ratio(r["ltv_cac"]),
-            fmt_months(r["payback_months"]), str(r["recommendation"]),
+            f"{r['credibility']:.2f}", fmt_ratio(r["credible_ltv_cac"]), fmt_months(r["payback_months"]),
+            str(r["recommendation"]) if pd.notna(r["recommendation"]) else str(r["recommendation_note"]),
         ]  # fmt: skip
         for _, r in result.cohorts.iterrows()
     ]
@@ -378,12 +387,12 @@ def _tables(result) -> dict[str, _Table]:
         "cohorts": _Table(
             "cohorts",
             [
-                "Cohort", "Channel", "Customers", "Age (months)", "Mean CAC", "LTV", "LTV:CAC", "Payback (months)",
-                "Recommendation",
+                "Cohort", "Channel", "Customers", "Age (months)", "Mean CAC", "LTV", "LTV:CAC", "Credibility",
+                "Credible LTV:CAC", "Payback (months)", "Recommendation",
             ],  # fmt: skip
             cohorts,
             text_cols=2,
-            rec_col=8,
+            rec_col=10,
         ),
     }
 
