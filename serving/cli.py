@@ -407,7 +407,7 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
     from serving.finance.outputs import REPORT_NAME, format_channels, write_budget, write_report
     from serving.lifetime import new_customer_curves_of_scores
     from serving.scores import read_scores
-    from training.registry import load_pair
+    from training.registry import load_pair, run_diagnostics
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     scored = read_scores(scores)
@@ -416,7 +416,11 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
     # New-customer CLV from the pair that scored them: a customer acquired on the scoring date.
     champion = load_pair(scored.run.churn_model_version, scored.run.spend_model_version)
-    result = compute_budget(tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored))
+    # The BTYD diagnostics the training run logged (frequency x recency, calibration, tracking), for the report.
+    result = compute_budget(
+        tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored),
+        diagnostics=run_diagnostics(scored.run.run_id),
+    )  # fmt: skip
     written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME)]
     if config.business == "subscription":
         from serving.subscription_mode import saas_tables, write_frames

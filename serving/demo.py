@@ -28,7 +28,7 @@ from serving.scoring import score_tables
 from serving.service import running_service
 from training.config import load_config
 from training.pipeline import format_comparison, train
-from training.registry import load_champion, tracking_uri
+from training.registry import load_champion, run_diagnostics, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,9 @@ def run_demo(*, n_customers: int, out_dir: Path, port: int) -> None:
 
     log.info("4/5 finance: LTV:CAC by channel, cohorts, forecast, segments")
     finance = compute_budget(
-        tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored)
-    )
+        tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored),
+        diagnostics=run_diagnostics(scored.run.run_id),
+    )  # fmt: skip
     write_budget(finance, out_dir / "budget")
     report = write_report(finance, out_dir / "budget" / REPORT_NAME)
     click.echo(format_channels(finance))

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams
+from features.btyd import BGNBDParams, BTYDParams, GammaGammaParams, summary_from_transactions
 from features.contract import Tables
 from serving import clv as C
 from serving import finance as F
@@ -39,6 +39,7 @@ from serving.finance.forecast import fit_forecast_shape
 from serving.finance.outputs import REPORT_NAME, csv_frame, format_channels, write_budget, write_report
 from serving.finance.report import clv_concentration, fmt_money, fmt_months, fmt_ratio, render_report
 from serving.scores import Scores, ScoringRun
+from training import diagnostics as D
 from training.config import ClvConfig
 
 H = 3 * C.MONTH_DAYS
@@ -135,9 +136,30 @@ def _tables() -> Tables:
 
 
 @pytest.fixture(scope="module")
-def result():
+def result(diagnostics):
     settings = F.BudgetSettings(new_customer_max_age_days=60, n_simulations=400, seed=1)
-    return F.compute_budget(_tables(), _scores(), decisions=DECISIONS, settings=settings, forecast_bgnbd=BGNBD)
+    return F.compute_budget(
+        _tables(), _scores(), decisions=DECISIONS, settings=settings, forecast_bgnbd=BGNBD, diagnostics=diagnostics
+    )
+
+
+@pytest.fixture(scope="module")
+def diagnostics(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """The BTYD diagnostic tables of the fixture's book, written and read back as a training run's artifacts."""
+    summary = summary_from_transactions(_tables().transactions, cutoff=AS_OF, time_unit_days=7.0)
+    frames = dict(zip(D.TABLES, (
+        D.frequency_recency_matrix(BGNBD, T=10.0, max_frequency=3, t=H / 7),
+        D.frequency_recency_matrix(BGNBD, T=10.0, max_frequency=3),
+        D.calibration_holdout_table(summary, pd.Series([1, 0, 2], index=summary.index), BGNBD, t=H / 7, max_frequency=2),
+        D.transaction_tracking(_tables().transactions, BGNBD, cutoff=AS_OF, end="2024-06-30", time_unit_days=7.0),
+    ), strict=True))  # fmt: skip
+    folder = tmp_path_factory.mktemp("tables")
+    read = {}
+    for name, frame in frames.items():
+        frame.to_csv(folder / f"{name}.csv")  # as training.registry.log_run writes them
+        read[name] = D.read_table(name, folder / f"{name}.csv")
+        pd.testing.assert_frame_equal(read[name], frame, check_names=False, check_index_type=False)
+    return read
 
 
 def csv(x: float):
@@ -648,7 +670,10 @@ def test_report_agrees_with_the_csvs(paths):
     rules = tables["segment-rules"][1:]
     assert [tuple(r) for r in rules[: len(SG.RFM_SEGMENTS)]] == list(SG.segment_definitions().items())
     assert [r[0] for r in rules[len(SG.RFM_SEGMENTS) :]] == ["prospect", "not scored"]
-    assert all(r[6] == SG.segment_definitions()[r[0]] for r in tables["segments"][1:] if r[0] in SG.RFM_SEGMENTS)
+    # Mean P(alive) per segment, from segments.csv.
+    assert {r[0]: r[6] for r in tables["segments"][1:]} == {
+        name: f"{g['p_alive'].mean():.2f}" for name, g in seg.groupby("rfm_segment")
+    }
     sizes = {r[0]: int(r[1]) for r in tables["segments"][1:]}
     assert sizes == seg["rfm_segment"].value_counts().to_dict()
     tiers = {r[0]: (int(r[1]), r[2]) for r in tables["tiers"][1:]}
@@ -665,8 +690,10 @@ def test_report_agrees_with_the_csvs(paths):
 
 def test_report_is_self_contained(paths):
     page = paths["report"].read_text(encoding="utf-8")
-    # LTV:CAC, payback, forecast, CLV spread, segments, cohort map.
-    assert page.count('src="data:image/png;base64,') == 6
+    # LTV:CAC, payback, forecast, CLV spread, segments, P(alive), cohort map, and the three BTYD
+    # diagnostics of the training run (frequency x recency, calibration vs holdout, tracking).
+    assert page.count('src="data:image/png;base64,') == 10
+    assert 'id="p-alive"' in page and 'id="btyd-diagnostics"' in page
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
 
 
@@ -678,6 +705,9 @@ def test_report_shows_names_as_text_not_markup():
     page = render_report(result)
     assert "&lt;b&gt;ads&lt;/b&gt; &amp; co" in page and name not in page
     assert [row[0] for row in _report_tables_of(page)["channels"][1:]] == [name, "mail"]
+    # Without the training run's diagnostics the page has P(alive) but no diagnostics section.
+    assert 'id="p-alive"' in page and 'id="btyd-diagnostics"' not in page
+    assert page.count('src="data:image/png;base64,') == 7 and result.summary["diagnostics_run_id"] is None
 
 
 @pytest.mark.parametrize("with_shape", [False, True])
@@ -778,9 +808,9 @@ def test_report_renders_in_headless_chromium(paths, tmp_path, chromium):
 
     dom = browser.rendered_dom(chromium, paths["report"].resolve().as_uri())
     assert "<title>Customer value and acquisition budget</title>" in dom and "<h2>Cohorts</h2>" in dom
-    assert dom.count('src="data:image/png;base64,') == 6
+    assert dom.count('src="data:image/png;base64,') == 10
     shot = browser.screenshot(chromium, paths["report"].resolve().as_uri(), tmp_path / "finance-report.png",
-                              width=1200, height=6000)  # fmt: skip
+                              width=1200, height=9000)  # fmt: skip
     # The cohort map, the page's last chart (in its lower half, where no other chart is): wide cells
     # in the recommendations' colours.
     with Image.open(shot) as image:

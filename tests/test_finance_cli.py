@@ -68,6 +68,9 @@ def test_budget_uses_the_horizon_of_the_scores(capsys, work):
     assert f"as of {scores.run.as_of}, horizon 91 days: " in stdout.splitlines()[0]  # the headline
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "period of 91 days" in page and "horizon_days=91," in page
+    # The champion's training run logged the BTYD diagnostics: the report draws them, named by that run.
+    assert 'id="btyd-diagnostics"' in page and scores.run.run_id in page
+    assert page.count('src="data:image/png;base64,') == 10
 
     # The forecast is the arithmetic of a 91-day horizon: recomputed from the scores with H = 91 it
     # agrees to rounding, with H = 182 it does not.

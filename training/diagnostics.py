@@ -26,7 +26,52 @@ from features.btyd import (
 )
 from features.dates import parse_cutoff
 
-__all__ = ["calibration_holdout_table", "frequency_recency_matrix", "transaction_tracking"]
+__all__ = ["TABLES", "calibration_holdout_table", "frequency_recency_matrix", "read_table", "transaction_tracking"]
+
+#: The diagnostic tables a training run logs as ``tables/<name>.csv`` (:func:`training.pipeline.train`):
+#: the frequency x recency matrices of expected purchase days and of P(alive), the calibration vs
+#: holdout table and the tracking table.
+TABLES = (
+    "btyd_frequency_recency_expected",
+    "btyd_frequency_recency_alive",
+    "btyd_calibration_holdout",
+    "btyd_tracking",
+)
+
+
+def read_table(name: str, path) -> pd.DataFrame:
+    """One of :data:`TABLES` read back from its CSV, with the index and column types it was written with.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`TABLES`.
+    path : path-like
+        The CSV (written with its index).
+
+    Returns
+    -------
+    DataFrame
+        Frequency x recency matrices: index ``frequency`` (int), columns recency (float, time
+        units); the calibration table: index ``calibration_frequency`` (str); tracking: one row per
+        period, ``period_start`` a date and ``holdout`` bool.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :data:`TABLES`.
+    """
+    if name not in TABLES:
+        raise ValueError(f"read_table: name must be one of {TABLES}, got {name!r}")
+    frame = pd.read_csv(path, index_col=0)
+    if name.startswith("btyd_frequency_recency"):
+        frame.columns = pd.Index(frame.columns.astype(float), name="recency")
+    elif name == "btyd_calibration_holdout":
+        frame.index = frame.index.astype(str)
+    else:
+        frame["period_start"] = pd.to_datetime(frame["period_start"]).dt.date
+        frame["holdout"] = frame["holdout"].astype(bool)
+    return frame
 
 
 def frequency_recency_matrix(

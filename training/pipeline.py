@@ -314,12 +314,8 @@ def _btyd_diagnostics(ev: Evaluation, tables: Tables) -> tuple[dict[str, pd.Data
     tracking = D.transaction_tracking(
         tables.transactions, params, cutoff=cutoff, end=ev.plan.cutoff + pd.Timedelta(days=horizon), time_unit_days=unit
     )
-    tables_out = {
-        "btyd_frequency_recency_expected": expected,
-        "btyd_frequency_recency_alive": alive,
-        "btyd_calibration_holdout": holdout,
-        "btyd_tracking": tracking,
-    }
+    # Named as training.diagnostics.TABLES, the names the finance report reads back.
+    tables_out = dict(zip(D.TABLES, (expected, alive, holdout, tracking), strict=True))
     figures = {
         "btyd_frequency_recency": plots.frequency_recency_plot(expected, alive, horizon_label=f"{horizon} days"),
         "btyd_calibration_holdout": plots.calibration_holdout_plot(holdout),

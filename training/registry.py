@@ -771,6 +771,51 @@ def _load_pair(client, churn_v, spend_v, uri: str, *, check_compatible: bool) ->
     )
 
 
+def run_tables(run_id: str, names) -> dict[str, Path]:
+    """Download the tables ``tables/<name>.csv`` of a run that it has, into a new temporary directory.
+
+    Parameters
+    ----------
+    run_id : str
+        MLflow run (e.g. the champion's training run, ``ScoringRun.run_id``).
+    names : iterable of str
+        Table names; those the run did not log are left out (runs logged before they existed).
+
+    Returns
+    -------
+    dict of str to Path
+        Name → local CSV file; the directory is the caller's to remove (or leave to the OS's
+        temporary-file cleanup).
+
+    Raises
+    ------
+    StoreError
+        The store is missing, unreachable or damaged.
+    """
+    uri = tracking_uri()
+    client = _client()
+    out: dict[str, Path] = {}
+    with _store_errors(uri):
+        logged = {Path(f.path).stem for f in client.list_artifacts(run_id, "tables")}
+        if not logged.intersection(names):
+            return out
+        dest = Path(tempfile.mkdtemp(prefix="clvcast-tables-"))
+        for name in names:
+            if name in logged:
+                out[name] = Path(client.download_artifacts(run_id, f"tables/{name}.csv", str(dest)))
+    return out
+
+
+def run_diagnostics(run_id: str) -> dict[str, pd.DataFrame]:
+    """The BTYD diagnostic tables a training run logged (:data:`training.diagnostics.TABLES`), read back.
+
+    Tables the run did not log are left out: an empty dict for a run logged before them.
+    """
+    from training.diagnostics import TABLES, read_table
+
+    return {name: read_table(name, path) for name, path in run_tables(run_id, TABLES).items()}
+
+
 def _run_of(version) -> str | None:
     """The training run of a registered version (our tag first: it is set on every clvcast version)."""
     return version.tags.get("clvcast.run_id") or version.run_id

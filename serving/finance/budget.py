@@ -31,7 +31,7 @@ champion's parameters when it cannot be refitted.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ from training.config import ClvConfig
 __all__ = ["CLV_ARITHMETIC", "SEGMENT_COLUMNS", "BudgetResult", "BudgetSettings", "compute_budget"]
 
 #: Columns of the scores copied into ``segments.csv`` (then ``referral_credit`` when referrals are known).
-SEGMENT_COLUMNS = ("customer_id", "clv", "clv_tier", "rfm_segment", "churn_probability", "expected_spend")
+SEGMENT_COLUMNS = ("customer_id", "clv", "clv_tier", "rfm_segment", "churn_probability", "p_alive", "expected_spend")
 #: Fields of :class:`~training.config.ClvConfig` that the ``clv`` column of the scores depends on.
 CLV_ARITHMETIC = ("gross_margin", "cost_to_serve", "annual_discount_rate", "lifetime_horizons")
 
@@ -115,8 +115,12 @@ class BudgetResult:
         calendar months), ``forecast_start`` and ``forecast_end`` (ISO dates, both included),
         ``forecast_partial_month`` (True when the first row is the rest of the scoring date's month),
         ``forecast_decay`` (``"bgnbd"`` or ``"retention"``), ``forecast_seasonality`` (12 floats),
-        ``total_referral_credit`` (None without referrals) and ``settings`` (horizon, CLV
-        arithmetic, decisions and :class:`BudgetSettings` used).
+        ``total_referral_credit`` (None without referrals), ``diagnostics_run_id`` (the run the
+        BTYD diagnostics come from, or None) and ``settings`` (horizon, CLV arithmetic, decisions
+        and :class:`BudgetSettings` used).
+    diagnostics : dict of str to DataFrame
+        The BTYD diagnostic tables of the champion's training run (:data:`training.diagnostics.TABLES`)
+        when given to :func:`compute_budget`; empty otherwise.
     """
 
     channels: pd.DataFrame
@@ -126,6 +130,7 @@ class BudgetResult:
     new_customer_clv: pd.DataFrame
     channel_curves: pd.DataFrame
     summary: dict
+    diagnostics: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def compute_budget(
@@ -137,6 +142,7 @@ def compute_budget(
     forecast_bgnbd: BGNBDParams | None = None,
     seasonality=None,
     new_customers: pd.DataFrame | None = None,
+    diagnostics: dict[str, pd.DataFrame] | None = None,
 ) -> BudgetResult:
     """Channels, cohorts, forecast, segments and new-customer CLV of a scored customer base.
 
@@ -168,6 +174,10 @@ def compute_budget(
         channel's mean CAC (:func:`serving.finance.acquisition.acquisition_budget`, the function
         behind ``POST /acquisition_budget``). Without it, the new-customer CLV is the mean value of
         the young customers (see :func:`serving.finance.acquisition.new_customer_clv`).
+    diagnostics : dict of str to DataFrame, optional
+        BTYD diagnostic tables of the scores' training run (``scores.run.run_id``), by the names of
+        :data:`training.diagnostics.TABLES` (:func:`training.diagnostics.read_table`): shown in the
+        report, not used in any figure.
 
     Returns
     -------
@@ -253,6 +263,7 @@ def compute_budget(
         "forecast_decay": "bgnbd" if shape.bgnbd is not None else "retention",
         "forecast_seasonality": [float(v) for v in shape.seasonality],
         "total_referral_credit": float(segments["referral_credit"].sum()) if "referral_credit" in segments else None,
+        "diagnostics_run_id": run.run_id if diagnostics else None,
         "settings": {
             "horizon_days": horizon_days,
             "margin": clv.gross_margin,
@@ -279,6 +290,7 @@ def compute_budget(
         new_customer_clv=new_clv,
         channel_curves=channel_curves,
         summary=summary,
+        diagnostics=dict(diagnostics or {}),
     )
 
 

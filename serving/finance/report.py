@@ -79,7 +79,9 @@ def _chart_ltv_cac(channels: pd.DataFrame, target: float) -> str:
     ax.axvline(1.0, color="#c62828", ls=":", lw=1)
     ax.text(target, -0.7, f" target {target:g}", va="bottom", fontsize=8)
     for yi, v in zip(y, ratio):
-        ax.text(min(v, cap) if np.isfinite(v) else cap, yi, f" {fmt_ratio(float(v))}", va="center", fontsize=8)
+        # On a white box: the target and break-even lines pass behind the value, not through it.
+        ax.text(min(v, cap) if np.isfinite(v) else cap, yi, f" {fmt_ratio(float(v))}", va="center", fontsize=8,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.5), zorder=3)  # fmt: skip
     ax.set_xlabel("LTV : CAC (value of a customer per unit of acquisition cost)")
     ax.set_xlim(0, cap * 1.1)
     return _data_uri(fig)
@@ -212,19 +214,56 @@ def _chart_segments(sizes: pd.DataFrame) -> str:
     return _data_uri(fig)
 
 
+def _chart_p_alive(segments: pd.DataFrame, sizes: pd.DataFrame) -> str:
+    """Distribution of P(alive) over the customers, and its mean per RFM segment."""
+    fig = Figure(figsize=(11, 0.9 + max(3.0, 0.36 * len(sizes))))
+    hist, by_segment = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    hist.hist(segments["p_alive"].to_numpy(dtype=float), bins=np.linspace(0, 1, 21), color="#6a3d9a")
+    hist.set_xlabel("P(alive): probability the customer has not dropped out")
+    hist.set_ylabel("customers")
+    hist.set_xlim(0, 1)
+    y = np.arange(len(sizes))
+    by_segment.barh(y, sizes["mean_p_alive"], color="#6a3d9a")
+    by_segment.set_yticks(y, labels=list(sizes["rfm_segment"]))
+    by_segment.invert_yaxis()
+    by_segment.set_xlim(0, 1)
+    by_segment.set_xlabel("mean P(alive)")
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+def _diagnostic_charts(diagnostics: dict[str, pd.DataFrame], horizon_days: float) -> dict[str, str]:
+    """The BTYD diagnostics of the champion's training run, drawn as the run drew them (:mod:`training.plots`)."""
+    from training import plots  # deferred: only a report with diagnostics draws them
+
+    charts = {}
+    expected = diagnostics.get("btyd_frequency_recency_expected")
+    alive = diagnostics.get("btyd_frequency_recency_alive")
+    if expected is not None and alive is not None:
+        charts["frequency_recency"] = _data_uri(
+            plots.frequency_recency_plot(expected, alive, horizon_label=f"{horizon_days:g} days")
+        )
+    if "btyd_calibration_holdout" in diagnostics:
+        charts["calibration_holdout"] = _data_uri(plots.calibration_holdout_plot(diagnostics["btyd_calibration_holdout"]))
+    if "btyd_tracking" in diagnostics:
+        charts["tracking"] = _data_uri(plots.tracking_plot(diagnostics["btyd_tracking"]))
+    return charts
+
+
 def segment_sizes(segments: pd.DataFrame) -> pd.DataFrame:
-    """Customers, share, total and mean CLV and mean churn probability per RFM segment, largest first.
+    """Customers, share, total and mean CLV, mean churn probability and P(alive) per RFM segment, largest first.
 
     Parameters
     ----------
     segments : DataFrame
-        ``segments`` of a BudgetResult: ``rfm_segment``, ``clv`` (currency units), ``churn_probability``.
+        ``segments`` of a BudgetResult: ``rfm_segment``, ``clv`` (currency units),
+        ``churn_probability`` and ``p_alive`` (0..1).
 
     Returns
     -------
     DataFrame
         One row per segment: ``rfm_segment``, ``customers``, ``total_clv``, ``mean_clv``,
-        ``mean_churn_probability``, ``share`` (of all customers, 0..1).
+        ``mean_churn_probability``, ``mean_p_alive``, ``share`` (of all customers, 0..1).
     """
     g = segments.groupby("rfm_segment", sort=True)
     out = pd.DataFrame(
@@ -233,6 +272,7 @@ def segment_sizes(segments: pd.DataFrame) -> pd.DataFrame:
             "total_clv": g["clv"].sum(),
             "mean_clv": g["clv"].mean(),
             "mean_churn_probability": g["churn_probability"].mean(),
+            "mean_p_alive": g["p_alive"].mean(),
         }
     )
     out["share"] = out["customers"] / max(len(segments), 1)
@@ -340,12 +380,11 @@ def _tables(result) -> dict[str, _Table]:
         [str(r["clv_tier"]), f"{int(r['customers']):,}", fmt_money(r["total_clv"]), fmt_money(r["mean_clv"])]
         for _, r in tier_sizes(result.segments).iterrows()
     ]
-    definitions = _segment_definitions()
     segments = [
         [
             str(r["rfm_segment"]), f"{int(r['customers']):,}", f"{100 * r['share']:.1f}%",
             fmt_money(r["total_clv"]), fmt_money(r["mean_clv"]), f"{r['mean_churn_probability']:.2f}",
-            definitions.get(str(r["rfm_segment"]), ""),
+            f"{r['mean_p_alive']:.2f}",
         ]  # fmt: skip
         for _, r in segment_sizes(result.segments).iterrows()
     ]
@@ -381,7 +420,7 @@ def _tables(result) -> dict[str, _Table]:
         "tiers": _Table("tiers", ["CLV tier", "Customers", "Total CLV", "Mean CLV"], tiers),
         "segments": _Table(
             "segments",
-            ["RFM segment", "Customers", "Share", "Total CLV", "Mean CLV", "Mean churn probability", "Rule"],
+            ["RFM segment", "Customers", "Share", "Total CLV", "Mean CLV", "Mean churn probability", "Mean P(alive)"],
             segments,
         ),
         "cohorts": _Table(
@@ -410,7 +449,9 @@ def render_report(result) -> str:
     str
         A complete HTML document (template ``report.html.j2``); tables carry ids (``summary``,
         ``channels``, ``forecast``, ``tiers``, ``segments``, ``cohorts``) so that tests can read
-        them back, and six charts are embedded as PNG data URIs.
+        them back; seven charts are embedded as PNG data URIs, and the three BTYD diagnostic charts
+        (frequency x recency, calibration vs holdout, tracking) when ``result.diagnostics`` holds
+        their tables.
     """
     s = result.summary
     st = s["settings"]
@@ -423,8 +464,10 @@ def render_report(result) -> str:
         "forecast": _chart_forecast(result.forecast),
         "clv": _chart_clv(result.segments["clv"].to_numpy(dtype=float)),
         "segments": _chart_segments(segment_sizes(result.segments)),
+        "p_alive": _chart_p_alive(result.segments, segment_sizes(result.segments)),
         "cohorts": _chart_cohorts(result.cohorts),
     }
+    diagnostics = _diagnostic_charts(result.diagnostics, st["horizon_days"])
     return _environment().get_template(TEMPLATE).render(
         s=s,
         st=st,
@@ -443,4 +486,18 @@ def render_report(result) -> str:
         seasonality=list(zip(MONTH_NAMES, seasonality)) if seasonal else None,
         referrals=s.get("total_referral_credit") is not None,
         segment_rules=list(_segment_definitions().items()),
+        p_alive=_p_alive_figures(result.segments),
+        diagnostics=diagnostics,
     )
+
+
+def _p_alive_figures(segments: pd.DataFrame) -> dict[str, str]:
+    """Headline figures of P(alive) for the page's text: mean, and the shares above 0.5 and below 0.1."""
+    p = segments["p_alive"].to_numpy(dtype=float)
+    if not len(p):
+        return {"mean": "–", "above_half": "–", "below_tenth": "–"}
+    return {
+        "mean": f"{p.mean():.2f}",
+        "above_half": f"{100 * (p > 0.5).mean():.0f}%",
+        "below_tenth": f"{100 * (p < 0.1).mean():.0f}%",
+    }
