@@ -69,3 +69,28 @@ def pixels_near(png: Path, colour: tuple[int, int, int], *, tolerance: int = 30)
     with Image.open(png) as image:
         rgb = np.asarray(image.convert("RGB")).astype(int)
     return int((np.abs(rgb - np.asarray(colour)).sum(axis=2) < tolerance).sum())
+
+
+def section_images(dom: str, section_id: str) -> list[np.ndarray]:
+    """The PNG data-URI images of one section of a page's DOM, decoded as RGB arrays (height, width, 3).
+
+    A section runs from the heading with ``id="section_id"`` to the next ``<h2``; an image that does
+    not decode raises (PIL's error), so an empty list or an error means the section did not render
+    its charts.
+    """
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    start = dom.find(f'id="{section_id}"')
+    if start < 0:
+        return []
+    end = dom.find("<h2", start)
+    part = dom[start : end if end >= 0 else len(dom)]
+    images = []
+    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', part):
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    return images

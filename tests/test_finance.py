@@ -809,8 +809,21 @@ def test_report_renders_in_headless_chromium(paths, tmp_path, chromium):
     dom = browser.rendered_dom(chromium, paths["report"].resolve().as_uri())
     assert "<title>Customer value and acquisition budget</title>" in dom and "<h2>Cohorts</h2>" in dom
     assert dom.count('src="data:image/png;base64,') == 10
+    # The P(alive) section: one chart, its histogram bars in the section's purple.
+    (p_alive,) = browser.section_images(dom, "p-alive")
+    assert (np.abs(p_alive.astype(int) - (0x6A, 0x3D, 0x9A)).sum(axis=2) < 30).sum() > 500
+    # The BTYD diagnostics: frequency x recency heatmaps (viridis and magma), calibration, tracking.
+    heatmaps, calibration, tracking = browser.section_images(dom, "btyd-diagnostics")
+    assert all(min(img.shape[:2]) > 200 for img in (heatmaps, calibration, tracking))
+    assert (np.abs(heatmaps.astype(int) - (0x21, 0x91, 0x8C)).sum(axis=2) < 60).sum() > 100  # viridis' middle
+    for img in (calibration, tracking):  # matplotlib's first two line colours: actual and BG/NBD
+        for colour in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)):
+            assert (np.abs(img.astype(int) - colour).sum(axis=2) < 30).sum() > 50, colour
     shot = browser.screenshot(chromium, paths["report"].resolve().as_uri(), tmp_path / "finance-report.png",
                               width=1200, height=9000)  # fmt: skip
+    # In the page as drawn: the P(alive) purple and the heatmaps' viridis.
+    assert browser.pixels_near(shot, (0x6A, 0x3D, 0x9A)) > 500
+    assert browser.pixels_near(shot, (0x21, 0x91, 0x8C), tolerance=60) > 100
     # The cohort map, the page's last chart (in its lower half, where no other chart is): wide cells
     # in the recommendations' colours.
     with Image.open(shot) as image:
