@@ -168,6 +168,10 @@ def test_degenerate_book_ends_in_finite_numbers_or_one_clear_error(name, store, 
                         empty = frame[column].isna().to_numpy()
                         assert frame.loc[empty, note].notna().all(), f"{name} {table}.csv: {column} empty without a reason"
                 notes = [note for note, _ in NOTES.values() if note in frame]
+                if "recommendation_note" in frame:  # a cohort too small for advice: none, the reason instead
+                    empty = frame["recommendation"].isna().to_numpy()
+                    assert frame.loc[empty, "recommendation_note"].notna().all(), f"{name} {table}.csv: no advice, no reason"
+                    notes += ["recommendation", "recommendation_note"]  # text (read as float when all empty)
                 _finite(frame.drop(columns=curves + notes), f"{name} {table}.csv", nan_ok=tuple(NOTES))
             assert pd.read_csv(out / "channels.csv")["customers"].sum() == len(tables.customers)
 
