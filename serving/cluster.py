@@ -111,6 +111,8 @@ def connect(
     """
     from dask.distributed import Client, LocalCluster  # deferred: only the cluster path needs Dask
 
+    # The scheduler announces each shuffle it starts and ends at WARNING: noise between the steps.
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     cluster = None
     if address == "local":
         workers = n_workers or os.cpu_count() or 1
@@ -720,7 +722,7 @@ def _score_partition(tx, ev, cu, number: int, *, out_dir: str, as_of, champion, 
         return None  # nobody to score here (e.g. only customers acquired after the cutoff)
     scores = score_tables(tables, as_of=as_of, champion=champion, clv=clv, reference=reference, prospects=prospects)
     write_scores(scores, Path(out_dir) / f"part-{number:05d}.parquet")
-    return scores.run
+    return scores.run, len(scores.frame)
 
 
 def score_to_dataset(client, tables: ClusterTables, *, as_of, champion, clv=None, out_dir: str | os.PathLike):
@@ -732,8 +734,9 @@ def score_to_dataset(client, tables: ClusterTables, *, as_of, champion, clv=None
 
     Returns
     -------
-    serving.scores.ScoringRun
-        The run of the whole book: per-kind population and customers left out summed over partitions.
+    ClusterScoring
+        With the run of the whole book (per-kind population and customers left out summed over
+        partitions, also written as :data:`serving.scores.DATASET_RUN`).
 
     Raises
     ------
@@ -743,6 +746,7 @@ def score_to_dataset(client, tables: ClusterTables, *, as_of, champion, clv=None
     import dask
 
     from serving.prospects import prospect_model
+    from serving.scores import write_dataset_run
     from serving.scoring import champion_clv_config
     from serving.segments import SegmentReference
 
@@ -772,10 +776,21 @@ def score_to_dataset(client, tables: ClusterTables, *, as_of, champion, clv=None
                                        reference=reference, prospects=prospects)
         for i, (t, e, c) in enumerate(zip(*parts, strict=True))
     ]  # fmt: skip
-    runs = [r for r in dask.compute(*tasks) if r is not None]
-    if not runs:
+    done = [r for r in dask.compute(*tasks) if r is not None]
+    if not done:
         raise ValueError(f"cutoff {as_of}: no customer to score in any partition")
-    return merge_runs(runs)
+    run = merge_runs([r for r, _ in done])
+    write_dataset_run(run, out_dir)
+    return ClusterScoring(run=run, customers=sum(n for _, n in done), files=len(done))
+
+
+@dataclass(frozen=True)
+class ClusterScoring:
+    """What :func:`score_to_dataset` wrote: the run of the whole book, the customers scored, the part files."""
+
+    run: Any
+    customers: int
+    files: int
 
 
 def merge_runs(runs: list):
