@@ -530,6 +530,8 @@ _Y_CHURN, _Y_SPEND, _OFF_CHURN, _OFF_SPEND, _VALID = "__churned", "__spend", "__
 
 def _model_rows(part: pd.DataFrame, *, encoder: FeatureEncoder, btyd_offset: bool, valid_origins, spend_floor) -> pd.DataFrame:
     """One partition of training rows as the boosters see them: encoded features, targets, offsets, slice."""
+    if len(part) == 0:  # the encoder wants rows
+        return _model_rows_meta(encoder)
     X = encoder.transform(part).reset_index(drop=True)
     churn_offset, spend_offset = btyd_offsets(part) if btyd_offset else (np.zeros(len(part)), np.zeros(len(part)))
     y = np.maximum(part["spend"].to_numpy(float), 0.0)
@@ -539,6 +541,12 @@ def _model_rows(part: pd.DataFrame, *, encoder: FeatureEncoder, btyd_offset: boo
         _Y_CHURN: part["churn"].to_numpy(int), _Y_SPEND: y, _OFF_CHURN: churn_offset, _OFF_SPEND: spend_offset,
         _VALID: np.isin(part["cutoff"].to_numpy(), valid_origins),
     })  # fmt: skip
+
+
+def _model_rows_meta(encoder: FeatureEncoder) -> pd.DataFrame:
+    helpers = {_Y_CHURN: "int64", _Y_SPEND: "float64", _OFF_CHURN: "float64", _OFF_SPEND: "float64", _VALID: "bool"}
+    return pd.DataFrame({**{c: pd.Series([], dtype="float64") for c in encoder.columns},
+                         **{c: pd.Series([], dtype=t) for c, t in helpers.items()}})  # fmt: skip
 
 
 def _stopped_at(evals_result: dict, patience: int) -> int:
@@ -559,6 +567,11 @@ def _stopped_at(evals_result: dict, patience: int) -> int:
     return best_at + 1
 
 
+def _dask_params(params: dict) -> dict:
+    """:func:`training.models.lightgbm_params` for ``lightgbm.dask``: the threads are each worker's own."""
+    return {k: v for k, v in params.items() if k != "n_jobs"}
+
+
 def _fit_one(estimator, rows, columns, target: str, offset: str, *, btyd_offset: bool, cfg: TrainingConfig, cats):
     """Fit one ``lightgbm.dask`` estimator on the training slice, replaying early stopping on the validation slice."""
     train, valid = rows[~rows[_VALID]], rows[rows[_VALID]]
@@ -567,7 +580,7 @@ def _fit_one(estimator, rows, columns, target: str, offset: str, *, btyd_offset:
         kwargs["init_score"] = train[offset]
     has_valid = bool(cfg.validation_cutoffs) and cfg.early_stopping_rounds > 0
     if has_valid:
-        kwargs["eval_set"] = [(valid[columns], valid[target])]
+        kwargs["eval_X"], kwargs["eval_y"] = (valid[columns],), (valid[target],)
         if btyd_offset:
             kwargs["eval_init_score"] = [valid[offset]]
     estimator.fit(train[columns], train[target], **kwargs)
@@ -616,7 +629,8 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
         rows = _drop_degenerate(rows, cfg=cfg, btyd=btyd, needed=cfg.validation_cutoffs + 1)
     rows = rows.persist()
     per_origin = rows.groupby("cutoff").size().compute()
-    origin_rows = per_origin.reindex(pd.DatetimeIndex([pd.Timestamp(o) for o in origins])).fillna(0).to_numpy()
+    per_origin.index = pd.DatetimeIndex(per_origin.index).as_unit("ns")
+    origin_rows = per_origin.reindex(pd.DatetimeIndex([pd.Timestamp(o) for o in origins]).as_unit("ns")).fillna(0).to_numpy()
     n_rows = int(per_origin.sum())
     if n_rows == 0:
         raise TrainingDataError("no training rows")
@@ -636,8 +650,7 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
     if cfg.spend_objective == "gamma":
         positive = rows["spend"][rows["spend"] > 0].min().compute()
         floor = float(positive) if np.isfinite(positive) else 1e-6
-    encoded_meta = _model_rows(rows._meta, encoder=encoder, btyd_offset=cfg.btyd_offset, valid_origins=valid_origins,
-                               spend_floor=floor)  # fmt: skip
+    encoded_meta = _model_rows_meta(encoder)
     model_rows = rows.map_partitions(
         _model_rows, encoder=encoder, btyd_offset=cfg.btyd_offset, valid_origins=valid_origins, spend_floor=floor,
         meta=encoded_meta,
@@ -655,7 +668,7 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
     started = time.perf_counter()
     churn = _fit_one(
         lgbd.DaskLGBMClassifier(client=client, objective="binary",
-                                **lightgbm_params(cfg.churn_params, seed=cfg.seed, num_threads=cfg.num_threads)),
+                                **_dask_params(lightgbm_params(cfg.churn_params, seed=cfg.seed, num_threads=cfg.num_threads))),
         model_rows, columns, _Y_CHURN, _OFF_CHURN, btyd_offset=cfg.btyd_offset, cfg=cfg, cats=cats,
     )  # fmt: skip
     models = ClvModels.from_parts(
@@ -678,7 +691,7 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
         if cfg.spend_objective == "tweedie" else {"objective": cfg.spend_objective}  # fmt: skip
     spend = _fit_one(
         lgbd.DaskLGBMRegressor(client=client, **spend_kind,
-                               **lightgbm_params(cfg.spend_params, seed=cfg.seed, num_threads=cfg.num_threads)),
+                               **_dask_params(lightgbm_params(cfg.spend_params, seed=cfg.seed, num_threads=cfg.num_threads))),
         active, columns, _Y_SPEND, _OFF_SPEND, btyd_offset=cfg.btyd_offset, cfg=cfg, cats=cats,
     )  # fmt: skip
     log.info("boosters fitted with lightgbm.dask on %d rows (%.1f s)", n_rows, time.perf_counter() - started)
