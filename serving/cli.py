@@ -146,7 +146,8 @@ def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir)
 
     if source.split("://", 1)[0].split("+", 1)[0] in _SQL_SCHEMES and "://" in source:
         log.info("a database is read here, then spread over the cluster by customer")
-        return scatter_tables(_load(source, column_map, on_invalid, quarantine_dir), npartitions=_partitions(client)).persist()
+        return scatter_tables(_load(source, column_map, on_invalid, quarantine_dir), npartitions=_partitions(client),
+                              client=client).persist()
     return read_tables(source, npartitions=_partitions(client), column_map=column_map).persist()
 
 

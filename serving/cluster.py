@@ -288,16 +288,25 @@ def read_tables(source: str, *, npartitions: int | None = None, column_map=None)
     return ClusterTables(frames["transactions"], frames.get("events"), frames.get("customers"), P)
 
 
-def scatter_tables(tables: Tables, *, npartitions: int) -> ClusterTables:
-    """Tables already in memory (e.g. from a SQL source), partitioned by customer on the cluster."""
+def scatter_tables(tables: Tables, *, npartitions: int, client=None) -> ClusterTables:
+    """Tables already in memory (e.g. from a SQL source), partitioned by customer on the cluster.
+
+    With ``client`` the rows are sent to the workers in ``npartitions`` chunks first, rather than
+    inside the task graph.
+    """
     import dask.dataframe as dd  # deferred: only the cluster path needs Dask
 
     def partitioned(frame):
         if frame is None:
             return None
-        chunks = max(1, min(npartitions, len(frame)))
-        spread = dd.from_pandas(frame.reset_index(drop=True), npartitions=chunks, sort=False)
+        frame = frame.reset_index(drop=True)
         meta = _with_bucket(frame.iloc[:0], npartitions)
+        if client is None:
+            spread = dd.from_pandas(frame, npartitions=max(1, min(npartitions, len(frame))), sort=False)
+        else:
+            edges = np.linspace(0, len(frame), npartitions + 1).astype(int)
+            chunks = client.scatter([frame.iloc[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)])
+            spread = dd.from_delayed(chunks, meta=frame.iloc[:0], verify_meta=False)
         return _by_customer(spread.map_partitions(_with_bucket, npartitions, meta=meta), npartitions)
 
     return ClusterTables(
@@ -479,7 +488,7 @@ class ClusterTrainer:
         self.npartitions = npartitions
 
     def __call__(self, tables: Tables, *, origins, horizon_days: int, config: Config) -> Boosters:
-        spread = scatter_tables(tables, npartitions=self.npartitions)
+        spread = scatter_tables(tables, npartitions=self.npartitions, client=self.client).persist()
         origins = tuple(parse_cutoff(o) for o in origins)
         started = time.perf_counter()
         btyd = fit_btyd_on_cluster(spread, cutoffs=origins, config=config.features)
