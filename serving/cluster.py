@@ -603,6 +603,13 @@ def _fit_one(estimator, rows, columns, target: str, offset: str, *, btyd_offset:
     return local
 
 
+def _lightgbm_logs_to_logging() -> None:
+    """LightGBM's messages (its network set-up prints to stdout) through the ``lightgbm`` logger: warnings only."""
+    import lightgbm
+
+    lightgbm.register_logger(logging.getLogger("lightgbm"))
+
+
 def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Boosters:
     """Fit the churn and spend boosters of :class:`training.models.ClvModels` with ``lightgbm.dask``.
 
@@ -634,6 +641,9 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
     from sklearn.isotonic import IsotonicRegression
 
     cfg = config.training
+    # The workers' stdout is the command's: the comparison table goes there, not LightGBM's network log.
+    client.run(_lightgbm_logs_to_logging)
+    _lightgbm_logs_to_logging()
     if cfg.btyd_offset:
         rows = _drop_degenerate(rows, cfg=cfg, btyd=btyd, needed=cfg.validation_cutoffs + 1)
     rows = rows.persist()
