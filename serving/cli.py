@@ -303,6 +303,8 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
         if client is not None:
             from serving.cluster import features_on_cluster, write_dataset
 
+            if Path(out).suffix == ".csv":
+                raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
             frame = features_on_cluster(_cluster_tables(client, source, column_map, on_invalid, quarantine_dir),
                                         cutoff=cutoff, config=config.features).persist()  # fmt: skip
             write_dataset(frame, out)
@@ -398,6 +400,8 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
                 raise click.UsageError("--history and the subscription mode are not available with --cluster yet")
             from serving.cluster import score_to_dataset
 
+            if Path(out).suffix == ".csv":
+                raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
             tables = _cluster_tables(client, source, column_map, on_invalid, quarantine_dir)
             done = score_to_dataset(client, tables, as_of=cutoff, champion=champion, clv=config.clv, out_dir=out)
             _echo(f"wrote {out}: {done.customers:,} customers scored as of {cutoff} (Parquet dataset of {done.files} "
