@@ -121,6 +121,10 @@ def connect(
             dashboard_address="127.0.0.1:0",
         )  # fmt: skip
         client = Client(cluster)
+        # The local workers' stdout is the command's, where its result goes; their only output there
+        # is LightGBM's network set-up, printed by C++ threads that bypass Python's logging: to
+        # stderr with --debug, else nowhere.
+        client.run(_stdout_away, to_stderr=log.isEnabledFor(logging.DEBUG))
     else:
         if "://" not in address:
             raise ClusterUnavailable(f"--cluster must be 'local' or a scheduler address like tcp://HOST:8786, got {address!r}")
@@ -141,6 +145,18 @@ def connect(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _stdout_away(to_stderr: bool) -> None:
+    """Point this (worker) process's stdout, file descriptor 1, at stderr or at /dev/null."""
+    import sys
+
+    sys.stdout.flush()
+    if to_stderr:
+        os.dup2(2, 1)
+    else:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
 
 
 # --------------------------------------------------------------------------- partitioning
@@ -690,7 +706,8 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
                                 **_dask_params(lightgbm_params(cfg.churn_params, seed=cfg.seed, num_threads=cfg.num_threads))),
         model_rows, columns, _Y_CHURN, _OFF_CHURN, btyd_offset=cfg.btyd_offset, cfg=cfg, cats=cats,
     )  # fmt: skip
-    models = ClvModels.from_parts(
+    # The churn half alone, for the raw probabilities of the validation rows the calibration is fitted on.
+    churn_only = ClvModels.from_parts(
         encoder=encoder, churn_model=churn, spend_model=churn, calibration=None, horizon_days=cfg.horizon_days,
         btyd_offset=cfg.btyd_offset, training=cfg,
     )  # fmt: skip
@@ -698,7 +715,7 @@ def fit_boosters(client, rows, *, config: Config, btyd: dict, origins) -> Booste
     valid = model_rows[model_rows[_VALID]]
     if cfg.validation_cutoffs and cfg.churn_calibration == "isotonic":
         raw = valid.map_partitions(
-            lambda f: pd.DataFrame({"raw": models._churn_raw_probability(f[columns].to_numpy(), f[_OFF_CHURN].to_numpy()),
+            lambda f: pd.DataFrame({"raw": churn_only._churn_raw_probability(f[columns].to_numpy(), f[_OFF_CHURN].to_numpy()),
                                     "churned": f[_Y_CHURN].to_numpy(float)}),
             meta=pd.DataFrame({"raw": pd.Series([], dtype=float), "churned": pd.Series([], dtype=float)}),
         ).compute()  # fmt: skip

@@ -21,7 +21,7 @@ from features.dates import history_until  # noqa: E402
 from features.io import load_tables, write_tables  # noqa: E402
 from features.synthetic import generate  # noqa: E402
 from serving import cluster as C  # noqa: E402
-from training.config import load_config  # noqa: E402
+from training.config import load_config, with_overrides  # noqa: E402
 from training.labels import build_labels  # noqa: E402
 from training.metrics import churn_auc  # noqa: E402
 from training.models import ClvModels  # noqa: E402
@@ -122,12 +122,13 @@ def test_boosters_trained_on_dask_score_the_holdout_like_in_process(book, client
     (+0.9 %); the bounds leave room for another machine's thread timing and partition placement.
     """
     _, tables = book
+    config = with_overrides(small_config, training__churn_calibration="isotonic")  # that path too
     trainer = C.ClusterTrainer(client, npartitions=4)
     history = history_until(tables, CUTOFF)
-    ours = trainer(history, origins=ORIGINS, horizon_days=HORIZON, config=small_config).models
-    training = build_training_set(history, origins=ORIGINS, horizon_days=HORIZON, config=small_config.features)
-    X, labels = training.split(small_config.features)
-    here = ClvModels(training=small_config.training).fit(
+    ours = trainer(history, origins=ORIGINS, horizon_days=HORIZON, config=config).models
+    training = build_training_set(history, origins=ORIGINS, horizon_days=HORIZON, config=config.features)
+    X, labels = training.split(config.features)
+    here = ClvModels(training=config.training).fit(
         X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
     )
     features = build_features(tables, cutoff=CUTOFF)
@@ -145,6 +146,7 @@ def test_boosters_trained_on_dask_score_the_holdout_like_in_process(book, client
     assert abs(auc_dask - auc_here) <= 0.01
     assert abs(mae_dask - mae_here) <= 0.03 * mae_here
     assert ours.encoder_ == here.encoder_
+    assert ours.calibration_ is not None and here.calibration_ is not None
 
 
 @pytest.mark.slow
