@@ -124,7 +124,8 @@ def connect(
         # The local workers' stdout is the command's, where its result goes; their only output there
         # is LightGBM's network set-up, printed by C++ threads that bypass Python's logging: to
         # stderr with --debug, else nowhere.
-        client.run(_stdout_away, to_stderr=log.isEnabledFor(logging.DEBUG))
+        if processes:  # never this process's own stdout
+            client.run(_stdout_away, to_stderr=log.isEnabledFor(logging.DEBUG))
     else:
         if "://" not in address:
             raise ClusterUnavailable(f"--cluster must be 'local' or a scheduler address like tcp://HOST:8786, got {address!r}")
