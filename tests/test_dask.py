@@ -157,7 +157,10 @@ def test_scores_written_by_partition_equal_in_process_scores(book, spread, clien
     from training.registry import load_champion
 
     _, tables = book
-    pipeline.train(tables, config=small_config, promote="force")
+    # Any champion will do: a short fit without the refit keeps the test short.
+    config = with_overrides(small_config, training__refit=False, training__churn_params__num_boost_round=60,
+                            training__spend_params__num_boost_round=60)  # fmt: skip
+    pipeline.train(tables, config=config, promote="force")
     champion = load_champion()
     scores = score_tables(tables, as_of=CUTOFF, champion=champion)
     write_scores(scores, tmp_path / "here.parquet")
@@ -173,3 +176,21 @@ def test_scores_written_by_partition_equal_in_process_scores(book, spread, clien
     for name in curves:
         np.testing.assert_array_equal(np.stack(got[name].to_numpy()), np.stack(here[name].to_numpy()))
     assert got["drivers"].tolist() == here["drivers"].tolist()
+
+
+def test_csv_tables_read_by_the_workers_give_the_features_of_the_loader(book, client, tmp_path):
+    data, _ = book
+    for name in ("transactions", "events", "customers"):
+        pd.read_parquet(data / f"{name}.parquet").to_csv(tmp_path / f"{name}.csv", index=False)
+    expected = build_features(load_tables(tmp_path).tables, cutoff=CUTOFF)
+    spread = C.read_tables(str(tmp_path), npartitions=3)
+    pd.testing.assert_frame_equal(C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index(), expected)
+
+
+def test_a_broken_rule_in_a_partition_names_the_file_and_the_rule(book, client, tmp_path):
+    data, _ = book
+    tx = pd.read_parquet(data / "transactions.parquet")
+    tx.loc[5, "amount"] = np.inf
+    tx.to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(C.DataValidationError, match=r"transactions\.parquet \(partition 0\).*amount"):
+        C.features_on_cluster(C.read_tables(str(tmp_path), npartitions=2), cutoff=CUTOFF).compute()
