@@ -29,6 +29,7 @@ this module only reads, partitions, wires and gathers.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import time
@@ -606,7 +607,10 @@ def _fit_one(estimator, rows, columns, target: str, offset: str, *, btyd_offset:
         kwargs["init_score"] = train[offset]
     has_valid = bool(cfg.validation_cutoffs) and cfg.early_stopping_rounds > 0
     if has_valid:
-        kwargs["eval_X"], kwargs["eval_y"] = (valid[columns],), (valid[target],)
+        if "eval_X" in inspect.signature(estimator.fit).parameters:  # LightGBM >= 4.6
+            kwargs["eval_X"], kwargs["eval_y"] = (valid[columns],), (valid[target],)
+        else:
+            kwargs["eval_set"] = [(valid[columns], valid[target])]
         if btyd_offset:
             kwargs["eval_init_score"] = [valid[offset]]
     estimator.fit(train[columns], train[target], **kwargs)
