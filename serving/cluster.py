@@ -146,6 +146,8 @@ def connect(
     finally:
         client.close()
         if cluster is not None:
+            # A busy worker may take more than the nanny's 4 s to exit, which it reports as a warning.
+            logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
             cluster.close()
 
 
