@@ -826,6 +826,8 @@ def score_to_dataset(client, tables: ClusterTables, *, as_of, champion, clv=None
         trials = trials.assign(_o=pd.to_datetime(trials["origin"])).sort_values(["_o", "customer_id"], ascending=[False, True])
     prospects = prospect_model(trials.drop(columns=["_o"], errors="ignore"), horizon_days=champion.horizon_days)
     reference = SegmentReference.from_scores(values) if len(values) else None
+    log.info("segment reference from %d buyers, prospect model from %d trials; scoring %d partitions into %s",
+             len(values), len(trials), tables.npartitions, out_dir)  # fmt: skip
     parts = [frame.to_delayed() if frame is not None else [None] * tables.npartitions for frame in tables.frames()]
     tasks = [
         dask.delayed(_score_partition)(t, e, c, i, out_dir=str(out_dir), as_of=as_of, champion=shared, clv=clv,
