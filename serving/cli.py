@@ -387,7 +387,7 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
 def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history, cluster):
     """Batch CLV for every customer from the champion models."""
     # Deferred: see the module docstring.
-    from serving.scores import write_scores
+    from serving.scores import read_scores, write_scores
     from serving.scoring import score_tables
     from training.registry import check_registry, load_champion
 
@@ -396,8 +396,8 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     champion = load_champion()
     with _cluster(cluster, on_invalid) as client:
         if client is not None:
-            if history or config.business == "subscription":
-                raise click.UsageError("--history and the subscription mode are not available with --cluster yet")
+            if config.business == "subscription":
+                raise click.UsageError("the subscription mode is not available with --cluster yet")
             from serving.cluster import score_to_dataset
 
             if Path(out).suffix == ".csv":
@@ -408,6 +408,8 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
                   "files, partitioned by customer)")  # fmt: skip
             for left in done.run.left_out:
                 _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
+            if history:  # read back here: the history is appended by this process
+                _append_history(read_scores(out), history, cutoff)
             return
     # Loaded here, not by serving.scoring.score, which does not hand back the load report.
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
@@ -426,12 +428,16 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
         written = write_frames({path.name: frame}, path.parent)[path.name]
         _echo(f"wrote {written}: contractual churn, spend and CLV of {len(frame):,} subscribers (sBG by segment)")
     if history:
-        from serving.monitor.history import append_scores  # deferred: see the module docstring
+        _append_history(scores, history, cutoff)
 
-        written = append_scores(scores, history)
-        verb = f"replaced the scoring of {written.replaced:,} rows" if written.replaced else "added"
-        _echo(f"history {written.target}: {verb} as of {cutoff} (models v{written.key[1]}/v{written.key[2]}), "
-              f"{written.rows:,} customers")
+
+def _append_history(scores, history: str, cutoff) -> None:
+    from serving.monitor.history import append_scores  # deferred: see the module docstring
+
+    written = append_scores(scores, history)
+    verb = f"replaced the scoring of {written.replaced:,} rows" if written.replaced else "added"
+    _echo(f"history {written.target}: {verb} as of {cutoff} (models v{written.key[1]}/v{written.key[2]}), "
+          f"{written.rows:,} customers")
 
 
 def _monitor_lines(monitored) -> list[str]:

@@ -17,6 +17,7 @@ pytest.importorskip("dask.distributed")
 pytest.importorskip("lightgbm.dask")
 
 from features.build import build_features, fit_btyd  # noqa: E402
+from features.contract import Tables  # noqa: E402
 from features.dates import history_until  # noqa: E402
 from features.io import load_tables, write_tables  # noqa: E402
 from features.synthetic import generate  # noqa: E402
@@ -32,11 +33,32 @@ HORIZON = 91
 ORIGINS = ("2023-09-30", "2023-12-31", "2024-03-31")
 
 
+def _with_prospects(tables: Tables, n: int = 120, seed: int = 5) -> Tables:
+    """The book plus ``n`` customers acquired in 2023-2024 before any purchase; a third buy once later.
+
+    The synthetic book's customers buy when they are acquired: these make the prospect model
+    (fitted on the trials of every partition) part of the comparison.
+    """
+    rng = np.random.default_rng(seed)
+    customers = tables.customers.iloc[:n].copy()
+    customers["customer_id"] = pd.array([f"p{i:04d}" for i in range(n)], dtype="str")
+    customers["acquired_at"] = (pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 540, n), unit="D")).to_numpy()
+    buyers = customers.iloc[::3]
+    bought = buyers["acquired_at"] + pd.to_timedelta(rng.integers(20, 200, len(buyers)), unit="D")
+    purchases = pd.DataFrame({"customer_id": buyers["customer_id"].to_numpy(), "timestamp": bought.to_numpy(),
+                              "amount": np.round(rng.uniform(20, 120, len(buyers)), 2)})  # fmt: skip
+    purchases = purchases.astype(tables.transactions.dtypes.to_dict())
+    return Tables(
+        pd.concat([tables.transactions, purchases], ignore_index=True), tables.events,
+        pd.concat([tables.customers, customers], ignore_index=True),
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
     """(data directory, tables as the in-process loader reads them)."""
     out = tmp_path_factory.mktemp("book")
-    write_tables(generate(3000, seed=11).tables, out)
+    write_tables(_with_prospects(generate(3000, seed=11).tables), out)
     return out, load_tables(out).tables
 
 
@@ -168,6 +190,7 @@ def test_scores_written_by_partition_equal_in_process_scores(book, spread, clien
     assert done.customers == len(scores.frame)
     assert done.run.population == scores.run.population
     assert done.run.left_out == scores.run.left_out
+    assert scores.run.prospects is not None  # the added prospects are scored
     assert done.run.prospects == scores.run.prospects
     here = read_scores(tmp_path / "here.parquet").frame.set_index("customer_id").sort_index()
     got = read_scores(tmp_path / "scores").frame.set_index("customer_id").sort_index()
