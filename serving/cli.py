@@ -107,6 +107,50 @@ promote_option = click.option(
 )
 
 
+#: ``--cluster`` of the commands that read data: run on Dask (:mod:`serving.cluster`), else in this process.
+cluster_option = click.option(
+    "--cluster",
+    default=None,
+    metavar="local|tcp://HOST:PORT",
+    help="Run on Dask: 'local' (a LocalCluster of this machine) or a scheduler address; default: "
+    "$CLVCAST_DASK_SCHEDULER, else in this process.",
+)
+
+
+@contextlib.contextmanager
+def _cluster(option: str | None, on_invalid: str = "raise") -> Iterator:
+    """A Dask client when ``--cluster`` or ``CLVCAST_DASK_SCHEDULER`` asks for one, else None."""
+    from serving.cluster import connect, scheduler_address  # deferred: dask is imported only to use it
+
+    address = scheduler_address(option)
+    if address is None:
+        yield None
+        return
+    if on_invalid != "raise":
+        raise click.UsageError("--on-invalid quarantine is not available with a cluster: the partitions are validated as they are read")
+    with connect(address) as client:
+        yield client
+
+
+def _partitions(client) -> int:
+    """Customer partitions of a command: two per worker thread, so that a slow partition does not hold the rest."""
+    return max(2, 2 * sum(client.nthreads().values()))
+
+
+_SQL_SCHEMES = ("sqlite", "duckdb", "postgresql", "postgres", "mysql", "mssql", "oracle")
+
+
+def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir):
+    """The tables partitioned by customer on the cluster: read by the workers, or (a database) here, then spread."""
+    from serving.cluster import read_tables, scatter_tables  # deferred: see the module docstring
+
+    if source.split("://", 1)[0].split("+", 1)[0] in _SQL_SCHEMES and "://" in source:
+        log.info("a database is read here, then spread over the cluster by customer")
+        return scatter_tables(_load(source, column_map, on_invalid, quarantine_dir), npartitions=_partitions(client),
+                              client=client).persist()
+    return read_tables(source, npartitions=_partitions(client), column_map=column_map).persist()
+
+
 def data_options(f):
     for option in reversed(_data_options):
         f = option(f)
@@ -248,12 +292,25 @@ def generate(
 @data_options
 @click.option("--cutoff", required=True, callback=_parse_date, help="Features as of the end of this day.")
 @config_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
-def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out):
+@click.option("--out", required=True, type=click.Path(), help="Output .parquet or .csv file (with --cluster: a Parquet dataset directory).")
+@cluster_option
+def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out, cluster):
     """One feature row per customer as of a cutoff date."""
     from features.build import build_features  # deferred: see the module docstring
 
     config = load_config(config_path)
+    with _cluster(cluster, on_invalid) as client:
+        if client is not None:
+            from serving.cluster import features_on_cluster, write_dataset
+
+            if Path(out).suffix == ".csv":
+                raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
+            frame = features_on_cluster(_cluster_tables(client, source, column_map, on_invalid, quarantine_dir),
+                                        cutoff=cutoff, config=config.features).persist()  # fmt: skip
+            write_dataset(frame, out)
+            _echo(f"wrote {out}: {len(frame):,} customers x {len(frame.columns)} features as of {cutoff} "
+                  f"(Parquet dataset of {frame.npartitions} files)")  # fmt: skip
+            return
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
     from features.population import customer_population
 
@@ -273,14 +330,29 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
 @click.option("--horizon-days", type=click.IntRange(min=1), default=None, help="Label horizon H in days.")
 @config_option
 @promote_option
-def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, promote):
-    """Train churn and spend models, compare with baselines, log and register them in MLflow."""
+@cluster_option
+def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, promote, cluster):
+    """Train churn and spend models, compare with baselines, log and register them in MLflow.
+
+    With --cluster the training sets are built and the boosters fitted (lightgbm.dask) on the cluster;
+    the holdout, the lifetime model, the baselines and MLflow stay in this process.
+    """
     from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
     tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
-    result = pipeline.train(tables, cutoff=cutoff, config=config, promote=promote)
+    with _cluster(cluster) as client:
+        result = pipeline.train(tables, cutoff=cutoff, config=config, promote=promote, trainer=_trainer(client))
     click.echo(pipeline.format_comparison(result))
+
+
+def _trainer(client):
+    """The cluster's trainer of :func:`training.pipeline.evaluate`, or None (in this process)."""
+    if client is None:
+        return None
+    from serving.cluster import ClusterTrainer  # deferred: see the module docstring
+
+    return ClusterTrainer(client, npartitions=_partitions(client))
 
 
 @cli.command()
@@ -289,13 +361,15 @@ def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, 
 @click.option("--horizon-days", type=click.IntRange(min=1), required=True, help="Evaluation horizon H in days.")
 @config_option
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the results here.")
-def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, json_out):
+@cluster_option
+def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, config_path, json_out, cluster):
     """Train up to a cutoff, predict the next H days, compare with BG/NBD and the naive rate."""
     from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
     tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
-    result = pipeline.backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config)
+    with _cluster(cluster) as client:
+        result = pipeline.backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config, trainer=_trainer(client))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2))
@@ -306,19 +380,37 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
 @cli.command()
 @data_options
 @click.option("--cutoff", required=True, callback=_parse_date, help="Score as of the end of this day.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
+@click.option("--out", required=True, type=click.Path(), help="Output .parquet or .csv file (with --cluster: a Parquet dataset directory).")
 @config_option
 @click.option("--history", default=None, help="Also append the scoring to this history: a directory or a SQLAlchemy URL.")
-def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history):
+@cluster_option
+def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history, cluster):
     """Batch CLV for every customer from the champion models."""
     # Deferred: see the module docstring.
-    from serving.scores import write_scores
+    from serving.scores import read_scores, write_scores
     from serving.scoring import score_tables
     from training.registry import check_registry, load_champion
 
     config = load_config(config_path)
     check_registry()  # completes what a killed training left, or stops with what to do
     champion = load_champion()
+    with _cluster(cluster, on_invalid) as client:
+        if client is not None:
+            if config.business == "subscription":
+                raise click.UsageError("the subscription mode is not available with --cluster yet")
+            from serving.cluster import score_to_dataset
+
+            if Path(out).suffix == ".csv":
+                raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
+            tables = _cluster_tables(client, source, column_map, on_invalid, quarantine_dir)
+            done = score_to_dataset(client, tables, as_of=cutoff, champion=champion, clv=config.clv, out_dir=out)
+            _echo(f"wrote {out}: {done.customers:,} customers scored as of {cutoff} (Parquet dataset of {done.files} "
+                  "files, partitioned by customer)")  # fmt: skip
+            for left in done.run.left_out:
+                _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
+            if history:  # read back here: the history is appended by this process
+                _append_history(read_scores(out), history, cutoff)
+            return
     # Loaded here, not by serving.scoring.score, which does not hand back the load report.
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
@@ -336,12 +428,16 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
         written = write_frames({path.name: frame}, path.parent)[path.name]
         _echo(f"wrote {written}: contractual churn, spend and CLV of {len(frame):,} subscribers (sBG by segment)")
     if history:
-        from serving.monitor.history import append_scores  # deferred: see the module docstring
+        _append_history(scores, history, cutoff)
 
-        written = append_scores(scores, history)
-        verb = f"replaced the scoring of {written.replaced:,} rows" if written.replaced else "added"
-        _echo(f"history {written.target}: {verb} as of {cutoff} (models v{written.key[1]}/v{written.key[2]}), "
-              f"{written.rows:,} customers")
+
+def _append_history(scores, history: str, cutoff) -> None:
+    from serving.monitor.history import append_scores  # deferred: see the module docstring
+
+    written = append_scores(scores, history)
+    verb = f"replaced the scoring of {written.replaced:,} rows" if written.replaced else "added"
+    _echo(f"history {written.target}: {verb} as of {cutoff} (models v{written.key[1]}/v{written.key[2]}), "
+          f"{written.rows:,} customers")
 
 
 def _monitor_lines(monitored) -> list[str]:
@@ -397,7 +493,7 @@ def retrain(
 
 @cli.command()
 @data_options
-@click.option("--scores", required=True, type=click.Path(exists=True, dir_okay=False), help="Output of clvcast score.")
+@click.option("--scores", required=True, type=click.Path(exists=True), help="Output of clvcast score (a file, or the dataset directory of score --cluster).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--target-ltv-cac", type=click.FloatRange(min=0, min_open=True), default=None, help="Default from config: 3.")
 @config_option
@@ -566,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines[1:]:
             _echo(f"       {line}")
         # A store fault's message is the whole story (store and cause); other errors may need the traceback.
-        expected = isinstance(exc, (ValueError, FileNotFoundError, LookupError)) or type(exc).__name__ == "StoreError"
+        expected = isinstance(exc, (ValueError, FileNotFoundError, LookupError, ConnectionError)) or type(exc).__name__ == "StoreError"
         if len(lines) == 1 and not expected:
             _echo(f"       ({type(exc).__name__}; rerun with --debug for the traceback)")
         return 1

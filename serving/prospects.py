@@ -45,7 +45,7 @@ from features.population import PROSPECT_KINDS, customer_population
 from serving import clv as C
 from training.config import ClvConfig
 
-__all__ = ["ProspectCell", "ProspectModel", "fit_prospects"]
+__all__ = ["ProspectCell", "ProspectModel", "fit_prospects", "prospect_model", "prospect_trials"]
 
 
 class ProspectCell(BaseModel):
@@ -179,45 +179,81 @@ def fit_prospects(
     ProspectModel or None
         None when no origin has a prospect (no evidence for a rate).
     """
+    trials = prospect_trials(tables, as_of=as_of, horizon_days=horizon_days, n_origins=n_origins)
+    return prospect_model(trials, horizon_days=horizon_days, prior_strength=prior_strength)
+
+
+#: Columns of :func:`prospect_trials` (index ``customer_id``).
+TRIAL_COLUMNS = ("origin", "channel", "engaged", "converted", "spend")
+
+
+def prospect_trials(tables: Tables, *, as_of, horizon_days: int, n_origins: int = 4) -> pd.DataFrame:
+    """Every prospect's trial at each origin ``as_of - k horizon_days`` (k = 1..``n_origins``).
+
+    A pure per-customer function: the trials of a set of whole customers are the rows of those
+    customers among the trials of the book, so they can be computed per partition and stacked.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id``, rows ordered by origin (latest first), then as the population
+        orders customers; columns ``origin`` (date), ``channel`` (str or None), ``engaged`` (an
+        event in the H days up to the origin), ``converted`` (a purchase in the H days after it) and
+        ``spend`` (net spend of a converter in those days, currency units; NaN otherwise).
+    """
     as_of = pd.Timestamp(parse_cutoff(as_of))
     tx = tables.transactions
-    cells: dict[tuple[Any, bool], list[int]] = {}
-    spends: list[float] = []
-    origins = []
+    frames = []
     for k in range(1, n_origins + 1):
         origin = as_of - pd.Timedelta(days=k * horizon_days)
         population = customer_population(tables, cutoff=origin, engagement_days=horizon_days)
         prospects = population[population["kind"].isin(PROSPECT_KINDS).to_numpy()]
         if len(prospects) == 0:
             continue
-        origins.append(origin.date())
         start, end = origin + pd.Timedelta(days=1), origin + pd.Timedelta(days=1 + horizon_days)
         window = tx.loc[((tx["timestamp"] >= start) & (tx["timestamp"] < end)).to_numpy()]
         window = window.loc[window["customer_id"].isin(prospects.index).to_numpy()]
         bought = window.loc[(window["amount"] >= 0).to_numpy(), "customer_id"].unique()
         converted = prospects.index.isin(bought)
-        spend = window.groupby("customer_id", observed=True)["amount"].sum()
-        spends.extend(spend.reindex(prospects.index[converted]).to_numpy(dtype=float).tolist())
-        frame = pd.DataFrame(
+        spend = window.groupby("customer_id", observed=True)["amount"].sum().reindex(prospects.index)
+        frames.append(pd.DataFrame(
             {
-                "channel": prospects["channel"].astype(object).where(prospects["channel"].notna(), None),
+                "origin": np.full(len(prospects), origin.date(), dtype=object),
+                "channel": prospects["channel"].astype(object).where(prospects["channel"].notna(), None).to_numpy(),
                 "engaged": prospects["recent_events"].to_numpy() > 0,
                 "converted": converted,
-            }
-        )
-        for (channel, engaged), group in frame.groupby(["channel", "engaged"], dropna=False, sort=True):
-            key = (None if pd.isna(channel) else str(channel), bool(engaged))
-            counts = cells.setdefault(key, [0, 0])
-            counts[0] += len(group)
-            counts[1] += int(group["converted"].sum())
-    if not cells:
+                "spend": np.where(converted, spend.to_numpy(dtype=float), np.nan),
+            },
+            index=prospects.index,
+        ))  # fmt: skip
+    if not frames:
+        empty = {"origin": [], "channel": [], "engaged": np.array([], bool), "converted": np.array([], bool),
+                 "spend": np.array([], float)}  # fmt: skip
+        return pd.DataFrame(empty, index=pd.Index([], dtype="str", name="customer_id"))
+    return pd.concat(frames)
+
+
+def prospect_model(trials: pd.DataFrame, *, horizon_days: int, prior_strength: float = 10.0) -> ProspectModel | None:
+    """The :class:`ProspectModel` of the trials of :func:`prospect_trials` (of a book, or stacked partitions).
+
+    The rates are counts per cell, so the order of the trials does not matter; ``spend_if_converted``
+    is the mean over the converters in the order of ``trials``. None without any trial.
+    """
+    if len(trials) == 0:
         return None
+    cells: dict[tuple[Any, bool], list[int]] = {}
+    for (channel, engaged), group in trials.groupby(["channel", "engaged"], dropna=False, sort=True):
+        key = (None if pd.isna(channel) else str(channel), bool(engaged))
+        counts = cells.setdefault(key, [0, 0])
+        counts[0] += len(group)
+        counts[1] += int(group["converted"].sum())
+    spends = trials["spend"].to_numpy(dtype=float)[trials["converted"].to_numpy(dtype=bool)]
     return ProspectModel(
         horizon_days=horizon_days,
-        origins=tuple(origins),
+        origins=tuple(sorted(set(trials["origin"]), reverse=True)),
         prospects=sum(v[0] for v in cells.values()),
         converted=sum(v[1] for v in cells.values()),
-        spend_if_converted=float(np.mean(spends)) if spends else 0.0,
+        spend_if_converted=float(np.mean(spends)) if spends.size else 0.0,
         prior_strength=prior_strength,
         cells=tuple(
             ProspectCell(channel=ch, engaged=e, prospects=n, converted=c)

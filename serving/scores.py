@@ -191,21 +191,42 @@ def write_scores(scores: Scores, out: str | Path) -> Path:
     return path
 
 
+#: The scoring run of a Parquet dataset of scores (``clvcast score --cluster``), beside its part files.
+DATASET_RUN = "_scoring_run.json"
+
+
+def write_dataset_run(run: ScoringRun, directory: str | Path) -> Path:
+    """Write the run of a whole scoring beside the part files of its Parquet dataset (:data:`DATASET_RUN`)."""
+    path = Path(directory) / DATASET_RUN
+    path.write_bytes(run.model_dump_json().encode())
+    return path
+
+
 def read_scores(path: str | Path) -> Scores:
     """Read a file written by :func:`write_scores`, with the dtypes of :data:`SCORE_SCHEMA` and its run.
+
+    ``path`` may also be the directory of a Parquet dataset of scores (one file per partition, as
+    ``clvcast score --cluster`` writes) with its :data:`DATASET_RUN`.
 
     Raises
     ------
     FileNotFoundError
-        No such file, or a CSV without its ``.run.json``.
+        No such file, a CSV without its ``.run.json`` or a dataset without its run.
     ValueError
         A file that is not a clvcast scores file (missing columns or run), or whose rows disagree
         with its run (another as_of or horizon).
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        sidecar = path / DATASET_RUN
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"{path}: not a clvcast scores dataset (no {DATASET_RUN}, written by clvcast score --cluster)")
+        # Files whose name starts with "_" (the run) are not data to pyarrow's dataset reader.
+        frame = pq.read_table(path).to_pandas()
+        run_json = sidecar.read_bytes()
+    elif not path.is_file():
         raise FileNotFoundError(f"scores file not found: {path}")
-    if path.suffix == ".csv":
+    elif path.suffix == ".csv":
         frame = pd.read_csv(
             path,
             dtype={"customer_id": "str", "channel": "str", "churn_model_version": "str", "spend_model_version": "str"},

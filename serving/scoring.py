@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,7 @@ def score_tables(
     clv: ClvConfig | None = None,
     reference: SegmentReference | None = None,
     top_drivers: int = TOP_DRIVERS,
+    prospects: ProspectModel | None | Literal["fit"] = "fit",
 ) -> Scores:
     """Score every customer known at ``as_of``: predictions, CLV, segments, drivers, versions.
 
@@ -86,6 +87,10 @@ def score_tables(
         themselves (a whole book in batch; the service passes the reference of a batch run).
     top_drivers : int
         Drivers kept per model and customer; 0 skips the explanations (empty lists).
+    prospects : ProspectModel, None or "fit"
+        The model of the customers without a purchase: ``"fit"`` fits it on these tables
+        (:func:`serving.prospects.fit_prospects`); a cluster run passes the one fitted on the whole
+        book's trials, since a partition's trials are only part of them. None leaves them out.
 
     Returns
     -------
@@ -100,7 +105,8 @@ def score_tables(
         ``run``: the :class:`~serving.scores.ScoringRun` (as_of, horizon, versions, CLV settings,
         the population by kind, the customers left out and why, the prospect model).
     """
-    prospects = fit_prospects(tables, as_of=as_of, horizon_days=champion.horizon_days)
+    if isinstance(prospects, str):
+        prospects = fit_prospects(tables, as_of=as_of, horizon_days=champion.horizon_days)
     out = score_columns(
         tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers,
         prospects=prospects,

@@ -150,11 +150,14 @@ def _score(actual: np.ndarray, churned: np.ndarray, expected_spend: np.ndarray, 
     return out
 
 
-def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
+def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluation:
     """Fit on the history up to ``cutoff`` and score the models and baselines on its holdout.
 
     Each step (training set, fit, holdout) is logged with its duration, also returned in
-    ``Evaluation.seconds``.
+    ``Evaluation.seconds``. ``trainer`` (e.g. :class:`serving.cluster.ClusterTrainer`) builds the
+    training set and fits the boosters elsewhere: called as ``trainer(history, origins=...,
+    horizon_days=..., config=...)``, it returns the models, the rows per origin and the row count;
+    None builds and fits them in this process.
     """
     cfg = config.training
     plan = plan_origins(tables, cutoff=cutoff, training=cfg)
@@ -165,31 +168,17 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
     history = history_until(tables, plan.cutoff)
     seconds: dict[str, float] = {}
 
-    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.model_horizon_days} days)"
-    with _step(building, seconds, "training_set"):
-        training = build_training_set(
-            history,
-            origins=plan.origins,
-            horizon_days=plan.model_horizon_days,
-            config=config.features,
-            churn_definition=cfg.churn_definition,
-        )
-    frame = training.frame
-    if len(frame) == 0:
-        raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
-    if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
-    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-
-    with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
-        models = ClvModels(training=cfg).fit(
-            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-        )
+    if trainer is not None:
+        with _step(f"training set and boosters on the cluster ({len(plan.origins)} origins)", seconds, "fit"):
+            fitted = trainer(history, origins=plan.origins, horizon_days=plan.model_horizon_days, config=config)
+        models, origin_rows, n_rows = fitted.models, fitted.origin_rows, fitted.n_rows
+    else:
+        models, origin_rows, n_rows = _fit_here(history, plan, config, seconds)
 
     with _step("fitting the dropout process and calibrating the intervals", seconds, "lifetime"):
         lifetime = fit_lifetime_model(
             history, cutoff=plan.cutoff.date(), model_horizon_days=plan.model_horizon_days,
-            origins=plan.origins, origin_rows=_origin_rows(frame, plan.origins),
+            origins=plan.origins, origin_rows=origin_rows,
             settings=config.lifetime, clv=config.clv, time_unit_days=config.features.btyd_time_unit_days,
             validation=_calibration_window(history, plan, models, config),
         )  # fmt: skip
@@ -255,10 +244,37 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
         lifetime=lifetime,
         curve=curve,
         baseline_params={name: f.params for name, f in baselines.items()},
-        n_training_rows=len(X),
+        n_training_rows=n_rows,
         seconds=seconds,
         purchase_days=holdout_labels["purchase_days"].to_numpy(int),
     )
+
+
+def _fit_here(history: Tables, plan: Plan, config: Config, seconds: dict[str, float]):
+    """The training set and the boosters in this process: (models, rows per origin, rows)."""
+    cfg = config.training
+    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.model_horizon_days} days)"
+    with _step(building, seconds, "training_set"):
+        training = build_training_set(
+            history,
+            origins=plan.origins,
+            horizon_days=plan.model_horizon_days,
+            config=config.features,
+            churn_definition=cfg.churn_definition,
+        )
+    frame = training.frame
+    if len(frame) == 0:
+        raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
+    if cfg.btyd_offset:
+        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
+    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
+
+    with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
+        models = ClvModels(training=cfg).fit(
+            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
+        )
+
+    return models, _origin_rows(frame, plan.origins), len(X)
 
 
 def _calibration_window(history: Tables, plan: Plan, models: ClvModels, config: Config):
@@ -436,6 +452,7 @@ def train(
     cutoff=None,
     config: Config | None = None,
     promote: Literal["auto", "force", "never"] = "auto",
+    trainer=None,
 ) -> TrainResult:
     """Train, evaluate on the holdout, log to MLflow, register, and apply the champion rule.
 
@@ -452,6 +469,9 @@ def train(
         ``"auto"`` applies :func:`training.registry.champion_decision`; ``"force"`` makes the new
         pair champion whatever the comparison says (e.g. after changing the horizon on purpose);
         ``"never"`` registers the versions as rejected candidates.
+    trainer : callable, optional
+        Builds the training sets and fits the boosters elsewhere (:func:`evaluate`); used for the
+        evaluation and the refit alike.
 
     Returns
     -------
@@ -471,7 +491,7 @@ def train(
     started_at = time.time()  # the run's start time: its duration covers the fit, not only the logging
     config = config or Config()
     tables = _as_tables(source_or_tables)
-    ev = evaluate(tables, cutoff=cutoff, config=config)
+    ev = evaluate(tables, cutoff=cutoff, config=config, trainer=trainer)
     config = ev.config  # as run: the boosters' label horizon may be shorter than H (plan_origins)
     # What a killed or racing process left (an interrupted champion change, abandoned runs) is
     # put right before this run compares with the champion (and after bad input could stop it).
@@ -502,7 +522,7 @@ def train(
     refitted = None
     if decision.promote and config.training.refit:
         with _step(f"refitting on origins up to the last day, {ev.plan.last_day.date()}"):
-            refitted = refit(tables, plan=ev.plan, config=config, calibrated=ev.lifetime)
+            refitted = refit(tables, plan=ev.plan, config=config, calibrated=ev.lifetime, trainer=trainer)
     fsid = feature_set_id(config.features)
     serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid, tables=tables)
     served = ev.models if refitted is None else refitted.models
@@ -654,7 +674,7 @@ class Refit:
     n_training_rows: int
 
 
-def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeModel) -> Refit:
+def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeModel, trainer=None) -> Refit:
     """Fit ``config`` on rolling origins whose last label window ends on the last day of the data.
 
     The origins are those of ``plan`` moved forward by the horizon (the same count, step and
@@ -675,6 +695,8 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
         The evaluated configuration, as run (``Evaluation.config``).
     calibrated : LifetimeModel
         The evaluation's lifetime model: its ``interval_level`` and ``spend_scale`` are kept.
+    trainer : callable, optional
+        As in :func:`evaluate`.
 
     Returns
     -------
@@ -697,26 +719,31 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
     )
     if len(origins) < cfg.validation_cutoffs + 1:
         raise TrainingInputError(f"refit: {len(origins)} training origin(s) before {end.date()}, {cfg.validation_cutoffs + 1} needed")
-    training = build_training_set(
-        tables, origins=origins, horizon_days=label_days, config=config.features,
-        churn_definition=cfg.churn_definition,
-    )  # fmt: skip
-    frame = training.frame
-    if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
-    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-    models = ClvModels(training=cfg).fit(
-        X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-    )
+    if trainer is not None:
+        fitted = trainer(tables, origins=origins, horizon_days=label_days, config=config)
+        models, origin_rows, n_rows = fitted.models, fitted.origin_rows, fitted.n_rows
+    else:
+        training = build_training_set(
+            tables, origins=origins, horizon_days=label_days, config=config.features,
+            churn_definition=cfg.churn_definition,
+        )  # fmt: skip
+        frame = training.frame
+        if cfg.btyd_offset:
+            frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
+        X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
+        models = ClvModels(training=cfg).fit(
+            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
+        )
+        origin_rows, n_rows = _origin_rows(frame, origins), len(X)
     lifetime = fit_lifetime_model(
         tables, cutoff=end.date(), model_horizon_days=label_days, origins=origins,
-        origin_rows=_origin_rows(frame, origins), settings=config.lifetime, clv=config.clv,
+        origin_rows=origin_rows, settings=config.lifetime, clv=config.clv,
         time_unit_days=config.features.btyd_time_unit_days, interval_level=calibrated.interval_level,
         spend_scale=calibrated.spend_scale,
     )  # fmt: skip
     btyd = fit_btyd(tables, cutoff=end.date(), config=config.features)
     features = build_features(tables, cutoff=end.date(), config=config.features, btyd=btyd)
-    return Refit(models, btyd, lifetime, origins, end, features, len(X))
+    return Refit(models, btyd, lifetime, origins, end, features, n_rows)
 
 
 def _identified(training: TrainingSet, cfg) -> dict | None:
@@ -845,12 +872,14 @@ def backtest(
     horizon_days: int | None = None,
     config: Config | None = None,
     log_to_mlflow: bool = True,
+    trainer=None,
 ) -> dict[str, Any]:
     """Train on data up to ``cutoff`` only and compare clvcast with the baselines over the horizon.
 
     Nothing is registered; with ``log_to_mlflow`` the comparison is logged as a run tagged
     ``clvcast.kind=backtest`` (params, metrics, plots; no models) in the experiment
     ``clvcast-backtest``, named after the cutoff and horizon, its duration covering the fit.
+    ``trainer``: see :func:`evaluate`.
 
     Returns
     -------
@@ -867,7 +896,7 @@ def backtest(
     if cutoff is None:
         raise TrainingInputError("backtest needs a cutoff")
     tables = _as_tables(source_or_tables)
-    ev = evaluate(tables, cutoff=cutoff, config=config)
+    ev = evaluate(tables, cutoff=cutoff, config=config, trainer=trainer)
     result = {
         "customers": ev.customers,
         "total_actual": float(ev.actual_spend.sum()),

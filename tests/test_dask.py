@@ -1,0 +1,219 @@
+"""The Dask path equals the in-process path, customer by customer (serving.cluster).
+
+One 2-worker LocalCluster on loopback (worker processes, one thread each: LightGBM's network is
+per process) serves the module; one synthetic book of 3,000 customers with a fixed seed is read
+from Parquet in a temporary directory. Features, labels, BTYD parameters, training rows and scores
+must be equal to the in-process ones; boosters trained with ``lightgbm.dask`` must be close
+(tolerances and their reason in :func:`test_boosters_trained_on_dask_score_the_holdout_like_in_process`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("dask.distributed")
+pytest.importorskip("lightgbm.dask")
+
+from features.build import build_features, fit_btyd  # noqa: E402
+from features.contract import Tables  # noqa: E402
+from features.dates import history_until  # noqa: E402
+from features.io import load_tables, write_tables  # noqa: E402
+from features.synthetic import generate  # noqa: E402
+from serving import cluster as C  # noqa: E402
+from training.config import load_config, with_overrides  # noqa: E402
+from training.labels import build_labels  # noqa: E402
+from training.metrics import churn_auc  # noqa: E402
+from training.models import ClvModels  # noqa: E402
+from training.training_set import build_training_set  # noqa: E402
+
+CUTOFF = "2024-06-30"
+HORIZON = 91
+ORIGINS = ("2023-09-30", "2023-12-31", "2024-03-31")
+
+
+def _with_prospects(tables: Tables, n: int = 120, seed: int = 5) -> Tables:
+    """The book plus ``n`` customers acquired in 2023-2024 before any purchase; a third buy once later.
+
+    The synthetic book's customers buy when they are acquired: these make the prospect model
+    (fitted on the trials of every partition) part of the comparison.
+    """
+    rng = np.random.default_rng(seed)
+    customers = tables.customers.iloc[:n].copy()
+    customers["customer_id"] = pd.array([f"p{i:04d}" for i in range(n)], dtype="str")
+    customers["acquired_at"] = (pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 540, n), unit="D")).to_numpy()
+    buyers = customers.iloc[::3]
+    bought = buyers["acquired_at"] + pd.to_timedelta(rng.integers(20, 200, len(buyers)), unit="D")
+    purchases = pd.DataFrame({"customer_id": buyers["customer_id"].to_numpy(), "timestamp": bought.to_numpy(),
+                              "amount": np.round(rng.uniform(20, 120, len(buyers)), 2)})  # fmt: skip
+    purchases = purchases.astype(tables.transactions.dtypes.to_dict())
+    return Tables(
+        pd.concat([tables.transactions, purchases], ignore_index=True), tables.events,
+        pd.concat([tables.customers, customers], ignore_index=True),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """(data directory, tables as the in-process loader reads them)."""
+    out = tmp_path_factory.mktemp("book")
+    write_tables(_with_prospects(generate(3000, seed=11).tables), out)
+    return out, load_tables(out).tables
+
+
+@pytest.fixture(scope="module")
+def client():
+    with C.connect("local", n_workers=2) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def spread(book, client):
+    return C.read_tables(str(book[0]), npartitions=4).persist()
+
+
+def test_unreachable_scheduler_is_one_clear_error():
+    with pytest.raises(C.ClusterUnavailable, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9 .*dask scheduler"):
+        with C.connect("tcp://127.0.0.1:9", timeout_seconds=1):
+            pass
+
+
+def test_scheduler_from_option_then_environment(monkeypatch):
+    monkeypatch.setenv(C.SCHEDULER_ENV, "tcp://10.0.0.5:8786")
+    assert C.scheduler_address(None) == "tcp://10.0.0.5:8786"
+    assert C.scheduler_address("local") == "local"
+    monkeypatch.delenv(C.SCHEDULER_ENV)
+    assert C.scheduler_address(None) is None
+
+
+def test_a_customer_lands_in_the_same_partition_from_every_table():
+    ids = pd.Series(["00001", "7", "00001", "c-42", "7"], dtype="str")
+    bucket = C.customer_bucket(ids, 8)
+    assert bucket[0] == bucket[2] and bucket[1] == bucket[4]
+    assert ((bucket >= 0) & (bucket < 8)).all()
+    # Stable across calls (and processes: pandas' hash has a fixed key).
+    assert (C.customer_bucket(pd.Series(["c-42"], dtype="str"), 8) == bucket[3]).all()
+
+
+def test_features_and_labels_equal_in_process_customer_by_customer(book, spread):
+    _, tables = book
+    features = C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index()
+    pd.testing.assert_frame_equal(features, build_features(tables, cutoff=CUTOFF))
+    labels = C.labels_on_cluster(spread, cutoff=CUTOFF, horizon_days=HORIZON).compute().sort_index()
+    pd.testing.assert_frame_equal(labels, build_labels(tables, cutoff=CUTOFF, horizon_days=HORIZON))
+
+
+def test_btyd_fitted_on_gathered_summaries_equals_in_process(book, spread):
+    _, tables = book
+    fitted = C.fit_btyd_on_cluster(spread, cutoffs=[CUTOFF], config=load_config().features)
+    (params,) = fitted.values()
+    # Same summaries in the same (customer_id) order: the same fit to the last bit.
+    assert params == fit_btyd(tables, cutoff=CUTOFF)
+
+
+@pytest.fixture(scope="module")
+def small_config():
+    return load_config(training__n_cutoffs=3, training__step_days=91, horizon_days=HORIZON)
+
+
+def test_training_rows_equal_in_process(book, spread, small_config):
+    _, tables = book
+    history = history_until(tables, CUTOFF)
+    config = small_config.features
+    btyd = C.fit_btyd_on_cluster(spread, cutoffs=ORIGINS, config=config, until=CUTOFF)
+    rows = C._per_partition(
+        C.partition_training_rows, spread, meta=C._empty(C.training_set_schema(config)),
+        origins=tuple(C.parse_cutoff(o) for o in ORIGINS), horizon_days=HORIZON, config=config,
+        churn_definition="purchase", btyd=btyd, until=CUTOFF,
+    ).compute()  # fmt: skip
+    expected = build_training_set(history, origins=ORIGINS, horizon_days=HORIZON, config=config).frame
+    order = lambda f: f.reset_index().sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(order(rows), order(expected))
+
+
+@pytest.mark.slow
+def test_boosters_trained_on_dask_score_the_holdout_like_in_process(book, client, small_config):
+    """lightgbm.dask vs in-process LightGBM on the same rows: holdout AUC within 0.01, spend MAE within 3 %.
+
+    Not bit-identical, by design: LightGBM's data-parallel learner builds each worker's histograms
+    from its own rows (bin boundaries from each worker's sample, then merged), sums them over the
+    network in another order, and the trees can split at other thresholds; lightgbm.dask has no
+    early stopping, so the stop is replayed on the recorded validation curve. Measured on this book
+    with the default parameters: AUC 0.9730 on Dask vs 0.9728 in-process, spend MAE 126.08 vs 124.97
+    (+0.9 %); the bounds leave room for another machine's thread timing and partition placement.
+    """
+    _, tables = book
+    config = with_overrides(small_config, training__churn_calibration="isotonic")  # that path too
+    trainer = C.ClusterTrainer(client, npartitions=4)
+    history = history_until(tables, CUTOFF)
+    ours = trainer(history, origins=ORIGINS, horizon_days=HORIZON, config=config).models
+    training = build_training_set(history, origins=ORIGINS, horizon_days=HORIZON, config=config.features)
+    X, labels = training.split(config.features)
+    here = ClvModels(training=config.training).fit(
+        X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
+    )
+    features = build_features(tables, cutoff=CUTOFF)
+    actual = build_labels(tables, cutoff=CUTOFF, horizon_days=HORIZON)
+    metrics = {}
+    for name, models in (("dask", ours), ("here", here)):
+        pred = models.predict(features[list(models.encoder_.columns)])
+        metrics[name] = (
+            churn_auc(actual["churn"].to_numpy(int), pred["churn_probability"].to_numpy(float)),
+            float(np.mean(np.abs(pred["expected_spend"].to_numpy(float) - actual["spend"].to_numpy(float)))),
+        )
+    (auc_dask, mae_dask), (auc_here, mae_here) = metrics["dask"], metrics["here"]
+    print(f"holdout churn AUC dask {auc_dask:.4f} here {auc_here:.4f}; spend MAE dask {mae_dask:.3f} here {mae_here:.3f}")
+    assert auc_here > 0.6  # the comparison means something: both models learnt
+    assert abs(auc_dask - auc_here) <= 0.01
+    assert abs(mae_dask - mae_here) <= 0.03 * mae_here
+    assert ours.encoder_ == here.encoder_
+    assert ours.calibration_ is not None and here.calibration_ is not None
+
+
+@pytest.mark.slow
+def test_scores_written_by_partition_equal_in_process_scores(book, spread, client, small_config, tmp_path):
+    from serving.scores import read_scores, write_scores
+    from serving.scoring import score_tables
+    from training import pipeline
+    from training.registry import load_champion
+
+    _, tables = book
+    # Any champion will do: a short fit without the refit keeps the test short.
+    config = with_overrides(small_config, training__refit=False, training__churn_params__num_boost_round=60,
+                            training__spend_params__num_boost_round=60)  # fmt: skip
+    pipeline.train(tables, config=config, promote="force")
+    champion = load_champion()
+    scores = score_tables(tables, as_of=CUTOFF, champion=champion)
+    write_scores(scores, tmp_path / "here.parquet")
+    done = C.score_to_dataset(client, spread, as_of=CUTOFF, champion=champion, out_dir=tmp_path / "scores")
+    assert done.customers == len(scores.frame)
+    assert done.run.population == scores.run.population
+    assert done.run.left_out == scores.run.left_out
+    assert scores.run.prospects is not None  # the added prospects are scored
+    assert done.run.prospects == scores.run.prospects
+    here = read_scores(tmp_path / "here.parquet").frame.set_index("customer_id").sort_index()
+    got = read_scores(tmp_path / "scores").frame.set_index("customer_id").sort_index()
+    curves = ["expected_spend_curve", "expected_margin_curve"]
+    pd.testing.assert_frame_equal(got.drop(columns=[*curves, "drivers"]), here.drop(columns=[*curves, "drivers"]))
+    for name in curves:
+        np.testing.assert_array_equal(np.stack(got[name].to_numpy()), np.stack(here[name].to_numpy()))
+    assert got["drivers"].tolist() == here["drivers"].tolist()
+
+
+def test_csv_tables_read_by_the_workers_give_the_features_of_the_loader(book, client, tmp_path):
+    data, _ = book
+    for name in ("transactions", "events", "customers"):
+        pd.read_parquet(data / f"{name}.parquet").to_csv(tmp_path / f"{name}.csv", index=False)
+    expected = build_features(load_tables(tmp_path).tables, cutoff=CUTOFF)
+    spread = C.read_tables(str(tmp_path), npartitions=3)
+    pd.testing.assert_frame_equal(C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index(), expected)
+
+
+def test_a_broken_rule_in_a_partition_names_the_file_and_the_rule(book, client, tmp_path):
+    data, _ = book
+    tx = pd.read_parquet(data / "transactions.parquet")
+    tx.loc[5, "amount"] = np.inf
+    tx.to_parquet(tmp_path / "transactions.parquet")
+    with pytest.raises(C.DataValidationError, match=r"transactions\.parquet \(partition 0\).*amount"):
+        C.features_on_cluster(C.read_tables(str(tmp_path), npartitions=2), cutoff=CUTOFF).compute()
