@@ -61,9 +61,9 @@ from training.models import ClvModels
 from training.training_set import (
     Plan,
     TrainingInputError,
-    TrainingSet,
-    build_training_set,
-    drop_degenerate_origins,
+    TrainingMatrix,
+    build_training_matrix,
+    degenerate_rows,
     plan_origins,
     training_cutoffs,
 )
@@ -167,29 +167,17 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
 
     building = f"building the training set ({len(plan.origins)} origins, horizon {plan.model_horizon_days} days)"
     with _step(building, seconds, "training_set"):
-        training = build_training_set(
-            history,
-            origins=plan.origins,
-            horizon_days=plan.model_horizon_days,
-            config=config.features,
-            churn_definition=cfg.churn_definition,
-        )
-    frame = training.frame
-    if len(frame) == 0:
-        raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
-    if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
-    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-
-    with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
-        models = ClvModels(training=cfg).fit(
-            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-        )
+        training = _training_matrix(history, plan.origins, plan.model_horizon_days, config)
+    with _step(f"fitting churn and spend models on {len(training):,} rows", seconds, "fit"):
+        models = ClvModels(training=cfg).fit_matrix(training)
+    origin_rows = _origin_rows(training.labels, plan.origins)
+    n_training_rows = len(training)
+    del training  # the largest object of the run: free before the holdout and the refit
 
     with _step("fitting the dropout process and calibrating the intervals", seconds, "lifetime"):
         lifetime = fit_lifetime_model(
             history, cutoff=plan.cutoff.date(), model_horizon_days=plan.model_horizon_days,
-            origins=plan.origins, origin_rows=_origin_rows(frame, plan.origins),
+            origins=plan.origins, origin_rows=origin_rows,
             settings=config.lifetime, clv=config.clv, time_unit_days=config.features.btyd_time_unit_days,
             validation=_calibration_window(history, plan, models, config),
         )  # fmt: skip
@@ -255,7 +243,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
         lifetime=lifetime,
         curve=curve,
         baseline_params={name: f.params for name, f in baselines.items()},
-        n_training_rows=len(X),
+        n_training_rows=n_training_rows,
         seconds=seconds,
         purchase_days=holdout_labels["purchase_days"].to_numpy(int),
     )
@@ -701,36 +689,47 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
     )
     if len(origins) < cfg.validation_cutoffs + 1:
         raise TrainingInputError(f"refit: {len(origins)} training origin(s) before {end.date()}, {cfg.validation_cutoffs + 1} needed")
-    training = build_training_set(
-        tables, origins=origins, horizon_days=label_days, config=config.features,
-        churn_definition=cfg.churn_definition,
-    )  # fmt: skip
-    frame = training.frame
-    if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
-    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-    models = ClvModels(training=cfg).fit(
-        X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-    )
+    training = _training_matrix(tables, origins, label_days, config)
+    models = ClvModels(training=cfg).fit_matrix(training)
+    origin_rows, n_training_rows = _origin_rows(training.labels, origins), len(training)
+    del training
     lifetime = fit_lifetime_model(
         tables, cutoff=end.date(), model_horizon_days=label_days, origins=origins,
-        origin_rows=_origin_rows(frame, origins), settings=config.lifetime, clv=config.clv,
+        origin_rows=origin_rows, settings=config.lifetime, clv=config.clv,
         time_unit_days=config.features.btyd_time_unit_days, interval_level=calibrated.interval_level,
         spend_scale=calibrated.spend_scale,
     )  # fmt: skip
     btyd = fit_btyd(tables, cutoff=end.date(), config=config.features)
     features = build_features(tables, cutoff=end.date(), config=config.features, btyd=btyd)
-    return Refit(models, btyd, lifetime, origins, end, features, len(X))
+    return Refit(models, btyd, lifetime, origins, end, features, n_training_rows)
 
 
-def _identified(training: TrainingSet, cfg) -> dict | None:
+def _training_matrix(tables: Tables, origins, label_days: int, config: Config) -> TrainingMatrix:
+    """The training rows of ``origins`` as a float32 matrix, degenerate origins left out (``btyd_offset``)."""
+    cfg = config.training
+    training = build_training_matrix(
+        tables, origins=origins, horizon_days=label_days, config=config.features,
+        churn_definition=cfg.churn_definition, exclude_features=cfg.exclude_features,
+    )  # fmt: skip
+    if len(training) == 0:
+        raise TrainingInputError(f"no customer has history at the training origins up to {pd.Timestamp(origins[-1]).date()}")
+    if not cfg.btyd_offset:
+        return training
+    keep = degenerate_rows(
+        training.offset_features, training.labels["cutoff"].to_numpy(), needed=cfg.validation_cutoffs + 1,
+        btyd=_identified(training, cfg),
+    )  # fmt: skip
+    return training.rows(keep)
+
+
+def _identified(training: TrainingMatrix, cfg) -> dict | None:
     """The per-origin fits to test for identification (``training.drop_unidentified_origins``), else None."""
     return training.btyd if cfg.drop_unidentified_origins else None
 
 
-def _origin_rows(frame: pd.DataFrame, origins) -> np.ndarray:
+def _origin_rows(labels: pd.DataFrame, origins) -> np.ndarray:
     """Training rows of each origin, in the order of ``origins`` (0 for an origin left out)."""
-    return frame.groupby("cutoff").size().reindex(pd.DatetimeIndex(origins)).fillna(0).to_numpy()
+    return labels.groupby("cutoff").size().reindex(pd.DatetimeIndex(origins)).fillna(0).to_numpy()
 
 
 def _reference(features: pd.DataFrame, predictions: pd.DataFrame, models: ClvModels, *, as_of: date, config: Config):
