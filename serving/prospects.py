@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.contract import Tables
+from features.contract import Tables, isin_ids
 from features.dates import parse_cutoff
 from features.population import PROSPECT_KINDS, customer_population
 from serving import clv as C
@@ -193,9 +193,9 @@ def fit_prospects(
         origins.append(origin.date())
         start, end = origin + pd.Timedelta(days=1), origin + pd.Timedelta(days=1 + horizon_days)
         window = tx.loc[((tx["timestamp"] >= start) & (tx["timestamp"] < end)).to_numpy()]
-        window = window.loc[window["customer_id"].isin(prospects.index).to_numpy()]
+        window = window.loc[isin_ids(window["customer_id"], prospects.index)]
         bought = window.loc[(window["amount"] >= 0).to_numpy(), "customer_id"].unique()
-        converted = prospects.index.isin(bought)
+        converted = isin_ids(prospects.index, bought)
         spend = window.groupby("customer_id", observed=True)["amount"].sum()
         spends.extend(spend.reindex(prospects.index[converted]).to_numpy(dtype=float).tolist())
         frame = pd.DataFrame(
