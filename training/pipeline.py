@@ -165,14 +165,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config) -> Evaluation:
     history = history_until(tables, plan.cutoff)
     seconds: dict[str, float] = {}
 
-    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.model_horizon_days} days)"
-    with _step(building, seconds, "training_set"):
-        training = _training_matrix(history, plan.origins, plan.model_horizon_days, config)
-    with _step(f"fitting churn and spend models on {len(training):,} rows", seconds, "fit"):
-        models = ClvModels(training=cfg).fit_matrix(training)
-    origin_rows = _origin_rows(training.labels, plan.origins)
-    n_training_rows = len(training)
-    del training  # the largest object of the run: free before the holdout and the refit
+    models, origin_rows, n_training_rows = _fit_here(history, plan.origins, plan.model_horizon_days, config, seconds)
 
     with _step("fitting the dropout process and calibrating the intervals", seconds, "lifetime"):
         lifetime = fit_lifetime_model(
@@ -689,10 +682,7 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
     )
     if len(origins) < cfg.validation_cutoffs + 1:
         raise TrainingInputError(f"refit: {len(origins)} training origin(s) before {end.date()}, {cfg.validation_cutoffs + 1} needed")
-    training = _training_matrix(tables, origins, label_days, config)
-    models = ClvModels(training=cfg).fit_matrix(training)
-    origin_rows, n_training_rows = _origin_rows(training.labels, origins), len(training)
-    del training
+    models, origin_rows, n_training_rows = _fit_here(tables, origins, label_days, config)
     lifetime = fit_lifetime_model(
         tables, cutoff=end.date(), model_horizon_days=label_days, origins=origins,
         origin_rows=origin_rows, settings=config.lifetime, clv=config.clv,
@@ -702,6 +692,22 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
     btyd = fit_btyd(tables, cutoff=end.date(), config=config.features)
     features = build_features(tables, cutoff=end.date(), config=config.features, btyd=btyd)
     return Refit(models, btyd, lifetime, origins, end, features, n_training_rows)
+
+
+def _fit_here(
+    tables: Tables, origins, label_days: int, config: Config, seconds: dict[str, float] | None = None
+) -> tuple[ClvModels, np.ndarray, int]:
+    """The training set of ``origins`` and the boosters, in this process: (models, rows per origin, rows).
+
+    The training rows are built origin by origin into one float32 matrix (:func:`build_training_matrix`)
+    and freed once the boosters are fitted: the largest object of a run.
+    """
+    building = f"building the training set ({len(origins)} origins, horizon {label_days} days)"
+    with _step(building, seconds, "training_set"):
+        training = _training_matrix(tables, origins, label_days, config)
+    with _step(f"fitting churn and spend models on {len(training):,} rows", seconds, "fit"):
+        models = ClvModels(training=config.training).fit_matrix(training)
+    return models, _origin_rows(training.labels, origins), len(training)
 
 
 def _training_matrix(tables: Tables, origins, label_days: int, config: Config) -> TrainingMatrix:
