@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.contract import Tables
+from features.contract import Tables, isin_ids
 from features.dates import parse_cutoff
 
 __all__ = ["KINDS", "KNOWN_KINDS", "PROSPECT_KINDS", "customer_population"]
@@ -108,11 +108,11 @@ def customer_population(
 
     has_tx = first_tx.notna().to_numpy()
     has_events = first_event.notna().to_numpy()
-    bought = ids.isin(tx.loc[(tx["amount"] >= 0).to_numpy(), "customer_id"].unique())
+    bought = isin_ids(ids, tx.loc[(tx["amount"] >= 0).to_numpy(), "customer_id"])
     given = acquired_given.notna().to_numpy()
     acquired_by_cutoff = given & (acquired_given < end).to_numpy()
     # Without acquired_at, a first transaction after the cutoff is the acquisition (contract default).
-    later = ~given & ids.isin(tables.transactions["customer_id"].unique())
+    later = ~given & isin_ids(ids, tables.transactions["customer_id"])
     kind = np.select(
         [
             bought,

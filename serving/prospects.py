@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.contract import Tables
+from features.contract import Tables, isin_ids
 from features.dates import parse_cutoff
 from features.population import PROSPECT_KINDS, customer_population
 from serving import clv as C
@@ -212,9 +212,9 @@ def prospect_trials(tables: Tables, *, as_of, horizon_days: int, n_origins: int 
             continue
         start, end = origin + pd.Timedelta(days=1), origin + pd.Timedelta(days=1 + horizon_days)
         window = tx.loc[((tx["timestamp"] >= start) & (tx["timestamp"] < end)).to_numpy()]
-        window = window.loc[window["customer_id"].isin(prospects.index).to_numpy()]
+        window = window.loc[isin_ids(window["customer_id"], prospects.index)]
         bought = window.loc[(window["amount"] >= 0).to_numpy(), "customer_id"].unique()
-        converted = prospects.index.isin(bought)
+        converted = isin_ids(prospects.index, bought)
         spend = window.groupby("customer_id", observed=True)["amount"].sum().reindex(prospects.index)
         frames.append(pd.DataFrame(
             {

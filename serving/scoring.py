@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, feature_columns
-from features.contract import Tables
+from features.contract import Tables, isin_ids
 from features.dates import parse_cutoff
 from features.history import History, prepare_history
 from features.io import load_tables
@@ -323,9 +323,9 @@ def _population(tables: Tables, cutoff: pd.Timestamp, horizon_days: int, undated
     tx = tables.transactions
     end = (cutoff + pd.Timedelta(days=1)).to_datetime64()
     bought = (tx["amount"].to_numpy() >= 0) & (tx["timestamp"].to_numpy() < end)
-    buyers = pd.unique(tx["customer_id"].to_numpy(dtype=object)[bought])
-    ids = [t["customer_id"].to_numpy(dtype=object) for t in (tx, tables.events, tables.customers) if t is not None]
-    if all(np.isin(values, buyers).all() for values in ids):
+    buyers = tx["customer_id"][bought]
+    ids = [t["customer_id"] for t in (tx, tables.events, tables.customers) if t is not None]
+    if all(isin_ids(values, buyers).all() for values in ids):
         return None
     return customer_population(tables, cutoff=cutoff, engagement_days=horizon_days, undated_known=undated_known)
 

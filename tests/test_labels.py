@@ -177,3 +177,64 @@ def test_cdnow_labels_match_the_reference_protocol(cdnow_dir):
     assert got["churn"].mean() == pytest.approx(0.772, abs=5e-4)
     assert got["spend"].sum() == pytest.approx(476_154, abs=1)
     assert np.array_equal(got["churn"].to_numpy() == 1, got["purchase_days"].to_numpy() == 0)
+
+
+def test_training_matrix_is_the_training_set_encoded_in_float32(book):
+    # The memory-light form holds the very rows of the frame: same order, labels, BTYD fits, and
+    # features equal to the frame's encoded and rounded to float32 (excluded features left out).
+    from training.models import FeatureEncoder
+    from training.training_set import build_training_matrix
+
+    config = FeatureConfig(windows_days=(30, 90))
+    origins = training_cutoffs("2023-12-31", horizon_days=91, n_cutoffs=3, step_days=60)
+    frame = build_training_set(book.tables, origins=origins, horizon_days=91, config=config)
+    excluded = ("tenure_days",)
+    got = build_training_matrix(book.tables, origins=origins, horizon_days=91, config=config, exclude_features=excluded)
+    features, labels = frame.split(config)
+    encoder = FeatureEncoder.fit(features.drop(columns=list(excluded)))
+    assert got.encoder == encoder and got.encoder.categorical_columns  # a categorical column is coded
+    assert got.matrix.dtype == np.float32 and got.matrix.flags.c_contiguous
+    np.testing.assert_array_equal(got.matrix, encoder.matrix(features).astype(np.float32))
+    assert_frame_equal(got.labels, labels)
+    assert list(got.btyd) == origins and got.feature_set_id == frame.feature_set_id
+    # Rows kept as one run are a view of the matrix; scattered rows are a copy.
+    first_out = (got.labels["cutoff"] != pd.Timestamp(origins[0])).to_numpy()
+    assert np.shares_memory(got.rows(first_out).matrix, got.matrix)
+    scattered = np.arange(len(got)) % 2 == 0
+    np.testing.assert_array_equal(got.rows(scattered).matrix, got.matrix[scattered])
+    assert_frame_equal(got.rows(scattered).labels, labels[scattered])
+
+
+def test_models_fit_on_the_matrix_equal_the_fit_on_its_frame(book):
+    # fit_matrix is fit on the same values: on the frame's features rounded to float32 (and the
+    # BTYD offsets read from those rounded values on both sides) the boosters are the very same.
+    import dataclasses
+    from training.config import load_config
+    from training.models import ClvModels
+    from training.training_set import build_training_matrix
+
+    config = load_config(
+        training__churn_params__num_boost_round=40, training__spend_params__num_boost_round=40,
+        early_stopping_rounds=5, n_cutoffs=3,
+    )  # fmt: skip
+    features_config = FeatureConfig(windows_days=(30, 90))
+    origins = training_cutoffs("2023-12-31", horizon_days=91, n_cutoffs=3, step_days=60)
+    frame = build_training_set(book.tables, origins=origins, horizon_days=91, config=features_config)
+    matrix = build_training_matrix(
+        book.tables, origins=origins, horizon_days=91, config=features_config,
+        exclude_features=config.training.exclude_features,
+    )  # fmt: skip
+    features, labels = frame.split(features_config)
+    rounded = features.copy()
+    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
+    rounded[numeric] = rounded[numeric].astype(np.float32).astype(np.float64)
+    matrix = dataclasses.replace(matrix, offset_features=rounded[list(matrix.offset_features.columns)])
+    on_frame = ClvModels(training=config.training).fit(
+        rounded, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
+    )
+    on_matrix = ClvModels(training=config.training).fit_matrix(matrix)
+    assert on_matrix.best_iterations_ == on_frame.best_iterations_
+    for model in ("churn_model_", "spend_model_"):
+        assert getattr(on_matrix, model).booster_.model_to_string() == getattr(on_frame, model).booster_.model_to_string()
+    scored = build_features(book.tables, cutoff="2023-12-31", config=features_config)
+    pd.testing.assert_frame_equal(on_matrix.predict(scored), on_frame.predict(scored))

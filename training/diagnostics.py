@@ -24,6 +24,7 @@ from features.btyd import (
     bgnbd_expected_purchases_new,
     bgnbd_probability_alive,
 )
+from features.contract import isin_ids
 from features.dates import parse_cutoff
 
 __all__ = ["TABLES", "calibration_holdout_table", "frequency_recency_matrix", "read_table", "transaction_tracking"]
@@ -209,7 +210,7 @@ def transaction_tracking(
     days = purchases.assign(day=purchases["timestamp"].dt.normalize()).drop_duplicates(["customer_id", "day"])
     first = days.groupby("customer_id")["day"].min()
     first = first[first <= cutoff_day]
-    days = days[days["customer_id"].isin(first.index) & (days["day"] <= end_day)]
+    days = days[isin_ids(days["customer_id"], first.index) & (days["day"] <= end_day).to_numpy()]
     start = first.min()
     n_periods = int((end_day - start).days // period_days) + 1
     bounds = start + pd.to_timedelta(np.arange(n_periods + 1) * period_days, unit="D")

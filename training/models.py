@@ -129,32 +129,44 @@ class FeatureEncoder:
         """Encoded float64 frame with exactly ``columns``, in order, and the same index."""
         return pd.DataFrame(self.matrix(features), index=features.index, columns=list(self.columns))
 
-    def matrix(self, features: pd.DataFrame) -> np.ndarray:
-        """The encoded float64 matrix, columns in model order (the fast path of :meth:`transform`)."""
+    def matrix(self, features: pd.DataFrame, *, dtype=np.float64) -> np.ndarray:
+        """The encoded matrix, columns in model order (the fast path of :meth:`transform`).
+
+        ``dtype`` float32 halves the memory of a training matrix (category codes are exact in it).
+        """
         missing = [c for c in self.columns if c not in features.columns]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
-        out = np.empty((len(features), len(self.columns)), dtype="float64")
+        out = np.empty((len(features), len(self.columns)), dtype=dtype)
         numeric, numeric_names = self._numeric, self._numeric_names
         try:
             if len(features) <= _SMALL_FRAME:
                 # A request's few rows: one object array of the whole frame, then the numeric
                 # columns cast, is 6x cheaper than selecting them as a frame first.
                 positions = features.columns.get_indexer(numeric_names)
-                out[:, numeric] = features.to_numpy(dtype=object)[:, positions].astype(np.float64)
+                out[:, numeric] = features.to_numpy(dtype=object)[:, positions].astype(dtype)
             else:
                 # One block conversion for the numeric columns: per-column conversion is slower.
-                out[:, numeric] = features[numeric_names].to_numpy(dtype="float64", na_value=np.nan)
+                out[:, numeric] = features[numeric_names].to_numpy(dtype=dtype, na_value=np.nan)
         except (TypeError, ValueError):
             block = features[numeric_names].apply(pd.to_numeric, errors="raise")
-            out[:, numeric] = block.to_numpy(dtype="float64", na_value=np.nan)
+            out[:, numeric] = block.to_numpy(dtype=dtype, na_value=np.nan)
         if self._ordinal is not None:
-            values = np.column_stack(
-                [features[c].astype("string").to_numpy(dtype=object, na_value=np.nan) for c in self._coded]
-            )
-            out[:, self._coded_positions] = self._ordinal.transform(values)
+            out[:, self._coded_positions] = self.codes(features)
         out[:, self._empty_positions] = np.nan
         return out
+
+    def codes(self, features: pd.DataFrame) -> np.ndarray:
+        """Codes of the categorical columns that have levels, shape (n_rows, n_coded), float64.
+
+        NaN for a missing value or a level not seen in training.
+        """
+        if self._ordinal is None:
+            return np.empty((len(features), 0))
+        values = np.column_stack(
+            [features[c].astype("string").to_numpy(dtype=object, na_value=np.nan) for c in self._coded]
+        )
+        return self._ordinal.transform(values)
 
     def to_dict(self) -> dict:
         return {"columns": list(self.columns), "categories": {k: list(v) for k, v in self.categories.items()}}
@@ -279,14 +291,51 @@ class ClvModels:
         self
         """
         cfg = self.training or TrainingConfig()
+        self.btyd_offset_ = bool(cfg.btyd_offset)
+        churn_offset, spend_offset = self._offsets(features)
+        excluded = [c for c in features.columns if c in set(cfg.exclude_features)]
+        encoder = FeatureEncoder.fit(features.drop(columns=excluded))
+        return self._fit_encoded(
+            encoder.matrix(features), encoder, churned=churned, spend=spend, origin=origin,
+            offsets=(churn_offset, spend_offset),
+        )  # fmt: skip
+
+    def fit_matrix(self, training) -> ClvModels:
+        """Fit both models on a :class:`training.training_set.TrainingMatrix` (the memory-light form).
+
+        Same model as :meth:`fit` on the frame of the same rows, up to the float32 rounding of
+        the features (the BTYD offsets are read at full precision).
+
+        Parameters
+        ----------
+        training : TrainingMatrix
+            Rows ordered by origin; labels ``churn``, ``spend`` and ``cutoff`` beside.
+
+        Returns
+        -------
+        self
+        """
+        cfg = self.training or TrainingConfig()
+        self.btyd_offset_ = bool(cfg.btyd_offset)
+        labels = training.labels
+        return self._fit_encoded(
+            training.matrix, training.encoder, churned=labels["churn"].to_numpy(bool),
+            spend=labels["spend"].to_numpy(float), origin=labels["cutoff"],
+            offsets=self._offsets(training.offset_features),
+        )  # fmt: skip
+
+    def _fit_encoded(
+        self, X: np.ndarray, encoder: FeatureEncoder, *, churned, spend, origin, offsets: tuple[np.ndarray, np.ndarray]
+    ) -> ClvModels:
+        """The two boosters on an encoded matrix (rows as ``origin``); see :meth:`fit`."""
+        cfg = self.training or TrainingConfig()
         churned = np.asarray(churned, dtype=bool)
         spend = np.asarray(spend, dtype=float)
         origin = pd.to_datetime(np.asarray(origin))
-        if not (len(features) == len(churned) == len(spend) == len(origin)):
+        if not (len(X) == len(churned) == len(spend) == len(origin)):
             raise ValueError("features, churned, spend and origin must have the same length")
-        if len(features) == 0:
+        if len(X) == 0:
             raise TrainingDataError("no training rows")
-
         origins = np.sort(origin.unique())
         valid_origins = origins[len(origins) - cfg.validation_cutoffs :] if cfg.validation_cutoffs else origins[:0]
         is_valid = np.isin(origin, valid_origins)
@@ -302,16 +351,15 @@ class ClvModels:
                     f"the {name} rows have a single churn class ({'all churned' if churned[mask].all() else 'none churned'}); "
                     "use more data, a longer horizon or other cutoffs"
                 )
-
-        self.btyd_offset_ = bool(cfg.btyd_offset)
         self._explainers = None
-        churn_offset, spend_offset = self._offsets(features)
+        churn_offset, spend_offset = offsets
         if self.btyd_offset_ and not (np.isfinite(churn_offset).all() and np.isfinite(spend_offset).all()):
             raise TrainingDataError("btyd_offset: the BTYD features have missing or infinite values")
-        excluded = [c for c in features.columns if c in set(cfg.exclude_features)]
-        self.encoder_ = FeatureEncoder.fit(features.drop(columns=excluded))
-        X = self.encoder_.transform(features)
-        cats = self.encoder_.categorical_columns or "auto"
+        self.encoder_ = encoder
+        cats = encoder.categorical_columns or "auto"
+        names = {"feature_name": list(encoder.columns)}
+        # The latest origins are the last rows: the two slices are views, not copies.
+        train_rows, valid_rows = _rows(is_train), _rows(is_valid)
 
         # Churn classifier, early-stopped on the time-held-out slice.
         self.churn_model_ = lgb.LGBMClassifier(
@@ -319,16 +367,16 @@ class ClvModels:
         )
         with _rounds_bar("churn model", self.churn_model_.n_estimators) as bar:
             self.churn_model_.fit(
-                X[is_train], churned[is_train].astype(int), categorical_feature=cats,
+                X[train_rows], churned[is_train].astype(int), categorical_feature=cats, **names,
                 **self._init_score(churn_offset, is_train),
-                **self._early_stopping(X[is_valid], churned[is_valid].astype(int), cfg, churn_offset, is_valid, bar),
+                **self._early_stopping(X[valid_rows], churned[is_valid].astype(int), cfg, churn_offset, is_valid, bar),
             )
 
         # Optional isotonic calibration on the same slice (the latest origins are the closest to
         # the prediction date, but their customers are still younger than at the prediction date).
         self.calibration_ = None
         if is_valid.any() and cfg.churn_calibration == "isotonic":
-            raw = self._churn_raw_probability(X[is_valid].to_numpy(), churn_offset[is_valid])
+            raw = self._churn_raw_probability(X[valid_rows], churn_offset[is_valid])
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
             iso.fit(raw, churned[is_valid].astype(float))
             self.calibration_ = (np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
@@ -344,7 +392,7 @@ class ClvModels:
         ))
         with _rounds_bar("spend model", self.spend_model_.n_estimators) as bar:
             self.spend_model_.fit(
-                X[tr], y_spend[tr], categorical_feature=cats,
+                X[tr], y_spend[tr], categorical_feature=cats, **names,
                 **self._init_score(spend_offset, tr),
                 **self._early_stopping(X[va], y_spend[va], cfg, spend_offset, va, bar),
             )
@@ -603,6 +651,14 @@ class ClvModels:
             "best_iterations": self.best_iterations_,
             "btyd_offset": self.btyd_offset_,
         }
+
+
+def _rows(mask: np.ndarray) -> slice | np.ndarray:
+    """``mask`` as a slice when its rows are one contiguous run (indexing then gives a view), else itself."""
+    where = np.flatnonzero(mask)
+    if len(where) and where[-1] - where[0] + 1 == len(where):
+        return slice(int(where[0]), int(where[-1]) + 1)
+    return mask if len(where) else slice(0, 0)
 
 
 def btyd_offsets(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

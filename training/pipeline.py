@@ -61,9 +61,9 @@ from training.models import ClvModels
 from training.training_set import (
     Plan,
     TrainingInputError,
-    TrainingSet,
-    build_training_set,
-    drop_degenerate_origins,
+    TrainingMatrix,
+    build_training_matrix,
+    degenerate_rows,
     plan_origins,
     training_cutoffs,
 )
@@ -173,7 +173,7 @@ def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluat
             fitted = trainer(history, origins=plan.origins, horizon_days=plan.model_horizon_days, config=config)
         models, origin_rows, n_rows = fitted.models, fitted.origin_rows, fitted.n_rows
     else:
-        models, origin_rows, n_rows = _fit_here(history, plan, config, seconds)
+        models, origin_rows, n_rows = _fit_here(history, plan.origins, plan.model_horizon_days, config, seconds)
 
     with _step("fitting the dropout process and calibrating the intervals", seconds, "lifetime"):
         lifetime = fit_lifetime_model(
@@ -248,33 +248,6 @@ def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluat
         seconds=seconds,
         purchase_days=holdout_labels["purchase_days"].to_numpy(int),
     )
-
-
-def _fit_here(history: Tables, plan: Plan, config: Config, seconds: dict[str, float]):
-    """The training set and the boosters in this process: (models, rows per origin, rows)."""
-    cfg = config.training
-    building = f"building the training set ({len(plan.origins)} origins, horizon {plan.model_horizon_days} days)"
-    with _step(building, seconds, "training_set"):
-        training = build_training_set(
-            history,
-            origins=plan.origins,
-            horizon_days=plan.model_horizon_days,
-            config=config.features,
-            churn_definition=cfg.churn_definition,
-        )
-    frame = training.frame
-    if len(frame) == 0:
-        raise TrainingInputError(f"no customer has history at the training origins before {plan.cutoff.date()}")
-    if cfg.btyd_offset:
-        frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
-    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-
-    with _step(f"fitting churn and spend models on {len(X):,} rows", seconds, "fit"):
-        models = ClvModels(training=cfg).fit(
-            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-        )
-
-    return models, _origin_rows(frame, plan.origins), len(X)
 
 
 def _calibration_window(history: Tables, plan: Plan, models: ClvModels, config: Config):
@@ -723,18 +696,7 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
         fitted = trainer(tables, origins=origins, horizon_days=label_days, config=config)
         models, origin_rows, n_rows = fitted.models, fitted.origin_rows, fitted.n_rows
     else:
-        training = build_training_set(
-            tables, origins=origins, horizon_days=label_days, config=config.features,
-            churn_definition=cfg.churn_definition,
-        )  # fmt: skip
-        frame = training.frame
-        if cfg.btyd_offset:
-            frame = drop_degenerate_origins(frame, needed=cfg.validation_cutoffs + 1, btyd=_identified(training, cfg))
-        X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-        models = ClvModels(training=cfg).fit(
-            X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-        )
-        origin_rows, n_rows = _origin_rows(frame, origins), len(X)
+        models, origin_rows, n_rows = _fit_here(tables, origins, label_days, config)
     lifetime = fit_lifetime_model(
         tables, cutoff=end.date(), model_horizon_days=label_days, origins=origins,
         origin_rows=origin_rows, settings=config.lifetime, clv=config.clv,
@@ -746,14 +708,48 @@ def refit(tables: Tables, *, plan: Plan, config: Config, calibrated: LifetimeMod
     return Refit(models, btyd, lifetime, origins, end, features, n_rows)
 
 
-def _identified(training: TrainingSet, cfg) -> dict | None:
+def _fit_here(
+    tables: Tables, origins, label_days: int, config: Config, seconds: dict[str, float] | None = None
+) -> tuple[ClvModels, np.ndarray, int]:
+    """The training set of ``origins`` and the boosters, in this process: (models, rows per origin, rows).
+
+    The training rows are built origin by origin into one float32 matrix (:func:`build_training_matrix`)
+    and freed once the boosters are fitted: the largest object of a run.
+    """
+    building = f"building the training set ({len(origins)} origins, horizon {label_days} days)"
+    with _step(building, seconds, "training_set"):
+        training = _training_matrix(tables, origins, label_days, config)
+    with _step(f"fitting churn and spend models on {len(training):,} rows", seconds, "fit"):
+        models = ClvModels(training=config.training).fit_matrix(training)
+    return models, _origin_rows(training.labels, origins), len(training)
+
+
+def _training_matrix(tables: Tables, origins, label_days: int, config: Config) -> TrainingMatrix:
+    """The training rows of ``origins`` as a float32 matrix, degenerate origins left out (``btyd_offset``)."""
+    cfg = config.training
+    training = build_training_matrix(
+        tables, origins=origins, horizon_days=label_days, config=config.features,
+        churn_definition=cfg.churn_definition, exclude_features=cfg.exclude_features,
+    )  # fmt: skip
+    if len(training) == 0:
+        raise TrainingInputError(f"no customer has history at the training origins up to {pd.Timestamp(origins[-1]).date()}")
+    if not cfg.btyd_offset:
+        return training
+    keep = degenerate_rows(
+        training.offset_features, training.labels["cutoff"].to_numpy(), needed=cfg.validation_cutoffs + 1,
+        btyd=_identified(training, cfg),
+    )  # fmt: skip
+    return training.rows(keep)
+
+
+def _identified(training: TrainingMatrix, cfg) -> dict | None:
     """The per-origin fits to test for identification (``training.drop_unidentified_origins``), else None."""
     return training.btyd if cfg.drop_unidentified_origins else None
 
 
-def _origin_rows(frame: pd.DataFrame, origins) -> np.ndarray:
+def _origin_rows(labels: pd.DataFrame, origins) -> np.ndarray:
     """Training rows of each origin, in the order of ``origins`` (0 for an origin left out)."""
-    return frame.groupby("cutoff").size().reindex(pd.DatetimeIndex(origins)).fillna(0).to_numpy()
+    return labels.groupby("cutoff").size().reindex(pd.DatetimeIndex(origins)).fillna(0).to_numpy()
 
 
 def _reference(features: pd.DataFrame, predictions: pd.DataFrame, models: ClvModels, *, as_of: date, config: Config):

@@ -38,7 +38,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.btyd import BGNBDParams
-from features.contract import Tables
+from features.contract import Tables, isin_ids
 from features.population import KNOWN_KINDS, customer_population
 from serving import clv as C
 from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv
@@ -382,7 +382,7 @@ def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
     run = scores.run
     population = customer_population(tables, cutoff=run.as_of, engagement_days=run.horizon_days)
     known = population[population["kind"].isin(KNOWN_KINDS).to_numpy()]
-    missing = known.loc[~known.index.isin(scores.frame["customer_id"].astype("str"))]
+    missing = known.loc[~isin_ids(known.index, scores.frame["customer_id"].astype("str"))]
     n = len(missing)
     customers = tables.customers
     cost = np.full(n, np.nan)
