@@ -100,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     clvcast = str(Path(sys.executable).with_name("clvcast"))
     cluster = ["--cluster", args.cluster] if args.cluster else []
     cutoff = END
+    # With a cluster, features and score write Parquet datasets (directories).
+    features_out = out / ("features" if args.cluster else "features.parquet")
+    scores = out / ("scores" if args.cluster else "scores.parquet")
     commands = {
         "generate": [clvcast, "generate", "--customers", str(args.customers), "--seed", str(args.seed),
                      "--start", START, "--end", END, "--out", str(book)],
-        "features": [clvcast, "features", "--data", str(book), "--cutoff", cutoff, "--out", str(out / "features.parquet"), *cluster],
+        "features": [clvcast, "features", "--data", str(book), "--cutoff", cutoff, "--out", str(features_out), *cluster],
         "train": [clvcast, "train", "--data", str(book), "--promote", "force", *cluster],
-        "score": [clvcast, "score", "--data", str(book), "--cutoff", cutoff, "--out", str(out / "scores.parquet"), *cluster],
-        "budget": [clvcast, "budget", "--data", str(book), "--scores", str(out / "scores.parquet"), "--out", str(out / "budget"), *cluster],
+        "score": [clvcast, "score", "--data", str(book), "--cutoff", cutoff, "--out", str(scores), *cluster],
+        # budget has no --cluster: it reads the scores (a Parquet dataset from a cluster) in process.
+        "budget": [clvcast, "budget", "--data", str(book), "--scores", str(scores), "--out", str(out / "budget")],
     }  # fmt: skip
     results: dict[str, dict] = {}
     for step in steps:
