@@ -321,20 +321,28 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     champion = load_champion()
     # Loaded here, not by serving.scoring.score, which does not hand back the load report.
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
-    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
+    contractual = None
+    if config.business == "subscription":
+        from serving.subscription_mode import fit_subscription_model
+
+        contractual = fit_subscription_model(tables, cutoff=cutoff, config=config, horizon_days=champion.horizon_days)
+    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual)
     write_scores(scores, out)
     prospects = int((scores.frame["rfm_segment"] == "prospect").sum())
     _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}"
           + (f" ({prospects:,} of them prospects, without a purchase yet)" if prospects else ""))
     for left in scores.run.left_out:
         _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
-    if config.business == "subscription":
+    if contractual is not None:
         from serving.subscription_mode import subscription_scores, write_frames
 
         path = Path(out).with_name(f"{Path(out).stem}_subscription")
-        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days)
+        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days,
+                                    model=contractual)
         written = write_frames({path.name: frame}, path.parent)[path.name]
-        _echo(f"wrote {written}: contractual churn, spend and CLV of {len(frame):,} subscribers (sBG by segment)")
+        states = scores.frame["subscription_state"].value_counts()
+        _echo(f"churn, spend and CLV of {len(frame):,} subscribers from the contractual model (sBG by segment; "
+              + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {written}")
     if history:
         from serving.monitor.history import append_scores  # deferred: see the module docstring
 
@@ -415,13 +423,22 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
     # Horizon and CLV arithmetic are the scores' own (their scoring run), whatever the config says; the
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
     # New-customer CLV from the pair that scored them: a customer acquired on the scoring date.
-    champion = load_pair(scored.run.churn_model_version, scored.run.spend_model_version)
-    result = compute_budget(tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored))
-    written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME)]
-    if config.business == "subscription":
-        from serving.subscription_mode import saas_tables, write_frames
+    # Subscription scores: the new subscriber's CLV from the contractual model the scores hold.
+    saas = None
+    if scored.run.business == "subscription":
+        from serving.subscription_mode import new_subscriber_curves, saas_tables
 
-        saas = saas_tables(tables, cutoff=scored.run.as_of, config=config, horizon_days=scored.run.horizon_days)
+        new_customers = new_subscriber_curves(tables, scored)
+        saas = saas_tables(tables, cutoff=scored.run.as_of, config=config, horizon_days=scored.run.horizon_days,
+                           scores=scored)
+    else:
+        champion = load_pair(scored.run.churn_model_version, scored.run.spend_model_version)
+        new_customers = new_customer_curves_of_scores(champion, scored)
+    result = compute_budget(tables, scored, decisions=config.clv, new_customers=new_customers)
+    written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME, saas=saas)]
+    if saas is not None:
+        from serving.subscription_mode import write_frames
+
         written += list(write_frames(saas, out_dir).values())
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in written)))
     click.echo(format_channels(result))

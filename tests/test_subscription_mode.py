@@ -8,7 +8,9 @@ import pytest
 
 from features.synthetic import generate_subscription
 from serving.cli import main
+from serving.scores import read_scores
 from serving.subscription_mode import (
+    CLV_CROSS_CHECK,
     SAAS_TABLES,
     contractual_settings,
     saas_tables,
@@ -111,11 +113,31 @@ def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, 
     out = tmp_path / "scores.csv"
     assert main(["score", "--data", str(data), "--cutoff", "2024-12-31", "--out", str(out), "--config", config]) == 0
     err = capsys.readouterr().err
-    assert f"wrote {tmp_path / 'scores_subscription.csv'}: contractual churn" in err
-    contractual = pd.read_csv(tmp_path / "scores_subscription.csv")
+    assert f"its detail in {tmp_path / 'scores_subscription.csv'}" in err
+    contractual = pd.read_csv(tmp_path / "scores_subscription.csv", dtype={"customer_id": "str"})
     assert {"customer_id", "state", "churn_probability", "clv", "clv_classic"} <= set(contractual.columns)
+    # The main scores carry the contractual churn, spend and CLV of every subscriber.
+    scores = read_scores(out)
+    assert scores.run.business == "subscription" and scores.run.contractual is not None
+    main_rows = scores.frame.set_index("customer_id").loc[contractual["customer_id"]]
+    for column in ("churn_probability", "expected_spend", "clv", "clv_classic", "p_alive"):
+        np.testing.assert_allclose(main_rows[column].to_numpy(), contractual[column].to_numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(main_rows["subscription_state"].to_numpy(dtype=object),
+                                  contractual["state"].to_numpy(dtype=object))
+    decided = main_rows["subscription_state"].isin(["cancelled_paid_through", "churned"]).to_numpy()
+    assert decided.any() and (main_rows.loc[decided, "churn_probability"] == 1).all()
+    assert (main_rows.loc[decided, ["expected_spend", "clv", "clv_upper", "p_alive"]] == 0).all().all()
+    assert not main_rows.loc[decided, "rfm_segment"].isin(["loyal", "champions", "potential_loyalist"]).any()
+    assert ((main_rows["clv_lower"] <= main_rows["clv"]) & (main_rows["clv"] <= main_rows["clv_upper"])).all()
     budget = tmp_path / "budget"
     code = main(["budget", "--data", str(data), "--scores", str(out), "--out", str(budget), "--config", config])
     assert code == 0, capsys.readouterr().err
-    assert all((budget / f"{name}.csv").exists() for name in SAAS_TABLES)
+    assert all((budget / f"{name}.csv").exists() for name in (*SAAS_TABLES, CLV_CROSS_CHECK))
     assert (budget / "channels.csv").exists()  # the retail outputs are still there
+    # The new subscriber's CLV of /acquisition_budget is the contractual model's, as in new_subscriber_clv.csv.
+    new = pd.read_csv(budget / "new_customer_clv.csv", dtype={"channel": "str"}).set_index("channel")
+    subscriber = pd.read_csv(budget / "new_subscriber_clv.csv", dtype={"channel": "str"}).set_index("channel")
+    assert (new["basis"] == "contractual").all()
+    np.testing.assert_allclose(new.loc[subscriber.index, "new_customer_clv"], subscriber["clv"], rtol=1e-4)
+    report = (budget / "report.html").read_text()
+    assert all(f'id="{t}"' in report for t in ("saas_mrr", "saas_churn", "saas_new", "saas_classic"))
