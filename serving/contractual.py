@@ -198,7 +198,7 @@ class ContractualModel:
         return {
             "cutoff": str(pd.Timestamp(self.cutoff).date()),
             "settings": settings,
-            "segments": json.loads(self.segments.reset_index().to_json(orient="split", index=False)),
+            "segments": json.loads(self.segments.reset_index().to_json(orient="split", index=False, double_precision=15)),
             "segment_index": list(self.segments.index.names),
             "pooled": {"alpha": float(self.pooled.alpha), "beta": float(self.pooled.beta)},
             "plan_prices": {"plans": [str(p) for p in self.plan_prices.index],
@@ -206,7 +206,7 @@ class ContractualModel:
             "plan_transition": {"plans": [str(p) for p in self.plan_transition.index],
                                 "matrix": self.plan_transition.to_numpy(dtype=float).tolist()},
             "classic_churn": json.loads(self.classic_churn.rename("classic_churn").reset_index()
-                                        .to_json(orient="split", index=False)),
+                                        .to_json(orient="split", index=False, double_precision=15)),
         }
 
     def scoring_at(self, *, as_of, horizon_days: int, gross_margin: float, cost_to_serve_per_horizon: float,
