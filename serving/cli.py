@@ -255,11 +255,16 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
 
     config = load_config(config_path)
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
+    from features.event_types import resolve_event_types
     from features.population import customer_population
 
-    frame = build_features(tables, cutoff=cutoff, config=config.features)
+    # As a training run would: event types beyond the configured ones reported, the usable ones taken in.
+    settings, event_types = resolve_event_types(config.features, tables.events, cutoff=cutoff)
+    frame = build_features(tables, cutoff=cutoff, config=settings)
     _write_frame(frame, out)
     _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
+    if event_types.unknown_events:
+        _echo(f"event types: {event_types.message()}")
     # Feature rows are the buyers'; the other customers the tables know are counted, not lost.
     kinds = customer_population(tables, cutoff=cutoff)["kind"].value_counts()
     others = [f"{int(n):,} {kind}" for kind, n in kinds.items() if kind != "buyer" and n]
@@ -321,11 +326,10 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     champion = load_champion()
     # Loaded here, not by serving.scoring.score, which does not hand back the load report.
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
-    contractual = None
-    if config.business == "subscription":
-        from serving.subscription_mode import fit_subscription_model
+    from serving.subscription_mode import scoring_model
 
-        contractual = fit_subscription_model(tables, cutoff=cutoff, config=config, horizon_days=champion.horizon_days)
+    # Subscription mode (the config's, else the champion's): the contractual model scores the subscribers.
+    contractual = scoring_model(tables, cutoff=cutoff, config=config, champion=champion)
     scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual)
     write_scores(scores, out)
     prospects = int((scores.frame["rfm_segment"] == "prospect").sum())

@@ -35,7 +35,7 @@ from training.config import Config
 
 __all__ = [
     "CLV_CROSS_CHECK", "SAAS_TABLES", "clv_by_channel", "contractual_settings", "fit_subscription_model",
-    "new_subscriber_curves", "saas_tables", "subscription_scores", "write_frames",
+    "new_subscriber_curves", "saas_tables", "scoring_model", "subscription_scores", "write_frames",
 ]
 
 #: Files ``clvcast budget`` writes in subscription mode, ``<name>.csv``, in this order.
@@ -99,6 +99,30 @@ def fit_subscription_model(tables: Tables, *, cutoff, config: Config, horizon_da
         If no subscription ended by the cutoff, or a setting breaks its rule.
     """
     return fit_contractual(tables, cutoff=cutoff, settings=contractual_settings(config, horizon_days=horizon_days))
+
+
+def scoring_model(tables: Tables, *, cutoff, config: Config, champion):
+    """The contractual model a scoring uses, or None for a retail scoring.
+
+    The mode is the configuration's ``business``, else (``auto``) the champion's: its training run
+    detected or was told it. The model is fitted on the history up to ``cutoff`` with the champion's
+    horizon.
+
+    Parameters
+    ----------
+    tables : Tables
+    cutoff : date-like
+    config : Config
+    champion : training.registry.Champion
+
+    Returns
+    -------
+    serving.contractual.ContractualModel or None
+    """
+    business = config.business if config.business != "auto" else champion.serving.config.business
+    if business != "subscription":
+        return None
+    return fit_subscription_model(tables, cutoff=cutoff, config=config, horizon_days=champion.horizon_days)
 
 
 def subscription_scores(

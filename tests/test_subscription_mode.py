@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
+from features.subscription import detect_business
 from features.synthetic import generate_subscription
 from serving.cli import main
 from serving.scores import read_scores
@@ -20,8 +24,8 @@ from serving.subscription_mode import (
 from training.config import ConfigError, load_config
 
 
-def test_retail_is_the_default_and_subscription_churns_by_cancelling(tmp_path):
-    assert load_config(environ={}).business == "retail"
+def test_auto_is_the_default_and_subscription_churns_by_cancelling(tmp_path):
+    assert load_config(environ={}).business == "auto"
     assert load_config(environ={}).training.churn_definition == "purchase"
     path = tmp_path / "config.yaml"
     path.write_text("business: subscription\nsubscription:\n  plans: {starter: 29, growth: 79}\n  billing_months: 1\n")
@@ -141,3 +145,58 @@ def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, 
     np.testing.assert_allclose(new.loc[subscriber.index, "new_customer_clv"], subscriber["clv"], rtol=1e-4)
     report = (budget / "report.html").read_text()
     assert all(f'id="{t}"' in report for t in ("saas_mrr", "saas_churn", "saas_new", "saas_classic"))
+
+    # The service answers the same contractual figures over HTTP (BentoML on loopback).
+    from features.io import load_tables
+    from serving.service import running_service
+    from test_service import request_body
+
+    tables = load_tables(data).tables
+    by_state = main_rows.reset_index().groupby("subscription_state")["customer_id"].first()
+    ids = [by_state["active"], by_state["cancelled_paid_through"], by_state["churned"]]
+    with running_service(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], scores=out,
+                         new_customer_clv=budget / "new_customer_clv.csv", ready_timeout=180) as server:
+        answer = httpx.post(f"{server.url}/clv", json=request_body(tables, ids, as_of="2024-12-31"), timeout=60)
+        assert answer.status_code == 200, answer.text
+        channel = str(new.index[0])
+        budget_answer = httpx.post(f"{server.url}/acquisition_budget",
+                                   json={"channels": [{"channel": channel, "cac": 100.0}]}, timeout=60)
+    served = {c["customer_id"]: c for c in answer.json()["customers"]}
+    for cid in ids:
+        for column in ("churn_probability", "expected_spend", "clv", "clv_lower", "clv_upper", "p_alive"):
+            assert served[cid][column] == pytest.approx(main_rows.loc[cid, column], rel=1e-6, abs=1e-9), (cid, column)
+        assert served[cid]["subscription_state"] == main_rows.loc[cid, "subscription_state"]
+    assert served[ids[1]]["churn_probability"] == 1 and served[ids[1]]["clv"] == 0
+    assert served[ids[1]]["segment"]["rfm_segment"] == "cancelled"
+    assert budget_answer.status_code == 200, budget_answer.text
+    assert budget_answer.json()["channels"][0]["new_customer_clv"] == pytest.approx(new.loc[channel, "new_customer_clv"])
+
+
+def test_the_mode_is_detected_from_the_data_and_stated(saas_book, caplog):
+    from features.synthetic import generate
+    from training.pipeline import resolve_for_data
+
+    business, evidence = detect_business(saas_book.tables, cutoff="2023-06-30")
+    assert business == "subscription" and "billed every month or year" in evidence and "cancel events" in evidence
+    retail = generate(1_500, seed=4)
+    assert detect_business(retail.tables, cutoff="2023-06-30")[0] == "retail"
+    with caplog.at_level("INFO", logger="training.pipeline"):
+        config, notes = resolve_for_data(load_config(environ={}), saas_book.tables, cutoff=pd.Timestamp("2023-06-30"))
+    assert config.business == "subscription" and config.training.churn_definition == "cancel"
+    assert notes["business"] == "subscription" and notes["business_source"] == "detected"
+    assert notes["business_evidence"] == evidence
+    assert any("business mode subscription, detected" in r.getMessage() for r in caplog.records)
+    # The configuration decides when it says: no detection.
+    kept, notes = resolve_for_data(load_config(environ={}, business="retail"), saas_book.tables,
+                                   cutoff=pd.Timestamp("2023-06-30"))
+    assert kept.business == "retail" and notes["business_source"] == "config"
+    config, _ = resolve_for_data(load_config(environ={}), retail.tables, cutoff=pd.Timestamp("2023-06-30"))
+    assert config.business == "retail" and config.training.churn_definition == "purchase"
+
+
+def test_a_plan_column_makes_a_subscription_book(saas_book):
+    tables = saas_book.tables
+    with_plan = type(tables)(transactions=tables.transactions.assign(plan="starter"), events=None,
+                             customers=tables.customers)
+    business, evidence = detect_business(with_plan, cutoff="2023-06-30")
+    assert business == "subscription" and evidence.startswith("transactions carry a 'plan' column")
