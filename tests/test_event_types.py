@@ -72,3 +72,22 @@ def test_training_runs_tag_and_warn_about_unknown_types(retail, caplog):
     assert any("taken into the engagement features: login" in r.getMessage() for r in caplog.records)
     _, notes = resolve_for_data(load_config(environ={}), retail, cutoff=pd.Timestamp(CUTOFF))
     assert notes["unknown_events"] == "0" and notes["event_types_added"] == ""
+
+
+def test_clvcast_features_reports_and_takes_in_the_types(retail, tmp_path, capsys):
+    from serving.cli import main
+
+    ids = retail.transactions["customer_id"].drop_duplicates().to_numpy()[:MIN_CUSTOMERS]
+    tables = _with_events(retail, [(cid, "2023-05-01", "login") for cid in ids] + [("x", "2023-05-01", "Bad Type")])
+    data = tmp_path / "book"
+    data.mkdir()
+    tables.transactions.to_csv(data / "transactions.csv", index=False)
+    tables.events.to_csv(data / "events.csv", index=False)
+    tables.customers.to_csv(data / "customers.csv", index=False)
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--data", str(data), "--cutoff", CUTOFF, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"event types: {MIN_CUSTOMERS + 1} event(s) of types not in features.event_types" in err
+    assert "login (10)" in err and "'Bad Type' (1)" in err
+    frame = pd.read_parquet(out)
+    assert frame["login_count"].sum() == MIN_CUSTOMERS

@@ -104,8 +104,8 @@ def test_subscription_scores_cover_every_subscriber(saas_book):
 def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
+    # No business in the config: the training run detects the subscription book, score follows its champion.
     (tmp_path / "config.yaml").write_text(
-        "business: subscription\n"
         "subscription: {plans: {starter: 29, growth: 79, scale: 199}}\n"
         "clv: {gross_margin: 0.8}\n"
         "training:\n  churn_params: {num_boost_round: 20}\n  spend_params: {num_boost_round: 20}\n"
@@ -114,6 +114,13 @@ def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, 
     data, config = tmp_path / "saas", str(tmp_path / "config.yaml")
     assert main(["generate", "--kind", "subscription", "--customers", "1200", "--seed", "2", "--out", str(data)]) == 0
     assert main(["train", "--data", str(data), "--config", config]) == 0, capsys.readouterr().err
+    import mlflow
+
+    (run,) = mlflow.search_runs(experiment_names=["clvcast"], output_format="list")
+    tags = run.data.tags
+    assert (tags["business"], tags["business_source"]) == ("subscription", "detected"), tags
+    assert run.data.params["training.churn_definition"] == "cancel"
+    assert "login" in tags["event_types_added"].split(",") and int(tags["unknown_events"]) > 0
     out = tmp_path / "scores.csv"
     assert main(["score", "--data", str(data), "--cutoff", "2024-12-31", "--out", str(out), "--config", config]) == 0
     err = capsys.readouterr().err
