@@ -151,7 +151,8 @@ def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, 
     assert (new["basis"] == "contractual").all()
     np.testing.assert_allclose(new.loc[subscriber.index, "new_customer_clv"], subscriber["clv"], rtol=1e-4)
     report = (budget / "report.html").read_text()
-    assert all(f'id="{t}"' in report for t in ("saas_mrr", "saas_churn", "saas_new", "saas_classic"))
+    assert all(f'id="{t}"' in report for t in ("saas_mrr", "saas_churn", "saas_retention", "saas_new", "saas_payback",
+                                                   "saas_classic"))
 
     # The service answers the same contractual figures over HTTP (BentoML on loopback).
     from features.io import load_tables

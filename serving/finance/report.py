@@ -416,6 +416,14 @@ def _saas_tables(saas: dict[str, pd.DataFrame]) -> dict[str, _Table]:
         [[str(r["channel"]), f"{int(r['signups']):,}", fmt_money(r["clv"]),
           f"{fmt_money(r['clv_lower'])} – {fmt_money(r['clv_upper'])}", fmt_money(r["acquisition_cost"]),
           fmt_ratio(r["ltv_cac"]), fmt_months(r["payback_months"])] for _, r in new.iterrows()])
+    payback = saas["cac_payback"]
+    if len(payback):
+        out["saas_payback"] = _Table(
+            "saas_payback", ["Channel", "Customers", "Mean CAC", "First MRR", "Payback, months (CAC / margin of the "
+                             "first MRR)", "Payback, months (observed margin)"],
+            [[str(r["channel"]), f"{int(r['customers']):,}", fmt_money(r["mean_cac"]), fmt_money(r["first_mrr"]),
+              fmt_months(r["payback_months_formula"]), fmt_months(r["payback_months_observed"])]
+             for _, r in payback.iterrows()])
     if "clv_by_channel" in saas:
         out["saas_classic"] = _Table(
             "saas_classic", ["Channel", "Subscribers", "MRR", "Mean CLV (contractual)", "Mean CLV (classic)",
