@@ -22,6 +22,11 @@ class FeatureConfig(BaseModel):
     event_types : tuple of str
         Event types that get engagement features (non-empty, unique). Fixed per feature set so that
         the columns do not depend on which events happen to be in a batch.
+    event_types_from_data : bool
+        At training (``clvcast train``, ``backtest``, ``features``), append to ``event_types`` the
+        other types of the history up to the cutoff that are usable (:mod:`features.event_types`:
+        a snake-case name, at least 10 customers), e.g. a SaaS book's ``login``; the run's feature
+        set then holds them. Unknown types are reported either way (True).
     covariates : tuple of str
         Extra columns of the ``customers`` table used as features (numeric, or categorical if listed
         in ``categorical_covariates``).
@@ -48,6 +53,7 @@ class FeatureConfig(BaseModel):
 
     windows_days: tuple[int, ...] = (30, 90, 180, 365)
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    event_types_from_data: bool = True
     covariates: tuple[str, ...] = ()
     categorical_covariates: tuple[str, ...] = ()
     btyd_horizon_days: int = Field(182, ge=1)

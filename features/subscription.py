@@ -40,7 +40,9 @@ __all__ = [
     "SPELL_COLUMNS",
     "STATES",
     "STATE_COLUMNS",
+    "REGULAR_SHARE",
     "add_months",
+    "detect_business",
     "plan_names",
     "subscription_spells",
     "subscription_state",
@@ -330,3 +332,61 @@ def subscription_state(
 
 def _empty(columns: dict) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, (dtype, _) in columns.items()})
+
+
+#: Share of the repeat customers invoiced on a regular calendar that makes a book a subscription book.
+REGULAR_SHARE = 0.5
+#: Gaps between invoices, in days, that count as a monthly (27-32) or annual (358-373) renewal.
+_RENEWAL_GAPS = ((27.0, 32.0), (358.0, 373.0))
+
+
+def detect_business(tables: Tables, *, cutoff) -> tuple[str, str]:
+    """Whether a book looks like a subscription business, and why, from its history up to a cutoff.
+
+    A book is ``subscription`` when its transactions carry a ``plan`` column, or when most customers
+    with three or more positive transactions (at least :data:`REGULAR_SHARE` of them) were billed
+    on a regular calendar: every gap between consecutive paying days is a month (27 to 32 days) or
+    a year (358 to 373 days). ``cancel`` events alone do not decide (retail books have them: a
+    cancelled order or newsletter) but are named in the reason. Otherwise ``retail``.
+
+    Parameters
+    ----------
+    tables : Tables
+    cutoff : date-like
+        Only rows before the end of this day are read.
+
+    Returns
+    -------
+    business : {"retail", "subscription"}
+    reason : str
+        One line naming the evidence (counts and shares), for the log and MLflow.
+    """
+    hist = history_until(tables, parse_cutoff(cutoff))
+    tx = hist.transactions
+    events = hist.events
+    cancels = 0
+    if events is not None and len(events) and "event_type" in events.columns:
+        cancels = int((events["event_type"].to_numpy() == "cancel").sum())
+    with_cancels = f", {cancels:,} cancel events" if cancels else ", no cancel events"
+    if "plan" in tx.columns:
+        return "subscription", f"transactions carry a 'plan' column{with_cancels}"
+    paid = tx.loc[tx["amount"].to_numpy() > 0, ["customer_id", "timestamp"]]
+    days = pd.DataFrame({"customer_id": paid["customer_id"].to_numpy(dtype=object),
+                         "day": paid["timestamp"].to_numpy(dtype="datetime64[D]")}).drop_duplicates()
+    days = days.sort_values(["customer_id", "day"], kind="stable")
+    gap = np.diff(days["day"].to_numpy()) / np.timedelta64(1, "D")
+    same = days["customer_id"].to_numpy()[1:] == days["customer_id"].to_numpy()[:-1]
+    renewal = np.zeros(len(gap), dtype=bool)
+    for low, high in _RENEWAL_GAPS:
+        renewal |= (gap >= low) & (gap <= high)
+    owner = days["customer_id"].to_numpy()[1:][same]
+    per_customer = pd.DataFrame({"customer_id": owner, "renewal": renewal[same]}).groupby("customer_id")["renewal"]
+    gaps = per_customer.size()
+    repeat = gaps.index[(gaps >= 2).to_numpy()]
+    if not len(repeat):
+        return "retail", f"no customer with three or more paying days{with_cancels}"
+    regular = per_customer.all().reindex(repeat)
+    share = float(regular.mean())
+    evidence = (f"{int(regular.sum()):,} of {len(repeat):,} customers with three or more paying days "
+                f"({100 * share:.0f}%) billed every month or year{with_cancels}")
+    return ("subscription" if share >= REGULAR_SHARE else "retail"), evidence

@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from features.contract import AMOUNT_LIMIT, CUSTOMERS, EARLIEST_TIMESTAMP, EVENTS, MAX_ID_LENGTH, TRANSACTIONS, Tables
-from serving.scores import SCORE_SCHEMA
+from serving.scores import SCORE_SCHEMA, SUBSCRIPTION_SCHEMA
 
 MAX_CUSTOMERS = 1000
 MAX_ROWS_PER_CUSTOMER = 10_000
@@ -53,6 +53,7 @@ MIN_AS_OF = date(1900, 1, 2)
 MAX_AS_OF = date(2200, 12, 31)
 
 _SCORE_DESCRIPTIONS = {c.name: c.description for c in SCORE_SCHEMA}
+_SUBSCRIPTION_DESCRIPTIONS = {c.name: c.description for c in SUBSCRIPTION_SCHEMA}
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -379,13 +380,20 @@ class CustomerClv(BaseModel):
     clv: float = Field(description=_SCORE_DESCRIPTIONS["clv"])
     clv_lower: float = Field(description=_SCORE_DESCRIPTIONS["clv_lower"])
     clv_upper: float = Field(description=_SCORE_DESCRIPTIONS["clv_upper"])
-    expected_lifetime_days: float = Field(description=_SCORE_DESCRIPTIONS["expected_lifetime_days"])
+    expected_lifetime_days: float | None = Field(
+        description=_SCORE_DESCRIPTIONS["expected_lifetime_days"]
+        + " (null when infinite: a subscriber whose shifted-beta-geometric tail has no finite mean, alpha <= 1)"
+    )
     expected_spend_curve: list[float] = Field(description=_SCORE_DESCRIPTIONS["expected_spend_curve"])
     segment: Segment
     recency_days: float | None = Field(description=_SCORE_DESCRIPTIONS["recency_days"] + " (null)")
     frequency: float | None = Field(description=_SCORE_DESCRIPTIONS["frequency"] + " (null)")
     monetary_value: float | None = Field(description=_SCORE_DESCRIPTIONS["monetary_value"] + " (null)")
     drivers: Drivers
+    subscription_state: str | None = Field(
+        default=None,
+        description=_SUBSCRIPTION_DESCRIPTIONS["subscription_state"] + " (subscription mode only; null otherwise)",
+    )
 
     #: Numeric fields, named as the columns of :data:`serving.scores.SCORE_COLUMNS`.
     FLOAT_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -406,6 +414,7 @@ class CustomerClv(BaseModel):
             segment=Segment(clv_tier=row["clv_tier"], rfm_segment=row["rfm_segment"]),
             drivers=Drivers.model_validate(row["drivers"]),
             expected_spend_curve=np.asarray(row["expected_spend_curve"], dtype=float).tolist(),
+            subscription_state=None if pd.isna(row.get("subscription_state")) else str(row["subscription_state"]),
             **{name: _finite_or_none(row[name]) for name in cls.FLOAT_FIELDS},
         )
 
@@ -420,12 +429,15 @@ class CustomerClv(BaseModel):
         floats = {name: _none_if_nan(np.asarray(columns[name], dtype=float)) for name in cls.FLOAT_FIELDS}
         tiers, rfm, drivers = list(columns["clv_tier"]), list(columns["rfm_segment"]), columns["drivers"]
         curves = [np.asarray(c, dtype=float).tolist() for c in columns["expected_spend_curve"]]
+        states = columns.get("subscription_state")
+        states = [None] * len(ids) if states is None else [None if pd.isna(v) else str(v) for v in states]
         rows = [
             {
                 "customer_id": ids[i],
                 "segment": {"clv_tier": tiers[i], "rfm_segment": rfm[i]},
                 "drivers": drivers[i],
                 "expected_spend_curve": curves[i],
+                "subscription_state": states[i],
                 **{name: values[i] for name, values in floats.items()},
             }
             for i in range(len(ids))

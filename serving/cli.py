@@ -312,11 +312,16 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
                   f"(Parquet dataset of {frame.npartitions} files)")  # fmt: skip
             return
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
+    from features.event_types import resolve_event_types
     from features.population import customer_population
 
-    frame = build_features(tables, cutoff=cutoff, config=config.features)
+    # As a training run would: event types beyond the configured ones reported, the usable ones taken in.
+    settings, event_types = resolve_event_types(config.features, tables.events, cutoff=cutoff)
+    frame = build_features(tables, cutoff=cutoff, config=settings)
     _write_frame(frame, out)
     _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
+    if event_types.unknown_events:
+        _echo(f"event types: {event_types.message()}")
     # Feature rows are the buyers'; the other customers the tables know are counted, not lost.
     kinds = customer_population(tables, cutoff=cutoff)["kind"].value_counts()
     others = [f"{int(n):,} {kind}" for kind, n in kinds.items() if kind != "buyer" and n]
@@ -413,20 +418,27 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
             return
     # Loaded here, not by serving.scoring.score, which does not hand back the load report.
     tables = _load(source, column_map, on_invalid, quarantine_dir or _default_quarantine(out))
-    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv)
+    from serving.subscription_mode import scoring_model
+
+    # Subscription mode (the config's, else the champion's): the contractual model scores the subscribers.
+    contractual = scoring_model(tables, cutoff=cutoff, config=config, champion=champion)
+    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual)
     write_scores(scores, out)
     prospects = int((scores.frame["rfm_segment"] == "prospect").sum())
     _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}"
           + (f" ({prospects:,} of them prospects, without a purchase yet)" if prospects else ""))
     for left in scores.run.left_out:
         _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
-    if config.business == "subscription":
+    if contractual is not None:
         from serving.subscription_mode import subscription_scores, write_frames
 
         path = Path(out).with_name(f"{Path(out).stem}_subscription")
-        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days)
+        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days,
+                                    model=contractual)
         written = write_frames({path.name: frame}, path.parent)[path.name]
-        _echo(f"wrote {written}: contractual churn, spend and CLV of {len(frame):,} subscribers (sBG by segment)")
+        states = scores.frame["subscription_state"].value_counts()
+        _echo(f"churn, spend and CLV of {len(frame):,} subscribers from the contractual model (sBG by segment; "
+              + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {written}")
     if history:
         _append_history(scores, history, cutoff)
 
@@ -511,17 +523,25 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
     # Horizon and CLV arithmetic are the scores' own (their scoring run), whatever the config says; the
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
     # New-customer CLV from the pair that scored them: a customer acquired on the scoring date.
-    champion = load_pair(scored.run.churn_model_version, scored.run.spend_model_version)
+    # Subscription scores: the new subscriber's CLV from the contractual model the scores hold.
+    saas = None
+    if scored.run.business == "subscription":
+        from serving.subscription_mode import new_subscriber_curves, saas_tables
+
+        new_customers = new_subscriber_curves(tables, scored)
+        saas = saas_tables(tables, cutoff=scored.run.as_of, config=config, horizon_days=scored.run.horizon_days,
+                           scores=scored)
+    else:
+        champion = load_pair(scored.run.churn_model_version, scored.run.spend_model_version)
+        new_customers = new_customer_curves_of_scores(champion, scored)
     # The BTYD diagnostics the training run logged (frequency x recency, calibration, tracking), for the report.
     result = compute_budget(
-        tables, scored, decisions=config.clv, new_customers=new_customer_curves_of_scores(champion, scored),
-        diagnostics=run_diagnostics(scored.run.run_id),
-    )  # fmt: skip
-    written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME)]
-    if config.business == "subscription":
-        from serving.subscription_mode import saas_tables, write_frames
+        tables, scored, decisions=config.clv, new_customers=new_customers, diagnostics=run_diagnostics(scored.run.run_id)
+    )
+    written = [*write_budget(result, out_dir).values(), write_report(result, Path(out_dir) / REPORT_NAME, saas=saas)]
+    if saas is not None:
+        from serving.subscription_mode import write_frames
 
-        saas = saas_tables(tables, cutoff=scored.run.as_of, config=config, horizon_days=scored.run.horizon_days)
         written += list(write_frames(saas, out_dir).values())
     _echo(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in written)))
     click.echo(format_channels(result))

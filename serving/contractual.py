@@ -51,7 +51,8 @@ churned customers are not modelled here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,7 @@ from serving.finance.saas import churn_rates, mrr_movements
 __all__ = [
     "ContractualModel",
     "ContractualSettings",
+    "cost_per_month",
     "fit_contractual",
     "new_subscriber_clv",
     "score_contractual",
@@ -75,6 +77,11 @@ _MEAN_MONTH_DAYS = 365.2425 / 12
 _UNKNOWN = "unknown"
 #: More plans than this (amounts that vary per customer) and revenue is held at the current MRR.
 _MAX_PLANS_FOR_CHAIN = 30
+
+
+def cost_per_month(cost_per_horizon: float, horizon_days: int) -> float:
+    """A cost to serve per active customer per horizon of H days as a cost per month: c x 30.44 / H."""
+    return float(cost_per_horizon) * _MEAN_MONTH_DAYS / int(horizon_days)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +185,76 @@ class ContractualModel:
     plan_prices: pd.Series
     plan_transition: pd.DataFrame
     classic_churn: pd.Series
+
+    def to_dict(self) -> dict:
+        """The fitted model as JSON-able values (what a scoring run stores, :meth:`from_dict` reads).
+
+        The service scores a request's subscribers with the model of the batch scores: a few
+        customers cannot fit an sBG.
+        """
+        settings = {f.name: getattr(self.settings, f.name) for f in fields(self.settings)}
+        settings["plans"] = None if self.settings.plans is None else dict(self.settings.plans)
+        settings["segment_by"] = list(self.settings.segment_by)
+        return {
+            "cutoff": str(pd.Timestamp(self.cutoff).date()),
+            "settings": settings,
+            "segments": json.loads(self.segments.reset_index().to_json(orient="split", index=False, double_precision=15)),
+            "segment_index": list(self.segments.index.names),
+            "pooled": {"alpha": float(self.pooled.alpha), "beta": float(self.pooled.beta)},
+            "plan_prices": {"plans": [str(p) for p in self.plan_prices.index],
+                            "prices": self.plan_prices.to_numpy(dtype=float).tolist()},
+            "plan_transition": {"plans": [str(p) for p in self.plan_transition.index],
+                                "matrix": self.plan_transition.to_numpy(dtype=float).tolist()},
+            "classic_churn": json.loads(self.classic_churn.rename("classic_churn").reset_index()
+                                        .to_json(orient="split", index=False, double_precision=15)),
+        }
+
+    def scoring_at(self, *, as_of, horizon_days: int, gross_margin: float, cost_to_serve_per_horizon: float,
+                   annual_discount_rate: float) -> ContractualModel:
+        """The same fit scoring as of another day with another horizon and CLV arithmetic.
+
+        Parameters
+        ----------
+        as_of : date-like
+            The scoring day (a request's ``as_of``).
+        horizon_days : int
+            H, days.
+        gross_margin, annual_discount_rate : float
+            m and d (see :class:`ContractualSettings`).
+        cost_to_serve_per_horizon : float
+            c per active customer per horizon (the ``clv`` section's), currency units; becomes a
+            cost per month, :func:`cost_per_month`.
+        """
+        settings = replace(
+            self.settings, horizon_days=int(horizon_days), gross_margin=gross_margin,
+            cost_to_serve=cost_per_month(cost_to_serve_per_horizon, horizon_days),
+            annual_discount_rate=annual_discount_rate,
+        )
+        return replace(self, cutoff=parse_cutoff(as_of), settings=settings)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ContractualModel:
+        """The model of :meth:`to_dict`."""
+        settings = dict(data["settings"])
+        settings["segment_by"] = tuple(settings["segment_by"])
+        segments = pd.DataFrame(data["segments"]["data"], columns=data["segments"]["columns"])
+        segments = segments.set_index(list(data["segment_index"]))
+        churn = pd.DataFrame(data["classic_churn"]["data"], columns=data["classic_churn"]["columns"])
+        keys = [c for c in churn.columns if c != "classic_churn"]
+        classic = churn.set_index(keys)["classic_churn"] if keys else churn["classic_churn"]
+        prices = pd.Series(data["plan_prices"]["prices"], index=pd.Index(data["plan_prices"]["plans"], name="plan"),
+                           dtype=float)
+        plans = pd.Index(data["plan_transition"]["plans"])
+        return cls(
+            cutoff=parse_cutoff(data["cutoff"]),
+            settings=ContractualSettings(**settings),
+            segments=segments,
+            pooled=SBGParams(alpha=float(data["pooled"]["alpha"]), beta=float(data["pooled"]["beta"])),
+            plan_prices=prices,
+            plan_transition=pd.DataFrame(np.asarray(data["plan_transition"]["matrix"], dtype=float).reshape(
+                len(plans), len(plans)), index=plans, columns=plans),
+            classic_churn=classic.astype(float),
+        )
 
 
 def _channels(tables: Tables, ids: pd.Series) -> np.ndarray:
@@ -400,29 +477,58 @@ def _prices(model: ContractualModel, plan: np.ndarray, mrr: np.ndarray) -> np.nd
     return np.where(known[:, None], paths.reindex(np.where(known, plan, paths.index[0])).to_numpy(), own)
 
 
-def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
+def score_contractual(
+    model: ContractualModel,
+    tables: Tables,
+    *,
+    lifetime_horizons: int = 1,
+    interval_coverage: float = 0.8,
+) -> pd.DataFrame:
     """Churn, spend, lifetime and CLV of every customer with an invoice, as of the model's cutoff.
 
     Parameters
     ----------
     model : ContractualModel
-        From :func:`fit_contractual` on the same tables.
+        From :func:`fit_contractual` (on the same tables, or on a book's history for a request's
+        customers: the cutoff is the model's).
     tables : Tables
         Contract tables; only rows before the end of the model's cutoff day are read.
+    lifetime_horizons : int
+        K of the spend and margin curves: horizons of H days after the cutoff (>= 1). The ``clv``
+        does not depend on it (the whole survival curve).
+    interval_coverage : float
+        Share of the central interval of ``*_lower`` / ``*_upper``, in (0, 1) (0.8).
 
     Returns
     -------
     pandas.DataFrame
         Indexed by ``customer_id``: ``state``, ``plan``, ``channel``, ``mrr``, ``tenure_periods``,
         ``paid_through`` (from :func:`features.subscription.subscription_state`);
-        ``churn_probability`` (P(cancel within H days); 1 if cancelled or churned),
-        ``expected_spend`` (invoices in the window, currency units), ``clv`` (discounted margin of
-        every future invoice over the whole survival curve), ``clv_classic`` (m x MRR / segment's
-        monthly churn), ``expected_lifetime_days`` (to the end of the access; may be ``inf``, see
-        the module docstring), ``discounted_residual_periods``, ``alpha``, ``beta``, ``late_alpha``,
-        ``late_beta``, ``fit_level``,
-        ``as_of`` and ``horizon_days``. See the module docstring for the formulas.
+        ``churn_probability`` (P(cancel within H days); 1 if cancelled or churned), ``p_alive``
+        (1 while subscribed and not cancelled, else 0), ``expected_spend`` (expected invoices in the
+        window, those of customers who cancel within it included, currency units) with
+        ``expected_spend_lower`` / ``_upper``, ``spend_if_active`` (``expected_spend / (1 -
+        churn_probability)``, the scores' identity; 0 when the churn is decided),
+        ``clv_horizon`` (undiscounted margin of the window), ``clv`` (discounted margin of every
+        future invoice over the whole survival curve) with ``clv_lower`` / ``_upper``,
+        ``clv_classic`` (m x MRR / segment's monthly churn), ``expected_lifetime_days`` (to the end of
+        the access; may be ``inf``, see the module docstring), ``discounted_residual_periods``,
+        ``expected_spend_curve`` and ``expected_margin_curve`` (arrays of K values, undiscounted),
+        ``alpha``, ``beta``, ``late_alpha``, ``late_beta``, ``fit_level``, ``as_of`` and
+        ``horizon_days``. See the module docstring for the formulas.
+
+    Notes
+    -----
+    The intervals are those of the customer's remaining lifetime: with L the number of further
+    invoices paid, P(L >= k) = S(n + k) / S(n + f); the bounds are the spend and CLV of a customer
+    whose L is the (1 - coverage) / 2 and (1 + coverage) / 2 quantile of L (both are increasing in
+    L). A quantile beyond ``explicit_periods`` invoices takes the value of every invoice to come
+    (survival 1), an upper bound. Plan changes enter at their expected prices.
     """
+    if int(lifetime_horizons) != lifetime_horizons or lifetime_horizons < 1:
+        raise ValueError(f"lifetime_horizons: rule 'a whole number >= 1': got {lifetime_horizons!r}")
+    if not 0 < interval_coverage < 1:
+        raise ValueError(f"interval_coverage: rule 'in (0, 1)': got {interval_coverage!r}")
     settings = model.settings
     cutoff = model.cutoff
     state = subscription_state(
@@ -444,13 +550,27 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
     values = _values(curve, renewals, elapsed, prices_k, settings)
     clv = np.where(running, values["clv"], 0.0)
 
-    # Invoices dated before cutoff + H: the k-th next one is due paid_through + (k - 1) periods.
-    horizon_end = t0 + np.timedelta64(int(settings.horizon_days), "D")
+    # The k-th next invoice is due paid_through + (k - 1) periods; horizon j of the curves holds the
+    # invoices due in [j H, (j + 1) H) days after the end of the cutoff day (j = 0: the window).
+    big_k = settings.explicit_periods
     paid_through = state["paid_through"].to_numpy(dtype="datetime64[ns]")
-    max_k = int(np.ceil(settings.horizon_days / (28 * settings.billing_months))) + 1
-    due = np.stack([add_months(paid_through, k * settings.billing_months) for k in range(max_k)], axis=1)
-    in_window = due < horizon_end
-    spend = np.where(running, (values["paid"][:, :max_k] * in_window).sum(axis=1), 0.0)
+    due = np.stack([add_months(paid_through, k * settings.billing_months) for k in range(big_k)], axis=1)
+    which = np.floor(np.maximum((due - t0) / np.timedelta64(1, "D"), 0.0) / settings.horizon_days)
+    in_horizon = [which == j for j in range(int(lifetime_horizons))]
+    cost = settings.cost_to_serve * settings.billing_months
+    paid = np.where(running[:, None], values["paid"], 0.0)
+    kept = np.where(running[:, None], values["survival"], 0.0)
+    spend_curve = np.stack([(paid * mask).sum(axis=1) for mask in in_horizon], axis=1)
+    margin_curve = np.stack([((settings.gross_margin * paid - cost * kept) * mask).sum(axis=1)
+                             for mask in in_horizon], axis=1)
+    window = in_horizon[0]
+    # The contract's identity expected_spend = (1 - p) spend_if_active: the invoices of those who
+    # cancel within the window are in it, so spend_if_active exceeds the window's invoices a little.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spend_if_active = np.where(running & (churn < 1), spend_curve[:, 0] / (1 - churn), 0.0)
+
+    bounds = {name: np.where(running, v, 0.0) for name, v in
+              _lifetime_bounds(values["survival"], prices_k, elapsed, window, settings, interval_coverage).items()}
 
     to_paid = np.maximum((paid_through - t0) / np.timedelta64(1, "D"), 0.0)
     lifetime = np.select([running, state["state"].eq("cancelled_paid_through").to_numpy()],
@@ -463,11 +583,20 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
 
     out = state[["state", "plan", "channel", "mrr", "tenure_periods", "paid_through"]].copy()
     out["churn_probability"] = np.where(running, churn, 1.0)
-    out["expected_spend"] = spend
+    out["p_alive"] = running.astype(float)
+    out["spend_if_active"] = spend_if_active
+    out["expected_spend"] = spend_curve[:, 0]
+    out["expected_spend_lower"] = bounds["expected_spend_lower"]
+    out["expected_spend_upper"] = bounds["expected_spend_upper"]
+    out["clv_horizon"] = margin_curve[:, 0]
     out["clv"] = clv
+    out["clv_lower"] = bounds["clv_lower"]
+    out["clv_upper"] = bounds["clv_upper"]
     out["clv_classic"] = classic
     out["expected_lifetime_days"] = lifetime
     out["discounted_residual_periods"] = derl
+    out["expected_spend_curve"] = list(spend_curve)
+    out["expected_margin_curve"] = list(margin_curve)
     out["alpha"] = curve.alpha
     out["beta"] = curve.beta
     out["late_alpha"] = curve.late_alpha
@@ -476,6 +605,31 @@ def score_contractual(model: ContractualModel, tables: Tables) -> pd.DataFrame:
     out["as_of"] = pd.Timestamp(cutoff)
     out["horizon_days"] = int(settings.horizon_days)
     return out
+
+
+def _lifetime_bounds(survival, prices_k, elapsed, window, settings: ContractualSettings, coverage: float) -> dict:
+    """Spend in the window and CLV of a lifetime of L further invoices at the quantiles of L.
+
+    ``survival[:, k - 1]`` = P(L >= k) for k = 1 .. K; ``window[:, k - 1]``: the k-th next invoice
+    is due in the window. The q-quantile of L is the number of k with P(L >= k) > 1 - q; one beyond
+    K takes every invoice to come (survival 1: K explicit, a geometric tail at the last price).
+    """
+    big_k = settings.explicit_periods
+    g = settings.discount_factor
+    cost = settings.cost_to_serve * settings.billing_months
+    n = len(survival)
+    discount = g ** (np.arange(1, big_k + 1)[None, :] - elapsed[:, None])
+    margin_k = settings.gross_margin * prices_k[:, :big_k] - cost
+    value_upto = np.c_[np.zeros(n), np.cumsum(discount * margin_k, axis=1)]
+    spend_upto = np.c_[np.zeros(n), np.cumsum(prices_k[:, :big_k] * window, axis=1)]
+    every_invoice = value_upto[:, -1] + discount[:, -1] * g / (1 - g) * (settings.gross_margin * prices_k[:, big_k] - cost)
+    rows = np.arange(n)
+    bounds = {}
+    for side, q in (("lower", (1 - coverage) / 2), ("upper", (1 + coverage) / 2)):
+        invoices = (survival > 1 - q).sum(axis=1)
+        bounds[f"clv_{side}"] = np.where(invoices >= big_k, every_invoice, value_upto[rows, invoices])
+        bounds[f"expected_spend_{side}"] = spend_upto[rows, invoices]
+    return bounds
 
 
 def _classic_churn(model: ContractualModel, frame: pd.DataFrame) -> np.ndarray:
@@ -488,7 +642,9 @@ def _classic_churn(model: ContractualModel, frame: pd.DataFrame) -> np.ndarray:
     return model.classic_churn.reindex(index).to_numpy(dtype=float)
 
 
-def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days: int = 90) -> pd.DataFrame:
+def new_subscriber_clv(
+    model: ContractualModel, tables: Tables, *, lookback_days: int = 90, interval_coverage: float = 0.8
+) -> pd.DataFrame:
     """Expected CLV and LTV:CAC of a customer who subscribes now, per channel.
 
     A new subscriber pays its first invoice at signup (margin ``m * price``, undiscounted), then
@@ -503,11 +659,16 @@ def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days
         for the CAC; without them ``acquisition_cost`` and ``ltv_cac`` are NaN).
     lookback_days : int
         Window of recent signups, in days (90).
+    interval_coverage : float
+        Share of the central interval of ``clv_lower`` / ``clv_upper``, in (0, 1) (0.8).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``channel``: ``signups`` (in the window), ``clv`` (currency units),
+        Indexed by ``channel``: ``signups`` (in the window), ``clv`` (currency units, from signup:
+        the first invoice's margin included) with ``clv_lower`` / ``clv_upper`` (the mean over the
+        signups of each one's bounds at the quantiles of its lifetime, see :func:`score_contractual`),
+        ``first_invoice_margin`` (mean margin of the first invoice),
         ``acquisition_cost`` (mean CAC of those signups), ``ltv_cac``, ``churn_probability``
         (P(cancel within H days of signup)), ``payback_months`` (months of expected margin, churn
         and plan changes included, until it covers the mean CAC; NaN if never within
@@ -534,6 +695,11 @@ def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days
     first_margin = settings.gross_margin * recent["mrr"].to_numpy() * settings.billing_months
     first_margin -= settings.cost_to_serve * settings.billing_months
     recent["clv"] = first_margin + values["clv"]
+    no_window = np.zeros((len(recent), settings.explicit_periods), dtype=bool)
+    bounds = _lifetime_bounds(values["survival"], prices_k, zero, no_window, settings, interval_coverage)
+    recent["clv_lower"] = first_margin + bounds["clv_lower"]
+    recent["clv_upper"] = first_margin + bounds["clv_upper"]
+    recent["first_invoice_margin"] = first_margin
     h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
     recent["churn_probability"] = -np.expm1(curve.log_survival(zero + h) - curve.log_survival(zero))
     cumulative = np.cumsum(
@@ -551,6 +717,8 @@ def new_subscriber_clv(model: ContractualModel, tables: Tables, *, lookback_days
         covered = np.flatnonzero(margin_curve >= mean_cac)
         rows.append({
             "channel": channel, "signups": len(group), "clv": float(group["clv"].mean()),
+            "clv_lower": float(group["clv_lower"].mean()), "clv_upper": float(group["clv_upper"].mean()),
+            "first_invoice_margin": float(group["first_invoice_margin"].mean()),
             "acquisition_cost": mean_cac, "ltv_cac": float(group["clv"].mean()) / mean_cac if mean_cac > 0 else np.nan,
             "churn_probability": float(group["churn_probability"].mean()),
             "payback_months": float((covered[0] + 1) * settings.billing_months) if len(covered) else np.nan,

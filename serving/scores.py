@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,8 @@ __all__ = [
     "CURVE_COLUMNS",
     "SCORE_COLUMNS",
     "SCORE_SCHEMA",
+    "SUBSCRIPTION_COLUMNS",
+    "SUBSCRIPTION_SCHEMA",
     "LeftOut",
     "ScoreColumn",
     "Scores",
@@ -78,6 +81,18 @@ SCORE_SCHEMA: tuple[ScoreColumn, ...] = (
 )  # fmt: skip
 #: Column names of a scores table, in order.
 SCORE_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCORE_SCHEMA)
+#: Columns a subscription scoring (``run.business == "subscription"``) adds after :data:`SCORE_SCHEMA`;
+#: there ``churn_probability``, ``p_alive``, ``spend_if_active``, ``expected_spend``, the ``clv``
+#: columns, ``expected_lifetime_days`` and the curves are the contractual model's
+#: (:func:`serving.contractual.score_contractual`): P(cancel in the next horizon_days), lifetime CLV
+#: over the whole survival curve (no cap: the curves show K horizons, the CLV sums every invoice).
+SUBSCRIPTION_SCHEMA: tuple[ScoreColumn, ...] = (
+    ScoreColumn("subscription_state", "str", "active, reactivated, cancelled_paid_through (churn decided: churn_probability 1, no revenue beyond the paid period), churned, or missing for a customer without an invoice"),
+    ScoreColumn("plan", "str", "plan of the running subscription, or last billed; missing without an invoice"),
+    ScoreColumn("mrr", "float64", "monthly recurring revenue at as_of, currency units per month; 0 unless subscribed"),
+    ScoreColumn("clv_classic", "float64", "classic cross-check: gross margin x MRR / monthly logo churn of the customer's segment over the last 12 months, undiscounted, currency units; 0 unless subscribed"),
+)  # fmt: skip
+SUBSCRIPTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in SUBSCRIPTION_SCHEMA)
 #: Columns holding one value per horizon k = 1..K (K = run.clv.lifetime_horizons): float arrays in a
 #: frame, lists in Parquet, JSON text in CSV.
 CURVE_COLUMNS: tuple[str, ...] = ("expected_spend_curve", "expected_margin_curve")
@@ -133,6 +148,12 @@ class ScoringRun(BaseModel):
     prospects : ProspectModel or None
         The model that scored the customers without a purchase (``rfm_segment`` ``"prospect"``);
         None when there was no evidence to fit one (those customers are then in ``left_out``).
+    business : {"retail", "subscription"}
+        ``subscription``: the subscribers' churn, spend and CLV columns are the contractual model's
+        and the rows carry :data:`SUBSCRIPTION_COLUMNS` (files written before it: ``retail``).
+    contractual : dict or None
+        The fitted contractual model of a subscription scoring
+        (:meth:`serving.contractual.ContractualModel.to_dict`): the service scores requests with it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -149,6 +170,8 @@ class ScoringRun(BaseModel):
     population: dict[str, int] = Field(default_factory=dict)
     left_out: tuple[LeftOut, ...] = ()
     prospects: ProspectModel | None = None
+    business: Literal["retail", "subscription"] = "retail"
+    contractual: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +196,13 @@ def write_scores(scores: Scores, out: str | Path) -> Path:
     missing = [c for c in SCORE_COLUMNS if c not in scores.frame.columns]
     if missing:
         raise ValueError(f"scores: missing column(s) {missing}")
-    frame = scores.frame[list(SCORE_COLUMNS)].copy()
+    columns = list(SCORE_COLUMNS)
+    if scores.run.business == "subscription":
+        missing = [c for c in SUBSCRIPTION_COLUMNS if c not in scores.frame.columns]
+        if missing:
+            raise ValueError(f"scores: a subscription scoring misses column(s) {missing}")
+        columns += SUBSCRIPTION_COLUMNS
+    frame = scores.frame[columns].copy()
     frame["drivers"] = [json.dumps(d, separators=(",", ":")) for d in frame["drivers"]]
     for name in CURVE_COLUMNS:
         frame[name] = [np.asarray(v, dtype=float).tolist() for v in frame[name]]
@@ -229,7 +258,8 @@ def read_scores(path: str | Path) -> Scores:
     elif path.suffix == ".csv":
         frame = pd.read_csv(
             path,
-            dtype={"customer_id": "str", "channel": "str", "churn_model_version": "str", "spend_model_version": "str"},
+            dtype={"customer_id": "str", "channel": "str", "churn_model_version": "str", "spend_model_version": "str",
+                   "subscription_state": "str", "plan": "str"},
             parse_dates=["acquired_at"],
         )
         if "as_of" in frame:

@@ -26,13 +26,14 @@ from features.population import KINDS, PROSPECT_KINDS, customer_population
 from features.schema import feature_schema
 from features.spec import assemble
 from serving import clv as C
+from serving.contractual import ContractualModel, score_contractual
 from serving.prospects import ProspectModel, fit_prospects
-from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, LeftOut, Scores, ScoringRun, write_scores
+from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, SUBSCRIPTION_COLUMNS, LeftOut, Scores, ScoringRun, write_scores
 from serving.segments import PROSPECT_SEGMENT, SegmentReference, clv_tier
 from training.config import ClvConfig
 from training.registry import Champion
 
-__all__ = ["TOP_DRIVERS", "build_champion_features", "champion_clv_config", "score", "score_columns", "score_tables"]
+__all__ = ["DECIDED_SEGMENTS", "TOP_DRIVERS", "build_champion_features", "champion_clv_config", "score", "score_columns", "score_tables"]
 
 #: Number of drivers kept per model and customer.
 TOP_DRIVERS = 3
@@ -68,6 +69,7 @@ def score_tables(
     reference: SegmentReference | None = None,
     top_drivers: int = TOP_DRIVERS,
     prospects: ProspectModel | None | Literal["fit"] = "fit",
+    contractual: ContractualModel | None = None,
 ) -> Scores:
     """Score every customer known at ``as_of``: predictions, CLV, segments, drivers, versions.
 
@@ -91,6 +93,11 @@ def score_tables(
         The model of the customers without a purchase: ``"fit"`` fits it on these tables
         (:func:`serving.prospects.fit_prospects`); a cluster run passes the one fitted on the whole
         book's trials, since a partition's trials are only part of them. None leaves them out.
+    contractual : ContractualModel, optional
+        Subscription mode: the contractual model fitted on these tables
+        (:func:`serving.contractual.fit_contractual`); see :func:`score_columns`. The run records it
+        (``business`` ``"subscription"``, ``contractual``) and the frame gets
+        :data:`serving.scores.SUBSCRIPTION_COLUMNS`.
 
     Returns
     -------
@@ -109,7 +116,7 @@ def score_tables(
         prospects = fit_prospects(tables, as_of=as_of, horizon_days=champion.horizon_days)
     out = score_columns(
         tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers,
-        prospects=prospects,
+        prospects=prospects, contractual=contractual,
     )  # fmt: skip
     out["drivers"] = np.array(out["drivers"], dtype=object)
     for name in CURVE_COLUMNS:
@@ -132,8 +139,11 @@ def score_tables(
         population=out["population"],
         left_out=out["left_out"],
         prospects=prospects,
+        business="retail" if contractual is None else "subscription",
+        contractual=None if contractual is None else contractual.to_dict(),
     )
-    return Scores(frame=pd.DataFrame({name: out[name] for name in SCORE_COLUMNS}), run=run)
+    columns = SCORE_COLUMNS if contractual is None else SCORE_COLUMNS + SUBSCRIPTION_COLUMNS
+    return Scores(frame=pd.DataFrame({name: out[name] for name in columns}), run=run)
 
 
 def score_columns(
@@ -147,6 +157,7 @@ def score_columns(
     attributes: bool = True,
     prospects: ProspectModel | None = None,
     undated_known: bool = False,
+    contractual: ContractualModel | None = None,
 ) -> dict[str, Any]:
     """The columns of :func:`score_tables` before they become a frame (the service's fast path).
 
@@ -161,6 +172,13 @@ def score_columns(
     the cutoff and the kinds when no customer is left to score. Two more
     keys: ``population`` (customers per kind of :func:`features.population.customer_population`)
     and ``left_out`` (a tuple of :class:`~serving.scores.LeftOut`).
+
+    ``contractual`` (subscription mode): every customer with an invoice takes its churn, P(alive),
+    spend, CLV, lifetime, intervals and curves from the contractual model
+    (:func:`serving.contractual.score_contractual`, scoring as of ``as_of`` with the scores' horizon
+    and ``clv`` arithmetic); the columns of :data:`serving.scores.SUBSCRIPTION_COLUMNS` are added;
+    a customer who cancelled or churned is in the RFM segment ``cancelled`` or ``churned``. The
+    drivers remain those of the champion's boosters.
     """
     clv = clv or champion_clv_config(champion)
     cutoff = pd.Timestamp(parse_cutoff(as_of))
@@ -190,6 +208,13 @@ def score_columns(
         "horizon_days": np.full(n, horizon, dtype=np.int64),
         **_curve_columns(champion, h, predictions, horizon_days=horizon, clv=clv),
     }
+    subscribers = None
+    if contractual is not None:
+        subscribers = _contractual_scores(
+            contractual, tables, cutoff=cutoff, horizon_days=horizon, clv=clv,
+            interval_coverage=champion.lifetime.interval_coverage,
+        )  # fmt: skip
+        _take_contractual(out, subscribers)
     for column in ("recency_days", "frequency", "monetary_value"):
         out[column] = features[column].to_numpy(dtype=float)
     if n:
@@ -200,6 +225,8 @@ def score_columns(
     out, drivers, ids = _with_prospects(
         out, drivers, population, prospects, reference, cutoff, horizon, clv, champion.lifetime.interval_coverage
     )
+    if subscribers is not None:
+        _subscription_columns(out, subscribers, ids)
     if len(ids) == 0:
         known = {k: n for k, n in out["population"].items() if n}
         raise ValueError(
@@ -252,6 +279,50 @@ def _curve_columns(
         "expected_spend_curve": list(curve.expected_spend),
         "expected_margin_curve": list(curve.expected_margin),
     }
+
+
+def _contractual_scores(
+    model: ContractualModel, tables: Tables, *, cutoff: pd.Timestamp, horizon_days: int, clv: ClvConfig,
+    interval_coverage: float,
+) -> pd.DataFrame:
+    """:func:`serving.contractual.score_contractual` as of ``cutoff`` with the scores' horizon and arithmetic."""
+    at = model.scoring_at(
+        as_of=cutoff.date(), horizon_days=horizon_days, gross_margin=clv.gross_margin,
+        cost_to_serve_per_horizon=clv.cost_to_serve, annual_discount_rate=clv.annual_discount_rate,
+    )  # fmt: skip
+    return score_contractual(at, tables, lifetime_horizons=clv.lifetime_horizons, interval_coverage=interval_coverage)
+
+
+def _take_contractual(out: dict[str, Any], subscribers: pd.DataFrame) -> None:
+    """Replace the buyers' prediction, CLV and curve columns by the contractual ones where a customer has an invoice."""
+    pos = subscribers.index.get_indexer(pd.Index(out["customer_id"], dtype="str"))
+    has = pos >= 0
+    take = pos[has]
+    for name in _CURVE_FLOATS:
+        values = np.array(out[name], dtype=float, copy=True)
+        values[has] = subscribers[name].to_numpy(dtype=float)[take]
+        out[name] = values
+    for name in CURVE_COLUMNS:
+        contract = subscribers[name].to_numpy()
+        out[name] = [contract[p] if p >= 0 else v for p, v in zip(pos, out[name], strict=True)]
+
+
+#: ``rfm_segment`` of a subscriber whose churn is decided, by ``subscription_state``.
+DECIDED_SEGMENTS = {"cancelled_paid_through": "cancelled", "churned": "churned"}
+
+
+def _subscription_columns(out: dict[str, Any], subscribers: pd.DataFrame, ids: pd.Index) -> None:
+    """Add :data:`serving.scores.SUBSCRIPTION_COLUMNS` for every row; decided churn renames the RFM segment."""
+    found = subscribers.reindex(ids)
+    state = found["state"].astype(object).to_numpy()
+    out["subscription_state"] = pd.array(state, dtype="str")
+    out["plan"] = pd.array(found["plan"].astype(object).to_numpy(), dtype="str")
+    out["mrr"] = found["mrr"].fillna(0.0).to_numpy(dtype=float)
+    out["clv_classic"] = found["clv_classic"].fillna(0.0).to_numpy(dtype=float)
+    segment = np.asarray(out["rfm_segment"], dtype=object).copy()
+    for decided, name in DECIDED_SEGMENTS.items():
+        segment[state == decided] = name
+    out["rfm_segment"] = segment
 
 
 _CURVE_FLOATS = (

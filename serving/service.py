@@ -64,6 +64,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import JSONResponse
 
 from features.spec import categorical_covariates
+from serving.contractual import ContractualModel
 from serving.api_models import (
     MAX_CUSTOMERS,
     MAX_ROWS_PER_CUSTOMER,
@@ -242,7 +243,7 @@ class ClvService:
         if os.environ.get(CONFIG_ENV):
             load_config(os.environ[CONFIG_ENV])
         _read_new_customer_clv(os.environ.get(NEW_CUSTOMER_CLV_ENV))
-        _read_reference(os.environ.get(SCORES_ENV))
+        _contractual_for(champion, _read_reference(os.environ.get(SCORES_ENV))[2])
         keys = api_keys()
         max_body_bytes()
         if not keys:
@@ -261,7 +262,7 @@ class ClvService:
         self.worker = str(bentoml.server_context.worker_index or os.getpid())
         self.loaded: _Loaded | None = None
         self.load_error = "not loaded yet"
-        self.reference, self.prospects = _read_reference(os.environ.get(SCORES_ENV))
+        self.reference, self.prospects, self.contractual = _read_reference(os.environ.get(SCORES_ENV))
         self.segment_basis = "scored population" if self.reference is not None else "this request"
         self.new_customer_clv = _read_new_customer_clv(os.environ.get(NEW_CUSTOMER_CLV_ENV))
         self._failed: tuple[int, float] | None = None  # generation that did not load, and when
@@ -344,6 +345,10 @@ class ClvService:
         prospects = self.prospects  # of the scores: their horizon must be the pair's
         prospects = prospects if prospects and prospects.horizon_days == loaded.champion.horizon_days else None
         request.check_prospects(prospects is not None)
+        try:  # a subscription champion scores subscribers with the contractual model of the scores
+            contractual = _contractual_for(loaded.champion, self.contractual)
+        except ChampionError as exc:
+            return _unavailable(str(exc))
         # The columns as arrays, not a DataFrame: a frame and its rows cost milliseconds per request.
         scores = score_columns(
             request.to_tables(),
@@ -355,6 +360,7 @@ class ClvService:
             attributes=False,
             prospects=prospects,
             undated_known=True,  # every customer of a request is one
+            contractual=contractual,
         )
         customers = CustomerClv.from_columns(scores, order=[c.customer_id for c in request.customers])
         return ClvResponse(
@@ -460,13 +466,47 @@ ClvService.add_asgi_middleware(Guard)
 
 
 def _read_reference(path: str | None):
-    """Segment reference and prospect model of a ``clvcast score`` output, or ``(None, None)`` if unset."""
+    """Segment reference, prospect model and contractual model (subscription scores, else None) of a
+    ``clvcast score`` output, or ``(None, None, None)`` if unset."""
     if not path:
-        return None, None
+        return None, None, None
     if not Path(path).is_file():
         raise FileNotFoundError(f"{SCORES_ENV}={path}: no such file (write it with `clvcast score`)")
     scores = read_scores(path)
-    return SegmentReference.from_scores(scores.frame), scores.run.prospects
+    run = scores.run
+    contractual = ContractualModel.from_dict(run.contractual) if run.contractual is not None else None
+    if contractual is not None and contractual.settings.horizon_days != run.horizon_days:
+        raise ValueError(f"{SCORES_ENV}={path}: its contractual model's horizon differs from the scores' "
+                         f"({contractual.settings.horizon_days} vs {run.horizon_days} days)")
+    return SegmentReference.from_scores(scores.frame), run.prospects, contractual
+
+
+def _contractual_for(champion: Champion, contractual: ContractualModel | None) -> ContractualModel | None:
+    """The contractual model ``/clv`` scores subscribers with, for this champion.
+
+    A champion trained with ``business: subscription`` needs the model of a subscription scoring
+    (``CLVCAST_SCORES``) with its horizon: a request's few customers cannot fit the sBG. A retail
+    champion uses none.
+
+    Raises
+    ------
+    ChampionError
+        A subscription champion without such scores.
+    """
+    if champion.serving.config.business != "subscription":
+        return None
+    if contractual is None:
+        raise ChampionError(
+            "the champion was trained with business: subscription: POST /clv scores subscribers with the "
+            f"contractual model of a subscription scoring; set {SCORES_ENV} to a `clvcast score` output "
+            "written with business: subscription"
+        )
+    if contractual.settings.horizon_days != champion.horizon_days:
+        raise ChampionError(
+            f"{SCORES_ENV}: its contractual model is for a horizon of {contractual.settings.horizon_days} days, "
+            f"the champion's is {champion.horizon_days}: re-score with the champion"
+        )
+    return contractual
 
 
 def _read_new_customer_clv(path: str | None):

@@ -136,6 +136,7 @@ def test_a_customer_who_cancelled_yesterday_is_decided():
     assert x["state"] == "cancelled_paid_through"
     assert (x["churn_probability"], x["expected_spend"], x["clv"]) == (1.0, 0.0, 0.0)
     assert x["expected_lifetime_days"] == pytest.approx(19.0)  # access to the end of 19 January
+    assert x[["p_alive", "spend_if_active", "expected_spend_upper", "clv_upper"]].tolist() == [0.0] * 4
     assert scores.loc["y", "state"] == "active" and 0 < scores.loc["y", "churn_probability"] < 1
     assert scores.loc["z", ["churn_probability", "clv", "expected_lifetime_days"]].tolist() == [1.0, 0.0, 0.0]
 
@@ -213,3 +214,39 @@ def test_new_subscriber_clv_per_channel(saas):
     # Cheap channels pay back within months, paid social (CAC ~ 2,700) hardly at all.
     assert new.loc["organic", "payback_months"] <= 3
     assert new.loc["paid_social", "ltv_cac"] < new.loc["partner", "ltv_cac"]
+
+
+def test_the_fitted_model_round_trips_through_its_dict(sbg_book):
+    import json
+
+    model = fit_contractual(sbg_book, cutoff=CUTOFF)
+    again = type(model).from_dict(json.loads(json.dumps(model.to_dict())))
+    pd.testing.assert_frame_equal(score_contractual(again, sbg_book, lifetime_horizons=3),
+                                  score_contractual(model, sbg_book, lifetime_horizons=3), check_exact=False, rtol=1e-12)
+
+
+def test_intervals_are_the_lifetime_quantiles_and_curves_add_up(sbg_book):
+    settings = ContractualSettings(segment_by=(), horizon_days=182, late_tenure_periods=0)
+    model = fit_contractual(sbg_book, cutoff=CUTOFF, settings=settings)
+    scores = score_contractual(model, sbg_book, lifetime_horizons=4, interval_coverage=0.8)
+    running = scores.loc[scores["p_alive"] == 1]
+    assert len(running) and (scores.loc[scores["p_alive"] == 0, ["clv_lower", "clv_upper"]] == 0).all().all()
+    assert ((running["clv_lower"] <= running["clv"]) & (running["clv"] <= running["clv_upper"])).all()
+    assert ((running["expected_spend_lower"] <= running["expected_spend"])
+            & (running["expected_spend"] <= running["expected_spend_upper"])).all()
+    # One plan at 50 a month, no cost: a lower bound of j invoices is worth 0.8 * 50 * (discounted j).
+    from features.subscription import subscription_state
+
+    row = running.iloc[0]
+    g = settings.discount_factor
+    n = row["tenure_periods"]
+    f = subscription_state(sbg_book, cutoff=CUTOFF).loc[row.name, "period_elapsed"]
+    params = SBGParams(row["alpha"], row["beta"])
+    s = sbg_survival(params, n + np.arange(1, 400)) / sbg_survival(params, n + f)
+    quantile_invoices = int((s > 0.9).sum())  # the 10% quantile of the invoices still to come
+    expected = 0.8 * 50.0 * sum(g ** (k - f) for k in range(1, quantile_invoices + 1))
+    assert row["clv_lower"] == pytest.approx(expected, rel=1e-6)
+    # The first horizon of the curves is the window; the curves are undiscounted sums of margin.
+    np.testing.assert_allclose(np.stack(running["expected_spend_curve"])[:, 0], running["expected_spend"])
+    np.testing.assert_allclose(np.stack(running["expected_margin_curve"]), 0.8 * np.stack(running["expected_spend_curve"]))
+    np.testing.assert_allclose((1 - running["churn_probability"]) * running["spend_if_active"], running["expected_spend"])

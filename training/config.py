@@ -20,7 +20,7 @@ File format (every key optional)::
       churn_params: {num_leaves: 15, learning_rate: 0.05}
     clv:
       gross_margin: 0.3
-    business: subscription     # retail (default) or subscription: see Config.business
+    business: subscription     # auto (default: detected from the data), retail or subscription: see Config.business
     subscription:
       plans: {starter: 29, growth: 79, scale: 199}
 """
@@ -41,7 +41,7 @@ from features.config import FeatureConfig
 ChurnDefinition = Literal["purchase", "cancel"]
 SpendObjective = Literal["tweedie", "gamma", "regression", "regression_l1", "huber"]
 ChurnCalibration = Literal["none", "isotonic"]
-Business = Literal["retail", "subscription"]
+Business = Literal["auto", "retail", "subscription"]
 
 #: Environment variable naming the config file when no path is given.
 CONFIG_FILE_ENV = "CLVCAST_CONFIG"
@@ -463,12 +463,16 @@ class Config(BaseModel):
     ``subscription`` (contractual: invoices and ``cancel`` events, churn is cancelling in the window;
     :mod:`features.subscription`, :mod:`serving.contractual`). In subscription mode
     ``training.churn_definition`` is ``cancel`` (set so when not given; ``purchase`` is refused).
-    Models of different ``business`` or ``churn_definition`` are never compared by the champion rule.
+    ``auto`` (the default): a training run detects it from the history up to its cutoff
+    (:func:`features.subscription.detect_business`), says which and why in the log and its MLflow
+    tags, and runs as that mode (:func:`with_business`); set ``retail`` or ``subscription`` to
+    decide. Models of different ``business`` or ``churn_definition`` are never compared by the
+    champion rule.
     """
 
     model_config = _FROZEN
 
-    business: Business = "retail"
+    business: Business = "auto"
     features: FeatureConfig = FeatureConfig()
     training: TrainingConfig = TrainingConfig()
     lifetime: LifetimeConfig = LifetimeConfig()
@@ -581,6 +585,23 @@ def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str]
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Build and validate a :class:`Config` from a nested dict (as read from a file or MLflow); no environment."""
     return _build(dict(data), {}, {})
+
+
+def with_business(config: Config, business: Literal["retail", "subscription"]) -> Config:
+    """``config`` running as ``business`` (a detected mode): subscription churns by cancelling.
+
+    Raises
+    ------
+    ConfigError
+        If ``business`` is neither ``retail`` nor ``subscription``.
+    """
+    if business not in ("retail", "subscription"):
+        raise ConfigError(f"business: rule 'retail or subscription once decided': got {business!r}")
+    data = config.to_dict()
+    data["business"] = business
+    if business == "subscription":
+        data["training"]["churn_definition"] = "cancel"
+    return config_from_dict(data)
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:
@@ -724,5 +745,6 @@ __all__ = [
     "TrainingConfig",
     "config_from_dict",
     "load_config",
+    "with_business",
     "with_overrides",
 ]

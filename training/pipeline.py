@@ -44,15 +44,17 @@ from features.btyd import BTYDParams, summary_from_transactions
 from features.build import build_features, fit_btyd
 from features.contract import Tables
 from features.dates import history_until
+from features.event_types import resolve_event_types
 from features.history import prepare_history
 from features.io import load_tables
 from features.schema import feature_set_id
+from features.subscription import detect_business
 from training import diagnostics as D
 from training import metrics as M
 from training import plots, registry
 from training.baselines import baseline_forecasts
 from training.artifact import EvaluatedModels, ServingArtifact
-from training.config import Config, with_overrides
+from training.config import Config, with_business, with_overrides
 from training.curve import SpendCurve
 from training.reference import drift_reference
 from training.labels import build_labels
@@ -138,6 +140,7 @@ class Evaluation:
     n_training_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
     purchase_days: np.ndarray | None = None  # per holdout customer: distinct purchase days in the window
+    notes: dict[str, str] = field(default_factory=dict)  # decided from the data (resolve_for_data): MLflow tags
 
     @property
     def customers(self) -> int:
@@ -159,8 +162,9 @@ def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluat
     horizon_days=..., config=...)``, it returns the models, the rows per origin and the row count;
     None builds and fits them in this process.
     """
+    plan = plan_origins(tables, cutoff=cutoff, training=config.training)
+    config, notes = resolve_for_data(config, tables, cutoff=plan.cutoff)
     cfg = config.training
-    plan = plan_origins(tables, cutoff=cutoff, training=cfg)
     if plan.model_horizon_days != (cfg.label_horizon_days or cfg.horizon_days):
         # The boosters learn shorter windows than the horizon (plan_origins): their BTYD features follow.
         config = with_overrides(config, label_horizon_days=plan.model_horizon_days)
@@ -247,7 +251,42 @@ def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluat
         n_training_rows=n_rows,
         seconds=seconds,
         purchase_days=holdout_labels["purchase_days"].to_numpy(int),
+        notes=notes,
     )
+
+
+def resolve_for_data(config: Config, tables: Tables, *, cutoff) -> tuple[Config, dict[str, str]]:
+    """The configuration as a run on these tables uses it, and what was decided from the data.
+
+    - ``business: auto``: the mode detected from the history up to ``cutoff``
+      (:func:`features.subscription.detect_business`), logged at INFO with its evidence; a mode set
+      in the configuration is kept (and said so).
+    - event types not in ``features.event_types`` are reported (a warning with their counts) and
+      the usable ones appended (:func:`features.event_types.resolve_event_types`).
+
+    Returns
+    -------
+    config : Config
+    notes : dict of str to str
+        MLflow tags of the run: ``business``, ``business_source`` (``config`` or ``detected``),
+        ``business_evidence``, and those of :meth:`features.event_types.EventTypeReport.tags`.
+    """
+    notes: dict[str, str] = {}
+    if config.business == "auto":
+        business, evidence = detect_business(tables, cutoff=cutoff)
+        config = with_business(config, business)
+        notes.update(business=business, business_source="detected", business_evidence=evidence)
+        log.info("business mode %s, detected from the data up to %s (%s); set business in the config to decide",
+                 business, cutoff.date() if hasattr(cutoff, "date") else cutoff, evidence)
+    else:
+        notes.update(business=config.business, business_source="config")
+    features, report = resolve_event_types(config.features, tables.events, cutoff=cutoff)
+    if report.unknown_events:
+        log.warning("%s", report.message())
+    if features is not config.features:
+        config = config.model_copy(update={"features": features})
+    notes.update(report.tags())
+    return config, notes
 
 
 def _calibration_window(history: Tables, plan: Plan, models: ClvModels, config: Config):
@@ -341,6 +380,7 @@ def _tags(tables: Tables, ev: Evaluation) -> dict[str, str]:
         "training_origins": ",".join(str(o.date()) for o in ev.plan.origins),
         "holdout_customers": str(ev.customers),
         "training_rows": str(ev.n_training_rows),
+        **ev.notes,
     }
 
 

@@ -47,7 +47,8 @@ def new_customer_clv(
         Realised margin since acquisition (currency units) indexed by ``customer_id``; missing = 0.
     curves : DataFrame, optional
         Indexed by channel, with ``clv_from_acquisition``, ``first_order_margin``, ``clv_lower``,
-        ``clv_upper`` (currency units).
+        ``clv_upper`` (currency units), optionally ``basis`` (default ``"champion"``; the
+        contractual model's curves of a subscription scoring say ``"contractual"``).
 
     Returns
     -------
@@ -68,7 +69,8 @@ def new_customer_clv(
         return pd.DataFrame(
             {"customers": counts.to_numpy(), "new_customer_clv": curves["clv_from_acquisition"].to_numpy(dtype=float),
              "new_customer_clv_lower": first + curves["clv_lower"].to_numpy(dtype=float),
-             "new_customer_clv_upper": first + curves["clv_upper"].to_numpy(dtype=float), "basis": "champion"},
+             "new_customer_clv_upper": first + curves["clv_upper"].to_numpy(dtype=float),
+             "basis": curves["basis"].to_numpy(dtype=object) if "basis" in curves else "champion"},
             index=pd.Index(curves.index, name="channel"),
         ).sort_index()  # fmt: skip
     value = young["clv"].to_numpy(dtype=float)

@@ -204,7 +204,8 @@ def compute_budget(
     horizon_days = run.horizon_days
     as_of = pd.Timestamp(run.as_of)
     df = _prepare(tables, scores)
-    _warn_if_clv_differs(df, horizon_days=horizon_days, clv=clv)
+    if run.business != "subscription":  # there the CLV sums the whole survival curve, beyond the K horizons
+        _warn_if_clv_differs(df, horizon_days=horizon_days, clv=clv)
 
     realised = realised_margin(tables, df, as_of, horizon_days=horizon_days, clv=clv)
     realised_per_customer = np.bincount(realised["row"], weights=realised["margin"], minlength=len(df))

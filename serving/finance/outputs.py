@@ -139,7 +139,7 @@ def write_budget(result: BudgetResult, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def write_report(result: BudgetResult, path: str | Path) -> Path:
+def write_report(result: BudgetResult, path: str | Path, *, saas: dict | None = None) -> Path:
     """Write the HTML report of ``result`` (:func:`serving.finance.report.render_report`) to ``path``.
 
     Parameters
@@ -147,6 +147,8 @@ def write_report(result: BudgetResult, path: str | Path) -> Path:
     result : BudgetResult
     path : str or Path
         File to write (UTF-8); its parent directories are created if missing.
+    saas : dict of str to DataFrame, optional
+        The SaaS tables of a subscription business: their section in the report.
 
     Returns
     -------
@@ -155,5 +157,5 @@ def write_report(result: BudgetResult, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(result), encoding="utf-8")
+    path.write_text(render_report(result, saas=saas), encoding="utf-8")
     return path

@@ -436,13 +436,90 @@ def _tables(result) -> dict[str, _Table]:
     }
 
 
-def render_report(result) -> str:
+def _pct(x) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _chart_retention(cohort_retention: pd.DataFrame) -> str:
+    """Share still subscribed by months since the first invoice: one line per signup year (mean of its cohorts)."""
+    fig, ax = _figure()
+    frame = cohort_retention.set_index("cohort")
+    ages = [c for c in frame.columns if str(c).isdigit()]
+    curves = frame[ages].astype(float)
+    curves.columns = [int(c) for c in ages]
+    years = pd.Index(frame.index.astype(str).str[:4], name="year")
+    for i, (year, group) in enumerate(curves.groupby(years)):
+        mean = group.mean(axis=0).dropna()
+        ax.plot(mean.index, mean.to_numpy(), color=PALETTE[i % len(PALETTE)], label=f"signed up in {year}")
+    ax.set_xlabel("months since the first invoice")
+    ax.set_ylabel("share still subscribed")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.grid(alpha=0.3)
+    return _data_uri(fig)
+
+
+def _saas_tables(saas: dict[str, pd.DataFrame]) -> dict[str, _Table]:
+    """The subscription section's tables (from :func:`serving.subscription_mode.saas_tables`), by id."""
+    bridge = saas["mrr_bridge"].tail(12)
+    out = {"saas_mrr": _Table(
+        "saas_mrr", ["Month", "MRR at start", "New", "Expansion", "Contraction", "Churned", "Reactivated", "MRR", "ARR",
+                     "Customers"],
+        [[str(pd.Timestamp(r["month"]).strftime("%Y-%m")), *(fmt_money(r[c]) for c in (
+            "mrr_start", "new", "expansion", "contraction", "churned", "reactivated", "mrr", "arr")),
+          f"{int(r['customers']):,}"] for _, r in bridge.iterrows()],
+    )}
+    churn_rows = []
+    for kind in ("channel", "plan"):
+        for _, r in saas[f"churn_by_{kind}"].iterrows():
+            churn_rows.append([kind, str(r[kind]), _pct(r["logo_churn"]), _pct(r["revenue_churn"]),
+                               _pct(r["net_revenue_churn"])])
+    out["saas_churn"] = _Table("saas_churn", ["By", "Group", "Logo churn / month", "Revenue churn / month",
+                                              "Net revenue churn / month"], churn_rows, text_cols=2)
+    retention = saas["retention"]
+    if len(retention):
+        latest = retention.loc[pd.to_datetime(retention["base_month"]) == pd.to_datetime(retention["base_month"]).max()]
+        out["saas_retention"] = _Table(
+            "saas_retention", ["Channel", "Base month", "Customers", "GRR, 12 months", "NRR, 12 months"],
+            [[str(r["channel"]), str(pd.Timestamp(r["base_month"]).strftime("%Y-%m")), f"{int(r['customers']):,}",
+              _pct(r["grr"]), _pct(r["nrr"])] for _, r in latest.iterrows()], text_cols=2)
+    new = saas["new_subscriber_clv"]
+    out["saas_new"] = _Table(
+        "saas_new", ["Channel", "Recent signups", "CLV of a new subscriber", "80% interval", "Mean CAC", "LTV:CAC",
+                     "Payback, months"],
+        [[str(r["channel"]), f"{int(r['signups']):,}", fmt_money(r["clv"]),
+          f"{fmt_money(r['clv_lower'])} – {fmt_money(r['clv_upper'])}", fmt_money(r["acquisition_cost"]),
+          fmt_ratio(r["ltv_cac"]), fmt_months(r["payback_months"])] for _, r in new.iterrows()])
+    payback = saas["cac_payback"]
+    if len(payback):
+        out["saas_payback"] = _Table(
+            "saas_payback", ["Channel", "Customers", "Mean CAC", "First MRR", "Payback, months (CAC / margin of the "
+                             "first MRR)", "Payback, months (observed margin)"],
+            [[str(r["channel"]), f"{int(r['customers']):,}", fmt_money(r["mean_cac"]), fmt_money(r["first_mrr"]),
+              fmt_months(r["payback_months_formula"]), fmt_months(r["payback_months_observed"])]
+             for _, r in payback.iterrows()])
+    if "clv_by_channel" in saas:
+        out["saas_classic"] = _Table(
+            "saas_classic", ["Channel", "Subscribers", "MRR", "Mean CLV (contractual)", "Mean CLV (classic)",
+                             "Classic / contractual"],
+            [[str(r["channel"]), f"{int(r['subscribers']):,}", fmt_money(r["mrr"]), fmt_money(r["clv"]),
+              fmt_money(r["clv_classic"]), fmt_ratio(r["classic_over_contractual"])]
+             for _, r in saas["clv_by_channel"].iterrows()])
+    return out
+
+
+def render_report(result, saas: dict[str, pd.DataFrame] | None = None) -> str:
     """The HTML page of a :class:`serving.finance.BudgetResult`.
 
     Parameters
     ----------
     result : BudgetResult
         Frames and headline numbers from :func:`serving.finance.compute_budget`.
+    saas : dict of str to DataFrame, optional
+        The SaaS tables of a subscription business (:func:`serving.subscription_mode.saas_tables`):
+        adds a section with the MRR bridge, logo and revenue churn by channel and plan, GRR and NRR,
+        the cohort retention curves, the new subscriber's CLV, LTV:CAC and payback, and the classic
+        formula beside the contractual CLV (tables ``saas_*``, one more chart).
 
     Returns
     -------
@@ -488,6 +565,8 @@ def render_report(result) -> str:
         segment_rules=list(_segment_definitions().items()),
         p_alive=_p_alive_figures(result.segments),
         diagnostics=diagnostics,
+        saas=None if saas is None else {"tables": _saas_tables(saas),
+                                        "retention_chart": _chart_retention(saas["cohort_retention"])},
     )
 
 

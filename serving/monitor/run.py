@@ -23,6 +23,7 @@ from serving.monitor.history import HistoryWrite, append_scores, read_history
 from serving.monitor.outputs import REPORT_NAME, SUMMARY_NAME, monitor_metrics, summary, write_report, write_summary
 from serving.scores import write_scores
 from serving.scoring import score_tables
+from serving.subscription_mode import scoring_model
 from training import pipeline, registry
 from training.config import Config
 
@@ -155,7 +156,8 @@ def retrain(
     trained = pipeline.train(tables, config=config, promote=promote)
     champion = registry.load_champion()
     as_of = as_of or data_end_of(tables)
-    scores = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv)
+    contractual = scoring_model(tables, cutoff=as_of, config=config, champion=champion)
+    scores = score_tables(tables, as_of=as_of, champion=champion, clv=config.clv, contractual=contractual)
     out = Path(out_dir)
     scores_path = write_scores(scores, out / "scores.parquet")
     written = append_scores(scores, history)
