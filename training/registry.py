@@ -93,6 +93,7 @@ from features.btyd import BTYDParams
 from features.config import FeatureConfig
 from features.schema import feature_set_id
 from training.artifact import SERVING_FORMAT_VERSION, ServingArtifact
+from training.diagnostics import TABLES as DIAGNOSTIC_TABLES, read_table
 from training.lifetime import LifetimeModel
 from training.models import ClvModels, FeatureEncoder
 
@@ -811,9 +812,7 @@ def run_diagnostics(run_id: str) -> dict[str, pd.DataFrame]:
 
     Tables the run did not log are left out: an empty dict for a run logged before them.
     """
-    from training.diagnostics import TABLES, read_table
-
-    return {name: read_table(name, path) for name, path in run_tables(run_id, TABLES).items()}
+    return {name: read_table(name, path) for name, path in run_tables(run_id, DIAGNOSTIC_TABLES).items()}
 
 
 def _run_of(version) -> str | None:
