@@ -189,7 +189,7 @@ def test_realised_performance_equals_the_hand_computation(year, tables):
 def test_the_registered_model_has_seen_the_last_days(trained, tables, config):
     """The refit: origins moved forward by H, the last window ending on the last day, fitted alike."""
     from training.models import ClvModels
-    from training.training_set import TrainingSet, build_training_set, drop_degenerate_origins
+    from training.training_set import TrainingSet, build_training_matrix, build_training_set, degenerate_rows, drop_degenerate_origins
 
     champion = registry.load_champion()
     serving = champion.serving
@@ -203,10 +203,14 @@ def test_the_registered_model_has_seen_the_last_days(trained, tables, config):
     history = history_until(tables, TRAIN_END)
     training = build_training_set(history, origins=serving.training_origins, horizon_days=91, config=config.features)
     frame = drop_degenerate_origins(training.frame, needed=2)
-    X, labels = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
-    by_hand = ClvModels(training=config.training).fit(
-        X, churned=labels["churn"].to_numpy(bool), spend=labels["spend"].to_numpy(float), origin=labels["cutoff"]
-    )
+    X, _ = TrainingSet(frame, training.btyd, training.feature_set_id).split(config.features)
+    # The pipeline fits on the same rows encoded in float32 (build_training_matrix).
+    matrix = build_training_matrix(
+        history, origins=serving.training_origins, horizon_days=91, config=config.features,
+        exclude_features=config.training.exclude_features,
+    )  # fmt: skip
+    keep = degenerate_rows(matrix.offset_features, matrix.labels["cutoff"].to_numpy(), needed=2)
+    by_hand = ClvModels(training=config.training).fit_matrix(matrix.rows(keep))
     sample = X.tail(300)
     pd.testing.assert_frame_equal(champion.models.predict(sample), by_hand.predict(sample))
     evaluated = registry.load_evaluated_models(champion)
