@@ -308,33 +308,3 @@ def _python_id(value) -> tuple[str | None, str | None]:
         return ("0" if text == "-0" else text), None
     return None, RULE_ID_TYPE
 
-
-def _id_array(values) -> pa.Array | pa.ChunkedArray:
-    """Ids as an Arrow large-string array (no copy for pandas' Arrow-backed ``str`` columns)."""
-    inner = getattr(values, "array", None)
-    if inner is not None and hasattr(inner, "__arrow_array__"):
-        arr = pa.array(inner)
-    else:
-        arr = pa.array(np.asarray(values, dtype=object), from_pandas=True, type=pa.large_string())
-    return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
-
-
-def isin_ids(values, candidates) -> np.ndarray:
-    """Whether each id of ``values`` is one of ``candidates``, through Arrow's hash set.
-
-    Hand-written because the two library routes are quadratic or slow on a book's ids: numpy's
-    ``isin`` compares object arrays pair by pair (minutes on 400,000 events against 20,000
-    buyers), and pandas' ``isin`` on ``str`` columns builds a Python scalar per candidate (minutes
-    at 1,000,000 customers).
-
-    Parameters
-    ----------
-    values, candidates : array-like of str
-        Ids (pandas Series, Index or arrays; missing values never match).
-
-    Returns
-    -------
-    ndarray of bool, shape (len(values),)
-    """
-    found = pc.is_in(_id_array(values), value_set=_id_array(candidates), skip_nulls=True)
-    return np.asarray(found.fill_null(False), dtype=bool)

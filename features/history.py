@@ -37,6 +37,7 @@ __all__ = [
     "arrow_strings",
     "filter_rows",
     "known_customers",
+    "isin_ids",
     "lookup",
     "no_customer_error",
     "prepare_history",
@@ -64,6 +65,26 @@ def lookup(values: pa.Array | pa.ChunkedArray, value_set: pa.Array) -> np.ndarra
     """Position in ``value_set`` of each value, -1 where absent (one hash probe per value)."""
     found = pc.index_in(values, value_set=value_set.cast(values.type))
     return np.asarray(pc.fill_null(found, -1), dtype=np.int64)
+
+
+def isin_ids(values, candidates) -> np.ndarray:
+    """Whether each id of ``values`` is one of ``candidates``, through Arrow's hash set (as :func:`lookup`).
+
+    Why not the libraries' isin: numpy's compares object arrays pair by pair (minutes on 400,000
+    events against 20,000 buyers), and pandas' on ``str`` columns builds a Python scalar per
+    candidate (minutes at 1,000,000 customers).
+
+    Parameters
+    ----------
+    values, candidates : array-like of str
+        Ids (pandas Series, Index, arrays or lists; missing values never match).
+
+    Returns
+    -------
+    ndarray of bool, shape (len(values),)
+    """
+    found = pc.is_in(arrow_strings(values), value_set=arrow_strings(candidates), skip_nulls=True)
+    return np.asarray(pc.fill_null(found, False), dtype=bool)
 
 
 @dataclass(frozen=True, eq=False)

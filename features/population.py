@@ -32,8 +32,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.contract import Tables, isin_ids
+from features.contract import Tables
 from features.dates import parse_cutoff
+from features.history import isin_ids
 
 __all__ = ["KINDS", "KNOWN_KINDS", "PROSPECT_KINDS", "customer_population"]
 

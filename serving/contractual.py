@@ -61,6 +61,7 @@ from scipy.special import betaln, hyp2f1
 from features.btyd.shifted_beta_geo import SBGParams, fit_sbg
 from features.contract import Tables
 from features.dates import parse_cutoff
+from features.history import isin_ids
 from features.subscription import add_months, plan_names, subscription_spells, subscription_state
 from serving.finance.saas import churn_rates, mrr_movements
 
@@ -681,7 +682,7 @@ def new_subscriber_clv(
     start = pd.Timestamp(model.cutoff) + pd.Timedelta(days=1) - pd.Timedelta(days=int(lookback_days))
     # The first period's plan: the signup's, from the first invoice.
     recent = first.loc[first["started_at"] >= start, ["customer_id"]].copy()
-    first_invoice = tables.transactions.loc[tables.transactions["customer_id"].isin(recent["customer_id"])]
+    first_invoice = tables.transactions.loc[isin_ids(tables.transactions["customer_id"], recent["customer_id"])]
     first_invoice = first_invoice.sort_values("timestamp").drop_duplicates("customer_id").set_index("customer_id")
     recent["mrr"] = first_invoice.reindex(recent["customer_id"])["amount"].to_numpy() / settings.billing_months
     recent["plan"] = plan_names(recent["mrr"].to_numpy(), settings.plans)

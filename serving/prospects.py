@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.contract import Tables, isin_ids
+from features.contract import Tables
 from features.dates import parse_cutoff
+from features.history import isin_ids
 from features.population import PROSPECT_KINDS, customer_population
 from serving import clv as C
 from training.config import ClvConfig

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, feature_columns
-from features.contract import Tables, isin_ids
+from features.contract import Tables
 from features.dates import parse_cutoff
-from features.history import History, prepare_history
+from features.history import History, isin_ids, prepare_history
 from features.io import load_tables
 from features.population import KINDS, PROSPECT_KINDS, customer_population
 from features.schema import feature_schema

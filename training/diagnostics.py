@@ -24,8 +24,8 @@ from features.btyd import (
     bgnbd_expected_purchases_new,
     bgnbd_probability_alive,
 )
-from features.contract import isin_ids
 from features.dates import parse_cutoff
+from features.history import isin_ids
 
 __all__ = ["TABLES", "calibration_holdout_table", "frequency_recency_matrix", "read_table", "transaction_tracking"]
 

@@ -38,7 +38,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.btyd import BGNBDParams
-from features.contract import Tables, isin_ids
+from features.contract import Tables
+from features.history import isin_ids
 from features.population import KNOWN_KINDS, customer_population
 from serving import clv as C
 from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv

@@ -38,6 +38,7 @@ import pandas as pd
 
 from features.contract import Tables
 from features.dates import history_until, parse_cutoff
+from features.history import isin_ids
 from features.subscription import plan_names
 
 __all__ = [
@@ -414,7 +415,7 @@ def cac_payback(
             f"customers: rule 'has columns customer_id, channel, acquisition_cost': missing {sorted(missing)}"
         )
     cac = customers.dropna(subset=["acquisition_cost"]).drop_duplicates("customer_id").set_index("customer_id")
-    rows = movements.loc[movements["customer_id"].isin(cac.index) & (movements["mrr"] != 0)]
+    rows = movements.loc[isin_ids(movements["customer_id"], cac.index) & (movements["mrr"] != 0).to_numpy()]
     cohort_start = pd.to_datetime(rows["cohort"], format="%Y-%m")
     age = ((rows["month"].dt.year - cohort_start.dt.year) * 12
            + (rows["month"].dt.month - cohort_start.dt.month)).to_numpy()
