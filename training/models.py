@@ -359,7 +359,7 @@ class ClvModels:
         cats = encoder.categorical_columns or "auto"
         names = {"feature_name": list(encoder.columns)}
         # The latest origins are the last rows: the two slices are views, not copies.
-        train_rows, valid_rows = _rows(is_train), _rows(is_valid)
+        train_rows, valid_rows = row_selection(is_train), row_selection(is_valid)
 
         # Churn classifier, early-stopped on the time-held-out slice.
         self.churn_model_ = lgb.LGBMClassifier(
@@ -653,7 +653,7 @@ class ClvModels:
         }
 
 
-def _rows(mask: np.ndarray) -> slice | np.ndarray:
+def row_selection(mask: np.ndarray) -> slice | np.ndarray:
     """``mask`` as a slice when its rows are one contiguous run (indexing then gives a view), else itself."""
     where = np.flatnonzero(mask)
     if len(where) and where[-1] - where[0] + 1 == len(where):

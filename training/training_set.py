@@ -27,7 +27,7 @@ from features.history import prepare_history
 from features.schema import feature_names, feature_schema, feature_set_id
 from features.spec import FeatureSpec, assemble
 from training.config import BTYD_OFFSET_FEATURES, TrainingConfig
-from training.models import FeatureEncoder
+from training.models import FeatureEncoder, row_selection
 from training.labels import LABEL_SCHEMA, build_labels
 
 log = logging.getLogger(__name__)
@@ -367,9 +367,7 @@ class TrainingMatrix:
         """
         if keep is None or keep.all():
             return self
-        where = np.flatnonzero(keep)
-        contiguous = len(where) > 0 and where[-1] - where[0] + 1 == len(where)
-        index = slice(where[0], where[-1] + 1) if contiguous else where
+        index = row_selection(keep)
         return TrainingMatrix(
             self.matrix[index], self.encoder, self.labels.iloc[index], self.offset_features.iloc[index],
             self.btyd, self.feature_set_id,
@@ -412,24 +410,21 @@ def build_training_matrix(
     numeric_names = [columns[i] for i in numeric]
     label_columns = [s.name for s in LABEL_SCHEMA] + [CUTOFF_COLUMN.name]
     offset_columns = [c for c in BTYD_OFFSET_FEATURES if c in specs]
-    blocks, levels, label_frames, offset_frames, params = [], [], [], [], {}
+    blocks, label_frames, offset_frames, params = [], [], [], {}
     for origin, frame, btyd in _origin_frames(
         tables, origins=origins, horizon_days=horizon_days, config=config, churn_definition=churn_definition
     ):
         block = np.full((len(frame), len(columns)), np.nan, dtype=np.float32)
         block[:, numeric] = frame[numeric_names].to_numpy(dtype=np.float32, na_value=np.nan)
         blocks.append((block, frame[categorical]))
-        levels.append({c: frame[c].dropna().astype(str).unique() for c in categorical})
         label_frames.append(frame[label_columns])
         offset_frames.append(frame[offset_columns].astype("float64"))
         params[origin] = btyd
         del frame
-    # FeatureEncoder.fit's rule (levels seen in training, sorted) on the union over the origins.
-    categories = {
-        c: tuple(pd.Series(pd.unique(np.concatenate([lv[c] for lv in levels]) if levels else np.array([], object)))
-                 .sort_values(kind="stable").tolist())
-        for c in categorical
-    }  # fmt: skip
+    # The levels seen at every origin, by FeatureEncoder.fit's own rule (only the few string columns).
+    strings = pd.concat([s for _, s in blocks]) if blocks else pd.DataFrame({c: pd.array([], dtype="str") for c in categorical})
+    categories = FeatureEncoder.fit(strings).categories
+    del strings
     encoder = FeatureEncoder(columns=tuple(columns), categories=categories)
     matrix = np.empty((sum(len(b) for b, _ in blocks), len(columns)), dtype=np.float32)
     start = 0
