@@ -56,10 +56,10 @@ from features.io.sources import RawTable
 from features.io.validate import validate_table
 from features.schema import feature_names, feature_schema
 from features.spec import FeatureSpec, assemble
-from training.config import Config, TrainingConfig
+from training.config import BTYD_OFFSET_FEATURES, Config, TrainingConfig
 from training.labels import LABEL_SCHEMA, build_labels
 from training.models import ClvModels, FeatureEncoder, TrainingDataError, btyd_offsets, lightgbm_params
-from training.training_set import TrainingInputError, training_set_schema, unidentified_fit
+from training.training_set import degenerate_origins, training_set_schema
 
 log = logging.getLogger(__name__)
 
@@ -523,32 +523,18 @@ class ClusterTrainer:
 
 
 def _drop_degenerate(rows, *, cfg: TrainingConfig, btyd: dict, needed: int):
-    """:func:`training.training_set.drop_degenerate_origins` as reductions: the same rule, the same warnings."""
-    from training.config import BTYD_OFFSET_FEATURES
+    """:func:`training.training_set.drop_degenerate_origins` with the share of bad rows per origin as a reduction.
 
+    The rule and its warnings are :func:`training.training_set.degenerate_origins`.
+    """
     finite = rows.map_partitions(
         lambda f: pd.Series(np.isfinite(f[list(BTYD_OFFSET_FEATURES)].to_numpy(dtype=float)).all(axis=1), index=f.index),
         meta=pd.Series([], dtype=bool),
     )  # fmt: skip
     rows = rows.assign(_finite=finite)
-    share_bad = (1.0 - rows.groupby("cutoff")["_finite"].mean()).compute()
-    reasons = {}
-    if cfg.drop_unidentified_origins:
-        reasons = {o: why for o, params in btyd.items() if (why := unidentified_fit(params)) is not None}
-    if reasons:
-        log.warning("BG/NBD unidentified at training origin(s) %s; those origins are left out",
-                    ", ".join(f"{o} ({why})" for o, why in sorted(reasons.items())))  # fmt: skip
-    degenerate = sorted({pd.Timestamp(o) for o in share_bad.index[share_bad >= 0.5]} | {pd.Timestamp(o) for o in reasons})
-    kept_origins = [o for o in share_bad.index if pd.Timestamp(o) not in degenerate]
-    if len(kept_origins) < needed:
-        days = ", ".join(str(o.date()) for o in degenerate)
-        raise TrainingInputError(
-            f"the BG/NBD fit is degenerate (unidentified, or non-finite forecasts) at training origin(s) {days}, which leaves "
-            f"{len(kept_origins)} origin(s), {needed} needed: use a later cutoff or fewer, later origins"
-        )
-    if degenerate:
-        log.warning("BG/NBD fit degenerate at training origin(s) %s; training on the other %d origins",
-                    ", ".join(str(o.date()) for o in degenerate), len(kept_origins))  # fmt: skip
+    share_bad = (1.0 - rows.groupby("cutoff")["_finite"].mean()).compute().sort_index()
+    degenerate = degenerate_origins(share_bad, needed=needed, btyd=btyd if cfg.drop_unidentified_origins else None)
+    if len(degenerate):
         rows = rows[~rows["cutoff"].isin(list(degenerate))]
     return rows[rows["_finite"]].drop(columns=["_finite"])
 

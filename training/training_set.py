@@ -41,6 +41,7 @@ __all__ = [
     "TrainingSet",
     "build_training_matrix",
     "build_training_set",
+    "degenerate_origins",
     "degenerate_rows",
     "drop_degenerate_origins",
     "unidentified_fit",
@@ -517,21 +518,54 @@ def degenerate_rows(
         When fewer than ``needed`` origins are left.
     """
     finite = np.isfinite(offset_features.to_numpy(dtype=float)).all(axis=1)
-    reasons = {o: why for o, params in (btyd or {}).items() if (why := unidentified_fit(params)) is not None}
-    if finite.all() and not reasons:
+    if finite.all() and not any(unidentified_fit(params) for params in (btyd or {}).values()):
         return None
-    share_bad = pd.Series(~finite).groupby(origin).mean()
-    unidentified = pd.DatetimeIndex([pd.Timestamp(o) for o in reasons]).to_numpy()
-    if len(reasons):
+    degenerate = degenerate_origins(pd.Series(~finite).groupby(origin).mean(), needed=needed, btyd=btyd)
+    whole = np.isin(origin, degenerate)
+    keep = finite & ~whole
+    scattered = int((~finite & ~whole).sum())
+    if scattered:
+        log.warning("%d training rows with a non-finite BG/NBD forecast dropped (of %d)", scattered, len(origin))
+    return keep
+
+
+def degenerate_origins(share_bad: pd.Series, *, needed: int, btyd: dict[dt.date, BTYDParams] | None = None) -> np.ndarray:
+    """The origins :func:`degenerate_rows` leaves out whole, said in the log.
+
+    The rule, shared with the cluster path (:mod:`serving.cluster`), which computes ``share_bad``
+    as a reduction: an origin whose BG/NBD fit :func:`unidentified_fit` rejects, or where half its
+    rows or more have a non-finite BTYD forecast.
+
+    Parameters
+    ----------
+    share_bad : Series
+        Share of the rows with a non-finite BTYD offset feature, indexed by origin (datetime64),
+        one entry per origin with rows.
+    needed : int
+        Origins the fit needs.
+    btyd : dict of date to BTYDParams, optional
+        The fit at each origin (None: identification is not checked).
+
+    Returns
+    -------
+    ndarray of datetime64
+        The origins left out, sorted.
+
+    Raises
+    ------
+    TrainingInputError
+        When fewer than ``needed`` origins are left.
+    """
+    reasons = {o: why for o, params in (btyd or {}).items() if (why := unidentified_fit(params)) is not None}
+    if reasons:
         log.warning(
             "BG/NBD unidentified at training origin(s) %s; those origins are left out",
             ", ".join(f"{o} ({why})" for o, why in sorted(reasons.items())),
         )
-    degenerate = np.union1d(share_bad.index[share_bad >= 0.5].to_numpy(), unidentified)
-    whole = np.isin(origin, degenerate)
-    keep = finite & ~whole
+    unidentified = pd.DatetimeIndex([pd.Timestamp(o) for o in reasons]).to_numpy()
+    degenerate = np.union1d(share_bad.index[(share_bad >= 0.5).to_numpy()].to_numpy(), unidentified)
+    left = int((~np.isin(share_bad.index.to_numpy(), degenerate)).sum())
     days = ", ".join(str(pd.Timestamp(o).date()) for o in degenerate)
-    left = pd.unique(origin[keep]).size
     if left < needed:
         raise TrainingInputError(
             f"the BG/NBD fit is degenerate (unidentified, or non-finite forecasts) at training origin(s) {days}, which leaves "
@@ -543,7 +577,4 @@ def degenerate_rows(
             "customers); training on the other %d origins",
             days, left,
         )  # fmt: skip
-    scattered = int((~finite & ~whole).sum())
-    if scattered:
-        log.warning("%d training rows with a non-finite BG/NBD forecast dropped (of %d)", scattered, len(origin))
-    return keep
+    return degenerate
