@@ -44,13 +44,13 @@ def _not_yet(measured: str):
 @pytest.mark.parametrize(
     "metric, bound, better",
     [
-        pytest.param("mae", 20.5, "lower", marks=_not_yet("MAE 21.99 (BTYD 21.18)")),
+        pytest.param("mae", 20.5, "lower", marks=_not_yet("MAE 22.01 (BTYD 21.18)")),
         # 0.7502 before the spend curve read the boosters' forecast for the season of the window
         # ahead (0.7468 with it, 0.7438 with the unidentified early origins left out).
-        pytest.param("gini", 0.75, "higher", marks=_not_yet("Gini 0.7438")),
-        pytest.param("spearman", 0.45, "higher", marks=_not_yet("Spearman 0.4442")),
+        pytest.param("gini", 0.75, "higher", marks=_not_yet("Gini 0.7432")),
+        pytest.param("spearman", 0.45, "higher", marks=_not_yet("Spearman 0.4462")),
         ("decile_mape", 0.20, "lower"),
-        pytest.param("churn_auc", 0.81, "higher", marks=_not_yet("churn AUC 0.793 (BTYD 0.799)")),
+        pytest.param("churn_auc", 0.81, "higher", marks=_not_yet("churn AUC 0.794 (BTYD 0.799)")),
     ],
 )
 def test_clvcast_beats_the_classic_models(cdnow_backtest, metric, bound, better):
@@ -58,7 +58,7 @@ def test_clvcast_beats_the_classic_models(cdnow_backtest, metric, bound, better)
     assert (value <= bound) if better == "lower" else (value >= bound), f"{metric} = {value:.4f}"
 
 
-@_not_yet("total predicted 519,513 = actual x 1.091")
+@_not_yet("total predicted 522,325 = actual x 1.097")
 def test_total_within_five_percent(cdnow_backtest):
     ratio = cdnow_backtest["models"]["clvcast"]["total_predicted"] / cdnow_backtest["total_actual"]
     assert abs(ratio - 1) <= 0.05, f"total predicted / actual = {ratio:.4f}"
