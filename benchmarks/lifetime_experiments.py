@@ -92,6 +92,8 @@ VARIANTS: dict[str, Variant] = {
                                               "lifetime__calibrate_spend_level": True}),
     "min-history-28": Variant("training origins at least 28 days after the first purchase (no unidentified early BTYD fits)",
                               {"training__min_history_days": 28}),
+    "one-process": Variant("the dropout process fitted on every customer together (no channel levels)",
+                           {"lifetime__dropout_covariate": None}),
     "min-history-42": Variant("training origins at least 42 days after the first purchase",
                               {"training__min_history_days": 42}),
     "min-history-56": Variant("training origins at least 56 days after the first purchase",

@@ -54,8 +54,9 @@ def new_customer_curves(
     acquired_at : date-like
         Acquisition day: the first order is on it, and the curve starts the day after.
     first_order_value : float or mapping of channel to float, optional
-        Value of the first order, currency units; default: the population's expected value of a
-        purchase day (Gamma-Gamma, p v / (q − 1)).
+        Value of the first order, currency units; default: the expected value of a purchase day
+        (Gamma-Gamma, p v / (q − 1)) of the channel when the dropout process is fitted by channel
+        (``lifetime.dropout_covariate``), else of the population.
     covariates : mapping of channel to {column: value}, optional
         Other ``customers`` columns the features use (e.g. ``region``); missing ones are unknown.
     clv : ClvConfig, optional
@@ -81,12 +82,14 @@ def new_customer_curves(
         raise ValueError(f"channels: rule 'at least one, each once': got {channels}")
     clv = clv or champion_clv_config(champion)
     day = pd.Timestamp(parse_cutoff(acquired_at))
-    gg = champion.lifetime.params.gamma_gamma
-    population_value = gg.p * gg.v / (gg.q - 1.0) if gg.q > 1 else float("nan")
+    params = champion.lifetime.params
+    by_channel = params.by_level is not None and params.by_level.column == "channel"
+    mean_value = params.mean_order_value(channels if by_channel else [None] * len(channels))
+    typical = dict(zip(channels, (float(v) for v in mean_value), strict=True))
     if first_order_value is None:
-        values = {c: population_value for c in channels}
+        values = typical
     elif isinstance(first_order_value, Mapping):
-        values = {c: float(first_order_value.get(c, population_value)) for c in channels}
+        values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
     else:
         values = {c: float(first_order_value) for c in channels}
     ids = [NEW_CUSTOMER_PREFIX + c for c in channels]

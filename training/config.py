@@ -437,6 +437,15 @@ class LifetimeConfig(BaseModel):
         (:attr:`training.lifetime.LifetimeModel.spend_scale`). Off: on the CDNOW pseudo-holdouts it
         brought the total 1 to 3 points closer, on the synthetic books it moved the worst horizon
         further from what customers spent (0.105 off on seed 3).
+    dropout_covariate : str or None
+        A ``customers`` column (categorical) by whose levels the dropout process is fitted
+        (:mod:`features.btyd.covariates`): each level's purchase rate, dropout rate and purchase-day
+        value scale on the base's, so a channel whose customers leave faster decays faster beyond
+        the boosters' horizon. None, or a book without the column: one process for every customer.
+    min_level_customers : int
+        Fewest customers a level needs at the training cutoff for its own effects.
+    level_prior_sd : float
+        Standard deviation of the normal prior of the level effects (log scale).
 
     How the defaults were chosen: on synthetic books other than the benchmark's (seeds 2 and 3,
     same protocol) and CDNOW pseudo-holdouts that end before the benchmark windows; see
@@ -448,9 +457,12 @@ class LifetimeConfig(BaseModel):
     seasonal: bool = True
     season_adjusted_boosters: bool = True
     alive_persistence: float = Field(1.0, ge=0, le=1)
-    level_persistence: float = Field(0.0, ge=0, le=1)
+    level_persistence: float = Field(0.5, ge=0, le=1)
     interval_coverage: float = Field(0.8, gt=0, lt=1)
     calibrate_spend_level: bool = False
+    dropout_covariate: str | None = "channel"
+    min_level_customers: int = Field(30, ge=1)
+    level_prior_sd: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
 class Config(BaseModel):

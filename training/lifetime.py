@@ -194,7 +194,10 @@ def fit_lifetime_model(
         ``interval_level`` are given.
     """
     h = prepare_history(history, cutoff)
-    params = fit_lifetime(h, time_unit_days=time_unit_days, seasonal=settings.seasonal)
+    params = fit_lifetime(
+        h, time_unit_days=time_unit_days, seasonal=settings.seasonal, level_column=settings.dropout_covariate,
+        min_level_customers=settings.min_level_customers, level_prior_sd=settings.level_prior_sd,
+    )  # fmt: skip
     season = training_season_index(params, origins, origin_rows, model_horizon_days) if settings.season_adjusted_boosters else None
     model = LifetimeModel(
         params=params,

@@ -368,6 +368,8 @@ def _artifacts(ev: Evaluation, tables: Tables) -> tuple[dict[str, pd.DataFrame],
         "deciles": plots.decile_plot(ev.actual_spend, spend),
         "feature_importance": plots.importance_plot(importance),
     }
+    if ev.lifetime.params.by_level is not None:
+        tables_out["dropout_by_level"] = ev.lifetime.params.by_level.table()
     btyd_tables, btyd_figures = _btyd_diagnostics(ev, tables)
     return {**tables_out, **btyd_tables}, {**figures, **btyd_figures}
 

@@ -52,19 +52,24 @@ References
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.special import exprel
 
+from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by_level, level_codes
 from features.btyd.gamma_gamma import GammaGammaParams, fit_gamma_gamma, gamma_gamma_expected_value
 from features.btyd.pareto_nbd import ParetoNBDParams, fit_pareto_nbd, pareto_nbd_probability_alive
 from features.btyd.seasonal import MONTHS, SeasonalClock
 from features.btyd.summary import btyd_summary
-from features.history import History
+from features.history import History, arrow_strings, lookup
 
-__all__ = ["SEASONALITY_MIN_MONTHS", "DropoutState", "LifetimeParams", "fit_lifetime", "time_alive"]
+log = logging.getLogger(__name__)
+
+__all__ = ["SEASONALITY_MIN_MONTHS", "DropoutState", "LevelEffects", "LifetimeParams", "fit_lifetime", "level_values", "time_alive"]
 
 #: Fewest complete calendar months of history for a seasonality estimate (every month seen once).
 SEASONALITY_MIN_MONTHS = 12
@@ -72,6 +77,56 @@ SEASONALITY_MIN_MONTHS = 12
 # (e^-45 of the mass is left out).
 _GL_NODES = 32
 _L_CUT = 45.0
+
+
+class LevelEffects(BaseModel):
+    """The dropout process by level of a customer attribute (:mod:`features.btyd.covariates`).
+
+    Parameters
+    ----------
+    column : str
+        The ``customers`` column (e.g. ``channel``).
+    levels : tuple of str
+        Its values with their own effects; any other value (or none) takes the base.
+    pareto, gamma_gamma : ParetoNBDParams, GammaGammaParams
+        The base: a customer without a level.
+    pareto_by_level, gamma_gamma_by_level : tuples, one per level
+        Each level's parameters (r, s, p and q shared with the base).
+    customers_by_level : tuple of int
+        Customers of each level in the fit.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str
+    levels: tuple[str, ...]
+    pareto: ParetoNBDParams
+    gamma_gamma: GammaGammaParams
+    pareto_by_level: tuple[ParetoNBDParams, ...]
+    gamma_gamma_by_level: tuple[GammaGammaParams, ...]
+    customers_by_level: tuple[int, ...]
+
+    def rate_multipliers(self) -> dict[str, dict[str, float]]:
+        """Per level: its mean purchase rate, dropout rate and purchase-day value over the base's."""
+        return {
+            level: {
+                "purchase_rate": self.pareto.alpha / pn.alpha,
+                "dropout_rate": self.pareto.beta / pn.beta,
+                "order_value": gg.v / self.gamma_gamma.v,
+            }
+            for level, pn, gg in zip(self.levels, self.pareto_by_level, self.gamma_gamma_by_level, strict=True)
+        }
+
+    def table(self) -> pd.DataFrame:
+        """One row per level (and ``(base)``): customers, the three multipliers, alpha, beta and v."""
+        multipliers = self.rate_multipliers()
+        rows = [
+            {self.column: level, "customers": n, **multipliers[level], "alpha": pn.alpha, "beta": pn.beta, "v": gg.v}
+            for level, n, pn, gg in zip(self.levels, self.customers_by_level, self.pareto_by_level, self.gamma_gamma_by_level, strict=True)
+        ]
+        rows.append({self.column: "(base)", "customers": None, "purchase_rate": 1.0, "dropout_rate": 1.0, "order_value": 1.0,
+                     "alpha": self.pareto.alpha, "beta": self.pareto.beta, "v": self.gamma_gamma.v})  # fmt: skip
+        return pd.DataFrame(rows).set_index(self.column)
 
 
 class LifetimeParams(BaseModel):
@@ -87,6 +142,9 @@ class LifetimeParams(BaseModel):
         Purchase-rate index per calendar month, January first, mean 1 (all ones: no seasonality).
     time_unit_days : float
         Days per time unit of ``pareto``.
+    by_level : LevelEffects or None
+        The process by level of a customer attribute; customers take their level's parameters
+        (None: everyone takes ``pareto`` and ``gamma_gamma``, which are always the fit without levels).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,6 +153,7 @@ class LifetimeParams(BaseModel):
     gamma_gamma: GammaGammaParams
     seasonality: tuple[float, ...] = (1.0,) * MONTHS
     time_unit_days: float = Field(7.0, gt=0)
+    by_level: LevelEffects | None = None
 
     @field_validator("seasonality")
     @classmethod
@@ -106,12 +165,57 @@ class LifetimeParams(BaseModel):
     def clock(self) -> SeasonalClock:
         return SeasonalClock(self.seasonality)
 
+    def customer_params(self, level_values=None) -> tuple[np.ndarray, list[ParetoNBDParams], list[GammaGammaParams]]:
+        """Each customer's level code and the parameters of every level (:attr:`by_level`).
 
-def fit_lifetime(h: History, *, time_unit_days: float = 7.0, seasonal: bool = True) -> LifetimeParams:
+        Parameters
+        ----------
+        level_values : array-like of str, shape (n,), optional
+            The customers' values of ``by_level.column`` (missing or unseen: the base).
+
+        Returns
+        -------
+        codes : ndarray of int, shape (n,)
+            −1: the base (no level, or no :attr:`by_level`); else the position in ``by_level.levels``.
+        pareto, gamma_gamma : list
+            Parameters indexed by code + 1 (the base first).
+        """
+        if self.by_level is None:
+            n = 0 if level_values is None else len(level_values)
+            return np.full(n, -1, dtype=np.int64), [self.pareto], [self.gamma_gamma]
+        effects = self.by_level
+        codes = level_codes(level_values, effects.levels) if level_values is not None else np.zeros(0, dtype=np.int64)
+        return codes, [effects.pareto, *effects.pareto_by_level], [effects.gamma_gamma, *effects.gamma_gamma_by_level]
+
+    def mean_order_value(self, level_values) -> np.ndarray:
+        """Mean value of a purchase day of a customer of each level, p v / (q − 1) (Gamma-Gamma), shape (n,).
+
+        NaN where q ≤ 1 (no finite mean). Without :attr:`by_level`, the population's for everyone.
+        """
+        codes, _, ggs = self.customer_params(level_values)
+        means = np.array([g.p * g.v / (g.q - 1.0) if g.q > 1 else np.nan for g in ggs])
+        return means[codes + 1]
+
+
+def fit_lifetime(
+    h: History,
+    *,
+    time_unit_days: float = 7.0,
+    seasonal: bool = True,
+    level_column: str | None = None,
+    min_level_customers: int = 30,
+    level_prior_sd: float = 1.0,
+) -> LifetimeParams:
     """Fit the dropout process (Pareto/NBD + Gamma-Gamma, seasonal purchase rate) on the history ``h``.
 
     Seasonality needs ``seasonal=True`` and at least :data:`SEASONALITY_MIN_MONTHS` complete calendar
     months between the first purchase and the cutoff; otherwise the indices are all 1.
+
+    With ``level_column`` (a ``customers`` column, e.g. ``channel``) the process is also fitted by
+    level of that attribute (:mod:`features.btyd.covariates`): each value held by at least
+    ``min_level_customers`` customers gets its own purchase-rate, dropout-rate and value scales.
+    Nothing is fitted by level (``by_level`` None, and a log line says why) when the column is
+    absent or fewer than two values qualify.
 
     Parameters
     ----------
@@ -121,6 +225,12 @@ def fit_lifetime(h: History, *, time_unit_days: float = 7.0, seasonal: bool = Tr
         Days per time unit of the fit (7: weeks, which reproduces the published CDNOW fit).
     seasonal : bool
         Estimate the monthly indices (module docstring).
+    level_column : str, optional
+        The customers' attribute to fit by level.
+    min_level_customers : int
+        Fewest customers of a level with its own effects (the others take the base).
+    level_prior_sd : float
+        Standard deviation of the effects' normal prior (log scale).
 
     Returns
     -------
@@ -140,9 +250,45 @@ def fit_lifetime(h: History, *, time_unit_days: float = 7.0, seasonal: bool = Tr
     indices = np.ones(MONTHS)
     if seasonal and len(_month_bounds(h)[0]) >= SEASONALITY_MIN_MONTHS:
         indices = _seasonality(h, pareto, time_unit_days)
+    by_level = None
+    if level_column is not None:
+        by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd)
     return LifetimeParams(
-        pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices), time_unit_days=float(time_unit_days)
-    )
+        pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
+        time_unit_days=float(time_unit_days), by_level=by_level,
+    )  # fmt: skip
+
+
+def level_values(h: History, column: str) -> pd.api.extensions.ExtensionArray | None:
+    """``customers[column]`` of each customer of ``h`` as strings (NaN: none), or None without that column."""
+    customers = h.tables.customers
+    if customers is None or column not in customers.columns or "customer_id" not in customers.columns:
+        return None
+    pos = lookup(h.ids_arrow, arrow_strings(customers["customer_id"]))
+    return customers[column].astype("str").array.take(pos, allow_fill=True)
+
+
+def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd) -> LevelEffects | None:
+    values = level_values(h, column)
+    if values is None:
+        log.info("dropout process: no customers.%s; one process for every customer", column)
+        return None
+    counts = pd.Series(values).value_counts()
+    levels = tuple(sorted(str(v) for v in counts.index[counts >= min_customers]))
+    if len(levels) < 2:
+        log.info("dropout process: fewer than two values of customers.%s with %d customers; one process", column, min_customers)
+        return None
+    codes = level_codes(values, levels)
+    try:
+        base, by_pn = fit_pareto_nbd_by_level(summary.frequency, summary.recency, summary.T, codes, len(levels), start=pareto, prior_sd=prior_sd)
+        gg_base, by_gg = fit_gamma_gamma_by_level(summary.frequency, summary.monetary_value, codes, len(levels), start=gamma_gamma, prior_sd=prior_sd)
+    except (ValueError, RuntimeError) as exc:
+        log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
+        return None
+    return LevelEffects(
+        column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
+        gamma_gamma_by_level=tuple(by_gg), customers_by_level=tuple(int((codes == g).sum()) for g in range(len(levels))),
+    )  # fmt: skip
 
 
 def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
@@ -251,39 +397,52 @@ class DropoutState:
 
     @classmethod
     def from_history(cls, h: History, params: LifetimeParams) -> DropoutState:
-        """The state of every customer of ``h`` at its cutoff."""
+        """The state of every customer of ``h`` at its cutoff (each with its level's parameters)."""
         summary = btyd_summary(h, params.time_unit_days)
         first_day = h.cutoff_day - h.p_ago[h.first]
         exposure = params.clock.elapsed(first_day, h.cutoff_day) / params.time_unit_days
+        levels = level_values(h, params.by_level.column) if params.by_level is not None else None
         return cls._build(
             params, summary.frequency, summary.recency, summary.T, summary.monetary_value, exposure,
-            np.full(h.n, h.cutoff_day, dtype=np.int64),
+            np.full(h.n, h.cutoff_day, dtype=np.int64), levels,
         )  # fmt: skip
 
     @classmethod
-    def new_customers(cls, params: LifetimeParams, acquired_day) -> DropoutState:
+    def new_customers(cls, params: LifetimeParams, acquired_day, level_values=None) -> DropoutState:
         """Customers whose first purchase is on ``acquired_day`` (days since 1970-01-01), as of that day.
 
-        x = t_x = T = 0: alive for sure, the population's purchase-rate and dropout priors and the
-        population's mean value of a purchase day; the first purchase itself is in no window.
+        x = t_x = T = 0: alive for sure, the purchase-rate and dropout priors and the mean value of
+        a purchase day of their level (``level_values``, one per customer, of ``params.by_level``'s
+        column; default: the base); the first purchase itself is in no window.
         """
         day = np.atleast_1d(np.asarray(acquired_day, dtype=np.int64))
         zero = np.zeros(day.size)
-        return cls._build(params, zero, zero, zero, zero, zero, day)
+        return cls._build(params, zero, zero, zero, zero, zero, day, level_values)
 
     @classmethod
-    def _build(cls, params: LifetimeParams, x, tx, T, m, exposure, now_day) -> DropoutState:
-        pn, gg = params.pareto, params.gamma_gamma
+    def _build(cls, params: LifetimeParams, x, tx, T, m, exposure, now_day, level_values=None) -> DropoutState:
+        n = x.size
+        codes, pns, ggs = params.customer_params(level_values if level_values is not None else np.full(n, np.nan, dtype=object))
+        pick = codes + 1
+        r, alpha, beta = (np.array([getattr(pn, k) for pn in pns])[pick] for k in ("r", "alpha", "beta"))
+        gg_v = np.array([gg.v for gg in ggs])[pick]
+        pn0, gg0 = pns[0], ggs[0]  # r, s, p and q are shared by every level
+        p_alive = np.zeros(n)
+        order_value = np.zeros(n)
+        for g in np.unique(pick):
+            rows = pick == g
+            p_alive[rows] = pareto_nbd_probability_alive(pns[g], x[rows], tx[rows], T[rows])
+            order_value[rows] = gamma_gamma_expected_value(ggs[g], x[rows], m[rows])
         return cls(
-            p_alive=pareto_nbd_probability_alive(pn, x, tx, T) if x.size else np.zeros(0),
-            purchase_shape=pn.r + x,
-            purchase_rate=pn.alpha + exposure,
-            dropout_shape=float(pn.s),
-            dropout_rate=pn.beta + T,
-            order_value=gamma_gamma_expected_value(gg, x, m),
-            value_shape=float(gg.p),
-            value_rate_shape=gg.q + gg.p * x,
-            value_rate_rate=gg.v + np.where(x > 0, x * m, 0.0),
+            p_alive=p_alive,
+            purchase_shape=r + x,
+            purchase_rate=alpha + exposure,
+            dropout_shape=float(pn0.s),
+            dropout_rate=beta + T,
+            order_value=order_value,
+            value_shape=float(gg0.p),
+            value_rate_shape=gg0.q + gg0.p * x,
+            value_rate_rate=gg_v + np.where(x > 0, x * m, 0.0),
             now_day=np.asarray(now_day, dtype=np.int64),
             clock=params.clock,
             time_unit_days=float(params.time_unit_days),

@@ -1,0 +1,179 @@
+"""The dropout process by level of a customer attribute (features.btyd.covariates, LifetimeParams.by_level)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.btyd import GammaGammaParams, ParetoNBDParams, fit_gamma_gamma, fit_pareto_nbd
+from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by_level, level_codes
+from features.btyd.pareto_nbd import pareto_nbd_probability_alive
+from features.btyd.summary import btyd_summary
+from features.btyd.lifetime import DropoutState, LevelEffects, LifetimeParams, fit_lifetime, level_values
+from features.contract import Tables
+from features.dates import day_number
+from features.history import prepare_history
+from tests.test_pareto_nbd import simulate_pareto_nbd
+
+BASE = ParetoNBDParams(r=0.9, alpha=10.0, s=1.2, beta=40.0)
+# Level "fast": buys 1.25 times as often and leaves 2 times as fast as level "slow".
+LEVELS = {"slow": (1.0, 1.0), "fast": (1.25, 2.0)}
+
+
+@pytest.fixture(scope="module")
+def two_levels():
+    rng = np.random.default_rng(7)
+    x, tx, T, codes = [], [], [], []
+    for g, (rate, dropout) in enumerate(LEVELS.values()):
+        params = ParetoNBDParams(r=BASE.r, alpha=BASE.alpha / rate, s=BASE.s, beta=BASE.beta / dropout)
+        t = rng.integers(182, 1092, 2000) / 7.0
+        xg, txg, _, _ = simulate_pareto_nbd(params, t, rng)
+        x.append(xg), tx.append(txg), T.append(t), codes.append(np.full(t.size, g))
+    return np.concatenate(x), np.concatenate(tx), np.concatenate(T), np.concatenate(codes)
+
+
+def test_level_effects_recover_the_simulated_rate_multipliers(two_levels):
+    x, tx, T, codes = two_levels
+    base, (slow, fast) = fit_pareto_nbd_by_level(x, tx, T, codes, 2, start=fit_pareto_nbd(x, tx, T))
+    assert slow.r == fast.r == base.r and slow.s == fast.s == base.s
+    # Rate multipliers of "fast" over "slow": alpha and beta are the rates of the gamma heterogeneity.
+    assert slow.alpha / fast.alpha == pytest.approx(1.25, rel=0.1)
+    assert slow.beta / fast.beta == pytest.approx(2.0, rel=0.2)
+    # Each level on its own gives the same levels of the two rates.
+    own = [fit_pareto_nbd(x[codes == g], tx[codes == g], T[codes == g]) for g in (0, 1)]
+    for fitted, alone in zip((slow, fast), own, strict=True):
+        assert fitted.r / fitted.alpha == pytest.approx(alone.r / alone.alpha, rel=0.05)
+
+
+def test_without_levels_the_base_is_the_plain_fit(two_levels):
+    x, tx, T, _ = two_levels
+    plain = fit_pareto_nbd(x, tx, T)
+    base, by_level = fit_pareto_nbd_by_level(x, tx, T, np.full(x.size, -1), 0, start=ParetoNBDParams(1.0, 5.0, 1.0, 5.0))
+    assert by_level == []
+    for name in ("r", "alpha", "s", "beta"):
+        assert getattr(base, name) == pytest.approx(getattr(plain, name), rel=1e-4)
+
+
+def test_the_prior_shrinks_a_level_of_few_customers_towards_the_base(two_levels):
+    x, tx, T, codes = two_levels
+    # Three heavy buyers of a third level: their effects are shrunk by the prior, more than the
+    # effects of the levels of 2,000 customers.
+    x3, tx3, T3 = np.r_[x, 30, 40, 50], np.r_[tx, 100, 100, 100], np.r_[T, 101, 101, 101]
+    c3 = np.r_[codes, 2, 2, 2]
+    start = fit_pareto_nbd(x3, tx3, T3)
+
+    def effects(prior_sd):
+        base, by_level = fit_pareto_nbd_by_level(x3, tx3, T3, c3, 3, start=start, prior_sd=prior_sd)
+        return np.array([[np.log(b.alpha / base.alpha), np.log(b.beta / base.beta)] for b in by_level])
+
+    tight, loose = effects(0.5), effects(100.0)
+    assert np.abs(tight[2]).sum() < 0.6 * np.abs(loose[2]).sum()
+    # The big levels' contrast hardly moves.
+    assert tight[1, 1] - tight[0, 1] == pytest.approx(loose[1, 1] - loose[0, 1], abs=0.1)
+
+
+def test_gamma_gamma_level_effect_scales_the_mean_value():
+    rng = np.random.default_rng(3)
+    p, q, v = 2.0, 4.0, 60.0
+    x = rng.integers(1, 8, 8000).astype(float)
+    codes = np.repeat([0, 1], 4000)
+    nu = rng.gamma(q, 1.0 / np.where(codes == 1, v * 1.5, v))  # level 1's values are 1.5 times as large
+    m = rng.gamma(p * x, 1.0 / nu) / x
+    base, (g0, g1) = fit_gamma_gamma_by_level(x, m, codes, 2, start=fit_gamma_gamma(x, m))
+    assert g0.p == g1.p == base.p and g0.q == g1.q == base.q
+    assert g1.v / g0.v == pytest.approx(1.5, rel=0.08)
+
+
+def test_level_codes():
+    got = level_codes(pd.array(["a", None, "b", "zz"], dtype="str"), ("a", "b"))
+    np.testing.assert_array_equal(got, [0, -1, 1, -1])
+
+
+def _book(n_per_channel: int = 400, seed: int = 11) -> Tables:
+    """Customers of two channels whose purchases stop after a few months (leaky) or go on (loyal)."""
+    rng = np.random.default_rng(seed)
+    cutoff = pd.Timestamp("2024-06-30")
+    rows, customers = [], []
+    for channel, mean_life in (("leaky", 60.0), ("loyal", 900.0)):
+        for i in range(n_per_channel):
+            cid = f"{channel}-{i:04d}"
+            first = cutoff - pd.Timedelta(days=int(rng.integers(200, 700)))
+            life = rng.exponential(1.0 / rng.gamma(2.0, 0.5 / mean_life))  # dropout rate: gamma, mean 1 / mean_life
+            gap, value = 20.0 / rng.gamma(2.0, 0.5), rng.gamma(3.0, 15.0)  # heterogeneous rate and value
+            day = 0.0
+            while True:
+                rows.append((cid, first + pd.Timedelta(days=int(day)), float(rng.gamma(4.0, value / 4.0))))
+                day += rng.exponential(gap)
+                if day > life or first + pd.Timedelta(days=int(day)) > cutoff:
+                    break
+            customers.append((cid, first, channel))
+    tx = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
+    tx["customer_id"] = tx["customer_id"].astype("str")
+    tx["timestamp"] = tx["timestamp"].astype("datetime64[ns]")
+    cust = pd.DataFrame(customers, columns=["customer_id", "acquired_at", "channel"])
+    cust = cust.astype({"customer_id": "str", "channel": "str", "acquired_at": "datetime64[ns]"})
+    return Tables(transactions=tx, customers=cust)
+
+
+@pytest.fixture(scope="module")
+def channel_book():
+    return _book()
+
+
+def test_fit_lifetime_by_channel_and_each_customer_takes_its_channel(channel_book):
+    h = prepare_history(channel_book, "2024-06-30")
+    params = fit_lifetime(h, seasonal=False, level_column="channel")
+    effects = params.by_level
+    assert isinstance(effects, LevelEffects) and effects.levels == ("leaky", "loyal")
+    assert effects.customers_by_level == (400, 400)
+    multipliers = effects.rate_multipliers()
+    assert multipliers["leaky"]["dropout_rate"] > 2 * multipliers["loyal"]["dropout_rate"]
+    state = DropoutState.from_history(h, params)
+    channel = np.asarray(level_values(h, "channel"), dtype=object)
+    leaky, loyal = channel == "leaky", channel == "loyal"
+    pn_leaky, pn_loyal = effects.pareto_by_level
+    s = btyd_summary(h, 7.0)
+    # Each customer's dropout posterior Gamma(s, beta_g + T) and P(alive) are its channel's.
+    np.testing.assert_allclose(state.dropout_rate[leaky], pn_leaky.beta + s.T[leaky])
+    np.testing.assert_allclose(state.dropout_rate[loyal], pn_loyal.beta + s.T[loyal])
+    np.testing.assert_allclose(state.p_alive[leaky], pareto_nbd_probability_alive(pn_leaky, s.frequency[leaky], s.recency[leaky], s.T[leaky]))
+    np.testing.assert_allclose(state.p_alive[loyal], pareto_nbd_probability_alive(pn_loyal, s.frequency[loyal], s.recency[loyal], s.T[loyal]))
+    # New customers of the leaky channel have a shorter expected lifetime than the loyal channel's;
+    # an unknown channel takes the base, between the two.
+    day = day_number(pd.Timestamp("2024-06-30").date())
+    new = DropoutState.new_customers(params, [day] * 3, ["leaky", "loyal", "elsewhere"])
+    life = new.expected_lifetime_days(3650)
+    assert life[0] < life[2] < life[1]
+    np.testing.assert_allclose(new.dropout_rate, [pn_leaky.beta, pn_loyal.beta, effects.pareto.beta])
+
+
+def test_one_process_when_the_column_is_missing_or_has_one_level(channel_book):
+    h = prepare_history(channel_book, "2024-06-30")
+    assert fit_lifetime(h, seasonal=False, level_column="region").by_level is None
+    one = channel_book.customers.assign(channel="same")
+    h_one = prepare_history(Tables(transactions=channel_book.transactions, customers=one), "2024-06-30")
+    plain = fit_lifetime(h_one, seasonal=False)
+    got = fit_lifetime(h_one, seasonal=False, level_column="channel")
+    assert got.by_level is None and got == plain
+    # Without levels the state is the one of the plain process, whatever the customers' channels.
+    a = DropoutState.from_history(h, plain)
+    b = DropoutState.from_history(h, LifetimeParams(pareto=plain.pareto, gamma_gamma=plain.gamma_gamma))
+    np.testing.assert_array_equal(a.p_alive, b.p_alive)
+    np.testing.assert_array_equal(a.dropout_rate, b.dropout_rate)
+
+
+def test_level_effects_round_trip_through_json(channel_book):
+    params = fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel")
+    again = LifetimeParams.model_validate_json(params.model_dump_json())
+    assert again == params
+    assert isinstance(again.by_level.pareto_by_level[0], ParetoNBDParams)
+    assert isinstance(again.by_level.gamma_gamma, GammaGammaParams)
+
+
+def test_the_level_table_lists_each_level_and_the_base(channel_book):
+    effects = fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel").by_level
+    table = effects.table()
+    assert list(table.index) == ["leaky", "loyal", "(base)"]
+    assert table.loc["leaky", "dropout_rate"] == pytest.approx(effects.pareto.beta / effects.pareto_by_level[0].beta)
+    assert table.loc["loyal", "customers"] == 400
