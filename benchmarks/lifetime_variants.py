@@ -1,0 +1,167 @@
+"""Lifetime-model variants on a trained champion: the dropout process by channel and the persistence weights.
+
+Usage (development books only, never the benchmark's seeds 0 and 1)::
+
+    .venv/bin/python benchmarks/bench_lifetime.py --seeds 2,3 --parts synthetic --work DIR
+    .venv/bin/python benchmarks/lifetime_variants.py --work DIR --seeds 2,3 \\
+        --variants one@1/0,channel@1/0,channel@1/0.25,channel@1/0.5,one@1/0.5
+
+``bench_lifetime.py`` trains a champion per seed with the issue's protocol (train at 2019-06-30,
+score at 2019-12-31) into ``DIR/mlflow-SEED``. The boosters do not depend on the lifetime model, so
+each variant here refits only the dropout process on the history up to the training cutoff
+(``one``: one process for every customer; ``channel``: by channel,
+:mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone), sets the
+persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
+
+- the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷
+  what was spent, and the lifetime CLV ÷ realised per channel;
+- new customers: the customers acquired in the 182 days after the scoring date, their value from
+  acquisition against the champion's new-customer CLV for their channel and day
+  (``bench_lifetime.new_customers``).
+
+Prints one JSON line per (seed, variant) and a table; ``--json`` writes them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",)}
+
+
+def _params(h, process: str):
+    """The dropout process of a variant, fitted on the history ``h`` at the training cutoff."""
+    import features.btyd.lifetime as L
+
+    if PROCESSES[process] is None:
+        return L.fit_lifetime(h, level_column=None)
+    if process == "channel":
+        return L.fit_lifetime(h, level_column="channel")
+    # The dropout rate alone by channel: refit with the purchase and value effects held at 0.
+    fit_pn, fit_gg = L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level
+    L.fit_pareto_nbd_by_level = lambda *a, **k: fit_pn(*a, **{**k, "effects": PROCESSES[process]})
+    L.fit_gamma_gamma_by_level = lambda x, m, codes, n, *, start, prior_sd=1.0: (start, [start] * n)
+    try:
+        return L.fit_lifetime(h, level_column="channel")
+    finally:
+        L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level = fit_pn, fit_gg
+
+
+def run_seed(work: Path, seed: int, variants: list[str]) -> list[dict]:
+    import bench_lifetime as B
+
+    from features.dates import history_until
+    from features.history import prepare_history
+    from features.synthetic import read_book
+    from serving import clv as C
+    from serving.scoring import champion_clv_config, score_columns
+    from training import registry
+
+    store = work / f"mlflow-{seed}"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    trained = registry.load_champion()
+    book = read_book(work / f"book-{seed}")
+    h_train = prepare_history(history_until(book.tables, B.TRAIN_CUTOFF), B.TRAIN_CUTOFF)
+    scored_history = history_until(book.tables, B.AS_OF)
+    fitted: dict[str, object] = {}
+    out = []
+    load = registry.load_champion
+    for variant in variants:
+        t0 = time.perf_counter()
+        process, _, weights = variant.partition("@")
+        if process not in fitted:
+            fitted[process] = _params(h_train, process)
+        alive, level = (float(w) for w in weights.split("/"))
+        lifetime = trained.lifetime.model_copy(
+            update={"params": fitted[process], "alive_persistence": alive, "level_persistence": level}
+        )
+        champion = dataclasses.replace(trained, serving=trained.serving.model_copy(update={"lifetime": lifetime}))
+        clv = champion_clv_config(champion)
+        H, K = champion.horizon_days, clv.lifetime_horizons
+        cols = score_columns(scored_history, as_of=B.AS_OF, champion=champion, top_drivers=0)
+        ids = pd.Index(cols["customer_id"]).astype("str")
+        real = B.realised_horizons(book.tables.transactions, ids, as_of=B.AS_OF, horizon_days=H, n_horizons=K)
+        curve = np.vstack(cols["expected_spend_curve"])
+        discount = (1 + C.discount_per_horizon(H, clv.annual_discount_rate)) ** -np.arange(1, K + 1)
+        realised_clv = clv.gross_margin * real @ discount
+        clv_pred = np.asarray(cols["clv"], dtype=float)
+        channel = np.asarray(pd.Series(cols["channel"]).astype("str"))
+        registry.load_champion = lambda **_: champion  # bench_lifetime.new_customers loads the champion
+        try:
+            new = B.new_customers(book, store, horizon_days=H, clv=clv)
+        finally:
+            registry.load_champion = load
+        ratios = curve.sum(axis=0) / real.sum(axis=0)
+        row = {
+            "seed": seed,
+            "variant": variant,
+            "lifetime_ratio": float(clv_pred.sum() / realised_clv.sum()),
+            "max_horizon_error": float(np.abs(ratios - 1).max()),
+            "horizon_ratios": [round(float(r), 3) for r in ratios],
+            "channel_lifetime_ratio": {c: round(float(clv_pred[channel == c].sum() / realised_clv[channel == c].sum()), 3)
+                                       for c in sorted(set(channel))},
+            "new_customer_ratio": {c: round(v["predicted"] / v["realised"], 3) for c, v in new.items() if isinstance(v, dict)},
+            "seconds": round(time.perf_counter() - t0, 1),
+        }  # fmt: skip
+        if fitted[process].by_level is not None:
+            row["multipliers"] = {k: {a: round(b, 3) for a, b in v.items()} for k, v in fitted[process].by_level.rate_multipliers().items()}
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
+def _within(ratios: dict[str, float], tolerance: float = 0.10) -> str:
+    per_channel = {k: v for k, v in ratios.items() if k != "all"}
+    inside = sum(abs(v - 1) <= tolerance for v in per_channel.values())
+    return f"{min(per_channel.values()):.2f}–{max(per_channel.values()):.2f} ({inside}/{len(per_channel)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="bench_lifetime.py's --work directory")
+    parser.add_argument("--seeds", default="2,3")
+    parser.add_argument("--variants", default="one@1/0,channel@1/0,channel@1/0.25,channel@1/0.5,one@1/0.5")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if {0, 1} & set(seeds):
+        parser.error("seeds 0 and 1 are the benchmark's: choose settings on other books")
+    variants = args.variants.split(",")
+    for v in variants:
+        process, _, weights = v.partition("@")
+        if process not in PROCESSES or len(weights.split("/")) != 2:
+            parser.error(f"variant {v!r}: PROCESS@ALIVE/LEVEL with PROCESS one of {sorted(PROCESSES)}")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    rows = [row for seed in seeds for row in run_seed(Path(args.work), seed, variants)]
+    print("\nlifetime CLV ÷ realised / largest |horizon ratio − 1| / lifetime ÷ realised by channel (range) / "
+          "new-customer CLV ÷ realised by channel (range, channels within ±10 %)\n")
+    print("| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |\n| --- |" + " --- |" * len(seeds))
+    by = {(r["seed"], r["variant"]): r for r in rows}
+    for v in variants:
+        cells = []
+        for s in seeds:
+            r = by[s, v]
+            ch = r["channel_lifetime_ratio"]
+            cells.append(f"{r['lifetime_ratio']:.3f} / {r['max_horizon_error']:.3f} / {min(ch.values()):.2f}–{max(ch.values()):.2f} / "
+                         f"{_within(r['new_customer_ratio'])}")
+        print(f"| {v} | " + " | ".join(cells) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
