@@ -1,27 +1,47 @@
-"""Contractual churn, lifetime and CLV of subscription customers: the sBG per segment.
+"""Contractual churn, lifetime and CLV of subscription customers: a cancel hazard by tenure.
 
 The subscription counterpart of :mod:`serving.clv`. For a subscription business, churn is the
 decision to cancel, observed in ``cancel`` events and missing renewals, and a customer's lifetime
 is the time until it cancels. This module:
 
-1. reads every subscription as of the cutoff (:func:`features.subscription.subscription_spells`);
-2. fits a shifted-beta-geometric model (:mod:`features.btyd.shifted_beta_geo`, Fader & Hardie 2007)
-   per segment (plan x channel by default) on the subscriptions' lifetimes in billing periods:
-   an ended subscription paid ``T`` periods; one still running at the cutoff, cancelled this period
-   or not, is censored at the start of its current period (``T > renewals made``), since that
-   period is not over for anyone. A segment with fewer than ``min_churned`` ended subscriptions
-   takes its plan's fit, and a plan with too few takes the pooled fit (``fit_level`` says which);
-   a second sBG per segment (same fallbacks) is fitted on the subscriptions that passed
-   ``late_tenure_periods`` = k0 renewals, their lifetime counted from there (left truncation: the
-   sBG is closed under it, so were the data an exact sBG its alpha would not move). Survival is
-   the first sBG up to k0 renewals and the second after, continuous at k0: the plain sBG reads the
-   whole fall of the retention curve as heterogeneity and extrapolates it forever, while a hazard
-   that stops falling for each customer (measured on the synthetic SaaS book, BENCHMARKS.md) shows
-   as a larger alpha among the customers that stayed;
+1. reads every subscription as of the cutoff (:func:`features.subscription.subscription_spells`)
+   and its paid periods (:func:`features.subscription.subscription_periods`);
+2. fits the survival model that scores, ``settings.survival``:
+
+   - ``"frailty"`` (the default): the discrete-time cancel hazard of
+     :mod:`features.btyd.gamma_frailty` on the person-period rows (every finished period of every
+     subscription; a running one's current period is not over and is left out): a baseline per
+     tenure band (``hazard_bands``), constant for each subscriber after the last band, times a
+     plan effect (the plan billed that period) and a channel effect (the ``segment_by`` columns),
+     times a gamma frailty per subscriber. The population hazard keeps falling with tenure only
+     through selection, with a geometric-mixture tail of finite mean; on the synthetic SaaS books
+     (BENCHMARKS.md) the sBG below reads the fall of each subscriber's hazard as heterogeneity and
+     extrapolates it forever;
+   - ``"sbg"``: a shifted-beta-geometric model (:mod:`features.btyd.shifted_beta_geo`, Fader &
+     Hardie 2007) per segment (plan x channel by default) on the subscriptions' lifetimes in
+     billing periods: an ended subscription paid ``T`` periods; one still running at the cutoff,
+     cancelled this period or not, is censored at the start of its current period
+     (``T > renewals made``). A segment with fewer than ``min_churned`` ended subscriptions takes
+     its plan's fit, and a plan with too few takes the pooled fit (``fit_level`` says which); a
+     second sBG per segment (same fallbacks) is fitted on the subscriptions that passed
+     ``late_tenure_periods`` = k0 renewals, their lifetime counted from there. Survival is the
+     first sBG up to k0 renewals and the second after, continuous at k0 (``late_tenure_periods:
+     0``: the plain sBG). These fits are made with either setting (``segments``);
 3. estimates the monthly plan-change matrix Q (upgrades and downgrades) from consecutive invoices
    of the same customer, so that revenue per period follows the plan with expansion and
-   contraction;
+   contraction; under the frailty hazard the plan path and survival are one chain (a plan's
+   hazard applies to the months billed on it), under the sBG the expected price is ``Q^k``;
 4. scores every customer with an invoice from its state (:func:`features.subscription.subscription_state`).
+
+Under the frailty hazard, for a subscriber with ``A`` the frailty-1 hazard its running subscription
+has survived (finished periods at their plans, plus the elapsed share ``f`` of the current one),
+theta is Gamma(r, rate r + A); given theta the subscriber is a Markov chain on (plan, subscribed),
+so ``S(n + k) / S(n + f)`` and the expected price of the ``k``-th next invoice are expectations of
+that chain over theta (Gauss-Laguerre, ``frailty_nodes``), and the sum beyond K = ``explicit_periods``
+invoices, where each subscriber's hazard is the last band's, is the matrix geometric series
+``v_K ((I - g M)^-1 - I) w`` with ``M = diag(exp(-theta h_plan)) Q`` (no cap). ``churn_probability``
+interpolates log S linearly within a period. ``alpha`` ... ``late_beta`` of the scores are then the
+sBG's, for reference only. Under the sBG:
 
 For a customer subscribed at the cutoff with ``n`` renewals, a share ``f`` of its current period
 elapsed, plan ``p``, discount factor ``g = (1 + d) ** (-billing_months / 12)`` per period, margin
@@ -61,6 +81,7 @@ from scipy.special import betaln, hyp2f1
 from features.btyd.gamma_frailty import (
     FrailtyHazardParams,
     fit_frailty_hazard,
+    fit_gamma_poisson_shape,
     frailty_nodes,
 )
 from features.btyd.shifted_beta_geo import SBGParams, fit_sbg
@@ -137,6 +158,12 @@ class ContractualSettings:
         increasing from 0; each subscriber's hazard is constant after the last edge (0, 1, 2, 3,
         6, 12, 18: chosen on development books, BENCHMARKS.md). Must lie below ``explicit_periods``.
         A trailing band with fewer than ``min_churned`` cancels is merged into the one before it.
+    plan_change_propensity : bool
+        Under the frailty hazard, scale each subscriber's upgrade and downgrade probabilities of Q
+        by its own propensity, the posterior mean of a Gamma(a, a) multiplier given the plan changes
+        it made against those Q expected of its paid months
+        (:func:`features.btyd.gamma_frailty.fit_gamma_poisson_shape`; True). A new subscriber's
+        multiplier is 1.
     frailty_nodes : int
         Gauss-Laguerre nodes of the expectation over a subscriber's posterior frailty (48: the CLV
         within 1e-4 of the exact series at a frailty shape of 1.2, tests/test_gamma_frailty.py).
@@ -156,6 +183,7 @@ class ContractualSettings:
     survival: str = "frailty"
     hazard_bands: tuple[int, ...] = (0, 1, 2, 3, 6, 12, 18)
     frailty_nodes: int = 48
+    plan_change_propensity: bool = True
 
     def __post_init__(self) -> None:
         rules = [
@@ -214,6 +242,9 @@ class ContractualModel:
     hazard : FrailtyHazardParams or None
         The gamma-frailty cancel hazard (covariates: the ``segment_by`` columns, the plan as billed
         each period); None when ``settings.survival`` is ``"sbg"``.
+    change_shapes : tuple of float or None
+        (a_up, a_down): shapes of the Gamma(a, a) propensity to upgrade and to downgrade relative to
+        Q (see ``plan_change_propensity``); None without it.
     """
 
     cutoff: object
@@ -224,6 +255,7 @@ class ContractualModel:
     plan_transition: pd.DataFrame
     classic_churn: pd.Series
     hazard: FrailtyHazardParams | None = None
+    change_shapes: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         """The fitted model as JSON-able values (what a scoring run stores, :meth:`from_dict` reads).
@@ -248,6 +280,7 @@ class ContractualModel:
             "classic_churn": json.loads(self.classic_churn.rename("classic_churn").reset_index()
                                         .to_json(orient="split", index=False, double_precision=15)),
             "hazard": None if self.hazard is None else self.hazard.to_dict(),
+            "change_shapes": None if self.change_shapes is None else [float(a) for a in self.change_shapes],
         }
 
     def scoring_at(self, *, as_of, horizon_days: int, gross_margin: float, cost_to_serve_per_horizon: float,
@@ -301,6 +334,7 @@ class ContractualModel:
                 len(plans), len(plans)), index=plans, columns=plans),
             classic_churn=classic.astype(float),
             hazard=None if hazard is None else FrailtyHazardParams.from_dict(hazard),
+            change_shapes=None if data.get("change_shapes") is None else tuple(data["change_shapes"]),
         )
 
 
@@ -370,10 +404,17 @@ def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | N
     since = pd.Timestamp(day) - pd.DateOffset(months=12)
     rates = churn_rates(movements, by=tuple(keys), since=since) if len(movements) else pd.DataFrame()
     classic = rates["logo_churn"] if len(rates) else pd.Series(dtype=float)
-    hazard = _fit_hazard(tables, spells, day, settings) if settings.survival == "frailty" else None
+    hazard, shapes = None, None
+    if settings.survival == "frailty":
+        rows = _person_periods(tables, day, settings)
+        hazard = _fit_hazard(rows, spells, settings)
+        if settings.plan_change_propensity and settings.billing_months == 1:
+            changes = _plan_changes(rows, prices, transition)
+            shapes = (fit_gamma_poisson_shape(changes["up"], changes["up_expected"]),
+                      fit_gamma_poisson_shape(changes["down"], changes["down_expected"]))
     return ContractualModel(
         cutoff=day, settings=settings, segments=segments, pooled=pooled, plan_prices=prices,
-        plan_transition=transition, classic_churn=classic, hazard=hazard,
+        plan_transition=transition, classic_churn=classic, hazard=hazard, change_shapes=shapes,
     )
 
 
@@ -384,13 +425,12 @@ def _person_periods(tables: Tables, day, settings: ContractualSettings) -> pd.Da
     return periods
 
 
-def _fit_hazard(tables: Tables, spells: pd.DataFrame, day, settings: ContractualSettings) -> FrailtyHazardParams:
+def _fit_hazard(rows: pd.DataFrame, spells: pd.DataFrame, settings: ContractualSettings) -> FrailtyHazardParams:
     """The gamma-frailty hazard on the person-period rows: every finished period of every spell.
 
     A spell's last period is its cancel if the spell ended; a running spell's current period is not
     over (censored at its start, like the sBG's ``T > renewals``) and is left out.
     """
-    rows = _person_periods(tables, day, settings)
     keys = ["customer_id", "spell"]
     spell_info = spells.set_index(keys)[["periods", "ended"]]
     found = spell_info.reindex(pd.MultiIndex.from_frame(rows[keys]))
@@ -408,7 +448,45 @@ def _fit_hazard(tables: Tables, spells: pd.DataFrame, day, settings: Contractual
     return fit_frailty_hazard(spell_id[keep], tenure, cancelled, covariates, band_edges=edges)
 
 
-def _survived_hazard(model: ContractualModel, tables: Tables, state: pd.DataFrame) -> np.ndarray:
+def _plan_changes(rows: pd.DataFrame, prices: pd.Series, transition: pd.DataFrame) -> pd.DataFrame:
+    """Per customer: upgrades and downgrades between consecutive paid periods of a subscription,
+    and the numbers Q expected of the same months (``up_expected``, ``down_expected``).
+
+    ``rows`` are :func:`_person_periods` (ordered by customer and time); months on a plan outside
+    Q count for nothing.
+    """
+    names = transition.index
+    q = transition.to_numpy(dtype=float)
+    order = prices.reindex(names).to_numpy(dtype=float)
+    dearer = order[None, :] > order[:, None]
+    cheaper = order[None, :] < order[:, None]
+    p_up, p_down = (q * dearer).sum(axis=1), (q * cheaper).sum(axis=1)
+    ids = rows["customer_id"].to_numpy(dtype=object)
+    code = names.get_indexer(rows["plan"].to_numpy(dtype=object))
+    spell = rows["spell"].to_numpy()
+    pair = np.r_[(ids[1:] == ids[:-1]) & (spell[1:] == spell[:-1]) & (np.diff(rows["tenure"].to_numpy()) == 1)
+                 & (code[1:] >= 0) & (code[:-1] >= 0), False]
+    before, after = code[np.flatnonzero(pair)], code[np.flatnonzero(pair) + 1]
+    frame = pd.DataFrame({
+        "customer_id": ids[pair],
+        "up": order[after] > order[before], "down": order[after] < order[before],
+        "up_expected": p_up[before], "down_expected": p_down[before],
+    })
+    return frame.groupby("customer_id").sum().astype(float)
+
+
+def _change_multipliers(model: ContractualModel, rows: pd.DataFrame, index: pd.Index) -> np.ndarray | None:
+    """(n, 2): each customer's posterior mean upgrade and downgrade propensity, ``(a + x) / (a + E)``."""
+    if model.change_shapes is None:
+        return None
+    changes = _plan_changes(rows, model.plan_prices, model.plan_transition).reindex(index).fillna(0.0)
+    a = np.asarray(model.change_shapes, dtype=float)
+    counts = changes[["up", "down"]].to_numpy()
+    expected = changes[["up_expected", "down_expected"]].to_numpy()
+    return (a + counts) / (a + expected)
+
+
+def _survived_hazard(model: ContractualModel, rows: pd.DataFrame, state: pd.DataFrame) -> np.ndarray:
     """A = the frailty-1 cumulative hazard each customer's running spell has survived by the cutoff.
 
     The finished periods of its latest spell at the plans billed, plus the elapsed share of the
@@ -416,7 +494,6 @@ def _survived_hazard(model: ContractualModel, tables: Tables, state: pd.DataFram
     running spell.
     """
     hazard = model.hazard
-    rows = _person_periods(tables, model.cutoff, model.settings)
     latest = rows.groupby("customer_id", sort=False)["spell"].transform("max").to_numpy()
     tenure_now = state["tenure_periods"].astype("Float64").fillna(-1).reindex(rows["customer_id"]).to_numpy(dtype=float)
     done = (rows["spell"].to_numpy() == latest) & (rows["tenure"].to_numpy() < tenure_now)
@@ -567,12 +644,14 @@ def _values(curve: _Curve, renewals, elapsed, prices_k, settings: ContractualSet
     }
 
 
-def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarray | None) -> dict:
+def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarray | None,
+               propensity: np.ndarray | None = None) -> dict:
     """Per row of ``frame`` (``plan``, ``mrr``, ``tenure_periods``, ``period_elapsed`` and the
     segment columns): the survival and revenue paths of the next invoices and what sums them.
 
     ``survived`` is the frailty-1 hazard survived so far (:func:`_survived_hazard`; zeros for a new
-    subscriber), read only by the frailty model. Returns :func:`_values`'s arrays plus ``prices``
+    subscriber), and ``propensity`` (n, 2) the upgrade and downgrade multipliers of Q
+    (:func:`_change_multipliers`; None: 1), both read only by the frailty model. Returns :func:`_values`'s arrays plus ``prices``
     (n, K + 1: the expected price of the k-th next invoice given it is paid), ``churn`` (P(cancel
     within H days)) and ``curve`` (the sBG curve of the segment, for its parameters).
     """
@@ -582,7 +661,7 @@ def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarra
     elapsed = frame["period_elapsed"].astype("Float64").fillna(0).to_numpy(dtype=float)
     h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
     if settings.survival == "frailty" and model.hazard is not None:
-        values = _frailty_values(model, frame, renewals, elapsed, np.asarray(survived, dtype=float))
+        values = _frailty_values(model, frame, renewals, elapsed, np.asarray(survived, dtype=float), propensity)
         # log S is linear within a period for one frailty and one plan: interpolate between invoices.
         log_s = np.log(np.maximum(np.c_[np.ones(len(frame)), values["survival"]], 1e-300))
         j = np.floor(h + elapsed).astype(np.int64)
@@ -598,7 +677,8 @@ def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarra
     return values
 
 
-def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elapsed, survived) -> dict:
+def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elapsed, survived,
+                    propensity: np.ndarray | None = None) -> dict:
     """:func:`_values` under the gamma-frailty hazard with the plan path joint with survival.
 
     Given the frailty theta, the subscriber is a Markov chain on (plan, subscribed): within the
@@ -630,6 +710,15 @@ def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elap
     plan_effect = np.where(known[:, None], hazard.effect("plan", np.asarray(names, dtype=object))[None, :],
                            hazard.effect("plan", plan)[:, None]) if "plan" in settings.segment_by else np.zeros((n, n_plans))
     q = np.broadcast_to(model.plan_transition.to_numpy(dtype=float), (n, n_plans, n_plans)).copy()
+    if propensity is not None:
+        # Each subscriber's own upgrade and downgrade propensity scales those moves; the rest stays.
+        order = model.plan_prices.reindex(names).to_numpy(dtype=float)
+        dearer = order[None, :] > order[:, None]
+        cheaper = order[None, :] < order[:, None]
+        moves = q * (dearer * propensity[:, 0, None, None] + cheaper * propensity[:, 1, None, None])
+        leave = moves.sum(axis=2)
+        moves /= np.maximum(leave, 1.0)[:, :, None]
+        q = moves + np.eye(n_plans)[None] * (1.0 - np.minimum(leave, 1.0))[:, :, None]
     q[~known] = np.eye(n_plans)
     start = np.zeros((n, n_plans))
     start[np.flatnonzero(known), names.get_indexer(plan[known])] = 1.0
@@ -758,8 +847,12 @@ def score_contractual(
     t0 = np.datetime64(pd.Timestamp(cutoff) + pd.Timedelta(days=1), "ns")
 
     # Conditioned on no cancel yet within the current period (n + f periods survived).
-    survived = _survived_hazard(model, tables, state) if model.hazard is not None else None
-    values = _lifetimes(model, state, survived)
+    survived, propensity = None, None
+    if model.hazard is not None:
+        rows = _person_periods(tables, cutoff, settings)
+        survived = _survived_hazard(model, rows, state)
+        propensity = _change_multipliers(model, rows, state.index)
+    values = _lifetimes(model, state, survived, propensity)
     curve, churn, prices_k = values["curve"], values["churn"], values["prices"]
     clv = np.where(running, values["clv"], 0.0)
 

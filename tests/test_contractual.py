@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -256,3 +258,22 @@ def test_intervals_are_the_lifetime_quantiles_and_curves_add_up(sbg_book):
     np.testing.assert_allclose(np.stack(running["expected_spend_curve"])[:, 0], running["expected_spend"])
     np.testing.assert_allclose(np.stack(running["expected_margin_curve"]), 0.8 * np.stack(running["expected_spend_curve"]))
     np.testing.assert_allclose((1 - running["churn_probability"]) * running["spend_if_active"], running["expected_spend"])
+
+
+def test_subscribers_who_never_changed_plan_keep_to_it_longer(saas):
+    # The gamma propensity: a subscriber two years on the cheapest plan without an upgrade is
+    # expected to upgrade less than Q's average, so its CLV is below the pooled chain's.
+    book, _, model, scores = saas
+    assert model.change_shapes is not None and all(a > 0 for a in model.change_shapes)
+    pooled = score_contractual(replace(model, change_shapes=None), book.tables)
+    from features.subscription import subscription_periods
+
+    periods = subscription_periods(book.tables, cutoff=CUTOFF, plans=PLANS)
+    never = periods.groupby("customer_id")["plan"].nunique().eq(1)
+    long_starters = scores.index[(scores["plan"] == "starter") & (scores["tenure_periods"].astype(float) >= 24)
+                                 & (scores["state"] == "active")]
+    stayed = long_starters[never.reindex(long_starters).fillna(False).to_numpy()]
+    assert len(stayed) > 10
+    assert (scores.loc[stayed, "clv"] < pooled.loc[stayed, "clv"]).all()
+    # The window's churn hardly moves: plan changes act on the far future.
+    np.testing.assert_allclose(scores.loc[stayed, "churn_probability"], pooled.loc[stayed, "churn_probability"], rtol=0.05)

@@ -9,6 +9,7 @@ import pytest
 from features.btyd.gamma_frailty import (
     FrailtyHazardParams,
     fit_frailty_hazard,
+    fit_gamma_poisson_shape,
     frailty_nodes,
     frailty_survival,
 )
@@ -161,3 +162,12 @@ def test_clv_does_not_depend_on_the_explicit_periods(one_plan):
     long = score_contractual(replace(model, settings=replace(model.settings, explicit_periods=300)), book)
     np.testing.assert_allclose(short["clv"], long["clv"], rtol=1e-9)
     np.testing.assert_allclose(short["churn_probability"], long["churn_probability"], rtol=1e-12)
+
+
+def test_the_gamma_poisson_shape_is_recovered():
+    rng = np.random.default_rng(6)
+    exposure = rng.uniform(0.1, 1.5, 20_000)
+    counts = rng.poisson(rng.gamma(0.8, 1 / 0.8, exposure.size) * exposure)
+    assert fit_gamma_poisson_shape(counts, exposure) == pytest.approx(0.8, rel=0.2)
+    # No heterogeneity: the shape runs to its upper bound.
+    assert fit_gamma_poisson_shape(rng.poisson(exposure), exposure) > 20

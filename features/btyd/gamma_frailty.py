@@ -40,10 +40,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import gammaln, roots_genlaguerre
 
-__all__ = ["FrailtyHazardParams", "fit_frailty_hazard", "frailty_nodes", "frailty_survival"]
+__all__ = [
+    "FrailtyHazardParams",
+    "fit_frailty_hazard",
+    "fit_gamma_poisson_shape",
+    "frailty_nodes",
+    "frailty_survival",
+]
 
 _LOG_SHAPE_BOUNDS = (np.log(0.05), np.log(1e4))
 
@@ -240,3 +246,45 @@ def fit_frailty_hazard(
         effects[name] = {level: float(v) for level, v in zip(names, values)}
     return FrailtyHazardParams(band_edges=tuple(int(e) for e in edges), band_log_hazard=tuple(float(b) for b in x[:n_bands]),
                                effects=effects, shape=float(np.exp(x[-1])))
+
+
+def fit_gamma_poisson_shape(counts, exposure) -> float:
+    """Shape a of a Gamma(a, a) multiplier of expected counts, by maximum likelihood.
+
+    Each unit i has ``counts`` x_i ~ Poisson(lambda_i E_i) with ``exposure`` E_i (the count expected
+    at multiplier 1) and lambda_i ~ Gamma(a, rate a), so x_i is negative binomial [2]_ and the
+    posterior mean of lambda_i is ``(a + x_i) / (a + E_i)``. Used for each customer's propensity
+    to change plan relative to the pooled plan-change matrix.
+
+    Parameters
+    ----------
+    counts : array-like of int, shape (n,)
+        Events per unit, >= 0.
+    exposure : array-like of float, shape (n,)
+        Expected events per unit at multiplier 1, >= 0.
+
+    Returns
+    -------
+    float
+        a in [0.01, 1e4] (1e4: no heterogeneity found).
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ or a value is negative.
+    """
+    x = np.asarray(counts, dtype=float)
+    e = np.asarray(exposure, dtype=float)
+    if x.shape != e.shape:
+        raise ValueError(f"counts and exposure: rule 'one length': got {x.size} and {e.size}")
+    if (x < 0).any() or (e < 0).any():
+        raise ValueError("counts and exposure: rule '>= 0': a negative value")
+    keep = e > 0
+    x, e = x[keep], e[keep]
+
+    def negative_log_likelihood(log_a: float) -> float:
+        a = np.exp(log_a)
+        return -float(np.sum(gammaln(a + x) - gammaln(a) + a * np.log(a / (a + e)) + x * np.log(e / (a + e))))
+
+    result = minimize_scalar(negative_log_likelihood, bounds=(np.log(0.01), np.log(1e4)), method="bounded")
+    return float(np.exp(result.x))
