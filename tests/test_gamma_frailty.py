@@ -83,6 +83,11 @@ def test_quadrature_nodes_give_the_gamma_expectations():
     assert w.sum() == pytest.approx(1.0)
     assert (w * u).sum() == pytest.approx(2.5)
     assert (w * np.exp(-0.3 * u)).sum() == pytest.approx((1 + 0.3) ** -2.5, rel=1e-10)
+    # A large shape (no heterogeneity to speak of) stays finite: U / r is about 1.
+    for shape in (150.0, 1e4):
+        u, w = frailty_nodes(shape, 48)
+        assert np.isfinite(w).all() and (w * u).sum() / shape == pytest.approx(1.0)
+        assert (w * np.exp(-u / shape)).sum() == pytest.approx((1 + 1 / shape) ** -shape, rel=1e-3)
 
 
 def test_parameters_round_trip_and_unseen_levels_get_no_effect():

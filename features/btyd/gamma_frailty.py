@@ -118,7 +118,13 @@ def frailty_nodes(shape: float, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
     A subscriber whose posterior frailty is Gamma(r, rate r + A) has theta = U / (r + A).
     Exact for polynomials of degree < 2 ``n_nodes`` in U (generalised Gauss-Laguerre quadrature).
+    Beyond a shape of 100 (a frailty variance below 1 %, where the Laguerre weights overflow) U is
+    taken as normal with the same mean and variance (Gauss-Hermite), its coefficient of variation
+    then below 0.1.
     """
+    if shape > 100:
+        x, w = np.polynomial.hermite.hermgauss(int(n_nodes))
+        return np.maximum(shape + np.sqrt(2 * shape) * x, 0.0), w / np.sqrt(np.pi)
     u, w = roots_genlaguerre(int(n_nodes), float(shape) - 1.0)
     return u, w / np.exp(gammaln(shape))
 
