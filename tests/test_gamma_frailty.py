@@ -176,3 +176,11 @@ def test_the_gamma_poisson_shape_is_recovered():
     assert fit_gamma_poisson_shape(counts, exposure) == pytest.approx(0.8, rel=0.2)
     # No heterogeneity: the shape runs to its upper bound.
     assert fit_gamma_poisson_shape(rng.poisson(exposure), exposure) > 20
+
+
+def test_a_last_band_without_enough_cancels_is_merged(one_plan):
+    book, _ = one_plan
+    settings = ContractualSettings(segment_by=(), hazard_bands=(0, 1, 2, 3, 6, 12, 18, 40))
+    model = fit_contractual(book, cutoff=CUTOFF, settings=settings)
+    # Three years of signups: hardly anyone is seen cancelling after 40 months.
+    assert model.hazard.band_edges == (0, 1, 2, 3, 6, 12, 18)
