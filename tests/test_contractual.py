@@ -277,3 +277,17 @@ def test_subscribers_who_never_changed_plan_keep_to_it_longer(saas):
     assert (scores.loc[stayed, "clv"] < pooled.loc[stayed, "clv"]).all()
     # The window's churn hardly moves: plan changes act on the far future.
     np.testing.assert_allclose(scores.loc[stayed, "churn_probability"], pooled.loc[stayed, "churn_probability"], rtol=0.05)
+
+
+def test_a_model_stored_before_the_frailty_hazard_still_scores_with_its_sbg(sbg_book):
+    import json
+
+    model = fit_contractual(sbg_book, cutoff=CUTOFF, settings=ContractualSettings(segment_by=(), survival="sbg"))
+    stored = json.loads(json.dumps(model.to_dict()))
+    for key in ("survival", "hazard_bands", "frailty_nodes", "plan_change_propensity"):
+        del stored["settings"][key]
+    del stored["hazard"], stored["change_shapes"]
+    again = type(model).from_dict(stored)
+    assert again.settings.survival == "sbg" and again.hazard is None
+    pd.testing.assert_frame_equal(score_contractual(again, sbg_book), score_contractual(model, sbg_book),
+                                  check_exact=False, rtol=1e-12)
