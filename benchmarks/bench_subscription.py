@@ -7,17 +7,21 @@ Usage::
 
 For each seed: generates a subscription book (``features.synthetic.generate_subscription``, the
 defaults: 2021-2024, plans 29 / 79 / 199 a month), fits the contractual model on the history up to
-the cutoff (``serving.contractual.fit_contractual``: an sBG per plan x channel), scores every customer
-and compares with ``subscription_truth`` at the cutoff and ``new_customer_truth`` on the cutoff:
+the cutoff (``serving.contractual.fit_contractual`` with its defaults: the gamma-frailty cancel
+hazard by tenure band, plan and channel, each subscriber's plan-change propensity), the two-stage
+sBG (``survival: sbg``) and the plain sBG (``survival: sbg, late_tenure_periods: 0``) on the same
+history, scores every customer and compares with ``subscription_truth`` at the cutoff and
+``new_customer_truth`` on the cutoff:
 
 - 6-month P(cancel) of the subscribed (active or reactivated): mean per plan x tenure band
   (billing months 0-2 / 3-11 / 12-23 / 24+), model / truth;
 - expected spend in the window, summed;
-- lifetime CLV summed over every customer: the two-stage sBG (the default: a second sBG from 12
-  renewals on), the plain sBG (one sBG for every tenure), both over the whole survival curve,
-  discounted; the classic ARPU x margin / churn; and the truth (returns of churned customers
-  included, and the share without them);
-- new-subscriber CLV and LTV:CAC per channel against the truth of a customer acquired on the cutoff.
+- lifetime CLV summed over every customer: the frailty hazard (the default), the two-stage sBG (a
+  second sBG from 12 renewals on), the plain sBG (one sBG for every tenure), all over the whole
+  survival curve, discounted; the classic ARPU x margin / churn; and the truth (returns of churned
+  customers included, and the share without them);
+- new-subscriber CLV and LTV:CAC per channel against the truth of a customer acquired on the cutoff
+  (the default model and the two-stage sBG).
 
 Prints Markdown tables (the ones in BENCHMARKS.md).
 """
@@ -56,25 +60,31 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
     model = fit_contractual(book.tables, cutoff=cutoff, settings=settings)
     scores = score_contractual(model, book.tables)
     seconds = time.perf_counter() - started
+    sbg_model = fit_contractual(book.tables, cutoff=cutoff, settings=replace(settings, survival="sbg"))
+    sbg = score_contractual(sbg_model, book.tables)
     plain = score_contractual(
-        fit_contractual(book.tables, cutoff=cutoff, settings=replace(settings, late_tenure_periods=0)), book.tables
+        fit_contractual(book.tables, cutoff=cutoff, settings=replace(settings, survival="sbg", late_tenure_periods=0)),
+        book.tables,
     )
-    both = scores.join(truth.add_suffix("_truth")).join(plain[["churn_probability", "clv"]].add_suffix("_plain"))
+    both = (scores.join(truth.add_suffix("_truth")).join(sbg[["churn_probability", "clv"]].add_suffix("_sbg"))
+            .join(plain[["churn_probability", "clv"]].add_suffix("_plain")))
     running = both.loc[both["state"].isin(["active", "reactivated"])]
     band = pd.cut(running["tenure_periods"].astype(float), BANDS[0], labels=BANDS[1])
-    cols = ["churn_probability", "churn_probability_truth", "churn_probability_plain"]
+    cols = ["churn_probability", "churn_probability_truth", "churn_probability_sbg", "churn_probability_plain"]
     by_band = running.groupby([running["plan"], band], observed=True)[cols].agg(["mean", "size"])
     table = pd.DataFrame({
         "customers": by_band[("churn_probability", "size")],
         "model": by_band[("churn_probability", "mean")],
         "truth": by_band[("churn_probability_truth", "mean")],
+        "sbg": by_band[("churn_probability_sbg", "mean")],
         "plain": by_band[("churn_probability_plain", "mean")],
     })
     table["ratio"] = table["model"] / table["truth"]
+    table["sbg_ratio"] = table["sbg"] / table["truth"]
     table["plain_ratio"] = table["plain"] / table["truth"]
-    new = new_subscriber_clv(model, book.tables).join(
-        new_customer_truth(book, acquired_at=cutoff, horizon_days=horizon_days).add_suffix("_truth")
-    )
+    new_truth = new_customer_truth(book, acquired_at=cutoff, horizon_days=horizon_days).add_suffix("_truth")
+    new = new_subscriber_clv(model, book.tables).join(new_truth)
+    new_sbg = new_subscriber_clv(sbg_model, book.tables).join(new_truth)
     clv_truth = float(both["clv_truth"].sum())
     return {
         "seed": seed,
@@ -87,7 +97,8 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
             "model": float(both["expected_spend"].sum()), "truth": float(both["expected_spend_truth"].sum())
         },
         "clv": {
-            "sbg": float(both["clv"].sum()),
+            "model": float(both["clv"].sum()),
+            "sbg": float(both["clv_sbg"].sum()),
             "plain_sbg": float(both["clv_plain"].sum()),
             "classic": float(both["clv_classic"].replace(np.inf, np.nan).sum()),
             "truth": clv_truth,
@@ -96,36 +107,41 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
         "alpha_below_1": int((model.segments["alpha"] <= 1).sum()),
         "segments": len(model.segments),
         "new_customer": {
-            ch: {key: r[key] for key in ("clv", "clv_truth", "ltv_cac", "ltv_cac_truth")} for ch, r in new.iterrows()
+            ch: {**{key: r[key] for key in ("clv", "clv_truth", "ltv_cac", "ltv_cac_truth")},
+                 "ltv_cac_sbg": new_sbg.loc[ch, "ltv_cac"]} for ch, r in new.iterrows()
         },
     }
 
 
 def _markdown(results: list[dict]) -> str:
     lines = ["| seed | subscribed | mean P(cancel) model / truth | spend model / truth | "
-             "CLV two-stage sBG / truth | CLV plain sBG / truth | CLV classic / truth | "
-             "CLV truth without returns / truth |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "CLV frailty / truth (without returns) | CLV two-stage sBG / truth | CLV plain sBG / truth | "
+             "CLV classic / truth | CLV truth without returns / truth |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         c = r["clv"]
         lines.append(
             f"| {r['seed']} | {r['subscribed']:,} | {r['p_cancel']['model']:.3f} / {r['p_cancel']['truth']:.3f} | "
-            f"{r['expected_spend']['model'] / r['expected_spend']['truth']:.3f} | {c['sbg'] / c['truth']:.3f} | "
+            f"{r['expected_spend']['model'] / r['expected_spend']['truth']:.3f} | {c['model'] / c['truth']:.3f} "
+            f"({c['model'] / c['truth_without_returns']:.3f}) | {c['sbg'] / c['truth']:.3f} | "
             f"{c['plain_sbg'] / c['truth']:.3f} | "
             f"{c['classic'] / c['truth']:.3f} | {c['truth_without_returns'] / c['truth']:.3f} |"
         )
 
     def band(r, key):
         b = r["p_cancel_by_band"][key]
-        return f"{b['truth']:.3f}, {b['model']:.3f} ({b['ratio']:.2f}), {b['plain']:.3f} ({b['plain_ratio']:.2f})"
+        return (f"{b['truth']:.3f}, {b['model']:.3f} ({b['ratio']:.2f}), {b['sbg']:.3f} ({b['sbg_ratio']:.2f}), "
+                f"{b['plain']:.3f} ({b['plain_ratio']:.2f})")
 
     def channel(r, key):
         n = r["new_customer"][key]
-        return f"{n['ltv_cac']:.2f} / {n['ltv_cac_truth']:.2f} ({n['clv'] / n['clv_truth']:.2f})"
+        return (f"{n['ltv_cac']:.2f} / {n['ltv_cac_truth']:.2f} ({n['ltv_cac'] / n['ltv_cac_truth']:.2f}), "
+                f"{n['ltv_cac_sbg']:.2f} ({n['ltv_cac_sbg'] / n['ltv_cac_truth']:.2f})")
 
     for first, heading, keys, cell in (
-        ("plan, tenure (months)", "truth, two-stage (ratio), plain sBG (ratio)", results[0]["p_cancel_by_band"], band),
-        ("channel", "LTV:CAC model / truth (CLV ratio)", results[0]["new_customer"], channel),
+        ("plan, tenure (months)", "truth, frailty (ratio), two-stage sBG (ratio), plain sBG (ratio)",
+         results[0]["p_cancel_by_band"], band),
+        ("channel", "LTV:CAC frailty / truth (ratio), two-stage sBG (ratio)", results[0]["new_customer"], channel),
     ):
         seeds = " | ".join(f"seed {r['seed']}: {heading}" for r in results)
         lines += ["", f"| {first} | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]

@@ -8,11 +8,14 @@ For each seed, the book and cutoff of ``bench_subscription.py``: the running sub
 lifetime CLV over the truth without returns (``clv - clv_reactivation`` of ``subscription_truth``:
 the model does not model returns) per plan x tenure band, with
 
-- ``chain``: the model as it is (plans change along the pooled monthly plan-change matrix Q);
+- ``chain``: the model as it is (the defaults of ``ContractualSettings``: plans change along the
+  pooled monthly plan-change matrix Q, under the frailty hazard scaled by each subscriber's
+  propensity);
 - ``fixed plan``: the same survival with Q = identity (each subscriber keeps its plan);
 - the 6-month P(cancel) ratio of the band, the share of the band whose fitted sBG tail has no
-  finite mean (alpha <= 1 in the stage that rules at the end of the explicit periods), and the
-  mean expected lifetime of the truth, days.
+  finite mean (alpha <= 1 in the stage that rules at the end of the explicit periods; the sBG is
+  fitted either way, it scores only with ``survival: sbg``), and the mean expected lifetime of the
+  truth, days.
 
 It separates the two sources of the summed CLV's excess: the revenue path (Q extrapolated over
 the whole survival tail) and the survival tail itself. Prints Markdown.

@@ -37,13 +37,14 @@ from features.contract import Tables
 from features.dates import history_until, parse_cutoff
 
 __all__ = [
+    "REGULAR_SHARE",
     "SPELL_COLUMNS",
     "STATES",
     "STATE_COLUMNS",
-    "REGULAR_SHARE",
     "add_months",
     "detect_business",
     "plan_names",
+    "subscription_periods",
     "subscription_spells",
     "subscription_state",
 ]
@@ -189,7 +190,43 @@ def subscription_spells(
     day = parse_cutoff(cutoff)
     t0 = np.datetime64(pd.Timestamp(day) + pd.Timedelta(days=1), "ns")
     hist = history_until(tables, day)
-    tx = hist.transactions
+    paid = _paid_periods(hist.transactions, billing_months, plans)
+    if paid is None:
+        return _empty(SPELL_COLUMNS)
+    start_row, end_row = paid["start_row"], paid["end_row"]
+    period, anchor = paid["period"], paid["anchor"]
+    n_periods = period[end_row] - period[start_row] + 1
+    paid_through = add_months(anchor[end_row], (period[end_row] + 1) * billing_months)
+    mrr = paid["mrr"][end_row]
+    plan = paid["plan"][end_row]
+    ids, started, last_ts, spell_number = paid["ids"], paid["started"], paid["last_ts"], paid["spell_number"]
+
+    spells = pd.DataFrame(
+        {
+            "customer_id": pd.array(ids[start_row], dtype="str"),
+            "spell": spell_number[start_row].astype(np.int64),
+            "started_at": started[start_row],
+            "last_invoice_at": last_ts[end_row],
+            "paid_through": paid_through,
+            "periods": n_periods.astype(np.int64),
+            "mrr": mrr,
+            "plan": pd.array(plan, dtype="str"),
+        }
+    )
+    spells["cancelled_at"] = _cancels(hist.events, spells)
+    spells["ended"] = spells["paid_through"].to_numpy() <= t0 - np.timedelta64(int(grace_days), "D")
+    return spells
+
+
+def _paid_periods(tx: pd.DataFrame, billing_months: int, plans: Mapping[str, float] | None) -> dict | None:
+    """The paid billing periods of the invoices (one entry per customer and period), in order.
+
+    Returns ``None`` without a positive invoice, else arrays over the paid periods ordered by
+    customer and time: ``ids``, ``period`` (index on the customer's calendar), ``started`` (first
+    invoice of the period), ``last_ts`` (its last invoice), ``anchor`` (the customer's first
+    invoice), ``mrr``, ``plan``, ``spell_number``, ``tenure`` (period index within its spell), and
+    ``start_row`` / ``end_row``: the first and last period of each spell.
+    """
     tx = tx.loc[tx["amount"].to_numpy() > 0]
     ids = tx["customer_id"].to_numpy(dtype=object)
     ts = tx["timestamp"].to_numpy(dtype="datetime64[ns]")
@@ -197,7 +234,7 @@ def subscription_spells(
     ids, ts, amount = ids[order], ts[order], tx["amount"].to_numpy(dtype=float)[order]
     given_plan = tx["plan"].iloc[order] if ("plan" in tx.columns and not plans) else None
     if len(ids) == 0:
-        return _empty(SPELL_COLUMNS)
+        return None
 
     first_row = np.r_[True, ids[1:] != ids[:-1]]
     customer_start = np.maximum.accumulate(np.where(first_row, np.arange(len(ids)), 0))
@@ -222,27 +259,56 @@ def subscription_spells(
     spell_number = spell_id - np.maximum.accumulate(np.where(first_row, spell_id, 0))
     start_row = np.flatnonzero(new_spell)
     end_row = np.r_[start_row[1:] - 1, len(ids) - 1]
-    n_periods = period[end_row] - period[start_row] + 1
-    spell_start = started[start_row]
-    paid_through = add_months(anchor[end_row], (period[end_row] + 1) * billing_months)
-    mrr = amount[end_row] / billing_months
-    plan = _plan_labels(mrr, None if plan_given is None else plan_given.iloc[end_row], plans)
+    mrr = amount / billing_months
+    return {
+        "ids": ids, "period": period, "started": started, "last_ts": last_ts, "anchor": anchor, "mrr": mrr,
+        "plan": _plan_labels(mrr, plan_given, plans), "spell_number": spell_number,
+        "tenure": period - period[start_row][spell_id], "start_row": start_row, "end_row": end_row,
+    }
 
-    spells = pd.DataFrame(
-        {
-            "customer_id": pd.array(ids[start_row], dtype="str"),
-            "spell": spell_number[start_row].astype(np.int64),
-            "started_at": spell_start,
-            "last_invoice_at": last_ts[end_row],
-            "paid_through": paid_through,
-            "periods": n_periods.astype(np.int64),
-            "mrr": mrr,
-            "plan": pd.array(plan, dtype="str"),
-        }
-    )
-    spells["cancelled_at"] = _cancels(hist.events, spells)
-    spells["ended"] = spells["paid_through"].to_numpy() <= t0 - np.timedelta64(int(grace_days), "D")
-    return spells
+
+def subscription_periods(
+    tables: Tables,
+    *,
+    cutoff,
+    billing_months: int = 1,
+    plans: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Every paid billing period as of a cutoff: the person-period rows of the subscriptions.
+
+    Parameters
+    ----------
+    tables, cutoff, billing_months, plans
+        As in :func:`subscription_spells`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per customer and paid billing period before the end of the cutoff day, ordered by
+        customer and time, a default RangeIndex: ``customer_id`` (str), ``spell`` (int64, as in
+        :func:`subscription_spells`), ``tenure`` (int64, the period's index within its
+        subscription: 0 for the first), ``mrr`` (float64, currency units per month) and ``plan``
+        (str, the plan billed for that period).
+
+    Raises
+    ------
+    ValueError
+        As :func:`subscription_spells`.
+    """
+    _validate(billing_months, 0)
+    hist = history_until(tables, parse_cutoff(cutoff))
+    paid = _paid_periods(hist.transactions, billing_months, plans)
+    if paid is None:
+        return pd.DataFrame({"customer_id": pd.array([], dtype="str"), "spell": np.array([], dtype=np.int64),
+                             "tenure": np.array([], dtype=np.int64), "mrr": np.array([], dtype=float),
+                             "plan": pd.array([], dtype="str")})
+    return pd.DataFrame({
+        "customer_id": pd.array(paid["ids"], dtype="str"),
+        "spell": paid["spell_number"].astype(np.int64),
+        "tenure": paid["tenure"].astype(np.int64),
+        "mrr": paid["mrr"],
+        "plan": pd.array(paid["plan"], dtype="str"),
+    })
 
 
 def _cancels(events: pd.DataFrame | None, spells: pd.DataFrame) -> np.ndarray:

@@ -437,7 +437,7 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
                                     model=contractual)
         written = write_frames({path.name: frame}, path.parent)[path.name]
         states = scores.frame["subscription_state"].value_counts()
-        _echo(f"churn, spend and CLV of {len(frame):,} subscribers from the contractual model (sBG by segment; "
+        _echo(f"churn, spend and CLV of {len(frame):,} subscribers from the contractual model ({contractual.settings.survival}; "
               + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {written}")
     if history:
         _append_history(scores, history, cutoff)

@@ -1,27 +1,47 @@
-"""Contractual churn, lifetime and CLV of subscription customers: the sBG per segment.
+"""Contractual churn, lifetime and CLV of subscription customers: a cancel hazard by tenure.
 
 The subscription counterpart of :mod:`serving.clv`. For a subscription business, churn is the
 decision to cancel, observed in ``cancel`` events and missing renewals, and a customer's lifetime
 is the time until it cancels. This module:
 
-1. reads every subscription as of the cutoff (:func:`features.subscription.subscription_spells`);
-2. fits a shifted-beta-geometric model (:mod:`features.btyd.shifted_beta_geo`, Fader & Hardie 2007)
-   per segment (plan x channel by default) on the subscriptions' lifetimes in billing periods:
-   an ended subscription paid ``T`` periods; one still running at the cutoff, cancelled this period
-   or not, is censored at the start of its current period (``T > renewals made``), since that
-   period is not over for anyone. A segment with fewer than ``min_churned`` ended subscriptions
-   takes its plan's fit, and a plan with too few takes the pooled fit (``fit_level`` says which);
-   a second sBG per segment (same fallbacks) is fitted on the subscriptions that passed
-   ``late_tenure_periods`` = k0 renewals, their lifetime counted from there (left truncation: the
-   sBG is closed under it, so were the data an exact sBG its alpha would not move). Survival is
-   the first sBG up to k0 renewals and the second after, continuous at k0: the plain sBG reads the
-   whole fall of the retention curve as heterogeneity and extrapolates it forever, while a hazard
-   that stops falling for each customer (measured on the synthetic SaaS book, BENCHMARKS.md) shows
-   as a larger alpha among the customers that stayed;
+1. reads every subscription as of the cutoff (:func:`features.subscription.subscription_spells`)
+   and its paid periods (:func:`features.subscription.subscription_periods`);
+2. fits the survival model that scores, ``settings.survival``:
+
+   - ``"frailty"`` (the default): the discrete-time cancel hazard of
+     :mod:`features.btyd.gamma_frailty` on the person-period rows (every finished period of every
+     subscription; a running one's current period is not over and is left out): a baseline per
+     tenure band (``hazard_bands``), constant for each subscriber after the last band, times a
+     plan effect (the plan billed that period) and a channel effect (the ``segment_by`` columns),
+     times a gamma frailty per subscriber. The population hazard keeps falling with tenure only
+     through selection, with a geometric-mixture tail of finite mean; on the synthetic SaaS books
+     (BENCHMARKS.md) the sBG below reads the fall of each subscriber's hazard as heterogeneity and
+     extrapolates it forever;
+   - ``"sbg"``: a shifted-beta-geometric model (:mod:`features.btyd.shifted_beta_geo`, Fader &
+     Hardie 2007) per segment (plan x channel by default) on the subscriptions' lifetimes in
+     billing periods: an ended subscription paid ``T`` periods; one still running at the cutoff,
+     cancelled this period or not, is censored at the start of its current period
+     (``T > renewals made``). A segment with fewer than ``min_churned`` ended subscriptions takes
+     its plan's fit, and a plan with too few takes the pooled fit (``fit_level`` says which); a
+     second sBG per segment (same fallbacks) is fitted on the subscriptions that passed
+     ``late_tenure_periods`` = k0 renewals, their lifetime counted from there. Survival is the
+     first sBG up to k0 renewals and the second after, continuous at k0 (``late_tenure_periods:
+     0``: the plain sBG). These fits are made with either setting (``segments``);
 3. estimates the monthly plan-change matrix Q (upgrades and downgrades) from consecutive invoices
    of the same customer, so that revenue per period follows the plan with expansion and
-   contraction;
+   contraction; under the frailty hazard the plan path and survival are one chain (a plan's
+   hazard applies to the months billed on it), under the sBG the expected price is ``Q^k``;
 4. scores every customer with an invoice from its state (:func:`features.subscription.subscription_state`).
+
+Under the frailty hazard, for a subscriber with ``A`` the frailty-1 hazard its running subscription
+has survived (finished periods at their plans, plus the elapsed share ``f`` of the current one),
+theta is Gamma(r, rate r + A); given theta the subscriber is a Markov chain on (plan, subscribed),
+so ``S(n + k) / S(n + f)`` and the expected price of the ``k``-th next invoice are expectations of
+that chain over theta (Gauss-Laguerre, ``frailty_nodes``), and the sum beyond K = ``explicit_periods``
+invoices, where each subscriber's hazard is the last band's, is the matrix geometric series
+``v_K ((I - g M)^-1 - I) w`` with ``M = diag(exp(-theta h_plan)) Q`` (no cap). ``churn_probability``
+interpolates log S linearly within a period. ``alpha`` ... ``late_beta`` of the scores are then the
+sBG's, for reference only. Under the sBG:
 
 For a customer subscribed at the cutoff with ``n`` renewals, a share ``f`` of its current period
 elapsed, plan ``p``, discount factor ``g = (1 + d) ** (-billing_months / 12)`` per period, margin
@@ -50,19 +70,31 @@ churned customers are not modelled here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pandas as pd
 from scipy.special import betaln, hyp2f1
 
+from features.btyd.gamma_frailty import (
+    FrailtyHazardParams,
+    fit_frailty_hazard,
+    fit_gamma_poisson_shape,
+    frailty_nodes,
+)
 from features.btyd.shifted_beta_geo import SBGParams, fit_sbg
 from features.contract import Tables
 from features.dates import parse_cutoff
 from features.history import isin_ids
-from features.subscription import add_months, plan_names, subscription_spells, subscription_state
+from features.subscription import (
+    add_months,
+    plan_names,
+    subscription_periods,
+    subscription_spells,
+    subscription_state,
+)
 from serving.finance.saas import churn_rates, mrr_movements
 
 __all__ = [
@@ -116,6 +148,25 @@ class ContractualSettings:
     explicit_periods : int
         Periods summed one by one before the closed-form tail (120); it changes no figure beyond
         the plan mix's convergence to its stationary prices.
+    survival : str
+        The survival model that scores: ``"frailty"`` (the default: the discrete-time cancel hazard
+        by tenure band, plan and channel with gamma frailty, :mod:`features.btyd.gamma_frailty`,
+        its plan path joint with the plan changes) or ``"sbg"`` (the two-stage sBG per segment).
+        The sBG per segment is fitted either way (``segments``).
+    hazard_bands : tuple of int
+        First tenure (billing periods) of each baseline band of the frailty hazard, strictly
+        increasing from 0; each subscriber's hazard is constant after the last edge (0, 1, 2, 3,
+        6, 12, 18: chosen on development books, BENCHMARKS.md). Must lie below ``explicit_periods``.
+        A trailing band with fewer than ``min_churned`` cancels is merged into the one before it.
+    plan_change_propensity : bool
+        Under the frailty hazard, scale each subscriber's upgrade and downgrade probabilities of Q
+        by its own propensity, the posterior mean of a Gamma(a, a) multiplier given the plan changes
+        it made against those Q expected of its paid months
+        (:func:`features.btyd.gamma_frailty.fit_gamma_poisson_shape`; True). A new subscriber's
+        multiplier is 1.
+    frailty_nodes : int
+        Gauss-Laguerre nodes of the expectation over a subscriber's posterior frailty (48: the CLV
+        within 1e-4 of the exact series at a frailty shape of 1.2, tests/test_gamma_frailty.py).
     """
 
     horizon_days: int = 182
@@ -129,6 +180,10 @@ class ContractualSettings:
     grace_days: int = 0
     late_tenure_periods: int = 12
     explicit_periods: int = 120
+    survival: str = "frailty"
+    hazard_bands: tuple[int, ...] = (0, 1, 2, 3, 6, 12, 18)
+    frailty_nodes: int = 48
+    plan_change_propensity: bool = True
 
     def __post_init__(self) -> None:
         rules = [
@@ -144,6 +199,13 @@ class ContractualSettings:
             ("late_tenure_periods", ">= 0", self.late_tenure_periods < 0),
             ("grace_days", ">= 0", self.grace_days < 0),
             ("explicit_periods", ">= 1", self.explicit_periods < 1),
+            ("survival", "one of frailty, sbg", self.survival not in ("frailty", "sbg")),
+            ("hazard_bands", "strictly increasing from 0, below explicit_periods",
+             not len(self.hazard_bands) or self.hazard_bands[0] != 0
+             or any(b <= a for a, b in zip(self.hazard_bands, self.hazard_bands[1:]))
+             or self.hazard_bands[-1] >= self.explicit_periods),
+            ("frailty_nodes", "a whole number >= 2", int(self.frailty_nodes) != self.frailty_nodes
+             or self.frailty_nodes < 2),
         ]
         for name, rule, bad in rules:
             if bad:
@@ -177,6 +239,12 @@ class ContractualModel:
         transition was seen).
     classic_churn : pandas.Series
         Monthly logo churn by segment over the 12 months before the cutoff.
+    hazard : FrailtyHazardParams or None
+        The gamma-frailty cancel hazard (covariates: the ``segment_by`` columns, the plan as billed
+        each period); None when ``settings.survival`` is ``"sbg"``.
+    change_shapes : tuple of float or None
+        (a_up, a_down): shapes of the Gamma(a, a) propensity to upgrade and to downgrade relative to
+        Q (see ``plan_change_propensity``); None without it.
     """
 
     cutoff: object
@@ -186,6 +254,8 @@ class ContractualModel:
     plan_prices: pd.Series
     plan_transition: pd.DataFrame
     classic_churn: pd.Series
+    hazard: FrailtyHazardParams | None = None
+    change_shapes: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         """The fitted model as JSON-able values (what a scoring run stores, :meth:`from_dict` reads).
@@ -196,6 +266,7 @@ class ContractualModel:
         settings = {f.name: getattr(self.settings, f.name) for f in fields(self.settings)}
         settings["plans"] = None if self.settings.plans is None else dict(self.settings.plans)
         settings["segment_by"] = list(self.settings.segment_by)
+        settings["hazard_bands"] = list(self.settings.hazard_bands)
         return {
             "cutoff": str(pd.Timestamp(self.cutoff).date()),
             "settings": settings,
@@ -208,6 +279,8 @@ class ContractualModel:
                                 "matrix": self.plan_transition.to_numpy(dtype=float).tolist()},
             "classic_churn": json.loads(self.classic_churn.rename("classic_churn").reset_index()
                                         .to_json(orient="split", index=False, double_precision=15)),
+            "hazard": None if self.hazard is None else self.hazard.to_dict(),
+            "change_shapes": None if self.change_shapes is None else [float(a) for a in self.change_shapes],
         }
 
     def scoring_at(self, *, as_of, horizon_days: int, gross_margin: float, cost_to_serve_per_horizon: float,
@@ -238,6 +311,11 @@ class ContractualModel:
         """The model of :meth:`to_dict`."""
         settings = dict(data["settings"])
         settings["segment_by"] = tuple(settings["segment_by"])
+        if "hazard_bands" in settings:
+            settings["hazard_bands"] = tuple(settings["hazard_bands"])
+        # A model stored before the frailty hazard existed scored with the sBG.
+        settings.setdefault("survival", "sbg")
+        hazard = data.get("hazard")
         segments = pd.DataFrame(data["segments"]["data"], columns=data["segments"]["columns"])
         segments = segments.set_index(list(data["segment_index"]))
         churn = pd.DataFrame(data["classic_churn"]["data"], columns=data["classic_churn"]["columns"])
@@ -255,6 +333,8 @@ class ContractualModel:
             plan_transition=pd.DataFrame(np.asarray(data["plan_transition"]["matrix"], dtype=float).reshape(
                 len(plans), len(plans)), index=plans, columns=plans),
             classic_churn=classic.astype(float),
+            hazard=None if hazard is None else FrailtyHazardParams.from_dict(hazard),
+            change_shapes=None if data.get("change_shapes") is None else tuple(data["change_shapes"]),
         )
 
 
@@ -324,10 +404,108 @@ def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | N
     since = pd.Timestamp(day) - pd.DateOffset(months=12)
     rates = churn_rates(movements, by=tuple(keys), since=since) if len(movements) else pd.DataFrame()
     classic = rates["logo_churn"] if len(rates) else pd.Series(dtype=float)
+    hazard, shapes = None, None
+    if settings.survival == "frailty":
+        rows = _person_periods(tables, day, settings)
+        hazard = _fit_hazard(rows, spells, settings)
+        if settings.plan_change_propensity and settings.billing_months == 1:
+            changes = _plan_changes(rows, prices, transition)
+            shapes = (fit_gamma_poisson_shape(changes["up"], changes["up_expected"]),
+                      fit_gamma_poisson_shape(changes["down"], changes["down_expected"]))
     return ContractualModel(
         cutoff=day, settings=settings, segments=segments, pooled=pooled, plan_prices=prices,
-        plan_transition=transition, classic_churn=classic,
+        plan_transition=transition, classic_churn=classic, hazard=hazard, change_shapes=shapes,
     )
+
+
+def _person_periods(tables: Tables, day, settings: ContractualSettings) -> pd.DataFrame:
+    """Paid periods with their spell's ``periods`` and ``ended`` and the customer's ``channel``."""
+    periods = subscription_periods(tables, cutoff=day, billing_months=settings.billing_months, plans=settings.plans)
+    periods["channel"] = _channels(tables, periods["customer_id"])
+    return periods
+
+
+def _fit_hazard(rows: pd.DataFrame, spells: pd.DataFrame, settings: ContractualSettings) -> FrailtyHazardParams:
+    """The gamma-frailty hazard on the person-period rows: every finished period of every spell.
+
+    A spell's last period is its cancel if the spell ended; a running spell's current period is not
+    over (censored at its start, like the sBG's ``T > renewals``) and is left out.
+    """
+    keys = ["customer_id", "spell"]
+    spell_info = spells.set_index(keys)[["periods", "ended"]]
+    found = spell_info.reindex(pd.MultiIndex.from_frame(rows[keys]))
+    last = rows["tenure"].to_numpy() == found["periods"].to_numpy() - 1
+    ended = found["ended"].to_numpy(dtype=bool)
+    keep = ~(last & ~ended)
+    spell_code = pd.MultiIndex.from_frame(rows[keys]).codes
+    spell_id = spell_code[0].astype(np.int64) * (int(rows["spell"].max()) + 1) + rows["spell"].to_numpy()
+    covariates = {key: rows[key].to_numpy(dtype=object)[keep] for key in settings.segment_by}
+    tenure, cancelled = rows["tenure"].to_numpy()[keep], (last & ended)[keep]
+    # The last band is the hazard of the whole tail: it needs cancels of its own.
+    edges = list(settings.hazard_bands)
+    while len(edges) > 1 and cancelled[tenure >= edges[-1]].sum() < settings.min_churned:
+        edges.pop()
+    return fit_frailty_hazard(spell_id[keep], tenure, cancelled, covariates, band_edges=edges)
+
+
+def _plan_changes(rows: pd.DataFrame, prices: pd.Series, transition: pd.DataFrame) -> pd.DataFrame:
+    """Per customer: upgrades and downgrades between consecutive paid periods of a subscription,
+    and the numbers Q expected of the same months (``up_expected``, ``down_expected``).
+
+    ``rows`` are :func:`_person_periods` (ordered by customer and time); months on a plan outside
+    Q count for nothing.
+    """
+    names = transition.index
+    q = transition.to_numpy(dtype=float)
+    order = prices.reindex(names).to_numpy(dtype=float)
+    dearer = order[None, :] > order[:, None]
+    cheaper = order[None, :] < order[:, None]
+    p_up, p_down = (q * dearer).sum(axis=1), (q * cheaper).sum(axis=1)
+    ids = rows["customer_id"].to_numpy(dtype=object)
+    code = names.get_indexer(rows["plan"].to_numpy(dtype=object))
+    spell = rows["spell"].to_numpy()
+    pair = np.r_[(ids[1:] == ids[:-1]) & (spell[1:] == spell[:-1]) & (np.diff(rows["tenure"].to_numpy()) == 1)
+                 & (code[1:] >= 0) & (code[:-1] >= 0), False]
+    before, after = code[np.flatnonzero(pair)], code[np.flatnonzero(pair) + 1]
+    frame = pd.DataFrame({
+        "customer_id": ids[pair],
+        "up": order[after] > order[before], "down": order[after] < order[before],
+        "up_expected": p_up[before], "down_expected": p_down[before],
+    })
+    return frame.groupby("customer_id").sum().astype(float)
+
+
+def _change_multipliers(model: ContractualModel, rows: pd.DataFrame, index: pd.Index) -> np.ndarray | None:
+    """(n, 2): each customer's posterior mean upgrade and downgrade propensity, ``(a + x) / (a + E)``."""
+    if model.change_shapes is None:
+        return None
+    changes = _plan_changes(rows, model.plan_prices, model.plan_transition).reindex(index).fillna(0.0)
+    a = np.asarray(model.change_shapes, dtype=float)
+    counts = changes[["up", "down"]].to_numpy()
+    expected = changes[["up_expected", "down_expected"]].to_numpy()
+    return (a + counts) / (a + expected)
+
+
+def _survived_hazard(model: ContractualModel, rows: pd.DataFrame, state: pd.DataFrame) -> np.ndarray:
+    """A = the frailty-1 cumulative hazard each customer's running spell has survived by the cutoff.
+
+    The finished periods of its latest spell at the plans billed, plus the elapsed share of the
+    current period at its current plan (no cancel so far within it). 0 for a customer with no
+    running spell.
+    """
+    hazard = model.hazard
+    latest = rows.groupby("customer_id", sort=False)["spell"].transform("max").to_numpy()
+    tenure_now = state["tenure_periods"].astype("Float64").fillna(-1).reindex(rows["customer_id"]).to_numpy(dtype=float)
+    done = (rows["spell"].to_numpy() == latest) & (rows["tenure"].to_numpy() < tenure_now)
+    covariates = {key: rows[key].to_numpy(dtype=object) for key in model.settings.segment_by}
+    h = np.exp(hazard.log_hazard(rows["tenure"].to_numpy(), covariates))
+    finished = pd.Series(np.where(done, h, 0.0)).groupby(rows["customer_id"].to_numpy()).sum()
+    current = {key: state[key].astype(object).to_numpy() for key in model.settings.segment_by}
+    h_now = np.exp(hazard.log_hazard(state["tenure_periods"].astype("Float64").fillna(0).to_numpy(dtype=np.int64),
+                                     current))
+    elapsed = state["period_elapsed"].fillna(0).to_numpy(dtype=float)
+    survived = finished.reindex(state.index).fillna(0.0).to_numpy() + elapsed * h_now
+    return np.where(state["tenure_periods"].isna().to_numpy(), 0.0, survived)
 
 
 def _fit(rows: pd.DataFrame) -> SBGParams:
@@ -466,6 +644,132 @@ def _values(curve: _Curve, renewals, elapsed, prices_k, settings: ContractualSet
     }
 
 
+def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarray | None,
+               propensity: np.ndarray | None = None) -> dict:
+    """Per row of ``frame`` (``plan``, ``mrr``, ``tenure_periods``, ``period_elapsed`` and the
+    segment columns): the survival and revenue paths of the next invoices and what sums them.
+
+    ``survived`` is the frailty-1 hazard survived so far (:func:`_survived_hazard`; zeros for a new
+    subscriber), and ``propensity`` (n, 2) the upgrade and downgrade multipliers of Q
+    (:func:`_change_multipliers`; None: 1), both read only by the frailty model. Returns :func:`_values`'s arrays plus ``prices``
+    (n, K + 1: the expected price of the k-th next invoice given it is paid), ``churn`` (P(cancel
+    within H days)) and ``curve`` (the sBG curve of the segment, for its parameters).
+    """
+    settings = model.settings
+    curve = _curve(model, frame)
+    renewals = frame["tenure_periods"].astype("Float64").fillna(0).to_numpy(dtype=float)
+    elapsed = frame["period_elapsed"].astype("Float64").fillna(0).to_numpy(dtype=float)
+    h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
+    if settings.survival == "frailty" and model.hazard is not None:
+        values = _frailty_values(model, frame, renewals, elapsed, np.asarray(survived, dtype=float), propensity)
+        # log S is linear within a period for one frailty and one plan: interpolate between invoices.
+        log_s = np.log(np.maximum(np.c_[np.ones(len(frame)), values["survival"]], 1e-300))
+        j = np.floor(h + elapsed).astype(np.int64)
+        rows = np.arange(len(frame))
+        step = log_s[rows, np.minimum(j + 1, log_s.shape[1] - 1)] - log_s[rows, j]
+        values["churn"] = -np.expm1(log_s[rows, j] + (h - (j - elapsed)) * step)
+    else:
+        prices_k = _prices(model, frame["plan"].astype(object).to_numpy(), frame["mrr"].to_numpy())
+        values = _values(curve, renewals, elapsed, prices_k, settings)
+        values["prices"] = prices_k
+        values["churn"] = -np.expm1(curve.log_survival(renewals + elapsed + h) - curve.log_survival(renewals + elapsed))
+    values["curve"] = curve
+    return values
+
+
+def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elapsed, survived,
+                    propensity: np.ndarray | None = None) -> dict:
+    """:func:`_values` under the gamma-frailty hazard with the plan path joint with survival.
+
+    Given the frailty theta, the subscriber is a Markov chain on (plan, subscribed): within the
+    current period ``n`` (share ``f`` left ``1 - f``) and each later one it survives with
+    probability ``exp(-theta h_k(plan, channel))``, then moves along the plan-change matrix Q
+    before the next invoice. theta is Gamma(r, rate r + A) given the hazard A survived
+    (Hougaard 2000, ch. 7); the expectation over it is a Gauss-Laguerre sum. Beyond K invoices the
+    hazard is the last band's (``hazard_bands[-1] < K``), so the rest is a matrix geometric series:
+    with ``M = diag(s) Q`` and the state ``v_K`` after K invoices,
+    ``sum_{j >= 1} g^j v_K M^j w = v_K ((I - g M)^-1 - I) w`` (no cap).
+    """
+    settings = model.settings
+    hazard = model.hazard
+    big_k = settings.explicit_periods
+    g = settings.discount_factor
+    cost = settings.cost_to_serve * settings.billing_months
+    n = len(frame)
+    names = model.plan_transition.index
+    n_plans = len(names)
+    plan = frame["plan"].astype(object).to_numpy()
+    mrr = frame["mrr"].to_numpy(dtype=float)
+    chain = settings.billing_months == 1
+    known = np.isin(plan, names) & chain
+    # Prices and plan effects per (row, plan state); a plan outside the chain stays on its own MRR.
+    price_list = model.plan_prices.reindex(names).to_numpy(dtype=float) * settings.billing_months
+    prices = np.where(known[:, None], price_list[None, :], (mrr * settings.billing_months)[:, None])
+    covariates = [key for key in settings.segment_by if key != "plan"]
+    other = sum((hazard.effect(key, frame[key].astype(object).to_numpy()) for key in covariates), np.zeros(n))
+    plan_effect = np.where(known[:, None], hazard.effect("plan", np.asarray(names, dtype=object))[None, :],
+                           hazard.effect("plan", plan)[:, None]) if "plan" in settings.segment_by else np.zeros((n, n_plans))
+    q = np.broadcast_to(model.plan_transition.to_numpy(dtype=float), (n, n_plans, n_plans)).copy()
+    if propensity is not None:
+        # Each subscriber's own upgrade and downgrade propensity scales those moves; the rest stays.
+        order = model.plan_prices.reindex(names).to_numpy(dtype=float)
+        dearer = order[None, :] > order[:, None]
+        cheaper = order[None, :] < order[:, None]
+        moves = q * (dearer * propensity[:, 0, None, None] + cheaper * propensity[:, 1, None, None])
+        leave = moves.sum(axis=2)
+        moves /= np.maximum(leave, 1.0)[:, :, None]
+        q = moves + np.eye(n_plans)[None] * (1.0 - np.minimum(leave, 1.0))[:, :, None]
+    q[~known] = np.eye(n_plans)
+    start = np.zeros((n, n_plans))
+    start[np.flatnonzero(known), names.get_indexer(plan[known])] = 1.0
+    start[~known, 0] = 1.0
+
+    u, weight = frailty_nodes(hazard.shape, settings.frailty_nodes)
+    theta = u[None, :] / (hazard.shape + survived[:, None])  # (n, nodes)
+    bands = np.asarray(hazard.band_log_hazard)
+    state = np.repeat(start[:, None, :], len(u), axis=1)  # (n, nodes, plans)
+    survival = np.empty((n, big_k + 1))
+    paid = np.empty((n, big_k + 1))
+    at_k = None
+    for k in range(1, big_k + 2):
+        period = renewals + k - 1
+        share = (1.0 - elapsed) if k == 1 else np.ones(n)
+        h = np.exp(bands[hazard.band(period.astype(np.int64))][:, None] + plan_effect + other[:, None])
+        kept = state * np.exp(-theta[:, :, None] * (h * share[:, None])[:, None, :])
+        state = np.einsum("iqp,ipr->iqr", kept, q)
+        survival[:, k - 1] = state.sum(axis=2) @ weight
+        paid[:, k - 1] = (state * prices[:, None, :]).sum(axis=2) @ weight
+        if k == big_k:
+            at_k = state
+    # The tail: every period from n + K on is in the last band.
+    h_last = np.exp(bands[-1] + plan_effect + other[:, None])
+    m = np.exp(-theta[:, :, None] * h_last[:, None, :])[..., None] * q[:, None, :, :]  # diag(s) Q
+    eye = np.eye(n_plans)
+    margin = settings.gross_margin * prices - cost
+    ones = np.ones((n, n_plans))
+
+    def series(factor: float, w: np.ndarray) -> np.ndarray:
+        rhs = np.broadcast_to(w[:, None, :, None], (*m.shape[:3], 1))
+        solved = np.linalg.solve(eye - factor * m, rhs)[..., 0]
+        return (((at_k * solved).sum(axis=2) - (at_k * w[:, None, :]).sum(axis=2)) @ weight)
+
+    k = np.arange(1, big_k + 1)
+    discount = g ** (k[None, :] - elapsed[:, None])
+    surv_k, paid_k = survival[:, :big_k], paid[:, :big_k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_price = np.where(survival > 0, paid / survival, prices[:, :1])
+    return {
+        "clv": (discount * (settings.gross_margin * paid_k - cost * surv_k)).sum(axis=1)
+        + g ** (big_k - elapsed) * series(g, margin),
+        "survival": surv_k,
+        "paid": paid_k,
+        "prices": expected_price,
+        # Undiscounted, the tail has a finite mean only for r > 1 (E[1 / theta] = (r + A) / (r - 1)).
+        "residual_periods": surv_k.sum(axis=1) + (series(1.0, ones) if hazard.shape > 1 else np.inf),
+        "discounted_residual_periods": (g**k * surv_k).sum(axis=1) + g**big_k * series(g, ones),
+    }
+
+
 def _prices(model: ContractualModel, plan: np.ndarray, mrr: np.ndarray) -> np.ndarray:
     """Expected price of the next invoices k = 1 .. K + 1 per row (n, K + 1), currency units."""
     settings = model.settings
@@ -538,17 +842,18 @@ def score_contractual(
     )
     state = state.assign(channel=_channels(tables, state.index.to_series()))
     running = state["state"].isin(["active", "reactivated"]).to_numpy()
-    curve = _curve(model, state)
-    renewals = state["tenure_periods"].fillna(0).to_numpy(dtype=float)
     elapsed = state["period_elapsed"].fillna(0).to_numpy(dtype=float)
     period_days = _MEAN_MONTH_DAYS * settings.billing_months
     t0 = np.datetime64(pd.Timestamp(cutoff) + pd.Timedelta(days=1), "ns")
 
     # Conditioned on no cancel yet within the current period (n + f periods survived).
-    h = settings.horizon_days / period_days
-    churn = -np.expm1(curve.log_survival(renewals + elapsed + h) - curve.log_survival(renewals + elapsed))
-    prices_k = _prices(model, state["plan"].astype(object).to_numpy(), state["mrr"].to_numpy())
-    values = _values(curve, renewals, elapsed, prices_k, settings)
+    survived, propensity = None, None
+    if model.hazard is not None:
+        rows = _person_periods(tables, cutoff, settings)
+        survived = _survived_hazard(model, rows, state)
+        propensity = _change_multipliers(model, rows, state.index)
+    values = _lifetimes(model, state, survived, propensity)
+    curve, churn, prices_k = values["curve"], values["churn"], values["prices"]
     clv = np.where(running, values["clv"], 0.0)
 
     # The k-th next invoice is due paid_through + (k - 1) periods; horizon j of the curves holds the
@@ -689,10 +994,9 @@ def new_subscriber_clv(
     recent["channel"] = _channels(tables, recent["customer_id"])
     recent["tenure_periods"] = 0
     recent["period_elapsed"] = 0.0
-    curve = _curve(model, recent)
-    prices_k = _prices(model, recent["plan"].to_numpy(dtype=object), recent["mrr"].to_numpy())
     zero = np.zeros(len(recent))
-    values = _values(curve, zero, zero, prices_k, settings)
+    values = _lifetimes(model, recent, zero)
+    prices_k = values["prices"]
     first_margin = settings.gross_margin * recent["mrr"].to_numpy() * settings.billing_months
     first_margin -= settings.cost_to_serve * settings.billing_months
     recent["clv"] = first_margin + values["clv"]
@@ -701,8 +1005,7 @@ def new_subscriber_clv(
     recent["clv_lower"] = first_margin + bounds["clv_lower"]
     recent["clv_upper"] = first_margin + bounds["clv_upper"]
     recent["first_invoice_margin"] = first_margin
-    h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
-    recent["churn_probability"] = -np.expm1(curve.log_survival(zero + h) - curve.log_survival(zero))
+    recent["churn_probability"] = values["churn"]
     cumulative = np.cumsum(
         np.c_[first_margin, (settings.gross_margin * values["paid"] - settings.cost_to_serve * settings.billing_months
                              * values["survival"])], axis=1

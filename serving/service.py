@@ -485,7 +485,7 @@ def _contractual_for(champion: Champion, contractual: ContractualModel | None) -
     """The contractual model ``/clv`` scores subscribers with, for this champion.
 
     A champion trained with ``business: subscription`` needs the model of a subscription scoring
-    (``CLVCAST_SCORES``) with its horizon: a request's few customers cannot fit the sBG. A retail
+    (``CLVCAST_SCORES``) with its horizon: a request's few customers cannot fit the survival model. A retail
     champion uses none.
 
     Raises

@@ -83,6 +83,8 @@ def contractual_settings(config: Config, *, horizon_days: int | None = None) -> 
         min_churned=sub.min_churned,
         grace_days=sub.grace_days,
         late_tenure_periods=sub.late_tenure_periods,
+        survival=sub.survival,
+        hazard_bands=tuple(sub.hazard_bands),
     )
 
 

@@ -74,6 +74,9 @@ def test_settings_follow_the_config():
     assert contractual_settings(config, horizon_days=182).horizon_days == 182
     assert contractual_settings(load_config(environ={}, late_tenure_periods=0)).late_tenure_periods == 0
     assert contractual_settings(load_config(environ={}, grace_days=3)).grace_days == 3
+    assert settings.survival == "frailty"
+    sbg = contractual_settings(load_config(environ={}, survival="sbg", hazard_bands=[0, 1, 6]))
+    assert (sbg.survival, sbg.hazard_bands) == ("sbg", (0, 1, 6))
 
 
 def test_saas_tables_are_written_as_csv(saas_book, tmp_path):

@@ -394,9 +394,16 @@ class SubscriptionModeConfig(BaseModel):
     min_churned : int
         Ended subscriptions a segment needs for its own fit; fewer and it takes its plan's, then
         the pooled fit.
+    survival : str
+        The contractual survival model (:mod:`serving.contractual`): ``frailty`` (the default: the
+        discrete-time cancel hazard by tenure band, plan and channel with gamma frailty) or ``sbg``
+        (the sBG per segment, two-stage with ``late_tenure_periods``).
+    hazard_bands : tuple of int
+        First tenure (billing periods) of each band of the frailty hazard's baseline, strictly
+        increasing from 0; each subscriber's hazard is flat after the last.
     late_tenure_periods : int
         Renewals after which a second sBG, fitted on the subscriptions that lasted that long, takes
-        over (:mod:`serving.contractual`); 0 = one sBG for every tenure.
+        over (:mod:`serving.contractual`, ``survival: sbg``); 0 = one sBG for every tenure.
     grace_days : int
         Days after the end of a paid period during which a late renewal keeps the customer active.
     """
@@ -407,6 +414,8 @@ class SubscriptionModeConfig(BaseModel):
     plans: dict[str, float] = Field(default_factory=dict)
     segment_by: tuple[Literal["plan", "channel"], ...] = ("plan", "channel")
     min_churned: int = Field(30, ge=1)
+    survival: Literal["frailty", "sbg"] = "frailty"
+    hazard_bands: tuple[int, ...] = (0, 1, 2, 3, 6, 12, 18)
     late_tenure_periods: int = Field(12, ge=0)
     grace_days: int = Field(0, ge=0)
 
