@@ -197,6 +197,7 @@ def fit_lifetime_model(
     params = fit_lifetime(
         h, time_unit_days=time_unit_days, seasonal=settings.seasonal, level_column=settings.dropout_covariate,
         min_level_customers=settings.min_level_customers, level_prior_sd=settings.level_prior_sd,
+        level_fit_customers=settings.level_fit_customers,
     )  # fmt: skip
     season = training_season_index(params, origins, origin_rows, model_horizon_days) if settings.season_adjusted_boosters else None
     model = LifetimeModel(

@@ -205,6 +205,7 @@ def fit_lifetime(
     level_column: str | None = None,
     min_level_customers: int = 30,
     level_prior_sd: float = 1.0,
+    level_fit_customers: int = 50_000,
 ) -> LifetimeParams:
     """Fit the dropout process (Pareto/NBD + Gamma-Gamma, seasonal purchase rate) on the history ``h``.
 
@@ -231,6 +232,10 @@ def fit_lifetime(
         Fewest customers of a level with its own effects (the others take the base).
     level_prior_sd : float
         Standard deviation of the effects' normal prior (log scale).
+    level_fit_customers : int
+        The fit by level runs on a random sample of at most this many customers (seed 0): a few
+        parameters per level need far fewer customers than a large book has, and the fit costs
+        about five times the one without levels per customer.
 
     Returns
     -------
@@ -252,7 +257,7 @@ def fit_lifetime(
         indices = _seasonality(h, pareto, time_unit_days)
     by_level = None
     if level_column is not None:
-        by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd)
+        by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level,
@@ -268,7 +273,7 @@ def level_values(h: History, column: str) -> pd.api.extensions.ExtensionArray | 
     return customers[column].astype("str").array.take(pos, allow_fill=True)
 
 
-def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd) -> LevelEffects | None:
+def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd, max_customers) -> LevelEffects | None:
     values = level_values(h, column)
     if values is None:
         log.info("dropout process: no customers.%s; one process for every customer", column)
@@ -279,15 +284,21 @@ def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_
         log.info("dropout process: fewer than two values of customers.%s with %d customers; one process", column, min_customers)
         return None
     codes = level_codes(values, levels)
+    counts_by_level = tuple(int((codes == g).sum()) for g in range(len(levels)))
+    rows = np.arange(codes.size)
+    if codes.size > max_customers:
+        rows = np.sort(np.random.default_rng(0).choice(codes.size, size=max_customers, replace=False))
+        log.info("dropout process by customers.%s: fitted on a sample of %d of %d customers", column, max_customers, codes.size)
+    x, tx, T, m, c = summary.frequency[rows], summary.recency[rows], summary.T[rows], summary.monetary_value[rows], codes[rows]
     try:
-        base, by_pn = fit_pareto_nbd_by_level(summary.frequency, summary.recency, summary.T, codes, len(levels), start=pareto, prior_sd=prior_sd)
-        gg_base, by_gg = fit_gamma_gamma_by_level(summary.frequency, summary.monetary_value, codes, len(levels), start=gamma_gamma, prior_sd=prior_sd)
+        base, by_pn = fit_pareto_nbd_by_level(x, tx, T, c, len(levels), start=pareto, prior_sd=prior_sd)
+        gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
     except (ValueError, RuntimeError) as exc:
         log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
         return None
     return LevelEffects(
         column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
-        gamma_gamma_by_level=tuple(by_gg), customers_by_level=tuple(int((codes == g).sum()) for g in range(len(levels))),
+        gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
     )  # fmt: skip
 
 
