@@ -190,3 +190,29 @@ def test_a_large_book_is_fitted_by_level_on_a_sample(channel_book, caplog):
     assert sampled.by_level != whole.by_level
     leaky = sampled.by_level.rate_multipliers()["leaky"]["dropout_rate"] / sampled.by_level.rate_multipliers()["loyal"]["dropout_rate"]
     assert leaky > 2
+
+
+def test_mean_order_value_is_the_level_s_gamma_gamma_mean(channel_book):
+    params = fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel")
+    effects = params.by_level
+    got = params.mean_order_value(["loyal", "nowhere", None])
+    gg, base = effects.gamma_gamma_by_level[1], effects.gamma_gamma
+    np.testing.assert_allclose(got, [gg.p * gg.v / (gg.q - 1), base.p * base.v / (base.q - 1), base.p * base.v / (base.q - 1)])
+    one = LifetimeParams(pareto=params.pareto, gamma_gamma=params.gamma_gamma)
+    pop = params.gamma_gamma
+    np.testing.assert_allclose(one.mean_order_value(["loyal"]), [pop.p * pop.v / (pop.q - 1)])
+
+
+def test_the_lifetime_setting_reaches_the_fit(channel_book):
+    from training.config import load_config
+    from training.lifetime import fit_lifetime_model
+
+    def fitted(**overrides):
+        cfg = load_config(lifetime__seasonal=False, **overrides)
+        return fit_lifetime_model(
+            channel_book, cutoff="2024-06-30", model_horizon_days=182, origins=[], origin_rows=[],
+            settings=cfg.lifetime, clv=cfg.clv, time_unit_days=7.0,
+        ).params  # fmt: skip
+
+    assert fitted().by_level is None  # the default: one process
+    assert fitted(lifetime__dropout_covariate="channel").by_level.levels == ("leaky", "loyal")

@@ -395,14 +395,12 @@ def test_new_customers_go_through_the_same_machinery(champion):
     numeric = got.drop(columns=["expected_spend_curve", "expected_margin_curve"])
     assert np.isfinite(numeric.to_numpy(dtype=float)).all()
     np.testing.assert_allclose(got["clv_from_acquisition"], got["first_order_margin"] + got["clv"])
-    # The dropout process is fitted by channel: a new customer's first order is worth its channel's
-    # mean purchase-day value, and an unknown channel's is the base's.
-    effects = champion.lifetime.params.by_level
-    assert effects is not None and effects.column == "channel" and "referral" in effects.levels
-    gg = effects.gamma_gamma_by_level[effects.levels.index("referral")]
-    assert got.loc["referral", "first_order_value"] == pytest.approx(gg.p * gg.v / (gg.q - 1))
-    base = effects.gamma_gamma
-    assert got.loc["nowhere", "first_order_value"] == pytest.approx(base.p * base.v / (base.q - 1))
+    # The first order is worth the mean purchase-day value of the channel's process when the
+    # dropout process is fitted by channel (lifetime.dropout_covariate), else the population's.
+    params = champion.lifetime.params
+    by_channel = params.by_level is not None and params.by_level.column == "channel"
+    expected = params.mean_order_value(list(got.index) if by_channel else [None] * len(got))
+    np.testing.assert_allclose(got["first_order_value"], expected, rtol=1e-12)
     # The same numbers as scoring that customer: one order on the acquisition day, its channel.
     clv = champion.serving.config.clv
     value = got.loc["referral", "first_order_value"]

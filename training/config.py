@@ -450,7 +450,10 @@ class LifetimeConfig(BaseModel):
         A ``customers`` column (categorical) by whose levels the dropout process is fitted
         (:mod:`features.btyd.covariates`): each level's purchase rate, dropout rate and purchase-day
         value scale on the base's, so a channel whose customers leave faster decays faster beyond
-        the boosters' horizon. None, or a book without the column: one process for every customer.
+        the boosters' horizon. None (the default), or a book without the column: one process for
+        every customer. ``channel`` (with ``level_persistence`` 0.5) was chosen on the development
+        books and then, on the benchmark books, lowered the lifetime total and the new-customer CLV
+        (BENCHMARKS.md, "Lifetime CLV"), so it is an option, not the default.
     min_level_customers : int
         Fewest customers a level needs at the training cutoff for its own effects.
     level_prior_sd : float
@@ -469,10 +472,10 @@ class LifetimeConfig(BaseModel):
     seasonal: bool = True
     season_adjusted_boosters: bool = True
     alive_persistence: float = Field(1.0, ge=0, le=1)
-    level_persistence: float = Field(0.5, ge=0, le=1)
+    level_persistence: float = Field(0.0, ge=0, le=1)
     interval_coverage: float = Field(0.8, gt=0, lt=1)
     calibrate_spend_level: bool = False
-    dropout_covariate: str | None = "channel"
+    dropout_covariate: str | None = None
     min_level_customers: int = Field(30, ge=1)
     level_prior_sd: float = Field(1.0, gt=0, allow_inf_nan=False)
     level_fit_customers: int = Field(50_000, ge=100)
