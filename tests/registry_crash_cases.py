@@ -53,6 +53,7 @@ training:
   early_stopping_rounds: 5
   churn_params: {num_boost_round: 15}
   spend_params: {num_boost_round: 15}
+  refit: false
 """
 CHILD_TIMEOUT_S = 180
 TRAIN_TIMEOUT_S = 600

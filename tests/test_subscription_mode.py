@@ -113,6 +113,8 @@ def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, 
         "clv: {gross_margin: 0.8}\n"
         "training:\n  churn_params: {num_boost_round: 20}\n  spend_params: {num_boost_round: 20}\n"
         "  early_stopping_rounds: 5\n  n_cutoffs: 3\n  step_days: 30\n"
+        # The subscribers' figures are the contractual model's: the refit is not checked here.
+        "  refit: false\n"
     )
     data, config = tmp_path / "saas", str(tmp_path / "config.yaml")
     assert main(["generate", "--kind", "subscription", "--customers", "1200", "--seed", "2", "--out", str(data)]) == 0
