@@ -392,8 +392,8 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
 def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history, cluster):
     """Batch CLV for every customer from the champion models."""
     # Deferred: see the module docstring.
-    from serving.scores import read_scores, write_scores
-    from serving.scoring import score_tables
+    from serving.scores import read_scores
+    from serving.scoring import score_to_file
     from training.registry import check_registry, load_champion
 
     config = load_config(config_path)
@@ -422,25 +422,37 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
 
     # Subscription mode (the config's, else the champion's): the contractual model scores the subscribers.
     contractual = scoring_model(tables, cutoff=cutoff, config=config, champion=champion)
-    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual)
-    write_scores(scores, out)
-    prospects = int((scores.frame["rfm_segment"] == "prospect").sum())
-    _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}"
+    # Block by block (scoring.block_customers): the memory follows the block, not the book.
+    written = score_to_file(tables, out, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual,
+                            block_customers=config.scoring.block_customers)  # fmt: skip
+    prospects = written.prospects
+    _echo(f"wrote {out}: {written.customers:,} customers scored as of {cutoff}"
           + (f" ({prospects:,} of them prospects, without a purchase yet)" if prospects else ""))
-    for left in scores.run.left_out:
+    for left in written.run.left_out:
         _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
     if contractual is not None:
         from serving.subscription_mode import subscription_scores, write_frames
 
         path = Path(out).with_name(f"{Path(out).stem}_subscription")
-        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days,
+        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=written.run.horizon_days,
                                     model=contractual)
-        written = write_frames({path.name: frame}, path.parent)[path.name]
-        states = scores.frame["subscription_state"].value_counts()
+        detail = write_frames({path.name: frame}, path.parent)[path.name]
+        states = _score_column(Path(out), "subscription_state").value_counts()
         _echo(f"churn, spend and CLV of {len(frame):,} subscribers from the contractual model (sBG by segment; "
-              + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {written}")
-    if history:
-        _append_history(scores, history, cutoff)
+              + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {detail}")
+    if history:  # read back: the scores were written block by block
+        _append_history(read_scores(out), history, cutoff)
+
+
+def _score_column(path: Path, name: str):
+    """One column of a scores file (a pandas Series), without reading the others."""
+    import pandas as pd  # deferred: see the module docstring
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".csv":
+        return pd.read_csv(path, usecols=[name], dtype={name: "str"})[name]
+
+    return pq.read_table(path, columns=[name]).column(0).to_pandas()
 
 
 def _append_history(scores, history: str, cutoff) -> None:
