@@ -296,7 +296,7 @@ def generate(
 @cluster_option
 def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out, cluster):
     """One feature row per customer as of a cutoff date."""
-    from features.build import build_features  # deferred: see the module docstring
+    from features.build import feature_blocks  # deferred: see the module docstring
 
     config = load_config(config_path)
     with _cluster(cluster, on_invalid) as client:
@@ -317,9 +317,11 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
 
     # As a training run would: event types beyond the configured ones reported, the usable ones taken in.
     settings, event_types = resolve_event_types(config.features, tables.events, cutoff=cutoff)
-    frame = build_features(tables, cutoff=cutoff, config=settings)
-    _write_frame(frame, out)
-    _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
+    # Block by block (scoring.block_customers): the memory follows the block, not the book.
+    rows, width = _write_frames(
+        feature_blocks(tables, cutoff=cutoff, config=settings, block_customers=config.scoring.block_customers), out
+    )
+    _echo(f"wrote {out}: {rows:,} customers x {width} features as of {cutoff}")
     if event_types.unknown_events:
         _echo(f"event types: {event_types.message()}")
     # Feature rows are the buyers'; the other customers the tables know are counted, not lost.
@@ -655,15 +657,36 @@ def _default_quarantine(out: str) -> str:
     return str(Path(out).with_suffix("")) + ".quarantine"
 
 
-def _write_frame(frame, out: str) -> None:
+def _write_frames(frames, out: str) -> tuple[int, int]:
+    """Write frames one after the other into one file, as ``to_csv`` / ``to_parquet`` of them all would; (rows, columns).
+
+    Parquet: one row group per frame, all with the first frame's schema.
+    """
+    import pyarrow as pa  # deferred: see the module docstring
+    import pyarrow.parquet as pq
+
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        frame.to_csv(path)
-    elif path.suffix == ".parquet":
-        frame.to_parquet(path)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise click.BadParameter(f"--out must end in .parquet or .csv, got {out!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows, width, writer, schema = 0, 0, None, None
+    try:
+        for i, frame in enumerate(frames):
+            if path.suffix == ".csv":
+                frame.to_csv(path, mode="a" if i else "w", header=not i)
+            else:
+                if writer is None:
+                    table = pa.Table.from_pandas(frame)
+                    schema = table.schema
+                    writer = pq.ParquetWriter(path, schema)
+                else:
+                    table = pa.Table.from_pandas(frame, schema=schema)
+                writer.write_table(table)
+            rows, width = rows + len(frame), frame.shape[1]
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows, width
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -297,16 +297,16 @@ class ClvConfig(BaseModel):
 
 
 class ScoringConfig(BaseModel):
-    """How ``clvcast score`` runs in this process.
+    """How ``clvcast score`` and ``clvcast features`` run in this process.
 
     Parameters
     ----------
     block_customers : int
-        Customers with a purchase scored at a time (:func:`serving.scoring.score_to_file`): features,
-        predictions, drivers and curves of one block are built, written and freed before the next,
-        so the memory follows the block, not the book. The scores are the same, to the last bit,
-        for every value from 8 (fewer would explain a block's customers by another computation).
-        Default 100,000.
+        Customers with a purchase scored (:func:`serving.scoring.score_to_file`) or given feature
+        rows (:func:`features.build.feature_blocks`) at a time: features, predictions, drivers and
+        curves of one block are built, written and freed before the next, so the memory follows the
+        block, not the book. The output is the same, to the last bit, for every value from 8 (fewer
+        would explain a block's customers by another computation). Default 100,000.
     """
 
     model_config = _FROZEN
