@@ -21,7 +21,7 @@ from features.history import History, buyer_ids, customer_blocks, prepare_histor
 from features.schema import feature_schema
 from features.spec import assemble
 
-__all__ = ["build_features", "feature_blocks", "family_features", "feature_columns", "fit_btyd"]
+__all__ = ["build_features", "family_features", "feature_blocks", "feature_columns", "fit_btyd"]
 
 
 def feature_columns(h: History, config: FeatureConfig, btyd: BTYDParams | None = None) -> tuple[dict, BTYDParams]:
