@@ -8,6 +8,8 @@ history when its ``timestamp`` is before the end of that day. Rows after it neve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 
 from features.btyd import BTYDParams
@@ -15,11 +17,11 @@ from features.config import FeatureConfig
 from features.contract import Tables
 from features.families import FAMILIES
 from features.families import btyd as btyd_family
-from features.history import History, prepare_history
+from features.history import History, buyer_ids, customer_blocks, prepare_history
 from features.schema import feature_schema
 from features.spec import assemble
 
-__all__ = ["build_features", "family_features", "feature_columns", "fit_btyd"]
+__all__ = ["build_features", "family_features", "feature_blocks", "feature_columns", "fit_btyd"]
 
 
 def feature_columns(h: History, config: FeatureConfig, btyd: BTYDParams | None = None) -> tuple[dict, BTYDParams]:
@@ -107,3 +109,24 @@ def build_features(
     h = prepare_history(tables, cutoff)
     columns, _ = feature_columns(h, config, btyd)
     return assemble(h.ids, specs, columns)
+
+
+def feature_blocks(
+    tables: Tables, *, cutoff, config: FeatureConfig = FeatureConfig(), btyd: BTYDParams | None = None, block_customers: int
+) -> Iterator[pd.DataFrame]:
+    """The rows of :func:`build_features`, ``block_customers`` customers at a time (in the same order).
+
+    The BTYD parameters, when not given, are fitted once on the whole history (as
+    :func:`build_features` does); each block's features are then built from its customers' rows only
+    (:func:`features.history.customer_blocks`), so the memory follows the block, not the book, and
+    the rows concatenated are :func:`build_features`'s to the last bit.
+
+    Raises
+    ------
+    ValueError
+        As :func:`build_features`; on fewer than 1 customer per block.
+    """
+    if btyd is None:
+        btyd = fit_btyd(tables, cutoff=cutoff, config=config)  # raises when no customer is known
+    for block in customer_blocks(tables, buyer_ids(tables.transactions, cutoff), block_customers):
+        yield build_features(block, cutoff=cutoff, config=config, btyd=btyd)

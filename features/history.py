@@ -22,6 +22,7 @@ Definitions
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,11 @@ from features.dates import day_number, day_numbers, parse_cutoff
 __all__ = [
     "History",
     "arrow_strings",
+    "buyer_ids",
+    "customer_blocks",
     "filter_rows",
-    "known_customers",
     "isin_ids",
+    "known_customers",
     "lookup",
     "no_customer_error",
     "prepare_history",
@@ -125,6 +128,54 @@ def known_customers(customer_id: pa.Array | pa.ChunkedArray, is_purchase: np.nda
         unique = unique.combine_chunks()
     ids = unique.take(pc.sort_indices(unique))
     return ids, lookup(customer_id, ids)
+
+
+def buyer_ids(transactions: pd.DataFrame, cutoff) -> pa.Array:
+    """Sorted ids of the customers with a purchase on or before the ``cutoff`` day: the rows of :func:`prepare_history`."""
+    day = day_numbers(transactions["timestamp"], "transactions.timestamp")
+    in_history = day <= day_number(parse_cutoff(cutoff))
+    customer_id = filter_rows(arrow_strings(transactions["customer_id"]), in_history)
+    ids, _ = known_customers(customer_id, transactions["amount"].to_numpy(dtype=np.float64)[in_history] >= 0)
+    return ids
+
+
+def customer_blocks(tables: Tables, ids: pa.Array, size: int, *, min_size: int = 1) -> Iterator[Tables]:
+    """The tables cut into blocks of whole customers: block *b* holds every row of ``ids[b*size:(b+1)*size]``.
+
+    Rows keep their input order; rows of customers not in ``ids`` are in no block. A customer's
+    features, labels and scores depend on that customer's rows only, so a block gives its customers
+    what the whole tables give them, in a memory that follows ``size``, not the book.
+
+    Parameters
+    ----------
+    tables : Tables
+    ids : pyarrow.Array of str
+        Customers in block order (e.g. :func:`buyer_ids`).
+    size : int
+        Customers per block, at least ``min_size``.
+    min_size : int
+        A last block of fewer customers joins the one before it (when there is one).
+    """
+    if size < max(min_size, 1):
+        raise ValueError(f"customers per block must be at least {max(min_size, 1)}, got {size}")
+    frames = [tables.transactions, tables.events, tables.customers]
+    n_blocks = -(-len(ids) // size)
+    if n_blocks > 1 and 0 < len(ids) % size < min_size:
+        n_blocks -= 1
+    # Each row's block, computed once (4 bytes a row); -1: not one of ids.
+    blocks = []
+    for frame in frames:
+        if frame is None:
+            blocks.append(None)
+            continue
+        position = lookup(arrow_strings(frame["customer_id"]), ids)
+        blocks.append(np.where(position >= 0, np.minimum(position // size, n_blocks - 1), -1).astype(np.int32))
+        del position
+    for b in range(n_blocks):
+        yield Tables(*(
+            None if frame is None else frame.iloc[np.flatnonzero(block == b)].reset_index(drop=True)
+            for frame, block in zip(frames, blocks, strict=True)
+        ))  # fmt: skip
 
 
 def no_customer_error(transactions: pd.DataFrame, cutoff: dt.date) -> ValueError:

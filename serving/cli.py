@@ -296,7 +296,7 @@ def generate(
 @cluster_option
 def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path, out, cluster):
     """One feature row per customer as of a cutoff date."""
-    from features.build import build_features  # deferred: see the module docstring
+    from features.build import feature_blocks  # deferred: see the module docstring
 
     config = load_config(config_path)
     with _cluster(cluster, on_invalid) as client:
@@ -317,9 +317,11 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
 
     # As a training run would: event types beyond the configured ones reported, the usable ones taken in.
     settings, event_types = resolve_event_types(config.features, tables.events, cutoff=cutoff)
-    frame = build_features(tables, cutoff=cutoff, config=settings)
-    _write_frame(frame, out)
-    _echo(f"wrote {out}: {len(frame):,} customers x {frame.shape[1]} features as of {cutoff}")
+    # Block by block (scoring.block_customers): the memory follows the block, not the book.
+    rows, width = _write_frames(
+        feature_blocks(tables, cutoff=cutoff, config=settings, block_customers=config.scoring.block_customers), out
+    )
+    _echo(f"wrote {out}: {rows:,} customers x {width} features as of {cutoff}")
     if event_types.unknown_events:
         _echo(f"event types: {event_types.message()}")
     # Feature rows are the buyers'; the other customers the tables know are counted, not lost.
@@ -392,8 +394,8 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
 def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_path, history, cluster):
     """Batch CLV for every customer from the champion models."""
     # Deferred: see the module docstring.
-    from serving.scores import read_scores, write_scores
-    from serving.scoring import score_tables
+    from serving.scores import read_scores
+    from serving.scoring import score_to_file
     from training.registry import check_registry, load_champion
 
     config = load_config(config_path)
@@ -422,25 +424,37 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
 
     # Subscription mode (the config's, else the champion's): the contractual model scores the subscribers.
     contractual = scoring_model(tables, cutoff=cutoff, config=config, champion=champion)
-    scores = score_tables(tables, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual)
-    write_scores(scores, out)
-    prospects = int((scores.frame["rfm_segment"] == "prospect").sum())
-    _echo(f"wrote {out}: {len(scores.frame):,} customers scored as of {cutoff}"
+    # Block by block (scoring.block_customers): the memory follows the block, not the book.
+    written = score_to_file(tables, out, as_of=cutoff, champion=champion, clv=config.clv, contractual=contractual,
+                            block_customers=config.scoring.block_customers)  # fmt: skip
+    prospects = written.prospects
+    _echo(f"wrote {out}: {written.customers:,} customers scored as of {cutoff}"
           + (f" ({prospects:,} of them prospects, without a purchase yet)" if prospects else ""))
-    for left in scores.run.left_out:
+    for left in written.run.left_out:
         _echo(f"not scored: {left.customers:,} {left.kind} ({left.reason}), first: {', '.join(left.first)}")
     if contractual is not None:
         from serving.subscription_mode import subscription_scores, write_frames
 
         path = Path(out).with_name(f"{Path(out).stem}_subscription")
-        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=scores.run.horizon_days,
+        frame = subscription_scores(tables, cutoff=cutoff, config=config, horizon_days=written.run.horizon_days,
                                     model=contractual)
-        written = write_frames({path.name: frame}, path.parent)[path.name]
-        states = scores.frame["subscription_state"].value_counts()
+        detail = write_frames({path.name: frame}, path.parent)[path.name]
+        states = _score_column(Path(out), "subscription_state").value_counts()
         _echo(f"churn, spend and CLV of {len(frame):,} subscribers from the contractual model ({contractual.settings.survival}; "
-              + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {written}")
-    if history:
-        _append_history(scores, history, cutoff)
+              + ", ".join(f"{int(n):,} {state}" for state, n in states.items()) + f"); its detail in {detail}")
+    if history:  # read back: the scores were written block by block
+        _append_history(read_scores(out), history, cutoff)
+
+
+def _score_column(path: Path, name: str):
+    """One column of a scores file (a pandas Series), without reading the others."""
+    import pandas as pd  # deferred: see the module docstring
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".csv":
+        return pd.read_csv(path, usecols=[name], dtype={name: "str"})[name]
+
+    return pq.read_table(path, columns=[name]).column(0).to_pandas()
 
 
 def _append_history(scores, history: str, cutoff) -> None:
@@ -643,15 +657,36 @@ def _default_quarantine(out: str) -> str:
     return str(Path(out).with_suffix("")) + ".quarantine"
 
 
-def _write_frame(frame, out: str) -> None:
+def _write_frames(frames, out: str) -> tuple[int, int]:
+    """Write frames one after the other into one file, as ``to_csv`` / ``to_parquet`` of them all would; (rows, columns).
+
+    Parquet: one row group per frame, all with the first frame's schema.
+    """
+    import pyarrow as pa  # deferred: see the module docstring
+    import pyarrow.parquet as pq
+
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        frame.to_csv(path)
-    elif path.suffix == ".parquet":
-        frame.to_parquet(path)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise click.BadParameter(f"--out must end in .parquet or .csv, got {out!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows, width, writer, schema = 0, 0, None, None
+    try:
+        for i, frame in enumerate(frames):
+            if path.suffix == ".csv":
+                frame.to_csv(path, mode="a" if i else "w", header=not i)
+            else:
+                if writer is None:
+                    table = pa.Table.from_pandas(frame)
+                    schema = table.schema
+                    writer = pq.ParquetWriter(path, schema)
+                else:
+                    table = pa.Table.from_pandas(frame, schema=schema)
+                writer.write_table(table)
+            rows, width = rows + len(frame), frame.shape[1]
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows, width
 
 
 def main(argv: list[str] | None = None) -> int:

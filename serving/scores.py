@@ -34,7 +34,9 @@ __all__ = [
     "LeftOut",
     "ScoreColumn",
     "Scores",
+    "ScoresWriter",
     "ScoringRun",
+    "file_rows",
     "read_scores",
     "write_scores",
 ]
@@ -190,34 +192,99 @@ def write_scores(scores: Scores, out: str | Path) -> Path:
     ValueError
         On another file extension, or a frame without the columns of :data:`SCORE_COLUMNS`.
     """
-    path = Path(out)
-    if path.suffix not in (".parquet", ".csv"):
-        raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
-    missing = [c for c in SCORE_COLUMNS if c not in scores.frame.columns]
+    with ScoresWriter(out, scores.run) as writer:
+        writer.write(file_rows(scores.frame, scores.run.business))
+    return writer.path
+
+
+def file_rows(frame: pd.DataFrame, business: str = "retail") -> pd.DataFrame:
+    """The rows of a scores frame as a file holds them: the contract's columns in order, ``drivers``
+    as JSON text, the curves as lists of floats (what :class:`ScoresWriter` writes).
+
+    Raises
+    ------
+    ValueError
+        On a frame without the columns of :data:`SCORE_COLUMNS` (and of :data:`SUBSCRIPTION_COLUMNS`
+        for a subscription scoring).
+    """
+    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"scores: missing column(s) {missing}")
     columns = list(SCORE_COLUMNS)
-    if scores.run.business == "subscription":
-        missing = [c for c in SUBSCRIPTION_COLUMNS if c not in scores.frame.columns]
+    if business == "subscription":
+        missing = [c for c in SUBSCRIPTION_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"scores: a subscription scoring misses column(s) {missing}")
         columns += SUBSCRIPTION_COLUMNS
-    frame = scores.frame[columns].copy()
-    frame["drivers"] = [json.dumps(d, separators=(",", ":")) for d in frame["drivers"]]
+    rows = frame[columns].copy()
+    rows["drivers"] = [json.dumps(d, separators=(",", ":")) for d in rows["drivers"]]
     for name in CURVE_COLUMNS:
-        frame[name] = [np.asarray(v, dtype=float).tolist() for v in frame[name]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run_json = scores.run.model_dump_json().encode()
-    if path.suffix == ".parquet":
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _METADATA_KEY: run_json})
-        pq.write_table(table, path)
-    else:
+        rows[name] = [np.asarray(v, dtype=float).tolist() for v in rows[name]]
+    return rows
+
+
+class ScoresWriter:
+    """Appends blocks of rows to one scores file: Parquet row groups, or CSV lines (and ``<file>.run.json``).
+
+    Blocks of rows written one after the other make the file :func:`write_scores` makes of all of
+    them at once; every Parquet row group has one schema, the first block's unless given. The run is
+    known before the first row (it goes in the Parquet schema). Use as a context manager.
+
+    Parameters
+    ----------
+    out : str or path
+        ``.parquet`` or ``.csv`` file; parent directories are created.
+    run : ScoringRun
+        The run of every row written.
+    schema : pyarrow.Schema, optional
+        Arrow schema of the rows (Parquet).
+    """
+
+    def __init__(self, out: str | Path, run: ScoringRun, *, schema: pa.Schema | None = None) -> None:
+        self.path = Path(out)
+        if self.path.suffix not in (".parquet", ".csv"):
+            raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
+        self.run = run
+        self.rows = 0
+        self._schema = schema
+        self._parquet: pq.ParquetWriter | None = None
+        self._started = False
+
+    def __enter__(self) -> ScoresWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, rows: pd.DataFrame) -> None:
+        """Append ``rows`` (as :func:`file_rows` makes them)."""
+        if self.path.suffix == ".parquet":
+            self.write_table(pa.Table.from_pandas(rows, schema=self._schema, preserve_index=False))
+            return
+        rows = rows.copy()
         for name in CURVE_COLUMNS:
-            frame[name] = [json.dumps(v) for v in frame[name]]
-        frame.to_csv(path, index=False)
-        _run_sidecar(path).write_bytes(run_json)
-    return path
+            rows[name] = [json.dumps(np.asarray(v, dtype=float).tolist()) for v in rows[name]]
+        rows.to_csv(self.path, index=False, mode="a" if self._started else "w", header=not self._started)
+        self._started = True
+        self.rows += len(rows)
+
+    def write_table(self, rows: pa.Table) -> None:
+        """Append ``rows`` given as an Arrow table of the file's columns."""
+        if self.path.suffix == ".csv":
+            self.write(rows.to_pandas())
+            return
+        if self._parquet is None:
+            self._schema = self._schema or rows.schema
+            run_json = self.run.model_dump_json().encode()
+            schema = self._schema.with_metadata({**(self._schema.metadata or {}), _METADATA_KEY: run_json})
+            self._parquet = pq.ParquetWriter(self.path, schema)
+        self._parquet.write_table(rows)
+        self._started = True
+        self.rows += rows.num_rows
+
+    def __exit__(self, *exc) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self.path.suffix == ".csv" and exc[0] is None:
+            _run_sidecar(self.path).write_bytes(self.run.model_dump_json().encode())
 
 
 #: The scoring run of a Parquet dataset of scores (``clvcast score --cluster``), beside its part files.

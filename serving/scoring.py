@@ -10,17 +10,21 @@ columns are declared in :mod:`serving.scores`.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.build import build_features, feature_columns
 from features.contract import Tables
 from features.dates import parse_cutoff
-from features.history import History, isin_ids, prepare_history
+from features.history import History, buyer_ids, customer_blocks, isin_ids, prepare_history
 from features.io import load_tables
 from features.population import KINDS, PROSPECT_KINDS, customer_population
 from features.schema import feature_schema
@@ -28,12 +32,18 @@ from features.spec import assemble
 from serving import clv as C
 from serving.contractual import ContractualModel, score_contractual
 from serving.prospects import ProspectModel, fit_prospects
-from serving.scores import CURVE_COLUMNS, SCORE_COLUMNS, SUBSCRIPTION_COLUMNS, LeftOut, Scores, ScoringRun, write_scores
+from serving.scores import (
+    CURVE_COLUMNS, SCORE_COLUMNS, SUBSCRIPTION_COLUMNS, LeftOut, Scores, ScoresWriter, ScoringRun, file_rows, write_scores,
+)  # fmt: skip
 from serving.segments import PROSPECT_SEGMENT, SegmentReference, clv_tier
 from training.config import ClvConfig
 from training.registry import Champion
+from training.treeshap import TABLE_ROWS
 
-__all__ = ["DECIDED_SEGMENTS", "TOP_DRIVERS", "build_champion_features", "champion_clv_config", "score", "score_columns", "score_tables"]
+__all__ = [
+    "DECIDED_SEGMENTS", "TOP_DRIVERS", "WrittenScores", "build_champion_features", "champion_clv_config", "score",
+    "score_columns", "score_tables", "score_to_file",
+]  # fmt: skip
 
 #: Number of drivers kept per model and customer.
 TOP_DRIVERS = 3
@@ -118,6 +128,14 @@ def score_tables(
         tables, as_of=as_of, champion=champion, clv=clv, reference=reference, top_drivers=top_drivers,
         prospects=prospects, contractual=contractual,
     )  # fmt: skip
+    run = _scoring_run(out, as_of=as_of, champion=champion, clv=clv, prospects=prospects, contractual=contractual)
+    columns = SCORE_COLUMNS if contractual is None else SCORE_COLUMNS + SUBSCRIPTION_COLUMNS
+    return Scores(frame=_frame(out, columns), run=run)
+
+
+def _frame(out: dict[str, Any], columns: tuple[str, ...]) -> pd.DataFrame:
+    """The columns of :func:`score_columns` as a scores frame: one object per row in the drivers, curve and version columns."""
+    out = dict(out)
     out["drivers"] = np.array(out["drivers"], dtype=object)
     for name in CURVE_COLUMNS:
         column = np.empty(len(out[name]), dtype=object)
@@ -126,7 +144,12 @@ def score_tables(
     n = len(out["customer_id"])
     for name in ("churn_model_version", "spend_model_version", "feature_set_id"):
         out[name] = np.full(n, out[name], dtype=object)
-    run = ScoringRun(
+    return pd.DataFrame({name: out[name] for name in columns})
+
+
+def _scoring_run(out: dict[str, Any], *, as_of, champion: Champion, clv: ClvConfig | None, prospects, contractual) -> ScoringRun:
+    """The :class:`~serving.scores.ScoringRun` of a scoring whose population and left-out customers ``out`` holds."""
+    return ScoringRun(
         as_of=parse_cutoff(as_of),
         horizon_days=champion.horizon_days,
         churn_model_version=champion.churn_version,
@@ -142,8 +165,6 @@ def score_tables(
         business="retail" if contractual is None else "subscription",
         contractual=None if contractual is None else contractual.to_dict(),
     )
-    columns = SCORE_COLUMNS if contractual is None else SCORE_COLUMNS + SUBSCRIPTION_COLUMNS
-    return Scores(frame=pd.DataFrame({name: out[name] for name in columns}), run=run)
 
 
 def score_columns(
@@ -183,7 +204,57 @@ def score_columns(
     clv = clv or champion_clv_config(champion)
     cutoff = pd.Timestamp(parse_cutoff(as_of))
     population = _population(tables, cutoff, champion.horizon_days, undated_known)
-    if population is None or (population["kind"].to_numpy() == "buyer").any():
+    has_buyers = population is None or (population["kind"].to_numpy() == "buyer").any()
+    subscribers = None if contractual is None else _contractual_scores(
+        contractual, tables, cutoff=cutoff, horizon_days=champion.horizon_days, clv=clv,
+        interval_coverage=champion.lifetime.interval_coverage,
+    )  # fmt: skip
+    out, drivers = _buyer_columns(
+        tables if has_buyers else None, cutoff=cutoff, champion=champion, clv=clv, top_drivers=top_drivers,
+        subscribers=subscribers,
+    )  # fmt: skip
+    if len(out["customer_id"]):
+        reference = reference or SegmentReference.from_scores(out)
+        out["clv_tier"], out["rfm_segment"] = reference.segments(out)
+    else:
+        out["clv_tier"] = out["rfm_segment"] = np.empty(0, dtype=object)
+    out, drivers, ids = _with_prospects(
+        out, drivers, population, prospects, reference, cutoff, champion.horizon_days, clv,
+        champion.lifetime.interval_coverage,
+    )  # fmt: skip
+    if subscribers is not None:
+        _subscription_columns(out, subscribers, ids)
+    if len(ids) == 0:
+        raise _nobody_to_score(cutoff, out)
+    if attributes:
+        out.update(_attributes(tables, ids, cutoff))
+    out["drivers"] = drivers
+    out["churn_model_version"] = champion.churn_version
+    out["spend_model_version"] = champion.spend_version
+    out["feature_set_id"] = champion.feature_set_id
+    return out
+
+
+def _nobody_to_score(cutoff: pd.Timestamp, out: dict[str, Any]) -> ValueError:
+    known = {k: n for k, n in out["population"].items() if n}
+    return ValueError(
+        f"cutoff {cutoff.date()}: no customer to score (customers by kind: {known or 'none'}; "
+        + "; ".join(f"{o.customers} {o.kind} left out: {o.reason}" for o in out["left_out"])
+        + ")"
+    )
+
+
+def _buyer_columns(
+    tables: Tables | None, *, cutoff: pd.Timestamp, champion: Champion, clv: ClvConfig, top_drivers: int,
+    subscribers: pd.DataFrame | None,
+) -> tuple[dict[str, Any], list]:
+    """The columns of the customers with a purchase by ``cutoff`` (sorted by id) before their segments, and their drivers.
+
+    Per customer, each value depends on that customer's rows only (and on the champion): the
+    buyers of a block of customers get the values they get in the whole book. ``tables`` None: no
+    buyer (empty columns). ``subscribers``: the contractual scores (:func:`_contractual_scores`).
+    """
+    if tables is not None:
         h, features = _history_and_features(tables, cutoff, champion)
     else:  # only prospects (or nobody): the models and the spend curve have nothing to score
         h, features = None, pd.DataFrame(
@@ -208,39 +279,11 @@ def score_columns(
         "horizon_days": np.full(n, horizon, dtype=np.int64),
         **_curve_columns(champion, h, predictions, horizon_days=horizon, clv=clv),
     }
-    subscribers = None
-    if contractual is not None:
-        subscribers = _contractual_scores(
-            contractual, tables, cutoff=cutoff, horizon_days=horizon, clv=clv,
-            interval_coverage=champion.lifetime.interval_coverage,
-        )  # fmt: skip
+    if subscribers is not None:
         _take_contractual(out, subscribers)
     for column in ("recency_days", "frequency", "monetary_value"):
         out[column] = features[column].to_numpy(dtype=float)
-    if n:
-        reference = reference or SegmentReference.from_scores(out)
-        out["clv_tier"], out["rfm_segment"] = reference.segments(out)
-    else:
-        out["clv_tier"] = out["rfm_segment"] = np.empty(0, dtype=object)
-    out, drivers, ids = _with_prospects(
-        out, drivers, population, prospects, reference, cutoff, horizon, clv, champion.lifetime.interval_coverage
-    )
-    if subscribers is not None:
-        _subscription_columns(out, subscribers, ids)
-    if len(ids) == 0:
-        known = {k: n for k, n in out["population"].items() if n}
-        raise ValueError(
-            f"cutoff {cutoff.date()}: no customer to score (customers by kind: {known or 'none'}; "
-            + "; ".join(f"{o.customers} {o.kind} left out: {o.reason}" for o in out["left_out"])
-            + ")"
-        )
-    if attributes:
-        out.update(_attributes(tables, ids, cutoff))
-    out["drivers"] = drivers
-    out["churn_model_version"] = champion.churn_version
-    out["spend_model_version"] = champion.spend_version
-    out["feature_set_id"] = champion.feature_set_id
-    return out
+    return out, drivers
 
 
 def _curve_columns(
@@ -331,17 +374,19 @@ _CURVE_FLOATS = (
 )  # fmt: skip
 
 
-def _with_prospects(out, drivers, population, prospects, reference, cutoff, horizon, clv, interval_level):
+def _with_prospects(out, drivers, population, prospects, reference, cutoff, horizon, clv, interval_level, buyers=None):
     """Append the prospects' rows to the buyers' columns; count who is left out, and why.
 
     ``interval_level``: the share the intervals promise to cover (exact for a prospect's two-valued
-    first horizon, see :mod:`serving.prospects`).
+    first horizon, see :mod:`serving.prospects`). ``buyers``: the buyers of the whole scoring when
+    ``out`` holds only some of them (default: ``out``'s).
 
     Returns the columns, the drivers and the ids of all rows, with ``out["population"]`` and
     ``out["left_out"]`` set. ``population`` None: every customer is a buyer (see :func:`_population`).
     """
     if population is None:
-        out["population"] = {k: len(out["customer_id"]) if k == "buyer" else 0 for k in KINDS}
+        n = len(out["customer_id"]) if buyers is None else buyers
+        out["population"] = {k: n if k == "buyer" else 0 for k in KINDS}
         out["left_out"] = ()
         return out, drivers, pd.Index(out["customer_id"], dtype="str", name="customer_id")
     kind = population["kind"].to_numpy()
@@ -448,6 +493,156 @@ def _attributes(tables: Tables, ids: pd.Index, cutoff: pd.Timestamp) -> dict[str
         "acquired_at": pd.DatetimeIndex(acquired).normalize().to_numpy(),
         "acquisition_cost": cost,
     }
+
+
+#: Inputs of :meth:`serving.segments.SegmentReference.segments` among the scores' columns.
+_SEGMENT_INPUTS = ("clv", "recency_days", "frequency", "monetary_value", "p_alive", "churn_probability")
+
+
+@dataclass(frozen=True)
+class WrittenScores:
+    """What :func:`score_to_file` wrote: the file, its run, its rows and how many of them are prospects."""
+
+    path: Path
+    run: ScoringRun
+    customers: int
+    prospects: int
+
+
+def score_to_file(
+    tables: Tables,
+    out: str | Path,
+    *,
+    as_of: date | str | pd.Timestamp,
+    champion: Champion,
+    clv: ClvConfig | None = None,
+    reference: SegmentReference | None = None,
+    top_drivers: int = TOP_DRIVERS,
+    prospects: ProspectModel | None | Literal["fit"] = "fit",
+    contractual: ContractualModel | None = None,
+    block_customers: int = 100_000,
+) -> WrittenScores:
+    """:func:`score_tables` written to a file block of customers by block, in a memory that follows the block.
+
+    The file holds the rows :func:`write_scores` of :func:`score_tables` writes, in the same
+    order, with the same values and the same run: the buyers (sorted by id) are scored
+    ``block_customers`` at a time (:func:`features.history.customer_blocks`: features,
+    predictions, drivers, curves and attributes of each block, then freed) into a temporary
+    Parquet file beside ``out``; their segments, relative to the whole book, are cut once every
+    block is scored (from four floats per buyer), as the rows are copied row group by row group into
+    ``out``; the prospects follow. What stays in memory for the whole book: the tables, the
+    population by kind, the segment reference's inputs.
+
+    Parameters
+    ----------
+    tables, as_of, champion, clv, reference, top_drivers, prospects, contractual
+        As :func:`score_tables`.
+    out : str or path
+        ``.parquet`` (one row group per block) or ``.csv`` file (with ``<file>.run.json``).
+    block_customers : int
+        Buyers per block (``scoring.block_customers`` of the configuration), at least
+        :data:`training.treeshap.TABLE_ROWS` (8); a shorter last block joins the one before.
+
+    Returns
+    -------
+    WrittenScores
+
+    Raises
+    ------
+    ValueError
+        As :func:`score_tables`; on another extension of ``out`` or fewer than 8 customers per block.
+    """
+    path = Path(out)
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"out must end in .parquet or .csv, got {str(out)!r}")
+    if block_customers < TABLE_ROWS:
+        raise ValueError(f"block_customers must be at least {TABLE_ROWS}, got {block_customers}")
+    if isinstance(prospects, str):
+        prospects = fit_prospects(tables, as_of=as_of, horizon_days=champion.horizon_days)
+    clv = clv or champion_clv_config(champion)
+    cutoff = pd.Timestamp(parse_cutoff(as_of))
+    horizon = champion.horizon_days
+    business = "retail" if contractual is None else "subscription"
+    columns = SCORE_COLUMNS if contractual is None else SCORE_COLUMNS + SUBSCRIPTION_COLUMNS
+    population = _population(tables, cutoff, horizon, False)
+    buyers = buyer_ids(tables.transactions, cutoff)
+    subscribers = None if contractual is None else _contractual_scores(
+        contractual, tables, cutoff=cutoff, horizon_days=horizon, clv=clv,
+        interval_coverage=champion.lifetime.interval_coverage,
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scored = path.with_name(f".{path.name}.buyers.parquet")  # the buyers' rows before their segments
+    schema = None
+    try:
+        with contextlib.ExitStack() as stack:
+            # No block of fewer than TABLE_ROWS buyers: their drivers would take the direct
+            # computation of a few rows, equal to the tables' only to the last bits.
+            for block in customer_blocks(tables, buyers, block_customers, min_size=TABLE_ROWS):
+                rows = _block_rows(block, cutoff=cutoff, champion=champion, clv=clv, top_drivers=top_drivers,
+                                   subscribers=subscribers, columns=columns, business=business)  # fmt: skip
+                del block
+                if schema is None:
+                    schema = pa.Schema.from_pandas(rows, preserve_index=False)
+                    writer = stack.enter_context(pq.ParquetWriter(scored, schema))
+                writer.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False))
+                del rows
+        if reference is None and len(buyers):
+            values = pq.read_table(scored, columns=list(_SEGMENT_INPUTS[:4]))
+            reference = SegmentReference.from_scores({name: values[name].to_numpy() for name in values.column_names})
+            del values
+        empty, _ = _buyer_columns(None, cutoff=cutoff, champion=champion, clv=clv, top_drivers=0, subscribers=None)
+        empty["clv_tier"] = empty["rfm_segment"] = np.empty(0, dtype=object)
+        extra, drivers, ids = _with_prospects(
+            empty, [], population, prospects, reference, cutoff, horizon, clv, champion.lifetime.interval_coverage,
+            buyers=len(buyers),
+        )  # fmt: skip
+        if len(buyers) + len(ids) == 0:
+            raise _nobody_to_score(cutoff, extra)
+        run = _scoring_run(extra, as_of=as_of, champion=champion, clv=clv, prospects=prospects, contractual=contractual)
+        with ScoresWriter(path, run, schema=schema) as writer:
+            if schema is not None:
+                source = pq.ParquetFile(scored)
+                for i in range(source.num_row_groups):
+                    writer.write_table(_with_segments(source.read_row_group(i), reference))
+            if len(ids):
+                if subscribers is not None:
+                    _subscription_columns(extra, subscribers, ids)
+                extra.update(_attributes(tables, ids, cutoff))
+                extra.update(drivers=drivers, churn_model_version=champion.churn_version,
+                             spend_model_version=champion.spend_version, feature_set_id=champion.feature_set_id)  # fmt: skip
+                writer.write(file_rows(_frame(extra, columns), business))
+    finally:
+        scored.unlink(missing_ok=True)
+    return WrittenScores(path=path, run=run, customers=len(buyers) + len(ids), prospects=len(ids))
+
+
+def _block_rows(tables: Tables, *, cutoff, champion, clv, top_drivers, subscribers, columns, business) -> pd.DataFrame:
+    """The file rows (:func:`serving.scores.file_rows`) of a block's buyers, segments left empty."""
+    out, drivers = _buyer_columns(tables, cutoff=cutoff, champion=champion, clv=clv, top_drivers=top_drivers,
+                                  subscribers=subscribers)  # fmt: skip
+    ids = pd.Index(out["customer_id"], dtype="str", name="customer_id")
+    # Cut once the whole book's reference is known (:func:`_with_segments`).
+    out["clv_tier"] = out["rfm_segment"] = np.full(len(ids), "", dtype=object)
+    if subscribers is not None:
+        _subscription_columns(out, subscribers, ids)
+    out.update(_attributes(tables, ids, cutoff))
+    out.update(drivers=drivers, churn_model_version=champion.churn_version, spend_model_version=champion.spend_version,
+               feature_set_id=champion.feature_set_id)  # fmt: skip
+    return file_rows(_frame(out, columns), business)
+
+
+def _with_segments(rows: pa.Table, reference: SegmentReference) -> pa.Table:
+    """Buyers' rows of :func:`_block_rows` with their CLV tier and RFM segment (decided churn renames the segment)."""
+    tier, segment = reference.segments({name: rows[name].to_numpy() for name in _SEGMENT_INPUTS})
+    if "subscription_state" in rows.column_names:
+        state = rows["subscription_state"].to_numpy(zero_copy_only=False)
+        segment = np.asarray(segment, dtype=object).copy()
+        for decided, name in DECIDED_SEGMENTS.items():
+            segment[state == decided] = name
+    for name, values in (("clv_tier", tier), ("rfm_segment", segment)):
+        i = rows.schema.get_field_index(name)
+        rows = rows.set_column(i, rows.schema.field(i), pa.array(values, type=rows.schema.field(i).type))
+    return rows
 
 
 def score(

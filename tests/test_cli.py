@@ -211,6 +211,23 @@ def test_score_writes_csv_and_parquet_alike(capsys, work, data, scores):
     assert run.err.strip() == f"wrote {csv}: {len(parquet):,} customers scored as of {SCORE_CUTOFF}"  # --quiet
 
 
+def test_features_and_scores_in_blocks_are_the_files_of_one_block(capsys, monkeypatch, work, data, scores):
+    import pyarrow.parquet as pq
+
+    features = work / "features-one-block.parquet"
+    run = _run(capsys, "--quiet", "features", "--data", data, "--cutoff", FEATURE_CUTOFF, "--out", features)
+    assert run.code == 0, run
+    monkeypatch.setenv("CLVCAST_SCORING__BLOCK_CUSTOMERS", "50")
+    for name, args in (("features", ("--cutoff", FEATURE_CUTOFF)), ("score", ("--cutoff", SCORE_CUTOFF))):
+        out = work / f"{name}-blocks.parquet"
+        run = _run(capsys, "--quiet", name, "--data", data, *args, "--out", out)
+        assert run.code == 0, run
+        whole = features if name == "features" else scores
+        assert pq.ParquetFile(out).num_row_groups > 10  # blocks of 50 customers
+        assert pq.read_table(out).equals(pq.read_table(whole)), name
+        assert pq.read_schema(out).equals(pq.read_schema(whole), check_metadata=True), name
+
+
 def test_mlflow_download_bars_show_with_debug_only(capsys, work, data, scores):
     args = ["score", "--data", data, "--cutoff", SCORE_CUTOFF, "--out", work / "again.parquet"]
     plain, debug = _run(capsys, *args), _run(capsys, "--debug", *args)

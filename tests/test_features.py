@@ -11,7 +11,7 @@ from pandas.testing import assert_frame_equal
 
 from features import btyd as bt
 from features.btyd import BTYDParams
-from features.build import build_features, family_features, fit_btyd
+from features.build import build_features, family_features, feature_blocks, fit_btyd
 from features.config import FeatureConfig
 from features.contract import Tables
 from features.dates import parse_cutoff
@@ -315,6 +315,16 @@ def test_a_customer_s_features_do_not_depend_on_the_batch(book):
     )
     got = build_features(batch, cutoff="2023-06-30", config=config, btyd=params)
     assert_frame_equal(got, everyone.loc[chosen], check_exact=False, rtol=1e-12)
+
+
+def test_feature_blocks_are_the_rows_of_the_whole_book(book):
+    config = FeatureConfig(covariates=("region", "age"), categorical_covariates=("region",))
+    everyone = build_features(book.tables, cutoff="2023-06-30", config=config)  # BTYD fitted on the whole book
+    blocks = list(feature_blocks(book.tables, cutoff="2023-06-30", config=config, block_customers=7))
+    assert len(blocks) == -(-len(everyone) // 7) > 100
+    assert max(len(b) for b in blocks) == 7
+    # To the last bit, BTYD columns included: the parameters are the whole book's, not a block's.
+    assert_frame_equal(pd.concat(blocks), everyone, check_exact=True)
 
 
 def test_cutoff_forms():

@@ -20,6 +20,8 @@ File format (every key optional)::
       churn_params: {num_leaves: 15, learning_rate: 0.05}
     clv:
       gross_margin: 0.3
+    scoring:
+      block_customers: 100000
     business: subscription     # auto (default: detected from the data), retail or subscription: see Config.business
     subscription:
       plans: {starter: 29, growth: 79, scale: 199}
@@ -294,6 +296,24 @@ class ClvConfig(BaseModel):
     cohort_credibility_k: float = Field(50.0, ge=0, allow_inf_nan=False)
 
 
+class ScoringConfig(BaseModel):
+    """How ``clvcast score`` and ``clvcast features`` run in this process.
+
+    Parameters
+    ----------
+    block_customers : int
+        Customers with a purchase scored (:func:`serving.scoring.score_to_file`) or given feature
+        rows (:func:`features.build.feature_blocks`) at a time: features, predictions, drivers and
+        curves of one block are built, written and freed before the next, so the memory follows the
+        block, not the book. The output is the same, to the last bit, for every value from 8 (fewer
+        would explain a block's customers by another computation). Default 100,000.
+    """
+
+    model_config = _FROZEN
+
+    block_customers: int = Field(100_000, ge=8)
+
+
 class MonitorConfig(BaseModel):
     """Thresholds of ``clvcast monitor``: when drift, a segment's move or realised error is an alert.
 
@@ -505,6 +525,7 @@ class Config(BaseModel):
     training: TrainingConfig = TrainingConfig()
     lifetime: LifetimeConfig = LifetimeConfig()
     clv: ClvConfig = ClvConfig()
+    scoring: ScoringConfig = ScoringConfig()
     monitor: MonitorConfig = MonitorConfig()
     subscription: SubscriptionModeConfig = SubscriptionModeConfig()
 
@@ -569,7 +590,7 @@ class Config(BaseModel):
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "features": FeatureConfig, "training": TrainingConfig, "lifetime": LifetimeConfig, "clv": ClvConfig,
-    "monitor": MonitorConfig, "subscription": SubscriptionModeConfig,
+    "scoring": ScoringConfig, "monitor": MonitorConfig, "subscription": SubscriptionModeConfig,
 }
 #: Settings at the top level of the file, beside the sections (``CLVCAST_BUSINESS`` in the environment).
 _TOP_LEVEL = ("business",)
@@ -582,7 +603,7 @@ def load_config(path: str | Path | None = None, /, *, environ: Mapping[str, str]
     ----------
     path : str or Path, optional
         A ``.yaml``/``.yml`` or ``.json`` file with the sections ``features``, ``training``, ``lifetime``,
-        ``clv``, ``monitor``, ``subscription`` and the top-level ``business``.
+        ``clv``, ``scoring``, ``monitor``, ``subscription`` and the top-level ``business``.
         Default: the file named by ``CLVCAST_CONFIG``, if set.
     environ : mapping, optional
         The environment to read ``CLVCAST_CONFIG`` and ``CLVCAST_<SECTION>__<KEY>`` from; default
@@ -768,6 +789,7 @@ __all__ = [
     "LifetimeConfig",
     "LightGBMParams",
     "MonitorConfig",
+    "ScoringConfig",
     "SpendObjective",
     "SubscriptionModeConfig",
     "TrainingConfig",

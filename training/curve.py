@@ -292,7 +292,7 @@ def _curve_block(
     E[:, 0] = P[:, 0] * s1  # the same number unless the one-order floor applied
     expected_margin = margin * E - cost_to_serve * P
     discount = (1.0 + delta) ** -np.arange(1, K + 1, dtype=float)
-    clv = expected_margin @ discount
+    clv = _discounted(expected_margin, discount)
 
     p_alive = np.minimum(alive_tail, 1.0)
     lifetime = p_alive * state.expected_lifetime_days(K * H)
@@ -315,10 +315,16 @@ def _curve_block(
         "spend_m2": spend_m2,
         # No purchase in the whole cap: not alive, or alive and none in it.
         "clv_p0": 1.0 - np.minimum(alive_near, 1.0) * any_purchase,
-        "clv_mean": margin * E @ discount,
+        "clv_mean": _discounted(margin * E, discount),
         "clv_m2": clv_m2,
-        "clv_cost": cost_to_serve * P @ discount,
+        "clv_cost": _discounted(cost_to_serve * P, discount),
     }
+
+
+def _discounted(per_horizon: np.ndarray, discount: np.ndarray) -> np.ndarray:
+    """Σ_k x_k · discount_k of each row: numpy's sum of each row, whose rounding does not depend on the
+    other rows (a matrix-vector product's does, through BLAS's kernels for few rows)."""
+    return (per_horizon * discount).sum(axis=1)
 
 
 def _second_moments(state: DropoutState, start, end, G, *, alive, mean, margin, discount):

@@ -269,15 +269,27 @@ def _origin_frames(
     # where INFO logging is on (the command line's default), like the steps around it.
     bar = tqdm(origins, desc="training origins", unit="origin", leave=False, disable=not log.isEnabledFor(logging.INFO))
     for origin in (parse_cutoff(o) for o in bar):
-        h = prepare_history(tables, origin)
-        columns, btyd = feature_columns(h, config)
-        labels = build_labels(tables, cutoff=origin, horizon_days=horizon_days, churn_definition=churn_definition)
-        # Same population rule on the same rows: the two indexes are one sorted list of ids.
-        if not labels.index.equals(h.ids):
-            raise RuntimeError(f"origin {origin}: label rows do not match feature rows")
-        columns.update({c: labels[c].to_numpy() for c in labels.columns})
-        columns["cutoff"] = np.full(h.n, np.datetime64(origin, "D").astype("datetime64[ns]"))
-        yield origin, assemble(h.ids, specs, columns), btyd
+        # Built by a function and yielded unnamed: this generator keeps no reference to an origin's
+        # history, feature columns, labels or rows while the caller holds its rows and while the
+        # next origin is built (issue 13: the refit's peak).
+        yield (origin, *_origin_frame(tables, origin, specs=specs, horizon_days=horizon_days, config=config,
+                                      churn_definition=churn_definition))  # fmt: skip
+
+
+def _origin_frame(
+    tables: Tables, origin: dt.date, *, specs, horizon_days: int, config: FeatureConfig, churn_definition: str
+) -> tuple[pd.DataFrame, BTYDParams]:
+    """One origin's rows (features, labels, ``cutoff``) and its BTYD fit; its history and columns die on return."""
+    h = prepare_history(tables, origin)
+    columns, btyd = feature_columns(h, config)
+    labels = build_labels(tables, cutoff=origin, horizon_days=horizon_days, churn_definition=churn_definition)
+    # Same population rule on the same rows: the two indexes are one sorted list of ids.
+    if not labels.index.equals(h.ids):
+        raise RuntimeError(f"origin {origin}: label rows do not match feature rows")
+    columns.update({c: labels[c].to_numpy() for c in labels.columns})
+    del labels
+    columns["cutoff"] = np.full(h.n, np.datetime64(origin, "D").astype("datetime64[ns]"))
+    return assemble(h.ids, specs, columns), btyd
 
 
 def build_training_set(

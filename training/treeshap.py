@@ -187,7 +187,7 @@ class TreeShap:
         self.objective = str(model.get("objective", "")).split(" ")[0]
         self.table_size = int(table.size)
         # Compile (or load from numba's cache) both kernels now, not on a first request.
-        for rows in (1, _TABLE_ROWS):
+        for rows in (1, TABLE_ROWS):
             self.raw_score_and_contributions(np.zeros((rows, self.n_features)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
@@ -227,7 +227,7 @@ class TreeShap:
             left = _decisions(X[rows], *self._splits)
             block_raw = np.zeros(left.shape[1])
             block_out = np.zeros((self.n_features, left.shape[1]))  # features × rows: kernels add along rows
-            if left.shape[1] >= _TABLE_ROWS:
+            if left.shape[1] >= TABLE_ROWS:
                 _from_tables(left, *self._entries, *self._leaves, block_raw, block_out)
                 _direct(left, self._untabled, *self._entries, *self._leaves, block_raw, block_out)
             else:
@@ -388,7 +388,7 @@ def _shapley_weights(max_d: int) -> np.ndarray:
     return weights
 
 
-_TABLE_ROWS = 8  # from this many rows on, the tables are faster than the direct computation
+TABLE_ROWS = 8  # from this many rows on, the tables are faster than the direct computation
 _BLOCK_ROWS = 2048
 
 

@@ -78,9 +78,14 @@ class SeasonalClock:
         return (position[start.size :] - position[: start.size]).reshape(start.shape)
 
     def _positions(self, day: np.ndarray) -> np.ndarray:
-        """Seasonal days from the start of the earliest month among ``day`` (one origin for all)."""
+        """Seasonal days from the start of 1970-01 (of the earliest month among ``day`` when it is earlier).
+
+        A fixed origin: a customer's seasonal time does not depend on which other days are in the
+        call, so a customer scored in a block of customers (or alone, by the service) gets the
+        numbers, to the last bit, of the whole book.
+        """
         m = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)  # months since 1970-01
-        lo, hi = int(m.min()), int(m.max())
+        lo, hi = min(int(m.min()), 0), int(m.max())
         months = np.arange(lo, hi + 1)
         starts = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
         lengths = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - starts
