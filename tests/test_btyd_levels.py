@@ -121,9 +121,15 @@ def channel_book():
     return _book()
 
 
-def test_fit_lifetime_by_channel_and_each_customer_takes_its_channel(channel_book):
+@pytest.fixture(scope="module")
+def by_channel(channel_book):
+    """The process fitted by channel on :func:`_book` (one fit shared by the tests that read it)."""
+    return fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel")
+
+
+def test_fit_lifetime_by_channel_and_each_customer_takes_its_channel(channel_book, by_channel):
     h = prepare_history(channel_book, "2024-06-30")
-    params = fit_lifetime(h, seasonal=False, level_column="channel")
+    params = by_channel
     effects = params.by_level
     assert isinstance(effects, LevelEffects) and effects.levels == ("leaky", "loyal")
     assert effects.customers_by_level == (400, 400)
@@ -163,28 +169,28 @@ def test_one_process_when_the_column_is_missing_or_has_one_level(channel_book):
     np.testing.assert_array_equal(a.dropout_rate, b.dropout_rate)
 
 
-def test_level_effects_round_trip_through_json(channel_book):
-    params = fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel")
+def test_level_effects_round_trip_through_json(by_channel):
+    params = by_channel
     again = LifetimeParams.model_validate_json(params.model_dump_json())
     assert again == params
     assert isinstance(again.by_level.pareto_by_level[0], ParetoNBDParams)
     assert isinstance(again.by_level.gamma_gamma, GammaGammaParams)
 
 
-def test_the_level_table_lists_each_level_and_the_base(channel_book):
-    effects = fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel").by_level
+def test_the_level_table_lists_each_level_and_the_base(by_channel):
+    effects = by_channel.by_level
     table = effects.table()
     assert list(table.index) == ["leaky", "loyal", "(base)"]
     assert table.loc["leaky", "dropout_rate"] == pytest.approx(effects.pareto.beta / effects.pareto_by_level[0].beta)
     assert table.loc["loyal", "customers"] == 400
 
 
-def test_a_large_book_is_fitted_by_level_on_a_sample(channel_book, caplog):
+def test_a_large_book_is_fitted_by_level_on_a_sample(channel_book, by_channel, caplog):
     h = prepare_history(channel_book, "2024-06-30")
     with caplog.at_level("INFO", logger="features.btyd.lifetime"):
         sampled = fit_lifetime(h, seasonal=False, level_column="channel", level_fit_customers=500)
     assert "a sample of 500 of 800 customers" in caplog.text
-    whole = fit_lifetime(h, seasonal=False, level_column="channel")
+    whole = by_channel
     # The counts are the book's; the estimates move a little with the sample but keep the contrast.
     assert sampled.by_level.customers_by_level == (400, 400)
     assert sampled.by_level != whole.by_level
@@ -192,8 +198,8 @@ def test_a_large_book_is_fitted_by_level_on_a_sample(channel_book, caplog):
     assert leaky > 2
 
 
-def test_mean_order_value_is_the_level_s_gamma_gamma_mean(channel_book):
-    params = fit_lifetime(prepare_history(channel_book, "2024-06-30"), seasonal=False, level_column="channel")
+def test_mean_order_value_is_the_level_s_gamma_gamma_mean(by_channel):
+    params = by_channel
     effects = params.by_level
     got = params.mean_order_value(["loyal", "nowhere", None])
     gg, base = effects.gamma_gamma_by_level[1], effects.gamma_gamma
@@ -215,4 +221,5 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book):
         ).params  # fmt: skip
 
     assert fitted().by_level is None  # the default: one process
-    assert fitted(lifetime__dropout_covariate="channel").by_level.levels == ("leaky", "loyal")
+    with_levels = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
+    assert with_levels.by_level.levels == ("leaky", "loyal")
