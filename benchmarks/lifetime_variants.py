@@ -99,7 +99,7 @@ def run_seed(work: Path, seed: int, variants: list[str]) -> list[dict]:
         realised_clv = clv.gross_margin * real @ discount
         clv_pred = np.asarray(cols["clv"], dtype=float)
         channel = np.asarray(pd.Series(cols["channel"]).astype("str"))
-        registry.load_champion = lambda **_: champion  # bench_lifetime.new_customers loads the champion
+        registry.load_champion = lambda chosen=champion, **_: chosen  # bench_lifetime.new_customers loads the champion
         try:
             new = B.new_customers(book, store, horizon_days=H, clv=clv)
         finally:

@@ -8,9 +8,9 @@ import pytest
 
 from features.btyd import GammaGammaParams, ParetoNBDParams, fit_gamma_gamma, fit_pareto_nbd
 from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by_level, level_codes
+from features.btyd.lifetime import DropoutState, LevelEffects, LifetimeParams, fit_lifetime, level_values
 from features.btyd.pareto_nbd import pareto_nbd_probability_alive
 from features.btyd.summary import btyd_summary
-from features.btyd.lifetime import DropoutState, LevelEffects, LifetimeParams, fit_lifetime, level_values
 from features.contract import Tables
 from features.dates import day_number
 from features.history import prepare_history

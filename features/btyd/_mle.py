@@ -88,9 +88,19 @@ def group_rows(columns: dict[str, np.ndarray], weights: np.ndarray) -> tuple[dic
     return grouped, np.bincount(codes, weights=weights, minlength=n_groups)
 
 
-def minimize_log(objective, start: np.ndarray) -> np.ndarray:
-    bounds = [(-LOG_BOUND, LOG_BOUND)] * start.size
-    result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=_OPTIONS)
+def minimize_bounded(objective, start: np.ndarray, bounds, options: dict | None = None) -> np.ndarray:
+    """L-BFGS-B with the analytic gradient (``objective`` returns value and gradient); the optimum.
+
+    Raises
+    ------
+    RuntimeError
+        If the optimiser ends on a non-finite point or value.
+    """
+    result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=options or _OPTIONS)
     if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
         raise RuntimeError(f"fit did not converge: {result.message}")
-    return np.exp(result.x)
+    return result.x
+
+
+def minimize_log(objective, start: np.ndarray) -> np.ndarray:
+    return np.exp(minimize_bounded(objective, start, [(-LOG_BOUND, LOG_BOUND)] * start.size))

@@ -48,9 +48,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
-from features.btyd._mle import LOG_BOUND, group_rows, validate_rft
+from features.btyd._mle import LOG_BOUND, group_rows, minimize_bounded, validate_rft
 from features.btyd.gamma_gamma import GammaGammaParams, _gg_loglik_grad, _validate_xm
 from features.btyd.pareto_nbd import ParetoNBDParams, _FitData, _negative_mean_log_likelihood
 
@@ -75,13 +74,11 @@ def _check_prior(prior_sd: float) -> float:
 
 
 def _minimize(objective, start: np.ndarray, n_log: int, fixed=()) -> np.ndarray:
+    """Log-parameters within LOG_BOUND, then the effects within ±10 (those in ``fixed`` held at 0)."""
     bounds = [(-LOG_BOUND, LOG_BOUND)] * n_log + [(-10.0, 10.0)] * (start.size - n_log)
     for i in fixed:
         bounds[i] = (0.0, 0.0)
-    result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=_OPTIONS)
-    if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
-        raise RuntimeError(f"fit did not converge: {result.message}")
-    return result.x
+    return minimize_bounded(objective, start, bounds, _OPTIONS)
 
 
 def fit_pareto_nbd_by_level(
