@@ -16,12 +16,13 @@ history, scores every customer and compares with ``subscription_truth`` at the c
 - 6-month P(cancel) of the subscribed (active or reactivated): mean per plan x tenure band
   (billing months 0-2 / 3-11 / 12-23 / 24+), model / truth;
 - expected spend in the window, summed;
-- lifetime CLV summed over every customer: the frailty hazard (the default), the two-stage sBG (a
-  second sBG from 12 renewals on), the plain sBG (one sBG for every tenure), all over the whole
-  survival curve, discounted; the classic ARPU x margin / churn; and the truth (returns of churned
-  customers included, and the share without them);
+- lifetime CLV summed over every customer: the frailty hazard (the default, returns after a
+  running subscription included), the same without the returns against the truth without them, the
+  two-stage sBG (a second sBG from 12 renewals on), the plain sBG (one sBG for every tenure), all
+  over the whole survival curve, discounted; the classic ARPU x margin / churn; and the truth
+  (returns included, and the share without them);
 - new-subscriber CLV and LTV:CAC per channel against the truth of a customer acquired on the cutoff
-  (the default model and the two-stage sBG).
+  (the default model, the same without returns, and the two-stage sBG).
 
 Prints Markdown tables (the ones in BENCHMARKS.md).
 """
@@ -60,6 +61,8 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
     model = fit_contractual(book.tables, cutoff=cutoff, settings=settings)
     scores = score_contractual(model, book.tables)
     seconds = time.perf_counter() - started
+    alone = replace(model, returns=None)  # the same fit, without the returns
+    no_returns = score_contractual(alone, book.tables)
     sbg_model = fit_contractual(book.tables, cutoff=cutoff, settings=replace(settings, survival="sbg"))
     sbg = score_contractual(sbg_model, book.tables)
     plain = score_contractual(
@@ -67,7 +70,8 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
         book.tables,
     )
     both = (scores.join(truth.add_suffix("_truth")).join(sbg[["churn_probability", "clv"]].add_suffix("_sbg"))
-            .join(plain[["churn_probability", "clv"]].add_suffix("_plain")))
+            .join(plain[["churn_probability", "clv"]].add_suffix("_plain"))
+            .join(no_returns[["clv"]].add_suffix("_alone")))
     running = both.loc[both["state"].isin(["active", "reactivated"])]
     band = pd.cut(running["tenure_periods"].astype(float), BANDS[0], labels=BANDS[1])
     cols = ["churn_probability", "churn_probability_truth", "churn_probability_sbg", "churn_probability_plain"]
@@ -84,6 +88,7 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
     table["plain_ratio"] = table["plain"] / table["truth"]
     new_truth = new_customer_truth(book, acquired_at=cutoff, horizon_days=horizon_days).add_suffix("_truth")
     new = new_subscriber_clv(model, book.tables).join(new_truth)
+    new_alone = new_subscriber_clv(alone, book.tables)
     new_sbg = new_subscriber_clv(sbg_model, book.tables).join(new_truth)
     clv_truth = float(both["clv_truth"].sum())
     return {
@@ -98,6 +103,7 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
         },
         "clv": {
             "model": float(both["clv"].sum()),
+            "without_returns": float(both["clv_alone"].sum()),
             "sbg": float(both["clv_sbg"].sum()),
             "plain_sbg": float(both["clv_plain"].sum()),
             "classic": float(both["clv_classic"].replace(np.inf, np.nan).sum()),
@@ -108,22 +114,25 @@ def run(n_customers: int, seed: int, cutoff: str, horizon_days: int) -> dict:
         "segments": len(model.segments),
         "new_customer": {
             ch: {**{key: r[key] for key in ("clv", "clv_truth", "ltv_cac", "ltv_cac_truth")},
-                 "ltv_cac_sbg": new_sbg.loc[ch, "ltv_cac"]} for ch, r in new.iterrows()
+                 "ltv_cac_sbg": new_sbg.loc[ch, "ltv_cac"], "ltv_cac_without_returns": new_alone.loc[ch, "ltv_cac"]}
+            for ch, r in new.iterrows()
         },
+        "returns": None if model.returns is None else model.returns.to_dict(),
     }
 
 
 def _markdown(results: list[dict]) -> str:
     lines = ["| seed | subscribed | mean P(cancel) model / truth | spend model / truth | "
-             "CLV frailty / truth (without returns) | CLV two-stage sBG / truth | CLV plain sBG / truth | "
-             "CLV classic / truth | CLV truth without returns / truth |",
+             "CLV frailty / truth | CLV frailty without returns / truth without returns | "
+             "CLV two-stage sBG / truth | CLV plain sBG / truth | CLV classic / truth | "
+             "CLV truth without returns / truth |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         c = r["clv"]
         lines.append(
             f"| {r['seed']} | {r['subscribed']:,} | {r['p_cancel']['model']:.3f} / {r['p_cancel']['truth']:.3f} | "
-            f"{r['expected_spend']['model'] / r['expected_spend']['truth']:.3f} | {c['model'] / c['truth']:.3f} "
-            f"({c['model'] / c['truth_without_returns']:.3f}) | {c['sbg'] / c['truth']:.3f} | "
+            f"{r['expected_spend']['model'] / r['expected_spend']['truth']:.3f} | {c['model'] / c['truth']:.3f} | "
+            f"{c['without_returns'] / c['truth_without_returns']:.3f} | {c['sbg'] / c['truth']:.3f} | "
             f"{c['plain_sbg'] / c['truth']:.3f} | "
             f"{c['classic'] / c['truth']:.3f} | {c['truth_without_returns'] / c['truth']:.3f} |"
         )
@@ -136,12 +145,14 @@ def _markdown(results: list[dict]) -> str:
     def channel(r, key):
         n = r["new_customer"][key]
         return (f"{n['ltv_cac']:.2f} / {n['ltv_cac_truth']:.2f} ({n['ltv_cac'] / n['ltv_cac_truth']:.2f}), "
+                f"{n['ltv_cac_without_returns']:.2f} ({n['ltv_cac_without_returns'] / n['ltv_cac_truth']:.2f}), "
                 f"{n['ltv_cac_sbg']:.2f} ({n['ltv_cac_sbg'] / n['ltv_cac_truth']:.2f})")
 
     for first, heading, keys, cell in (
         ("plan, tenure (months)", "truth, frailty (ratio), two-stage sBG (ratio), plain sBG (ratio)",
          results[0]["p_cancel_by_band"], band),
-        ("channel", "LTV:CAC frailty / truth (ratio), two-stage sBG (ratio)", results[0]["new_customer"], channel),
+        ("channel", "LTV:CAC frailty / truth (ratio), without returns (ratio), two-stage sBG (ratio)",
+         results[0]["new_customer"], channel),
     ):
         seeds = " | ".join(f"seed {r['seed']}: {heading}" for r in results)
         lines += ["", f"| {first} | {seeds} |", "| --- | " + " | ".join("---" for _ in results) + " |"]

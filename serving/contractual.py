@@ -63,9 +63,22 @@ of the ``k``-th next invoice, ``(Q^k prices)[p]``):
 - ``clv_classic`` = m x MRR / monthly logo churn of the segment over the 12 months before the cutoff
   (the classic ARPU x margin / churn, undiscounted, no expansion): a cross-check.
 
+Returns (``returns``, on by default): a subscriber whose subscription ends may come back and
+start a new one. :mod:`features.btyd.returns` fits the share of ended subscriptions followed by a
+return and the monthly return rate on the history; a new subscription is worth
+``V = C / (1 - D_end D_ret)``, with ``C`` its value from the first invoice, ``D_end = g - (1 - g)
+sum_{m >= 1} g^m S(m)`` the expected discount factor of its end (``E[g^(L + 1)]`` for L further
+invoices) and ``D_ret`` that of a return after an end. A running subscriber's ``clv`` adds
+``g^(-f) D_end D_ret V``, with its own ``D_end`` and ``V`` of a new subscription of its plan and
+channel (a returner restarts at tenure 0 on the plan it left, as an average new subscriber: its
+frailty is not carried over); ``new_subscriber_clv`` is ``V``. The intervals add the same expected
+value of returns to both bounds; the horizon curves, ``expected_spend`` and
+``expected_lifetime_days`` are those of the running subscription.
+
 A customer who cancelled (``cancelled_paid_through``) has churn probability 1 and no revenue
-beyond its paid period; a churned customer has churn probability 1 and a CLV of 0: returns of
-churned customers are not modelled here.
+beyond its paid period; a churned customer has churn probability 1 and a CLV of 0: their own
+returns are not scored (a customer who cancelled yesterday has no future revenue), only those
+after the end of a running subscription.
 """
 
 from __future__ import annotations
@@ -84,6 +97,7 @@ from features.btyd.gamma_frailty import (
     fit_gamma_poisson_shape,
     frailty_nodes,
 )
+from features.btyd.returns import ReturnParams, fit_returns, return_gaps
 from features.btyd.shifted_beta_geo import SBGParams, fit_sbg
 from features.contract import Tables
 from features.dates import parse_cutoff
@@ -167,6 +181,9 @@ class ContractualSettings:
     frailty_nodes : int
         Gauss-Laguerre nodes of the expectation over a subscriber's posterior frailty (48: the CLV
         within 1e-4 of the exact series at a frailty shape of 1.2, tests/test_gamma_frailty.py).
+    returns : bool
+        Value the returns after a running subscription ends (see the module docstring; True,
+        chosen on development books, BENCHMARKS.md).
     """
 
     horizon_days: int = 182
@@ -184,6 +201,7 @@ class ContractualSettings:
     hazard_bands: tuple[int, ...] = (0, 1, 2, 3, 6, 12, 18)
     frailty_nodes: int = 48
     plan_change_propensity: bool = True
+    returns: bool = True
 
     def __post_init__(self) -> None:
         rules = [
@@ -245,6 +263,9 @@ class ContractualModel:
     change_shapes : tuple of float or None
         (a_up, a_down): shapes of the Gamma(a, a) propensity to upgrade and to downgrade relative to
         Q (see ``plan_change_propensity``); None without it.
+    returns : ReturnParams or None
+        The return model (:mod:`features.btyd.returns`); None without ``settings.returns`` or when
+        no ended subscription was followed by a return.
     """
 
     cutoff: object
@@ -256,6 +277,7 @@ class ContractualModel:
     classic_churn: pd.Series
     hazard: FrailtyHazardParams | None = None
     change_shapes: tuple[float, float] | None = None
+    returns: ReturnParams | None = None
 
     def to_dict(self) -> dict:
         """The fitted model as JSON-able values (what a scoring run stores, :meth:`from_dict` reads).
@@ -281,6 +303,7 @@ class ContractualModel:
                                         .to_json(orient="split", index=False, double_precision=15)),
             "hazard": None if self.hazard is None else self.hazard.to_dict(),
             "change_shapes": None if self.change_shapes is None else [float(a) for a in self.change_shapes],
+            "returns": None if self.returns is None else self.returns.to_dict(),
         }
 
     def scoring_at(self, *, as_of, horizon_days: int, gross_margin: float, cost_to_serve_per_horizon: float,
@@ -313,8 +336,10 @@ class ContractualModel:
         settings["segment_by"] = tuple(settings["segment_by"])
         if "hazard_bands" in settings:
             settings["hazard_bands"] = tuple(settings["hazard_bands"])
-        # A model stored before the frailty hazard existed scored with the sBG.
+        # A model stored before the frailty hazard existed scored with the sBG; one stored before
+        # the returns were modelled did without them.
         settings.setdefault("survival", "sbg")
+        settings.setdefault("returns", False)
         hazard = data.get("hazard")
         segments = pd.DataFrame(data["segments"]["data"], columns=data["segments"]["columns"])
         segments = segments.set_index(list(data["segment_index"]))
@@ -335,6 +360,7 @@ class ContractualModel:
             classic_churn=classic.astype(float),
             hazard=None if hazard is None else FrailtyHazardParams.from_dict(hazard),
             change_shapes=None if data.get("change_shapes") is None else tuple(data["change_shapes"]),
+            returns=None if data.get("returns") is None else ReturnParams.from_dict(data["returns"]),
         )
 
 
@@ -412,9 +438,10 @@ def fit_contractual(tables: Tables, *, cutoff, settings: ContractualSettings | N
             changes = _plan_changes(rows, prices, transition)
             shapes = (fit_gamma_poisson_shape(changes["up"], changes["up_expected"]),
                       fit_gamma_poisson_shape(changes["down"], changes["down_expected"]))
+    returns = fit_returns(return_gaps(spells, day)) if settings.returns else None
     return ContractualModel(
         cutoff=day, settings=settings, segments=segments, pooled=pooled, plan_prices=prices,
-        plan_transition=transition, classic_churn=classic, hazard=hazard, change_shapes=shapes,
+        plan_transition=transition, classic_churn=classic, hazard=hazard, change_shapes=shapes, returns=returns,
     )
 
 
@@ -770,6 +797,50 @@ def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elap
     }
 
 
+def _end_discount(model: ContractualModel, values: dict) -> np.ndarray:
+    """E[g^(L + 1)] per row, L the further invoices paid: the discount factor of the end of the paid periods.
+
+    From ``sum_{m >= 1} g^m S(m)`` (``discounted_residual_periods``): ``g - (1 - g)`` times it
+    (module docstring); 0 for a subscription that never ends, ``g`` for one that pays no more.
+    """
+    g = model.settings.discount_factor
+    return g - (1.0 - g) * np.asarray(values["discounted_residual_periods"], dtype=float)
+
+
+def _return_discount(model: ContractualModel) -> float:
+    """D_ret: the expected discount factor of a return after the end of a subscription (0 without returns)."""
+    if model.returns is None:
+        return 0.0
+    return model.returns.discounted((1.0 + model.settings.annual_discount_rate) ** (-1.0 / 12.0))
+
+
+def _with_returns(model: ContractualModel, clv_from_first_invoice: np.ndarray, values: dict) -> np.ndarray:
+    """V = C / (1 - D_end D_ret): a new subscription's value from its first invoice, its returns included."""
+    return np.asarray(clv_from_first_invoice, dtype=float) / (1.0 - _end_discount(model, values) * _return_discount(model))
+
+
+def _first_invoice_margin(model: ContractualModel, mrr: np.ndarray) -> np.ndarray:
+    settings = model.settings
+    return (settings.gross_margin * np.asarray(mrr, dtype=float) - settings.cost_to_serve) * settings.billing_months
+
+
+def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, elapsed: np.ndarray) -> np.ndarray:
+    """Per row of ``state``: the discounted value of the returns after its running subscription ends.
+
+    ``g^(-f) D_end D_ret V``, V the value (returns included) of a new subscription of the row's plan,
+    MRR and channel (module docstring); 0 without a return model.
+    """
+    if model.returns is None or not len(state):
+        return np.zeros(len(state))
+    keys = ["plan", "mrr", *[c for c in model.settings.segment_by if c not in ("plan", "mrr")]]
+    fresh = state[keys].drop_duplicates().reset_index(drop=True).assign(tenure_periods=0, period_elapsed=0.0)
+    new = _lifetimes(model, fresh, np.zeros(len(fresh)))
+    fresh["value"] = _with_returns(model, _first_invoice_margin(model, fresh["mrr"]) + new["clv"], new)
+    value = state[keys].reset_index(drop=True).merge(fresh[[*keys, "value"]], on=keys, how="left")["value"]
+    g = model.settings.discount_factor
+    return g ** (-elapsed) * _end_discount(model, values) * _return_discount(model) * value.to_numpy(dtype=float)
+
+
 def _prices(model: ContractualModel, plan: np.ndarray, mrr: np.ndarray) -> np.ndarray:
     """Expected price of the next invoices k = 1 .. K + 1 per row (n, K + 1), currency units."""
     settings = model.settings
@@ -815,7 +886,8 @@ def score_contractual(
         ``expected_spend_lower`` / ``_upper``, ``spend_if_active`` (``expected_spend / (1 -
         churn_probability)``, the scores' identity; 0 when the churn is decided),
         ``clv_horizon`` (undiscounted margin of the window), ``clv`` (discounted margin of every
-        future invoice over the whole survival curve) with ``clv_lower`` / ``_upper``,
+        future invoice over the whole survival curve, plus the returns after it ends when the
+        model has returns) with ``clv_lower`` / ``_upper``,
         ``clv_classic`` (m x MRR / segment's monthly churn), ``expected_lifetime_days`` (to the end of
         the access; may be ``inf``, see the module docstring), ``discounted_residual_periods``,
         ``expected_spend_curve`` and ``expected_margin_curve`` (arrays of K values, undiscounted),
@@ -854,7 +926,11 @@ def score_contractual(
         propensity = _change_multipliers(model, rows, state.index)
     values = _lifetimes(model, state, survived, propensity)
     curve, churn, prices_k = values["curve"], values["churn"], values["prices"]
-    clv = np.where(running, values["clv"], 0.0)
+    returns = np.zeros(len(state))
+    if running.any():
+        returns[running] = _returns_value(model, state.loc[running], {k: np.asarray(values[k])[running] for k in
+                                          ("discounted_residual_periods",)}, elapsed[running])  # fmt: skip
+    clv = np.where(running, values["clv"] + returns, 0.0)
 
     # The k-th next invoice is due paid_through + (k - 1) periods; horizon j of the curves holds the
     # invoices due in [j H, (j + 1) H) days after the end of the cutoff day (j = 0: the window).
@@ -877,6 +953,9 @@ def score_contractual(
 
     bounds = {name: np.where(running, v, 0.0) for name, v in
               _lifetime_bounds(values["survival"], prices_k, elapsed, window, settings, interval_coverage).items()}
+    # The expected value of the returns joins both bounds of the CLV (module docstring).
+    bounds["clv_lower"] = bounds["clv_lower"] + returns
+    bounds["clv_upper"] = bounds["clv_upper"] + returns
 
     to_paid = np.maximum((paid_through - t0) / np.timedelta64(1, "D"), 0.0)
     lifetime = np.select([running, state["state"].eq("cancelled_paid_through").to_numpy()],
@@ -954,8 +1033,10 @@ def new_subscriber_clv(
     """Expected CLV and LTV:CAC of a customer who subscribes now, per channel.
 
     A new subscriber pays its first invoice at signup (margin ``m * price``, undiscounted), then
-    renews under its segment's sBG from 0 renewals; the plan mix and the CAC are those of the
-    channel's customers whose first invoice falls within ``lookback_days`` before the cutoff.
+    renews under the survival model from 0 renewals, and may come back after its subscription ends
+    (the model's returns, ``C / (1 - D_end D_ret)``, module docstring); the plan mix and the CAC
+    are those of the channel's customers whose first invoice falls within ``lookback_days`` before
+    the cutoff.
 
     Parameters
     ----------
@@ -997,13 +1078,14 @@ def new_subscriber_clv(
     zero = np.zeros(len(recent))
     values = _lifetimes(model, recent, zero)
     prices_k = values["prices"]
-    first_margin = settings.gross_margin * recent["mrr"].to_numpy() * settings.billing_months
-    first_margin -= settings.cost_to_serve * settings.billing_months
-    recent["clv"] = first_margin + values["clv"]
+    first_margin = _first_invoice_margin(model, recent["mrr"].to_numpy())
+    single = first_margin + values["clv"]
+    recent["clv"] = _with_returns(model, single, values)
+    returns = recent["clv"].to_numpy() - single
     no_window = np.zeros((len(recent), settings.explicit_periods), dtype=bool)
     bounds = _lifetime_bounds(values["survival"], prices_k, zero, no_window, settings, interval_coverage)
-    recent["clv_lower"] = first_margin + bounds["clv_lower"]
-    recent["clv_upper"] = first_margin + bounds["clv_upper"]
+    recent["clv_lower"] = first_margin + bounds["clv_lower"] + returns
+    recent["clv_upper"] = first_margin + bounds["clv_upper"] + returns
     recent["first_invoice_margin"] = first_margin
     recent["churn_probability"] = values["churn"]
     cumulative = np.cumsum(

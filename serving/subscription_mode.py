@@ -85,6 +85,7 @@ def contractual_settings(config: Config, *, horizon_days: int | None = None) -> 
         late_tenure_periods=sub.late_tenure_periods,
         survival=sub.survival,
         hazard_bands=tuple(sub.hazard_bands),
+        returns=sub.returns,
     )
 
 

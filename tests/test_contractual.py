@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from features.btyd.shifted_beta_geo import SBGParams, sbg_survival
 from features.contract import Tables
-from features.subscription import add_months
+from features.subscription import add_months, subscription_spells
 from features.synthetic import generate_subscription, subscription_truth
 from serving.contractual import (
     ContractualSettings,
@@ -183,15 +184,17 @@ def test_states_and_decided_customers_agree_with_the_generator(saas):
     assert (both.loc[decided, "churn_probability_truth"] == 1).all()
     assert (both.loc[decided, "churn_probability"] == 1).all()
     assert (both.loc[decided, "expected_spend"] == 0).all()
+    # The returns the model values are those after a running subscription, never a decided customer's.
+    assert (both.loc[decided, "clv"] == 0).all()
 
 
-def test_churn_and_spend_against_the_generators_truth(saas):
+def test_churn_and_spend_against_the_generators_truth(saas, without_returns_scores):
     """Measured on this book (6,000 customers, seed 21): bounds that hold here, not the target.
 
     On this half-size book the frailty hazard's 6-month P(cancel) is within 15 % of the truth in
-    every plan x tenure band below a year and within 0.8-1.35 beyond; the summed CLV is 0.92x the
-    truth (0.98x without the returns of churned customers, which the model leaves out), the plain
-    sBG's 1.2x. The 12,000-customer books of BENCHMARKS.md are the measurement; this test keeps the
+    every plan x tenure band below a year and within 0.8-1.35 beyond; the summed CLV is 0.98x the
+    truth, returns included (0.98x without them against the truth without them), the plain sBG's
+    1.2x. The 12,000-customer books of BENCHMARKS.md are the measurement; this test keeps the
     model from drifting away from it.
     """
     book, truth, _, scores = saas
@@ -207,7 +210,8 @@ def test_churn_and_spend_against_the_generators_truth(saas):
     assert ratio.between(0.8, 1.35).all(), ratio
     assert running["expected_spend"].sum() == pytest.approx(both["expected_spend_truth"].sum(), rel=0.03)
     without_returns = (both["clv_truth"] - both["clv_reactivation_truth"]).sum()
-    assert both["clv"].sum() / without_returns == pytest.approx(1.0, abs=0.07)
+    assert both["clv"].sum() / both["clv_truth"].sum() == pytest.approx(1.0, abs=0.07)
+    assert without_returns_scores[1]["clv"].sum() / without_returns == pytest.approx(1.0, abs=0.07)
     # The plain sBG (one stage) reads the whole fall of the hazard as heterogeneity: a heavier tail.
     plain = fit_contractual(book.tables, cutoff=CUTOFF,
                             settings=ContractualSettings(plans=PLANS, late_tenure_periods=0, survival="sbg"))
@@ -225,8 +229,6 @@ def test_new_subscriber_clv_per_channel(saas):
 
 
 def test_the_fitted_model_round_trips_through_its_dict(sbg_book):
-    import json
-
     model = fit_contractual(sbg_book, cutoff=CUTOFF)
     again = type(model).from_dict(json.loads(json.dumps(model.to_dict())))
     pd.testing.assert_frame_equal(score_contractual(again, sbg_book, lifetime_horizons=3),
@@ -280,8 +282,6 @@ def test_subscribers_who_never_changed_plan_keep_to_it_longer(saas):
 
 
 def test_a_model_stored_before_the_frailty_hazard_still_scores_with_its_sbg(sbg_book):
-    import json
-
     model = fit_contractual(sbg_book, cutoff=CUTOFF, settings=ContractualSettings(segment_by=(), survival="sbg"))
     stored = json.loads(json.dumps(model.to_dict()))
     for key in ("survival", "hazard_bands", "frailty_nodes", "plan_change_propensity"):
@@ -291,3 +291,67 @@ def test_a_model_stored_before_the_frailty_hazard_still_scores_with_its_sbg(sbg_
     assert again.settings.survival == "sbg" and again.hazard is None
     pd.testing.assert_frame_equal(score_contractual(again, sbg_book), score_contractual(model, sbg_book),
                                   check_exact=False, rtol=1e-12)
+
+
+def test_the_generators_returns_are_recovered(saas):
+    book, _, model, _ = saas
+    # The generator: 12 % of churns return, at 15 % a month.
+    assert model.returns.share == pytest.approx(0.12, abs=0.04)
+    assert model.returns.rate == pytest.approx(0.15, abs=0.05)
+    spells = subscription_spells(book.tables, cutoff=CUTOFF, plans=dict(model.settings.plans))
+    assert model.returns.returned == int((spells["spell"] > 0).sum())
+
+
+def test_the_end_discount_is_the_expected_discount_of_the_last_paid_period(saas):
+    """E[g^(L + 1)] = g - (1 - g) sum_m g^m S(m), against the explicit sum over the lifetime distribution."""
+    from serving.contractual import _end_discount, _lifetimes
+
+    _, _, model, _ = saas
+    long = replace(model, settings=replace(model.settings, explicit_periods=900))
+    frame = pd.DataFrame({"plan": ["starter", "growth", "scale"], "mrr": [29.0, 79.0, 199.0],
+                          "channel": ["organic", "paid_social", "partner"], "tenure_periods": 0, "period_elapsed": 0.0})
+    values = _lifetimes(long, frame, np.zeros(3))
+    g = long.settings.discount_factor
+    survival = np.c_[np.ones(3), values["survival"]]  # S(0) = 1 .. S(900)
+    lasts = np.arange(900)
+    explicit = ((survival[:, :-1] - survival[:, 1:]) * g ** (lasts + 1)).sum(axis=1)
+    np.testing.assert_allclose(_end_discount(long, values), explicit, atol=2e-4)
+
+
+@pytest.fixture(scope="module")
+def without_returns_scores(saas):
+    """The saas book's model without its returns, and its scores."""
+    book, _, model, _ = saas
+    alone = replace(model, returns=None)
+    return alone, score_contractual(alone, book.tables)
+
+
+def test_returns_raise_running_and_new_subscribers_but_never_the_decided(saas, without_returns_scores):
+    book, _, model, with_returns = saas
+    alone, without = without_returns_scores
+    running = with_returns["p_alive"] == 1
+    ceiling = 1 / (1 - model.settings.discount_factor * model.returns.discounted(1.1 ** (-1 / 12)))
+    assert (with_returns.loc[running, "clv"] > without.loc[running, "clv"]).all()
+    # A running subscriber's returns are worth less than a fresh subscription's share of them.
+    assert (with_returns.loc[running, "clv"] < without.loc[running, "clv"] * ceiling * 3).all()
+    assert (with_returns.loc[~running, "clv"] == 0).all() and (with_returns.loc[~running, "clv_upper"] == 0).all()
+    added = with_returns["clv"] - without["clv"]
+    np.testing.assert_allclose(with_returns["clv_lower"] - without["clv_lower"], added, atol=1e-9)
+    for col in ("churn_probability", "expected_spend", "expected_lifetime_days"):
+        np.testing.assert_array_equal(with_returns[col], without[col])
+    new, new_alone = new_subscriber_clv(model, book.tables), new_subscriber_clv(alone, book.tables)
+    ratio = new["clv"] / new_alone["clv"]
+    assert ((ratio > 1) & (ratio < ceiling)).all()
+
+
+def test_a_model_stored_before_the_returns_scores_without_them(saas, without_returns_scores):
+    from serving.contractual import ContractualModel
+
+    book, _, model, _ = saas
+    again = ContractualModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.returns == model.returns
+    old = model.to_dict()
+    del old["returns"], old["settings"]["returns"]
+    before = ContractualModel.from_dict(old)
+    assert before.returns is None and before.settings.returns is False
+    pd.testing.assert_frame_equal(score_contractual(before, book.tables), without_returns_scores[1])

@@ -426,6 +426,10 @@ class SubscriptionModeConfig(BaseModel):
         over (:mod:`serving.contractual`, ``survival: sbg``); 0 = one sBG for every tenure.
     grace_days : int
         Days after the end of a paid period during which a late renewal keeps the customer active.
+    returns : bool
+        Value the returns of subscribers after their subscription ends (a split-population
+        geometric gap fitted on the history, :mod:`features.btyd.returns`) in the CLV of running
+        and new subscribers; a cancelled or churned customer's own returns are never scored.
     """
 
     model_config = _FROZEN
@@ -438,6 +442,7 @@ class SubscriptionModeConfig(BaseModel):
     hazard_bands: tuple[int, ...] = (0, 1, 2, 3, 6, 12, 18)
     late_tenure_periods: int = Field(12, ge=0)
     grace_days: int = Field(0, ge=0)
+    returns: bool = True
 
 
 class LifetimeConfig(BaseModel):
