@@ -133,7 +133,7 @@ def _cluster(option: str | None, on_invalid: str = "raise") -> Iterator:
 
 
 def _partitions(client) -> int:
-    """Customer partitions of a command: two per worker thread, so that a slow partition does not hold the rest."""
+    """Customer partitions of a command (at least): two per worker thread, so that a slow partition does not hold the rest."""
     return max(2, 2 * sum(client.nthreads().values()))
 
 
@@ -148,7 +148,7 @@ def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir)
         log.info("a database is read here, then spread over the cluster by customer")
         return scatter_tables(_load(source, column_map, on_invalid, quarantine_dir), npartitions=_partitions(client),
                               client=client).persist()
-    return read_tables(source, npartitions=_partitions(client), column_map=column_map).persist()
+    return read_tables(source, min_partitions=_partitions(client), column_map=column_map).persist()
 
 
 def data_options(f):
