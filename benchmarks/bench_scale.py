@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,12 @@ def _run(cmd: list[str], env: dict[str, str], log_path: Path, others: tuple = ()
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        code = proc.wait()
+        try:
+            code = proc.wait()
+        finally:  # stopped (SIGTERM, Ctrl-C): the command goes too
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
         done.set()
         sampler.join()
         wall = time.perf_counter() - started
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--champion-rounds", type=int, default=60)
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the scheduler and workers this started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.workers and args.cluster:
         parser.error("--workers starts its own cluster: do not pass --cluster too")
     steps = [s for s in args.steps.split(",") if s]
