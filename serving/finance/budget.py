@@ -49,7 +49,7 @@ from serving.finance.simulate import interval, simulate
 from serving.scores import SCORE_COLUMNS, Scores
 from training.config import ClvConfig
 
-__all__ = ["CLV_ARITHMETIC", "SEGMENT_COLUMNS", "BudgetInputs", "BudgetResult", "BudgetSettings", "budget_inputs", "compute_budget"]
+__all__ = ["CLV_ARITHMETIC", "SEGMENT_COLUMNS", "BudgetInputs", "BudgetResult", "BudgetSettings", "budget_inputs", "check_scores", "compute_budget"]
 
 #: Columns of the scores copied into ``segments.csv`` (then ``referral_credit`` when referrals are known).
 SEGMENT_COLUMNS = ("customer_id", "clv", "clv_tier", "rfm_segment", "churn_probability", "p_alive", "expected_spend")
@@ -206,7 +206,7 @@ def compute_budget(
     decisions = _decisions(clv, decisions)
     horizon_days = run.horizon_days
     as_of = pd.Timestamp(run.as_of)
-    _validate(scores)
+    check_scores(scores)
     inputs = tables if isinstance(tables, BudgetInputs) else budget_inputs(tables, scores.frame[["customer_id", "acquired_at"]], run)
     df = _prepare(inputs, scores)
     if run.business != "subscription":  # there the CLV sums the whole survival curve, beyond the K horizons
@@ -342,8 +342,12 @@ def _rows(frame: pd.DataFrame, bad) -> str:
     return f"{int(np.sum(bad))} row(s), first: {frame.loc[bad, 'customer_id'].head(3).tolist()}"
 
 
-def _validate(scores: Scores) -> None:
-    """The rules of the scores that the budget relies on; a ValueError names the column and rows."""
+def check_scores(scores: Scores) -> None:
+    """The rules of the scores that the budget relies on; a ValueError names the column and rows.
+
+    :func:`compute_budget` checks them first; so does a cluster before it sends the scores' customers
+    to the partitions (:func:`serving.cluster.budget_inputs_on_cluster`).
+    """
     frame, run = scores.frame, scores.run
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
