@@ -468,7 +468,8 @@ def _daily_book(start, end, per_day):
 def test_budget_inputs_of_parts_holding_whole_customers_combine_into_the_books():
     """What the budget reads of the tables, per part of the book (a cluster's partitions), adds up to the book's.
 
-    a2 (referred by a1) and b1 in one part, a1 in the other: the referral crosses the parts.
+    a2 (referred by a1) and b1 in one part, a1 in another: the referral crosses the parts; a third
+    part holds nobody the budget counts.
     """
     tables, scores = _tables(), _scores()
     columns = ["customer_id", "acquired_at"]
@@ -485,7 +486,12 @@ def test_budget_inputs_of_parts_holding_whole_customers_combine_into_the_books()
         return F.budget_inputs(Tables(keep(tables.transactions), customers=keep(tables.customers)), keep(scores.frame)[columns],
                                scores.run)  # fmt: skip
 
-    got = F.BudgetInputs.combine([part(["a2", "b1"]), part(["a1"])])
+    # A part of which no customer is in the budget: z9, acquired after the scoring date.
+    late = Tables(pd.DataFrame({"customer_id": pd.array(["z9"], dtype="str"), "timestamp": pd.to_datetime(["2024-05-01"]),
+                                "amount": [5.0]}))  # fmt: skip
+    nobody = F.budget_inputs(late, scores.frame[columns].iloc[:0], scores.run)
+    assert len(nobody.customers) == len(nobody.realised) == len(nobody.summary) == len(nobody.revenue) == 0
+    got = F.BudgetInputs.combine([part(["a2", "b1"]), nobody, part(["a1"])])
     for name in ("customers", "realised", "summary"):
         pd.testing.assert_frame_equal(getattr(got, name), getattr(whole, name))
     for name in ("revenue", "referred_by"):

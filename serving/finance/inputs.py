@@ -170,12 +170,13 @@ def budget_inputs(tables: Tables, scored: pd.DataFrame, run) -> BudgetInputs:
     # Contract default: acquisition = first transaction (any, as the scores' own acquired_at); then the scoring date.
     first_tx = tx.groupby(tx["customer_id"].astype("str"), observed=True)["timestamp"].min()
     first = pd.Series(_days(first_tx), index=pd.Index(first_tx.index, dtype="str"))
-    acquired = pd.Series(given, index=ids).fillna(pd.Series(ids, index=ids).map(first)).fillna(day)
+    acquired = np.where(np.isnat(given), first.reindex(ids).to_numpy(dtype="datetime64[ns]"), given)
+    acquired = np.where(np.isnat(acquired), day.to_datetime64(), acquired).astype("datetime64[ns]")
     n_scored = len(scored_ids)
     frame = pd.DataFrame(
         {
             "scored": np.arange(len(ids)) < n_scored,
-            "acquired_at": acquired.to_numpy(dtype="datetime64[ns]"),
+            "acquired_at": acquired,
             "channel": pd.array([None] * n_scored + list(missing["channel"].to_numpy()), dtype="str"),
             "acquisition_cost": np.concatenate([np.full(n_scored, np.nan), cost]),
         },
@@ -208,7 +209,7 @@ def _days(values) -> np.ndarray:
 
 def _before_acquisition(transactions: pd.DataFrame, acquired_at: pd.Series, as_of: pd.Timestamp) -> int:
     """Transactions up to the scoring date of the customers of ``acquired_at`` dated before their acquisition day."""
-    at = transactions["customer_id"].astype("str").map(acquired_at).to_numpy(dtype="datetime64[ns]")
+    at = acquired_at.reindex(pd.Index(transactions["customer_id"].astype("str"))).to_numpy(dtype="datetime64[ns]")
     stamps = transactions["timestamp"].to_numpy(dtype="datetime64[ns]")
     end = (as_of + pd.Timedelta(days=1)).to_datetime64()
     return int(((stamps < at) & (stamps < end)).sum())

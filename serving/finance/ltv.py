@@ -118,7 +118,7 @@ def realised_margin(
     """
     margin, cost_to_serve = clv.gross_margin, clv.cost_to_serve
     tx = transactions
-    at = tx["customer_id"].astype("str").map(acquired_at).to_numpy(dtype="datetime64[ns]")
+    at = acquired_at.reindex(pd.Index(tx["customer_id"].astype("str"))).to_numpy(dtype="datetime64[ns]")
     keep = ~np.isnat(at) & (tx["timestamp"] < as_of + pd.Timedelta(days=1)).to_numpy()
     days = (tx["timestamp"].to_numpy(dtype="datetime64[ns]")[keep] - at[keep]) / np.timedelta64(1, "D")
     after = days >= 0
