@@ -155,7 +155,7 @@ def budget_inputs(tables: Tables, scored: pd.DataFrame, run) -> BudgetInputs:
     day = pd.Timestamp(as_of)
     tx = tables.transactions
 
-    # The customers of the budget: the scored ones, then those known at the scoring date it lacks.
+    # The customers of the budget: the scored ones, then those known at the scoring date that the scores lack.
     scored_ids = pd.Index(scored["customer_id"].astype("str").to_numpy(), dtype="str", name="customer_id")
     population = customer_population(tables, cutoff=as_of, engagement_days=run.horizon_days)
     known = population[population["kind"].isin(KNOWN_KINDS).to_numpy()]
