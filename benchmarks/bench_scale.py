@@ -207,8 +207,8 @@ def _steps(args, steps, book: Path, out: Path, env, clvcast: str, address, daemo
         "features": [clvcast, "features", "--data", str(book), "--cutoff", cutoff, "--out", str(features_out), *cluster],
         "train": [clvcast, "train", "--data", str(book), "--promote", "force", *cluster],
         "score": [clvcast, "score", "--data", str(book), "--cutoff", cutoff, "--out", str(scores), *cluster],
-        # budget has no --cluster: it reads the scores (a Parquet dataset from a cluster) in process.
-        "budget": [clvcast, "budget", "--data", str(book), "--scores", str(scores), "--out", str(out / "budget")],
+        # budget: the workers reduce the tables; the scores (a Parquet dataset from a cluster) are read in process.
+        "budget": [clvcast, "budget", "--data", str(book), "--scores", str(scores), "--out", str(out / "budget"), *cluster],
     }  # fmt: skip
     results: dict[str, dict] = {}
     for step in steps:
@@ -229,7 +229,7 @@ def _steps(args, steps, book: Path, out: Path, env, clvcast: str, address, daemo
             elif previous.exists():
                 previous.unlink()
         print(f"{step}: {' '.join(commands[step])}", file=sys.stderr)
-        on_cluster = step in ("features", "train", "score")
+        on_cluster = step in ("features", "train", "score", "budget")
         results[step] = _run(commands[step], step_env, out / f"{step}.log", daemons if on_cluster else ())
         print(f"  {results[step]}", file=sys.stderr)
     return results
