@@ -133,7 +133,7 @@ def _cluster(option: str | None, on_invalid: str = "raise") -> Iterator:
 
 
 def _partitions(client) -> int:
-    """Customer partitions of a command: two per worker thread, so that a slow partition does not hold the rest."""
+    """Customer partitions of a command (at least): two per worker thread, so that a slow partition does not hold the rest."""
     return max(2, 2 * sum(client.nthreads().values()))
 
 
@@ -148,7 +148,7 @@ def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir)
         log.info("a database is read here, then spread over the cluster by customer")
         return scatter_tables(_load(source, column_map, on_invalid, quarantine_dir), npartitions=_partitions(client),
                               client=client).persist()
-    return read_tables(source, npartitions=_partitions(client), column_map=column_map).persist()
+    return read_tables(source, min_partitions=_partitions(client), column_map=column_map).persist()
 
 
 def data_options(f):
@@ -523,8 +523,14 @@ def retrain(
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--target-ltv-cac", type=click.FloatRange(min=0, min_open=True), default=None, help="Default from config: 3.")
 @config_option
-def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path):
-    """Channels, cohorts, forecast, segments and an HTML report for finance."""
+@cluster_option
+def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, target_ltv_cac, config_path, cluster):
+    """Channels, cohorts, forecast, segments and an HTML report for finance.
+
+    With --cluster the workers read the tables and reduce them to a few numbers per customer
+    (realised margin, BTYD summary, acquisition); the forecast's BG/NBD fit, the simulation and the
+    outputs stay in this process, with the scores.
+    """
     from serving.finance import compute_budget  # deferred: see the module docstring
     from serving.finance.outputs import REPORT_NAME, format_channels, write_budget, write_report
     from serving.lifetime import new_customer_curves_of_scores
@@ -533,7 +539,21 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     scored = read_scores(scores)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
+    if scored.run.business == "subscription":
+        from serving.cluster import scheduler_address
+
+        if scheduler_address(cluster) is not None:  # said before a cluster is started
+            raise click.UsageError("the subscription mode is not available with --cluster yet: budget subscription "
+                                   "scores without it")  # fmt: skip
+    with _cluster(cluster, on_invalid) as client:
+        if client is None:
+            tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
+        else:
+            from serving.cluster import budget_inputs_on_cluster
+
+            # The workers read the tables and hand back what the budget reads of them (a few numbers per customer).
+            tables = budget_inputs_on_cluster(client, _cluster_tables(client, source, column_map, on_invalid, quarantine_dir),
+                                              scored)  # fmt: skip
     # Horizon and CLV arithmetic are the scores' own (their scoring run), whatever the config says; the
     # config decides the target LTV:CAC and the referral credit, and must agree on the arithmetic.
     # New-customer CLV from the pair that scored them: a customer acquired on the scoring date.

@@ -24,6 +24,10 @@ this module only reads, partitions, wires and gathers.
 - **Scores**: :func:`score_to_dataset` scores partition by partition with the book's segment
   reference and prospect model (both from gathered per-customer values) and writes one Parquet file
   per partition.
+- **Finance budget**: :func:`budget_inputs_on_cluster` reduces the tables partition by partition to
+  what :func:`serving.finance.compute_budget` reads (:func:`serving.finance.inputs.budget_inputs`:
+  per-customer rows and aggregates that add up); the forecast's BG/NBD fit and the simulation run
+  on the client on the gathered rows.
 """
 
 from __future__ import annotations
@@ -260,7 +264,7 @@ def _table_path(source: str, name: str) -> str | None:
     return None
 
 
-def read_tables(source: str, *, npartitions: int | None = None, column_map=None) -> ClusterTables:
+def read_tables(source: str, *, npartitions: int | None = None, min_partitions: int = 1, column_map=None) -> ClusterTables:
     """Read a directory (local or an fsspec URL such as ``s3://bucket/book``) as partitioned Dask dataframes.
 
     Each table is ``<name>.parquet``, a Parquet dataset directory ``<name>/``, files
@@ -272,7 +276,12 @@ def read_tables(source: str, *, npartitions: int | None = None, column_map=None)
     source : str
         Data directory or URL.
     npartitions : int, optional
-        Customer partitions P (default: the input partitions of ``transactions``).
+        Customer partitions P (default: the input partitions of ``transactions``, at least
+        ``min_partitions``). A Parquet input partition is a row group, or row groups merged up to
+        about 32 MiB, and a CSV one 64 MB of text, so by default a partition's size follows the
+        input's, not the book's: at 20 purchases per customer, about 50,000 customers each.
+    min_partitions : int
+        Floor of the default P (e.g. two per worker thread, so that every worker has work).
     column_map : optional
         As :func:`features.io.load_tables`.
 
@@ -297,8 +306,10 @@ def read_tables(source: str, *, npartitions: int | None = None, column_map=None)
             # Text as read: the loader's rules parse ids, times and amounts (an id "00001" stays "00001").
             raw[name] = dd.read_csv(path, dtype=str, blocksize=None if path.endswith(".gz") else "64MB")
         else:
-            raw[name] = dd.read_parquet(path)
-    P = npartitions or max(raw["transactions"].npartitions, 1)
+            # One input partition per row group (small ones merged): a single file is not one
+            # partition, whatever the size of the book.
+            raw[name] = dd.read_parquet(path, split_row_groups="adaptive", blocksize="32MiB")
+    P = npartitions or max(raw["transactions"].npartitions, min_partitions, 1)
     frames = {}
     for name, frame in raw.items():
         kwargs = dict(table=name, source=paths[name], renames=dict(renames.get(name, {})), npartitions=P)
@@ -826,6 +837,67 @@ def score_to_dataset(client, tables: ClusterTables, *, as_of, champion, clv=None
     run = merge_runs([r for r, _ in done])
     write_dataset_run(run, out_dir)
     return ClusterScoring(run=run, customers=sum(n for _, n in done), files=len(done))
+
+
+# --------------------------------------------------------------------------- finance budget
+
+
+def partition_budget_inputs(tx, ev, cu, scored: pd.DataFrame, *, run):
+    """:func:`serving.finance.inputs.budget_inputs` of one partition and its scored customers."""
+    from serving.finance.inputs import budget_inputs
+
+    return budget_inputs(_partition_tables(tx, ev, cu), scored, run)
+
+
+def budget_inputs_on_cluster(client, tables: ClusterTables, scores):
+    """What the finance budget of ``scores`` reads of the tables, reduced on the workers partition by partition.
+
+    Each partition gets the ``customer_id`` and ``acquired_at`` of its scored customers (the scores
+    are cut by the same :func:`customer_bucket` as the tables) and returns its
+    :class:`serving.finance.inputs.BudgetInputs`: per-customer rows (acquisition day, realised
+    margin per month since acquisition, BTYD summary, the customers known but not scored), the
+    revenue per day and a count. The client combines them
+    (:meth:`~serving.finance.inputs.BudgetInputs.combine`); :func:`serving.finance.compute_budget`
+    takes the result in place of the tables, and fits the forecast's BG/NBD and runs the
+    simulation here, on a few floats per customer.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+    tables : ClusterTables
+    scores : serving.scores.Scores
+        The scores the budget is of (read on the client).
+
+    Returns
+    -------
+    serving.finance.inputs.BudgetInputs
+        Equal to :func:`~serving.finance.inputs.budget_inputs` of the whole tables, but for the
+        revenue per day, summed in another order (equal up to rounding).
+
+    Raises
+    ------
+    ValueError
+        When the scores break a rule the budget relies on (:func:`serving.finance.budget.check_scores`).
+    """
+    import dask
+
+    from serving.finance.budget import check_scores
+    from serving.finance.inputs import BudgetInputs
+
+    check_scores(scores)  # unique customers, the run's as_of and horizon: before any work is sent
+    frame = scores.frame[["customer_id", "acquired_at"]]
+    bucket = customer_bucket(frame["customer_id"], tables.npartitions)
+    pieces = client.scatter([frame[bucket == i].reset_index(drop=True) for i in range(tables.npartitions)])
+    parts = [f.to_delayed() if f is not None else [None] * tables.npartitions for f in tables.frames()]
+    tasks = [
+        dask.delayed(partition_budget_inputs)(t, e, c, piece, run=scores.run)
+        for t, e, c, piece in zip(*parts, pieces, strict=True)
+    ]  # fmt: skip
+    started = time.perf_counter()
+    inputs = BudgetInputs.combine(list(dask.compute(*tasks)))
+    log.info("budget inputs of %d customers from %d partitions (%.1f s)", len(inputs.customers), tables.npartitions,
+             time.perf_counter() - started)  # fmt: skip
+    return inputs
 
 
 @dataclass(frozen=True)

@@ -465,6 +465,52 @@ def _daily_book(start, end, per_day):
     )
 
 
+def test_budget_inputs_of_parts_holding_whole_customers_combine_into_the_books():
+    """What the budget reads of the tables, per part of the book (a cluster's partitions), adds up to the book's.
+
+    a2 (referred by a1) and b1 in one part, a1 in another: the referral crosses the parts; a third
+    part holds nobody the budget counts.
+    """
+    tables, scores = _tables(), _scores()
+    columns = ["customer_id", "acquired_at"]
+    whole = F.budget_inputs(tables, scores.frame[columns], scores.run)
+    assert whole.realised.to_dict("list") == {"customer_id": ["a1", "a2", "b1"], "month": [0, 0, 0], "margin": [10.0, 5.0, 20.0]}
+    assert whole.before_acquisition == 1  # a2's purchase of 2024-03-01
+    assert whole.revenue.to_dict() == {pd.Timestamp(d): v for d, v in
+                                       [("2024-01-15", 20.0), ("2024-02-10", 40.0), ("2024-03-01", 500.0), ("2024-03-31", 10.0)]}  # fmt: skip
+    assert whole.referred_by.to_dict() == {"a2": "a1"}
+    assert whole.customers["scored"].all() and list(whole.summary.index) == ["a1", "a2", "b1"]
+
+    def part(ids):
+        keep = lambda f: f[f["customer_id"].isin(ids).to_numpy()].reset_index(drop=True)  # noqa: E731
+        return F.budget_inputs(Tables(keep(tables.transactions), customers=keep(tables.customers)), keep(scores.frame)[columns],
+                               scores.run)  # fmt: skip
+
+    # A part of which no customer is in the budget: z9, acquired after the scoring date.
+    late = Tables(pd.DataFrame({"customer_id": pd.array(["z9"], dtype="str"), "timestamp": pd.to_datetime(["2024-05-01"]),
+                                "amount": [5.0]}))  # fmt: skip
+    nobody = F.budget_inputs(late, scores.frame[columns].iloc[:0], scores.run)
+    assert len(nobody.customers) == len(nobody.realised) == len(nobody.summary) == len(nobody.revenue) == 0
+    got = F.BudgetInputs.combine([part(["a2", "b1"]), nobody, part(["a1"])])
+    for name in ("customers", "realised", "summary"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(whole, name))
+    for name in ("revenue", "referred_by"):
+        pd.testing.assert_series_equal(getattr(got, name), getattr(whole, name))
+    assert got.before_acquisition == whole.before_acquisition
+    settings = F.BudgetSettings(n_simulations=20)
+    here = F.compute_budget(tables, _scores(), settings=settings, forecast_bgnbd=BGNBD)
+    there = F.compute_budget(got, _scores(), settings=settings, forecast_bgnbd=BGNBD)
+    for name in ("channels", "cohorts", "forecast", "segments", "new_customer_clv"):
+        pd.testing.assert_frame_equal(getattr(there, name), getattr(here, name))
+    other = scores.run.model_copy(update={"as_of": pd.Timestamp("2024-03-30").date()})
+    with pytest.raises(ValueError, match="parts of other scorings"):
+        F.BudgetInputs.combine([whole, F.budget_inputs(tables, scores.frame[columns], other)])
+    with pytest.raises(ValueError, match="budget inputs: built for"):
+        F.compute_budget(F.budget_inputs(tables, scores.frame[columns], other), scores)
+    with pytest.raises(ValueError, match="other customers than the scores'"):
+        F.compute_budget(part(["a1"]), scores)
+
+
 SEASON = np.array([0.9, 0.8, 1.0, 1.0, 1.1, 1.0, 0.9, 0.9, 1.0, 1.0, 1.2, 1.2])  # mean 1
 
 

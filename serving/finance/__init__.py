@@ -4,6 +4,8 @@ One module per responsibility:
 
 - :mod:`.budget`: :func:`compute_budget` (scores + raw tables → :class:`BudgetResult`), its
   :class:`BudgetSettings`, and the checks of the scores it relies on;
+- :mod:`.inputs`: what the budget reads of the raw tables (:func:`budget_inputs`), per customer and
+  in aggregates that add up over parts of the book (a cluster's partitions);
 - :mod:`.ltv`: realised margin, value curves, LTV:CAC, payback per channel and cohort (and the
   definitions of those terms);
 - :mod:`.forecast`: the revenue forecast (BG/NBD decay, seasonality) and its expected values;
@@ -27,15 +29,18 @@ from serving.finance.forecast import (
     seasonality_indices,
     survival_given_alive,
 )
+from serving.finance.inputs import BudgetInputs, budget_inputs
 from serving.finance.simulate import simulate
 
 __all__ = [
     "SEGMENT_COLUMNS",
     "UNKNOWN_CHANNEL",
+    "BudgetInputs",
     "BudgetResult",
     "BudgetSettings",
     "ForecastShape",
     "acquisition_budget",
+    "budget_inputs",
     "compute_budget",
     "expected_forecast",
     "forecast_calendar",

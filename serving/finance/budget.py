@@ -1,8 +1,9 @@
 """The finance budget of a scored customer base: computed here, written by :mod:`serving.finance.outputs`.
 
 :func:`compute_budget` takes the batch scores (:class:`serving.scores.Scores`: one row per customer
-and the scoring run behind them, written by ``clvcast score``) and the raw tables, and returns a
-:class:`BudgetResult` whose frames are
+and the scoring run behind them, written by ``clvcast score``) and the raw tables (or what it reads
+of them, :class:`serving.finance.inputs.BudgetInputs`, reduced per customer where the tables are,
+e.g. on the workers of a cluster), and returns a :class:`BudgetResult` whose frames are
 
 - ``channels``: per acquisition channel, CAC, predicted CLV with an 80 % interval, realised margin,
   LTV:CAC, maximum allowable CAC, payback and a grow / hold / cut recommendation (:mod:`.ltv`);
@@ -39,17 +40,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.btyd import BGNBDParams
 from features.contract import Tables
-from features.history import isin_ids
-from features.population import KNOWN_KINDS, customer_population
 from serving import clv as C
 from serving.finance.acquisition import UNKNOWN_CHANNEL, acquisition_budget, new_customer_clv
-from serving.finance.forecast import ForecastShape, expected_forecast, fit_forecast_shape, forecast_calendar
-from serving.finance.ltv import Groups, ltv_tables, realised_margin
+from serving.finance.forecast import ForecastShape, expected_forecast, forecast_calendar, forecast_shape, seasonality_of_revenue
+from serving.finance.inputs import BudgetInputs, budget_inputs
+from serving.finance.ltv import Groups, ltv_tables
 from serving.finance.simulate import interval, simulate
 from serving.scores import SCORE_COLUMNS, Scores
 from training.config import ClvConfig
 
-__all__ = ["CLV_ARITHMETIC", "SEGMENT_COLUMNS", "BudgetResult", "BudgetSettings", "compute_budget"]
+__all__ = ["CLV_ARITHMETIC", "SEGMENT_COLUMNS", "BudgetInputs", "BudgetResult", "BudgetSettings", "budget_inputs", "check_scores", "compute_budget"]
 
 #: Columns of the scores copied into ``segments.csv`` (then ``referral_credit`` when referrals are known).
 SEGMENT_COLUMNS = ("customer_id", "clv", "clv_tier", "rfm_segment", "churn_probability", "p_alive", "expected_spend")
@@ -135,7 +135,7 @@ class BudgetResult:
 
 
 def compute_budget(
-    tables: Tables,
+    tables: Tables | BudgetInputs,
     scores: Scores,
     *,
     decisions: ClvConfig | None = None,
@@ -149,9 +149,11 @@ def compute_budget(
 
     Parameters
     ----------
-    tables : Tables
+    tables : Tables or BudgetInputs
         Raw tables; transactions give the realised margin, the BG/NBD summary and the seasonality,
-        ``customers.referred_by`` the referrals.
+        ``customers.referred_by`` the referrals. Or what the budget reads of them,
+        :func:`serving.finance.inputs.budget_inputs` of these scores (e.g. gathered from the
+        partitions of a cluster, :func:`serving.cluster.budget_inputs_on_cluster`): the result is the same.
     scores : Scores
         One row per customer with the columns of :data:`serving.scores.SCORE_COLUMNS`, and the run
         that produced them: its ``horizon_days`` is H, its ``clv`` the m, c, d, K of every CLV
@@ -187,8 +189,8 @@ def compute_budget(
     Raises
     ------
     ValueError
-        If ``decisions`` has other CLV arithmetic than the scores (they must be re-scored), or the
-        scores break a rule (missing column, duplicate ``customer_id``, ``churn_probability``
+        If ``decisions`` has other CLV arithmetic than the scores (they must be re-scored), ``tables``
+        are inputs of another scoring or other customers, or the scores break a rule (missing column, duplicate ``customer_id``, ``churn_probability``
         outside [0, 1], non-finite ``spend_if_active`` or ``clv``, ``as_of`` or ``horizon_days``
         other than the run's), naming the column and the first offending customers.
 
@@ -204,16 +206,20 @@ def compute_budget(
     decisions = _decisions(clv, decisions)
     horizon_days = run.horizon_days
     as_of = pd.Timestamp(run.as_of)
-    df = _prepare(tables, scores)
+    check_scores(scores)
+    inputs = tables if isinstance(tables, BudgetInputs) else budget_inputs(tables, scores.frame[["customer_id", "acquired_at"]], run)
+    df = _prepare(inputs, scores)
     if run.business != "subscription":  # there the CLV sums the whole survival curve, beyond the K horizons
         _warn_if_clv_differs(df, horizon_days=horizon_days, clv=clv)
 
-    realised = realised_margin(tables, df, as_of, horizon_days=horizon_days, clv=clv)
+    position = pd.Series(np.arange(len(df)), index=pd.Index(df["customer_id"].to_numpy()))
+    realised = inputs.realised.assign(row=inputs.realised["customer_id"].map(position).to_numpy(dtype=np.int64))
     realised_per_customer = np.bincount(realised["row"], weights=realised["margin"], minlength=len(df))
     groups = Groups.of(df)
-    shape = fit_forecast_shape(
-        tables, df["customer_id"], as_of, time_unit_days=run.btyd.time_unit_days, bgnbd=forecast_bgnbd,
-        fallback_bgnbd=run.btyd.bgnbd, seasonality=seasonality,
+    shape = forecast_shape(
+        inputs.summary, df["customer_id"], as_of, time_unit_days=run.btyd.time_unit_days, bgnbd=forecast_bgnbd,
+        fallback_bgnbd=run.btyd.bgnbd,
+        seasonality=seasonality_of_revenue(inputs.revenue, as_of) if seasonality is None else seasonality,
     )  # fmt: skip
     calendar = forecast_calendar(as_of, settings.forecast_months)
     sims = simulate(
@@ -228,7 +234,7 @@ def compute_budget(
         cohort_min_customers=decisions.cohort_min_customers, cohort_credibility_k=decisions.cohort_credibility_k,
     )  # fmt: skip
     forecast = _forecast_table(df, calendar, shape, sims, horizon_days=horizon_days, clv=clv, settings=settings)
-    segments = _segments_table(tables, df, decisions)
+    segments = _segments_table(inputs.referred_by, df, decisions)
     new_clv = new_customer_clv(
         df.assign(as_of=as_of),
         max_age_days=settings.new_customer_max_age_days,
@@ -242,7 +248,7 @@ def compute_budget(
         # Acquired by the scoring date, counted at CLV 0 because the scores do not hold them.
         "customers_not_scored": int((df["rfm_segment"] == NOT_SCORED).sum()),
         # Realised margin counts from acquisition: these rows are left out of it, not lost unsaid.
-        "transactions_before_acquisition": _before_acquisition(tables, df, as_of),
+        "transactions_before_acquisition": inputs.before_acquisition,
         "total_clv": float(df["clv"].sum()),
         "mean_clv": float(df["clv"].mean()) if len(df) else float("nan"),
         "total_realised_margin": float(realised_per_customer.sum()),
@@ -318,16 +324,6 @@ def _with_acquisition_decision(channels: pd.DataFrame, new_clv: pd.DataFrame, *,
     )
 
 
-def _before_acquisition(tables: Tables, df: pd.DataFrame, as_of: pd.Timestamp) -> int:
-    """Transactions up to the scoring date of the customers of ``df`` dated before their acquisition day."""
-    tx = tables.transactions
-    acquired = pd.Series(df["acquired_at"].to_numpy(), index=pd.Index(df["customer_id"].to_numpy()))
-    at = tx["customer_id"].astype("str").map(acquired).to_numpy(dtype="datetime64[ns]")
-    stamps = tx["timestamp"].to_numpy(dtype="datetime64[ns]")
-    end = (as_of + pd.Timedelta(days=1)).to_datetime64()
-    return int(((stamps < at) & (stamps < end)).sum())
-
-
 def _decisions(scored_with: ClvConfig, decisions: ClvConfig | None) -> ClvConfig:
     """The decisions to use: ``decisions`` if its CLV arithmetic is the scores', else a ValueError."""
     if decisions is None:
@@ -346,8 +342,12 @@ def _rows(frame: pd.DataFrame, bad) -> str:
     return f"{int(np.sum(bad))} row(s), first: {frame.loc[bad, 'customer_id'].head(3).tolist()}"
 
 
-def _validate(scores: Scores) -> None:
-    """The rules of the scores that the budget relies on; a ValueError names the column and rows."""
+def check_scores(scores: Scores) -> None:
+    """The rules of the scores that the budget relies on; a ValueError names the column and rows.
+
+    :func:`compute_budget` checks them first; so does a cluster before it sends the scores' customers
+    to the partitions (:func:`serving.cluster.budget_inputs_on_cluster`).
+    """
     frame, run = scores.frame, scores.run
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
@@ -373,24 +373,16 @@ def _validate(scores: Scores) -> None:
         )
 
 
-def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
-    """Rows for the customers acquired by the scoring date that the scores do not hold.
+def _unscored(inputs: BudgetInputs, run) -> pd.DataFrame:
+    """Rows for the customers acquired by the scoring date that the scores do not hold (``inputs.customers``).
 
     Every customer known at the scoring date (:data:`features.population.KNOWN_KINDS`) counts in
     CAC and cohorts; one the scores left out (no prospect model, or scores of another book) is
     valued at nothing to come: churn probability 1, P(alive), spend, CLV, their intervals and the
     curves (K = the run's lifetime horizons) 0. Its realised margin still counts.
     """
-    run = scores.run
-    population = customer_population(tables, cutoff=run.as_of, engagement_days=run.horizon_days)
-    known = population[population["kind"].isin(KNOWN_KINDS).to_numpy()]
-    missing = known.loc[~isin_ids(known.index, scores.frame["customer_id"].astype("str"))]
+    missing = inputs.customers[~inputs.customers["scored"].to_numpy()]
     n = len(missing)
-    customers = tables.customers
-    cost = np.full(n, np.nan)
-    if customers is not None and "acquisition_cost" in customers.columns and n:
-        by_id = customers.drop_duplicates("customer_id").set_index("customer_id")["acquisition_cost"]
-        cost = by_id.reindex(missing.index).to_numpy(dtype=float, na_value=np.nan)
     return pd.DataFrame(
         {
             "customer_id": missing.index.astype("str"),
@@ -413,7 +405,7 @@ def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
             "rfm_segment": NOT_SCORED,
             "channel": missing["channel"].to_numpy(),
             "acquired_at": missing["acquired_at"].to_numpy(),
-            "acquisition_cost": cost,
+            "acquisition_cost": missing["acquisition_cost"].to_numpy(dtype=float),
         }
     )
 
@@ -422,27 +414,33 @@ def _unscored(tables: Tables, scores: Scores) -> pd.DataFrame:
 NOT_SCORED = "not scored"
 
 
-def _prepare(tables: Tables, scores: Scores) -> pd.DataFrame:
+def _prepare(inputs: BudgetInputs, scores: Scores) -> pd.DataFrame:
     """One row per customer with the fields the finance outputs need (see :mod:`serving.finance.ltv`).
 
     The scored customers, then those acquired by the scoring date that the scores left out
-    (:func:`_unscored`).
+    (:func:`_unscored`); acquisition days as ``inputs`` prepared them.
     """
-    _validate(scores)
-    as_of = pd.Timestamp(scores.run.as_of)
-    unscored = _unscored(tables, scores)
+    run = scores.run
+    basis = (run.as_of, run.horizon_days, run.clv.gross_margin, run.clv.cost_to_serve, run.btyd.time_unit_days)
+    if inputs.basis != basis:
+        raise ValueError(
+            f"budget inputs: built for (as_of, horizon_days, gross_margin, cost_to_serve, time_unit_days) = {inputs.basis}, "
+            f"the scores are {basis}: build them from these scores"
+        )
+    as_of = pd.Timestamp(run.as_of)
+    unscored = _unscored(inputs, run)
     df = scores.frame.copy()
     if len(unscored):
         df = pd.concat([df, unscored.astype({"channel": "str"})], ignore_index=True)
     df["customer_id"] = df["customer_id"].astype("str")
     df["channel"] = df["channel"].astype("str").where(df["channel"].notna(), UNKNOWN_CHANNEL)
     df["acquisition_cost"] = pd.to_numeric(df["acquisition_cost"], errors="coerce").astype(float)
-    acquired = pd.to_datetime(df["acquired_at"]).dt.normalize().astype("datetime64[ns]")
-    if acquired.isna().any():
-        # Contract default: acquisition = first transaction.
-        first = tables.transactions.groupby("customer_id")["timestamp"].min().dt.normalize()
-        acquired = acquired.fillna(df["customer_id"].map(first).astype("datetime64[ns]"))
-    df["acquired_at"] = acquired.fillna(as_of)
+    acquired = df["customer_id"].map(inputs.customers["acquired_at"]).astype("datetime64[ns]")
+    if acquired.isna().any() or len(inputs.customers) != len(df):
+        lacking = df.loc[acquired.isna().to_numpy(), "customer_id"].head(3).tolist()
+        raise ValueError(f"budget inputs: built for other customers than the scores' ({len(inputs.customers)} customers "
+                         f"vs {len(df)}; scored customers missing: {lacking})")  # fmt: skip
+    df["acquired_at"] = acquired
     df["age_days"] = ((as_of - df["acquired_at"]).dt.days).clip(lower=0).astype(float)
     df["cohort"] = df["acquired_at"].dt.strftime("%Y-%m")
     return df.reset_index(drop=True)
@@ -505,12 +503,10 @@ def _forecast_table(
     )
 
 
-def _segments_table(tables: Tables, df: pd.DataFrame, decisions: ClvConfig) -> pd.DataFrame:
+def _segments_table(referred_by: pd.Series | None, df: pd.DataFrame, decisions: ClvConfig) -> pd.DataFrame:
     """:data:`SEGMENT_COLUMNS` of the scores, and ``referral_credit`` when ``customers.referred_by`` exists."""
     segments = df[list(SEGMENT_COLUMNS)].copy()
-    customers = tables.customers
-    if customers is not None and "referred_by" in customers.columns:
-        referred_by = customers.set_index(customers["customer_id"].astype("str"))["referred_by"]
+    if referred_by is not None:
         credit = C.referral_credit(
             referred_by,
             df.set_index("customer_id")["clv"],

@@ -74,10 +74,13 @@ __all__ = [
     "expected_forecast",
     "fit_forecast_shape",
     "forecast_calendar",
+    "forecast_shape",
     "horizon_ratios",
     "month_horizon_overlap",
     "plan_forecast",
+    "revenue_by_day",
     "seasonality_indices",
+    "seasonality_of_revenue",
     "survival_given_alive",
 ]
 
@@ -153,6 +156,33 @@ class ForecastShape:
     time_unit_days: float
 
 
+def revenue_by_day(transactions: pd.DataFrame, as_of) -> pd.Series:
+    """Net revenue of each day with a transaction up to the end of ``as_of``: what :func:`seasonality_indices` reads.
+
+    A few thousand numbers however large the book; the totals of parts of the book (customer
+    partitions) add up to the book's (:func:`pandas.Series.add` with ``fill_value=0``).
+
+    Parameters
+    ----------
+    transactions : DataFrame
+        Columns ``timestamp`` and ``amount`` (currency units).
+    as_of : date-like
+        Last day of history.
+
+    Returns
+    -------
+    Series
+        Sum of ``amount`` per day (index: midnight, ``datetime64[ns]``, sorted), every day with a
+        transaction (refunds and zero amounts included, so the first day is the history's).
+    """
+    as_of = pd.Timestamp(as_of).normalize()
+    tx = transactions.loc[(transactions["timestamp"] < as_of + pd.Timedelta(days=1)).to_numpy(), ["timestamp", "amount"]]
+    day = pd.DatetimeIndex(tx["timestamp"].dt.normalize()).as_unit("ns")
+    revenue = tx["amount"].astype(float).groupby(day, sort=True).sum()
+    revenue.index = pd.DatetimeIndex(revenue.index, name="day").as_unit("ns")
+    return revenue.rename("revenue")
+
+
 def seasonality_indices(transactions: pd.DataFrame, as_of, *, min_months: int = SEASONALITY_MIN_MONTHS) -> np.ndarray:
     """Revenue index per calendar month, estimated from the history up to ``as_of``.
 
@@ -183,18 +213,23 @@ def seasonality_indices(transactions: pd.DataFrame, as_of, *, min_months: int = 
     ndarray, shape (12,)
         Index per calendar month, January first, mean 1.
     """
+    return seasonality_of_revenue(revenue_by_day(transactions, as_of), as_of, min_months=min_months)
+
+
+def seasonality_of_revenue(revenue: pd.Series, as_of, *, min_months: int = SEASONALITY_MIN_MONTHS) -> np.ndarray:
+    """:func:`seasonality_indices` from the revenue per day of the history (:func:`revenue_by_day`)."""
     flat = np.ones(12)
     as_of = pd.Timestamp(as_of).normalize()
-    tx = transactions.loc[transactions["timestamp"] < as_of + pd.Timedelta(days=1), ["timestamp", "amount"]]
-    if tx.empty:
+    revenue = revenue[revenue.index < as_of + pd.Timedelta(days=1)]
+    if revenue.empty:
         return flat
-    first_day = tx["timestamp"].min().normalize()
+    first_day = revenue.index.min()
     first = first_day.to_period("M") + (0 if first_day.day == 1 else 1)
     last = (as_of + pd.Timedelta(days=1)).to_period("M") - 1  # last month ending on or before as_of
     if last < first:
         return flat
     periods = pd.period_range(first, last, freq="M")
-    revenue = tx["amount"].groupby(tx["timestamp"].dt.to_period("M")).sum().reindex(periods, fill_value=0.0)
+    revenue = revenue.groupby(revenue.index.to_period("M")).sum().reindex(periods, fill_value=0.0)
     per_day = revenue.to_numpy(dtype=float) / periods.days_in_month.to_numpy(dtype=float)
     keep = per_day > 0
     if keep.sum() < min_months:
@@ -269,7 +304,36 @@ def fit_forecast_shape(
         If ``seasonality`` is not 12 finite non-negative numbers with a positive sum.
     """
     summary = summary_from_transactions(tables.transactions, cutoff=as_of, time_unit_days=time_unit_days)
-    summary.index = summary.index.astype("str")
+    return forecast_shape(
+        summary, customer_ids, as_of, time_unit_days=time_unit_days, bgnbd=bgnbd, fallback_bgnbd=fallback_bgnbd,
+        seasonality=seasonality_indices(tables.transactions, as_of) if seasonality is None else seasonality,
+    )  # fmt: skip
+
+
+def forecast_shape(
+    summary: pd.DataFrame,
+    customer_ids,
+    as_of: pd.Timestamp,
+    *,
+    time_unit_days: float,
+    seasonality,
+    bgnbd: BGNBDParams | None = None,
+    fallback_bgnbd: BGNBDParams | None = None,
+) -> ForecastShape:
+    """:func:`fit_forecast_shape` from the BTYD summary of the history rather than the tables.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        :func:`features.btyd.summary_from_transactions` of every customer with a purchase by
+        ``as_of`` (columns ``frequency``, ``recency``, ``T`` in units of ``time_unit_days``), indexed
+        by ``customer_id`` in sorted order: BG/NBD is fitted on it as it comes.
+    customer_ids, as_of, time_unit_days, bgnbd, fallback_bgnbd
+        As :func:`fit_forecast_shape`.
+    seasonality : array-like of 12 floats
+        Revenue index per calendar month (rescaled to mean 1), e.g. :func:`seasonality_of_revenue`.
+    """
+    summary = summary.set_axis(summary.index.astype("str"))
     aligned = summary.reindex(pd.Index(customer_ids).astype("str"))
     if bgnbd is None:
         try:
@@ -283,8 +347,6 @@ def fit_forecast_shape(
                 stacklevel=3,
             )
             bgnbd = fallback_bgnbd
-    if seasonality is None:
-        seasonality = seasonality_indices(tables.transactions, as_of)
     seasonality = np.asarray(seasonality, dtype=float)
     valid = np.isfinite(seasonality).all() and (seasonality >= 0).all() and seasonality.sum() > 0
     if seasonality.shape != (12,) or not valid:

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.contract import Tables
 from serving import clv as C
 from serving.finance.simulate import interval
 from training.config import ClvConfig
@@ -87,20 +86,22 @@ class Groups:
 
 
 def realised_margin(
-    tables: Tables, df: pd.DataFrame, as_of: pd.Timestamp, *, horizon_days: float, clv: ClvConfig
+    transactions: pd.DataFrame, acquired_at: pd.Series, as_of: pd.Timestamp, *, horizon_days: float, clv: ClvConfig
 ) -> pd.DataFrame:
-    """Realised margin per transaction-month since acquisition.
+    """Realised margin per customer and whole month since acquisition.
 
     Margin = m · amount, and − c at the first purchase of every H-day window since acquisition (cost
     to serve is per active customer per horizon). Purchases before the acquisition date or after the
-    scoring date are not counted.
+    scoring date are not counted. A pure function of each customer's rows: the table of a part of
+    the book holding whole customers is that part of the book's table.
 
     Parameters
     ----------
-    tables : Tables
-        Raw tables; ``transactions`` (customer_id, timestamp, amount in currency units) is read.
-    df : DataFrame
-        Prepared scores (``customer_id``, ``acquired_at``).
+    transactions : DataFrame
+        ``customer_id``, ``timestamp``, ``amount`` (currency units).
+    acquired_at : Series
+        Acquisition day (``datetime64[ns]``) indexed by ``customer_id`` (str): the customers whose
+        margin is wanted (the prepared scores'); the other customers' rows are not read.
     as_of : Timestamp
         Scoring date: purchases up to the end of this day count.
     horizon_days : float
@@ -111,33 +112,33 @@ def realised_margin(
     Returns
     -------
     DataFrame
-        Columns ``row`` (the customer's position in ``df``), ``month`` (whole months since
-        acquisition) and ``margin`` (currency units); one row per transaction and per cost to serve.
+        Columns ``customer_id`` (str), ``month`` (whole months since acquisition, int) and ``margin``
+        (currency units, summed over the customer's purchases and costs to serve of that month);
+        sorted by customer and month.
     """
     margin, cost_to_serve = clv.gross_margin, clv.cost_to_serve
-    tx = tables.transactions[["customer_id", "timestamp", "amount"]]
-    pos = pd.Series(np.arange(len(df)), index=pd.Index(df["customer_id"].to_numpy()))
-    row = tx["customer_id"].astype("str").map(pos)
-    keep = row.notna().to_numpy() & (tx["timestamp"] < as_of + pd.Timedelta(days=1)).to_numpy()
-    row = row[keep].to_numpy(dtype=np.int64)
-    ts = tx["timestamp"].to_numpy()[keep]
-    days = (ts - df["acquired_at"].to_numpy()[row]) / np.timedelta64(1, "D")
+    tx = transactions
+    at = acquired_at.reindex(pd.Index(tx["customer_id"].astype("str"))).to_numpy(dtype="datetime64[ns]")
+    keep = ~np.isnat(at) & (tx["timestamp"] < as_of + pd.Timedelta(days=1)).to_numpy()
+    days = (tx["timestamp"].to_numpy(dtype="datetime64[ns]")[keep] - at[keep]) / np.timedelta64(1, "D")
     after = days >= 0
-    row, days, amount = row[after], days[after], tx["amount"].to_numpy(dtype=float)[keep][after]
-    out = pd.DataFrame({"row": row, "month": np.floor(days / C.MONTH_DAYS).astype(np.int64), "margin": margin * amount})
+    ids = tx["customer_id"].astype("str").to_numpy()[keep][after]
+    days, amount = days[after], tx["amount"].to_numpy(dtype=float)[keep][after]
+    rows = pd.DataFrame({"customer_id": ids, "month": np.floor(days / C.MONTH_DAYS).astype(np.int64), "margin": margin * amount})
     if cost_to_serve:
         window = np.floor(days / horizon_days).astype(np.int64)
-        first = pd.DataFrame({"row": row, "window": window, "days": days}).sort_values("days")
-        first = first.drop_duplicates(["row", "window"])
+        first = pd.DataFrame({"customer_id": ids, "window": window, "days": days}).sort_values("days", kind="stable")
+        first = first.drop_duplicates(["customer_id", "window"])
         cost = pd.DataFrame(
             {
-                "row": first["row"].to_numpy(),
+                "customer_id": first["customer_id"].to_numpy(),
                 "month": np.floor(first["days"].to_numpy() / C.MONTH_DAYS).astype(np.int64),
                 "margin": -cost_to_serve,
             }
         )
-        out = pd.concat([out, cost], ignore_index=True)
-    return out
+        rows = pd.concat([rows, cost], ignore_index=True)
+    out = rows.groupby(["customer_id", "month"], sort=True)["margin"].sum().reset_index()
+    return out.astype({"customer_id": "str", "month": np.int64, "margin": float})
 
 
 def _value_curves(
@@ -237,7 +238,7 @@ def ltv_tables(
     df : DataFrame
         Prepared scores, n rows.
     realised : DataFrame
-        From :func:`realised_margin`.
+        :func:`realised_margin` with a column ``row``: the customer's position in ``df``.
     realised_per_customer : ndarray, shape (n,)
         ``realised["margin"]`` summed per ``realised["row"]``, currency units.
     groups : Groups
