@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from pg_cluster import Cluster, ClusterUnavailable, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,3 +80,28 @@ def postgres() -> Iterator[Cluster]:
         except ClusterUnavailable as exc:
             skip_unless_ci(f"no PostgreSQL server: {exc}")
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def champion_store(tmp_path_factory):
+    """The service tests' trained champion (``tests/test_service.py``), trained once per test run.
+
+    Under pytest-xdist the first worker to ask trains it in the directory the workers share (their
+    base temporary directory's parent), under a file lock; every worker then serves from its own
+    copy of the MLflow database (:func:`test_service.copy_champion_store`), so what one worker
+    registers in it is not seen by the other.
+    """
+    from test_service import build_champion_store, champion_store_at, copy_champion_store
+
+    own = tmp_path_factory.mktemp("champion")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build_champion_store(own)
+    shared = tmp_path_factory.getbasetemp().parent / "champion-store"
+    done = shared.with_name(shared.name + ".done")
+    with FileLock(f"{shared}.lock"):
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)  # what a failed attempt left
+            shared.mkdir()
+            build_champion_store(shared)
+            done.touch()
+    return copy_champion_store(champion_store_at(shared), own)

@@ -30,9 +30,11 @@ SEED = 3
 SCORE_CUTOFF = "2024-12-31"
 FEATURE_CUTOFF = "2024-06-30"
 BACKTEST_CUTOFF = "2024-03-31"
-# Few trees: the commands are under test here, not the models.
+# Few trees and origins: the commands are under test here, not the models.
 FAST_CONFIG = """\
 training:
+  n_cutoffs: 4
+  step_days: 30
   churn_params: {num_boost_round: 30}
   spend_params: {num_boost_round: 30}
   early_stopping_rounds: 10

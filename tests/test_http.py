@@ -27,7 +27,7 @@ import pytest
 from serving import api_models as A
 from serving.cli import main
 from serving.service import environ, free_port, running_service
-from test_service import AS_OF, champion_store, empty_store, request_body
+from test_service import AS_OF, empty_store, request_body
 
 STARTUP_TIMEOUT_S = 120
 FUZZ_EXAMPLES = 100
@@ -36,8 +36,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store():
-    return champion_store()
+def store(champion_store):
+    return champion_store
 
 
 @pytest.fixture(scope="module")

@@ -123,12 +123,11 @@ def test_a_connection_is_closed_after_its_quota_of_requests(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory):
+def guarded(champion_store):
     """The service with two workers and an API key, with the store it serves from."""
     from serving.service import environ, running_service
-    from test_service import champion_store
 
-    store = champion_store()
+    store = champion_store
     with environ(CLVCAST_API_KEYS=KEY), pytest.MonkeyPatch.context() as mp:
         mp.delenv("CLVCAST_CONFIG", raising=False)
         with running_service(workers=2, tracking_uri=store.tracking_uri, ready_timeout=300) as server:

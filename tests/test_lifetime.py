@@ -320,14 +320,13 @@ def test_pareto_baseline_reproduces_the_published_cdnow_fit(cdnow_dir):
 
 
 @pytest.fixture(scope="module")
-def champion():
+def champion(champion_store):
     """The service tests' champion: a 91-day model trained on a small synthetic book."""
-    from test_service import champion_store, environ
+    from test_service import environ
 
     from training.registry import load_champion
 
-    store = champion_store()
-    with environ(MLFLOW_TRACKING_URI=store.tracking_uri):
+    with environ(MLFLOW_TRACKING_URI=champion_store.tracking_uri):
         return load_champion()
 
 
@@ -350,16 +349,15 @@ def test_a_lapsed_frequent_buyer_keeps_the_spend_of_an_active_one(champion):
 
 
 @pytest.mark.slow
-def test_a_91_day_champion_scores_91_day_horizons(champion, tmp_path):
+def test_a_91_day_champion_scores_91_day_horizons(champion, champion_store, tmp_path):
     from features.io import load_tables
     from serving.scores import CURVE_COLUMNS, read_scores, write_scores
     from serving.scoring import score_tables
     from test_service import AS_OF as BOOK_AS_OF
-    from test_service import champion_store
 
     assert champion.horizon_days == 91
     clv = champion.serving.config.clv
-    tables = load_tables(champion_store().book_dir).tables
+    tables = load_tables(champion_store.book_dir).tables
     scores = score_tables(tables, as_of=BOOK_AS_OF, champion=champion, top_drivers=0)
     frame = scores.frame
     K = clv.lifetime_horizons

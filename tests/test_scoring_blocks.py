@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from test_dask import _with_prospects
-from test_service import AS_OF, champion_store
+from test_service import AS_OF
 
 from features.io import load_tables
 from serving.scores import read_scores, write_scores
@@ -27,11 +27,11 @@ BLOCK = 10
 
 
 @pytest.fixture(scope="module")
-def scoring():
+def scoring(champion_store):
     """(tables with prospects, champion, the scores of the whole book at once)."""
     from training.registry import load_champion
 
-    store = champion_store()
+    store = champion_store
     tables = _with_prospects(load_tables(store.book_dir).tables, n=60)
     with environ(MLFLOW_TRACKING_URI=store.tracking_uri):
         champion = load_champion()

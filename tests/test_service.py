@@ -1,13 +1,16 @@
 """The CLV service in process: answers, validation, startup checks, and agreement with batch scoring.
 
-The champion is trained once per test process on a small synthetic book, in an MLflow store of its
-own (other test modules train into the session store and may move its ``champion`` alias).
-``tests/test_http.py`` uses the same champion through :func:`champion_store`.
+The champion is trained once per test run on a small synthetic book, in an MLflow store of its own
+(other test modules train into the session store and may move its ``champion`` alias): the
+session fixture ``champion_store`` of ``tests/conftest.py`` (:func:`build_champion_store`), which
+``tests/test_http.py`` and others use too.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -52,9 +55,8 @@ class ChampionStore:
     scores: Path  # batch scores of the book as of AS_OF (clvcast score)
 
 
-@functools.cache
-def champion_store() -> ChampionStore:
-    """Train and register a champion on a small synthetic book (once per process)."""
+def build_champion_store(root: Path) -> ChampionStore:
+    """Train and register a champion on a small synthetic book, in the empty directory ``root``."""
     from features.synthetic import generate, write_book
     from serving.finance import new_customer_clv
     from serving.scoring import score
@@ -62,8 +64,6 @@ def champion_store() -> ChampionStore:
     from training.pipeline import train
     from training.registry import load_champion
 
-    root = Path(tempfile.mkdtemp(prefix="clvcast-serving-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     book = generate(N_CUSTOMERS, seed=SEED, start=BOOK_START, end=BOOK_END)
     book_dir = root / "book"
@@ -72,11 +72,33 @@ def champion_store() -> ChampionStore:
     with environ(MLFLOW_TRACKING_URI=uri):
         train(book.tables, config=config, promote="force")
         scores = score(book_dir, cutoff=AS_OF, out=root / "scores.parquet", champion=load_champion()).frame
-    path = root / "new_customer_clv.csv"
-    new_customer_clv(scores, max_age_days=180).to_csv(path)
+    new_customer_clv(scores, max_age_days=180).to_csv(root / "new_customer_clv.csv")
+    return champion_store_at(root)
+
+
+def champion_store_at(root: Path) -> ChampionStore:
+    """The champion store :func:`build_champion_store` made in ``root``."""
     return ChampionStore(
-        root=root, tracking_uri=uri, book_dir=book_dir, new_customer_clv=path, scores=root / "scores.parquet"
-    )
+        root=root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}", book_dir=root / "book",
+        new_customer_clv=root / "new_customer_clv.csv", scores=root / "scores.parquet",
+    )  # fmt: skip
+
+
+def copy_champion_store(store: ChampionStore, root: Path) -> ChampionStore:
+    """``store`` with its MLflow database copied into the empty directory ``root``; the rest shared.
+
+    Registrations in the copy (the reload test registers a pair) stay in it. The copy's runs keep
+    their artifacts where ``store`` logged them (MLflow stores absolute locations), which nothing
+    here writes to; nor to the book, the scores or the new-customer CLV.
+    """
+    import sqlite3
+
+    source_db = store.tracking_uri.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(source_db)) as source, contextlib.closing(
+        sqlite3.connect(root / "mlflow.db")
+    ) as target:
+        source.backup(target)  # a consistent copy, whatever the journal mode
+    return dataclasses.replace(store, root=root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
 
 
 @functools.cache
@@ -130,8 +152,8 @@ def request_body(tables, customer_ids, as_of: str = AS_OF) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store() -> ChampionStore:
-    return champion_store()
+def store(champion_store) -> ChampionStore:
+    return champion_store
 
 
 @pytest.fixture(scope="module")
