@@ -37,6 +37,7 @@ from features.contract import Tables
 from features.dates import history_until, parse_cutoff
 
 __all__ = [
+    "MEAN_MONTH_DAYS",
     "REGULAR_SHARE",
     "SPELL_COLUMNS",
     "STATES",
@@ -50,7 +51,8 @@ __all__ = [
 ]
 
 STATES = ("active", "reactivated", "cancelled_paid_through", "churned")
-_MEAN_MONTH_DAYS = 365.2425 / 12
+#: Days in the mean Gregorian month: months between dates, tenure and billing periods in days.
+MEAN_MONTH_DAYS = 365.2425 / 12
 
 #: Columns of :func:`subscription_spells`: name -> (dtype, description).
 SPELL_COLUMNS = {
@@ -238,7 +240,7 @@ def _paid_periods(tx: pd.DataFrame, billing_months: int, plans: Mapping[str, flo
 
     first_row = np.r_[True, ids[1:] != ids[:-1]]
     customer_start = np.maximum.accumulate(np.where(first_row, np.arange(len(ids)), 0))
-    period_days = _MEAN_MONTH_DAYS * billing_months
+    period_days = MEAN_MONTH_DAYS * billing_months
     anchor = ts[customer_start]
     since = (ts - anchor) / np.timedelta64(1, "D")
     period = np.rint(since / period_days).astype(np.int64)
@@ -374,7 +376,7 @@ def subscription_state(
     elapsed = (t0 - last_invoice) / (paid_through - last_invoice)
     tenure = pd.array(last["periods"].to_numpy() - 1, dtype="Int64")
     tenure[ended] = pd.NA
-    since = (t0 - paid_through) / np.timedelta64(1, "D") / (_MEAN_MONTH_DAYS * billing_months)
+    since = (t0 - paid_through) / np.timedelta64(1, "D") / (MEAN_MONTH_DAYS * billing_months)
     periods_since = pd.array(np.floor(np.maximum(since, 0)).astype(np.int64), dtype="Int64")
     periods_since[~ended] = pd.NA
     frame = pd.DataFrame(

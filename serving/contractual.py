@@ -103,6 +103,7 @@ from features.contract import Tables
 from features.dates import parse_cutoff
 from features.history import isin_ids
 from features.subscription import (
+    MEAN_MONTH_DAYS,
     add_months,
     plan_names,
     subscription_periods,
@@ -120,7 +121,6 @@ __all__ = [
     "score_contractual",
 ]
 
-_MEAN_MONTH_DAYS = 365.2425 / 12
 _UNKNOWN = "unknown"
 #: More plans than this (amounts that vary per customer) and revenue is held at the current MRR.
 _MAX_PLANS_FOR_CHAIN = 30
@@ -128,7 +128,7 @@ _MAX_PLANS_FOR_CHAIN = 30
 
 def cost_per_month(cost_per_horizon: float, horizon_days: int) -> float:
     """A cost to serve per active customer per horizon of H days as a cost per month: c x 30.44 / H."""
-    return float(cost_per_horizon) * _MEAN_MONTH_DAYS / int(horizon_days)
+    return float(cost_per_horizon) * MEAN_MONTH_DAYS / int(horizon_days)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -686,7 +686,7 @@ def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarra
     curve = _curve(model, frame)
     renewals = frame["tenure_periods"].astype("Float64").fillna(0).to_numpy(dtype=float)
     elapsed = frame["period_elapsed"].astype("Float64").fillna(0).to_numpy(dtype=float)
-    h = settings.horizon_days / (_MEAN_MONTH_DAYS * settings.billing_months)
+    h = settings.horizon_days / (MEAN_MONTH_DAYS * settings.billing_months)
     if settings.survival == "frailty" and model.hazard is not None:
         values = _frailty_values(model, frame, renewals, elapsed, np.asarray(survived, dtype=float), propensity)
         # log S is linear within a period for one frailty and one plan: interpolate between invoices.
@@ -797,14 +797,15 @@ def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elap
     }
 
 
-def _end_discount(model: ContractualModel, values: dict) -> np.ndarray:
+def _end_discount(model: ContractualModel, discounted_residual_periods) -> np.ndarray:
     """E[g^(L + 1)] per row, L the further invoices paid: the discount factor of the end of the paid periods.
 
-    From ``sum_{m >= 1} g^m S(m)`` (``discounted_residual_periods``): ``g - (1 - g)`` times it
-    (module docstring); 0 for a subscription that never ends, ``g`` for one that pays no more.
+    From ``sum_{m >= 1} g^m S(m)`` (``discounted_residual_periods`` of :func:`_lifetimes`):
+    ``g - (1 - g)`` times it (module docstring); 0 for a subscription that never ends, ``g`` for one
+    that pays no more.
     """
     g = model.settings.discount_factor
-    return g - (1.0 - g) * np.asarray(values["discounted_residual_periods"], dtype=float)
+    return g - (1.0 - g) * np.asarray(discounted_residual_periods, dtype=float)
 
 
 def _return_discount(model: ContractualModel) -> float:
@@ -816,7 +817,8 @@ def _return_discount(model: ContractualModel) -> float:
 
 def _with_returns(model: ContractualModel, clv_from_first_invoice: np.ndarray, values: dict) -> np.ndarray:
     """V = C / (1 - D_end D_ret): a new subscription's value from its first invoice, its returns included."""
-    return np.asarray(clv_from_first_invoice, dtype=float) / (1.0 - _end_discount(model, values) * _return_discount(model))
+    end = _end_discount(model, values["discounted_residual_periods"])
+    return np.asarray(clv_from_first_invoice, dtype=float) / (1.0 - end * _return_discount(model))
 
 
 def _first_invoice_margin(model: ContractualModel, mrr: np.ndarray) -> np.ndarray:
@@ -824,7 +826,8 @@ def _first_invoice_margin(model: ContractualModel, mrr: np.ndarray) -> np.ndarra
     return (settings.gross_margin * np.asarray(mrr, dtype=float) - settings.cost_to_serve) * settings.billing_months
 
 
-def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, elapsed: np.ndarray) -> np.ndarray:
+def _returns_value(model: ContractualModel, state: pd.DataFrame, discounted_residual_periods: np.ndarray,
+                   elapsed: np.ndarray) -> np.ndarray:
     """Per row of ``state``: the discounted value of the returns after its running subscription ends.
 
     ``g^(-f) D_end D_ret V``, V the value (returns included) of a new subscription of the row's plan,
@@ -838,7 +841,8 @@ def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, e
     fresh["value"] = _with_returns(model, _first_invoice_margin(model, fresh["mrr"]) + new["clv"], new)
     value = state[keys].reset_index(drop=True).merge(fresh[[*keys, "value"]], on=keys, how="left")["value"]
     g = model.settings.discount_factor
-    return g ** (-elapsed) * _end_discount(model, values) * _return_discount(model) * value.to_numpy(dtype=float)
+    end = _end_discount(model, discounted_residual_periods)
+    return g ** (-elapsed) * end * _return_discount(model) * value.to_numpy(dtype=float)
 
 
 def _prices(model: ContractualModel, plan: np.ndarray, mrr: np.ndarray) -> np.ndarray:
@@ -915,7 +919,7 @@ def score_contractual(
     state = state.assign(channel=_channels(tables, state.index.to_series()))
     running = state["state"].isin(["active", "reactivated"]).to_numpy()
     elapsed = state["period_elapsed"].fillna(0).to_numpy(dtype=float)
-    period_days = _MEAN_MONTH_DAYS * settings.billing_months
+    period_days = MEAN_MONTH_DAYS * settings.billing_months
     t0 = np.datetime64(pd.Timestamp(cutoff) + pd.Timedelta(days=1), "ns")
 
     # Conditioned on no cancel yet within the current period (n + f periods survived).
@@ -928,8 +932,8 @@ def score_contractual(
     curve, churn, prices_k = values["curve"], values["churn"], values["prices"]
     returns = np.zeros(len(state))
     if running.any():
-        returns[running] = _returns_value(model, state.loc[running], {k: np.asarray(values[k])[running] for k in
-                                          ("discounted_residual_periods",)}, elapsed[running])  # fmt: skip
+        returns[running] = _returns_value(model, state.loc[running],
+                                          np.asarray(values["discounted_residual_periods"])[running], elapsed[running])
     clv = np.where(running, values["clv"] + returns, 0.0)
 
     # The k-th next invoice is due paid_through + (k - 1) periods; horizon j of the curves holds the

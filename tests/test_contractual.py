@@ -315,7 +315,7 @@ def test_the_end_discount_is_the_expected_discount_of_the_last_paid_period(saas)
     survival = np.c_[np.ones(3), values["survival"]]  # S(0) = 1 .. S(900)
     lasts = np.arange(900)
     explicit = ((survival[:, :-1] - survival[:, 1:]) * g ** (lasts + 1)).sum(axis=1)
-    np.testing.assert_allclose(_end_discount(long, values), explicit, atol=2e-4)
+    np.testing.assert_allclose(_end_discount(long, values["discounted_residual_periods"]), explicit, atol=2e-4)
 
 
 @pytest.fixture(scope="module")

@@ -39,9 +39,9 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 
-__all__ = ["ReturnParams", "fit_returns", "return_gaps"]
+from features.subscription import MEAN_MONTH_DAYS
 
-_MEAN_MONTH_DAYS = 365.2425 / 12
+__all__ = ["ReturnParams", "fit_returns", "return_gaps"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def return_gaps(spells: pd.DataFrame, cutoff) -> pd.DataFrame:
     following = nxt.to_numpy(dtype="datetime64[ns]")[ended]
     returned = ~np.isnat(following)
     until = np.where(returned, following, np.datetime64(end, "ns"))
-    months = (until - paid) / np.timedelta64(1, "D") / _MEAN_MONTH_DAYS
+    months = (until - paid) / np.timedelta64(1, "D") / MEAN_MONTH_DAYS
     # A return is dated by its month (at least the first after the end); a censored watch counts the
     # whole months it lasted.
     months = np.where(returned, np.maximum(np.round(months), 1.0), np.maximum(np.floor(months), 0.0))
