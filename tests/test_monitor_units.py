@@ -244,3 +244,60 @@ def test_segment_moves_and_migration():
     migration = tier_migration(before, after.assign(clv_tier=["top 10%", "bottom 50%", "bottom 50%", "bottom 50%"]))
     assert migration.loc["top 10%", "bottom 50%"] == 1 and migration.loc["bottom 50%", "top 10%"] == 1
     assert migration.loc["bottom 50%", "bottom 50%"] == 2 and migration.to_numpy().sum() == 4
+
+
+# --------------------------------------------------------------------------- what the monitor reads of the tables
+
+
+def test_monitor_inputs_of_parts_holding_whole_customers_combine_into_the_books():
+    """The monitor's reductions, per part of the book (a cluster's partitions), make the book's.
+
+    a and b bought by AS_OF; z bought first after it (no row at AS_OF, a row nowhere else); the
+    data end on 2024-05-20, or on 2024-04-30 with the tables cut there.
+    """
+    from features.config import FeatureConfig
+    from features.contract import Tables
+    from serving.monitor.inputs import FeatureRequest, MonitorInputs, MonitorRequest, OutcomeRequest, monitor_inputs
+    from serving.monitor.performance import realised_outcomes
+
+    tx = pd.DataFrame({
+        "customer_id": pd.array(["a", "a", "b", "a", "b", "z"], dtype="str"),
+        "timestamp": pd.to_datetime(["2024-01-05 00:00", "2024-03-01 10:00", "2024-02-10 00:00", "2024-04-15 00:00",
+                                     "2024-05-20 18:00", "2024-04-30 09:00"]),
+        "amount": [30.0, 20.0, 50.0, 12.5, 40.0, 8.0],
+    })  # fmt: skip
+    tables = Tables(tx)
+    config = FeatureConfig()
+    columns = ("recency_days", "frequency", "monetary_value", "no_such_column")  # in the schema's order
+    request = MonitorRequest(
+        features=FeatureRequest(cutoff=AS_OF, config=config, btyd=_scores().run.btyd, columns=columns),
+        outcomes=(OutcomeRequest(AS_OF, 30), OutcomeRequest(AS_OF, 60)),
+    )
+    whole = monitor_inputs(tables, request)
+    assert whole.data_end == dt.date(2024, 5, 20)
+    assert list(whole.features.index) == ["a", "b"] and list(whole.features.columns) == list(columns[:3])
+    # Over (AS_OF, AS_OF + 30]: a spent 12.5, b nothing; within 60 days b bought too.
+    thirty, sixty = whole.outcomes[OutcomeRequest(AS_OF, 30)], whole.outcomes[OutcomeRequest(AS_OF, 60)]
+    assert thirty.to_dict("list") == {"actual_spend": [12.5, 0.0], "churned": [0.0, 1.0]}
+    assert sixty.to_dict("list") == {"actual_spend": [12.5, 40.0], "churned": [0.0, 0.0]}
+    scored = realised_outcomes(thirty, customers=["b", "unknown", "a"])
+    assert scored["actual_spend"].tolist()[::2] == [0.0, 12.5] and scored.loc["unknown"].isna().all()
+    assert monitor_inputs(tables, MonitorRequest(until=dt.date(2024, 4, 30))).data_end == dt.date(2024, 4, 30)
+
+    def part(ids):
+        return monitor_inputs(Tables(tx[tx["customer_id"].isin(ids).to_numpy()].reset_index(drop=True)), request)
+
+    late = part(["z"])  # nobody with a purchase by AS_OF: no rows, the right columns
+    assert len(late.features) == 0 and list(late.features.columns) == list(columns[:3])
+    assert all(len(f) == 0 for f in late.outcomes.values()) and late.data_end == dt.date(2024, 4, 30)
+    got = MonitorInputs.combine([part(["b"]), late, part(["a"])])
+    assert got.data_end == whole.data_end
+    pd.testing.assert_frame_equal(got.features, whole.features, check_exact=True)
+    for key, frame in whole.outcomes.items():
+        pd.testing.assert_frame_equal(got.outcomes[key], frame, check_exact=True)
+    with pytest.raises(ValueError, match="parts of other requests"):
+        MonitorInputs.combine([whole, monitor_inputs(tables, MonitorRequest())])
+    with pytest.raises(ValueError, match="no parts"):
+        MonitorInputs.combine([])
+    with pytest.raises(ValueError, match="churn_definition"):
+        monitor_inputs(Tables(tx.iloc[:0]), MonitorRequest(outcomes=(OutcomeRequest(AS_OF, 30, "cancelled"),)))

@@ -8,6 +8,8 @@ One module per responsibility:
 - :mod:`.drift`: PSI and KS of the latest scoring against its models' stored reference;
 - :mod:`.performance`: the realised performance of matured scorings (the production backtest);
 - :mod:`.alerts`: the crossed thresholds as sentences;
+- :mod:`.inputs`: what the monitor reads of the raw tables (:func:`~.inputs.monitor_inputs`), per
+  customer, so that the workers of a cluster can read it partition by partition;
 - :mod:`.compute`: :func:`compute_monitor`, one monitor run from a history and the data;
 - :mod:`.outputs`, :mod:`.report` and ``templates/``: ``summary.json`` and ``report.html``.
 

@@ -1,8 +1,11 @@
 """One monitor run: trends, drift, realised performance and alerts from a scoring history and the data.
 
 :func:`compute_monitor` is the stage ``clvcast monitor`` calls; it reads nothing itself (the history,
-the tables and the models' serving artifacts are given) and returns a :class:`MonitorResult` of
-frames, which :mod:`serving.monitor.outputs` writes as ``summary.json`` and ``report.html``.
+the tables or a reader of them, and the models' serving artifacts are given) and returns a
+:class:`MonitorResult` of frames, which :mod:`serving.monitor.outputs` writes as ``summary.json``
+and ``report.html``. Of the tables it reads only the per-customer reductions of
+:mod:`serving.monitor.inputs`, so the same computation runs on reductions gathered from a Dask
+cluster (:func:`serving.cluster.monitor_inputs_on_cluster`).
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.build import build_features
 from features.contract import Tables
-from features.dates import history_until, parse_cutoff
+from features.dates import parse_cutoff
 from serving.monitor import drift as D
 from serving.monitor import performance as P
 from serving.monitor import trends as T
 from serving.monitor.alerts import Alert, drift_alerts, move_alerts, realised_alerts
 from serving.monitor.history import HISTORY_KEY, History
+from serving.monitor.inputs import FeatureRequest, MonitorReader, MonitorRequest, OutcomeRequest, monitor_inputs
 from training.artifact import ServingArtifact
 from training.config import MonitorConfig
 
@@ -116,15 +119,15 @@ def data_end_of(tables: Tables) -> dt.date:
     ValueError
         Without any transaction.
     """
-    tx = tables.transactions
-    if len(tx) == 0:
+    end = monitor_inputs(tables, MonitorRequest()).data_end
+    if end is None:
         raise ValueError("the data have no transactions: nothing to monitor against")
-    return tx["timestamp"].max().normalize().date()
+    return end
 
 
 def compute_monitor(
     history: History,
-    tables: Tables,
+    tables: Tables | MonitorReader,
     *,
     artifact_for: Callable[[str], ServingArtifact | None],
     config: MonitorConfig | None = None,
@@ -136,9 +139,13 @@ def compute_monitor(
     ----------
     history : History
         From :func:`serving.monitor.history.read_history`.
-    tables : Tables
+    tables : Tables or callable
         The customer data (contract tables): the features of the latest scoring for drift, and
-        the outcomes of matured scorings.
+        the outcomes of matured scorings. Or a reader of them, ``MonitorRequest -> MonitorInputs``
+        (:data:`serving.monitor.inputs.MonitorReader`; e.g. the reductions of a cluster's
+        partitions, :func:`serving.cluster.monitor_inputs_on_cluster`): the tables are read
+        through :func:`serving.monitor.inputs.monitor_inputs` either way, twice (the data end
+        and the features, then the outcomes of the matured scorings).
     artifact_for : callable
         ``run_id -> ServingArtifact`` of the training run behind a scoring (its drift reference,
         feature settings, holdout AUC), or ``None`` when it cannot be had; e.g.
@@ -156,21 +163,18 @@ def compute_monitor(
     Raises
     ------
     ValueError
-        No scoring in the history up to ``as_of``, or data without transactions.
+        No scoring in the history up to ``as_of``, data without transactions, or no customer with
+        a purchase by the latest scoring date when its drift is checked.
     """
     config = config or MonitorConfig()
+    read: MonitorReader = (lambda request: monitor_inputs(tables, request)) if isinstance(tables, Tables) else tables
     notes: list[str] = []
     scorings = history.latest_per_day()
     if as_of is not None:
         as_of = parse_cutoff(as_of)
         scorings = scorings[scorings["as_of"] <= as_of].reset_index(drop=True)
-        tables = history_until(tables, as_of)
     if scorings.empty:
         raise ValueError(f"the history holds no scoring{f' up to {as_of}' if as_of else ''}: nothing to monitor")
-    data_end = data_end_of(tables)
-    scorings = scorings.assign(
-        matured=[P.is_matured(d, h, data_end) for d, h in zip(scorings["as_of"], scorings["horizon_days"], strict=True)]
-    )
     rows = {tuple(s[k] for k in HISTORY_KEY): history.scoring(tuple(s[k] for k in HISTORY_KEY)) for _, s in scorings.iterrows()}
     frames = list(rows.values())
     all_rows = pd.concat(frames, ignore_index=True)
@@ -198,32 +202,49 @@ def compute_monitor(
         return artifacts[run_id]
 
     latest_artifact = artifact(str(scorings.iloc[-1]["run_id"]))
+    reference = None if latest_artifact is None else latest_artifact.drift_reference
+    wanted = None
+    if reference is not None:
+        wanted = FeatureRequest(cutoff=latest_as_of, config=latest_artifact.feature_config,
+                                btyd=latest_artifact.btyd_params, columns=tuple(reference.features))  # fmt: skip
+    # First read: the data end (which scorings have matured) and the features of the latest scoring.
+    first = read(MonitorRequest(until=as_of, features=wanted))
+    if first.data_end is None:
+        raise ValueError("the data have no transactions: nothing to monitor against")
+    data_end = first.data_end
+    scorings = scorings.assign(
+        matured=[P.is_matured(d, h, data_end) for d, h in zip(scorings["as_of"], scorings["horizon_days"], strict=True)]
+    )
     reference_as_of, feature_drift, prediction_drift = None, None, None
-    if latest_artifact is None or latest_artifact.drift_reference is None:
+    if reference is None:
         notes.append(
             f"no drift reference for the models of the scoring of {latest_as_of} (run {scorings.iloc[-1]['run_id']}): "
             "drift not checked; models trained by this version of clvcast store one"
         )
     else:
-        reference = latest_artifact.drift_reference
         reference_as_of = reference.as_of
-        features = build_features(
-            tables, cutoff=latest_as_of, config=latest_artifact.feature_config, btyd=latest_artifact.btyd_params
-        )
-        feature_drift = D.drift_table(features, reference.features, config=config, importance=reference.importance)
+        if len(first.features) == 0:
+            raise ValueError(f"no customer has a purchase by {latest_as_of}: the features for drift cannot be built")
+        feature_drift = D.drift_table(first.features, reference.features, config=config, importance=reference.importance)
         prediction_drift = D.drift_table(latest_rows, reference.predictions, config=config)
+
+    # Second read: what the customers of the matured scorings did over their horizons.
+    asked: dict[tuple, OutcomeRequest] = {}
+    for key in rows:
+        info = scorings[(scorings["as_of"] == key[0])].iloc[0]
+        if info["matured"]:
+            model = artifact(str(info["run_id"]))
+            churn_definition = model.config.training.churn_definition if model is not None else "purchase"
+            asked[key] = OutcomeRequest(key[0], int(info["horizon_days"]), churn_definition)
+    realised = read(MonitorRequest(until=as_of, outcomes=tuple(dict.fromkeys(asked.values())))).outcomes if asked else {}
 
     performance_rows, latest_matured, matured_frame, holdout_auc = [], None, None, None
     for key, frame in rows.items():
-        info = scorings[(scorings["as_of"] == key[0])].iloc[0]
-        if not info["matured"]:
+        if key not in asked:
             continue
+        info = scorings[(scorings["as_of"] == key[0])].iloc[0]
         model = artifact(str(info["run_id"]))
-        churn_definition = model.config.training.churn_definition if model is not None else "purchase"
-        outcomes = P.realised_outcomes(
-            tables, as_of=key[0], horizon_days=int(info["horizon_days"]), customers=frame["customer_id"],
-            churn_definition=churn_definition,
-        )  # fmt: skip
+        outcomes = P.realised_outcomes(realised[asked[key]], customers=frame["customer_id"])
         joined = frame.assign(
             actual_spend=outcomes["actual_spend"].to_numpy(), churned=outcomes["churned"].to_numpy()
         )

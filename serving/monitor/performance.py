@@ -2,8 +2,9 @@
 
 This is the production backtest. A scoring as of D with horizon H has matured once the data
 reach D + H; its customers' realised spend and churn over (D, D + H] come from
-:func:`training.labels.build_labels`, the same definition the models were trained on, and the
-metrics from :mod:`training.metrics`, the same as the training holdout's, so the two read alike.
+:func:`training.labels.build_labels` (read per customer by :mod:`serving.monitor.inputs`), the
+same definition the models were trained on, and the metrics from :mod:`training.metrics`, the same
+as the training holdout's, so the two read alike.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from features.contract import Tables
 from training import metrics as M
 from training.config import MonitorConfig
-from training.labels import build_labels
 from serving.monitor.trends import ratio_difference_test
 
 __all__ = [
@@ -46,19 +45,17 @@ def is_matured(as_of: dt.date, horizon_days: int, data_end: dt.date) -> bool:
     return as_of + dt.timedelta(days=int(horizon_days)) <= data_end
 
 
-def realised_outcomes(tables: Tables, *, as_of: dt.date, horizon_days: int, customers, churn_definition: str = "purchase") -> pd.DataFrame:
+def realised_outcomes(outcomes: pd.DataFrame, *, customers) -> pd.DataFrame:
     """What the scored customers did over the scoring's horizon.
 
     Parameters
     ----------
-    tables : Tables
-        Contract tables reaching at least ``as_of + horizon_days``.
-    as_of : date
-    horizon_days : int
-    customers : array-like of str
+    outcomes : DataFrame
+        The realised outcomes of the scoring's date and horizon, indexed by ``customer_id``:
+        ``actual_spend`` and ``churned`` (:attr:`serving.monitor.inputs.MonitorInputs.outcomes`,
+        from :func:`training.labels.build_labels` with the models' churn definition).
+    customers : array-like of str, shape (n,)
         The scored customers.
-    churn_definition : {"purchase", "cancel"}
-        As the models were trained.
 
     Returns
     -------
@@ -67,10 +64,11 @@ def realised_outcomes(tables: Tables, *, as_of: dt.date, horizon_days: int, cust
         window, currency units) and ``churned`` (0/1); NaN for a scored customer the labels do not
         know (no purchase by ``as_of``).
     """
-    labels = build_labels(tables, cutoff=as_of, horizon_days=int(horizon_days), churn_definition=churn_definition)
     index = pd.Index(pd.array(np.asarray(customers, dtype=object), dtype="str"), name="customer_id")
-    out = labels.reindex(index)
-    return pd.DataFrame({"actual_spend": out["spend"].astype(float), "churned": out["churn"].astype(float)}, index=index)
+    out = outcomes.reindex(index)
+    return pd.DataFrame(
+        {"actual_spend": out["actual_spend"].astype(float), "churned": out["churned"].astype(float)}, index=index
+    )
 
 
 def performance_metrics(expected_spend, actual_spend, churn_probability, churned) -> dict[str, float]:

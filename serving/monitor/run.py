@@ -20,6 +20,7 @@ from typing import Literal
 from features.contract import Tables
 from serving.monitor.compute import MonitorResult, compute_monitor, data_end_of
 from serving.monitor.history import HistoryWrite, append_scores, read_history
+from serving.monitor.inputs import MonitorReader
 from serving.monitor.outputs import REPORT_NAME, SUMMARY_NAME, monitor_metrics, summary, write_report, write_summary
 from serving.scores import write_scores
 from serving.scoring import score_tables
@@ -52,7 +53,7 @@ class MonitorRun:
 
 def run_monitor(
     history: str | Path,
-    tables: Tables,
+    tables: Tables | MonitorReader,
     out_dir: str | Path,
     *,
     config: Config,
@@ -65,8 +66,11 @@ def run_monitor(
     ----------
     history : str or Path
         A history directory or SQLAlchemy URL (:mod:`serving.monitor.history`).
-    tables : Tables
-        The customer data.
+    tables : Tables or callable
+        The customer data, or a reader of its per-customer reductions
+        (:data:`serving.monitor.inputs.MonitorReader`, e.g. on a cluster:
+        :func:`serving.cluster.monitor_inputs_on_cluster` with its client and tables); see
+        :func:`serving.monitor.compute.compute_monitor`.
     out_dir : str or Path
         Receives :data:`SUMMARY_NAME` and :data:`REPORT_NAME`.
     config : Config
@@ -80,6 +84,12 @@ def run_monitor(
     Returns
     -------
     MonitorRun
+
+    Raises
+    ------
+    ValueError
+        As :func:`serving.monitor.compute.compute_monitor` (no scoring up to ``as_of``, data
+        without transactions).
     """
     loaded = read_history(history, until=as_of)
     result = compute_monitor(loaded, tables, artifact_for=registry.load_serving_artifact, config=config.monitor, as_of=as_of)
