@@ -481,13 +481,29 @@ def _monitor_lines(monitored) -> list[str]:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--as-of", default=None, callback=_parse_date, help="Monitor as of this day: scorings and data up to it.")
 @config_option
-def monitor(source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, config_path):
-    """Trends, drift and realised performance of the scoring history; exit 3 on an alert."""
+@cluster_option
+def monitor(source, column_map, on_invalid, quarantine_dir, history, out_dir, as_of, config_path, cluster):
+    """Trends, drift and realised performance of the scoring history; exit 3 on an alert.
+
+    With --cluster the workers read the tables and reduce them per customer (the last day of the
+    data, the latest scoring's features, what the customers of matured scorings then did); drift,
+    performance, trends, alerts and the outputs stay in this process, with the history.
+    """
     from serving.monitor.run import run_monitor  # deferred: see the module docstring
 
     config = load_config(config_path)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
-    monitored = run_monitor(history, tables, out_dir, config=config, as_of=as_of)
+    with _cluster(cluster, on_invalid) as client:
+        if client is None:
+            tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))
+        else:
+            from functools import partial
+
+            from serving.cluster import monitor_inputs_on_cluster
+
+            # The monitor reads the tables through this: the workers hand back a few values per customer.
+            spread = _cluster_tables(client, source, column_map, on_invalid, quarantine_dir)
+            tables = partial(monitor_inputs_on_cluster, client, spread)
+        monitored = run_monitor(history, tables, out_dir, config=config, as_of=as_of)
     click.echo("\n".join(_monitor_lines(monitored)))
     return monitored.exit_code
 

@@ -28,6 +28,10 @@ this module only reads, partitions, wires and gathers.
   what :func:`serving.finance.compute_budget` reads (:func:`serving.finance.inputs.budget_inputs`:
   per-customer rows and aggregates that add up); the forecast's BG/NBD fit and the simulation run
   on the client on the gathered rows.
+- **Monitor**: :func:`monitor_inputs_on_cluster` reduces the tables partition by partition to what
+  :func:`serving.monitor.compute.compute_monitor` reads (:func:`serving.monitor.inputs.monitor_inputs`:
+  the last day of the data, the latest scoring's features and the matured scorings' realised
+  outcomes, per customer); drift, performance, trends and alerts are computed on the client.
 """
 
 from __future__ import annotations
@@ -896,6 +900,58 @@ def budget_inputs_on_cluster(client, tables: ClusterTables, scores):
     started = time.perf_counter()
     inputs = BudgetInputs.combine(list(dask.compute(*tasks)))
     log.info("budget inputs of %d customers from %d partitions (%.1f s)", len(inputs.customers), tables.npartitions,
+             time.perf_counter() - started)  # fmt: skip
+    return inputs
+
+
+# --------------------------------------------------------------------------- monitor
+
+
+def partition_monitor_inputs(tx, ev, cu, *, request):
+    """:func:`serving.monitor.inputs.monitor_inputs` of one partition."""
+    from serving.monitor.inputs import monitor_inputs
+
+    return monitor_inputs(_partition_tables(tx, ev, cu), request)
+
+
+def monitor_inputs_on_cluster(client, tables: ClusterTables, request):
+    """What one monitor read of the tables asks for, reduced on the workers partition by partition.
+
+    Each partition returns its :class:`serving.monitor.inputs.MonitorInputs` (its last day with a
+    transaction, its customers' features at the latest scoring date, its customers' realised spend
+    and churn after each matured scoring date); the client combines them
+    (:meth:`~serving.monitor.inputs.MonitorInputs.combine`). It is the ``read`` of
+    :func:`serving.monitor.compute.compute_monitor` with a cluster.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+    tables : ClusterTables
+    request : serving.monitor.inputs.MonitorRequest
+
+    Returns
+    -------
+    serving.monitor.inputs.MonitorInputs
+        Equal to :func:`~serving.monitor.inputs.monitor_inputs` of the whole tables (per-customer
+        rows in ``customer_id`` order; nothing is summed).
+
+    Raises
+    ------
+    ValueError
+        As :func:`~serving.monitor.inputs.monitor_inputs` (raised when a partition is computed).
+    features.contract.DataValidationError
+        When a partition breaks a rule of the contract.
+    """
+    import dask
+
+    from serving.monitor.inputs import MonitorInputs
+
+    parts = [f.to_delayed() if f is not None else [None] * tables.npartitions for f in tables.frames()]
+    tasks = [dask.delayed(partition_monitor_inputs)(t, e, c, request=request) for t, e, c in zip(*parts, strict=True)]
+    started = time.perf_counter()
+    inputs = MonitorInputs.combine(list(dask.compute(*tasks)))
+    log.info("monitor inputs (%s%d outcome window(s)) from %d partitions (%.1f s)",
+             "features, " if request.features is not None else "", len(request.outcomes), tables.npartitions,
              time.perf_counter() - started)  # fmt: skip
     return inputs
 

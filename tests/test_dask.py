@@ -206,8 +206,8 @@ def test_scores_written_by_partition_equal_in_process_scores(book, spread, clien
     assert got["drivers"].tolist() == here["drivers"].tolist()
 
 
-def _stand_in_scores(tables: Tables) -> Scores:
-    """Scores of the book at CUTOFF as the budget reads them, made without a model (no training here).
+def _stand_in_scores(tables: Tables, as_of: str = CUTOFF, seed: int = 7) -> Scores:
+    """Scores of the book at ``as_of`` as the budget and the monitor read them, made without a model (no training here).
 
     The buyers, in a shuffled order, but every tenth, which the budget then counts as not scored
     like the prospects; a seventh of them without ``acquired_at`` (the first purchase stands in),
@@ -216,8 +216,8 @@ def _stand_in_scores(tables: Tables) -> Scores:
     """
     from serving import clv as CLV_MATH
 
-    rng = np.random.default_rng(7)
-    population = customer_population(tables, cutoff=CUTOFF, engagement_days=HORIZON)
+    rng = np.random.default_rng(seed)
+    population = customer_population(tables, cutoff=as_of, engagement_days=HORIZON)
     buyers = population[(population["kind"] == "buyer").to_numpy()]
     buyers = buyers[np.arange(len(buyers)) % 10 != 0]
     buyers = buyers.iloc[rng.permutation(len(buyers))]
@@ -232,7 +232,7 @@ def _stand_in_scores(tables: Tables) -> Scores:
     acquired[3::11] += np.timedelta64(30, "D")  # purchases before acquisition: left out of the realised margin
     acquired[::7] = np.datetime64("NaT")
     frame = pd.DataFrame({
-        "customer_id": pd.array(buyers.index, dtype="str"), "as_of": C.parse_cutoff(CUTOFF), "horizon_days": HORIZON,
+        "customer_id": pd.array(buyers.index, dtype="str"), "as_of": C.parse_cutoff(as_of), "horizon_days": HORIZON,
         "churn_probability": p, "p_alive": 1 - p / 2, "spend_if_active": s, "expected_spend": (1 - p) * s,
         "expected_spend_lower": 0.5 * (1 - p) * s, "expected_spend_upper": 1.5 * (1 - p) * s,
         "clv_horizon": margin[:, 0], "clv": clv, "clv_lower": 0.5 * clv, "clv_upper": 1.5 * clv,
@@ -244,8 +244,8 @@ def _stand_in_scores(tables: Tables) -> Scores:
         "drivers": [{"churn": [], "spend": []}] * n, "churn_model_version": "1", "spend_model_version": "1",
         "feature_set_id": "stand-in",
     })  # fmt: skip
-    run = ScoringRun(as_of=C.parse_cutoff(CUTOFF), horizon_days=HORIZON, churn_model_version="1", spend_model_version="1",
-                     run_id="stand-in", feature_set_id="stand-in", clv=BUDGET_CLV, btyd=fit_btyd(tables, cutoff=CUTOFF))  # fmt: skip
+    run = ScoringRun(as_of=C.parse_cutoff(as_of), horizon_days=HORIZON, churn_model_version="1", spend_model_version="1",
+                     run_id="stand-in", feature_set_id="stand-in", clv=BUDGET_CLV, btyd=fit_btyd(tables, cutoff=as_of))  # fmt: skip
     return Scores(frame=frame, run=run)
 
 
@@ -340,3 +340,143 @@ def test_a_broken_rule_in_a_partition_names_the_file_and_the_rule(book, client, 
     tx.to_parquet(tmp_path / "transactions.parquet")
     with pytest.raises(C.DataValidationError, match=r"transactions\.parquet \(partition 0\).*amount"):
         C.features_on_cluster(C.read_tables(str(tmp_path), npartitions=2), cutoff=CUTOFF).compute()
+
+
+# --------------------------------------------------------------------------- monitor
+
+MONITOR_DATES = ("2023-12-31", "2024-03-31", "2024-06-30", "2024-09-30")
+
+
+def _stand_in_artifact(tables: Tables):
+    """What the monitor reads of a serving artifact, made without a model: a drift reference as of 2023-12-31.
+
+    The reference's features are the book's at that date with the BTYD parameters fitted then,
+    its predictions those of the stand-in scores of that date; the gain shares are made up.
+    """
+    from types import SimpleNamespace
+
+    from training.reference import drift_reference
+
+    as_of = MONITOR_DATES[0]
+    params = fit_btyd(history_until(tables, as_of), cutoff=as_of)
+    features = build_features(tables, cutoff=as_of, btyd=params)
+    predictions = _stand_in_scores(tables, as_of).frame.set_index("customer_id")
+    predictions = predictions[["churn_probability", "spend_if_active", "expected_spend"]]
+    rng = np.random.default_rng(2)
+    importance = pd.DataFrame({"churn": rng.uniform(0, 1, features.shape[1]), "spend": rng.uniform(0, 1, features.shape[1])},
+                              index=features.columns)  # fmt: skip
+    importance = importance / importance.sum()
+    reference = drift_reference(features, predictions, importance=importance, as_of=C.parse_cutoff(as_of))
+    return SimpleNamespace(
+        drift_reference=reference, feature_config=load_config().features, btyd_params=params,
+        config=SimpleNamespace(training=SimpleNamespace(churn_definition="purchase")),
+        holdout_metrics={"clvcast": {"churn_auc": 0.8}},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def monitored_history(book, tmp_path_factory):
+    """(history directory, stand-in artifact): stand-in scorings at each of MONITOR_DATES."""
+    from serving.monitor.history import append_scores
+
+    _, tables = book
+    history = tmp_path_factory.mktemp("monitor") / "history"
+    for i, as_of in enumerate(MONITOR_DATES):
+        append_scores(_stand_in_scores(tables, as_of, seed=20 + i), history)
+    return history, _stand_in_artifact(tables)
+
+
+def _assert_same_monitor(got, here) -> None:
+    """Every field of two MonitorResults equal, frames to the last bit."""
+    import dataclasses
+
+    def same(a, b, name):
+        if isinstance(b, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
+        elif isinstance(b, dict) and b and all(isinstance(v, pd.DataFrame) for v in b.values()):
+            assert a.keys() == b.keys(), name
+            for key in b:
+                same(a[key], b[key], f"{name}[{key}]")
+        else:
+            assert a == b, name
+
+    for f in dataclasses.fields(here):
+        same(getattr(got, f.name), getattr(here, f.name), f.name)
+
+
+@pytest.mark.parametrize("as_of", [None, "2024-10-31"], ids=["all-data", "as-of"])
+def test_monitor_from_the_partitions_equals_the_monitor_in_process(book, spread, client, monitored_history, as_of):
+    """The monitor of the reductions gathered from the workers equals the in-process monitor, to the last bit.
+
+    What the monitor reads of the tables (data end, the latest scoring's features, the matured
+    scorings' realised spend and churn) is per customer or a maximum: nothing is summed across
+    partitions, so every frame (drift, performance, per segment, calibration, bias) and every
+    alert is exactly the in-process one; no tolerance. ``as_of`` 2024-10-31 cuts the tables on
+    the workers (three of the four scorings matured); all the data: all four matured.
+    """
+    from functools import partial
+
+    from serving.monitor import compute_monitor, read_history
+    from serving.monitor.inputs import FeatureRequest, MonitorRequest, OutcomeRequest, monitor_inputs
+
+    _, tables = book
+    history, artifact = monitored_history
+    loaded = read_history(history)
+    here = compute_monitor(loaded, tables, artifact_for=lambda run_id: artifact, as_of=as_of)
+    got = compute_monitor(loaded, partial(C.monitor_inputs_on_cluster, client, spread), artifact_for=lambda run_id: artifact,
+                          as_of=as_of)  # fmt: skip
+    _assert_same_monitor(got, here)
+    # The comparison means something: drift checked, scorings matured and their customers' outcomes known.
+    assert here.feature_drift is not None and len(here.feature_drift) > 10 and here.prediction_drift is not None
+    assert here.latest_matured is not None and (here.performance["customers"] > 1000).all()
+    assert len(here.performance) == (4 if as_of is None else 3)
+    assert here.alerts, "the stand-in predictions are noise: the monitor alerts"
+
+    # The reductions themselves, per customer.
+    request = MonitorRequest(
+        until=None if as_of is None else C.parse_cutoff(as_of),
+        features=FeatureRequest(cutoff=C.parse_cutoff(MONITOR_DATES[2]), config=artifact.feature_config,
+                                btyd=artifact.btyd_params, columns=tuple(artifact.drift_reference.features)),
+        outcomes=tuple(OutcomeRequest(C.parse_cutoff(d), HORIZON) for d in MONITOR_DATES[:2]),
+    )  # fmt: skip
+    expected, gathered = monitor_inputs(tables, request), C.monitor_inputs_on_cluster(client, spread, request)
+    assert gathered.data_end == expected.data_end
+    pd.testing.assert_frame_equal(gathered.features, expected.features, check_exact=True)
+    assert gathered.outcomes.keys() == expected.outcomes.keys()
+    for key, frame in expected.outcomes.items():
+        pd.testing.assert_frame_equal(gathered.outcomes[key], frame, check_exact=True)
+
+
+def test_monitor_command_with_a_cluster_writes_what_it_writes_without(book, client, monitored_history, tmp_path, monkeypatch,
+                                                                      capsys):  # fmt: skip
+    """``clvcast monitor --cluster ADDRESS``: same summary.json, report.html, stdout and exit code as in-process.
+
+    The cluster is the module's (its scheduler's tcp:// address on loopback); the models' artifact
+    is the stand-in and the MLflow log is left out (no model is registered here).
+    """
+    import json
+
+    from serving import cli
+    from training import registry
+
+    data, _ = book
+    history, artifact = monitored_history
+    monkeypatch.setattr(registry, "load_serving_artifact", lambda run_id: artifact)
+    monkeypatch.setattr(registry, "log_monitor_run", lambda **kwargs: None)
+    monkeypatch.delenv(C.SCHEDULER_ENV, raising=False)
+    reads = []
+    on_cluster = C.monitor_inputs_on_cluster
+    monkeypatch.setattr(C, "monitor_inputs_on_cluster", lambda *a, **k: reads.append(1) or on_cluster(*a, **k))
+    runs = {}
+    for name, extra in (("here", []), ("cluster", ["--cluster", client.scheduler.address])):
+        capsys.readouterr()
+        code = cli.main(["--quiet", "monitor", "--data", str(data), "--history", str(history), "--out", str(tmp_path / name),
+                         *extra])  # fmt: skip
+        runs[name] = (code, capsys.readouterr().out.replace(str(tmp_path / name), "OUT"))
+    assert runs["cluster"] == runs["here"]
+    assert len(reads) == 2  # the data end and the features, then the outcomes: on the workers
+    assert runs["here"][0] == 3 and "ALERT" in runs["here"][1]
+    here, there = tmp_path / "here", tmp_path / "cluster"
+    assert json.loads((there / "summary.json").read_text()) == json.loads((here / "summary.json").read_text())
+    assert (there / "report.html").read_text() == (here / "report.html").read_text()
+    assert not (there / "quarantine").exists()
