@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 
 from features.contract import Tables
-from features.dates import parse_cutoff
+from features.dates import day_number, day_numbers, parse_cutoff
 from features.history import isin_ids
 
-__all__ = ["KINDS", "KNOWN_KINDS", "PROSPECT_KINDS", "customer_population"]
+__all__ = ["KINDS", "KNOWN_KINDS", "PROSPECT_KINDS", "customer_population", "has_buyer"]
 
 #: Every kind of :func:`customer_population`, in report order.
 KINDS = ("buyer", "refund_only", "events_only", "no_activity", "acquired_after_cutoff", "unknown_acquisition")
@@ -142,3 +142,13 @@ def _all_ids(tables: Tables, events: pd.DataFrame, customers: pd.DataFrame) -> p
     parts = [tables.transactions["customer_id"], events["customer_id"], customers["customer_id"]]
     values = pd.concat([p.astype("str") for p in parts], ignore_index=True).dropna().unique()
     return pd.Index(np.sort(np.asarray(values, dtype=object)), dtype="str", name="customer_id")
+
+
+def has_buyer(tables: Tables, cutoff) -> bool:
+    """Whether a customer of these tables has a purchase (amount >= 0) by the end of the cutoff day.
+
+    The features and labels of a cutoff need one; a customer partition of a cluster may have none.
+    """
+    tx = tables.transactions
+    day = day_numbers(tx["timestamp"], "transactions.timestamp")
+    return bool(((day <= day_number(parse_cutoff(cutoff))) & (tx["amount"].to_numpy(float) >= 0)).any())

@@ -56,9 +56,9 @@ from features.btyd.summary import BTYDSummary
 from features.build import build_features, feature_columns
 from features.config import FeatureConfig
 from features.contract import TABLE_SPECS, DataValidationError, Tables
-from features.dates import day_number, day_numbers, history_until, parse_cutoff
+from features.dates import history_until, parse_cutoff
 from features.history import prepare_history
-from features.population import PROSPECT_KINDS, customer_population
+from features.population import PROSPECT_KINDS, customer_population, has_buyer
 from features.io.column_map import parse_column_map
 from features.io.sources import RawTable
 from features.io.validate import validate_table
@@ -362,12 +362,6 @@ def _empty(specs: tuple[FeatureSpec, ...]) -> pd.DataFrame:
     )
 
 
-def _has_buyer(tables: Tables, cutoff) -> bool:
-    """Whether a customer of these tables has a purchase (amount >= 0) by the end of the cutoff day."""
-    tx = tables.transactions
-    day = day_numbers(tx["timestamp"], "transactions.timestamp")
-    return bool(((day <= day_number(parse_cutoff(cutoff))) & (tx["amount"].to_numpy(float) >= 0)).any())
-
 
 # --------------------------------------------------------------------------- per-partition functions
 # Plain pandas in, plain pandas out: each calls the in-process functions on one partition's tables.
@@ -378,7 +372,7 @@ def partition_summaries(tx, ev, cu, *, cutoffs: tuple, time_unit_days: float, un
     tables = _partition_tables(tx, ev, cu, until)
     frames = []
     for cutoff in cutoffs:
-        if not _has_buyer(tables, cutoff):
+        if not has_buyer(tables, cutoff):
             continue
         h = prepare_history(tables, cutoff)
         s = btyd_summary(h, time_unit_days)
@@ -399,7 +393,7 @@ _SUMMARY_META = pd.DataFrame(
 def partition_features(tx, ev, cu, *, cutoff, config: FeatureConfig, btyd: BTYDParams) -> pd.DataFrame:
     """:func:`features.build.build_features` of one partition with the book's BTYD parameters."""
     tables = _partition_tables(tx, ev, cu)
-    if not _has_buyer(tables, cutoff):
+    if not has_buyer(tables, cutoff):
         return _empty(feature_schema(config))
     return build_features(tables, cutoff=cutoff, config=config, btyd=btyd)
 
@@ -407,7 +401,7 @@ def partition_features(tx, ev, cu, *, cutoff, config: FeatureConfig, btyd: BTYDP
 def partition_labels(tx, ev, cu, *, cutoff, horizon_days: int, churn_definition: str = "purchase") -> pd.DataFrame:
     """:func:`training.labels.build_labels` of one partition."""
     tables = _partition_tables(tx, ev, cu)
-    if not _has_buyer(tables, cutoff):
+    if not has_buyer(tables, cutoff):
         return _empty(LABEL_SCHEMA)
     return build_labels(tables, cutoff=cutoff, horizon_days=horizon_days, churn_definition=churn_definition)
 
@@ -425,7 +419,7 @@ def partition_training_rows(
     specs = training_set_schema(config)
     frames = []
     for origin in origins:
-        if not _has_buyer(tables, origin):
+        if not has_buyer(tables, origin):
             continue
         h = prepare_history(tables, origin)
         columns, _ = feature_columns(h, config, btyd[origin])
@@ -762,7 +756,7 @@ def partition_reference_values(tx, ev, cu, *, as_of, champion, clv) -> pd.DataFr
 
     columns = ("clv", "recency_days", "frequency", "monetary_value")
     tables = _partition_tables(tx, ev, cu)
-    if not _has_buyer(tables, as_of):
+    if not has_buyer(tables, as_of):
         return pd.DataFrame({c: pd.Series([], dtype=float) for c in columns})
     out = score_columns(tables, as_of=as_of, champion=champion, clv=clv, top_drivers=0, attributes=False, prospects=None)
     return pd.DataFrame({c: np.asarray(out[c], dtype=float) for c in columns})

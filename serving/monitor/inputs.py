@@ -28,14 +28,14 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from features.btyd import BTYDParams
 from features.build import build_features
 from features.config import FeatureConfig
 from features.contract import Tables
-from features.dates import day_number, day_numbers, history_until, parse_cutoff
+from features.dates import history_until
+from features.population import has_buyer
 from features.schema import feature_schema
 from training.labels import CHURN_DEFINITIONS, build_labels
 
@@ -181,7 +181,7 @@ def monitor_inputs(tables: Tables, request: MonitorRequest) -> MonitorInputs:
     if request.features is not None:
         wanted = request.features
         specs = [s for s in feature_schema(wanted.config) if s.name in set(wanted.columns)]
-        if _has_buyer(tables, wanted.cutoff):
+        if has_buyer(tables, wanted.cutoff):
             frame = build_features(tables, cutoff=wanted.cutoff, config=wanted.config, btyd=wanted.btyd)
             features = frame[[s.name for s in specs]]
         else:
@@ -190,7 +190,7 @@ def monitor_inputs(tables: Tables, request: MonitorRequest) -> MonitorInputs:
             )
     outcomes = {}
     for wanted in request.outcomes:
-        if _has_buyer(tables, wanted.as_of):
+        if has_buyer(tables, wanted.as_of):
             labels = build_labels(
                 tables, cutoff=wanted.as_of, horizon_days=int(wanted.horizon_days), churn_definition=wanted.churn_definition
             )
@@ -203,9 +203,3 @@ def monitor_inputs(tables: Tables, request: MonitorRequest) -> MonitorInputs:
             )
     return MonitorInputs(request=request, data_end=data_end, features=features, outcomes=outcomes)
 
-
-def _has_buyer(tables: Tables, cutoff) -> bool:
-    """Whether a customer of these tables has a purchase (amount >= 0) by the end of the cutoff day."""
-    tx = tables.transactions
-    day = day_numbers(tx["timestamp"], "transactions.timestamp")
-    return bool(((day <= day_number(parse_cutoff(cutoff))) & (tx["amount"].to_numpy(float) >= 0)).any())
