@@ -465,6 +465,23 @@ def _daily_book(start, end, per_day):
     )
 
 
+def test_the_budget_of_a_book_does_not_depend_on_the_order_of_its_scores(result, diagnostics):
+    """The same scores in another row order give the same budget, the simulated intervals included.
+
+    The simulation draws customer by customer; a cluster writes its scores in partition order, a
+    file keeps the order it was written in: the budget takes the customers in ``customer_id`` order.
+    """
+    settings = F.BudgetSettings(new_customer_max_age_days=60, n_simulations=400, seed=1)
+    reordered = _frame().iloc[::-1].reset_index(drop=True)
+    got = F.compute_budget(
+        _tables(), _scores(reordered), decisions=DECISIONS, settings=settings, forecast_bgnbd=BGNBD, diagnostics=diagnostics
+    )
+    for name in ("channels", "cohorts", "forecast", "segments", "new_customer_clv", "channel_curves"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(result, name), check_exact=True)
+    assert result.channels["clv_low"].lt(result.channels["clv_high"]).all()  # intervals that draws decide
+    assert got.summary == result.summary
+
+
 def test_budget_inputs_of_parts_holding_whole_customers_combine_into_the_books():
     """What the budget reads of the tables, per part of the book (a cluster's partitions), adds up to the book's.
 

@@ -417,8 +417,11 @@ NOT_SCORED = "not scored"
 def _prepare(inputs: BudgetInputs, scores: Scores) -> pd.DataFrame:
     """One row per customer with the fields the finance outputs need (see :mod:`serving.finance.ltv`).
 
-    The scored customers, then those acquired by the scoring date that the scores left out
-    (:func:`_unscored`); acquisition days as ``inputs`` prepared them.
+    The scored customers and those acquired by the scoring date that the scores left out
+    (:func:`_unscored`), in ``customer_id`` order: the simulation draws customer by customer in
+    this order, so the intervals of a book do not depend on the order of its scores (a cluster's
+    dataset is in partition order, a file in the order it was written); acquisition days as
+    ``inputs`` prepared them.
     """
     run = scores.run
     basis = (run.as_of, run.horizon_days, run.clv.gross_margin, run.clv.cost_to_serve, run.btyd.time_unit_days)
@@ -443,7 +446,7 @@ def _prepare(inputs: BudgetInputs, scores: Scores) -> pd.DataFrame:
     df["acquired_at"] = acquired
     df["age_days"] = ((as_of - df["acquired_at"]).dt.days).clip(lower=0).astype(float)
     df["cohort"] = df["acquired_at"].dt.strftime("%Y-%m")
-    return df.reset_index(drop=True)
+    return df.sort_values("customer_id", kind="stable", ignore_index=True)
 
 
 def _warn_if_clv_differs(df: pd.DataFrame, *, horizon_days: float, clv: ClvConfig) -> None:
