@@ -453,3 +453,15 @@ def test_a_duckdb_file_is_read_by_several_worker_processes(book, client, tmp_pat
     pd.testing.assert_frame_equal(C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index(),
                                   build_features(load_tables(url).tables, cutoff=CUTOFF))  # fmt: skip
 
+
+def test_features_command_on_a_cluster_reads_a_database_on_the_workers(sqlite_url, client, tmp_path, monkeypatch):
+    import contextlib
+
+    from serving import cli
+
+    monkeypatch.setattr(C, "connect", lambda *a, **k: contextlib.nullcontext(client))
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("the database was read in this process"))
+    code = cli.main(["features", "--data", sqlite_url, "--cutoff", CUTOFF, "--out", str(tmp_path / "f"), "--cluster", "local"])
+    assert code == 0
+    got = pd.read_parquet(tmp_path / "f").sort_index()
+    pd.testing.assert_frame_equal(got, build_features(load_tables(sqlite_url).tables, cutoff=CUTOFF), check_index_type=False)
