@@ -177,7 +177,7 @@ def test_boosters_trained_on_dask_score_the_holdout_like_in_process(book, client
 
 
 @pytest.mark.slow
-def test_scores_written_by_partition_equal_in_process_scores(book, spread, client, small_config, tmp_path):
+def test_scores_written_by_partition_equal_in_process_scores(book, spread, client, small_config, tmp_path, sqlite_url):
     from serving.scores import read_scores, write_scores
     from serving.scoring import score_tables
     from training import pipeline
@@ -197,13 +197,19 @@ def test_scores_written_by_partition_equal_in_process_scores(book, spread, clien
     assert done.run.left_out == scores.run.left_out
     assert scores.run.prospects is not None  # the added prospects are scored
     assert done.run.prospects == scores.run.prospects
+    # The same book in a SQLite file (whose tables load equal to the Parquet ones), read by the workers.
+    from_db = C.score_to_dataset(client, C.read_sql_tables(sqlite_url, npartitions=4), as_of=CUTOFF, champion=champion,
+                                 out_dir=tmp_path / "from_db")  # fmt: skip
+    assert (from_db.customers, from_db.run.population, from_db.run.prospects) == (len(scores.frame), scores.run.population,
+                                                                                  scores.run.prospects)  # fmt: skip
     here = read_scores(tmp_path / "here.parquet").frame.set_index("customer_id").sort_index()
-    got = read_scores(tmp_path / "scores").frame.set_index("customer_id").sort_index()
     curves = ["expected_spend_curve", "expected_margin_curve"]
-    pd.testing.assert_frame_equal(got.drop(columns=[*curves, "drivers"]), here.drop(columns=[*curves, "drivers"]))
-    for name in curves:
-        np.testing.assert_array_equal(np.stack(got[name].to_numpy()), np.stack(here[name].to_numpy()))
-    assert got["drivers"].tolist() == here["drivers"].tolist()
+    for out in ("scores", "from_db"):
+        got = read_scores(tmp_path / out).frame.set_index("customer_id").sort_index()
+        pd.testing.assert_frame_equal(got.drop(columns=[*curves, "drivers"]), here.drop(columns=[*curves, "drivers"]))
+        for name in curves:
+            np.testing.assert_array_equal(np.stack(got[name].to_numpy()), np.stack(here[name].to_numpy()))
+        assert got["drivers"].tolist() == here["drivers"].tolist()
 
 
 def _stand_in_scores(tables: Tables) -> Scores:
