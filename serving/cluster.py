@@ -509,7 +509,7 @@ def read_sql_tables(
 
 
 def scatter_tables(tables: Tables, *, npartitions: int, client=None) -> ClusterTables:
-    """Tables already in memory (e.g. from a SQL source), partitioned by customer on the cluster.
+    """Tables already in memory (the training tables; a database that :func:`read_sql_tables` does not read), partitioned by customer on the cluster.
 
     With ``client`` the rows are sent to the workers in ``npartitions`` chunks first, rather than
     inside the task graph.
