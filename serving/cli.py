@@ -141,11 +141,19 @@ _SQL_SCHEMES = ("sqlite", "duckdb", "postgresql", "postgres", "mysql", "mssql", 
 
 
 def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir):
-    """The tables partitioned by customer on the cluster: read by the workers, or (a database) here, then spread."""
-    from serving.cluster import read_tables, scatter_tables  # deferred: see the module docstring
+    """The tables partitioned by customer on the cluster, read by the workers.
+
+    Files and PostgreSQL, SQLite and DuckDB databases are read by the workers partition by partition
+    (:func:`serving.cluster.read_tables`, :func:`serving.cluster.read_sql_tables`); another database
+    (or an in-memory one) is read here, then spread (:func:`serving.cluster.scatter_tables`).
+    """
+    from serving.cluster import read_sql_tables, read_tables, scatter_tables, sql_partitioned  # deferred: see the module docstring
 
     if source.split("://", 1)[0].split("+", 1)[0] in _SQL_SCHEMES and "://" in source:
-        log.info("a database is read here, then spread over the cluster by customer")
+        why = sql_partitioned(source)
+        if why is None:
+            return read_sql_tables(source, min_partitions=_partitions(client), column_map=column_map).persist()
+        log.info("the database is read here, then spread over the cluster by customer (%s)", why)
         return scatter_tables(_load(source, column_map, on_invalid, quarantine_dir), npartitions=_partitions(client),
                               client=client).persist()
     return read_tables(source, min_partitions=_partitions(client), column_map=column_map).persist()

@@ -14,7 +14,21 @@ this module only reads, partitions, wires and gathers.
   each input partition with the loader's own rules (:func:`features.io.validate.validate_table`),
   and moves each row to the partition ``hash(customer_id) mod P``
   (:func:`customer_bucket`): partition *i* of every table holds the same customers, all of their
-  rows, in the order of the files. :func:`scatter_tables` does the same for tables already in memory.
+  rows, in the order of the files. :func:`read_sql_tables` does the same for a PostgreSQL database
+  or a SQLite or DuckDB file: each worker reads ranges of the customer key (see below), the client
+  only the key buckets. :func:`scatter_tables` does the same for tables already in memory (another
+  database, or an in-memory one).
+- **Databases by hand-written partitions**: :func:`read_sql_tables` builds its partitions as
+  ``dask.delayed`` reads rather than with ``dask.dataframe.read_sql_query`` (Dask 2026.8), which
+  would not give the in-process tables: it reads through a SQLAlchemy engine and ``pandas.read_sql``
+  only (PostgreSQL's in-process load goes through ADBC with its casts, DuckDB's through DuckDB's
+  own Arrow); it casts every partition to the dtypes of the first rows it reads (measured on
+  SQLite: a partition with a NULL in an integer column that had none in those rows fails with
+  ``IntCastingNaNError``, and a column NULL in those rows becomes text in every partition); and its
+  ranges are closed at the first and last division and never hold a NULL key, so rows that break
+  the contract, or keys outside the divisions, would vanish instead of failing. Each partition
+  here is the loader's own reader (:class:`features.io.sources.SqlReader`) on one key range, the
+  first and last open-ended, plus one partition for NULL keys.
 - **Population parameters**: the BTYD models are fitted on the client on the gathered per-customer
   summary (four floats per customer, sorted by ``customer_id`` as in-process, so the fit is the
   same to the last bit) and sent back to the partitions with the task.
@@ -60,7 +74,7 @@ from features.dates import history_until, parse_cutoff
 from features.history import prepare_history
 from features.population import PROSPECT_KINDS, customer_population, has_buyer
 from features.io.column_map import parse_column_map
-from features.io.sources import RawTable
+from features.io.sources import KeyRange, RawTable
 from features.io.validate import validate_table
 from features.schema import feature_names, feature_schema
 from features.spec import FeatureSpec, assemble
@@ -249,7 +263,18 @@ def _normalised(part: pd.DataFrame, *, table: str, source: str, renames: dict, n
         name=table, source=source if number is None else f"{source} (partition {number})",
         data=pa.Table.from_pandas(part.rename(columns=renames), preserve_index=False), is_csv=source.endswith((".csv", ".csv.gz")),
     )  # fmt: skip
-    checked = validate_table(TABLE_SPECS[table], raw, renames)
+    return _checked(raw, renames=renames, npartitions=npartitions, partition_info=partition_info)
+
+
+def _checked(raw: RawTable, *, renames: dict, npartitions: int, partition_info=None) -> pd.DataFrame:
+    """One input partition as read (columns renamed), validated and normalised, its customers' bucket tagged.
+
+    Raises
+    ------
+    features.contract.DataValidationError
+        When the partition breaks a rule of the contract (named with ``raw.source``).
+    """
+    checked = validate_table(TABLE_SPECS[raw.name], raw, renames)
     if checked.fatal or checked.violations:
         raise DataValidationError(checked.fatal + checked.violations)
     return _with_bucket(checked.clean_frame(), npartitions, partition_info)
@@ -323,8 +348,172 @@ def read_tables(source: str, *, npartitions: int | None = None, min_partitions: 
     return ClusterTables(frames["transactions"], frames.get("events"), frames.get("customers"), P)
 
 
+#: Database backends the workers read by partitions (:func:`read_sql_tables`).
+SQL_PARTITIONED = ("postgresql", "sqlite", "duckdb")
+#: Rows of a database table per input partition (the count comes from the database, see :func:`read_sql_tables`).
+SQL_ROWS_PER_PARTITION = 1_000_000
+# Buckets of the key-order query: the finest cut of a table into input partitions.
+_SQL_BUCKETS = 1024
+
+
+def sql_partitioned(source: str) -> str | None:
+    """None when :func:`read_sql_tables` reads the database ``source`` by partitions, else why it cannot.
+
+    PostgreSQL, and SQLite and DuckDB files, are read by partitions: each worker process opens its
+    own connection (DuckDB files read-only: several processes may hold one; a process that holds
+    it open for writing locks out the workers, as it locks out the in-process loader). An
+    in-memory database lives in one process; other databases are not tested by partitions.
+    """
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(source)
+    backend = url.get_backend_name()
+    if backend not in SQL_PARTITIONED:
+        return f"partitioned reads are tested on {', '.join(SQL_PARTITIONED)} only, not on {backend}"
+    if backend in ("sqlite", "duckdb") and (not url.database or url.database == ":memory:"):
+        return f"an in-memory {backend} database lives in one process"
+    return None
+
+
+def _sql_partition(url: str, table: str, keys: KeyRange, *, renames: dict, npartitions: int, number: int) -> pd.DataFrame:
+    """One input partition of a database table, read on a worker: the rows of ``keys``, checked and bucketed."""
+    from dataclasses import replace
+
+    from features.io.sources import SqlReader
+
+    reader = SqlReader(url)
+    try:
+        raw = reader.read(table, renames, keys)
+    finally:
+        reader.close()
+    raw = replace(raw, source=f"{raw.source} (partition {number})")
+    return _checked(raw, renames=renames, npartitions=npartitions, partition_info={"number": number})
+
+
+def _key_ranges(bounds: list[tuple[object, int]], parts: int, column: str) -> list[KeyRange]:
+    """About ``parts`` ranges of equal rows from the buckets of :meth:`SqlReader.key_bounds`, then the NULL keys.
+
+    The first range is open below and the last open above, so every non-NULL key is in exactly one
+    range, also keys written after the buckets were counted.
+    """
+    cuts: list = []
+    if bounds:
+        rows = np.cumsum([n for _, n in bounds])
+        last = -1
+        for i in range(1, parts):
+            j = int(np.searchsorted(rows, rows[-1] * i / parts))
+            key = bounds[j][0]
+            if last < j < len(bounds) - 1 and (not cuts or key != cuts[-1]):
+                cuts.append(key)
+                last = j
+    edges = [None, *cuts, None]
+    return [KeyRange(column, lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)] + [KeyRange(column, null=True)]
+
+
+def read_sql_tables(
+    source: str, *, npartitions: int | None = None, min_partitions: int = 1, column_map=None,
+    rows_per_partition: int = SQL_ROWS_PER_PARTITION,
+) -> ClusterTables:  # fmt: skip
+    """Read the tables of a database as partitioned Dask dataframes: each worker reads its key ranges.
+
+    Each table is cut by its customer key (the column the column map names ``customer_id``) into
+    ranges of about ``rows_per_partition`` rows, from one query the database answers with at most
+    1,024 (key, rows) pairs (:meth:`features.io.sources.SqlReader.key_bounds`); each input partition
+    is then one query ``WHERE key > lower AND key <= upper`` (plus one for NULL keys, which break
+    the contract as in-process) run on a worker through the loader's own reader
+    (:class:`features.io.sources.SqlReader`: PostgreSQL by ADBC with the same casts, DuckDB natively,
+    SQLite through SQLAlchemy), so its rows are typed as the in-process load types them. Then, as
+    for files: validated and normalised (:func:`_checked`) and moved to the partition of their
+    customer's bucket. The client reads only the key buckets and the first rows of each table.
+
+    A customer's rows are all in one range, in the order the database returns them (the order of
+    a whole-table read for a sequential scan; the key index's for an index scan, which is the
+    table's order among one key's rows). Every partition is its own query and transaction: a
+    database written to during the read may be seen at different moments by different partitions,
+    where the in-process PostgreSQL read takes one snapshot. Without an index on the key, each
+    range query scans the table on the server.
+
+    Parameters
+    ----------
+    source : str
+        SQLAlchemy URL of a PostgreSQL database or of a SQLite or DuckDB file (see
+        :func:`sql_partitioned`); a relative file path is made absolute here, and must be one that
+        every worker sees.
+    npartitions : int, optional
+        Customer partitions P (default: the input partitions of ``transactions``, at least
+        ``min_partitions``).
+    min_partitions : int
+        Floor of the input partitions of each table and of the default P.
+    column_map : optional
+        As :func:`features.io.load_tables`.
+    rows_per_partition : int
+        Rows of an input partition (until a table has 1,024 of them).
+
+    Returns
+    -------
+    ClusterTables
+        Lazy: nothing but the key buckets and the first rows has been read when it returns.
+
+    Raises
+    ------
+    ValueError
+        When the database cannot be read by partitions (:func:`sql_partitioned`), has no
+        transactions table, or a table name is ambiguous.
+    FileNotFoundError
+        A SQLite or DuckDB file does not exist.
+    ConnectionError
+        The PostgreSQL server cannot be reached.
+    features.contract.DataValidationError
+        A table lacks a required column (raised here), or a partition breaks a rule of the contract
+        (raised when the partition is computed).
+    """
+    import dask
+    import dask.dataframe as dd  # deferred: only the cluster path needs Dask
+    import sqlalchemy as sa
+
+    from features.io.sources import SqlReader
+
+    url = sa.engine.make_url(source)
+    why = sql_partitioned(source)
+    if why is not None:
+        raise ValueError(f"cannot read {url.render_as_string(hide_password=True)} by partitions: {why}")
+    if url.get_backend_name() in ("sqlite", "duckdb"):
+        url = url.set(database=str(Path(url.database).expanduser().absolute()))
+    renames = parse_column_map(column_map)
+    reader = SqlReader(url.render_as_string(hide_password=False))
+    raw, ranges = {}, {}
+    try:
+        for name in reader.table_names:
+            table_renames = dict(renames.get(name, {}))
+            # The columns, types and rules on the client from the first rows: a missing column fails here.
+            raw[name] = reader.read(name, table_renames, limit=100)
+            _checked(raw[name], renames=table_renames, npartitions=1)
+            key = next((s for s, t in table_renames.items() if t == "customer_id"), "customer_id")
+            bounds = reader.key_bounds(name, key, _SQL_BUCKETS)
+            rows = sum(n for _, n in bounds)
+            parts = max(min_partitions, npartitions or 1, -(-rows // max(1, rows_per_partition)))
+            ranges[name] = _key_ranges(bounds, parts, key)
+            log.debug("%s: %d rows with a key, in %d key ranges", raw[name].source, rows, len(ranges[name]) - 1)
+    finally:
+        reader.close()
+    P = npartitions or max(len(ranges["transactions"]) - 1, min_partitions, 1)
+    address = url.render_as_string(hide_password=False)
+    frames = {}
+    for name, keys in ranges.items():
+        table_renames = dict(renames.get(name, {}))
+        meta = _checked(raw[name], renames=table_renames, npartitions=P).iloc[:0]
+        parts = [
+            dask.delayed(_sql_partition, pure=False)(address, name, k, renames=table_renames, npartitions=P, number=i)
+            for i, k in enumerate(keys)
+        ]  # fmt: skip
+        frames[name] = _by_customer(dd.from_delayed(parts, meta=meta, verify_meta=False), P)
+    log.info("reading %s by key ranges on the workers: %s, in %d partitions by customer", reader.display,
+             ", ".join(f"{n} ({len(k) - 1} ranges)" for n, k in ranges.items()), P)  # fmt: skip
+    return ClusterTables(frames["transactions"], frames.get("events"), frames.get("customers"), P)
+
+
 def scatter_tables(tables: Tables, *, npartitions: int, client=None) -> ClusterTables:
-    """Tables already in memory (e.g. from a SQL source), partitioned by customer on the cluster.
+    """Tables already in memory (the training tables; a database that :func:`read_sql_tables` does not read), partitioned by customer on the cluster.
 
     With ``client`` the rows are sent to the workers in ``npartitions`` chunks first, rather than
     inside the task graph.

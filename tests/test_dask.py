@@ -177,7 +177,7 @@ def test_boosters_trained_on_dask_score_the_holdout_like_in_process(book, client
 
 
 @pytest.mark.slow
-def test_scores_written_by_partition_equal_in_process_scores(book, spread, client, small_config, tmp_path):
+def test_scores_written_by_partition_equal_in_process_scores(book, spread, client, small_config, tmp_path, sqlite_url):
     from serving.scores import read_scores, write_scores
     from serving.scoring import score_tables
     from training import pipeline
@@ -197,13 +197,19 @@ def test_scores_written_by_partition_equal_in_process_scores(book, spread, clien
     assert done.run.left_out == scores.run.left_out
     assert scores.run.prospects is not None  # the added prospects are scored
     assert done.run.prospects == scores.run.prospects
+    # The same book in a SQLite file (whose tables load equal to the Parquet ones), read by the workers.
+    from_db = C.score_to_dataset(client, C.read_sql_tables(sqlite_url, npartitions=4), as_of=CUTOFF, champion=champion,
+                                 out_dir=tmp_path / "from_db")  # fmt: skip
+    assert (from_db.customers, from_db.run.population, from_db.run.prospects) == (len(scores.frame), scores.run.population,
+                                                                                  scores.run.prospects)  # fmt: skip
     here = read_scores(tmp_path / "here.parquet").frame.set_index("customer_id").sort_index()
-    got = read_scores(tmp_path / "scores").frame.set_index("customer_id").sort_index()
     curves = ["expected_spend_curve", "expected_margin_curve"]
-    pd.testing.assert_frame_equal(got.drop(columns=[*curves, "drivers"]), here.drop(columns=[*curves, "drivers"]))
-    for name in curves:
-        np.testing.assert_array_equal(np.stack(got[name].to_numpy()), np.stack(here[name].to_numpy()))
-    assert got["drivers"].tolist() == here["drivers"].tolist()
+    for out in ("scores", "from_db"):
+        got = read_scores(tmp_path / out).frame.set_index("customer_id").sort_index()
+        pd.testing.assert_frame_equal(got.drop(columns=[*curves, "drivers"]), here.drop(columns=[*curves, "drivers"]))
+        for name in curves:
+            np.testing.assert_array_equal(np.stack(got[name].to_numpy()), np.stack(here[name].to_numpy()))
+        assert got["drivers"].tolist() == here["drivers"].tolist()
 
 
 def _stand_in_scores(tables: Tables, as_of: str = CUTOFF, seed: int = 7) -> Scores:
@@ -480,3 +486,128 @@ def test_monitor_command_with_a_cluster_writes_what_it_writes_without(book, clie
     assert json.loads((there / "summary.json").read_text()) == json.loads((here / "summary.json").read_text())
     assert (there / "report.html").read_text() == (here / "report.html").read_text()
     assert not (there / "quarantine").exists()
+
+
+# --------------------------------------------------------------------------- databases read by the workers
+
+
+def _to_database(tables: Tables, write) -> None:
+    for name in C.TABLE_NAMES:
+        write(name, getattr(tables, name))
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(book, tmp_path_factory) -> str:
+    """The book in a SQLite file (timestamps as SQLite's text, ids as text)."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'book.db'}"
+    engine = sa.create_engine(url)
+    _to_database(book[1], lambda name, frame: frame.to_sql(name, engine, index=False))
+    engine.dispose()
+    return url
+
+
+def _sql_tasks(frame) -> int:
+    """Tasks of ``frame``'s graph that read a key range of a database."""
+    from dask.utils import key_split
+
+    return sum(key_split(k) == "sql_partition" for k in dict(frame.__dask_graph__()))  # key_split drops the "_"
+
+
+def test_key_ranges_cover_every_key_once_and_the_nulls_last():
+    bounds = [("a", 10), ("c", 10), ("c", 10), ("f", 10), ("k", 10), ("z", 10)]
+    ranges = C._key_ranges(bounds, 3, "cust")
+    assert [(r.lower, r.upper, r.null) for r in ranges] == [(None, "c", False), ("c", "f", False), ("f", None, False),
+                                                            (None, None, True)]  # fmt: skip
+    # An id that fills several buckets is one cut, not an empty range.
+    assert [(r.lower, r.upper) for r in C._key_ranges([("a", 1), ("b", 50), ("b", 50), ("c", 1)], 4, "c")][:-1] == [
+        (None, "b"), ("b", None)
+    ]  # fmt: skip
+    assert [(r.lower, r.upper, r.null) for r in C._key_ranges([], 4, "c")] == [(None, None, False), (None, None, True)]
+
+
+def test_a_sqlite_file_is_read_by_the_workers_in_key_ranges(sqlite_url, client, monkeypatch):
+    """The client reads the first rows of each table and the key buckets, no range; the workers read the rest."""
+    from features.io.sources import SqlReader
+
+    here = load_tables(sqlite_url).tables
+    reads = []
+    read = SqlReader.read
+    monkeypatch.setattr(SqlReader, "read", lambda self, name, renames, keys=None, limit=None: (
+        reads.append((name, keys, limit)) or read(self, name, renames, keys, limit)))  # fmt: skip
+    spread = C.read_sql_tables(sqlite_url, npartitions=4, rows_per_partition=15_000)
+    assert reads == [(name, None, 100) for name in C.TABLE_NAMES]  # this process: 100 rows of each table, no range
+    n_tx = len(here.transactions)
+    assert n_tx > 3 * 15_000  # so transactions are read in more ranges than customers
+    assert _sql_tasks(spread.transactions) == -(-n_tx // 15_000) + 1  # one task per range, one for NULL ids
+    assert _sql_tasks(spread.customers) == 4 + 1  # npartitions is the floor
+    assert spread.npartitions == 4 and spread.transactions.npartitions == 4
+    spread = spread.persist()
+    pd.testing.assert_frame_equal(C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index(),
+                                  build_features(here, cutoff=CUTOFF))  # fmt: skip
+    pd.testing.assert_frame_equal(C.labels_on_cluster(spread, cutoff=CUTOFF, horizon_days=HORIZON).compute().sort_index(),
+                                  build_labels(here, cutoff=CUTOFF, horizon_days=HORIZON))  # fmt: skip
+
+
+def test_a_null_customer_id_in_a_database_breaks_the_rule_as_in_process(client, tmp_path):
+    """No key range holds a NULL key: its own partition reads it, and the loader's rule rejects it."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'nulls.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as con:
+        con.exec_driver_sql("create table transactions (customer_id text, timestamp text, amount real)")
+        # Past the first 100 rows, which the client reads and checks before any partition.
+        con.exec_driver_sql("insert into transactions values " + ", ".join(f"('{i}', '2024-01-01', 5)" for i in range(150)))
+        con.exec_driver_sql("insert into transactions values (null, '2024-01-02', 7)")
+    engine.dispose()
+    spread = C.read_sql_tables(url, npartitions=2)
+    with pytest.raises(C.DataValidationError,
+                       match=r"table transactions at sqlite:///.*nulls\.db \(partition 2\): column 'customer_id': null or blank"):
+        spread.transactions.compute()
+
+
+def test_a_postgres_database_with_a_column_map_gives_the_features_of_the_loader(book, postgres, client):
+    """Other key names per table, NUMERIC money, timestamptz: the partitions give the in-process tables' features."""
+    from test_postgres import BOOK_TYPES
+
+    column_map = {"transactions": {"buyer": "customer_id"}, "customers": {"client_no": "customer_id"}}
+    url = postgres.create_database("dask_book")
+    for name in C.TABLE_NAMES:
+        renamed = {v: k for k, v in column_map.get(name, {}).items()}
+        postgres.create_table("dask_book", name, getattr(book[1], name).rename(columns=renamed),
+                              {renamed.get(c, c): t for c, t in BOOK_TYPES[name].items()})  # fmt: skip
+    here = load_tables(url, column_map=column_map).tables
+    spread = C.read_sql_tables(url, npartitions=3, rows_per_partition=25_000, column_map=column_map)
+    assert _sql_tasks(spread.transactions) > 2
+    spread = spread.persist()
+    pd.testing.assert_frame_equal(C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index(),
+                                  build_features(here, cutoff=CUTOFF))  # fmt: skip
+    (params,) = C.fit_btyd_on_cluster(spread, cutoffs=[CUTOFF], config=load_config().features).values()
+    assert params == fit_btyd(here, cutoff=CUTOFF)
+
+
+def test_a_duckdb_file_is_read_by_several_worker_processes(book, client, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / "book.duckdb"
+    with duckdb.connect(str(path)) as con:
+        _to_database(book[1], lambda name, frame: con.execute(f"create table {name} as select * from frame"))
+    url = f"duckdb:///{path}"
+    spread = C.read_sql_tables(url, npartitions=4, rows_per_partition=20_000)
+    assert _sql_tasks(spread.transactions) > 2
+    pd.testing.assert_frame_equal(C.features_on_cluster(spread, cutoff=CUTOFF).compute().sort_index(),
+                                  build_features(load_tables(url).tables, cutoff=CUTOFF))  # fmt: skip
+
+
+def test_features_command_on_a_cluster_reads_a_database_on_the_workers(sqlite_url, client, tmp_path, monkeypatch):
+    import contextlib
+
+    from serving import cli
+
+    monkeypatch.setattr(C, "connect", lambda *a, **k: contextlib.nullcontext(client))
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("the database was read in this process"))
+    code = cli.main(["features", "--data", sqlite_url, "--cutoff", CUTOFF, "--out", str(tmp_path / "f"), "--cluster", "local"])
+    assert code == 0
+    got = pd.read_parquet(tmp_path / "f").sort_index()
+    pd.testing.assert_frame_equal(got, build_features(load_tables(sqlite_url).tables, cutoff=CUTOFF), check_index_type=False)

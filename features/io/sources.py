@@ -21,7 +21,7 @@ from features.contract import TABLE_SPECS
 from features.io.csv_files import MalformedRow, read_csv_table
 from features.io.parquet_files import read_parquet_checked
 
-__all__ = ["FILE_SUFFIXES", "RawTable", "DirectoryReader", "SqlReader", "reader_for"]
+__all__ = ["FILE_SUFFIXES", "DirectoryReader", "KeyRange", "RawTable", "SqlReader", "reader_for"]
 
 FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 """File suffixes recognised in a source directory, per table."""
@@ -55,6 +55,22 @@ class RawTable:
     def row_numbers(self, positions: np.ndarray) -> np.ndarray:
         """1-based row numbers in the source of the rows of ``data`` at ``positions``."""
         return positions + 1 if self.rows is None else self.rows[positions]
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """The rows of a table whose key column (its source name) lies in ``(lower, upper]``, or is NULL.
+
+    ``lower`` / ``upper`` of None: unbounded on that side. ``null=True``: the rows whose key is NULL
+    (no range ever holds them). Bounds are values of :meth:`SqlReader.key_bounds`, in the form the
+    database's reader binds back: text cast to the column's type for PostgreSQL, the database's own
+    values otherwise; comparisons are the database's, so they follow its ordering and collation.
+    """
+
+    column: str
+    lower: object = None
+    upper: object = None
+    null: bool = False
 
 
 class DirectoryReader:
@@ -181,19 +197,63 @@ class SqlReader:
         """Close the database connection(s) this reader holds."""
         self._db.close()
 
-    def read(self, name: str, renames: Mapping[str, str]) -> RawTable:
+    def read(
+        self, name: str, renames: Mapping[str, str], keys: KeyRange | None = None, limit: int | None = None
+    ) -> RawTable:
+        """Table ``name`` as Arrow, renamed; only the rows of ``keys`` and at most ``limit`` rows if given.
+
+        The rows of a range come typed exactly as those of the whole table (same query, same
+        driver), in the order the database returns them.
+        """
         db_name = self.db_names[name]
         source = f"table {db_name} at {self.display}"
         declared_text = {c.name for c in TABLE_SPECS[name].columns if c.dtype in ("id", "string")}
         # Source columns that land on a declared text column (ids, channels) once renamed.
         text_sources = {s for s, t in renames.items() if t in declared_text} | (declared_text - set(renames))
-        data = self._db.read(db_name, text_sources)
+        data = self._db.read(db_name, text_sources, keys, limit)
         return RawTable(name, source, _rename(data, renames, source), False)
+
+    def key_bounds(self, name: str, column: str, buckets: int) -> list[tuple[object, int]]:
+        """Table ``name`` cut into about ``buckets`` equal runs of rows in the order of ``column``.
+
+        One query, run by the database (``ntile`` over the non-NULL keys, then each bucket's largest
+        key and its row count): what comes back is at most ``buckets`` pairs, whatever the size of
+        the table. Equal keys may fall into two adjacent buckets, which then share their largest key.
+
+        Returns
+        -------
+        list of (key, rows)
+            In the key order of the database; keys in the form :class:`KeyRange` takes. Empty for
+            a table without a non-NULL key.
+        """
+        return self._db.key_bounds(self.db_names[name], column, int(buckets))
 
 
 def _quote(identifier: str) -> str:
     """A double-quoted SQL identifier (DuckDB and PostgreSQL spelling)."""
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def _where(keys: KeyRange, column: str, placeholder) -> tuple[str, list]:
+    """``(condition, parameters)`` of a key range on the quoted ``column``; ``placeholder(i)`` spells parameter i (1-based)."""
+    if keys.null:
+        return f"{column} is null", []
+    clauses, params = [f"{column} is not null"], []
+    for op, bound in ((">", keys.lower), ("<=", keys.upper)):
+        if bound is not None:
+            params.append(bound)
+            clauses.append(f"{column} {op} {placeholder(len(params))}")
+    return " and ".join(clauses), params
+
+
+def _bounds_query(table: str, column: str, buckets: int, key=lambda k: k) -> str:
+    """The largest key and the row count of each of ``buckets`` ntile buckets of the non-NULL keys, in key order."""
+    return (
+        f"select {key('k')}, n from (select k, b, count(*) over (partition by b) as n, "
+        f"row_number() over (partition by b order by k desc) as r from (select {column} as k, "
+        f"ntile({int(buckets)}) over (order by {column}) as b from {table} where {column} is not null) s) s2 "
+        "where r = 1 order by b"
+    )
 
 
 class _DuckDBTables:
@@ -215,11 +275,20 @@ class _DuckDBTables:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def read(self, db_name: str, text_sources: set[str]) -> pa.Table:
+    def read(self, db_name: str, text_sources: set[str], keys: KeyRange | None = None, limit: int | None = None) -> pa.Table:
         with self._connect() as con:
-            relation = con.table(_quote(db_name))
+            if keys is None and limit is None:
+                relation = con.table(_quote(db_name))
+            else:
+                condition, params = _where(keys, _quote(keys.column), lambda i: f"${i}") if keys else ("true", [])
+                sql = f"select * from {_quote(db_name)} where {condition}"
+                relation = con.sql(sql + ("" if limit is None else f" limit {int(limit)}"), params=params or None)
             reader = getattr(relation, "to_arrow_table", None) or relation.arrow
             return reader()
+
+    def key_bounds(self, db_name: str, column: str, buckets: int) -> list[tuple[object, int]]:
+        with self._connect() as con:
+            return [tuple(r) for r in con.execute(_bounds_query(_quote(db_name), _quote(column), buckets)).fetchall()]
 
     def close(self) -> None:
         """Nothing to release: each read opens and closes its own connection."""
@@ -274,18 +343,37 @@ class _PostgresTables:
     def table_names(self) -> list[str]:
         return list(self._relations)
 
-    def read(self, db_name: str, text_sources: set[str]) -> pa.Table:
+    def _columns(self, cur, db_name: str) -> list[tuple[str, str, str]]:
+        """(name, type name, type as declared) of each column of relation ``db_name``, in order."""
+        cur.execute(
+            "select a.attname, t.typname, pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a "
+            "join pg_catalog.pg_type t on t.oid = a.atttypid "
+            f"where a.attrelid = {int(self._relations[db_name])} and a.attnum > 0 and not a.attisdropped "
+            "order by a.attnum"
+        )
+        return cur.fetchall()
+
+    def read(self, db_name: str, text_sources: set[str], keys: KeyRange | None = None, limit: int | None = None) -> pa.Table:
         with self._con.cursor() as cur:
-            cur.execute(
-                "select a.attname, t.typname from pg_catalog.pg_attribute a "
-                "join pg_catalog.pg_type t on t.oid = a.atttypid "
-                f"where a.attrelid = {int(self._relations[db_name])} and a.attnum > 0 and not a.attisdropped "
-                "order by a.attnum"
-            )
-            columns = cur.fetchall()
-            select = ", ".join(_pg_select_item(column, typname, column in text_sources) for column, typname in columns)
-            cur.execute(f"select {select} from {_quote(db_name)}")
+            columns = self._columns(cur, db_name)
+            select = ", ".join(_pg_select_item(column, typname, column in text_sources) for column, typname, _ in columns)
+            sql, params = f"select {select} from {_quote(db_name)}", []
+            if keys is not None:
+                # The bounds travel as text and are cast back to the key's own type, so the comparison
+                # is the column's (numbers as numbers, an index on it usable), whatever its type.
+                declared = {column: declared for column, _, declared in columns}.get(keys.column, "text")
+                condition, params = _where(keys, _quote(keys.column), lambda i: f"cast(${i} as {declared})")
+                sql += f" where {condition}"
+            if limit is not None:
+                sql += f" limit {int(limit)}"
+            cur.execute(sql, parameters=params or None)
             return cur.fetch_record_batch().read_all()
+
+    def key_bounds(self, db_name: str, column: str, buckets: int) -> list[tuple[object, int]]:
+        with self._con.cursor() as cur:
+            # As text: every PostgreSQL type prints a text that casts back to the same value.
+            cur.execute(_bounds_query(_quote(db_name), _quote(column), buckets, key=lambda k: f"{k}::text"))
+            return [(k, int(n)) for k, n in cur.fetchall()]
 
     def close(self) -> None:
         """End the read-only transaction and close the connection."""
@@ -320,14 +408,30 @@ class _SqlAlchemyTables:
         inspector = self._sa.inspect(self._engine)
         return inspector.get_table_names() + inspector.get_view_names()
 
-    def read(self, db_name: str, text_sources: set[str]) -> pa.Table:
+    def read(self, db_name: str, text_sources: set[str], keys: KeyRange | None = None, limit: int | None = None) -> pa.Table:
         sa = self._sa
         query = sa.select(sa.literal_column("*")).select_from(sa.table(db_name))
+        if keys is not None:
+            key = sa.column(keys.column)
+            if keys.null:
+                query = query.where(key.is_(None))
+            else:
+                query = query.where(key.is_not(None))
+                query = query if keys.lower is None else query.where(key > sa.bindparam("lower", keys.lower))
+                query = query if keys.upper is None else query.where(key <= sa.bindparam("upper", keys.upper))
+        if limit is not None:
+            query = query.limit(int(limit))
         with self._engine.connect() as con:
             # Arrow-backed columns keep integer ids with NULLs as integers (NumPy would make them
             # floats, and "1.0" is not the id "1").
             frame = pd.read_sql_query(query, con, dtype_backend="pyarrow")
         return pa.Table.from_pandas(frame, preserve_index=False)
+
+    def key_bounds(self, db_name: str, column: str, buckets: int) -> list[tuple[object, int]]:
+        quote = self._engine.dialect.identifier_preparer.quote
+        with self._engine.connect() as con:
+            rows = con.execute(self._sa.text(_bounds_query(quote(db_name), quote(column), buckets))).fetchall()
+        return [(k, int(n)) for k, n in rows]
 
     def close(self) -> None:
         """Close the pooled connections."""
