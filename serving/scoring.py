@@ -29,7 +29,6 @@ from features.io import load_tables
 from features.population import KINDS, PROSPECT_KINDS, customer_population
 from features.schema import feature_schema
 from features.spec import assemble
-from serving import clv as C
 from serving.contractual import ContractualModel, score_contractual
 from serving.prospects import ProspectModel, fit_prospects
 from serving.scores import (
