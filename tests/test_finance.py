@@ -22,7 +22,6 @@ three months of history are too few for seasonality (flat).
 
 from __future__ import annotations
 
-import math
 from html.parser import HTMLParser
 from pathlib import Path
 

@@ -131,7 +131,6 @@ def test_explain_names_top_features(fitted):
 
 @pytest.mark.parametrize("with_btyd", [False, True])
 def test_driver_effects_are_in_probability_and_currency(fitted, config, with_btyd):
-    import lightgbm as lgb
     from scipy.special import expit
 
     models, X = fitted
