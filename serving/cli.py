@@ -140,6 +140,10 @@ def _partitions(client) -> int:
 _SQL_SCHEMES = ("sqlite", "duckdb", "postgresql", "postgres", "mysql", "mssql", "oracle")
 
 
+def _is_database(source: str) -> bool:
+    return "://" in source and source.split("://", 1)[0].split("+", 1)[0] in _SQL_SCHEMES
+
+
 def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir):
     """The tables partitioned by customer on the cluster, read by the workers.
 
@@ -149,7 +153,7 @@ def _cluster_tables(client, source: str, column_map, on_invalid, quarantine_dir)
     """
     from serving.cluster import read_sql_tables, read_tables, scatter_tables, sql_partitioned  # deferred: see the module docstring
 
-    if source.split("://", 1)[0].split("+", 1)[0] in _SQL_SCHEMES and "://" in source:
+    if _is_database(source):
         why = sql_partitioned(source)
         if why is None:
             return read_sql_tables(source, min_partitions=_partitions(client), column_map=column_map).persist()
@@ -350,15 +354,40 @@ def train(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_days, 
     """Train churn and spend models, compare with baselines, log and register them in MLflow.
 
     With --cluster the training sets are built and the boosters fitted (lightgbm.dask) on the cluster;
-    the holdout, the lifetime model, the baselines and MLflow stay in this process.
+    the holdout, the lifetime model, the baselines and MLflow stay in this process. With
+    training.sample_customers as well, the workers read the book and only the sample reaches this
+    process.
     """
     from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
-    with _cluster(cluster) as client:
-        result = pipeline.train(tables, cutoff=cutoff, config=config, promote=promote, trainer=_trainer(client))
+    with _training_tables(source, column_map, on_invalid, quarantine_dir, config, cluster) as (client, tables, sample):
+        result = pipeline.train(tables, cutoff=cutoff, config=config, promote=promote, trainer=_trainer(client),
+                                sample=sample)  # fmt: skip
     click.echo(pipeline.format_comparison(result))
+
+
+@contextlib.contextmanager
+def _training_tables(source, column_map, on_invalid, quarantine_dir, config, cluster) -> Iterator[tuple]:
+    """``(client or None, tables, sample or None)`` of ``train`` and ``backtest`` until the block ends.
+
+    With a cluster and ``training.sample_customers`` the workers read the book (files, or a database
+    by key ranges, :func:`_cluster_tables`) and hand back the sample only
+    (:func:`serving.cluster.sample_on_cluster`); the book is never loaded here. Else the tables are
+    loaded here, before a cluster starts, and the pipeline takes the sample if one is asked for.
+    """
+    from serving.cluster import scheduler_address  # deferred: see the module docstring
+
+    on_cluster = config.training.sample_customers is not None and scheduler_address(cluster) is not None
+    tables = None if on_cluster else _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
+    with _cluster(cluster, on_invalid if on_cluster else "raise") as client:
+        sample = None
+        if on_cluster:
+            from serving.cluster import sample_on_cluster
+
+            tables, sample = sample_on_cluster(client, _cluster_tables(client, source, column_map, on_invalid, quarantine_dir),
+                                               config.training.sample_customers)  # fmt: skip
+        yield client, tables, sample
 
 
 def _trainer(client):
@@ -382,9 +411,9 @@ def backtest(source, column_map, on_invalid, quarantine_dir, cutoff, horizon_day
     from training import pipeline  # deferred: see the module docstring
 
     config = load_config(config_path, horizon_days=horizon_days)
-    tables = _load(source, column_map, on_invalid, quarantine_dir or "quarantine")
-    with _cluster(cluster) as client:
-        result = pipeline.backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config, trainer=_trainer(client))
+    with _training_tables(source, column_map, on_invalid, quarantine_dir, config, cluster) as (client, tables, sample):
+        result = pipeline.backtest(tables, cutoff=cutoff, horizon_days=horizon_days, config=config, trainer=_trainer(client),
+                                   sample=sample)  # fmt: skip
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2))

@@ -32,6 +32,10 @@ this module only reads, partitions, wires and gathers.
 - **Population parameters**: the BTYD models are fitted on the client on the gathered per-customer
   summary (four floats per customer, sorted by ``customer_id`` as in-process, so the fit is the
   same to the last bit) and sent back to the partitions with the task.
+- **Training sample**: :func:`sample_on_cluster` counts the book's customers partition by partition,
+  cuts every partition to the sample of ``training.sample_customers`` (:mod:`features.sample`, the
+  same hash as the partitions) and gathers only the sample into the client, for ``train`` and
+  ``backtest`` with a book too large for one machine.
 - **Boosters**: :func:`fit_boosters` trains the churn classifier and the spend regressor with
   ``lightgbm.dask`` on the partitioned training rows, with the parameters of
   :func:`training.models.lightgbm_params`; the result is an ordinary :class:`ClvModels`.
@@ -73,6 +77,7 @@ from features.contract import TABLE_SPECS, DataValidationError, Tables
 from features.dates import history_until, parse_cutoff
 from features.history import prepare_history
 from features.population import PROSPECT_KINDS, customer_population, has_buyer
+from features.sample import CustomerSample, book_customer_count, in_sample, sample_threshold
 from features.io.column_map import parse_column_map
 from features.io.sources import KeyRange, RawTable
 from features.io.validate import validate_table
@@ -550,6 +555,77 @@ def _empty(specs: tuple[FeatureSpec, ...]) -> pd.DataFrame:
         {s.name: pd.Series([], dtype=s.dtype) for s in specs}, index=pd.Index([], dtype="str", name="customer_id")
     )
 
+
+
+# --------------------------------------------------------------------------- a sample of the customers
+
+
+def partition_book_customers(tx, ev, cu, *, end) -> int:
+    """:func:`features.sample.book_customer_count` of one partition, with the book's last day ``end``."""
+    return book_customer_count(Tables(tx, ev, cu), end=end)
+
+
+def _sample_partition(part: pd.DataFrame, threshold: int | None) -> pd.DataFrame:
+    """The rows of one partition whose customer is in the sample (helper columns and index kept)."""
+    return part[in_sample(part["customer_id"], threshold)]
+
+
+def _gathered(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Gathered partitions as the in-process table: rows back in input order, helper columns dropped."""
+    if frame is None:
+        return None
+    return frame.sort_values(_HELPERS, kind="stable").drop(columns=_HELPERS).reset_index(drop=True)
+
+
+def sample_on_cluster(client, tables: ClusterTables, requested: int) -> tuple[Tables, CustomerSample]:
+    """The sample of :func:`features.sample.sample_customers`, taken on the workers; only it reaches the client.
+
+    The workers count the book's customers partition by partition (a partition holds whole
+    customers, so the counts add up), the client turns the total into the hash bound, the workers
+    keep their partitions' rows of the sampled customers, and those rows are gathered into
+    in-memory tables. The client holds the sample, never the book.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+    tables : ClusterTables
+        The book partitioned by customer (:func:`read_tables`, :func:`scatter_tables`), best persisted:
+        it is read twice (count, then cut).
+    requested : int
+        ``training.sample_customers``: N, ``>= 1``.
+
+    Returns
+    -------
+    (Tables, CustomerSample)
+        Equal to :func:`features.sample.sample_customers` of the whole book: the same customers, the
+        same rows in the same (input) order and dtypes.
+
+    Raises
+    ------
+    ValueError
+        When ``requested < 1``.
+    features.contract.DataValidationError
+        When a partition breaks a rule of the contract (raised when it is read).
+    """
+    import dask
+
+    if requested < 1:
+        raise ValueError(f"sample_customers must be >= 1, got {requested}")
+    started = time.perf_counter()
+    last = tables.transactions["timestamp"].max().compute()
+    end = None if pd.isna(last) else pd.Timestamp(last).normalize()
+    parts = [f.to_delayed() if f is not None else [None] * tables.npartitions for f in tables.frames()]
+    counts = dask.compute(*[dask.delayed(partition_book_customers)(t, e, c, end=end) for t, e, c in zip(*parts, strict=True)])
+    in_book = int(sum(counts))
+    threshold = sample_threshold(requested, in_book)
+    kept = [None if f is None else f.map_partitions(_sample_partition, threshold, meta=f._meta) for f in tables.frames()]
+    gathered = dask.compute(*[f for f in kept if f is not None])
+    it = iter(gathered)
+    sample = Tables(*[None if f is None else _gathered(next(it)) for f in kept])
+    count = book_customer_count(sample, end=end)
+    log.info("sampled %d of %d customers on the cluster, %d transactions gathered (%.1f s)", count, in_book,
+             len(sample.transactions), time.perf_counter() - started)  # fmt: skip
+    return sample, CustomerSample(requested=int(requested), in_book=in_book, sampled=count, threshold=threshold)
 
 
 # --------------------------------------------------------------------------- per-partition functions

@@ -611,3 +611,60 @@ def test_features_command_on_a_cluster_reads_a_database_on_the_workers(sqlite_ur
     assert code == 0
     got = pd.read_parquet(tmp_path / "f").sort_index()
     pd.testing.assert_frame_equal(got, build_features(load_tables(sqlite_url).tables, cutoff=CUTOFF), check_index_type=False)
+
+
+# --------------------------------------------------------------------------- a sample of the customers
+
+
+def test_the_sample_taken_on_the_cluster_equals_the_sample_in_process(book, spread, client):
+    """Counted and cut on the workers, gathered: the same customers, rows, order and dtypes as in-process."""
+    from features.sample import sample_customers
+
+    _, tables = book
+    for n in (700, 10**6):
+        gathered, info = C.sample_on_cluster(client, spread, n)
+        expected, expected_info = sample_customers(tables, n)
+        assert info == expected_info
+        for name in ("transactions", "events", "customers"):
+            pd.testing.assert_frame_equal(getattr(gathered, name), getattr(expected, name), check_exact=True)
+    assert 0 < info.sampled == info.in_book == len(set(tables.transactions["customer_id"]) | set(tables.customers["customer_id"]))
+
+
+@pytest.mark.slow
+def test_train_command_with_a_cluster_and_a_sample_never_loads_the_book_here(book, client, tmp_path, monkeypatch, capsys):
+    """``clvcast train --cluster ADDRESS`` with ``CLVCAST_TRAINING__SAMPLE_CUSTOMERS``: the workers read the book.
+
+    The whole-book loader (the command's and the library's) is a spy that fails the test if called;
+    the run trains on the sample gathered from the workers and logs what it was.
+    """
+    import mlflow
+
+    import features.io
+    from features.sample import sample_customers
+    from serving import cli
+    from training import pipeline
+
+    data, tables = book
+
+    def spy(*args, **kwargs):
+        raise AssertionError(f"the whole book was loaded in the client: {args}")
+
+    monkeypatch.setattr(cli, "_load", spy)
+    monkeypatch.setattr(features.io, "load_tables", spy)
+    monkeypatch.setattr(pipeline, "load_tables", spy)
+    monkeypatch.delenv(C.SCHEDULER_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for key, value in {"SAMPLE_CUSTOMERS": "800", "N_CUTOFFS": "3", "STEP_DAYS": "30", "EARLY_STOPPING_ROUNDS": "10",
+                       "CHURN_PARAMS__NUM_BOOST_ROUND": "20", "SPEND_PARAMS__NUM_BOOST_ROUND": "20"}.items():  # fmt: skip
+        monkeypatch.setenv(f"CLVCAST_TRAINING__{key}", value)
+    capsys.readouterr()
+    code = cli.main(["train", "--data", str(data), "--horizon-days", str(HORIZON), "--promote", "never",
+                     "--cluster", client.scheduler.address])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    _, sample = sample_customers(tables, 800)
+    assert f"[clvcast] training on a sample of {sample.sampled:,} of 3,120 customers (training.sample_customers = 800)" in err
+    assert "clvcast" in out and "btyd" in out  # the comparison table
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.data.tags["customers_in_book"] == "3120" and run.data.tags["customers_sampled"] == str(sample.sampled)
+    assert run.data.params["training.sample_customers"] == "800"

@@ -331,3 +331,31 @@ def test_config_from_environment_between_file_and_flags(tmp_path):
         load_config(environ={"CLVCAST_CLV__GROSS_MARGIN": "2"})
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(environ={"CLVCAST_TRAINING__HORIZN": "5"})
+
+
+# --------------------------------------------------------------------------- a sample of the customers
+
+
+def test_train_on_a_sample_of_customers_learns_from_it_only_and_logs_it(book, caplog):
+    """``training.sample_customers``: the holdout is the sample's; the run's tags and params say so."""
+    import logging
+
+    import mlflow
+
+    from features.sample import sample_customers
+    from training.pipeline import train
+
+    config = load_config(**SMALL, sample_customers=600)
+    expected, sample = sample_customers(book.tables, 600)
+    with caplog.at_level(logging.INFO, logger="training"):
+        result = train(book.tables, cutoff=CUTOFF, config=config, promote="never")
+    message = f"training on a sample of {sample.sampled:,} of 1,500 customers (training.sample_customers = 600)"
+    assert message in caplog.messages
+    assert 0 < result.customers <= sample.sampled < 1500
+    run = mlflow.get_run(result.run_id)
+    tags, params = run.data.tags, run.data.params
+    assert (tags["sample_customers"], tags["customers_in_book"], tags["customers_sampled"]) == ("600", "1500", str(sample.sampled))
+    assert params["training.sample_customers"] == "600"
+    # The run's data is the sample: its fingerprint counts the sample's buyers.
+    assert tags["data.customers"] == str(expected.transactions["customer_id"].nunique())
+    assert tags["data.transactions_rows"] == str(len(expected.transactions))

@@ -16,6 +16,10 @@ For an evaluation cutoff C and horizon H:
 
 ``train`` without a cutoff holds out the final window: C = last transaction day − H.
 
+With ``training.sample_customers`` the tables are cut to a deterministic sample of customers
+(:mod:`features.sample`) before anything else: the plan, the training sets, the holdout, the
+lifetime model, the baselines and the refit all see the sample only.
+
 Lifecycle: after the champion decision on that window, a promoted configuration is fitted again on
 origins up to the last day of the data (:func:`refit`: the last origin's label window ends on it),
 and that model is registered for serving; the holdout metrics of the evaluated model stay on the
@@ -47,6 +51,7 @@ from features.dates import history_until
 from features.event_types import resolve_event_types
 from features.history import prepare_history
 from features.io import load_tables
+from features.sample import CustomerSample, sample_customers
 from features.schema import feature_set_id
 from features.subscription import detect_business
 from training import diagnostics as D
@@ -99,6 +104,32 @@ def _as_tables(source: str | Path | Tables) -> Tables:
         return source
     # The loader's bar over the tables shows when the steps do.
     return load_tables(source, progress=log.isEnabledFor(logging.INFO)).tables
+
+
+def sampled(tables: Tables, config: Config, sample: CustomerSample | None = None) -> tuple[Tables, CustomerSample | None]:
+    """The tables a run trains and evaluates on: the sample of ``training.sample_customers``, if set.
+
+    Parameters
+    ----------
+    tables : Tables
+        The whole book, or (``sample`` given) the sample already taken (e.g. on a cluster,
+        :func:`serving.cluster.sample_on_cluster`): taking it again would cut it by its own size.
+    config : Config
+    sample : CustomerSample, optional
+        What the sample already taken was.
+
+    Returns
+    -------
+    (Tables, CustomerSample or None)
+        ``tables`` cut to the sample (:func:`features.sample.sample_customers`) and what it was,
+        said at INFO; ``(tables, None)`` without ``training.sample_customers``.
+    """
+    if sample is None:
+        if config.training.sample_customers is None:
+            return tables, None
+        tables, sample = sample_customers(tables, config.training.sample_customers)
+    log.info("%s", sample.message())
+    return tables, sample
 
 
 def data_fingerprint(tables: Tables) -> dict[str, str]:
@@ -468,6 +499,7 @@ def train(
     config: Config | None = None,
     promote: Literal["auto", "force", "never"] = "auto",
     trainer=None,
+    sample: CustomerSample | None = None,
 ) -> TrainResult:
     """Train, evaluate on the holdout, log to MLflow, register, and apply the champion rule.
 
@@ -487,6 +519,9 @@ def train(
     trainer : callable, optional
         Builds the training sets and fits the boosters elsewhere (:func:`evaluate`); used for the
         evaluation and the refit alike.
+    sample : CustomerSample, optional
+        The tables are already the sample of ``training.sample_customers`` and this is what it
+        was; without it the sample is taken here when the setting is on (:func:`sampled`).
 
     Returns
     -------
@@ -505,8 +540,11 @@ def train(
     started = time.perf_counter()
     started_at = time.time()  # the run's start time: its duration covers the fit, not only the logging
     config = config or Config()
-    tables = _as_tables(source_or_tables)
+    # The sample before anything else: origins, holdout, lifetime model, baselines and refit see only it.
+    tables, sample = sampled(_as_tables(source_or_tables), config, sample)
     ev = evaluate(tables, cutoff=cutoff, config=config, trainer=trainer)
+    if sample is not None:
+        ev.notes.update(sample.tags())
     config = ev.config  # as run: the boosters' label horizon may be shorter than H (plan_origins)
     # What a killed or racing process left (an interrupted champion change, abandoned runs) is
     # put right before this run compares with the champion (and after bad input could stop it).
@@ -911,13 +949,14 @@ def backtest(
     config: Config | None = None,
     log_to_mlflow: bool = True,
     trainer=None,
+    sample: CustomerSample | None = None,
 ) -> dict[str, Any]:
     """Train on data up to ``cutoff`` only and compare clvcast with the baselines over the horizon.
 
     Nothing is registered; with ``log_to_mlflow`` the comparison is logged as a run tagged
     ``clvcast.kind=backtest`` (params, metrics, plots; no models) in the experiment
     ``clvcast-backtest``, named after the cutoff and horizon, its duration covering the fit.
-    ``trainer``: see :func:`evaluate`.
+    ``trainer``: see :func:`evaluate`; ``sample``: see :func:`train`.
 
     Returns
     -------
@@ -933,8 +972,10 @@ def backtest(
         config = with_overrides(config, horizon_days=horizon_days)
     if cutoff is None:
         raise TrainingInputError("backtest needs a cutoff")
-    tables = _as_tables(source_or_tables)
+    tables, sample = sampled(_as_tables(source_or_tables), config, sample)
     ev = evaluate(tables, cutoff=cutoff, config=config, trainer=trainer)
+    if sample is not None:
+        ev.notes.update(sample.tags())
     result = {
         "customers": ev.customers,
         "total_actual": float(ev.actual_spend.sum()),
@@ -944,6 +985,9 @@ def backtest(
     }
     result["models"]["clvcast"]["interval_coverage"] = _json_number(ev.metrics["clvcast"]["interval_coverage"])
     result["label_horizon_days"] = ev.plan.model_horizon_days
+    if sample is not None:
+        result["sample"] = {"sample_customers": sample.requested, "customers_in_book": sample.in_book,
+                            "customers_sampled": sample.sampled}  # fmt: skip
     if log_to_mlflow:
         tables_out, figures = _artifacts(ev, tables)
         with _step("logging the backtest to MLflow"):
