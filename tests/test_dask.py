@@ -630,6 +630,21 @@ def test_the_sample_taken_on_the_cluster_equals_the_sample_in_process(book, spre
     assert 0 < info.sampled == info.in_book == len(set(tables.transactions["customer_id"]) | set(tables.customers["customer_id"]))
 
 
+def test_a_database_is_sampled_on_the_workers_as_a_file_is(sqlite_url, client):
+    """A SQLite book read in key ranges and sampled on the workers: the in-process sample of the loaded book."""
+    from features.io import load_tables
+    from features.sample import sample_customers
+
+    here = load_tables(sqlite_url).tables
+    gathered, info = C.sample_on_cluster(client, C.read_sql_tables(sqlite_url, min_partitions=4), 700)
+    expected, expected_info = sample_customers(here, 700)
+    assert info == expected_info and 0 < info.sampled < info.in_book
+    for name in ("transactions", "events", "customers"):
+        keys = ["customer_id", "timestamp"] if name != "customers" else ["customer_id"]
+        order = lambda f: f.sort_values(keys, kind="stable").reset_index(drop=True)  # noqa: E731
+        pd.testing.assert_frame_equal(order(getattr(gathered, name)), order(getattr(expected, name)), check_exact=True)
+
+
 @pytest.mark.slow
 def test_train_command_with_a_cluster_and_a_sample_never_loads_the_book_here(book, client, tmp_path, monkeypatch, capsys):
     """``clvcast train --cluster ADDRESS`` with ``CLVCAST_TRAINING__SAMPLE_CUSTOMERS``: the workers read the book.
