@@ -74,11 +74,32 @@ def run(args: list[str], env: dict[str, str]) -> str:
     return done.stdout
 
 
-def _env(store: Path) -> dict[str, str]:
+def _env(store: Path, *, refit: bool = False) -> dict[str, str]:
+    """The environment of the commands: a throwaway MLflow store; without ``refit``, no refit.
+
+    Without ``refit`` the champion is trained on the whole book with ``training.refit`` off: the
+    refit would fit again on origins up to the book's last day, its future. With it, the champion is
+    trained on the book cut at the scoring date (:func:`_history_book`), refit included, as a user
+    training on what is known at the scoring date would.
+    """
     store.mkdir(parents=True, exist_ok=True)
-    # No refit (training.refit): it would fit again on origins up to the book's last day, its future.
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
-            "BENTOML_DO_NOT_TRACK": "true", "CLVCAST_TRAINING__REFIT": "false"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "BENTOML_DO_NOT_TRACK": "true"}
+    return env if refit else {**env, "CLVCAST_TRAINING__REFIT": "false"}
+
+
+def _history_book(book_dir: Path, out: Path, until: str) -> Path:
+    """The tables of the book at ``book_dir`` up to the end of day ``until``, as a data directory at ``out``."""
+    from features.dates import history_until
+    from features.synthetic import read_book
+
+    out.mkdir(parents=True, exist_ok=True)
+    tables = history_until(read_book(book_dir).tables, until)
+    for name in ("transactions", "events", "customers"):
+        frame = getattr(tables, name)
+        if frame is not None:
+            frame.to_parquet(out / f"{name}.parquet", index=False)
+    return out
 
 
 def realised_horizons(transactions: pd.DataFrame, ids: pd.Index, *, as_of, horizon_days: int, n_horizons: int) -> np.ndarray:
@@ -194,17 +215,18 @@ def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
     return out
 
 
-def synthetic(seed: int, work: Path) -> dict:
-    """The issue's protocol on one seed (module docstring)."""
+def synthetic(seed: int, work: Path, *, refit: bool = False) -> dict:
+    """The issue's protocol on one seed (module docstring); ``refit``: see :func:`_env`."""
     from features.synthetic import read_book
     from serving import clv as C
     from serving.scores import read_scores
 
-    book_dir, env = work / f"book-{seed}", _env(work / f"mlflow-{seed}")
+    book_dir, env = work / f"book-{seed}", _env(work / f"mlflow-{seed}", refit=refit)
     out = work / f"scores-{seed}.parquet"
     t0 = time.perf_counter()
     run(["generate", "--customers", str(N_CUSTOMERS), "--seed", str(seed), "--start", START, "--end", END, "--out", str(book_dir)], env)
-    run(["train", "--data", str(book_dir), "--cutoff", TRAIN_CUTOFF], env)
+    train_dir = _history_book(book_dir, work / f"history-{seed}", AS_OF) if refit else book_dir
+    run(["train", "--data", str(train_dir), "--cutoff", TRAIN_CUTOFF], env)
     run(["score", "--data", str(book_dir), "--cutoff", AS_OF, "--out", str(out)], env)
     seconds = time.perf_counter() - t0
     scores = read_scores(out)
@@ -354,13 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="synthetic,cdnow,cdnow2")
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--refit", action="store_true",
+                        help="synthetic: train on the book cut at the scoring date, with the refit (see _env)")
     args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="clvcast-bench-lifetime-"))
     work.mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")
     report: dict = {"command": "python benchmarks/bench_lifetime.py " + " ".join(argv or sys.argv[1:])}
     if "synthetic" in parts:
-        report["synthetic"] = [synthetic(int(s), work) for s in args.seeds.split(",")]
+        report["synthetic"] = [synthetic(int(s), work, refit=args.refit) for s in args.seeds.split(",")]
         print("## Synthetic books (train 2019-06-30, score 2019-12-31, 10 horizons of 182 days)\n")
         print(_table_synthetic(report["synthetic"]))
     if "cdnow" in parts:
