@@ -77,7 +77,7 @@ from features.contract import TABLE_SPECS, DataValidationError, Tables
 from features.dates import history_until, parse_cutoff
 from features.history import prepare_history
 from features.population import PROSPECT_KINDS, customer_population, has_buyer
-from features.sample import CustomerSample, book_customer_count, in_sample, sample_threshold
+from features.sample import CustomerSample, book_customer_count, customer_hash, in_sample, sample_threshold
 from features.io.column_map import parse_column_map
 from features.io.sources import KeyRange, RawTable
 from features.io.validate import validate_table
@@ -196,11 +196,11 @@ def _stdout_away(to_stderr: bool) -> None:
 def customer_bucket(customer_id: pd.Series, npartitions: int) -> np.ndarray:
     """Partition of each customer: a stable hash of its canonical id modulo ``npartitions``.
 
-    pandas' object hash has a fixed key, so the same id lands in the same partition in every
-    table, every process and every run.
+    The hash is :func:`features.sample.customer_hash` (pandas' object hash, fixed key), the one the
+    training sample cuts, so the same id lands in the same partition in every table, every process
+    and every run.
     """
-    hashed = pd.util.hash_pandas_object(customer_id.astype("str"), index=False).to_numpy()
-    return (hashed % np.uint64(npartitions)).astype(np.int64)
+    return (customer_hash(customer_id) % np.uint64(npartitions)).astype(np.int64)
 
 
 @dataclass(frozen=True)
