@@ -137,6 +137,18 @@ def _partitions(client) -> int:
     return max(2, 2 * sum(client.nthreads().values()))
 
 
+def _refuse_before_a_cluster(cluster: str | None, out: str, *, subscription: bool = False) -> None:
+    """What ``--cluster`` cannot do, said before a cluster is started (a UsageError, exit code 2)."""
+    from serving.cluster import scheduler_address  # deferred: see the module docstring
+
+    if scheduler_address(cluster) is None:
+        return
+    if subscription:
+        raise click.UsageError("the subscription mode is not available with --cluster yet")
+    if Path(out).suffix == ".csv":
+        raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
+
+
 _SQL_SCHEMES = ("sqlite", "duckdb", "postgresql", "postgres", "mysql", "mssql", "oracle")
 
 
@@ -311,12 +323,11 @@ def features(source, column_map, on_invalid, quarantine_dir, cutoff, config_path
     from features.build import feature_blocks  # deferred: see the module docstring
 
     config = load_config(config_path)
+    _refuse_before_a_cluster(cluster, out)
     with _cluster(cluster, on_invalid) as client:
         if client is not None:
             from serving.cluster import features_on_cluster, write_dataset
 
-            if Path(out).suffix == ".csv":
-                raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
             frame = features_on_cluster(_cluster_tables(client, source, column_map, on_invalid, quarantine_dir),
                                         cutoff=cutoff, config=config.features).persist()  # fmt: skip
             write_dataset(frame, out)
@@ -438,14 +449,11 @@ def score(source, column_map, on_invalid, quarantine_dir, cutoff, out, config_pa
     config = load_config(config_path)
     check_registry()  # completes what a killed training left, or stops with what to do
     champion = load_champion()
+    _refuse_before_a_cluster(cluster, out, subscription=config.business == "subscription")
     with _cluster(cluster, on_invalid) as client:
         if client is not None:
-            if config.business == "subscription":
-                raise click.UsageError("the subscription mode is not available with --cluster yet")
             from serving.cluster import score_to_dataset
 
-            if Path(out).suffix == ".csv":
-                raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
             tables = _cluster_tables(client, source, column_map, on_invalid, quarantine_dir)
             done = score_to_dataset(client, tables, as_of=cutoff, champion=champion, clv=config.clv, out_dir=out)
             _echo(f"wrote {out}: {done.customers:,} customers scored as of {cutoff} (Parquet dataset of {done.files} "

@@ -144,9 +144,12 @@ def connect(
     cluster = None
     if address == "local":
         workers = n_workers or os.cpu_count() or 1
+        # A task's error reaches the client, which says it in one line; the workers' own logs of it
+        # (a "Compute Failed" block, the cancelled tasks that follow) only with --debug.
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=processes, host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
+            silence_logs=logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
         )  # fmt: skip
         client = Client(cluster)
         # The local workers' stdout is the command's, where its result goes; their only output there

@@ -314,6 +314,19 @@ def test_budget_from_the_partitions_equals_the_budget_in_process(book, spread, c
     assert here.summary["customers_not_scored"] > 0 and here.summary["transactions_before_acquisition"] > 0
 
 
+def test_a_csv_out_with_a_cluster_is_refused_before_one_starts(book, tmp_path, monkeypatch, capsys):
+    """``--out x.csv`` cannot be a dataset directory: said at once, not after a cluster has started."""
+    from serving import cli
+
+    data, _ = book
+    monkeypatch.setattr(C, "connect", lambda *a, **k: pytest.fail("a cluster was started"))
+    code = cli.main(["features", "--data", str(data), "--cutoff", CUTOFF, "--out", str(tmp_path / "f.csv"),
+                     "--cluster", "tcp://127.0.0.1:9"])  # fmt: skip
+    assert code == 2
+    assert "with --cluster, --out is a Parquet dataset directory" in capsys.readouterr().err
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_budget_of_subscription_scores_is_refused_with_a_cluster_before_one_starts(book, tmp_path, monkeypatch, capsys):
     from serving import cli
     from serving.scores import write_scores
