@@ -41,6 +41,20 @@ def pytest_configure(config):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="module")
+def module_mlflow_store(tmp_path_factory) -> Iterator[str]:
+    """A tracking store of the module's own (``MLFLOW_TRACKING_URI``) while its tests run.
+
+    The session store of :func:`pytest_configure` is shared by every module a test worker runs, in
+    an order that changes from run to run: a module whose rules assume no champion yet (or that
+    registers one) takes this, autouse, so that another module's champion is never its own.
+    """
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
 @pytest.fixture(scope="session")
 def cdnow_dir() -> Path:
     """The CDNOW directory (``CLVCAST_CDNOW``, else ``../shared/data/cdnow``); skipped without it, outside CI."""

@@ -33,6 +33,13 @@ from training.metrics import churn_auc  # noqa: E402
 from training.models import ClvModels  # noqa: E402
 from training.training_set import build_training_set  # noqa: E402
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_store(module_mlflow_store):
+    """This module's champions are its own (:func:`conftest.module_mlflow_store`)."""
+    return module_mlflow_store
+
+
 CUTOFF = "2024-06-30"
 HORIZON = 91
 ORIGINS = ("2023-09-30", "2023-12-31", "2024-03-31")

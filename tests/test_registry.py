@@ -14,6 +14,13 @@ from training.config import load_config
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_store(module_mlflow_store):
+    """This module's champions are its own (:func:`conftest.module_mlflow_store`)."""
+    return module_mlflow_store
+
+
 SMALL = dict(
     horizon_days=91,
     n_cutoffs=3,
