@@ -137,15 +137,18 @@ def _partitions(client) -> int:
     return max(2, 2 * sum(client.nthreads().values()))
 
 
-def _refuse_before_a_cluster(cluster: str | None, out: str, *, subscription: bool = False) -> None:
-    """What ``--cluster`` cannot do, said before a cluster is started (a UsageError, exit code 2)."""
+def _refuse_before_a_cluster(cluster: str | None, out: str | None = None, *, subscription: bool = False) -> None:
+    """What ``--cluster`` cannot do, said before a cluster is started (a UsageError, exit code 2).
+
+    ``out``: an output file option, which a cluster writes as a Parquet dataset directory.
+    """
     from serving.cluster import scheduler_address  # deferred: see the module docstring
 
     if scheduler_address(cluster) is None:
         return
     if subscription:
-        raise click.UsageError("the subscription mode is not available with --cluster yet")
-    if Path(out).suffix == ".csv":
+        raise click.UsageError("the subscription mode is not available with --cluster yet: run without it")
+    if out is not None and Path(out).suffix == ".csv":
         raise click.BadParameter(f"with --cluster, --out is a Parquet dataset directory, got {out!r}")
 
 
@@ -600,12 +603,7 @@ def budget(source, column_map, on_invalid, quarantine_dir, scores, out_dir, targ
 
     config = load_config(config_path, target_ltv_cac=target_ltv_cac)
     scored = read_scores(scores)
-    if scored.run.business == "subscription":
-        from serving.cluster import scheduler_address
-
-        if scheduler_address(cluster) is not None:  # said before a cluster is started
-            raise click.UsageError("the subscription mode is not available with --cluster yet: budget subscription "
-                                   "scores without it")  # fmt: skip
+    _refuse_before_a_cluster(cluster, subscription=scored.run.business == "subscription")
     with _cluster(cluster, on_invalid) as client:
         if client is None:
             tables = _load(source, column_map, on_invalid, quarantine_dir or str(Path(out_dir) / "quarantine"))

@@ -489,19 +489,19 @@ def read_sql_tables(
         url = url.set(database=str(Path(url.database).expanduser().absolute()))
     renames = parse_column_map(column_map)
     reader = SqlReader(url.render_as_string(hide_password=False))
-    raw, ranges = {}, {}
+    metas, ranges = {}, {}
     try:
         for name in reader.table_names:
             table_renames = dict(renames.get(name, {}))
             # The columns, types and rules on the client from the first rows: a missing column fails here.
-            raw[name] = reader.read(name, table_renames, limit=100)
-            _checked(raw[name], renames=table_renames, npartitions=1)
+            first = reader.read(name, table_renames, limit=100)
+            metas[name] = _checked(first, renames=table_renames, npartitions=1).iloc[:0]
             key = next((s for s, t in table_renames.items() if t == "customer_id"), "customer_id")
             bounds = reader.key_bounds(name, key, _SQL_BUCKETS)
             rows = sum(n for _, n in bounds)
             parts = max(min_partitions, npartitions or 1, -(-rows // max(1, rows_per_partition)))
             ranges[name] = _key_ranges(bounds, parts, key)
-            log.debug("%s: %d rows with a key, in %d key ranges", raw[name].source, rows, len(ranges[name]) - 1)
+            log.debug("%s: %d rows with a key, in %d key ranges", first.source, rows, len(ranges[name]) - 1)
     finally:
         reader.close()
     P = npartitions or max(len(ranges["transactions"]) - 1, min_partitions, 1)
@@ -509,12 +509,11 @@ def read_sql_tables(
     frames = {}
     for name, keys in ranges.items():
         table_renames = dict(renames.get(name, {}))
-        meta = _checked(raw[name], renames=table_renames, npartitions=P).iloc[:0]
         parts = [
             dask.delayed(_sql_partition, pure=False)(address, name, k, renames=table_renames, npartitions=P, number=i)
             for i, k in enumerate(keys)
         ]  # fmt: skip
-        frames[name] = _by_customer(dd.from_delayed(parts, meta=meta, verify_meta=False), P)
+        frames[name] = _by_customer(dd.from_delayed(parts, meta=metas[name], verify_meta=False), P)
     log.info("reading %s by key ranges on the workers: %s, in %d partitions by customer", reader.display,
              ", ".join(f"{n} ({len(k) - 1} ranges)" for n, k in ranges.items()), P)  # fmt: skip
     return ClusterTables(frames["transactions"], frames.get("events"), frames.get("customers"), P)
@@ -557,7 +556,6 @@ def _empty(specs: tuple[FeatureSpec, ...]) -> pd.DataFrame:
     return pd.DataFrame(
         {s.name: pd.Series([], dtype=s.dtype) for s in specs}, index=pd.Index([], dtype="str", name="customer_id")
     )
-
 
 
 # --------------------------------------------------------------------------- a sample of the customers
