@@ -229,22 +229,22 @@ def compute_monitor(
         prediction_drift = D.drift_table(latest_rows, reference.predictions, config=config)
 
     # Second read: what the customers of the matured scorings did over their horizons.
-    asked: dict[tuple, OutcomeRequest] = {}
+    asked: dict[tuple, tuple] = {}  # key -> (the scoring's row, its model's artifact, its outcome request)
     for key in rows:
         info = scorings[(scorings["as_of"] == key[0])].iloc[0]
         if info["matured"]:
             model = artifact(str(info["run_id"]))
             churn_definition = model.config.training.churn_definition if model is not None else "purchase"
-            asked[key] = OutcomeRequest(key[0], int(info["horizon_days"]), churn_definition)
-    realised = read(MonitorRequest(until=as_of, outcomes=tuple(dict.fromkeys(asked.values())))).outcomes if asked else {}
+            asked[key] = (info, model, OutcomeRequest(key[0], int(info["horizon_days"]), churn_definition))
+    requests = tuple(dict.fromkeys(request for _, _, request in asked.values()))
+    realised = read(MonitorRequest(until=as_of, outcomes=requests)).outcomes if asked else {}
 
     performance_rows, latest_matured, matured_frame, holdout_auc = [], None, None, None
     for key, frame in rows.items():
         if key not in asked:
             continue
-        info = scorings[(scorings["as_of"] == key[0])].iloc[0]
-        model = artifact(str(info["run_id"]))
-        outcomes = P.realised_outcomes(realised[asked[key]], customers=frame["customer_id"])
+        info, model, request = asked[key]
+        outcomes = P.realised_outcomes(realised[request], customers=frame["customer_id"])
         joined = frame.assign(
             actual_spend=outcomes["actual_spend"].to_numpy(), churned=outcomes["churned"].to_numpy()
         )
