@@ -10,7 +10,9 @@ Usage (development books only, never the benchmark's seeds 0 and 1)::
 score at 2019-12-31) into ``DIR/mlflow-SEED``. The boosters do not depend on the lifetime model, so
 each variant here refits only the dropout process on the history up to the training cutoff
 (``one``: one process for every customer; ``channel``: by channel,
-:mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone), sets the
+:mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone;
+``seasonal`` and ``channel-seasonal``: ``one`` and ``channel`` fitted again on the seasonal clock,
+``fit_lifetime(seasonal_fit=True)``), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
 - the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷
@@ -39,17 +41,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",)}
+PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None, "channel-seasonal": ("purchase", "dropout")}
 
 
 def _params(h, process: str):
     """The dropout process of a variant, fitted on the history ``h`` at the training cutoff."""
     import features.btyd.lifetime as L
 
+    seasonal_fit = process.endswith("seasonal")
     if PROCESSES[process] is None:
-        return L.fit_lifetime(h, level_column=None)
-    if process == "channel":
-        return L.fit_lifetime(h, level_column="channel")
+        return L.fit_lifetime(h, level_column=None, seasonal_fit=seasonal_fit)
+    if process.startswith("channel"):
+        return L.fit_lifetime(h, level_column="channel", seasonal_fit=seasonal_fit)
     # The dropout rate alone by channel: refit with the purchase and value effects held at 0.
     fit_pn, fit_gg = L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level
     L.fit_pareto_nbd_by_level = lambda *a, **k: fit_pn(*a, **{**k, "effects": PROCESSES[process]})
@@ -114,6 +117,8 @@ def run_seed(work: Path, seed: int, variants: list[str]) -> list[dict]:
             "channel_lifetime_ratio": {c: round(float(clv_pred[channel == c].sum() / realised_clv[channel == c].sum()), 3)
                                        for c in sorted(set(channel))},
             "new_customer_ratio": {c: round(v["predicted"] / v["realised"], 3) for c, v in new.items() if isinstance(v, dict)},
+            "lifetime_days": round(float(np.mean(cols["expected_lifetime_days"])), 1),
+            "lifetime_days_truth": round(float(_remaining_days(book.truth, ids, B.AS_OF, H * K).mean()), 1),
             "seconds": round(time.perf_counter() - t0, 1),
         }  # fmt: skip
         if fitted[process].by_level is not None:
@@ -121,6 +126,12 @@ def run_seed(work: Path, seed: int, variants: list[str]) -> list[dict]:
         print(json.dumps(row), flush=True)
         out.append(row)
     return out
+
+
+def _remaining_days(truth: pd.DataFrame, ids: pd.Index, as_of, cap_days: int) -> np.ndarray:
+    """Each customer's days alive after the scoring day, from the generator's dropout time, capped."""
+    start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    return ((truth.reindex(ids)["dropout_at"] - start) / pd.Timedelta(days=1)).clip(lower=0, upper=cap_days).to_numpy()
 
 
 def _within(ratios: dict[str, float], tolerance: float = 0.10) -> str:

@@ -464,6 +464,12 @@ class LifetimeConfig(BaseModel):
         Estimate a purchase-rate index per calendar month with the dropout process
         (:func:`features.btyd.lifetime.fit_lifetime`; needs 12 complete months of history, flat
         otherwise).
+    seasonal_fit : bool
+        Fit the dropout process a second time on the seasonal clock of its indices, so that the
+        season is not read as dropout (:func:`features.btyd.lifetime.fit_lifetime`, module
+        docstring "Fitting on the seasonal clock"). Needs ``seasonal`` and indices other than 1.
+        Off: on the development books it lengthened the tail on every book, 1.04 to 1.10 of the
+        realised lifetime margin on three of four (BENCHMARKS.md, "Lifetime CLV").
     season_adjusted_boosters : bool
         Read the boosters' forecast as that of a window of the average season of their training
         windows, rather than of the next window's season: they have no calendar, and their training
@@ -505,6 +511,7 @@ class LifetimeConfig(BaseModel):
     model_config = _FROZEN
 
     seasonal: bool = True
+    seasonal_fit: bool = False
     season_adjusted_boosters: bool = True
     alive_persistence: float = Field(1.0, ge=0, le=1)
     level_persistence: float = Field(0.0, ge=0, le=1)

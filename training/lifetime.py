@@ -195,7 +195,8 @@ def fit_lifetime_model(
     """
     h = prepare_history(history, cutoff)
     params = fit_lifetime(
-        h, time_unit_days=time_unit_days, seasonal=settings.seasonal, level_column=settings.dropout_covariate,
+        h, time_unit_days=time_unit_days, seasonal=settings.seasonal, seasonal_fit=settings.seasonal_fit,
+        level_column=settings.dropout_covariate,
         min_level_customers=settings.min_level_customers, level_prior_sd=settings.level_prior_sd,
         level_fit_customers=settings.level_fit_customers,
     )  # fmt: skip

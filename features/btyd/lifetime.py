@@ -23,13 +23,28 @@ those the fitted model expects from the customers acquired by then (each acquisi
 unconditional E[X(t)], [2]_ Section 4), rescaled to mean 1. Unlike a revenue-per-month index this
 needs no trend model: the expectation already follows the growth and ageing of the book.
 
+Fitting on the seasonal clock
+-----------------------------
+Fitted in calendar time, Pareto/NBD reads the season as dropout: at a cutoff after a quiet spring
+the last purchases look old and the lifetimes short, at a cutoff after December they look long.
+On three synthetic development books (seeds 2, 4 and 5) the mean remaining lifetime of the
+customers alive at 2019-12-31, given alive, was 0.93 to 1.03 of the truth fitted at 2019-06-30,
+and 1.03 to 1.18 fitted at 2019-12-31; on the seasonal clock 0.99 to 1.13 and 0.99 to 1.12. With ``fit_clock = "seasonal"`` the process is fitted a second time on (t_x, T) measured on
+the seasonal clock of the first fit's indices, whose season then no longer looks like dropout,
+and the indices are estimated again with that fit. The likelihood of that fit runs the dropout
+on the seasonal clock too (the form with a calendar dropout clock has no closed form,
+:mod:`features.btyd.seasonal`); with indices of mean 1 the two clocks part by a few weeks at most
+within a year and agree over whole years. P(alive) is then computed on the same seasonal summary,
+and the survival ahead stays in calendar time (below).
+
 Quantities given alive at T
 ---------------------------
 Given the history and alive at T, lambda ~ Gamma(r+x, alpha+Λ_T) and mu ~ Gamma(s, beta+T),
 independent ([2]_, Section 6: the alive term of the likelihood is the product of the two gamma
 kernels; with the seasonal rate the purchase kernel is lambda^x exp(-lambda Λ_T), Λ_T the
-seasonal exposure from the first purchase to T). P(alive) is Pareto/NBD's in calendar time, the
-approximation of this model (exact without seasonality). With B = beta+T and times u after T:
+seasonal exposure from the first purchase to T). P(alive) is Pareto/NBD's on the summary of the
+fit's clock (``fit_clock``), the approximation of this model (exact without seasonality). With
+B = beta+T (T in calendar time) and times u after T:
 
 - survival S(u) = P(alive at T+u | alive at T) = E[exp(-mu u)] = (B / (B+u))^s;
 - expected purchases in (T+a, T+b]: E[lambda] ∫_a^b s(u) S(u) du, the integral in closed form on
@@ -54,6 +69,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -135,7 +151,8 @@ class LifetimeParams(BaseModel):
     Parameters
     ----------
     pareto : ParetoNBDParams
-        Pareto/NBD fitted in calendar time (``alpha`` and ``beta`` per ``time_unit_days`` days).
+        Pareto/NBD fitted on the summary of ``fit_clock`` (``alpha`` and ``beta`` per
+        ``time_unit_days`` days).
     gamma_gamma : GammaGammaParams
         Gamma-Gamma of the value of a purchase day.
     seasonality : tuple of 12 float
@@ -145,6 +162,10 @@ class LifetimeParams(BaseModel):
     by_level : LevelEffects or None
         The process by level of a customer attribute; customers take their level's parameters
         (None: everyone takes ``pareto`` and ``gamma_gamma``, which are always the fit without levels).
+    fit_clock : {"calendar", "seasonal"}
+        The clock of the summary (t_x, T) ``pareto`` was fitted on, and on which
+        :class:`DropoutState` computes P(alive): calendar days, or the seasonal clock of
+        ``seasonality`` (module docstring, "Fitting on the seasonal clock").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -154,6 +175,7 @@ class LifetimeParams(BaseModel):
     seasonality: tuple[float, ...] = (1.0,) * MONTHS
     time_unit_days: float = Field(7.0, gt=0)
     by_level: LevelEffects | None = None
+    fit_clock: Literal["calendar", "seasonal"] = "calendar"
 
     @field_validator("seasonality")
     @classmethod
@@ -202,6 +224,7 @@ def fit_lifetime(
     *,
     time_unit_days: float = 7.0,
     seasonal: bool = True,
+    seasonal_fit: bool = False,
     level_column: str | None = None,
     min_level_customers: int = 30,
     level_prior_sd: float = 1.0,
@@ -226,6 +249,10 @@ def fit_lifetime(
         Days per time unit of the fit (7: weeks, which reproduces the published CDNOW fit).
     seasonal : bool
         Estimate the monthly indices (module docstring).
+    seasonal_fit : bool
+        With indices that are not all 1, fit Pareto/NBD again on the seasonal clock of those
+        indices and estimate the indices again with that fit (module docstring, "Fitting on the
+        seasonal clock"); ``fit_clock`` of the result is then ``seasonal``.
     level_column : str, optional
         The customers' attribute to fit by level.
     min_level_customers : int
@@ -253,14 +280,24 @@ def fit_lifetime(
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process (Pareto/NBD + Gamma-Gamma): {exc}") from exc
     indices = np.ones(MONTHS)
+    fit_clock = "calendar"
     if seasonal and len(_month_bounds(h)[0]) >= SEASONALITY_MIN_MONTHS:
         indices = _seasonality(h, pareto, time_unit_days)
+        clock = SeasonalClock(indices)
+        if seasonal_fit and not clock.is_flat:
+            summary = btyd_summary(h, time_unit_days, clock)
+            try:
+                pareto = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
+            except (ValueError, RuntimeError) as exc:
+                raise ValueError(f"cutoff {h.cutoff}: cannot fit Pareto/NBD on the seasonal clock: {exc}") from exc
+            indices = _seasonality(h, pareto, time_unit_days)
+            fit_clock = "seasonal"
     by_level = None
     if level_column is not None:
         by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
-        time_unit_days=float(time_unit_days), by_level=by_level,
+        time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock,
     )  # fmt: skip
 
 
@@ -413,9 +450,12 @@ class DropoutState:
         first_day = h.cutoff_day - h.p_ago[h.first]
         exposure = params.clock.elapsed(first_day, h.cutoff_day) / params.time_unit_days
         levels = level_values(h, params.by_level.column) if params.by_level is not None else None
+        # P(alive) on the clock the process was fitted on; the dropout rate's posterior, which
+        # carries the survival ahead in calendar time, on calendar T.
+        fitted = btyd_summary(h, params.time_unit_days, params.clock) if params.fit_clock == "seasonal" else summary
         return cls._build(
-            params, summary.frequency, summary.recency, summary.T, summary.monetary_value, exposure,
-            np.full(h.n, h.cutoff_day, dtype=np.int64), levels,
+            params, summary.frequency, fitted.recency, fitted.T, summary.monetary_value, exposure,
+            np.full(h.n, h.cutoff_day, dtype=np.int64), levels, dropout_T=summary.T,
         )  # fmt: skip
 
     @classmethod
@@ -431,8 +471,9 @@ class DropoutState:
         return cls._build(params, zero, zero, zero, zero, zero, day, level_values)
 
     @classmethod
-    def _build(cls, params: LifetimeParams, x, tx, T, m, exposure, now_day, level_values=None) -> DropoutState:
+    def _build(cls, params: LifetimeParams, x, tx, T, m, exposure, now_day, level_values=None, dropout_T=None) -> DropoutState:
         n = x.size
+        dropout_T = T if dropout_T is None else dropout_T
         codes, pns, ggs = params.customer_params(level_values if level_values is not None else np.full(n, np.nan, dtype=object))
         pick = codes + 1
         r, alpha, beta = (np.array([getattr(pn, k) for pn in pns])[pick] for k in ("r", "alpha", "beta"))
@@ -449,7 +490,7 @@ class DropoutState:
             purchase_shape=r + x,
             purchase_rate=alpha + exposure,
             dropout_shape=float(pn0.s),
-            dropout_rate=beta + T,
+            dropout_rate=beta + dropout_T,
             order_value=order_value,
             value_shape=float(gg0.p),
             value_rate_shape=gg0.q + gg0.p * x,

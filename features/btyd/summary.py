@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.btyd.seasonal import SeasonalClock
 from features.contract import Tables
 from features.dates import parse_cutoff
 from features.history import History, prepare_history
@@ -43,8 +44,11 @@ class BTYDSummary:
     time_unit_days: float
 
 
-def btyd_summary(h: History, time_unit_days: float) -> BTYDSummary:
+def btyd_summary(h: History, time_unit_days: float, clock: SeasonalClock | None = None) -> BTYDSummary:
     """BTYD summary of every customer of ``h`` (conventions of :func:`summary_from_transactions`).
+
+    With a ``clock``, ``recency`` and ``T`` are measured on it (seasonal days between the same
+    calendar days, :class:`features.btyd.seasonal.SeasonalClock`) instead of in calendar days.
 
     Raises
     ------
@@ -55,8 +59,13 @@ def btyd_summary(h: History, time_unit_days: float) -> BTYDSummary:
         raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
     unit = float(time_unit_days)
     frequency = (h.last - h.first).astype(np.float64)
-    recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
-    T = h.p_ago[h.first] / unit
+    if clock is None or clock.is_flat:
+        recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
+        T = h.p_ago[h.first] / unit
+    else:
+        first_day = h.cutoff_day - h.p_ago[h.first]
+        recency = clock.elapsed(first_day, h.cutoff_day - h.p_ago[h.last]) / unit
+        T = clock.elapsed(first_day, h.cutoff_day) / unit
     # Repeat days summed directly (not total minus first) so a large first order costs no precision.
     repeat = np.ones(h.p_key.size, dtype=bool)
     repeat[h.first] = False
