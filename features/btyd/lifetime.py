@@ -29,7 +29,7 @@ Fitted in calendar time, Pareto/NBD reads the season as dropout: at a cutoff aft
 the last purchases look old and the lifetimes short, at a cutoff after December they look long.
 On three synthetic development books (seeds 2, 4 and 5) the mean remaining lifetime of the
 customers alive at 2019-12-31, given alive, was 0.93 to 1.03 of the truth fitted at 2019-06-30,
-and 1.03 to 1.18 fitted at 2019-12-31; on the seasonal clock 0.99 to 1.13 and 0.99 to 1.12. With ``fit_clock = "seasonal"`` the process is fitted a second time on (t_x, T) measured on
+and 1.03 to 1.18 fitted at 2019-12-31; on the seasonal clock 1.00 to 1.13 and 0.99 to 1.12. With ``fit_clock = "seasonal"`` the process is fitted a second time on (t_x, T) measured on
 the seasonal clock of the first fit's indices, whose season then no longer looks like dropout,
 and the indices are estimated again with that fit. The likelihood of that fit runs the dropout
 on the seasonal clock too (the form with a calendar dropout clock has no closed form,
