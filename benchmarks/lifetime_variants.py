@@ -9,9 +9,9 @@ Usage (development books only, never the benchmark's seeds 0 and 1)::
 ``bench_lifetime.py`` trains a champion per seed with the issue's protocol (train at 2019-06-30,
 score at 2019-12-31) into ``DIR/mlflow-SEED``. The boosters do not depend on the lifetime model, so
 each variant here refits only the dropout process on the history up to the training cutoff
-(``one``: one process for every customer; ``channel``: by channel,
+(``one``: one process for every customer, fitted in calendar time; ``channel``: by channel,
 :mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone;
-``seasonal`` and ``channel-seasonal``: ``one`` and ``channel`` fitted again on the seasonal clock,
+``seasonal``: one process fitted with purchases on the seasonal clock,
 ``fit_lifetime(seasonal_fit=True)``), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
@@ -41,18 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None, "channel-seasonal": ("purchase", "dropout")}
+PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None}
 
 
 def _params(h, process: str):
     """The dropout process of a variant, fitted on the history ``h`` at the training cutoff."""
     import features.btyd.lifetime as L
 
-    seasonal_fit = process.endswith("seasonal")
     if PROCESSES[process] is None:
-        return L.fit_lifetime(h, level_column=None, seasonal_fit=seasonal_fit)
-    if process.startswith("channel"):
-        return L.fit_lifetime(h, level_column="channel", seasonal_fit=seasonal_fit)
+        return L.fit_lifetime(h, level_column=None, seasonal_fit=process == "seasonal")  # "one": in calendar time
+    if process == "channel":
+        return L.fit_lifetime(h, level_column="channel")
     # The dropout rate alone by channel: refit with the purchase and value effects held at 0.
     fit_pn, fit_gg = L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level
     L.fit_pareto_nbd_by_level = lambda *a, **k: fit_pn(*a, **{**k, "effects": PROCESSES[process]})
@@ -63,7 +62,7 @@ def _params(h, process: str):
         L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level = fit_pn, fit_gg
 
 
-def run_seed(work: Path, seed: int, variants: list[str]) -> list[dict]:
+def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None = None) -> list[dict]:
     import bench_lifetime as B
 
     from features.dates import history_until
@@ -77,7 +76,8 @@ def run_seed(work: Path, seed: int, variants: list[str]) -> list[dict]:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
     trained = registry.load_champion()
     book = read_book(work / f"book-{seed}")
-    h_train = prepare_history(history_until(book.tables, B.TRAIN_CUTOFF), B.TRAIN_CUTOFF)
+    fit_cutoff = fit_cutoff or B.TRAIN_CUTOFF
+    h_train = prepare_history(history_until(book.tables, fit_cutoff), fit_cutoff)
     scored_history = history_until(book.tables, B.AS_OF)
     fitted: dict[str, object] = {}
     out = []
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="2,3")
     parser.add_argument("--variants", default="one@1/0,channel@1/0,channel@1/0.25,channel@1/0.5,one@1/0.5")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--fit-cutoff", default=None,
+                        help="history the dropout process is fitted on (default: the protocol's training cutoff, "
+                             "2019-06-30; 2019-12-31 for the champions of bench_lifetime.py --refit)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if {0, 1} & set(seeds):
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if process not in PROCESSES or len(weights.split("/")) != 2:
             parser.error(f"variant {v!r}: PROCESS@ALIVE/LEVEL with PROCESS one of {sorted(PROCESSES)}")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    rows = [row for seed in seeds for row in run_seed(Path(args.work), seed, variants)]
+    rows = [row for seed in seeds for row in run_seed(Path(args.work), seed, variants, args.fit_cutoff)]
     print("\nlifetime CLV ÷ realised / largest |horizon ratio − 1| / lifetime ÷ realised by channel (range) / "
           "new-customer CLV ÷ realised by channel (range, channels within ±10 %)\n")
     print("| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |\n| --- |" + " --- |" * len(seeds))

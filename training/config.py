@@ -465,11 +465,14 @@ class LifetimeConfig(BaseModel):
         (:func:`features.btyd.lifetime.fit_lifetime`; needs 12 complete months of history, flat
         otherwise).
     seasonal_fit : bool
-        Fit the dropout process a second time on the seasonal clock of its indices, so that the
-        season is not read as dropout (:func:`features.btyd.lifetime.fit_lifetime`, module
-        docstring "Fitting on the seasonal clock"). Needs ``seasonal`` and indices other than 1.
-        Off: on the development books it lengthened the tail on every book, 1.04 to 1.10 of the
-        realised lifetime margin on three of four (BENCHMARKS.md, "Lifetime CLV").
+        Fit the dropout process again with purchases on the seasonal clock of its indices and the
+        lifetime in calendar time, so that the season is not read as dropout
+        (:func:`features.btyd.lifetime.fit_lifetime`, module docstring "Fitting with the
+        season"). Needs ``seasonal`` and indices other than 1; not with ``dropout_covariate``.
+        Fitted in calendar time instead, the lifetime CLV depends on the month of the training
+        cutoff: on four development books, 0.92 to 1.03 of the realised margin trained at the end
+        of June and 1.05 to 1.24 at the end of December; with the season 0.97 to 1.08 and 0.99 to
+        1.17 (BENCHMARKS.md, "Lifetime CLV").
     season_adjusted_boosters : bool
         Read the boosters' forecast as that of a window of the average season of their training
         windows, rather than of the next window's season: they have no calendar, and their training
@@ -511,7 +514,7 @@ class LifetimeConfig(BaseModel):
     model_config = _FROZEN
 
     seasonal: bool = True
-    seasonal_fit: bool = False
+    seasonal_fit: bool = True
     season_adjusted_boosters: bool = True
     alive_persistence: float = Field(1.0, ge=0, le=1)
     level_persistence: float = Field(0.0, ge=0, le=1)

@@ -253,7 +253,11 @@ def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluat
             customers=features.index,
             time_unit_days=config.features.btyd_time_unit_days,
             fitted=(btyd.bgnbd, btyd.gamma_gamma),
-            pareto=lifetime.params.pareto if lifetime.params.time_unit_days == config.features.btyd_time_unit_days else None,
+            # The classic Pareto/NBD baseline: the lifetime model's own fit when it is that model in
+            # the same unit (not when fitted with the season).
+            pareto=lifetime.params.pareto
+            if lifetime.params.time_unit_days == config.features.btyd_time_unit_days and lifetime.params.fit_clock == "calendar"
+            else None,
         )
         for name, forecast in baselines.items():
             predictions[name] = pd.DataFrame({"expected_spend": forecast.expected_spend, "churn_score": forecast.churn_score})

@@ -23,28 +23,27 @@ those the fitted model expects from the customers acquired by then (each acquisi
 unconditional E[X(t)], [2]_ Section 4), rescaled to mean 1. Unlike a revenue-per-month index this
 needs no trend model: the expectation already follows the growth and ageing of the book.
 
-Fitting on the seasonal clock
------------------------------
-Fitted in calendar time, Pareto/NBD reads the season as dropout: at a cutoff after a quiet spring
-the last purchases look old and the lifetimes short, at a cutoff after December they look long.
-On three synthetic development books (seeds 2, 4 and 5) the mean remaining lifetime of the
-customers alive at 2019-12-31, given alive, was 0.93 to 1.03 of the truth fitted at 2019-06-30,
-and 1.03 to 1.18 fitted at 2019-12-31; on the seasonal clock 1.00 to 1.13 and 0.99 to 1.12. With ``fit_clock = "seasonal"`` the process is fitted a second time on (t_x, T) measured on
-the seasonal clock of the first fit's indices, whose season then no longer looks like dropout,
-and the indices are estimated again with that fit. The likelihood of that fit runs the dropout
-on the seasonal clock too (the form with a calendar dropout clock has no closed form,
-:mod:`features.btyd.seasonal`); with indices of mean 1 the two clocks part by a few weeks at most
-within a year and agree over whole years. P(alive) is then computed on the same seasonal summary,
-and the survival ahead stays in calendar time (below).
+Fitting with the season
+-----------------------
+Fitted as a plain Pareto/NBD in calendar time, the process reads the season as dropout: after a
+quiet spring the last purchases look old and the lifetimes short, after December they look long
+(on three synthetic development books, the mean remaining lifetime of the customers alive at
+2019-12-31, given alive, was 0.93 to 1.03 of the truth fitted at 2019-06-30 and 1.03 to 1.18
+fitted at 2019-12-31). With ``fit_clock = "seasonal"`` the process is fitted again by the
+likelihood of this very model, purchases on the seasonal clock and the lifetime in calendar time
+(:mod:`features.btyd.seasonal_pareto`), with the first fit's indices; the indices are then
+estimated again with that fit (a second round moved them by under 0.01). P(alive) is then that
+model's.
 
 Quantities given alive at T
 ---------------------------
 Given the history and alive at T, lambda ~ Gamma(r+x, alpha+Λ_T) and mu ~ Gamma(s, beta+T),
 independent ([2]_, Section 6: the alive term of the likelihood is the product of the two gamma
 kernels; with the seasonal rate the purchase kernel is lambda^x exp(-lambda Λ_T), Λ_T the
-seasonal exposure from the first purchase to T). P(alive) is Pareto/NBD's on the summary of the
-fit's clock (``fit_clock``), the approximation of this model (exact without seasonality). With
-B = beta+T (T in calendar time) and times u after T:
+seasonal exposure from the first purchase to T). P(alive) is Pareto/NBD's in calendar time, the
+approximation of this model (exact without seasonality), or with ``fit_clock = "seasonal"`` this
+model's own (:func:`features.btyd.seasonal_pareto.seasonal_pareto_nbd_probability_alive`). With
+B = beta+T and times u after T:
 
 - survival S(u) = P(alive at T+u | alive at T) = E[exp(-mu u)] = (B / (B+u))^s;
 - expected purchases in (T+a, T+b]: E[lambda] ∫_a^b s(u) S(u) du, the integral in closed form on
@@ -80,6 +79,7 @@ from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by
 from features.btyd.gamma_gamma import GammaGammaParams, fit_gamma_gamma, gamma_gamma_expected_value
 from features.btyd.pareto_nbd import ParetoNBDParams, fit_pareto_nbd, pareto_nbd_probability_alive
 from features.btyd.seasonal import MONTHS, SeasonalClock
+from features.btyd.seasonal_pareto import SeasonalHistory, fit_seasonal_pareto_nbd, seasonal_pareto_nbd_probability_alive
 from features.btyd.summary import btyd_summary
 from features.history import History, arrow_strings, lookup
 
@@ -89,6 +89,9 @@ __all__ = ["SEASONALITY_MIN_MONTHS", "DropoutState", "LevelEffects", "LifetimePa
 
 #: Fewest complete calendar months of history for a seasonality estimate (every month seen once).
 SEASONALITY_MIN_MONTHS = 12
+#: Most customers the fit with the season runs on (:func:`fit_lifetime`): its likelihood costs about
+#: a month piece per month since the last purchase, per customer.
+SEASONAL_FIT_CUSTOMERS = 50_000
 # Gauss-Legendre nodes of the purchase-probability integral, and where its log variable is cut off
 # (e^-45 of the mass is left out).
 _GL_NODES = 32
@@ -151,8 +154,7 @@ class LifetimeParams(BaseModel):
     Parameters
     ----------
     pareto : ParetoNBDParams
-        Pareto/NBD fitted on the summary of ``fit_clock`` (``alpha`` and ``beta`` per
-        ``time_unit_days`` days).
+        Pareto/NBD (``alpha`` and ``beta`` per ``time_unit_days`` days), fitted as ``fit_clock`` says.
     gamma_gamma : GammaGammaParams
         Gamma-Gamma of the value of a purchase day.
     seasonality : tuple of 12 float
@@ -163,9 +165,9 @@ class LifetimeParams(BaseModel):
         The process by level of a customer attribute; customers take their level's parameters
         (None: everyone takes ``pareto`` and ``gamma_gamma``, which are always the fit without levels).
     fit_clock : {"calendar", "seasonal"}
-        The clock of the summary (t_x, T) ``pareto`` was fitted on, and on which
-        :class:`DropoutState` computes P(alive): calendar days, or the seasonal clock of
-        ``seasonality`` (module docstring, "Fitting on the seasonal clock").
+        How ``pareto`` was fitted, and so how :class:`DropoutState` computes P(alive): as a plain
+        Pareto/NBD in calendar time, or with purchases on the seasonal clock of ``seasonality``
+        (module docstring, "Fitting with the season").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -224,7 +226,7 @@ def fit_lifetime(
     *,
     time_unit_days: float = 7.0,
     seasonal: bool = True,
-    seasonal_fit: bool = False,
+    seasonal_fit: bool = True,
     level_column: str | None = None,
     min_level_customers: int = 30,
     level_prior_sd: float = 1.0,
@@ -250,9 +252,11 @@ def fit_lifetime(
     seasonal : bool
         Estimate the monthly indices (module docstring).
     seasonal_fit : bool
-        With indices that are not all 1, fit Pareto/NBD again on the seasonal clock of those
-        indices and estimate the indices again with that fit (module docstring, "Fitting on the
-        seasonal clock"); ``fit_clock`` of the result is then ``seasonal``.
+        With indices that are not all 1, fit again with purchases on their seasonal clock
+        (module docstring, "Fitting with the season"); ``fit_clock`` of the result is then
+        ``seasonal``. With ``level_column`` it does not apply (the fit by level is in calendar
+        time). On more than :data:`SEASONAL_FIT_CUSTOMERS` customers, on a random sample of that
+        many (seed 0).
     level_column : str, optional
         The customers' attribute to fit by level.
     min_level_customers : int
@@ -273,6 +277,9 @@ def fit_lifetime(
     ValueError
         If Pareto/NBD or Gamma-Gamma cannot be fitted (e.g. no repeat purchase), naming the cutoff.
     """
+    if seasonal_fit and level_column is not None:
+        log.info("dropout process by customers.%s: fitted in calendar time (the fit by level has no season)", level_column)
+        seasonal_fit = False
     summary = btyd_summary(h, time_unit_days)
     try:
         pareto = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
@@ -285,11 +292,15 @@ def fit_lifetime(
         indices = _seasonality(h, pareto, time_unit_days)
         clock = SeasonalClock(indices)
         if seasonal_fit and not clock.is_flat:
-            summary = btyd_summary(h, time_unit_days, clock)
+            rows = seasonal_history(h)
+            if h.n > SEASONAL_FIT_CUSTOMERS:
+                keep = np.sort(np.random.default_rng(0).choice(h.n, size=SEASONAL_FIT_CUSTOMERS, replace=False))
+                rows = SeasonalHistory(*(a[keep] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
+                log.info("dropout process with the season: fitted on a sample of %d of %d customers", SEASONAL_FIT_CUSTOMERS, h.n)
             try:
-                pareto = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
+                pareto = fit_seasonal_pareto_nbd(rows, clock, time_unit_days=time_unit_days, start=pareto)
             except (ValueError, RuntimeError) as exc:
-                raise ValueError(f"cutoff {h.cutoff}: cannot fit Pareto/NBD on the seasonal clock: {exc}") from exc
+                raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process with the season: {exc}") from exc
             indices = _seasonality(h, pareto, time_unit_days)
             fit_clock = "seasonal"
     by_level = None
@@ -337,6 +348,16 @@ def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_
         column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
         gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
     )  # fmt: skip
+
+
+def seasonal_history(h: History) -> SeasonalHistory:
+    """Each customer's repeat purchase days, first and last purchase day and cutoff day (:mod:`features.btyd.seasonal_pareto`)."""
+    return SeasonalHistory(
+        frequency=(h.last - h.first).astype(np.float64),
+        first_day=(h.cutoff_day - h.p_ago[h.first]).astype(np.int64),
+        last_day=(h.cutoff_day - h.p_ago[h.last]).astype(np.int64),
+        cutoff_day=np.full(h.n, h.cutoff_day, dtype=np.int64),
+    )
 
 
 def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
@@ -450,12 +471,12 @@ class DropoutState:
         first_day = h.cutoff_day - h.p_ago[h.first]
         exposure = params.clock.elapsed(first_day, h.cutoff_day) / params.time_unit_days
         levels = level_values(h, params.by_level.column) if params.by_level is not None else None
-        # P(alive) on the clock the process was fitted on; the dropout rate's posterior, which
-        # carries the survival ahead in calendar time, on calendar T.
-        fitted = btyd_summary(h, params.time_unit_days, params.clock) if params.fit_clock == "seasonal" else summary
+        p_alive = None
+        if params.fit_clock == "seasonal":
+            p_alive = seasonal_pareto_nbd_probability_alive(params.pareto, seasonal_history(h), params.clock, time_unit_days=params.time_unit_days)
         return cls._build(
-            params, summary.frequency, fitted.recency, fitted.T, summary.monetary_value, exposure,
-            np.full(h.n, h.cutoff_day, dtype=np.int64), levels, dropout_T=summary.T,
+            params, summary.frequency, summary.recency, summary.T, summary.monetary_value, exposure,
+            np.full(h.n, h.cutoff_day, dtype=np.int64), levels, p_alive=p_alive,
         )  # fmt: skip
 
     @classmethod
@@ -471,26 +492,27 @@ class DropoutState:
         return cls._build(params, zero, zero, zero, zero, zero, day, level_values)
 
     @classmethod
-    def _build(cls, params: LifetimeParams, x, tx, T, m, exposure, now_day, level_values=None, dropout_T=None) -> DropoutState:
+    def _build(cls, params: LifetimeParams, x, tx, T, m, exposure, now_day, level_values=None, p_alive=None) -> DropoutState:
         n = x.size
-        dropout_T = T if dropout_T is None else dropout_T
         codes, pns, ggs = params.customer_params(level_values if level_values is not None else np.full(n, np.nan, dtype=object))
         pick = codes + 1
         r, alpha, beta = (np.array([getattr(pn, k) for pn in pns])[pick] for k in ("r", "alpha", "beta"))
         gg_v = np.array([gg.v for gg in ggs])[pick]
         pn0, gg0 = pns[0], ggs[0]  # r, s, p and q are shared by every level
-        p_alive = np.zeros(n)
+        given = p_alive
+        p_alive = np.zeros(n) if given is None else np.asarray(given, dtype=float)
         order_value = np.zeros(n)
         for g in np.unique(pick):
             rows = pick == g
-            p_alive[rows] = pareto_nbd_probability_alive(pns[g], x[rows], tx[rows], T[rows])
+            if given is None:
+                p_alive[rows] = pareto_nbd_probability_alive(pns[g], x[rows], tx[rows], T[rows])
             order_value[rows] = gamma_gamma_expected_value(ggs[g], x[rows], m[rows])
         return cls(
             p_alive=p_alive,
             purchase_shape=r + x,
             purchase_rate=alpha + exposure,
             dropout_shape=float(pn0.s),
-            dropout_rate=beta + dropout_T,
+            dropout_rate=beta + T,
             order_value=order_value,
             value_shape=float(gg0.p),
             value_rate_shape=gg0.q + gg0.p * x,

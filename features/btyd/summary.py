@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.btyd.seasonal import SeasonalClock
 from features.contract import Tables
 from features.dates import parse_cutoff
 from features.history import History, prepare_history
@@ -44,11 +43,8 @@ class BTYDSummary:
     time_unit_days: float
 
 
-def btyd_summary(h: History, time_unit_days: float, clock: SeasonalClock | None = None) -> BTYDSummary:
+def btyd_summary(h: History, time_unit_days: float) -> BTYDSummary:
     """BTYD summary of every customer of ``h`` (conventions of :func:`summary_from_transactions`).
-
-    With a ``clock``, ``recency`` and ``T`` are measured on it (seasonal days between the same
-    calendar days, :class:`features.btyd.seasonal.SeasonalClock`) instead of in calendar days.
 
     Raises
     ------
@@ -59,13 +55,8 @@ def btyd_summary(h: History, time_unit_days: float, clock: SeasonalClock | None 
         raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
     unit = float(time_unit_days)
     frequency = (h.last - h.first).astype(np.float64)
-    if clock is None or clock.is_flat:
-        recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
-        T = h.p_ago[h.first] / unit
-    else:
-        first_day = h.cutoff_day - h.p_ago[h.first]
-        recency = clock.elapsed(first_day, h.cutoff_day - h.p_ago[h.last]) / unit
-        T = clock.elapsed(first_day, h.cutoff_day) / unit
+    recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
+    T = h.p_ago[h.first] / unit
     # Repeat days summed directly (not total minus first) so a large first order costs no precision.
     repeat = np.ones(h.p_key.size, dtype=bool)
     repeat[h.first] = False
