@@ -169,7 +169,7 @@ def test_the_fit_with_the_season_is_the_calendar_fit_without_one(peaked_book):
     h = prepare_history(peaked_book.tables, "2020-11-30")
     assert fit_lifetime(h, seasonal_fit=True) == fit_lifetime(h, seasonal_fit=False)
     # The fit by level has no season: with a level column the process stays in calendar time.
-    by_channel = fit_lifetime(prepare_history(peaked_book.tables, "2021-12-31"), level_column="channel")
+    by_channel = fit_lifetime(prepare_history(peaked_book.tables, "2021-12-31"), level_column="channel", level_fit_customers=500)
     assert by_channel.fit_clock == "calendar" and by_channel.by_level is not None
 
 

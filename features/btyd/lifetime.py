@@ -32,8 +32,9 @@ quiet spring the last purchases look old and the lifetimes short, after December
 fitted at 2019-12-31). With ``fit_clock = "seasonal"`` the process is fitted again by the
 likelihood of this very model, purchases on the seasonal clock and the lifetime in calendar time
 (:mod:`features.btyd.seasonal_pareto`), with the first fit's indices; the indices are then
-estimated again with that fit (a second round moved them by under 0.01). P(alive) is then that
-model's.
+estimated again with that fit (a second round moved them by under 0.01). Both fits use that
+likelihood's quadrature, the first with a flat clock (it is then Pareto/NBD's likelihood, to
+1e-4; about twice as fast as its closed form). P(alive) is then that model's.
 
 Quantities given alive at T
 ---------------------------
@@ -281,28 +282,22 @@ def fit_lifetime(
         log.info("dropout process by customers.%s: fitted in calendar time (the fit by level has no season)", level_column)
         seasonal_fit = False
     summary = btyd_summary(h, time_unit_days)
+    with_season = seasonal and len(_month_bounds(h)[0]) >= SEASONALITY_MIN_MONTHS
+    fit_clock = "seasonal" if with_season and seasonal_fit else "calendar"
     try:
-        pareto = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
         gamma_gamma = fit_gamma_gamma(summary.frequency, summary.monetary_value)
+        if fit_clock == "seasonal":
+            # Both fits by the seasonal likelihood's quadrature: first with a flat clock (Pareto/NBD
+            # itself, for the indices), then with the clock of those indices.
+            rows = _fit_sample(seasonal_history(h))
+            pareto = fit_seasonal_pareto_nbd(rows, SeasonalClock(), time_unit_days=time_unit_days)
+            clock = SeasonalClock(_seasonality(h, pareto, time_unit_days))
+            pareto = fit_seasonal_pareto_nbd(rows, clock, time_unit_days=time_unit_days, start=pareto)
+        else:
+            pareto = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process (Pareto/NBD + Gamma-Gamma): {exc}") from exc
-    indices = np.ones(MONTHS)
-    fit_clock = "calendar"
-    if seasonal and len(_month_bounds(h)[0]) >= SEASONALITY_MIN_MONTHS:
-        indices = _seasonality(h, pareto, time_unit_days)
-        clock = SeasonalClock(indices)
-        if seasonal_fit and not clock.is_flat:
-            rows = seasonal_history(h)
-            if h.n > SEASONAL_FIT_CUSTOMERS:
-                keep = np.sort(np.random.default_rng(0).choice(h.n, size=SEASONAL_FIT_CUSTOMERS, replace=False))
-                rows = SeasonalHistory(*(a[keep] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
-                log.info("dropout process with the season: fitted on a sample of %d of %d customers", SEASONAL_FIT_CUSTOMERS, h.n)
-            try:
-                pareto = fit_seasonal_pareto_nbd(rows, clock, time_unit_days=time_unit_days, start=pareto)
-            except (ValueError, RuntimeError) as exc:
-                raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process with the season: {exc}") from exc
-            indices = _seasonality(h, pareto, time_unit_days)
-            fit_clock = "seasonal"
+    indices = _seasonality(h, pareto, time_unit_days) if with_season else np.ones(MONTHS)
     by_level = None
     if level_column is not None:
         by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
@@ -348,6 +343,16 @@ def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_
         column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
         gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
     )  # fmt: skip
+
+
+def _fit_sample(rows: SeasonalHistory) -> SeasonalHistory:
+    """At most :data:`SEASONAL_FIT_CUSTOMERS` of the customers, drawn at random (seed 0)."""
+    n = rows.frequency.size
+    if n <= SEASONAL_FIT_CUSTOMERS:
+        return rows
+    keep = np.sort(np.random.default_rng(0).choice(n, size=SEASONAL_FIT_CUSTOMERS, replace=False))
+    log.info("dropout process with the season: fitted on a sample of %d of %d customers", SEASONAL_FIT_CUSTOMERS, n)
+    return SeasonalHistory(*(a[keep] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
 
 
 def seasonal_history(h: History) -> SeasonalHistory:

@@ -238,11 +238,12 @@ def seasonal_pareto_nbd_probability_alive(params: ParetoNBDParams, h: SeasonalHi
     return out
 
 
-def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_unit_days: float = 7.0, start: ParetoNBDParams) -> ParetoNBDParams:
+def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_unit_days: float = 7.0, start: ParetoNBDParams | None = None) -> ParetoNBDParams:
     """Maximum likelihood (module docstring) by L-BFGS-B on log-parameters with the exact gradient.
 
     Customers with the same (x, first, last, cutoff day) are grouped. ``start`` is where the
-    optimiser starts (the calendar fit: close, and the same units).
+    optimiser starts; by default r = s = 1 and alpha = beta = T / x over the customers (the start
+    of :func:`features.btyd.pareto_nbd.fit_pareto_nbd`).
 
     Raises
     ------
@@ -270,5 +271,8 @@ def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_un
             return np.inf, np.zeros(4)
         return value, -grad * theta / total
 
+    if start is None:
+        scale = (w @ pieces.T) / max(w @ x, np.finfo(float).tiny)
+        start = ParetoNBDParams(r=1.0, alpha=scale, s=1.0, beta=scale)
     r, alpha, s, beta = minimize_log(objective, np.log([start.r, start.alpha, start.s, start.beta]))
     return ParetoNBDParams(r=float(r), alpha=float(alpha), s=float(s), beta=float(beta))
