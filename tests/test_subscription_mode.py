@@ -117,7 +117,7 @@ def test_score_and_budget_write_the_subscription_outputs(tmp_path, monkeypatch, 
         "  refit: false\n"
     )
     data, config = tmp_path / "saas", str(tmp_path / "config.yaml")
-    assert main(["generate", "--kind", "subscription", "--customers", "600", "--seed", "2", "--out", str(data)]) == 0
+    assert main(["generate", "--kind", "subscription", "--customers", "300", "--seed", "2", "--out", str(data)]) == 0
     assert main(["train", "--data", str(data), "--config", config]) == 0, capsys.readouterr().err
     import mlflow
 
