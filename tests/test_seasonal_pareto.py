@@ -31,13 +31,18 @@ def _rows(n=400, seed=0) -> SeasonalHistory:
     return SeasonalHistory(x, first, np.where(x > 0, last, first), cut)
 
 
-def test_without_a_season_it_is_pareto_nbd():
-    h = _rows()
+@pytest.mark.parametrize(
+    "params",
+    [PARAMS, ParetoNBDParams(r=1.9, alpha=0.05, s=0.5, beta=5.0), ParetoNBDParams(r=0.3, alpha=30.0, s=0.3, beta=3.0), ParetoNBDParams(r=1.0, alpha=1.0, s=1.0, beta=1.0)],
+    ids=["synthetic-like", "small-alpha", "slow-buyers-short-lives", "c-equals-one"],
+)
+def test_without_a_season_it_is_pareto_nbd(params):
+    h = _rows(n=1000)
     tx, T = (h.last_day - h.first_day) / 7.0, (h.cutoff_day - h.first_day) / 7.0
-    ours = seasonal_pareto_nbd_log_likelihood(PARAMS, h, SeasonalClock())
-    np.testing.assert_allclose(ours, pareto_nbd_log_likelihood(PARAMS, h.frequency, tx, T), rtol=0, atol=5e-4)
+    ours = seasonal_pareto_nbd_log_likelihood(params, h, SeasonalClock())
+    np.testing.assert_allclose(ours, pareto_nbd_log_likelihood(params, h.frequency, tx, T), rtol=0, atol=1e-4)
     np.testing.assert_allclose(
-        seasonal_pareto_nbd_probability_alive(PARAMS, h, SeasonalClock()), pareto_nbd_probability_alive(PARAMS, h.frequency, tx, T), rtol=0, atol=5e-4
+        seasonal_pareto_nbd_probability_alive(params, h, SeasonalClock()), pareto_nbd_probability_alive(params, h.frequency, tx, T), rtol=0, atol=1e-5
     )
 
 
@@ -53,6 +58,14 @@ def test_the_quadrature_has_converged():
     finally:
         module._NODES = nodes
     np.testing.assert_allclose(ours, fine, rtol=0, atol=5e-4)
+    small_alpha = ParetoNBDParams(r=1.9, alpha=0.05, s=0.5, beta=5.0)
+    ours = seasonal_pareto_nbd_log_likelihood(small_alpha, h, PEAK)
+    try:
+        module._NODES = 64
+        fine = seasonal_pareto_nbd_log_likelihood(small_alpha, h, PEAK)
+    finally:
+        module._NODES = nodes
+    np.testing.assert_allclose(ours, fine, rtol=0, atol=1e-3)
 
 
 def test_the_gradient_is_the_derivative_of_the_likelihood():
@@ -64,7 +77,7 @@ def test_the_gradient_is_the_derivative_of_the_likelihood():
         step[k] = 1e-6 * theta[k]
         up = _log_likelihood(theta + step, h.frequency, pieces, w, gradient=False)[0].sum()
         down = _log_likelihood(theta - step, h.frequency, pieces, w, gradient=False)[0].sum()
-        assert gradient[k] == pytest.approx((up - down) / (2 * step[k]), rel=1e-3)
+        assert gradient[k] == pytest.approx((up - down) / (2 * step[k]), rel=1e-3)  # nodes move with r and alpha
 
 
 def test_a_customer_silent_through_the_quiet_months_is_more_likely_alive_than_in_calendar_time():
@@ -85,3 +98,19 @@ def test_the_fit_needs_a_repeat_purchase():
         fit_seasonal_pareto_nbd(h, PEAK, start=PARAMS)
     with pytest.raises(ValueError, match="first_day <= last_day"):
         SeasonalHistory(np.ones(1), np.array([CUTOFF]), np.array([CUTOFF - 1]), np.array([CUTOFF]))
+
+
+def test_a_large_book_is_fitted_on_a_sample_bounded_in_customers_and_month_pieces(monkeypatch, caplog):
+    import features.btyd.lifetime as lifetime
+
+    h = _rows(n=3000, seed=3)
+    monkeypatch.setattr(lifetime, "SEASONAL_FIT_PIECES", 5_000)
+    with caplog.at_level("INFO", logger="features.btyd.lifetime"):
+        sample = lifetime._fit_sample(h)
+    months = lambda day: day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)  # noqa: E731
+    assert 0 < sample.frequency.size < 3000
+    assert (months(sample.cutoff_day) - months(sample.last_day) + 1).sum() <= 5_000
+    assert lifetime._fit_sample(h).frequency.size == sample.frequency.size  # the same sample every time
+    assert "fitted on a sample" in caplog.text
+    monkeypatch.setattr(lifetime, "SEASONAL_FIT_CUSTOMERS", 100)
+    assert lifetime._fit_sample(h).frequency.size == 100

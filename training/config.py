@@ -468,7 +468,8 @@ class LifetimeConfig(BaseModel):
         Fit the dropout process again with purchases on the seasonal clock of its indices and the
         lifetime in calendar time, so that the season is not read as dropout
         (:func:`features.btyd.lifetime.fit_lifetime`, module docstring "Fitting with the
-        season"). Needs ``seasonal`` and indices other than 1; not with ``dropout_covariate``.
+        season"). Needs ``seasonal`` and 12 complete months of history; not with ``dropout_covariate``
+        (the fit by channel is in calendar time).
         Fitted in calendar time instead, the lifetime CLV depends on the month of the training
         cutoff: on four development books, 0.92 to 1.03 of the realised margin trained at the end
         of June and 1.05 to 1.24 at the end of December; with the season 0.97 to 1.08 and 0.99 to

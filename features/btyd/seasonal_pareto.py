@@ -28,12 +28,15 @@ involve the parameters). With lambda ~ Gamma(r, alpha) and mu ~ Gamma(s, beta) (
 
 Without a season (Λ(t) = t) this is Pareto/NBD's likelihood, whose integral has a closed form
 ([2]_, eq. 20). Here Λ is linear on each calendar month, so the integral is a sum over the month
-pieces of (t_x, T), each by Gauss-Legendre (:data:`_NODES` nodes: the integrand is smooth inside a
-month; against 64 nodes, the log-likelihood of the 2,675 customers of a synthetic book moved by
-5.5e-7 per customer on average and 1.3e-4 at most).
+pieces of (t_x, T) (one piece with a flat clock), each by Gauss-Legendre in a variable in which
+(α+Λ)^-(r+x) is constant (:meth:`_Pieces.nodes`). Measured (``tests/test_seasonal_pareto.py``):
+with a flat clock, within 1e-4 of the closed form's log-likelihood per customer, from occasional
+to daily buyers, α from 0.05 to 30 weeks; with 8 nodes per month piece, within 1e-3 of 64.
 P(alive at T | history) is the first term of the bracket over the bracket ([2]_, Section 5).
 
-The gradient is exact: the bracket's terms are differentiated under the integral.
+The gradient is the same quadrature of the bracket's terms differentiated under the integral.
+The nodes move with r and alpha (the change of variable of :meth:`_Pieces.nodes`), so it is not
+exactly the derivative of the quadrature; against central differences it agrees to 1e-4.
 
 References
 ----------
@@ -58,8 +61,10 @@ from features.btyd.seasonal import MONTHS, SeasonalClock
 
 __all__ = ["SeasonalHistory", "fit_seasonal_pareto_nbd", "seasonal_pareto_nbd_log_likelihood", "seasonal_pareto_nbd_probability_alive"]
 
-#: Gauss-Legendre nodes per month piece of the integral.
+#: Gauss-Legendre nodes per month piece of the integral, and for the one piece of a flat clock
+#: (which spans up to the whole history, over which (β+τ)^-(s+1) changes much more).
 _NODES = 8
+_NODES_FLAT = 32
 #: Customers whose P(alive) is computed at once (bounds the (pieces, nodes) arrays).
 _CHUNK = 20_000
 
@@ -108,6 +113,7 @@ class _Pieces:
     T: np.ndarray
     exposure_T: np.ndarray
     n: int
+    n_nodes: int = _NODES
 
     @classmethod
     def build(cls, h: SeasonalHistory, clock: SeasonalClock, unit: float) -> _Pieces:
@@ -117,7 +123,8 @@ class _Pieces:
         month_start = lambda m: m.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)  # noqa: E731
         m_last, m_cut = month_of(last), month_of(cut)
         # Month starts strictly after the last purchase day and up to the cutoff day cut (t_x, T).
-        inner = np.where(month_start(m_cut) > last, m_cut - m_last, 0)
+        # With a flat clock Λ is linear everywhere: one piece.
+        inner = np.where(month_start(m_cut) > last, m_cut - m_last, 0) if not clock.is_flat else np.zeros(n, dtype=np.int64)
         count = inner + 1
         customer = np.repeat(np.arange(n), count)
         offset = np.concatenate([[0], np.cumsum(count)[:-1]])
@@ -135,33 +142,34 @@ class _Pieces:
             T=(cut - first) / unit,
             exposure_T=clock.elapsed(first, cut) / unit,
             n=n,
+            n_nodes=_NODES_FLAT if clock.is_flat else _NODES,
         )
 
     def nodes(self, c: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Quadrature nodes of each piece for the integrand's power (α+Λ)^-c, c = r + x per piece.
+        """Quadrature nodes of each piece for the integrand's power A^-c, A = α+Λ, c = r + x per piece.
 
-        Returns τ, Λ and the log weights, each shape (pieces, :data:`_NODES`). Where c > 2 the nodes
-        are Gauss-Legendre's in v = (α+Λ)^(1-c), in which that power is constant (a frequent
-        buyer's integrand falls by e^-15 and more within a month); elsewhere in τ.
+        Returns τ, Λ and the log weights, each shape (pieces, ``n_nodes``). The nodes are
+        Gauss-Legendre's in v = A^(1-c) (log A where c = 1), in which that power times dτ is
+        constant: what is left, (β+τ)^-(s+1), is smooth, while A^-c falls by e^-15 and more within a
+        month for a frequent buyer, or steeply near the first purchase when α is small. With
+        k = c − 1 and L = log(A_hi / A_lo) over the piece: v is linear in t ∈ [0, 1],
+        A = A_lo (1 − t ρ)^(−1/k), ρ = 1 − e^(−k L), and dA/dt = A_lo (ρ / k) (1 − t ρ)^(−1/k − 1).
         """
-        t, w = np.polynomial.legendre.leggauss(_NODES)
-        t, log_w = (t + 1.0) / 2.0, np.log(w / 2.0)
-        length = self.tau_hi - self.tau_lo
+        t, w = np.polynomial.legendre.leggauss(self.n_nodes)
+        t, log_w = ((t + 1.0) / 2.0)[None, :], np.log(w / 2.0)[None, :]
         a_lo = alpha + self.exposure_lo
-        a_hi = a_lo + self.index * length
-        k = np.maximum(c - 1.0, 1.0)
-        rho = -np.expm1(-k * np.log(a_hi / a_lo))
-        steep = c > 2.0
-        # In v: A = A_lo (1 − t ρ)^(−1/k), dτ/dt = A_lo ρ / (k s) (1 − t ρ)^(−1/k − 1).
-        one_minus = 1.0 - t[None, :] * rho[:, None]
-        a_steep = a_lo[:, None] * one_minus ** (-1.0 / k[:, None])
-        tau_steep = self.tau_lo[:, None] + (a_steep - a_lo[:, None]) / self.index[:, None]
-        lw_steep = log_w[None, :] + np.log(a_lo * rho / (k * self.index))[:, None] - (1.0 / k + 1.0)[:, None] * np.log(one_minus)
-        tau_flat = self.tau_lo[:, None] + length[:, None] * t[None, :]
-        lw_flat = log_w[None, :] + np.log(length)[:, None]
-        tau = np.where(steep[:, None], tau_steep, tau_flat)
-        exposure = np.where(steep[:, None], a_steep - alpha, self.exposure_lo[:, None] + self.index[:, None] * (tau_flat - self.tau_lo[:, None]))
-        return tau, exposure, np.where(steep[:, None], lw_steep, lw_flat)
+        log_ratio = np.log1p(self.index * (self.tau_hi - self.tau_lo) / a_lo)[:, None]  # L
+        k = (c - 1.0)[:, None]
+        small = np.abs(k * log_ratio) < 1e-8  # c ≈ 1: the log-variable limit
+        k_safe = np.where(small, 1.0, k)
+        rho = -np.expm1(-k_safe * log_ratio)
+        log1p_ = np.log1p(-t * rho)
+        log_a = np.log(a_lo)[:, None] + np.where(small, t * log_ratio, -log1p_ / k_safe)
+        rho_over_k = np.where(small, log_ratio, rho / k_safe)
+        log_da = np.log(a_lo)[:, None] + np.log(rho_over_k) + np.where(small, t * log_ratio, -(1.0 / k_safe + 1.0) * log1p_)
+        a = np.exp(log_a)
+        tau = self.tau_lo[:, None] + (a - a_lo[:, None]) / self.index[:, None]
+        return tau, a - alpha, log_w + log_da - np.log(self.index)[:, None]
 
 
 def _log_terms(theta, x, p: _Pieces, *, gradient: bool):
