@@ -21,7 +21,9 @@ persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), 
   acquisition against the champion's new-customer CLV for their channel and day
   (``bench_lifetime.new_customers``).
 
-Prints one JSON line per (seed, variant) and a table; ``--json`` writes them all.
+Prints one JSON line per (seed, variant) and a table; ``--json`` writes them all. Each (seed,
+variant) is also a run of the MLflow experiment ``clvcast-lifetime-variants`` in the seed's
+store (``DIR/mlflow-SEED``), with the settings as params and the ratios as metrics.
 """
 
 from __future__ import annotations
@@ -123,9 +125,32 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
         }  # fmt: skip
         if fitted[process].by_level is not None:
             row["multipliers"] = {k: {a: round(b, 3) for a, b in v.items()} for k, v in fitted[process].by_level.rate_multipliers().items()}
+        row["run_id"] = _log_to_mlflow(row, fit_cutoff, fitted[process])
         print(json.dumps(row), flush=True)
         out.append(row)
     return out
+
+
+def _log_to_mlflow(row: dict, fit_cutoff: str, params) -> str:
+    """One run per (seed, variant) in the experiment ``clvcast-lifetime-variants`` of the seed's store."""
+    import mlflow
+
+    mlflow.set_experiment("clvcast-lifetime-variants")
+    process, _, weights = row["variant"].partition("@")
+    alive, level = weights.split("/")
+    metrics = {
+        "lifetime_ratio": row["lifetime_ratio"], "max_horizon_error": row["max_horizon_error"],
+        "lifetime_days": row["lifetime_days"], "lifetime_days_truth": row["lifetime_days_truth"],
+        **{f"horizon_{k}_ratio": v for k, v in enumerate(row["horizon_ratios"], start=1)},
+        **{f"channel_lifetime_ratio.{c}": v for c, v in row["channel_lifetime_ratio"].items()},
+        **{f"new_customer_ratio.{c}": v for c, v in row["new_customer_ratio"].items()},
+        "pareto_s": params.pareto.s, "pareto_beta": params.pareto.beta,
+    }  # fmt: skip
+    with mlflow.start_run(run_name=f"{row['variant']} @ seed {row['seed']}") as run:
+        mlflow.log_params({"seed": row["seed"], "process": process, "alive_persistence": alive, "level_persistence": level,
+                           "fit_cutoff": fit_cutoff, "fit_clock": params.fit_clock})  # fmt: skip
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        return run.info.run_id
 
 
 def _remaining_days(truth: pd.DataFrame, ids: pd.Index, as_of, cap_days: int) -> np.ndarray:
