@@ -46,26 +46,16 @@ def test_without_a_season_it_is_pareto_nbd(params):
     )
 
 
-def test_the_quadrature_has_converged():
+@pytest.mark.parametrize(
+    ("params", "tolerance"), [(PARAMS, 5e-4), (ParetoNBDParams(r=1.9, alpha=0.05, s=0.5, beta=5.0), 1e-3)], ids=["synthetic-like", "small-alpha"]
+)
+def test_the_quadrature_has_converged(params, tolerance, monkeypatch):
     import features.btyd.seasonal_pareto as module
 
     h = _rows(seed=1)
-    ours = seasonal_pareto_nbd_log_likelihood(PARAMS, h, PEAK)
-    nodes = module._NODES
-    try:
-        module._NODES = 64
-        fine = seasonal_pareto_nbd_log_likelihood(PARAMS, h, PEAK)
-    finally:
-        module._NODES = nodes
-    np.testing.assert_allclose(ours, fine, rtol=0, atol=5e-4)
-    small_alpha = ParetoNBDParams(r=1.9, alpha=0.05, s=0.5, beta=5.0)
-    ours = seasonal_pareto_nbd_log_likelihood(small_alpha, h, PEAK)
-    try:
-        module._NODES = 64
-        fine = seasonal_pareto_nbd_log_likelihood(small_alpha, h, PEAK)
-    finally:
-        module._NODES = nodes
-    np.testing.assert_allclose(ours, fine, rtol=0, atol=1e-3)
+    ours = seasonal_pareto_nbd_log_likelihood(params, h, PEAK)
+    monkeypatch.setattr(module, "_NODES", 64)
+    np.testing.assert_allclose(ours, seasonal_pareto_nbd_log_likelihood(params, h, PEAK), rtol=0, atol=tolerance)
 
 
 def test_the_gradient_is_the_derivative_of_the_likelihood():

@@ -247,7 +247,7 @@ def seasonal_pareto_nbd_probability_alive(params: ParetoNBDParams, h: SeasonalHi
 
 
 def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_unit_days: float = 7.0, start: ParetoNBDParams | None = None) -> ParetoNBDParams:
-    """Maximum likelihood (module docstring) by L-BFGS-B on log-parameters with the exact gradient.
+    """Maximum likelihood (module docstring) by L-BFGS-B on log-parameters, with the gradient of the module docstring.
 
     Customers with the same (x, first, last, cutoff day) are grouped. ``start`` is where the
     optimiser starts; by default r = s = 1 and alpha = beta = T / x over the customers (the start
@@ -258,7 +258,7 @@ def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_un
     ValueError
         If no customer has a repeat purchase.
     RuntimeError
-        If the optimiser ends on a non-finite value.
+        If the optimiser does not converge (:func:`features.btyd._mle.minimize_bounded`).
     """
     cols, w = group_rows(
         {"x": np.asarray(h.frequency, dtype=float), "first": np.asarray(h.first_day, dtype=np.int64),
