@@ -258,7 +258,7 @@ def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_un
     ValueError
         If no customer has a repeat purchase.
     RuntimeError
-        If the optimiser does not converge (:func:`features.btyd._mle.minimize_bounded`).
+        If the optimiser ends on a non-finite point or value (:func:`features.btyd._mle.minimize_bounded`).
     """
     cols, w = group_rows(
         {"x": np.asarray(h.frequency, dtype=float), "first": np.asarray(h.first_day, dtype=np.int64),
