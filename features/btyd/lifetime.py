@@ -19,9 +19,10 @@ base's expected survival was 25 % above the truth on a synthetic book, 5 % with 
 dropout clock; BENCHMARKS.md.) The population parameters are fitted with the season in the
 likelihood (next section), or as a plain Pareto/NBD in calendar time (the summary of
 :func:`features.btyd.summary_from_transactions`) with ``seasonal_fit=False``, under 12 complete
-months of history, or by level of an attribute; the monthly indices are the observed repeat purchase days of each calendar month of the history over
-those the fitted model expects from the customers acquired by then (each acquisition cohort's
-unconditional E[X(t)], [2]_ Section 4), rescaled to mean 1. Unlike a revenue-per-month index this
+months of history, or by level of an attribute. The monthly indices are the observed repeat
+purchase days of each calendar month of the history over those the fitted model expects from the
+customers acquired by then (each acquisition cohort's unconditional E[X(t)], [2]_ Section 4),
+rescaled to mean 1. Unlike a revenue-per-month index this
 needs no trend model: the expectation already follows the growth and ageing of the book.
 
 Fitting with the season
