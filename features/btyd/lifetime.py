@@ -82,7 +82,7 @@ from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by
 from features.btyd.gamma_gamma import GammaGammaParams, fit_gamma_gamma, gamma_gamma_expected_value
 from features.btyd.pareto_nbd import ParetoNBDParams, fit_pareto_nbd, pareto_nbd_probability_alive
 from features.btyd.seasonal import MONTHS, SeasonalClock
-from features.btyd.seasonal_pareto import SeasonalHistory, fit_seasonal_pareto_nbd, seasonal_pareto_nbd_probability_alive
+from features.btyd.seasonal_pareto import SeasonalHistory, fit_seasonal_pareto_nbd, month_pieces, seasonal_pareto_nbd_probability_alive
 from features.btyd.summary import btyd_summary
 from features.history import History, arrow_strings, lookup
 
@@ -362,8 +362,7 @@ def _fit_sample(rows: SeasonalHistory) -> SeasonalHistory:
     the cutoff, so a long history of dormant customers costs more per customer.
     """
     n = rows.frequency.size
-    month = lambda day: np.asarray(day, dtype="datetime64[D]").astype("datetime64[M]").astype(np.int64)  # noqa: E731
-    pieces = month(rows.cutoff_day) - month(rows.last_day) + 1
+    pieces = month_pieces(rows)
     if n <= SEASONAL_FIT_CUSTOMERS and pieces.sum() <= SEASONAL_FIT_PIECES:
         return rows
     order = np.random.default_rng(0).permutation(n)

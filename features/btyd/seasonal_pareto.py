@@ -62,7 +62,7 @@ from features.btyd._mle import group_rows, minimize_log
 from features.btyd.pareto_nbd import ParetoNBDParams
 from features.btyd.seasonal import MONTHS, SeasonalClock
 
-__all__ = ["SeasonalHistory", "fit_seasonal_pareto_nbd", "seasonal_pareto_nbd_log_likelihood", "seasonal_pareto_nbd_probability_alive"]
+__all__ = ["SeasonalHistory", "fit_seasonal_pareto_nbd", "month_pieces", "seasonal_pareto_nbd_log_likelihood", "seasonal_pareto_nbd_probability_alive"]
 
 #: Gauss-Legendre nodes per month piece of the integral, and for the one piece of a flat clock
 #: (which spans up to the whole history, over which (β+τ)^-(s+1) changes much more).
@@ -99,6 +99,20 @@ class SeasonalHistory:
             raise ValueError("SeasonalHistory: rule 'frequency finite and >= 0' broken")
 
 
+def _month_of(day) -> np.ndarray:
+    """Months since 1970-01 of calendar days (days since 1970-01-01)."""
+    return np.asarray(day, dtype=np.int64).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+
+
+def month_pieces(h: SeasonalHistory) -> np.ndarray:
+    """Month pieces of each customer's (t_x, T) on a seasonal clock, shape (n,): the likelihood's cost.
+
+    One per calendar month from the last purchase's to the cutoff's (a customer whose last purchase
+    is in the cutoff's month has one).
+    """
+    return _month_of(h.cutoff_day) - _month_of(h.last_day) + 1
+
+
 @dataclass(frozen=True)
 class _Pieces:
     """The month pieces of every customer's (t_x, T).
@@ -122,13 +136,12 @@ class _Pieces:
     def build(cls, h: SeasonalHistory, clock: SeasonalClock, unit: float) -> _Pieces:
         first, last, cut = (np.asarray(a, dtype=np.int64) for a in (h.first_day, h.last_day, h.cutoff_day))
         n = first.size
-        month_of = lambda day: day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)  # noqa: E731
         month_start = lambda m: m.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)  # noqa: E731
-        m_last, m_cut = month_of(last), month_of(cut)
-        # Month starts strictly after the last purchase day and up to the cutoff day cut (t_x, T).
-        # With a flat clock Λ is linear everywhere: one piece.
-        inner = np.where(month_start(m_cut) > last, m_cut - m_last, 0) if not clock.is_flat else np.zeros(n, dtype=np.int64)
-        count = inner + 1
+        m_last = _month_of(last)
+        # The month starts after the last purchase day and up to the cutoff day cut (t_x, T) into
+        # month_pieces(h) pieces. With a flat clock Λ is linear everywhere: one piece.
+        count = month_pieces(h) if not clock.is_flat else np.ones(n, dtype=np.int64)
+        inner = count - 1
         customer = np.repeat(np.arange(n), count)
         offset = np.concatenate([[0], np.cumsum(count)[:-1]])
         pos = np.arange(customer.size) - offset[customer]
@@ -141,7 +154,7 @@ class _Pieces:
             tau_lo=(start - first[customer]) / unit,
             tau_hi=(end - first[customer]) / unit,
             exposure_lo=clock.elapsed(first[customer], start) / unit,
-            index=clock.indices[month_of(start) % MONTHS],
+            index=clock.indices[_month_of(start) % MONTHS],
             T=(cut - first) / unit,
             exposure_T=clock.elapsed(first, cut) / unit,
             n=n,
