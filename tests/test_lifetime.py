@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from features.btyd import GammaGammaParams, ParetoNBDParams, pareto_nbd_expected_purchases
-from features.btyd.lifetime import DropoutState, LifetimeParams, fit_lifetime, time_alive
+from features.btyd.lifetime import DropoutState, LifetimeParams, fit_lifetime, net_value_share, time_alive
 from features.btyd.seasonal import SeasonalClock
 from features.contract import Tables
 from features.dates import day_number
@@ -260,6 +260,39 @@ def test_persistence_moves_only_the_horizons_after_the_boosters():
     own = state.p_alive[:, None] * state.order_value[:, None] * state.expected_purchases(b[:-1], b[1:])
     np.testing.assert_allclose(process.expected_spend[:, 1:], own[:, 1:], rtol=1e-10)
     np.testing.assert_allclose(process.p_alive, state.p_alive)
+
+
+def test_the_tail_is_worth_gamma_gammas_value_net_of_refunds():
+    # Purchases of 400 in all; refunds of 50 (one full, one in part) and one of another day's order.
+    rows = [("A", "2024-01-05", 100.0), ("A", "2024-02-05", 100.0), ("A", "2024-03-01", -40.0),
+            ("B", "2024-01-10", 200.0), ("B", "2024-01-14", -10.0)]  # fmt: skip
+    h = prepare_history(_tables(rows), AS_OF)
+    assert net_value_share(h) == pytest.approx(1 - 50 / 400)
+    assert net_value_share(prepare_history(_tables([r for r in rows if r[2] > 0]), AS_OF)) == 1.0
+    assert net_value_share(prepare_history(_tables([*rows, ("B", "2024-01-20", -900.0)]), AS_OF)) == 0.0
+    gross = _state()
+    net = DropoutState.from_history(_book_history(), LifetimeParams(pareto=PARETO, gamma_gamma=GG, net_value_share=0.8))
+    for w_level in (0.0, 0.5, 1.0):
+        a, b = _curve(gross, level_persistence=w_level), _curve(net, level_persistence=w_level)
+        # The boosters' horizon is theirs (net already); after it the level returns to η v, weighted as c.
+        np.testing.assert_allclose(b.expected_spend[:, 0], a.expected_spend[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(b.expected_spend[:, 1:], a.expected_spend[:, 1:] * 0.8 ** (1 - w_level), rtol=1e-12)
+    # One order, net: the floor of spend given a purchase.
+    floor = _curve(net, p=np.full(3, 0.5), s=np.full(3, 1.0))
+    np.testing.assert_allclose(floor.spend_if_active, 0.8 * net.order_value)
+    # A champion saved before the share was estimated keeps the gross value.
+    saved = LifetimeParams(pareto=PARETO, gamma_gamma=GG).model_dump()
+    del saved["net_value_share"]
+    assert LifetimeParams.model_validate(saved).net_value_share == 1.0
+
+
+def test_fit_lifetime_estimates_the_net_value_share():
+    rows = [(c, str(AS_OF - pd.Timedelta(days=d)), 50.0 + i) for i, c in enumerate("ABCDEFGH") for d in range(5, 300, 30 + 7 * i)]
+    rows += [("A", str(AS_OF - pd.Timedelta(days=3)), -50.0)]
+    h = prepare_history(_tables(rows), AS_OF)
+    params = fit_lifetime(h, seasonal=False)
+    bought = sum(r[2] for r in rows if r[2] > 0)
+    assert params.net_value_share == pytest.approx(1 - 50.0 / bought)
 
 
 def test_spend_if_active_is_at_least_one_order():

@@ -22,12 +22,14 @@ label horizon H_m: p_m = P(no purchase in H_m) and s_m = E[spend in H_m | a purc
 - Cumulative expected spend from the scoring date to day t:
   F(t) = ℓ v G(0, t) for t ≤ H_m (the boosters' forecast, spread in time as the process spreads it);
   beyond H_m the tail carries π_tail c_tail v G(H_m, t) with π_tail = π'^w_alive π^(1 − w_alive) and
-  c_tail = c^w_level. ``alive_persistence`` w_alive and ``level_persistence`` w_level say how much
-  of the boosters' view lasts (1: all of it, 0: the dropout process alone); chosen on
-  pseudo-holdouts (BENCHMARKS.md).
+  c_tail = c^w_level η^(1 − w_level). ``alive_persistence`` w_alive and ``level_persistence``
+  w_level say how much of the boosters' view lasts (1: all of it, 0: the dropout process alone);
+  chosen on pseudo-holdouts (BENCHMARKS.md). η is the share of the value bought that the book
+  keeps after refunds (:attr:`DropoutState.net_value_share`): v is the value of a purchase day,
+  refunds excluded, while the boosters' s_m and the realised spend are net.
 - Horizon k of H days: E_k = F(kH) − F((k − 1)H); the probability of a purchase in it
   P_k = min(1, π_k q(window k)) with π_k = π' for windows that start within H_m, π_tail after.
-  churn_probability = 1 − P_1, spend_if_active = E_1 / P_1 (never below one order, v), and
+  churn_probability = 1 − P_1, spend_if_active = E_1 / P_1 (never below one order, η v), and
   expected_spend = (1 − churn_probability) · spend_if_active = E_1 (so the curve sums to the
   horizon forecast: F is one cumulative function, whatever the window length).
 - Lifetime CLV (design): Σ_{k=1..K} (m E_k − c_s P_k) / (1 + δ)^k, δ = (1 + d)^(H/365) − 1.
@@ -275,7 +277,8 @@ def _curve_block(
         c_level = np.where(alive_near > 0, level / alive_near, s_m * q_m / (v * G_m))
     pi = state.p_alive
     alive_tail = alive_near**w_alive * pi ** (1.0 - w_alive)
-    level_tail = c_level**w_level
+    # The level the tail returns to is Gamma-Gamma's net of refunds (v is a purchase day's value).
+    level_tail = c_level**w_level * state.net_value_share ** (1.0 - w_level)
 
     # Cumulative expected spend at the horizon bounds: the boosters' part up to H_m, the tail after.
     G_near = state.expected_purchases(np.zeros_like(bounds), np.minimum(bounds, Hm))
@@ -288,7 +291,7 @@ def _curve_block(
     churn = 1.0 - P[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         s1 = np.where(P[:, 0] > 0, E[:, 0] / P[:, 0], c_level * v * G[:, 0] / q[:, 0])
-    s1 = np.maximum(s1, v)
+    s1 = np.maximum(s1, v * state.net_value_share)
     E[:, 0] = P[:, 0] * s1  # the same number unless the one-order floor applied
     expected_margin = margin * E - cost_to_serve * P
     discount = (1.0 + delta) ** -np.arange(1, K + 1, dtype=float)
