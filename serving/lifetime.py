@@ -56,7 +56,8 @@ def new_customer_curves(
     first_order_value : float or mapping of channel to float, optional
         Value of the first order, currency units; default: the expected value of a purchase day
         (Gamma-Gamma, p v / (q − 1)) of the channel when the dropout process is fitted by channel
-        (``lifetime.dropout_covariate``), else of the population.
+        (``lifetime.dropout_covariate``), else of the population. An order as bought: a refund of
+        it is not taken out of ``first_order_margin``.
     covariates : mapping of channel to {column: value}, optional
         Other ``customers`` columns the features use (e.g. ``region``); missing ones are unknown.
     clv : ClvConfig, optional

@@ -29,7 +29,7 @@ label horizon H_m: p_m = P(no purchase in H_m) and s_m = E[spend in H_m | a purc
   refunds excluded, while the boosters' s_m and the realised spend are net.
 - Horizon k of H days: E_k = F(kH) − F((k − 1)H); the probability of a purchase in it
   P_k = min(1, π_k q(window k)) with π_k = π' for windows that start within H_m, π_tail after.
-  churn_probability = 1 − P_1, spend_if_active = E_1 / P_1 (never below one order, η v), and
+  churn_probability = 1 − P_1, spend_if_active = E_1 / P_1 (never below one order, v), and
   expected_spend = (1 − churn_probability) · spend_if_active = E_1 (so the curve sums to the
   horizon forecast: F is one cumulative function, whatever the window length).
 - Lifetime CLV (design): Σ_{k=1..K} (m E_k − c_s P_k) / (1 + δ)^k, δ = (1 + d)^(H/365) − 1.
@@ -291,7 +291,7 @@ def _curve_block(
     churn = 1.0 - P[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         s1 = np.where(P[:, 0] > 0, E[:, 0] / P[:, 0], c_level * v * G[:, 0] / q[:, 0])
-    s1 = np.maximum(s1, v * state.net_value_share)
+    s1 = np.maximum(s1, v)  # one order as bought: its refund, if any, is a later event
     E[:, 0] = P[:, 0] * s1  # the same number unless the one-order floor applied
     expected_margin = margin * E - cost_to_serve * P
     discount = (1.0 + delta) ** -np.arange(1, K + 1, dtype=float)

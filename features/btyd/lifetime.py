@@ -178,8 +178,9 @@ class LifetimeParams(BaseModel):
         Share of the value bought that the book keeps after refunds, in [0, 1]: 1 − refunds ÷
         purchases over the history (:func:`net_value_share`). Gamma-Gamma's values are those of
         purchase days, refunds excluded (:func:`features.btyd.summary.btyd_summary`), while spend
-        and CLV are net: the spend curve's tail takes Gamma-Gamma's value times this share. 1 for
-        a champion fitted before it was estimated.
+        and CLV are net: the spend curve's tail takes Gamma-Gamma's value times this share. One
+        share for the book, also with ``by_level``. 1 for a champion fitted before it was
+        estimated.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
