@@ -12,7 +12,8 @@ each variant here refits only the dropout process on the history up to the train
 (``one``: one process for every customer, fitted in calendar time; ``channel``: by channel,
 :mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone;
 ``seasonal``: one process fitted with purchases on the seasonal clock,
-``fit_lifetime(seasonal_fit=True)``), sets the
+``fit_lifetime(seasonal_fit=True)``; ``seasonal-channel``: that fit with the channels' effects of
+the calendar fit by channel carried onto it), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
 - the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷
@@ -43,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None}
+PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None,
+             "seasonal-channel": ("purchase", "dropout")}
 
 
 def _params(h, process: str):
@@ -53,13 +55,15 @@ def _params(h, process: str):
     if PROCESSES[process] is None:
         return L.fit_lifetime(h, level_column=None, seasonal_fit=process == "seasonal")  # "one": in calendar time
     if process == "channel":
-        return L.fit_lifetime(h, level_column="channel")
+        return L.fit_lifetime(h, level_column="channel", seasonal_fit=False)  # in calendar time
+    if process == "seasonal-channel":
+        return L.fit_lifetime(h, level_column="channel", seasonal_fit=True)
     # The dropout rate alone by channel: refit with the purchase and value effects held at 0.
     fit_pn, fit_gg = L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level
     L.fit_pareto_nbd_by_level = lambda *a, **k: fit_pn(*a, **{**k, "effects": PROCESSES[process]})
     L.fit_gamma_gamma_by_level = lambda x, m, codes, n, *, start, prior_sd=1.0: (start, [start] * n)
     try:
-        return L.fit_lifetime(h, level_column="channel")
+        return L.fit_lifetime(h, level_column="channel", seasonal_fit=False)
     finally:
         L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level = fit_pn, fit_gg
 

@@ -8,7 +8,8 @@ import pytest
 
 from features.btyd import GammaGammaParams, ParetoNBDParams, fit_gamma_gamma, fit_pareto_nbd
 from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by_level, level_codes
-from features.btyd.lifetime import DropoutState, LevelEffects, LifetimeParams, fit_lifetime, level_values
+from features.btyd.lifetime import DropoutState, LevelEffects, LifetimeParams, fit_lifetime, level_values, seasonal_history
+from features.btyd.seasonal_pareto import SeasonalHistory, seasonal_pareto_nbd_probability_alive
 from features.btyd.pareto_nbd import pareto_nbd_probability_alive
 from features.btyd.summary import btyd_summary
 from features.contract import Tables
@@ -223,3 +224,40 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book):
     assert fitted().by_level is None  # the default: one process
     with_levels = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
     assert with_levels.by_level.levels == ("leaky", "loyal")
+
+
+def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(channel_book, by_channel):
+    h = prepare_history(channel_book, "2024-06-30")
+    got = fit_lifetime(h, level_column="channel")  # 12 complete months: the fit with the season
+    assert got.fit_clock == "seasonal" and got.by_level is not None
+    effects, calendar = got.by_level, by_channel.by_level
+    # Each level's rates relative to the book's, as the calendar fit by level found them.
+    for level in effects.levels:
+        for name in ("purchase_rate", "dropout_rate"):
+            assert effects.rate_multipliers()[level][name] == pytest.approx(calendar.rate_multipliers()[level][name], rel=1e-9)
+    assert effects.gamma_gamma_by_level == calendar.gamma_gamma_by_level
+    # One r and s for the levels: the book's seasonal ones, times the fit by level's over the book's calendar ones.
+    plain = fit_lifetime(h, seasonal=False)
+    for pn in (effects.pareto, *effects.pareto_by_level):
+        assert pn.r == pytest.approx(got.pareto.r * calendar.pareto.r / plain.pareto.r, rel=1e-12)
+        assert pn.s == pytest.approx(got.pareto.s * calendar.pareto.s / plain.pareto.s, rel=1e-12)
+    # The base level's mean dropout rate over the book's is the calendar fit's, on the seasonal fit's scale.
+    assert (effects.pareto.s / effects.pareto.beta) / (got.pareto.s / got.pareto.beta) == pytest.approx(
+        (calendar.pareto.s / calendar.pareto.beta) / (plain.pareto.s / plain.pareto.beta), rel=1e-9)
+    # Each customer's P(alive) is the seasonal model's with its level's parameters.
+    state = DropoutState.from_history(h, got)
+    channel = np.asarray(level_values(h, "channel"), dtype=object)
+    rows = seasonal_history(h)
+    for level, pn in zip(effects.levels, effects.pareto_by_level, strict=True):
+        at = channel == level
+        part = SeasonalHistory(*(a[at] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
+        np.testing.assert_allclose(state.p_alive[at], seasonal_pareto_nbd_probability_alive(pn, part, got.clock))
+        np.testing.assert_allclose(state.dropout_rate[at], pn.beta + btyd_summary(h, 7.0).T[at])
+    # The leaky channel still leaves faster.
+    assert state.p_alive[channel == "leaky"].mean() < state.p_alive[channel == "loyal"].mean()
+    # A seasonal fit whose levels do not share its r and s is refused.
+    first = effects.pareto_by_level[0]
+    other = effects.model_copy(update={"pareto_by_level": (ParetoNBDParams(first.r, first.alpha, 2 * first.s, first.beta),
+                                                           *effects.pareto_by_level[1:])})  # fmt: skip
+    with pytest.raises(ValueError, match="must share one r and s"):
+        LifetimeParams(pareto=got.pareto, gamma_gamma=got.gamma_gamma, seasonality=got.seasonality, by_level=other, fit_clock="seasonal")

@@ -171,9 +171,9 @@ def test_the_fit_with_the_season_is_the_calendar_fit_without_one(peaked_book):
     # Ten complete months: no indices, so nothing to fit again.
     h = prepare_history(peaked_book.tables, "2020-11-30")
     assert fit_lifetime(h, seasonal_fit=True) == fit_lifetime(h, seasonal_fit=False)
-    # The fit by level has no season: with a level column the process stays in calendar time.
+    # With a level column too (the levels' effects carried onto the seasonal fit: test_btyd_levels).
     by_channel = fit_lifetime(prepare_history(peaked_book.tables, "2021-02-28"), level_column="channel", level_fit_customers=500)
-    assert by_channel.fit_clock == "calendar" and by_channel.by_level is not None
+    assert by_channel.fit_clock == "seasonal" and by_channel.by_level is not None
 
 
 def test_params_saved_before_the_fit_with_the_season_load_as_calendar_fits():
