@@ -241,7 +241,9 @@ def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(
     for pn in (effects.pareto, *effects.pareto_by_level):
         assert pn.r == pytest.approx(got.pareto.r * calendar.pareto.r / plain.pareto.r, rel=1e-12)
         assert pn.s == pytest.approx(got.pareto.s * calendar.pareto.s / plain.pareto.s, rel=1e-12)
-    # The base level's mean dropout rate over the book's is the calendar fit's, on the seasonal fit's scale.
+    # The base level's mean purchase and dropout rates over the book's are the calendar fit's, on the seasonal fit's scale.
+    assert (effects.pareto.r / effects.pareto.alpha) / (got.pareto.r / got.pareto.alpha) == pytest.approx(
+        (calendar.pareto.r / calendar.pareto.alpha) / (plain.pareto.r / plain.pareto.alpha), rel=1e-9)
     assert (effects.pareto.s / effects.pareto.beta) / (got.pareto.s / got.pareto.beta) == pytest.approx(
         (calendar.pareto.s / calendar.pareto.beta) / (plain.pareto.s / plain.pareto.beta), rel=1e-9)
     # Each customer's P(alive) is the seasonal model's with its level's parameters.
@@ -255,6 +257,18 @@ def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(
         np.testing.assert_allclose(state.dropout_rate[at], pn.beta + btyd_summary(h, 7.0).T[at])
     # The leaky channel still leaves faster.
     assert state.p_alive[channel == "leaky"].mean() < state.p_alive[channel == "loyal"].mean()
+    # Customers of an unseen channel or of none take the base's parameters.
+    customers = channel_book.customers.copy()
+    customers["channel"] = customers["channel"].astype(object)
+    customers.loc[:9, "channel"] = "elsewhere"
+    customers.loc[10:19, "channel"] = None
+    h_other = prepare_history(Tables(transactions=channel_book.transactions, customers=customers), "2024-06-30")
+    other_channel = level_values(h_other, "channel")
+    base = np.asarray([v not in effects.levels for v in other_channel])
+    assert base.sum() == 20
+    part = SeasonalHistory(*(a[base] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
+    np.testing.assert_allclose(DropoutState.from_history(h_other, got).p_alive[base],
+                               seasonal_pareto_nbd_probability_alive(effects.pareto, part, got.clock))
     # A seasonal fit whose levels do not share its r and s is refused.
     first = effects.pareto_by_level[0]
     other = effects.model_copy(update={"pareto_by_level": (ParetoNBDParams(first.r, first.alpha, 2 * first.s, first.beta),

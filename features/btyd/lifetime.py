@@ -197,6 +197,7 @@ class LifetimeParams(BaseModel):
     @model_validator(mode="after")
     def _one_clock(self) -> LifetimeParams:
         if self.fit_clock == "seasonal" and self.by_level is not None:
+            # Necessary, not sufficient: a calendar fit by level shares one r and s too.
             shared = {(pn.r, pn.s) for pn in (self.by_level.pareto, *self.by_level.pareto_by_level)}
             if len(shared) != 1:
                 raise ValueError(
