@@ -9,7 +9,7 @@ import pytest
 from features.btyd import GammaGammaParams, ParetoNBDParams, fit_gamma_gamma, fit_pareto_nbd
 from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by_level, level_codes
 from features.btyd.lifetime import DropoutState, LevelEffects, LifetimeParams, fit_lifetime, level_values, seasonal_history
-from features.btyd.seasonal_pareto import SeasonalHistory, seasonal_pareto_nbd_probability_alive
+from features.btyd.seasonal_pareto import seasonal_pareto_nbd_probability_alive
 from features.btyd.pareto_nbd import pareto_nbd_probability_alive
 from features.btyd.summary import btyd_summary
 from features.contract import Tables
@@ -252,8 +252,7 @@ def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(
     rows = seasonal_history(h)
     for level, pn in zip(effects.levels, effects.pareto_by_level, strict=True):
         at = channel == level
-        part = SeasonalHistory(*(a[at] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
-        np.testing.assert_allclose(state.p_alive[at], seasonal_pareto_nbd_probability_alive(pn, part, got.clock))
+        np.testing.assert_allclose(state.p_alive[at], seasonal_pareto_nbd_probability_alive(pn, rows.select(at), got.clock))
         np.testing.assert_allclose(state.dropout_rate[at], pn.beta + btyd_summary(h, 7.0).T[at])
     # The leaky channel still leaves faster.
     assert state.p_alive[channel == "leaky"].mean() < state.p_alive[channel == "loyal"].mean()
@@ -266,9 +265,8 @@ def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(
     other_channel = level_values(h_other, "channel")
     base = np.asarray([v not in effects.levels for v in other_channel])
     assert base.sum() == 20
-    part = SeasonalHistory(*(a[base] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
     np.testing.assert_allclose(DropoutState.from_history(h_other, got).p_alive[base],
-                               seasonal_pareto_nbd_probability_alive(effects.pareto, part, got.clock))
+                               seasonal_pareto_nbd_probability_alive(effects.pareto, rows.select(base), got.clock))
     # A seasonal fit whose levels do not share its r and s is refused.
     first = effects.pareto_by_level[0]
     other = effects.model_copy(update={"pareto_by_level": (ParetoNBDParams(first.r, first.alpha, 2 * first.s, first.beta),

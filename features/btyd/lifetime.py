@@ -429,7 +429,7 @@ def _fit_sample(rows: SeasonalHistory) -> SeasonalHistory:
     take = min(SEASONAL_FIT_CUSTOMERS, int(np.searchsorted(np.cumsum(pieces[order]), SEASONAL_FIT_PIECES, side="right")))
     keep = np.sort(order[: max(take, 1)])
     log.info("dropout process with the season: fitted on a sample of %d of %d customers (%d month pieces)", keep.size, n, pieces[keep].sum())
-    return SeasonalHistory(*(a[keep] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
+    return rows.select(keep)
 
 
 def seasonal_history(h: History) -> SeasonalHistory:
@@ -564,8 +564,7 @@ class DropoutState:
             p_alive = np.empty(h.n)
             for g in np.unique(codes + 1):
                 at = codes + 1 == g
-                part = SeasonalHistory(*(a[at] for a in (rows.frequency, rows.first_day, rows.last_day, rows.cutoff_day)))
-                p_alive[at] = seasonal_pareto_nbd_probability_alive(pns[g], part, params.clock, time_unit_days=params.time_unit_days)
+                p_alive[at] = seasonal_pareto_nbd_probability_alive(pns[g], rows.select(at), params.clock, time_unit_days=params.time_unit_days)
         return cls._build(
             params, summary.frequency, summary.recency, summary.T, summary.monetary_value, exposure,
             np.full(h.n, h.cutoff_day, dtype=np.int64), levels, p_alive=p_alive,

@@ -98,6 +98,10 @@ class SeasonalHistory:
         if n and not (np.all(self.frequency >= 0) and np.all(np.isfinite(self.frequency))):
             raise ValueError("SeasonalHistory: rule 'frequency finite and >= 0' broken")
 
+    def select(self, rows) -> SeasonalHistory:
+        """The customers at ``rows`` (a slice, an index or a boolean mask)."""
+        return SeasonalHistory(self.frequency[rows], self.first_day[rows], self.last_day[rows], self.cutoff_day[rows])
+
 
 def _month_of(day) -> np.ndarray:
     """Months since 1970-01 of calendar days (days since 1970-01-01)."""
