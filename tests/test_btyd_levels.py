@@ -74,6 +74,53 @@ def test_the_prior_shrinks_a_level_of_few_customers_towards_the_base(two_levels)
     assert tight[1, 1] - tight[0, 1] == pytest.approx(loose[1, 1] - loose[0, 1], abs=0.1)
 
 
+def _map_objective(x, tx, T, codes, n_levels, prior_sd, z):
+    """The objective of the module docstring in its own variables: log r, log alpha, log s, log beta, a_g, b_g."""
+    from features.btyd.pareto_nbd import pareto_nbd_log_likelihood
+
+    r, alpha, s, beta = np.exp(z[:4])
+    a, b = z[4 : 4 + n_levels], z[4 + n_levels :]
+    total = (a @ a + b @ b) / (2.0 * prior_sd**2)
+    for g in range(-1, n_levels):
+        mine = codes == g
+        shift_a, shift_b = (a[g], b[g]) if g >= 0 else (0.0, 0.0)
+        params = ParetoNBDParams(r=r, alpha=alpha * np.exp(shift_a), s=s, beta=beta * np.exp(shift_b))
+        total -= pareto_nbd_log_likelihood(params, x[mine], tx[mine], T[mine]).sum()
+    return total / x.size
+
+
+@pytest.mark.parametrize("no_level", [0, 150], ids=["every customer has a level", "some have none"])
+def test_the_fit_is_the_optimum_of_the_objective_with_effects(two_levels, no_level):
+    # The fit runs on each level's own rates (better conditioned); its result must still be the
+    # stationary point of the objective written with a base and effects, the prior about the base.
+    x, tx, T, codes = two_levels
+    codes = codes.copy()
+    codes[:no_level] = -1
+    base, by_level = fit_pareto_nbd_by_level(x, tx, T, codes, 2, start=fit_pareto_nbd(x, tx, T), prior_sd=0.5)
+    z = np.r_[
+        np.log([base.r, base.alpha, base.s, base.beta]),
+        [np.log(b.alpha / base.alpha) for b in by_level],
+        [np.log(b.beta / base.beta) for b in by_level],
+    ]
+    step = 1e-5
+    grad = [
+        (_map_objective(x, tx, T, codes, 2, 0.5, z + step * e) - _map_objective(x, tx, T, codes, 2, 0.5, z - step * e)) / (2 * step)
+        for e in np.eye(z.size)
+    ]
+    assert np.max(np.abs(grad)) < 1e-5
+    if no_level == 0:
+        # Without customers of no level the prior puts the base at the levels' mean.
+        assert np.log(base.alpha) == pytest.approx(np.mean([np.log(b.alpha) for b in by_level]), abs=1e-9)
+
+
+def test_a_rate_without_effects_is_the_bases_for_every_level(two_levels):
+    x, tx, T, codes = two_levels
+    base, by_level = fit_pareto_nbd_by_level(x, tx, T, codes, 2, start=fit_pareto_nbd(x, tx, T), effects=("dropout",))
+    assert all(b.alpha == base.alpha for b in by_level)
+    # The dropout rate still differs: "fast" leaves about twice as fast.
+    assert by_level[0].beta / by_level[1].beta == pytest.approx(2.0, rel=0.25)
+
+
 def test_gamma_gamma_level_effect_scales_the_mean_value():
     rng = np.random.default_rng(3)
     p, q, v = 2.0, 4.0, 60.0

@@ -73,12 +73,93 @@ def _check_prior(prior_sd: float) -> float:
     return float(prior_sd)
 
 
-def _minimize(objective, start: np.ndarray, n_log: int, fixed=()) -> np.ndarray:
-    """Log-parameters within LOG_BOUND, then the effects within ±10 (those in ``fixed`` held at 0)."""
+def _minimize(objective, start: np.ndarray, n_log: int) -> np.ndarray:
+    """Log-parameters within LOG_BOUND, then the effects within ±10."""
     bounds = [(-LOG_BOUND, LOG_BOUND)] * n_log + [(-10.0, 10.0)] * (start.size - n_log)
-    for i in fixed:
-        bounds[i] = (0.0, 0.0)
     return minimize_bounded(objective, start, bounds, _OPTIONS)
+
+
+class _LevelScales:
+    """The variables of the fit by level: each level's own log rate, not its effect on a base's.
+
+    With the effects as variables (log alpha_g = log alpha + a_g) the fit is badly conditioned: moving
+    the base one way and every effect the other leaves each level's likelihood where it was, and
+    only the prior, 1 / (prior_sd² n) per customer, holds that direction. L-BFGS then spends most of
+    its steps there (60 evaluations on a 2,675-customer book with six channels). Here the variables
+    are each level's log alpha_g and log beta_g, which the level's own customers pin down, and the
+    base: a variable of its own when some customers have no level, else the levels' mean (where the
+    prior, a sum of squares about the base, is smallest). The optimum is the same; the effects are
+    the differences. A rate without level effects is one variable shared by every level.
+    """
+
+    def __init__(self, shares: np.ndarray, *, free: dict[int, bool], prior_sd: float, n_total: float):
+        self.n_levels, self.has_base_rows, self.free = shares.size - 1, bool(shares[0] > 0), free
+        self.penalty = 1.0 / (prior_sd**2 * n_total)
+        self.blocks = {}  # column of theta -> slice of z
+        scale = [np.ones(2)]
+        at = 2
+        # A level's curvature is its share of the customers: each variable is scaled by the square
+        # root of that share (at least one customer's), so that all have about one curvature.
+        level_scale = np.sqrt(np.maximum(shares, 1.0 / n_total))
+        for k in (1, 3):
+            own = np.r_[level_scale[1:], level_scale[:1]] if self._free(k) else np.ones(1)
+            if self._free(k) and not self.has_base_rows:
+                own = own[:-1]
+            self.blocks[k] = slice(at, at + own.size)
+            scale.append(own)
+            at += own.size
+        self.scale = np.concatenate(scale)
+        self.size = at
+
+    def _free(self, k: int) -> bool:
+        return self.free[k] and self.n_levels > 0
+
+    def start(self, log_theta: np.ndarray) -> np.ndarray:
+        z = np.empty(self.size)
+        z[0], z[1] = log_theta[0], log_theta[2]
+        for k, block in self.blocks.items():
+            z[block] = log_theta[k]
+        return z * self.scale
+
+    def bounds(self) -> list[tuple[float, float]]:
+        return [(-LOG_BOUND * c, LOG_BOUND * c) for c in self.scale]
+
+    def unpack(self, scaled: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Rows: the base, then each level; columns log r, log alpha, log s, log beta. Then the prior's value and gradient."""
+        z = scaled / self.scale
+        log_theta = np.empty((self.n_levels + 1, 4))
+        log_theta[:, 0], log_theta[:, 2] = z[0], z[1]
+        value, grad = 0.0, np.zeros(self.size)
+        for k, block in self.blocks.items():
+            own = z[block]
+            if not self._free(k):
+                log_theta[:, k] = own[0]
+                continue
+            levels = own[: self.n_levels]
+            base = own[self.n_levels] if self.has_base_rows else levels.mean()
+            log_theta[0, k], log_theta[1:, k] = base, levels
+            gap = levels - base
+            value += 0.5 * self.penalty * (gap @ gap)
+            g = np.zeros(own.size)
+            # Without base rows the base is the levels' mean, and the gap sums to 0: no term through it.
+            g[: self.n_levels] = self.penalty * gap
+            if self.has_base_rows:
+                g[self.n_levels] = -self.penalty * gap.sum()
+            grad[block] = g
+        return log_theta, value, grad / self.scale
+
+    def pack_gradient(self, grad: np.ndarray) -> np.ndarray:
+        """The data's gradient by (base, level) row and theta column, in the variables ``z``."""
+        out = np.zeros(self.size)
+        out[0], out[1] = grad[:, 0].sum(), grad[:, 2].sum()
+        for k, block in self.blocks.items():
+            if not self._free(k):
+                out[block] = grad[:, k].sum()
+            elif self.has_base_rows:
+                out[block] = np.r_[grad[1:, k], grad[0, k]]
+            else:
+                out[block] = grad[1:, k]
+        return out / self.scale
 
 
 def fit_pareto_nbd_by_level(
@@ -135,37 +216,28 @@ def fit_pareto_nbd_by_level(
         cols, w = group_rows({"x": x[mine], "tx": tx[mine], "T": T[mine]}, np.ones(int(mine.sum())))
         groups.append(_FitData.from_rows(cols["x"], cols["tx"], cols["T"], w))
     n_total = float(x.size)
-    variance = prior_sd**2
+    free = {1: "purchase" in effects, 3: "dropout" in effects}
+    shares = np.array([0.0 if data is None else data.weights.sum() / n_total for data in groups])
+    scales = _LevelScales(shares, free=free, prior_sd=prior_sd, n_total=n_total)
 
     def objective(z):
-        base = z[:4]
-        a, b = z[4 : 4 + n_levels], z[4 + n_levels :]
-        value = (a @ a + b @ b) / (2.0 * variance * n_total)
-        grad = np.zeros_like(z)
-        grad[4:] = z[4:] / (variance * n_total)
+        log_theta, value, grad_prior = scales.unpack(z)
+        grad = np.zeros((n_levels + 1, 4))
         for g, data in enumerate(groups, start=-1):
             if data is None:
                 continue
-            shift = np.zeros(4)
-            if g >= 0:
-                shift[1], shift[3] = a[g], b[g]
             share = data.weights.sum() / n_total
-            nll, d = _negative_mean_log_likelihood(base + shift, data)
+            nll, d = _negative_mean_log_likelihood(log_theta[g + 1], data)
             value += share * nll
-            grad[:4] += share * d
-            if g >= 0:
-                grad[4 + g] += share * d[1]
-                grad[4 + n_levels + g] += share * d[3]
-        return value, grad
+            grad[g + 1] = share * d
+        return value, scales.pack_gradient(grad) + grad_prior
 
-    z0 = np.r_[np.log([start.r, start.alpha, start.s, start.beta]), np.zeros(2 * n_levels)]
-    fixed = [4 + g for g in range(n_levels) if "purchase" not in effects]
-    fixed += [4 + n_levels + g for g in range(n_levels) if "dropout" not in effects]
-    z = _minimize(objective, z0, 4, fixed)
-    r, alpha, s, beta = np.exp(z[:4])
+    z = minimize_bounded(objective, scales.start(np.log([start.r, start.alpha, start.s, start.beta])), scales.bounds(), _OPTIONS)
+    log_theta = scales.unpack(z)[0]
+    r, alpha, s, beta = np.exp(log_theta[0])
     base = ParetoNBDParams(r=float(r), alpha=float(alpha), s=float(s), beta=float(beta))
     by_level = [
-        ParetoNBDParams(r=base.r, alpha=float(alpha * np.exp(z[4 + g])), s=base.s, beta=float(beta * np.exp(z[4 + n_levels + g])))
+        ParetoNBDParams(r=base.r, alpha=float(np.exp(log_theta[g + 1, 1])), s=base.s, beta=float(np.exp(log_theta[g + 1, 3])))
         for g in range(n_levels)
     ]
     return base, by_level
