@@ -147,8 +147,10 @@ def run_synthetic(book, overrides: dict[str, Any], evaluation=None) -> tuple[dic
 
     config = load_config(horizon_days=SYN_HORIZON, **overrides)
     ev = evaluation or evaluate(book.tables, cutoff=SYN_TRAIN_CUTOFF, config=config)
+    level = config.lifetime.level_persistence  # None: the default for the process fitted, as trained
     lifetime = ev.lifetime.model_copy(update={
-        "alive_persistence": config.lifetime.alive_persistence, "level_persistence": config.lifetime.level_persistence,
+        "alive_persistence": config.lifetime.alive_persistence,
+        "level_persistence": ev.lifetime.level_persistence if level is None else level,
     })  # fmt: skip
     history = history_until(book.tables, SYN_AS_OF)
     features = build_features(history, cutoff=SYN_AS_OF, config=ev.config.features, btyd=ev.btyd)

@@ -266,11 +266,16 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book):
         return fit_lifetime_model(
             channel_book, cutoff="2024-06-30", model_horizon_days=182, origins=[], origin_rows=[],
             settings=cfg.lifetime, clv=cfg.clv, time_unit_days=7.0,
-        ).params  # fmt: skip
+        )  # fmt: skip
 
-    assert fitted().by_level is None  # the default: one process
-    with_levels = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
-    assert with_levels.by_level.levels == ("leaky", "loyal")
+    by_channel = fitted(lifetime__level_fit_customers=200)  # the default: by channel
+    assert by_channel.params.by_level.levels == ("leaky", "loyal") and by_channel.level_persistence == 0.5
+    one = fitted(lifetime__dropout_covariate="none")
+    assert one.params.by_level is None and one.level_persistence == 0.0
+    # A book whose customers have no channel: one process, with one process's default.
+    no_channel = fitted(lifetime__dropout_covariate="region")
+    assert no_channel.params.by_level is None and no_channel.level_persistence == 0.0
+    assert fitted(lifetime__level_persistence=0.3).level_persistence == 0.3
 
 
 def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(channel_book, by_channel):
