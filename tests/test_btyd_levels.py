@@ -246,6 +246,20 @@ def test_a_large_book_is_fitted_by_level_on_a_sample(channel_book, by_channel, c
     assert leaky > 2
 
 
+def test_with_the_season_the_sample_is_carried_through_a_calendar_fit_on_the_same_sample(channel_book):
+    # The effects are carried onto the seasonal fit through the ratio of the fit by level to a
+    # calendar fit of one process: both on the level fit's sample, not one on the whole book.
+    h = prepare_history(channel_book, "2024-06-30")
+    got = fit_lifetime(h, level_column="channel", level_fit_customers=500)
+    s = btyd_summary(h, 7.0)
+    rows = np.sort(np.random.default_rng(0).choice(s.frequency.size, size=500, replace=False))
+    sample = fit_pareto_nbd(s.frequency[rows], s.recency[rows], s.T[rows])
+    whole = fit_pareto_nbd(s.frequency, s.recency, s.T)
+    calendar = fit_lifetime(h, seasonal=False, level_column="channel", level_fit_customers=500).by_level
+    assert got.by_level.pareto.r == pytest.approx(got.pareto.r * calendar.pareto.r / sample.r, rel=1e-6)
+    assert got.by_level.pareto.r != pytest.approx(got.pareto.r * calendar.pareto.r / whole.r, rel=1e-6)
+
+
 def test_mean_order_value_is_the_level_s_gamma_gamma_mean(by_channel):
     params = by_channel
     effects = params.by_level

@@ -292,8 +292,9 @@ def fit_lifetime(
         Standard deviation of the effects' normal prior (log scale).
     level_fit_customers : int
         The fit by level runs on a random sample of at most this many customers (seed 0): a few
-        parameters per level need far fewer customers than a large book has, and the fit costs
-        about five times the one without levels per customer.
+        parameters per level need far fewer customers than a large book has. With the season, the
+        calendar fit of one process that carries its effects over runs on the same sample. Both
+        cost about 2 ms per customer (2,675 to 3,723 customers of the development books).
 
     Returns
     -------
@@ -323,12 +324,11 @@ def fit_lifetime(
     indices = _seasonality(h, pareto, time_unit_days) if with_season else np.ones(MONTHS)
     by_level = None
     if level_column is not None:
-        if fit_clock == "seasonal":
-            calendar = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
-            by_level = _fit_by_level(h, summary, level_column, calendar, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
-            by_level = None if by_level is None else _on_the_seasonal_fit(by_level, calendar, pareto)
-        else:
-            by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
+        # With the season, the fit by level (calendar time) is carried onto the seasonal fit.
+        by_level = _fit_by_level(
+            h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers,
+            carry_onto=pareto if fit_clock == "seasonal" else None,
+        )  # fmt: skip
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock, net_value_share=net_value_share(h),
@@ -358,7 +358,14 @@ def level_values(h: History, column: str) -> pd.api.extensions.ExtensionArray | 
     return customers[column].astype("str").array.take(pos, allow_fill=True)
 
 
-def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd, max_customers) -> LevelEffects | None:
+def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd, max_customers, *, carry_onto=None) -> LevelEffects | None:
+    """The process by level of ``customers[column]`` on a sample of at most ``max_customers``.
+
+    ``carry_onto`` (the fit with the season): the fit by level is in calendar time and is carried
+    onto it (:func:`_on_the_seasonal_fit`) through a calendar fit of one process on the same
+    sample, so that the ratios of the two compare the same customers and nothing runs on more
+    customers than the sample.
+    """
     values = level_values(h, column)
     if values is None:
         log.info("dropout process: no customers.%s; one process for every customer", column)
@@ -376,15 +383,17 @@ def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_
         log.info("dropout process by customers.%s: fitted on a sample of %d of %d customers", column, max_customers, codes.size)
     x, tx, T, m, c = summary.frequency[rows], summary.recency[rows], summary.T[rows], summary.monetary_value[rows], codes[rows]
     try:
-        base, by_pn = fit_pareto_nbd_by_level(x, tx, T, c, len(levels), start=pareto, prior_sd=prior_sd)
+        calendar = pareto if carry_onto is None else fit_pareto_nbd(x, tx, T)
+        base, by_pn = fit_pareto_nbd_by_level(x, tx, T, c, len(levels), start=calendar, prior_sd=prior_sd)
         gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
     except (ValueError, RuntimeError) as exc:
         log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
         return None
-    return LevelEffects(
+    effects = LevelEffects(
         column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
         gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
     )  # fmt: skip
+    return effects if carry_onto is None else _on_the_seasonal_fit(effects, calendar, carry_onto)
 
 
 def _on_the_seasonal_fit(effects: LevelEffects, calendar: ParetoNBDParams, seasonal: ParetoNBDParams) -> LevelEffects:
