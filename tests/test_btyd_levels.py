@@ -282,14 +282,15 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book):
             settings=cfg.lifetime, clv=cfg.clv, time_unit_days=7.0,
         )  # fmt: skip
 
-    by_channel = fitted(lifetime__level_fit_customers=200)  # the default: by channel
-    assert by_channel.params.by_level.levels == ("leaky", "loyal") and by_channel.level_persistence == 0.5
-    one = fitted(lifetime__dropout_covariate="none")
+    one = fitted()  # the default: one process
     assert one.params.by_level is None and one.level_persistence == 0.0
+    # By channel, level_persistence takes its own default.
+    by_channel = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
+    assert by_channel.params.by_level.levels == ("leaky", "loyal") and by_channel.level_persistence == 0.5
     # A book whose customers have no channel: one process, with one process's default.
-    no_channel = fitted(lifetime__dropout_covariate="region")
+    no_channel = fitted(lifetime__dropout_covariate="region", lifetime__level_fit_customers=200)
     assert no_channel.params.by_level is None and no_channel.level_persistence == 0.0
-    assert fitted(lifetime__level_persistence=0.3).level_persistence == 0.3
+    assert fitted(lifetime__dropout_covariate="channel", lifetime__level_persistence=0.3).level_persistence == 0.3
 
 
 def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(channel_book, by_channel):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.config import FeatureConfig
 
@@ -498,15 +498,14 @@ class LifetimeConfig(BaseModel):
         A ``customers`` column (categorical) by whose levels the dropout process is fitted
         (:mod:`features.btyd.covariates`): each level's purchase rate, dropout rate and purchase-day
         value scale on the base's, so a channel whose customers leave faster decays faster beyond
-        the boosters' horizon. ``channel`` by default; None (also ``none`` or empty, as from the
-        environment), or a book without the column (CDNOW),
-        or fewer than two levels with ``min_level_customers``: one process for every customer.
-        With ``seasonal_fit`` and 12 complete months the levels' effects of the calendar fit by
-        level are carried onto the fit with the season. Chosen on the development books (seeds 2
-        to 5 at two cutoffs, BENCHMARKS.md "The dropout process by channel with the season"): the
-        channels' largest lifetime error 0.18 against 0.33 with one process, the total 0.049
-        against 0.054 off on average. It costs about 2 ms per customer of the sample
-        (``level_fit_customers``) on top of the fit of one process.
+        the boosters' horizon. None (the default), or a book without the column, or fewer than two
+        levels with ``min_level_customers``: one process for every customer. With ``seasonal_fit``
+        and 12 complete months the levels' effects of the calendar fit by level are carried onto
+        the fit with the season. ``channel`` narrowed the channels' spread of the lifetime CLV on
+        the development and the benchmark books, but moved the total and the late horizons further
+        from the realised margin on the benchmark books (BENCHMARKS.md, "The dropout process by
+        channel as the default: the benchmark run"), so it stays an option. The fit by level costs
+        about 2 ms per customer of its sample (``level_fit_customers``).
     min_level_customers : int
         Fewest customers a level needs at the training cutoff for its own effects.
     level_prior_sd : float
@@ -529,16 +528,10 @@ class LifetimeConfig(BaseModel):
     level_persistence: float | None = Field(None, ge=0, le=1)
     interval_coverage: float = Field(0.8, gt=0, lt=1)
     calibrate_spend_level: bool = False
-    dropout_covariate: str | None = "channel"
+    dropout_covariate: str | None = None
     min_level_customers: int = Field(30, ge=1)
     level_prior_sd: float = Field(1.0, gt=0, allow_inf_nan=False)
     level_fit_customers: int = Field(50_000, ge=100)
-
-    @field_validator("dropout_covariate", mode="before")
-    @classmethod
-    def _no_covariate(cls, value):
-        # "none" or empty (an environment variable, a CLI flag) is no covariate: one process.
-        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
 
 class Config(BaseModel):
