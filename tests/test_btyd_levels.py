@@ -246,18 +246,26 @@ def test_a_large_book_is_fitted_by_level_on_a_sample(channel_book, by_channel, c
     assert leaky > 2
 
 
-def test_with_the_season_the_sample_is_carried_through_a_calendar_fit_on_the_same_sample(channel_book):
-    # The effects are carried onto the seasonal fit through the ratio of the fit by level to a
-    # calendar fit of one process: both on the level fit's sample, not one on the whole book.
-    h = prepare_history(channel_book, "2024-06-30")
-    got = fit_lifetime(h, level_column="channel", level_fit_customers=500)
-    s = btyd_summary(h, 7.0)
-    rows = np.sort(np.random.default_rng(0).choice(s.frequency.size, size=500, replace=False))
-    sample = fit_pareto_nbd(s.frequency[rows], s.recency[rows], s.T[rows])
-    whole = fit_pareto_nbd(s.frequency, s.recency, s.T)
-    calendar = fit_lifetime(h, seasonal=False, level_column="channel", level_fit_customers=500).by_level
-    assert got.by_level.pareto.r == pytest.approx(got.pareto.r * calendar.pareto.r / sample.r, rel=1e-6)
-    assert got.by_level.pareto.r != pytest.approx(got.pareto.r * calendar.pareto.r / whole.r, rel=1e-6)
+def test_with_a_flat_clock_the_seasonal_fit_by_level_is_pareto_nbd_s(two_levels):
+    # The seasonal likelihood with a flat clock is Pareto/NBD's (to its quadrature's 1e-4 per
+    # customer), so the two fits by level must agree.
+    from features.btyd.covariates import fit_seasonal_pareto_nbd_by_level
+    from features.btyd.seasonal import SeasonalClock
+    from features.btyd.seasonal_pareto import SeasonalHistory
+
+    x, tx, T, codes = two_levels
+    # Whole days (the seasonal history's unit) from the weeks of the fixture.
+    cutoff = 5000
+    first = cutoff - np.round(T * 7).astype(np.int64)
+    last = first + np.round(tx * 7).astype(np.int64)
+    h = SeasonalHistory(frequency=x, first_day=first, last_day=last, cutoff_day=np.full(x.size, cutoff))
+    days_x, days_tx, days_T = x, (last - first) / 7.0, (cutoff - first) / 7.0
+    start = fit_pareto_nbd(days_x, days_tx, days_T)
+    calendar, cal_levels = fit_pareto_nbd_by_level(days_x, days_tx, days_T, codes, 2, start=start)
+    seasonal, sea_levels = fit_seasonal_pareto_nbd_by_level(h, SeasonalClock(), codes, 2, start=start)
+    for a_, b_ in zip((calendar, *cal_levels), (seasonal, *sea_levels), strict=True):
+        for name in ("r", "alpha", "s", "beta"):
+            assert getattr(b_, name) == pytest.approx(getattr(a_, name), rel=2e-3)
 
 
 def test_mean_order_value_is_the_level_s_gamma_gamma_mean(by_channel):
@@ -293,26 +301,25 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book):
     assert fitted(lifetime__dropout_covariate="channel", lifetime__level_persistence=0.3).level_persistence == 0.3
 
 
-def test_the_fit_with_the_season_carries_the_levels_effects_of_the_calendar_fit(channel_book, by_channel):
+def test_the_fit_with_the_season_fits_the_levels_with_the_season(channel_book, by_channel):
+    from features.btyd.covariates import fit_seasonal_pareto_nbd_by_level, level_codes
+
     h = prepare_history(channel_book, "2024-06-30")
     got = fit_lifetime(h, level_column="channel")  # 12 complete months: the fit with the season
     assert got.fit_clock == "seasonal" and got.by_level is not None
     effects, calendar = got.by_level, by_channel.by_level
-    # Each level's rates relative to the book's, as the calendar fit by level found them.
+    # The levels are fitted by the seasonal likelihood on the book's clock, from the book's seasonal
+    # fit (the stored indices are estimated once more after the fit: close, not equal, to its clock).
+    codes = level_codes(level_values(h, "channel"), effects.levels)
+    base, by_level = fit_seasonal_pareto_nbd_by_level(seasonal_history(h), got.clock, codes, 2, start=got.pareto)
+    for fitted, again in zip((effects.pareto, *effects.pareto_by_level), (base, *by_level), strict=True):
+        for name in ("r", "alpha", "s", "beta"):
+            assert getattr(fitted, name) == pytest.approx(getattr(again, name), rel=1e-3)
+    assert effects.gamma_gamma_by_level == calendar.gamma_gamma_by_level  # values do not depend on the clock
+    # This book has little season: the levels' multipliers are close to the calendar fit by level's.
     for level in effects.levels:
         for name in ("purchase_rate", "dropout_rate"):
-            assert effects.rate_multipliers()[level][name] == pytest.approx(calendar.rate_multipliers()[level][name], rel=1e-9)
-    assert effects.gamma_gamma_by_level == calendar.gamma_gamma_by_level
-    # One r and s for the levels: the book's seasonal ones, times the fit by level's over the book's calendar ones.
-    plain = fit_lifetime(h, seasonal=False)
-    for pn in (effects.pareto, *effects.pareto_by_level):
-        assert pn.r == pytest.approx(got.pareto.r * calendar.pareto.r / plain.pareto.r, rel=1e-12)
-        assert pn.s == pytest.approx(got.pareto.s * calendar.pareto.s / plain.pareto.s, rel=1e-12)
-    # The base level's mean purchase and dropout rates over the book's are the calendar fit's, on the seasonal fit's scale.
-    assert (effects.pareto.r / effects.pareto.alpha) / (got.pareto.r / got.pareto.alpha) == pytest.approx(
-        (calendar.pareto.r / calendar.pareto.alpha) / (plain.pareto.r / plain.pareto.alpha), rel=1e-9)
-    assert (effects.pareto.s / effects.pareto.beta) / (got.pareto.s / got.pareto.beta) == pytest.approx(
-        (calendar.pareto.s / calendar.pareto.beta) / (plain.pareto.s / plain.pareto.beta), rel=1e-9)
+            assert effects.rate_multipliers()[level][name] == pytest.approx(calendar.rate_multipliers()[level][name], rel=0.1)
     # Each customer's P(alive) is the seasonal model's with its level's parameters.
     state = DropoutState.from_history(h, got)
     channel = np.asarray(level_values(h, "channel"), dtype=object)

@@ -52,8 +52,10 @@ import pandas as pd
 from features.btyd._mle import LOG_BOUND, group_rows, minimize_bounded, validate_rft
 from features.btyd.gamma_gamma import GammaGammaParams, _gg_loglik_grad, _validate_xm
 from features.btyd.pareto_nbd import ParetoNBDParams, _FitData, _negative_mean_log_likelihood
+from features.btyd.seasonal import SeasonalClock
+from features.btyd.seasonal_pareto import SeasonalHistory, seasonal_objective
 
-__all__ = ["fit_gamma_gamma_by_level", "fit_pareto_nbd_by_level", "level_codes"]
+__all__ = ["fit_gamma_gamma_by_level", "fit_pareto_nbd_by_level", "fit_seasonal_pareto_nbd_by_level", "level_codes"]
 
 _OPTIONS = {"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8}
 
@@ -214,22 +216,85 @@ def fit_pareto_nbd_by_level(
             groups.append(None)
             continue
         cols, w = group_rows({"x": x[mine], "tx": tx[mine], "T": T[mine]}, np.ones(int(mine.sum())))
-        groups.append(_FitData.from_rows(cols["x"], cols["tx"], cols["T"], w))
-    n_total = float(x.size)
+        data = _FitData.from_rows(cols["x"], cols["tx"], cols["T"], w)
+        groups.append((int(mine.sum()), lambda log_theta, data=data: _negative_mean_log_likelihood(log_theta, data)))
+    return _fit_groups(groups, start, prior_sd, effects)
+
+
+def fit_seasonal_pareto_nbd_by_level(
+    h: SeasonalHistory, clock: SeasonalClock, codes, n_levels: int, *, start: ParetoNBDParams, prior_sd: float = 1.0,
+    time_unit_days: float = 7.0, effects: tuple[str, ...] = ("purchase", "dropout"),
+) -> tuple[ParetoNBDParams, list[ParetoNBDParams]]:
+    """:func:`fit_pareto_nbd_by_level` with the likelihood of the seasonal purchase rate (:mod:`features.btyd.seasonal_pareto`).
+
+    The levels' effects are fitted with the season in the likelihood, as the process of one level
+    is (:func:`features.btyd.seasonal_pareto.fit_seasonal_pareto_nbd`), so the season is not read
+    as dropout by level either.
+
+    Parameters
+    ----------
+    h : SeasonalHistory
+        n customers' purchase days.
+    clock : SeasonalClock
+        The monthly indices of the purchase rate.
+    codes : array_like of int, shape (n,)
+        Each customer's level, 0 .. ``n_levels`` − 1, or −1.
+    n_levels : int
+    start : ParetoNBDParams
+        Starting point of the base (e.g. the seasonal fit without levels).
+    prior_sd, effects
+        As :func:`fit_pareto_nbd_by_level`.
+    time_unit_days : float
+        Days per time unit of the parameters.
+
+    Returns
+    -------
+    base, by_level
+        As :func:`fit_pareto_nbd_by_level`.
+
+    Raises
+    ------
+    ValueError
+        On bad codes or prior, or no repeat purchase.
+    RuntimeError
+        If the optimiser ends on a non-finite value.
+    """
+    codes = _codes(codes, h.frequency.size, n_levels)
+    prior_sd = _check_prior(prior_sd)
+    if not (np.asarray(h.frequency) > 0).any():
+        raise ValueError("fit_seasonal_pareto_nbd_by_level: rule 'some frequency > 0': no customer has a repeat purchase")
+    groups = []
+    for g in range(-1, n_levels):
+        mine = codes == g
+        if not mine.any():
+            groups.append(None)
+            continue
+        objective, _ = seasonal_objective(h.select(mine), clock, time_unit_days=time_unit_days, require_repeat=False)
+        groups.append((int(mine.sum()), objective))
+    return _fit_groups(groups, start, prior_sd, effects)
+
+
+def _fit_groups(groups, start: ParetoNBDParams, prior_sd: float, effects) -> tuple[ParetoNBDParams, list[ParetoNBDParams]]:
+    """The fit by level given each group's (customers, objective): the base's rows (code −1) first, then each level.
+
+    An objective maps log(r, alpha, s, beta) to the group's mean negative log-likelihood and its
+    gradient; the fit minimises their customer-weighted sum and the prior (:class:`_LevelScales`).
+    """
+    n_levels = len(groups) - 1
+    n_total = float(sum(0 if group is None else group[0] for group in groups))
     free = {1: "purchase" in effects, 3: "dropout" in effects}
-    shares = np.array([0.0 if data is None else data.weights.sum() / n_total for data in groups])
+    shares = np.array([0.0 if group is None else group[0] / n_total for group in groups])
     scales = _LevelScales(shares, free=free, prior_sd=prior_sd, n_total=n_total)
 
     def objective(z):
         log_theta, value, grad_prior = scales.unpack(z)
         grad = np.zeros((n_levels + 1, 4))
-        for g, data in enumerate(groups, start=-1):
-            if data is None:
+        for g, group in enumerate(groups):
+            if group is None:
                 continue
-            share = data.weights.sum() / n_total
-            nll, d = _negative_mean_log_likelihood(log_theta[g + 1], data)
-            value += share * nll
-            grad[g + 1] = share * d
+            nll, d = group[1](log_theta[g])
+            value += shares[g] * nll
+            grad[g] = shares[g] * d
         return value, scales.pack_gradient(grad) + grad_prior
 
     z = minimize_bounded(objective, scales.start(np.log([start.r, start.alpha, start.s, start.beta])), scales.bounds(), _OPTIONS)

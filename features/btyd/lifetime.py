@@ -19,8 +19,8 @@ base's expected survival was 25 % above the truth on a synthetic book, 5 % with 
 dropout clock; BENCHMARKS.md.) The population parameters are fitted with the season in the
 likelihood (next section), or as a plain Pareto/NBD in calendar time (the summary of
 :func:`features.btyd.summary_from_transactions`) with ``seasonal_fit=False`` or under 12 complete
-months of history. By level of an attribute, the levels' effects are fitted in calendar time and,
-with the season, carried onto the seasonal fit (:func:`_on_the_seasonal_fit`). The monthly indices are the observed repeat
+months of history. By level of an attribute, the levels' effects are fitted with the same likelihood
+as the process (:mod:`features.btyd.covariates`). The monthly indices are the observed repeat
 purchase days of each calendar month of the history over those the fitted model expects from the
 customers acquired by then (each acquisition cohort's unconditional E[X(t)], [2]_ Section 4),
 rescaled to mean 1. Unlike a revenue-per-month index this
@@ -79,7 +79,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.special import exprel
 
-from features.btyd.covariates import fit_gamma_gamma_by_level, fit_pareto_nbd_by_level, level_codes
+from features.btyd.covariates import (
+    fit_gamma_gamma_by_level,
+    fit_pareto_nbd_by_level,
+    fit_seasonal_pareto_nbd_by_level,
+    level_codes,
+)
 from features.btyd.gamma_gamma import GammaGammaParams, fit_gamma_gamma, gamma_gamma_expected_value
 from features.btyd.pareto_nbd import ParetoNBDParams, fit_pareto_nbd, pareto_nbd_probability_alive
 from features.btyd.seasonal import MONTHS, SeasonalClock
@@ -281,9 +286,10 @@ def fit_lifetime(
     seasonal_fit : bool
         With ``seasonal`` and 12 complete months, fit with purchases on the seasonal clock
         (module docstring, "Fitting with the season"); ``fit_clock`` of the result is then
-        ``seasonal``. With ``level_column`` the levels' effects of the calendar fit by level
-        are carried onto it (:func:`_on_the_seasonal_fit`). On a random sample (seed 0) of at
-        most :data:`SEASONAL_FIT_CUSTOMERS` customers and :data:`SEASONAL_FIT_PIECES` month pieces.
+        ``seasonal``, and with ``level_column`` the levels' effects are fitted with the season
+        too (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`). On a random
+        sample (seed 0) of at most :data:`SEASONAL_FIT_CUSTOMERS` customers and
+        :data:`SEASONAL_FIT_PIECES` month pieces.
     level_column : str, optional
         The customers' attribute to fit by level.
     min_level_customers : int
@@ -313,7 +319,9 @@ def fit_lifetime(
         if fit_clock == "seasonal":
             # Both fits by the seasonal likelihood's quadrature: first with a flat clock (Pareto/NBD
             # itself, for the indices), then with the clock of those indices.
-            rows = _fit_sample(seasonal_history(h))
+            whole = seasonal_history(h)
+            sample = _fit_sample_index(whole)
+            rows = whole.select(sample)
             pareto = fit_seasonal_pareto_nbd(rows, SeasonalClock(), time_unit_days=time_unit_days)
             clock = SeasonalClock(_seasonality(h, pareto, time_unit_days))
             pareto = fit_seasonal_pareto_nbd(rows, clock, time_unit_days=time_unit_days, start=pareto)
@@ -323,12 +331,13 @@ def fit_lifetime(
         raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process (Pareto/NBD + Gamma-Gamma): {exc}") from exc
     indices = _seasonality(h, pareto, time_unit_days) if with_season else np.ones(MONTHS)
     by_level = None
-    if level_column is not None:
-        # With the season, the fit by level (calendar time) is carried onto the seasonal fit.
-        by_level = _fit_by_level(
-            h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers,
-            carry_onto=pareto if fit_clock == "seasonal" else None,
+    if level_column is not None and fit_clock == "seasonal":
+        by_level = _fit_by_level_seasonal(
+            h, summary, level_column, rows, sample, clock, pareto, gamma_gamma, min_level_customers, level_prior_sd,
+            level_fit_customers, time_unit_days,
         )  # fmt: skip
+    elif level_column is not None:
+        by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock, net_value_share=net_value_share(h),
@@ -358,14 +367,8 @@ def level_values(h: History, column: str) -> pd.api.extensions.ExtensionArray | 
     return customers[column].astype("str").array.take(pos, allow_fill=True)
 
 
-def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd, max_customers, *, carry_onto=None) -> LevelEffects | None:
-    """The process by level of ``customers[column]`` on a sample of at most ``max_customers``.
-
-    ``carry_onto`` (the fit with the season): the fit by level is in calendar time and is carried
-    onto it (:func:`_on_the_seasonal_fit`) through a calendar fit of one process on the same
-    sample, so that the ratios of the two compare the same customers and nothing runs on more
-    customers than the sample.
-    """
+def _levels(h, column, min_customers):
+    """The levels of ``customers[column]`` with at least ``min_customers`` customers, each customer's code and their counts; None with fewer than two."""
     values = level_values(h, column)
     if values is None:
         log.info("dropout process: no customers.%s; one process for every customer", column)
@@ -376,52 +379,61 @@ def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_
         log.info("dropout process: fewer than two values of customers.%s with %d customers; one process", column, min_customers)
         return None
     codes = level_codes(values, levels)
-    counts_by_level = tuple(int((codes == g).sum()) for g in range(len(levels)))
-    rows = np.arange(codes.size)
-    if codes.size > max_customers:
-        rows = np.sort(np.random.default_rng(0).choice(codes.size, size=max_customers, replace=False))
-        log.info("dropout process by customers.%s: fitted on a sample of %d of %d customers", column, max_customers, codes.size)
-    x, tx, T, m, c = summary.frequency[rows], summary.recency[rows], summary.T[rows], summary.monetary_value[rows], codes[rows]
+    return levels, codes, tuple(int((codes == g).sum()) for g in range(len(levels)))
+
+
+def _level_sample(rows: np.ndarray, max_customers: int, column: str, n: int) -> np.ndarray:
+    if rows.size > max_customers:
+        rows = np.sort(np.random.default_rng(0).choice(rows, size=max_customers, replace=False))
+        log.info("dropout process by customers.%s: fitted on a sample of %d of %d customers", column, max_customers, n)
+    return rows
+
+
+def _fit_by_level_seasonal(h, summary, column, rows, sample, clock, seasonal, gamma_gamma, min_customers, prior_sd, max_customers, time_unit_days) -> LevelEffects | None:
+    """The process by level fitted with the season in its likelihood (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`).
+
+    On the seasonal fit's sample (``rows``, the customers ``sample`` of ``h``), at most
+    ``max_customers`` of them.
+    """
+    found = _levels(h, column, min_customers)
+    if found is None:
+        return None
+    levels, codes, counts_by_level = found
+    within = _level_sample(np.arange(sample.size), max_customers, column, codes.size)
+    who = sample[within]
+    x, m, c = summary.frequency[who], summary.monetary_value[who], codes[who]
     try:
-        calendar = pareto if carry_onto is None else fit_pareto_nbd(x, tx, T)
-        base, by_pn = fit_pareto_nbd_by_level(x, tx, T, c, len(levels), start=calendar, prior_sd=prior_sd)
+        base, by_pn = fit_seasonal_pareto_nbd_by_level(
+            rows.select(within), clock, c, len(levels), start=seasonal, prior_sd=prior_sd, time_unit_days=time_unit_days,
+        )  # fmt: skip
         gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
     except (ValueError, RuntimeError) as exc:
         log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
         return None
-    effects = LevelEffects(
+    return LevelEffects(
         column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
         gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
     )  # fmt: skip
-    return effects if carry_onto is None else _on_the_seasonal_fit(effects, calendar, carry_onto)
 
 
-def _on_the_seasonal_fit(effects: LevelEffects, calendar: ParetoNBDParams, seasonal: ParetoNBDParams) -> LevelEffects:
-    """The levels' effects of a calendar fit carried onto the fit with the season.
-
-    The fit by level (:mod:`features.btyd.covariates`) is Pareto/NBD's in calendar time, which
-    reads the season as dropout. The season is the same for every level (one clock), so what the
-    calendar fits say of the levels relative to the whole book is carried onto the book's fit
-    with the season:
-
-    - each level's mean purchase and dropout rates (r / alpha, s / beta) keep their ratio to the
-      book's calendar fit's;
-    - the levels explain part of the heterogeneity that the book's fit puts in its shapes, so
-      their shared r and s are the seasonal fit's times the fit by level's over the book's
-      calendar ones (the seasonal fit's r and s alone would count that part twice: on the
-      development books that made the lifetime CLV 4 to 8 % higher).
-
-    The values (Gamma-Gamma by level) do not depend on the clock and are kept as fitted.
-    """
-    r = seasonal.r * effects.pareto.r / calendar.r
-    s = seasonal.s * effects.pareto.s / calendar.s
-
-    def carried(pn: ParetoNBDParams) -> ParetoNBDParams:
-        purchase = (seasonal.r / seasonal.alpha) * (pn.r / pn.alpha) / (calendar.r / calendar.alpha)
-        dropout = (seasonal.s / seasonal.beta) * (pn.s / pn.beta) / (calendar.s / calendar.beta)
-        return ParetoNBDParams(r=r, alpha=r / purchase, s=s, beta=s / dropout)
-
-    return effects.model_copy(update={"pareto": carried(effects.pareto), "pareto_by_level": tuple(carried(pn) for pn in effects.pareto_by_level)})
+def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd, max_customers) -> LevelEffects | None:
+    """The process by level of ``customers[column]`` in calendar time, on a sample of at most ``max_customers``."""
+    found = _levels(h, column, min_customers)
+    if found is None:
+        return None
+    levels, codes, counts_by_level = found
+    rows = _level_sample(np.arange(codes.size), max_customers, column, codes.size)
+    x, tx, T, m, c = summary.frequency[rows], summary.recency[rows], summary.T[rows], summary.monetary_value[rows], codes[rows]
+    try:
+        base, by_pn = fit_pareto_nbd_by_level(x, tx, T, c, len(levels), start=pareto, prior_sd=prior_sd)
+        gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
+    except (ValueError, RuntimeError) as exc:
+        log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
+        return None
+    return LevelEffects(
+        column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
+        gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
+    )  # fmt: skip
 
 
 def _fit_sample(rows: SeasonalHistory) -> SeasonalHistory:
@@ -430,15 +442,20 @@ def _fit_sample(rows: SeasonalHistory) -> SeasonalHistory:
     The likelihood costs a month piece per calendar month between a customer's last purchase and
     the cutoff, so a long history of dormant customers costs more per customer.
     """
+    return rows.select(_fit_sample_index(rows))
+
+
+def _fit_sample_index(rows: SeasonalHistory) -> np.ndarray:
+    """Positions of :func:`_fit_sample`'s customers in ``rows``, ascending."""
     n = rows.frequency.size
     pieces = month_pieces(rows)
     if n <= SEASONAL_FIT_CUSTOMERS and pieces.sum() <= SEASONAL_FIT_PIECES:
-        return rows
+        return np.arange(n)
     order = np.random.default_rng(0).permutation(n)
     take = min(SEASONAL_FIT_CUSTOMERS, int(np.searchsorted(np.cumsum(pieces[order]), SEASONAL_FIT_PIECES, side="right")))
     keep = np.sort(order[: max(take, 1)])
     log.info("dropout process with the season: fitted on a sample of %d of %d customers (%d month pieces)", keep.size, n, pieces[keep].sum())
-    return rows.select(keep)
+    return keep
 
 
 def seasonal_history(h: History) -> SeasonalHistory:

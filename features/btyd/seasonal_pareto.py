@@ -266,6 +266,42 @@ def seasonal_pareto_nbd_probability_alive(params: ParetoNBDParams, h: SeasonalHi
     return out
 
 
+def seasonal_objective(h: SeasonalHistory, clock: SeasonalClock, *, time_unit_days: float = 7.0, require_repeat: bool = True):
+    """The fit's objective on ``h``: log(r, alpha, s, beta) -> (mean negative log-likelihood, its gradient).
+
+    Customers with the same (x, first, last, cutoff day) are grouped. Also returns the default start
+    (r = s = 1 and alpha = beta = T / x over the customers). Shared by :func:`fit_seasonal_pareto_nbd`
+    and the fit by level (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`).
+
+    Raises
+    ------
+    ValueError
+        If no customer has a repeat purchase (with ``require_repeat``; a level of the fit by level
+        may have none, the whole book may not).
+    """
+    cols, w = group_rows(
+        {"x": np.asarray(h.frequency, dtype=float), "first": np.asarray(h.first_day, dtype=np.int64),
+         "last": np.asarray(h.last_day, dtype=np.int64), "cut": np.asarray(h.cutoff_day, dtype=np.int64)},
+        np.ones(h.frequency.size),
+    )  # fmt: skip
+    if require_repeat and not (cols["x"] > 0).any():
+        raise ValueError("fit_seasonal_pareto_nbd: rule 'some frequency > 0': no customer has a repeat purchase")
+    rows = SeasonalHistory(cols["x"], cols["first"].astype(np.int64), cols["last"].astype(np.int64), cols["cut"].astype(np.int64))
+    pieces = _Pieces.build(rows, clock, time_unit_days)
+    x, total = cols["x"], w.sum()
+
+    def objective(log_theta):
+        theta = np.exp(log_theta)
+        ll, grad = _log_likelihood(theta, x, pieces, w, gradient=True)
+        value = -(w @ ll) / total
+        if not np.isfinite(value):
+            return np.inf, np.zeros(4)
+        return value, -grad * theta / total
+
+    scale = (w @ pieces.T) / max(w @ x, np.finfo(float).tiny)
+    return objective, ParetoNBDParams(r=1.0, alpha=scale, s=1.0, beta=scale)
+
+
 def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_unit_days: float = 7.0, start: ParetoNBDParams | None = None) -> ParetoNBDParams:
     """Maximum likelihood (module docstring) by L-BFGS-B on log-parameters, with the gradient of the module docstring.
 
@@ -280,27 +316,7 @@ def fit_seasonal_pareto_nbd(h: SeasonalHistory, clock: SeasonalClock, *, time_un
     RuntimeError
         If the optimiser ends on a non-finite point or value (:func:`features.btyd._mle.minimize_bounded`).
     """
-    cols, w = group_rows(
-        {"x": np.asarray(h.frequency, dtype=float), "first": np.asarray(h.first_day, dtype=np.int64),
-         "last": np.asarray(h.last_day, dtype=np.int64), "cut": np.asarray(h.cutoff_day, dtype=np.int64)},
-        np.ones(h.frequency.size),
-    )  # fmt: skip
-    if not (cols["x"] > 0).any():
-        raise ValueError("fit_seasonal_pareto_nbd: rule 'some frequency > 0': no customer has a repeat purchase")
-    rows = SeasonalHistory(cols["x"], cols["first"].astype(np.int64), cols["last"].astype(np.int64), cols["cut"].astype(np.int64))
-    pieces = _Pieces.build(rows, clock, time_unit_days)
-    x, total = cols["x"], w.sum()
-
-    def objective(log_theta):
-        theta = np.exp(log_theta)
-        ll, grad = _log_likelihood(theta, x, pieces, w, gradient=True)
-        value = -(w @ ll) / total
-        if not np.isfinite(value):
-            return np.inf, np.zeros(4)
-        return value, -grad * theta / total
-
-    if start is None:
-        scale = (w @ pieces.T) / max(w @ x, np.finfo(float).tiny)
-        start = ParetoNBDParams(r=1.0, alpha=scale, s=1.0, beta=scale)
+    objective, default_start = seasonal_objective(h, clock, time_unit_days=time_unit_days)
+    start = default_start if start is None else start
     r, alpha, s, beta = minimize_log(objective, np.log([start.r, start.alpha, start.s, start.beta]))
     return ParetoNBDParams(r=float(r), alpha=float(alpha), s=float(s), beta=float(beta))
