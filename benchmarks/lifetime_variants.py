@@ -12,8 +12,8 @@ each variant here refits only the dropout process on the history up to the train
 (``one``: one process for every customer, fitted in calendar time; ``channel``: by channel,
 :mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone;
 ``seasonal``: one process fitted with purchases on the seasonal clock,
-``fit_lifetime(seasonal_fit=True)``; ``seasonal-channel``: that fit with the channels' effects of
-the calendar fit by channel carried onto it), sets the
+``fit_lifetime(seasonal_fit=True)``; ``seasonal-channel``: that fit by channel, the channels'
+effects fitted with the season too), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
 - the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷

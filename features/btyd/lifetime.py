@@ -207,7 +207,7 @@ class LifetimeParams(BaseModel):
             if len(shared) != 1:
                 raise ValueError(
                     "fit_clock 'seasonal' with by_level: every level must share one r and s "
-                    "(the levels' effects carried onto the seasonal fit: fit_lifetime)"
+                    "(the seasonal fit by level: features.btyd.covariates.fit_seasonal_pareto_nbd_by_level)"
                 )
         return self
 
@@ -298,9 +298,8 @@ def fit_lifetime(
         Standard deviation of the effects' normal prior (log scale).
     level_fit_customers : int
         The fit by level runs on a random sample of at most this many customers (seed 0): a few
-        parameters per level need far fewer customers than a large book has. With the season, the
-        calendar fit of one process that carries its effects over runs on the same sample. Both
-        cost about 2 ms per customer (2,675 to 3,723 customers of the development books).
+        parameters per level need far fewer customers than a large book has. With the season,
+        the fit by level runs on the seasonal fit's sample, at most this many of them.
 
     Returns
     -------
