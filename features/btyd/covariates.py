@@ -26,6 +26,10 @@ The effects have a normal prior N(0, ``prior_sd``²) (maximum a posteriori): a l
 customers stays near the base, and a value never seen in training (or missing) is the base itself
 (all effects 0). With the prior the base is identified without a reference level.
 
+With the seasonal purchase rate of :mod:`features.btyd.seasonal_pareto` the same effects are
+fitted on that model's likelihood (:func:`fit_seasonal_pareto_nbd_by_level`), so that the season
+is not read as dropout by level either.
+
 Why hand-written: the likelihoods and their exact gradients are those of the modules beside this
 one; only the chain rule through the effects is added. scipy's L-BFGS-B does the optimising.
 
