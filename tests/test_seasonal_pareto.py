@@ -96,11 +96,11 @@ def test_a_large_book_is_fitted_on_a_sample_bounded_in_customers_and_month_piece
     h = _rows(n=3000, seed=3)
     monkeypatch.setattr(lifetime, "SEASONAL_FIT_PIECES", 5_000)
     with caplog.at_level("INFO", logger="features.btyd.lifetime"):
-        sample = lifetime._fit_sample(h)
+        sample = h.select(lifetime._fit_sample_index(h))
     months = lambda day: day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)  # noqa: E731
     assert 0 < sample.frequency.size < 3000
     assert (months(sample.cutoff_day) - months(sample.last_day) + 1).sum() <= 5_000
-    assert lifetime._fit_sample(h).frequency.size == sample.frequency.size  # the same sample every time
+    assert lifetime._fit_sample_index(h).size == sample.frequency.size  # the same sample every time
     assert "fitted on a sample" in caplog.text
     monkeypatch.setattr(lifetime, "SEASONAL_FIT_CUSTOMERS", 100)
-    assert lifetime._fit_sample(h).frequency.size == 100
+    assert lifetime._fit_sample_index(h).size == 100

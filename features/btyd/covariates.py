@@ -212,17 +212,13 @@ def fit_pareto_nbd_by_level(
     prior_sd = _check_prior(prior_sd)
     if not (x > 0).any():
         raise ValueError("fit_pareto_nbd_by_level: rule 'some frequency > 0': no customer has a repeat purchase")
-    # The base's rows (code -1) are one more group whose effects are fixed at 0.
-    groups = []
-    for g in range(-1, n_levels):
-        mine = codes == g
-        if not mine.any():
-            groups.append(None)
-            continue
+
+    def objective(mine):
         cols, w = group_rows({"x": x[mine], "tx": tx[mine], "T": T[mine]}, np.ones(int(mine.sum())))
         data = _FitData.from_rows(cols["x"], cols["tx"], cols["T"], w)
-        groups.append((int(mine.sum()), lambda log_theta, data=data: _negative_mean_log_likelihood(log_theta, data)))
-    return _fit_groups(groups, start, prior_sd, effects)
+        return lambda log_theta: _negative_mean_log_likelihood(log_theta, data)
+
+    return _fit_groups(_groups(codes, n_levels, objective), start, prior_sd, effects)
 
 
 def fit_seasonal_pareto_nbd_by_level(
@@ -267,15 +263,20 @@ def fit_seasonal_pareto_nbd_by_level(
     prior_sd = _check_prior(prior_sd)
     if not (np.asarray(h.frequency) > 0).any():
         raise ValueError("fit_seasonal_pareto_nbd_by_level: rule 'some frequency > 0': no customer has a repeat purchase")
+
+    def objective(mine):
+        return seasonal_objective(h.select(mine), clock, time_unit_days=time_unit_days, require_repeat=False)[0]
+
+    return _fit_groups(_groups(codes, n_levels, objective), start, prior_sd, effects)
+
+
+def _groups(codes: np.ndarray, n_levels: int, objective) -> list:
+    """(customers, ``objective(mask)``) of the base's rows (code −1, effects fixed at 0) and of each level; None for an empty one."""
     groups = []
     for g in range(-1, n_levels):
         mine = codes == g
-        if not mine.any():
-            groups.append(None)
-            continue
-        objective, _ = seasonal_objective(h.select(mine), clock, time_unit_days=time_unit_days, require_repeat=False)
-        groups.append((int(mine.sum()), objective))
-    return _fit_groups(groups, start, prior_sd, effects)
+        groups.append((int(mine.sum()), objective(mine)) if mine.any() else None)
+    return groups
 
 
 def _fit_groups(groups, start: ParetoNBDParams, prior_sd: float, effects) -> tuple[ParetoNBDParams, list[ParetoNBDParams]]:

@@ -330,13 +330,11 @@ def fit_lifetime(
         raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process (Pareto/NBD + Gamma-Gamma): {exc}") from exc
     indices = _seasonality(h, pareto, time_unit_days) if with_season else np.ones(MONTHS)
     by_level = None
-    if level_column is not None and fit_clock == "seasonal":
-        by_level = _fit_by_level_seasonal(
-            h, summary, level_column, rows, sample, clock, pareto, gamma_gamma, min_level_customers, level_prior_sd,
-            level_fit_customers, time_unit_days,
+    if level_column is not None:
+        by_level = _fit_by_level(
+            h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers,
+            season=(rows, sample, clock, time_unit_days) if fit_clock == "seasonal" else None,
         )  # fmt: skip
-    elif level_column is not None:
-        by_level = _fit_by_level(h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers)
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock, net_value_share=net_value_share(h),
@@ -388,23 +386,31 @@ def _level_sample(rows: np.ndarray, max_customers: int, column: str, n: int) -> 
     return rows
 
 
-def _fit_by_level_seasonal(h, summary, column, rows, sample, clock, seasonal, gamma_gamma, min_customers, prior_sd, max_customers, time_unit_days) -> LevelEffects | None:
-    """The process by level fitted with the season in its likelihood (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`).
+def _fit_by_level(h, summary, column, start, gamma_gamma, min_customers, prior_sd, max_customers, *, season=None) -> LevelEffects | None:
+    """The process by level of ``customers[column]``, on a sample of at most ``max_customers``.
 
-    On the seasonal fit's sample (``rows``, the customers ``sample`` of ``h``), at most
-    ``max_customers`` of them.
+    In calendar time (:func:`features.btyd.covariates.fit_pareto_nbd_by_level`), or with ``season``
+    = (the seasonal fit's customers as a :class:`SeasonalHistory`, their positions in ``h``, the
+    clock, days per time unit) with the season in the likelihood
+    (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`) on that fit's sample.
+    ``start`` is the fit of one process the levels start from.
     """
     found = _levels(h, column, min_customers)
     if found is None:
         return None
     levels, codes, counts_by_level = found
-    within = _level_sample(np.arange(sample.size), max_customers, column, codes.size)
-    who = sample[within]
+    pool = np.arange(codes.size) if season is None else season[1]
+    within = _level_sample(np.arange(pool.size), max_customers, column, codes.size)
+    who = pool[within]
     x, m, c = summary.frequency[who], summary.monetary_value[who], codes[who]
     try:
-        base, by_pn = fit_seasonal_pareto_nbd_by_level(
-            rows.select(within), clock, c, len(levels), start=seasonal, prior_sd=prior_sd, time_unit_days=time_unit_days,
-        )  # fmt: skip
+        if season is None:
+            base, by_pn = fit_pareto_nbd_by_level(x, summary.recency[who], summary.T[who], c, len(levels), start=start, prior_sd=prior_sd)
+        else:
+            rows, _, clock, unit = season
+            base, by_pn = fit_seasonal_pareto_nbd_by_level(
+                rows.select(within), clock, c, len(levels), start=start, prior_sd=prior_sd, time_unit_days=unit,
+            )  # fmt: skip
         gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
     except (ValueError, RuntimeError) as exc:
         log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
@@ -415,37 +421,12 @@ def _fit_by_level_seasonal(h, summary, column, rows, sample, clock, seasonal, ga
     )  # fmt: skip
 
 
-def _fit_by_level(h, summary, column, pareto, gamma_gamma, min_customers, prior_sd, max_customers) -> LevelEffects | None:
-    """The process by level of ``customers[column]`` in calendar time, on a sample of at most ``max_customers``."""
-    found = _levels(h, column, min_customers)
-    if found is None:
-        return None
-    levels, codes, counts_by_level = found
-    rows = _level_sample(np.arange(codes.size), max_customers, column, codes.size)
-    x, tx, T, m, c = summary.frequency[rows], summary.recency[rows], summary.T[rows], summary.monetary_value[rows], codes[rows]
-    try:
-        base, by_pn = fit_pareto_nbd_by_level(x, tx, T, c, len(levels), start=pareto, prior_sd=prior_sd)
-        gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
-    except (ValueError, RuntimeError) as exc:
-        log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
-        return None
-    return LevelEffects(
-        column=column, levels=levels, pareto=base, gamma_gamma=gg_base, pareto_by_level=tuple(by_pn),
-        gamma_gamma_by_level=tuple(by_gg), customers_by_level=counts_by_level,
-    )  # fmt: skip
-
-
-def _fit_sample(rows: SeasonalHistory) -> SeasonalHistory:
-    """A random sample (seed 0) of at most :data:`SEASONAL_FIT_CUSTOMERS` customers and :data:`SEASONAL_FIT_PIECES` month pieces.
+def _fit_sample_index(rows: SeasonalHistory) -> np.ndarray:
+    """Positions (ascending) of a random sample (seed 0) of at most :data:`SEASONAL_FIT_CUSTOMERS` customers and :data:`SEASONAL_FIT_PIECES` month pieces.
 
     The likelihood costs a month piece per calendar month between a customer's last purchase and
     the cutoff, so a long history of dormant customers costs more per customer.
     """
-    return rows.select(_fit_sample_index(rows))
-
-
-def _fit_sample_index(rows: SeasonalHistory) -> np.ndarray:
-    """Positions of :func:`_fit_sample`'s customers in ``rows``, ascending."""
     n = rows.frequency.size
     pieces = month_pieces(rows)
     if n <= SEASONAL_FIT_CUSTOMERS and pieces.sum() <= SEASONAL_FIT_PIECES:
