@@ -143,14 +143,16 @@ def run_synthetic(book, overrides: dict[str, Any], evaluation=None) -> tuple[dic
     from features.dates import history_until
     from features.history import prepare_history
     from training.config import load_config
+    from training.lifetime import level_persistence
     from training.pipeline import evaluate
 
     config = load_config(horizon_days=SYN_HORIZON, **overrides)
     ev = evaluation or evaluate(book.tables, cutoff=SYN_TRAIN_CUTOFF, config=config)
-    level = config.lifetime.level_persistence  # None: the default for the process fitted, as trained
+    # The variant's own settings, also on a training shared with other variants (None: the default
+    # for the process fitted).
     lifetime = ev.lifetime.model_copy(update={
         "alive_persistence": config.lifetime.alive_persistence,
-        "level_persistence": ev.lifetime.level_persistence if level is None else level,
+        "level_persistence": level_persistence(config.lifetime, ev.lifetime.params),
     })  # fmt: skip
     history = history_until(book.tables, SYN_AS_OF)
     features = build_features(history, cutoff=SYN_AS_OF, config=ev.config.features, btyd=ev.btyd)

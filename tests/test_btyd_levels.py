@@ -89,14 +89,17 @@ def _map_objective(x, tx, T, codes, n_levels, prior_sd, z):
     return total / x.size
 
 
-@pytest.mark.parametrize("no_level", [0, 150], ids=["every customer has a level", "some have none"])
-def test_the_fit_is_the_optimum_of_the_objective_with_effects(two_levels, no_level):
+@pytest.mark.parametrize(
+    ("no_level", "n_levels"), [(0, 2), (150, 2), (0, 3)],
+    ids=["every customer has a level", "some have none", "a level without customers"],
+)
+def test_the_fit_is_the_optimum_of_the_objective_with_effects(two_levels, no_level, n_levels):
     # The fit runs on each level's own rates (better conditioned); its result must still be the
     # stationary point of the objective written with a base and effects, the prior about the base.
     x, tx, T, codes = two_levels
     codes = codes.copy()
     codes[:no_level] = -1
-    base, by_level = fit_pareto_nbd_by_level(x, tx, T, codes, 2, start=fit_pareto_nbd(x, tx, T), prior_sd=0.5)
+    base, by_level = fit_pareto_nbd_by_level(x, tx, T, codes, n_levels, start=fit_pareto_nbd(x, tx, T), prior_sd=0.5)
     z = np.r_[
         np.log([base.r, base.alpha, base.s, base.beta]),
         [np.log(b.alpha / base.alpha) for b in by_level],
@@ -104,7 +107,8 @@ def test_the_fit_is_the_optimum_of_the_objective_with_effects(two_levels, no_lev
     ]
     step = 1e-5
     grad = [
-        (_map_objective(x, tx, T, codes, 2, 0.5, z + step * e) - _map_objective(x, tx, T, codes, 2, 0.5, z - step * e)) / (2 * step)
+        (_map_objective(x, tx, T, codes, n_levels, 0.5, z + step * e) - _map_objective(x, tx, T, codes, n_levels, 0.5, z - step * e))
+        / (2 * step)
         for e in np.eye(z.size)
     ]
     assert np.max(np.abs(grad)) < 1e-5
@@ -266,6 +270,40 @@ def test_with_a_flat_clock_the_seasonal_fit_by_level_is_pareto_nbd_s(two_levels)
     for a_, b_ in zip((calendar, *cal_levels), (seasonal, *sea_levels), strict=True):
         for name in ("r", "alpha", "s", "beta"):
             assert getattr(b_, name) == pytest.approx(getattr(a_, name), rel=2e-3)
+
+
+def test_with_the_season_on_samples_each_customer_keeps_its_level(channel_book, monkeypatch):
+    # Both samples drawn (the seasonal fit's and the fit by level's within it): the fit by level
+    # must get the customers' own seasonal rows and codes, and Gamma-Gamma a sample of the book.
+    import features.btyd.lifetime as lifetime
+
+    h = prepare_history(channel_book, "2024-06-30")
+    monkeypatch.setattr(lifetime, "SEASONAL_FIT_CUSTOMERS", 500)
+    seen = {}
+    real_pn, real_gg = lifetime.fit_seasonal_pareto_nbd_by_level, lifetime.fit_gamma_gamma_by_level
+
+    def pn(rows, clock, codes, *a, **k):
+        seen["rows"], seen["codes"] = rows, codes
+        return real_pn(rows, clock, codes, *a, **k)
+
+    def gg(x, m, codes, *a, **k):
+        seen["gg"] = x.size
+        return real_gg(x, m, codes, *a, **k)
+
+    monkeypatch.setattr(lifetime, "fit_seasonal_pareto_nbd_by_level", pn)
+    monkeypatch.setattr(lifetime, "fit_gamma_gamma_by_level", gg)
+    got = fit_lifetime(h, level_column="channel", level_fit_customers=300)
+    assert got.by_level is not None and seen["rows"].frequency.size == 300 and seen["gg"] == 300
+    whole, codes = seasonal_history(h), level_codes(level_values(h, "channel"), got.by_level.levels)
+    # Each row the fit got is a customer's: found by its days (a few customers share them), its
+    # code must be that customer's.
+    key: dict[tuple[int, int, int], set[int]] = {}
+    for f, d, l, c in zip(whole.frequency, whole.first_day, whole.last_day, codes, strict=True):
+        key.setdefault((int(f), int(d), int(l)), set()).add(int(c))
+    rows = seen["rows"]
+    found = [key[int(f), int(d), int(l)] for f, d, l in zip(rows.frequency, rows.first_day, rows.last_day, strict=True)]
+    assert all(int(c) in options for c, options in zip(seen["codes"], found, strict=True))
+    assert sum(len(options) == 1 for options in found) > 250  # most rows tell their customer apart
 
 
 def test_mean_order_value_is_the_level_s_gamma_gamma_mean(by_channel):

@@ -171,7 +171,7 @@ def test_the_fit_with_the_season_is_the_calendar_fit_without_one(peaked_book):
     # Ten complete months: no indices, so nothing to fit again.
     h = prepare_history(peaked_book.tables, "2020-11-30")
     assert fit_lifetime(h, seasonal_fit=True) == fit_lifetime(h, seasonal_fit=False)
-    # With a level column too (the levels' effects carried onto the seasonal fit: test_btyd_levels).
+    # With a level column too (the levels fitted with the season: test_btyd_levels).
     by_channel = fit_lifetime(prepare_history(peaked_book.tables, "2021-02-28"), level_column="channel", level_fit_customers=500)
     assert by_channel.fit_clock == "seasonal" and by_channel.by_level is not None
 

@@ -479,7 +479,8 @@ class LifetimeConfig(BaseModel):
         windows, rather than of the next window's season: they have no calendar, and their training
         windows (origins over half a year) hold more or less of the peak months than the window
         ahead.
-    alive_persistence, level_persistence : float
+    alive_persistence : float
+    level_persistence : float or None
         How much of the boosters' view lasts beyond their horizon, in [0, 1]: their probability that
         the customer is alive (1 keeps it, 0 returns to the dropout process's P(alive)) and their
         spend level relative to the dropout process's (1 keeps it, 0 returns to Gamma-Gamma's).
@@ -506,7 +507,7 @@ class LifetimeConfig(BaseModel):
         from the realised margin on the benchmark books (BENCHMARKS.md, "The dropout process by
         channel as the default: the benchmark run"), so it stays an option. With the season the
         fit by level costs little more than one process's (1.4 s against 0.8 s on 3,723
-        customers); in calendar time about 2 ms per customer of its sample.
+        customers); in calendar time about 3 ms per customer of its sample.
     min_level_customers : int
         Fewest customers a level needs at the training cutoff for its own effects.
     level_prior_sd : float

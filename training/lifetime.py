@@ -206,7 +206,7 @@ def fit_lifetime_model(
         model_horizon_days=model_horizon_days,
         season_index=season,
         alive_persistence=settings.alive_persistence,
-        level_persistence=_level_persistence(settings, params),
+        level_persistence=level_persistence(settings, params),
         interval_level=settings.interval_coverage,
         interval_coverage=settings.interval_coverage,
     )
@@ -234,7 +234,7 @@ def fit_lifetime_model(
     return model.model_copy(update={"interval_level": level})
 
 
-def _level_persistence(settings: LifetimeConfig, params: LifetimeParams) -> float:
+def level_persistence(settings: LifetimeConfig, params: LifetimeParams) -> float:
     """``settings.level_persistence``, or when None its default for the process fitted (:class:`training.config.LifetimeConfig`)."""
     if settings.level_persistence is not None:
         return settings.level_persistence

@@ -30,8 +30,9 @@ With the seasonal purchase rate of :mod:`features.btyd.seasonal_pareto` the same
 fitted on that model's likelihood (:func:`fit_seasonal_pareto_nbd_by_level`), so that the season
 is not read as dropout by level either.
 
-Why hand-written: the likelihoods and their exact gradients are those of the modules beside this
-one; only the chain rule through the effects is added. scipy's L-BFGS-B does the optimising.
+Why hand-written: the likelihoods and their gradients are those of the modules beside this one;
+only the levels' variables and the prior are added (:class:`_LevelScales`). scipy's L-BFGS-B does
+the optimising.
 
 References
 ----------
@@ -95,7 +96,9 @@ class _LevelScales:
     are each level's log alpha_g and log beta_g, which the level's own customers pin down, and the
     base: a variable of its own when some customers have no level, else the levels' mean (where the
     prior, a sum of squares about the base, is smallest). The optimum is the same; the effects are
-    the differences. A rate without level effects is one variable shared by every level.
+    the differences. A rate without level effects is one variable shared by every level. Each
+    log rate is bounded by ``LOG_BOUND`` (the effects by ±10 before), which the prior keeps far
+    from binding.
     """
 
     def __init__(self, shares: np.ndarray, *, free: dict[int, bool], prior_sd: float, n_total: float):

@@ -392,26 +392,27 @@ def _fit_by_level(h, summary, column, start, gamma_gamma, min_customers, prior_s
     In calendar time (:func:`features.btyd.covariates.fit_pareto_nbd_by_level`), or with ``season``
     = (the seasonal fit's customers as a :class:`SeasonalHistory`, their positions in ``h``, the
     clock, days per time unit) with the season in the likelihood
-    (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`) on that fit's sample.
-    ``start`` is the fit of one process the levels start from.
+    (:func:`features.btyd.covariates.fit_seasonal_pareto_nbd_by_level`) on that fit's sample, at
+    most ``max_customers`` of it. ``start`` is the fit of one process the levels start from.
+    Gamma-Gamma by level does not depend on the clock: it runs on a sample of the whole book.
     """
     found = _levels(h, column, min_customers)
     if found is None:
         return None
     levels, codes, counts_by_level = found
-    pool = np.arange(codes.size) if season is None else season[1]
-    within = _level_sample(np.arange(pool.size), max_customers, column, codes.size)
-    who = pool[within]
-    x, m, c = summary.frequency[who], summary.monetary_value[who], codes[who]
+    who = _level_sample(np.arange(codes.size), max_customers, column, codes.size)
+    x, m = summary.frequency[who], summary.monetary_value[who]
     try:
         if season is None:
-            base, by_pn = fit_pareto_nbd_by_level(x, summary.recency[who], summary.T[who], c, len(levels), start=start, prior_sd=prior_sd)
+            base, by_pn = fit_pareto_nbd_by_level(x, summary.recency[who], summary.T[who], codes[who], len(levels), start=start, prior_sd=prior_sd)
         else:
-            rows, _, clock, unit = season
+            rows, sample, clock, unit = season
+            within = _level_sample(np.arange(sample.size), max_customers, column, codes.size)
             base, by_pn = fit_seasonal_pareto_nbd_by_level(
-                rows.select(within), clock, c, len(levels), start=start, prior_sd=prior_sd, time_unit_days=unit,
+                rows.select(within), clock, codes[sample[within]], len(levels), start=start, prior_sd=prior_sd,
+                time_unit_days=unit,
             )  # fmt: skip
-        gg_base, by_gg = fit_gamma_gamma_by_level(x, m, c, len(levels), start=gamma_gamma, prior_sd=prior_sd)
+        gg_base, by_gg = fit_gamma_gamma_by_level(x, m, codes[who], len(levels), start=gamma_gamma, prior_sd=prior_sd)
     except (ValueError, RuntimeError) as exc:
         log.warning("dropout process by customers.%s not fitted (%s); one process for every customer", column, exc)
         return None
