@@ -123,6 +123,8 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
             "channel_lifetime_ratio": {c: round(float(clv_pred[channel == c].sum() / realised_clv[channel == c].sum()), 3)
                                        for c in sorted(set(channel))},
             "new_customer_ratio": {c: round(v["predicted"] / v["realised"], 3) for c, v in new.items() if isinstance(v, dict)},
+            # Against the cohorts' own expectation (the generator's rates of those very customers).
+            "new_customer_ratio_expected": {c: round(v["predicted"] / v["oracle"], 3) for c, v in new.items() if isinstance(v, dict)},
             "lifetime_days": round(float(np.mean(cols["expected_lifetime_days"])), 1),
             "lifetime_days_truth": round(float(_remaining_days(book.truth, ids, B.AS_OF, H * K).mean()), 1),
             "seconds": round(time.perf_counter() - t0, 1),

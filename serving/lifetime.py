@@ -3,7 +3,8 @@
 A customer acquired today through a channel has one purchase (the first order, on the acquisition
 day) and the channel (and any covariates) in the ``customers`` table: exactly what the feature
 code reads for a real customer of that age. :func:`new_customer_curves` builds that history for
-each channel and scores it with the champion (:func:`serving.scoring.score_columns`): the boosters
+each channel, at several values of the first order, and scores it with the champion
+(:func:`serving.scoring.spend_curve_of`, as the scores are computed): the boosters
 give their view of such a customer through the channel (the learned part), the dropout process
 carries it over the lifetime cap (:mod:`training.curve`). The result is the remaining value
 after the first order; the value from acquisition adds the first order's margin.
@@ -23,15 +24,20 @@ import pandas as pd
 
 from features.contract import Tables
 from features.dates import parse_cutoff
+from scipy import stats
+
 from serving.scores import Scores
-from serving.scoring import champion_clv_config, score_columns
+from serving.scoring import champion_clv_config, spend_curve_of
 from training.config import ClvConfig
+from training.curve import clv_bounds
 from training.registry import Champion
 
 __all__ = ["NEW_CUSTOMER_PREFIX", "new_customer_curves", "new_customer_curves_of_scores"]
 
-#: Customer ids of the made-up new customers: the prefix, then the channel.
+#: Customer ids of the made-up new customers: the prefix, then the channel and the node.
 NEW_CUSTOMER_PREFIX = "new customer via "
+#: Made-up customers per channel, one per quantile of the first order's value (:func:`new_customer_curves`).
+FIRST_ORDER_NODES = 16
 
 
 def new_customer_curves(
@@ -54,10 +60,16 @@ def new_customer_curves(
     acquired_at : date-like
         Acquisition day: the first order is on it, and the curve starts the day after.
     first_order_value : float or mapping of channel to float, optional
-        Value of the first order, currency units; default: the expected value of a purchase day
-        (Gamma-Gamma, p v / (q − 1)) of the channel when the dropout process is fitted by channel
-        (``lifetime.dropout_covariate``), else of the population. An order as bought: a refund of
-        it is not taken out of ``first_order_margin``.
+        Value of the first order, currency units: one made-up customer with that order. By
+        default the first order is random: :data:`FIRST_ORDER_NODES` equally likely made-up
+        customers, at the quantile midpoints of Gamma-Gamma's value of a purchase day
+        (:func:`_first_order_nodes`) of the channel when the dropout process is fitted by channel
+        (``lifetime.dropout_covariate``), else of the population; the figures are their means and
+        the interval that of their mixture. Why: the boosters' forecast for a customer with one
+        order is not smooth in the order's value (on a development book, 284 to 763 for the next
+        182 days between first orders of 55 and 65), so one made-up order of the mean value gave
+        a point of that jagged curve. ``first_order_value`` is then the mean (p v / (q − 1)). An
+        order as bought: a refund of it is not taken out of ``first_order_margin``.
     covariates : mapping of channel to {column: value}, optional
         Other ``customers`` columns the features use (e.g. ``region``); missing ones are unknown.
     clv : ClvConfig, optional
@@ -85,20 +97,24 @@ def new_customer_curves(
     day = pd.Timestamp(parse_cutoff(acquired_at))
     params = champion.lifetime.params
     by_channel = params.by_level is not None and params.by_level.column == "channel"
-    mean_value = params.mean_order_value(channels if by_channel else [None] * len(channels))
-    typical = dict(zip(channels, (float(v) for v in mean_value), strict=True))
+    levels = channels if by_channel else [None] * len(channels)
+    typical = dict(zip(channels, (float(v) for v in params.mean_order_value(levels)), strict=True))
     if first_order_value is None:
         values = typical
-    elif isinstance(first_order_value, Mapping):
-        values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
+        nodes = dict(zip(channels, _first_order_nodes(params, levels), strict=True))
     else:
-        values = {c: float(first_order_value) for c in channels}
-    ids = [NEW_CUSTOMER_PREFIX + c for c in channels]
+        if isinstance(first_order_value, Mapping):
+            values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
+        else:
+            values = {c: float(first_order_value) for c in channels}
+        nodes = {c: np.array([values[c]]) for c in channels}
+    channel_of = np.repeat(channels, [nodes[c].size for c in channels])
+    ids = [f"{NEW_CUSTOMER_PREFIX}{c} #{i}" for c in channels for i in range(nodes[c].size)]
     transactions = pd.DataFrame(
         {
             "customer_id": pd.array(ids, dtype="str"),
             "timestamp": np.full(len(ids), day.to_datetime64()).astype("datetime64[ns]"),
-            "amount": [values[c] for c in channels],
+            "amount": np.concatenate([nodes[c] for c in channels]),
         }
     )
     extra = covariates or {}
@@ -107,31 +123,59 @@ def new_customer_curves(
         {
             "customer_id": pd.array(ids, dtype="str"),
             "acquired_at": np.full(len(ids), day.to_datetime64()).astype("datetime64[ns]"),
-            "channel": pd.array(channels, dtype="str"),
-            **{k: [extra.get(c, {}).get(k) for c in channels] for k in columns},
+            "channel": pd.array(channel_of, dtype="str"),
+            **{k: [extra.get(c, {}).get(k) for c in channel_of] for k in columns},
         }
     )
-    out = score_columns(
-        Tables(transactions=transactions, customers=customers), as_of=day, champion=champion, clv=clv,
-        top_drivers=0, attributes=False,
-    )  # fmt: skip
-    order = pd.Index(out["customer_id"]).get_indexer(ids)
+    scored, curve = spend_curve_of(Tables(transactions=transactions, customers=customers), as_of=day, champion=champion, clv=clv)
+    # The made-up customers of a channel are equally likely (quantile midpoints): each figure of
+    # the channel is their mean, and the interval that of the mixture of their distributions
+    # (moments averaged; training.curve.interval_bounds).
+    order = scored.get_indexer(pd.Index(ids, dtype="str"))
+    group = pd.Index(channels).get_indexer(channel_of)
+    counts = np.bincount(group, minlength=len(channels)).astype(float)
+
+    def mean(values):
+        values = np.asarray(values, dtype=float)[order]
+        out = np.zeros((len(channels), *values.shape[1:]))
+        np.add.at(out, group, values)
+        return out / counts.reshape(-1, *([1] * (values.ndim - 1)))
+
+    moments = tuple(mean(m) for m in curve.clv_moments)
+    clv_lower, clv_upper = clv_bounds(moments, mean(curve.clv_cost), champion.lifetime.interval_level)
     first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
-    frame = pd.DataFrame(
+    remaining = mean(curve.clv)
+    spend_curve, margin_curve = mean(curve.expected_spend), mean(curve.expected_margin)
+    return pd.DataFrame(
         {
             "first_order_value": [values[c] for c in channels],
             "first_order_margin": first_margin,
-            **{name: np.asarray(out[name])[order] for name in (
-                "churn_probability", "p_alive", "expected_spend", "clv", "clv_lower", "clv_upper",
-                "expected_lifetime_days", "horizon_days",
-            )},  # fmt: skip
-            "expected_spend_curve": [out["expected_spend_curve"][i] for i in order],
-            "expected_margin_curve": [out["expected_margin_curve"][i] for i in order],
+            "churn_probability": mean(curve.churn_probability),
+            "p_alive": mean(curve.p_alive),
+            "expected_spend": spend_curve[:, 0],
+            "clv": remaining,
+            "clv_lower": clv_lower,
+            "clv_upper": clv_upper,
+            "clv_from_acquisition": first_margin + remaining,
+            "expected_lifetime_days": mean(curve.expected_lifetime_days),
+            "horizon_days": np.full(len(channels), champion.horizon_days, dtype=np.int64),
+            "expected_spend_curve": list(spend_curve),
+            "expected_margin_curve": list(margin_curve),
         },
         index=pd.Index(channels, name="channel"),
     )
-    frame.insert(frame.columns.get_loc("clv_upper") + 1, "clv_from_acquisition", first_margin + frame["clv"].to_numpy())
-    return frame
+
+
+def _first_order_nodes(params, levels, n: int = FIRST_ORDER_NODES) -> list[np.ndarray]:
+    """``n`` equally likely values of a first order of a customer of each level: quantile midpoints.
+
+    Gamma-Gamma's value of a purchase day is Gamma(p, ν) with ν ~ Gamma(q, v) across customers
+    (Fader and Hardie 2013, eq. 1), so one purchase day drawn from a new customer is beta prime
+    (p, q) scaled by v (its mean p v / (q − 1)). The level's v when the process is fitted by level.
+    """
+    codes, _, ggs = params.customer_params(levels)
+    u = (np.arange(n) + 0.5) / n
+    return [stats.betaprime.ppf(u, ggs[k].p, ggs[k].q, scale=ggs[k].v) for k in codes + 1]
 
 
 def new_customer_curves_of_scores(champion: Champion, scores: Scores) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from serving.scores import (
 )  # fmt: skip
 from serving.segments import PROSPECT_SEGMENT, SegmentReference, clv_tier
 from training.config import ClvConfig
+from training.curve import SpendCurve
 from training.registry import Champion
 from training.treeshap import TABLE_ROWS
 
@@ -67,6 +68,25 @@ def _history_and_features(tables: Tables, cutoff: pd.Timestamp, champion: Champi
     h = prepare_history(tables, cutoff)
     columns, _ = feature_columns(h, champion.feature_config, champion.btyd_params)
     return h, assemble(h.ids, feature_schema(champion.feature_config), columns)
+
+
+def spend_curve_of(tables: Tables, *, as_of: date | str | pd.Timestamp, champion: Champion, clv: ClvConfig) -> tuple[pd.Index, SpendCurve]:
+    """The buyers' ids and their spend curve as the scores compute them (features, the boosters, :mod:`training.curve`).
+
+    For a caller that needs more than the score columns, e.g. the interval moments to mix the
+    curves of several made-up customers (:func:`serving.lifetime.new_customer_curves`).
+    """
+    cutoff = pd.Timestamp(parse_cutoff(as_of))
+    h, features = _history_and_features(tables, cutoff, champion)
+    predictions = champion.models.predict(features)
+    curve = champion.lifetime.curve(
+        h,
+        churn_probability=predictions["churn_probability"].to_numpy(dtype=float),
+        spend_if_active=predictions["spend_if_active"].to_numpy(dtype=float),
+        horizon_days=champion.horizon_days,
+        clv=clv,
+    )
+    return pd.Index(features.index), curve
 
 
 def score_tables(

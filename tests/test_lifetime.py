@@ -504,9 +504,11 @@ def test_new_customers_go_through_the_same_machinery(champion):
     by_channel = params.by_level is not None and params.by_level.column == "channel"
     expected = params.mean_order_value(list(got.index) if by_channel else [None] * len(got))
     np.testing.assert_allclose(got["first_order_value"], expected, rtol=1e-12)
-    # The same numbers as scoring that customer: one order on the acquisition day, its channel.
+    # A given first order: the same numbers as scoring that customer, one order on the acquisition
+    # day and its channel.
     clv = champion.serving.config.clv
-    value = got.loc["referral", "first_order_value"]
+    value = 55.0
+    point = new_customer_curves(champion, ["referral"], acquired_at="2024-06-30", first_order_value=value)
     tables = Tables(
         transactions=pd.DataFrame({"customer_id": pd.array(["x"], dtype="str"),
                                    "timestamp": pd.to_datetime(["2024-06-30"]).astype("datetime64[ns]"), "amount": [value]}),
@@ -515,7 +517,22 @@ def test_new_customers_go_through_the_same_machinery(champion):
                                 "channel": pd.array(["referral"], dtype="str")}),
     )  # fmt: skip
     one = score_columns(tables, as_of="2024-06-30", champion=champion, clv=clv, top_drivers=0, attributes=False)
-    assert got.loc["referral", "clv"] == pytest.approx(one["clv"][0], rel=1e-12)
-    assert got.loc["referral", "first_order_margin"] == pytest.approx(clv.gross_margin * value - clv.cost_to_serve)
+    for name in ("clv", "clv_lower", "clv_upper", "churn_probability", "p_alive", "expected_spend", "expected_lifetime_days"):
+        assert point.loc["referral", name] == pytest.approx(one[name][0], rel=1e-12)
+    assert point.loc["referral", "first_order_margin"] == pytest.approx(clv.gross_margin * value - clv.cost_to_serve)
+    # By default, the mean over equally likely first orders: the quantile midpoints of Gamma-Gamma's
+    # value of a purchase day (the boosters' forecast for one made-up order is not smooth in its value).
+    from serving.lifetime import FIRST_ORDER_NODES, _first_order_nodes
+
+    nodes = _first_order_nodes(params, ["referral"] if by_channel else [None])[0]
+    assert nodes.size == FIRST_ORDER_NODES and (np.diff(nodes) > 0).all()
+    each = pd.concat([new_customer_curves(champion, ["referral"], acquired_at="2024-06-30", first_order_value=float(v))
+                      for v in nodes])  # fmt: skip
+    for name in ("clv", "churn_probability", "p_alive", "expected_spend", "expected_lifetime_days"):
+        assert got.loc["referral", name] == pytest.approx(each[name].mean(), rel=1e-10)
+    np.testing.assert_allclose(got.loc["referral", "expected_spend_curve"], np.vstack(each["expected_spend_curve"]).mean(axis=0))
+    # The interval is the mixture's: wider than its narrowest member's, inside the members' extremes.
+    assert each["clv_lower"].min() - 1e-9 <= got.loc["referral", "clv_lower"] <= got.loc["referral", "clv_upper"]
+    assert got.loc["referral", "clv_upper"] <= each["clv_upper"].max() + 1e-9
     with pytest.raises(ValueError, match="each once"):
         new_customer_curves(champion, ["a", "a"], acquired_at="2024-06-30")

@@ -158,11 +158,7 @@ class SpendCurve:
         A cost to serve is taken at its expected value given a purchase in the cap: it shifts the
         positive part of the distribution (an approximation; the default cost is 0).
         """
-        lo, hi = interval_bounds(self.clv_moments, level)
-        p0 = self.clv_moments[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shift = np.where(p0 < 1.0, self.clv_cost / (1.0 - p0), 0.0)
-        return np.where(lo > 0, lo - shift, lo), np.where(hi > 0, hi - shift, hi)
+        return clv_bounds(self.clv_moments, self.clv_cost, level)
 
     def spend_interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Bounds of the central ``level`` interval of the first horizon's spend (:func:`interval_bounds`)."""
@@ -373,6 +369,20 @@ def _window_moment(s: float, B: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.
     u = a[:, None] + half[:, None] * (nodes + 1.0)  # (K, nodes)
     integrand = (u - a[:, None])[None] * np.exp(-s * np.log1p(u[None] / B[:, None, None]))
     return (integrand * weights).sum(axis=-1) * half[None, :]
+
+
+def clv_bounds(moments: tuple[np.ndarray, np.ndarray, np.ndarray], cost: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the central ``level`` interval of a CLV of these moments (:func:`interval_bounds`) net of ``cost``.
+
+    ``moments`` are those of the margin before the cost to serve, ``cost`` its expected value (shape
+    (n,), currency units): the cost is taken at its expected value given a purchase in the cap and
+    shifts the positive part of the distribution (an approximation; the default cost is 0).
+    """
+    lo, hi = interval_bounds(moments, level)
+    p0 = moments[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(p0 < 1.0, cost / (1.0 - p0), 0.0)
+    return np.where(lo > 0, lo - shift, lo), np.where(hi > 0, hi - shift, hi)
 
 
 def interval_bounds(moments: tuple[np.ndarray, np.ndarray, np.ndarray], level: float) -> tuple[np.ndarray, np.ndarray]:
