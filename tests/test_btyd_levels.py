@@ -317,7 +317,7 @@ def test_mean_order_value_is_the_level_s_gamma_gamma_mean(by_channel):
     np.testing.assert_allclose(one.mean_order_value(["loyal"]), [pop.p * pop.v / (pop.q - 1)])
 
 
-def test_the_lifetime_setting_reaches_the_fit(channel_book):
+def test_the_lifetime_setting_reaches_the_fit(channel_book, caplog):
     from training.config import load_config
     from training.lifetime import fit_lifetime_model
 
@@ -333,9 +333,12 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book):
     # By channel, level_persistence takes its own default.
     by_channel = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
     assert by_channel.params.by_level.levels == ("leaky", "loyal") and by_channel.level_persistence == 0.5
-    # A book whose customers have no channel: one process, with one process's default.
-    no_channel = fitted(lifetime__dropout_covariate="region", lifetime__level_fit_customers=200)
+    # A column the customers do not have: one process, with one process's default, and a warning.
+    with caplog.at_level("INFO"):
+        no_channel = fitted(lifetime__dropout_covariate="region", lifetime__level_fit_customers=200)
     assert no_channel.params.by_level is None and no_channel.level_persistence == 0.0
+    assert "customers.region: the customers table has no such column" in caplog.text
+    assert "dropout process: one for every customer; level_persistence 0.00" in caplog.text
     assert fitted(lifetime__dropout_covariate="channel", lifetime__level_persistence=0.3).level_persistence == 0.3
 
 

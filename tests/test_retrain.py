@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from features.build import build_features, fit_btyd
@@ -35,6 +36,8 @@ training:
   early_stopping_rounds: 10
   churn_params: {num_boost_round: 30}
   spend_params: {num_boost_round: 30}
+lifetime:
+  dropout_covariate: channel
 """
 WEAK = FAST.replace("num_boost_round: 30}", "num_boost_round: 1, num_leaves: 2}")
 
@@ -74,6 +77,15 @@ def test_retrain_promotes_refits_scores_and_monitors(capsys, work):
     summary = json.loads((work / "out-2022-10-31" / "monitor" / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["drift"]["reference_as_of"] == "2022-10-31"
     assert (work / "out-2022-10-31" / "scores.parquet").is_file()
+    # The process by channel logged is the one the champion serves (the refit's), the evaluation's beside it.
+    run = mlflow.get_run(champion.run_id)
+    logged, at_cutoff = (
+        pd.read_csv(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/tables/{name}.csv"), index_col="channel")
+        for name in ("dropout_by_level", "dropout_by_level_at_cutoff")
+    )  # fmt: skip
+    served = champion.lifetime.params.by_level.table()
+    pd.testing.assert_frame_equal(logged, served, check_dtype=False)
+    assert (logged["customers"].dropna() > at_cutoff["customers"].dropna()).all()  # the refit saw more customers
 
 
 def test_retrain_that_is_not_promoted_exits_4_and_scores_with_the_champion(capsys, work):

@@ -200,13 +200,18 @@ def fit_lifetime_model(
         min_level_customers=settings.min_level_customers, level_prior_sd=settings.level_prior_sd,
         level_fit_customers=settings.level_fit_customers,
     )  # fmt: skip
+    persistence = level_persistence(settings, params)
+    log.info(
+        "dropout process: %s; level_persistence %.2f",
+        "one for every customer" if params.by_level is None else f"by customers.{params.by_level.column}", persistence,
+    )  # fmt: skip
     season = training_season_index(params, origins, origin_rows, model_horizon_days) if settings.season_adjusted_boosters else None
     model = LifetimeModel(
         params=params,
         model_horizon_days=model_horizon_days,
         season_index=season,
         alive_persistence=settings.alive_persistence,
-        level_persistence=level_persistence(settings, params),
+        level_persistence=persistence,
         interval_level=settings.interval_coverage,
         interval_coverage=settings.interval_coverage,
     )

@@ -157,7 +157,7 @@ class LevelEffects(BaseModel):
         ]
         rows.append({self.column: "(base)", "customers": None, "purchase_rate": 1.0, "dropout_rate": 1.0, "order_value": 1.0,
                      "alpha": self.pareto.alpha, "beta": self.pareto.beta, "v": self.gamma_gamma.v})  # fmt: skip
-        return pd.DataFrame(rows).set_index(self.column)
+        return pd.DataFrame(rows).astype({"customers": "Int64"}).set_index(self.column)
 
 
 class LifetimeParams(BaseModel):
@@ -368,15 +368,22 @@ def _levels(h, column, min_customers):
     """The levels of ``customers[column]`` with at least ``min_customers`` customers, each customer's code and their counts; None with fewer than two."""
     values = level_values(h, column)
     if values is None:
-        log.info("dropout process: no customers.%s; one process for every customer", column)
+        log.warning("dropout process by customers.%s: the customers table has no such column; one process for every customer", column)
         return None
+    customers = h.tables.customers
+    if pd.api.types.is_numeric_dtype(customers[column]):
+        log.warning("dropout process by customers.%s: a numeric column, each value is a level of its own", column)
     counts = pd.Series(values).value_counts()
     levels = tuple(sorted(str(v) for v in counts.index[counts >= min_customers]))
     if len(levels) < 2:
-        log.info("dropout process: fewer than two values of customers.%s with %d customers; one process", column, min_customers)
+        log.warning("dropout process by customers.%s: fewer than two values with %d customers; one process for every customer",
+                    column, min_customers)  # fmt: skip
         return None
     codes = level_codes(values, levels)
-    return levels, codes, tuple(int((codes == g).sum()) for g in range(len(levels)))
+    counts_by_level = tuple(int((codes == g).sum()) for g in range(len(levels)))
+    log.info("dropout process by customers.%s: %d levels (%s); %d customers of other values take the base", column,
+             len(levels), ", ".join(levels), int((codes < 0).sum()))  # fmt: skip
+    return levels, codes, counts_by_level
 
 
 def _level_sample(rows: np.ndarray, max_customers: int, column: str, n: int) -> np.ndarray:
