@@ -42,7 +42,7 @@ from training.treeshap import TABLE_ROWS
 
 __all__ = [
     "DECIDED_SEGMENTS", "TOP_DRIVERS", "WrittenScores", "build_champion_features", "champion_clv_config", "score",
-    "score_columns", "score_tables", "score_to_file",
+    "score_columns", "score_tables", "score_to_file", "spend_curve_of",
 ]  # fmt: skip
 
 #: Number of drivers kept per model and customer.

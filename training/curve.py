@@ -68,6 +68,7 @@ __all__ = [
     "INTERVAL_COVERAGE",
     "SpendCurve",
     "calibrate_level",
+    "clv_bounds",
     "discount_per_horizon",
     "interval_bounds",
     "spend_curve",

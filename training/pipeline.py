@@ -584,11 +584,12 @@ def train(
     serving = _serving_artifact(ev, refitted, config=config, feature_set=fsid, tables=tables)
     served = ev.models if refitted is None else refitted.models
     tables_out, figures = _artifacts(ev, tables)
-    if refitted is not None and refitted.lifetime.params.by_level is not None:
-        # The served process by level is the refit's; the evaluation's (at the cutoff) is kept beside it.
+    if refitted is not None:
+        # dropout_by_level is the served process's (the refit's); the evaluation's, at the cutoff, beside it.
         if "dropout_by_level" in tables_out:
-            tables_out["dropout_by_level_at_cutoff"] = tables_out["dropout_by_level"]
-        tables_out["dropout_by_level"] = refitted.lifetime.params.by_level.table()
+            tables_out["dropout_by_level_at_cutoff"] = tables_out.pop("dropout_by_level")
+        if refitted.lifetime.params.by_level is not None:
+            tables_out["dropout_by_level"] = refitted.lifetime.params.by_level.table()
     flat = _flat_metrics(ev.metrics)
     if champion_metrics is not None:
         flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})

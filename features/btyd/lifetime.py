@@ -368,10 +368,11 @@ def _levels(h, column, min_customers):
     """The levels of ``customers[column]`` with at least ``min_customers`` customers, each customer's code and their counts; None with fewer than two."""
     values = level_values(h, column)
     if values is None:
-        log.warning("dropout process by customers.%s: the customers table has no such column; one process for every customer", column)
+        log.warning("dropout process by customers.%s: no such column (or no customers table with customer_id); one process for every customer",
+                    column)  # fmt: skip
         return None
     customers = h.tables.customers
-    if pd.api.types.is_numeric_dtype(customers[column]):
+    if pd.api.types.is_numeric_dtype(customers[column]) and not pd.api.types.is_bool_dtype(customers[column]):
         log.warning("dropout process by customers.%s: a numeric column, each value is a level of its own", column)
     counts = pd.Series(values).value_counts()
     levels = tuple(sorted(str(v) for v in counts.index[counts >= min_customers]))
