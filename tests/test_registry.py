@@ -78,6 +78,8 @@ def test_rule_tolerances(new, promote):
     decision = registry.champion_decision(new, {"mae": 10.0, "churn_auc": 0.80})
     assert decision.promote is promote
     assert "MAE" in decision.reason and "AUC" in decision.reason
+    # A slightly higher MAE can be "not worse": the reason says by which rule.
+    assert "(the rule: MAE at most 1% above the champion's, AUC at most 0.005 below)" in decision.reason
 
 
 def test_other_business_modes_or_churn_definitions_are_not_compared():

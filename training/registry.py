@@ -915,7 +915,9 @@ def champion_decision(new: dict[str, float], current: dict[str, float] | None) -
     auc_ok = not (new["churn_auc"] < current["churn_auc"] - AUC_ABSOLUTE_TOLERANCE)
     detail = (
         f"MAE {new['mae']:.4f} vs champion {current['mae']:.4f}, "
-        f"churn AUC {new['churn_auc']:.4f} vs champion {current['churn_auc']:.4f} on the same holdout"
+        f"churn AUC {new['churn_auc']:.4f} vs champion {current['churn_auc']:.4f} on the same holdout "
+        f"(the rule: MAE at most {MAE_RELATIVE_TOLERANCE:.0%} above the champion's, AUC at most "
+        f"{AUC_ABSOLUTE_TOLERANCE} below)"
     )
     if mae_ok and auc_ok:
         return Decision(True, f"not worse than the champion: {detail}")
