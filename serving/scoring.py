@@ -78,15 +78,19 @@ def spend_curve_of(tables: Tables, *, as_of: date | str | pd.Timestamp, champion
     """
     cutoff = pd.Timestamp(parse_cutoff(as_of))
     h, features = _history_and_features(tables, cutoff, champion)
-    predictions = champion.models.predict(features)
-    curve = champion.lifetime.curve(
+    curve = _spend_curve(champion, h, champion.models.predict(features), horizon_days=champion.horizon_days, clv=clv)
+    return pd.Index(features.index), curve
+
+
+def _spend_curve(champion: Champion, h: History, predictions: pd.DataFrame, *, horizon_days: int, clv: ClvConfig) -> SpendCurve:
+    """The champion's spend curve of the customers of ``h`` from the boosters' ``predictions`` (in ``h``'s order)."""
+    return champion.lifetime.curve(
         h,
         churn_probability=predictions["churn_probability"].to_numpy(dtype=float),
         spend_if_active=predictions["spend_if_active"].to_numpy(dtype=float),
-        horizon_days=champion.horizon_days,
+        horizon_days=horizon_days,
         clv=clv,
     )
-    return pd.Index(features.index), curve
 
 
 def score_tables(
@@ -317,13 +321,7 @@ def _curve_columns(
         empty = np.empty(0, dtype=float)
         return {**{name: empty for name in _CURVE_FLOATS}, **{name: [] for name in CURVE_COLUMNS}}
     lifetime = champion.lifetime
-    curve = lifetime.curve(
-        h,
-        churn_probability=predictions["churn_probability"].to_numpy(dtype=float),
-        spend_if_active=predictions["spend_if_active"].to_numpy(dtype=float),
-        horizon_days=horizon_days,
-        clv=clv,
-    )
+    curve = _spend_curve(champion, h, predictions, horizon_days=horizon_days, clv=clv)
     spend_lower, spend_upper = curve.spend_interval(lifetime.interval_level)
     clv_lower, clv_upper = curve.clv_interval(lifetime.interval_level)
     return {
