@@ -70,8 +70,12 @@ return and the monthly return rate on the history; a new subscription is worth
 sum_{m >= 1} g^m S(m)`` the expected discount factor of its end (``E[g^(L + 1)]`` for L further
 invoices) and ``D_ret`` that of a return after an end. A running subscriber's ``clv`` adds
 ``g^(-f) D_end D_ret V``, with its own ``D_end`` and ``V`` of a new subscription of its plan and
-channel (a returner restarts at tenure 0 on the plan it left, as an average new subscriber: its
-frailty is not carried over); ``new_subscriber_clv`` is ``V``. The intervals add the same expected
+channel (a returner restarts at tenure 0 on the plan it left); ``new_subscriber_clv`` is ``V``.
+Under the frailty hazard these products are taken per value of the frailty and averaged last: the
+returner is the customer who left, so its frailty carries over to every later subscription. A
+frail subscriber ends early, when the discount is least, and comes back to a short subscription;
+the product of the averages would overstate the returns (a new subscriber's by 6 to 32 % of their
+value on the development books, the more the larger the frailty's variance; BENCHMARKS.md). The return itself (``D_ret``) does not depend on the frailty. The intervals add the same expected
 value of returns to both bounds; the horizon curves, ``expected_spend`` and
 ``expected_lifetime_days`` are those of the running subscription.
 
@@ -672,13 +676,14 @@ def _values(curve: _Curve, renewals, elapsed, prices_k, settings: ContractualSet
 
 
 def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarray | None,
-               propensity: np.ndarray | None = None) -> dict:
+               propensity: np.ndarray | None = None, theta: np.ndarray | None = None) -> dict:
     """Per row of ``frame`` (``plan``, ``mrr``, ``tenure_periods``, ``period_elapsed`` and the
     segment columns): the survival and revenue paths of the next invoices and what sums them.
 
     ``survived`` is the frailty-1 hazard survived so far (:func:`_survived_hazard`; zeros for a new
     subscriber), and ``propensity`` (n, 2) the upgrade and downgrade multipliers of Q
-    (:func:`_change_multipliers`; None: 1), both read only by the frailty model. Returns :func:`_values`'s arrays plus ``prices``
+    (:func:`_change_multipliers`; None: 1) and ``theta`` (given frailty nodes, :func:`_frailty_values`),
+    all read only by the frailty model. Returns :func:`_values`'s arrays plus ``prices``
     (n, K + 1: the expected price of the k-th next invoice given it is paid), ``churn`` (P(cancel
     within H days)) and ``curve`` (the sBG curve of the segment, for its parameters).
     """
@@ -688,7 +693,8 @@ def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarra
     elapsed = frame["period_elapsed"].astype("Float64").fillna(0).to_numpy(dtype=float)
     h = settings.horizon_days / (MEAN_MONTH_DAYS * settings.billing_months)
     if settings.survival == "frailty" and model.hazard is not None:
-        values = _frailty_values(model, frame, renewals, elapsed, np.asarray(survived, dtype=float), propensity)
+        values = _frailty_values(model, frame, renewals, elapsed, np.asarray(survived, dtype=float), propensity,
+                                 theta)
         # log S is linear within a period for one frailty and one plan: interpolate between invoices.
         log_s = np.log(np.maximum(np.c_[np.ones(len(frame)), values["survival"]], 1e-300))
         j = np.floor(h + elapsed).astype(np.int64)
@@ -705,7 +711,7 @@ def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarra
 
 
 def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elapsed, survived,
-                    propensity: np.ndarray | None = None) -> dict:
+                    propensity: np.ndarray | None = None, theta: np.ndarray | None = None) -> dict:
     """:func:`_values` under the gamma-frailty hazard with the plan path joint with survival.
 
     Given the frailty theta, the subscriber is a Markov chain on (plan, subscribed): within the
@@ -716,6 +722,11 @@ def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elap
     hazard is the last band's (``hazard_bands[-1] < K``), so the rest is a matrix geometric series:
     with ``M = diag(s) Q`` and the state ``v_K`` after K invoices,
     ``sum_{j >= 1} g^j v_K M^j w = v_K ((I - g M)^-1 - I) w`` (no cap).
+
+    ``theta`` (n, ``frailty_nodes``), if given, replaces the posterior nodes: the frailty nodes of
+    the same subscribers, e.g. to value a later subscription of the same customer. ``nodes`` of the
+    result holds ``clv`` and ``discounted_residual_periods`` per node before the expectation, with
+    the nodes ``theta`` and their ``weight``.
     """
     settings = model.settings
     hazard = model.hazard
@@ -752,20 +763,29 @@ def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elap
     start[~known, 0] = 1.0
 
     u, weight = frailty_nodes(hazard.shape, settings.frailty_nodes)
-    theta = u[None, :] / (hazard.shape + survived[:, None])  # (n, nodes)
+    if theta is None:
+        theta = u[None, :] / (hazard.shape + survived[:, None])  # (n, nodes)
     bands = np.asarray(hazard.band_log_hazard)
     state = np.repeat(start[:, None, :], len(u), axis=1)  # (n, nodes, plans)
     survival = np.empty((n, big_k + 1))
     paid = np.empty((n, big_k + 1))
     at_k = None
+    # Per node, the discounted sums of the first K invoices (the expectation over theta comes last).
+    node_clv = np.zeros((n, len(u)))
+    node_residual = np.zeros((n, len(u)))
     for k in range(1, big_k + 2):
         period = renewals + k - 1
         share = (1.0 - elapsed) if k == 1 else np.ones(n)
         h = np.exp(bands[hazard.band(period.astype(np.int64))][:, None] + plan_effect + other[:, None])
         kept = state * np.exp(-theta[:, :, None] * (h * share[:, None])[:, None, :])
         state = np.einsum("iqp,ipr->iqr", kept, q)
-        survival[:, k - 1] = state.sum(axis=2) @ weight
-        paid[:, k - 1] = (state * prices[:, None, :]).sum(axis=2) @ weight
+        kept_k = state.sum(axis=2)
+        paid_k = (state * prices[:, None, :]).sum(axis=2)
+        survival[:, k - 1] = kept_k @ weight
+        paid[:, k - 1] = paid_k @ weight
+        if k <= big_k:
+            node_clv += (g ** (k - elapsed))[:, None] * (settings.gross_margin * paid_k - cost * kept_k)
+            node_residual += g**k * kept_k
         if k == big_k:
             at_k = state
     # The tail: every period from n + K on is in the last band.
@@ -776,24 +796,29 @@ def _frailty_values(model: ContractualModel, frame: pd.DataFrame, renewals, elap
     ones = np.ones((n, n_plans))
 
     def series(factor: float, w: np.ndarray) -> np.ndarray:
+        """Per node (n, nodes): the tail's sum beyond K invoices."""
         rhs = np.broadcast_to(w[:, None, :, None], (*m.shape[:3], 1))
         solved = np.linalg.solve(eye - factor * m, rhs)[..., 0]
-        return (((at_k * solved).sum(axis=2) - (at_k * w[:, None, :]).sum(axis=2)) @ weight)
+        return (at_k * solved).sum(axis=2) - (at_k * w[:, None, :]).sum(axis=2)
 
-    k = np.arange(1, big_k + 1)
-    discount = g ** (k[None, :] - elapsed[:, None])
     surv_k, paid_k = survival[:, :big_k], paid[:, :big_k]
     with np.errstate(divide="ignore", invalid="ignore"):
         expected_price = np.where(survival > 0, paid / survival, prices[:, :1])
+    nodes = {
+        "clv": node_clv + (g ** (big_k - elapsed))[:, None] * series(g, margin),
+        "discounted_residual_periods": node_residual + g**big_k * series(g, ones),
+        "theta": theta,
+        "weight": weight,
+    }
     return {
-        "clv": (discount * (settings.gross_margin * paid_k - cost * surv_k)).sum(axis=1)
-        + g ** (big_k - elapsed) * series(g, margin),
+        "clv": nodes["clv"] @ weight,
         "survival": surv_k,
         "paid": paid_k,
         "prices": expected_price,
         # Undiscounted, the tail has a finite mean only for r > 1 (E[1 / theta] = (r + A) / (r - 1)).
-        "residual_periods": surv_k.sum(axis=1) + (series(1.0, ones) if hazard.shape > 1 else np.inf),
-        "discounted_residual_periods": (g**k * surv_k).sum(axis=1) + g**big_k * series(g, ones),
+        "residual_periods": surv_k.sum(axis=1) + (series(1.0, ones) @ weight if hazard.shape > 1 else np.inf),
+        "discounted_residual_periods": nodes["discounted_residual_periods"] @ weight,
+        "nodes": nodes,
     }
 
 
@@ -815,10 +840,31 @@ def _return_discount(model: ContractualModel) -> float:
     return model.returns.discounted((1.0 + model.settings.annual_discount_rate) ** (-1.0 / 12.0))
 
 
-def _with_returns(model: ContractualModel, clv_from_first_invoice: np.ndarray, values: dict) -> np.ndarray:
-    """V = C / (1 - D_end D_ret): a new subscription's value from its first invoice, its returns included."""
-    end = _end_discount(model, values["discounted_residual_periods"])
-    return np.asarray(clv_from_first_invoice, dtype=float) / (1.0 - end * _return_discount(model))
+def _with_returns(model: ContractualModel, first_margin: np.ndarray, values: dict) -> np.ndarray:
+    """V = E[C / (1 - D_end D_ret)]: a new subscription's value from its first invoice, its returns included.
+
+    ``first_margin`` is the first invoice's margin and ``values`` the :func:`_lifetimes` of the
+    subscription from there. Under the frailty hazard C and D_end are taken per frailty node and the
+    expectation over the frailty comes last: the customer who returns is the one who left, so its
+    frailty carries over to every later subscription (a frail subscriber ends early, when the
+    discount is least, and its returns are short). Under the sBG, C and D_end are the expectations.
+    """
+    first_margin = np.asarray(first_margin, dtype=float)
+    nodes = values.get("nodes")
+    if nodes is None:
+        end = _end_discount(model, values["discounted_residual_periods"])
+        return (first_margin + values["clv"]) / (1.0 - end * _return_discount(model))
+    end = _end_discount(model, nodes["discounted_residual_periods"])
+    return ((first_margin[:, None] + nodes["clv"]) / (1.0 - end * _return_discount(model))) @ nodes["weight"]
+
+
+def _rows(values: dict, mask: np.ndarray) -> dict:
+    """The rows ``mask`` of what :func:`_returns_value` reads of :func:`_lifetimes`'s result."""
+    out = {"discounted_residual_periods": np.asarray(values["discounted_residual_periods"])[mask]}
+    if "nodes" in values:
+        out["nodes"] = {**values["nodes"], **{key: values["nodes"][key][mask]
+                                              for key in ("clv", "discounted_residual_periods", "theta")}}
+    return out
 
 
 def _first_invoice_margin(model: ContractualModel, mrr: np.ndarray) -> np.ndarray:
@@ -826,23 +872,33 @@ def _first_invoice_margin(model: ContractualModel, mrr: np.ndarray) -> np.ndarra
     return (settings.gross_margin * np.asarray(mrr, dtype=float) - settings.cost_to_serve) * settings.billing_months
 
 
-def _returns_value(model: ContractualModel, state: pd.DataFrame, discounted_residual_periods: np.ndarray,
-                   elapsed: np.ndarray) -> np.ndarray:
+def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, elapsed: np.ndarray) -> np.ndarray:
     """Per row of ``state``: the discounted value of the returns after its running subscription ends.
 
     ``g^(-f) D_end D_ret V``, V the value (returns included) of a new subscription of the row's plan,
-    MRR and channel (module docstring); 0 without a return model.
+    MRR and channel (module docstring), ``values`` the rows' :func:`_lifetimes`; 0 without a return
+    model. Under the frailty hazard the product is taken per node of the row's posterior frailty,
+    the new subscription valued at that same frailty (:func:`_with_returns`).
     """
     if model.returns is None or not len(state):
         return np.zeros(len(state))
-    keys = ["plan", "mrr", *[c for c in model.settings.segment_by if c not in ("plan", "mrr")]]
-    fresh = state[keys].drop_duplicates().reset_index(drop=True).assign(tenure_periods=0, period_elapsed=0.0)
-    new = _lifetimes(model, fresh, np.zeros(len(fresh)))
-    fresh["value"] = _with_returns(model, _first_invoice_margin(model, fresh["mrr"]) + new["clv"], new)
-    value = state[keys].reset_index(drop=True).merge(fresh[[*keys, "value"]], on=keys, how="left")["value"]
     g = model.settings.discount_factor
-    end = _end_discount(model, discounted_residual_periods)
-    return g ** (-elapsed) * end * _return_discount(model) * value.to_numpy(dtype=float)
+    keys = ["plan", "mrr", *[c for c in model.settings.segment_by if c not in ("plan", "mrr")]]
+    fresh = state[keys].reset_index(drop=True).assign(tenure_periods=0, period_elapsed=0.0)
+    first_margin = _first_invoice_margin(model, fresh["mrr"])
+    nodes = values.get("nodes")
+    if nodes is None:
+        unique = fresh.drop_duplicates(keys).reset_index(drop=True)
+        new = _lifetimes(model, unique, np.zeros(len(unique)))
+        unique["value"] = _with_returns(model, _first_invoice_margin(model, unique["mrr"]), new)
+        value = fresh[keys].merge(unique[[*keys, "value"]], on=keys, how="left")["value"].to_numpy(dtype=float)
+        end = _end_discount(model, values["discounted_residual_periods"])
+        return g ** (-elapsed) * end * _return_discount(model) * value
+    new = _lifetimes(model, fresh, np.zeros(len(fresh)), theta=nodes["theta"])["nodes"]
+    value = (first_margin[:, None] + new["clv"]) / (
+        1.0 - _end_discount(model, new["discounted_residual_periods"]) * _return_discount(model))
+    end = _end_discount(model, nodes["discounted_residual_periods"])
+    return g ** (-elapsed) * _return_discount(model) * ((end * value) @ nodes["weight"])
 
 
 def _prices(model: ContractualModel, plan: np.ndarray, mrr: np.ndarray) -> np.ndarray:
@@ -932,8 +988,7 @@ def score_contractual(
     curve, churn, prices_k = values["curve"], values["churn"], values["prices"]
     returns = np.zeros(len(state))
     if running.any():
-        returns[running] = _returns_value(model, state.loc[running],
-                                          np.asarray(values["discounted_residual_periods"])[running], elapsed[running])
+        returns[running] = _returns_value(model, state.loc[running], _rows(values, running), elapsed[running])
     clv = np.where(running, values["clv"] + returns, 0.0)
 
     # The k-th next invoice is due paid_through + (k - 1) periods; horizon j of the curves holds the
@@ -1084,7 +1139,7 @@ def new_subscriber_clv(
     prices_k = values["prices"]
     first_margin = _first_invoice_margin(model, recent["mrr"].to_numpy())
     single = first_margin + values["clv"]
-    recent["clv"] = _with_returns(model, single, values)
+    recent["clv"] = _with_returns(model, first_margin, values)
     returns = recent["clv"].to_numpy() - single
     no_window = np.zeros((len(recent), settings.explicit_periods), dtype=bool)
     bounds = _lifetime_bounds(values["survival"], prices_k, zero, no_window, settings, interval_coverage)

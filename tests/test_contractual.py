@@ -355,3 +355,49 @@ def test_a_model_stored_before_the_returns_scores_without_them(saas, without_ret
     before = ContractualModel.from_dict(old)
     assert before.returns is None and before.settings.returns is False
     pd.testing.assert_frame_equal(score_contractual(before, book.tables), without_returns_scores[1])
+
+
+def test_a_returners_frailty_carries_over_to_its_later_subscriptions(sbg_book):
+    """One plan, one hazard band, theta ~ Gamma(r, rate r + A): the value of a subscription and its
+    returns against the integral over theta of the closed forms C(theta) = m p / (1 - g s) (first
+    invoice included), D_end(theta) = g (1 - s) / (1 - g s), s = exp(-theta h), and
+    V(theta) = C / (1 - D_end D_ret); the product of expectations (frailty not carried) is off."""
+    from scipy import integrate, stats
+
+    from features.btyd.gamma_frailty import FrailtyHazardParams
+    from features.btyd.returns import ReturnParams
+    from serving.contractual import _lifetimes, _return_discount, _returns_value
+
+    r, h = 1.2, 0.08
+    fitted = fit_contractual(sbg_book, cutoff=CUTOFF, settings=ContractualSettings(segment_by=()))
+    model = replace(
+        fitted, settings=replace(fitted.settings, explicit_periods=400),
+        hazard=FrailtyHazardParams(band_edges=(0,), band_log_hazard=(np.log(h),), effects={}, shape=r),
+        returns=ReturnParams(share=0.4, rate=0.2, ended=100, returned=40),
+    )
+    g, m, price = model.settings.discount_factor, model.settings.gross_margin, 50.0
+    d_ret = _return_discount(model)
+
+    def closed(theta):
+        s = np.exp(-theta * h)
+        c, end = m * price / (1 - g * s), g * (1 - s) / (1 - g * s)
+        return c, end, c / (1 - end * d_ret)
+
+    def expect(f, survived):
+        law = stats.gamma(r, scale=1 / (r + survived))
+        return integrate.quad(lambda t: f(t) * law.pdf(t), 0, np.inf, limit=200)[0]
+
+    new = new_subscriber_clv(model, sbg_book)
+    v = expect(lambda t: closed(t)[2], 0.0)
+    assert new["clv"].iloc[0] == pytest.approx(v, rel=1e-4)
+    not_carried = expect(lambda t: closed(t)[0], 0.0) / (1 - expect(lambda t: closed(t)[1], 0.0) * d_ret)
+    assert not_carried / v - 1 > 0.01
+
+    # A running subscriber who survived A = 6 h: the returns after its end, at its posterior frailty.
+    survived = 6 * h
+    frame = pd.DataFrame({"plan": [model.plan_transition.index[0]], "mrr": [price], "tenure_periods": [6],
+                          "period_elapsed": [0.0]})
+    values = _lifetimes(model, frame, np.array([survived]))
+    returns = _returns_value(model, frame, values, np.zeros(1))
+    expected = d_ret * expect(lambda t: closed(t)[1] * closed(t)[2], survived)
+    assert returns[0] == pytest.approx(expected, rel=3e-4)
