@@ -391,7 +391,7 @@ def test_a_returners_frailty_carries_over_to_its_later_subscriptions(sbg_book):
     v = expect(lambda t: closed(t)[2], 0.0)
     assert new["clv"].iloc[0] == pytest.approx(v, rel=1e-4)
     not_carried = expect(lambda t: closed(t)[0], 0.0) / (1 - expect(lambda t: closed(t)[1], 0.0) * d_ret)
-    assert not_carried / v - 1 > 0.01
+    assert not_carried / v - 1 > 0.05
 
     # A running subscriber who survived A = 6 h: the returns after its end, at its posterior frailty.
     survived = 6 * h
