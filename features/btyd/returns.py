@@ -18,7 +18,9 @@ end of a subscription, ``D_ret = E[g ** J ; a return] = rho a g / (1 - (1 - a) g
 discount factor per month (:meth:`ReturnParams.discounted`). With ``C`` the value of a subscription
 from its first invoice and ``D_end = E[g ** T]`` the discount factor of its end ``T`` periods after
 that invoice, a subscriber whose returns are worth what its first subscription was worth has the
-value ``C / (1 - D_end D_ret)`` (the geometric series of its returns).
+value ``C / (1 - D_end D_ret)`` (the geometric series of its returns), for given ``C`` and ``D_end``:
+under a gamma frailty they depend on it, and :mod:`serving.contractual` takes the series per value
+of the frailty before averaging over it.
 
 Why hand-written: two parameters of a closed-form likelihood; scipy does the optimisation.
 
