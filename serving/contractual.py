@@ -75,7 +75,13 @@ Under the frailty hazard these products are taken per value of the frailty and a
 returner is the customer who left, so its frailty carries over to every later subscription. A
 frail subscriber ends early, when the discount is least, and comes back to a short subscription;
 the product of the averages would overstate the returns (a new subscriber's by 6 to 32 % of their
-value on the development books, the more the larger the frailty's variance; BENCHMARKS.md). The return itself (``D_ret``) does not depend on the frailty. The intervals add the same expected
+value on the development books, the more the larger the frailty's variance; BENCHMARKS.md). A
+running subscriber's later subscriptions are valued at its posterior frailty: a long-tenured
+subscriber's returns are therefore worth more than an average new subscriber's (its CLV rose by
+up to 4 % against the earlier product of averages on a benchmark book), a short-tenured one's
+less. The return itself (``D_ret``) does not depend on the frailty. This values a running row's
+later subscriptions row by row (their frailty nodes differ), which made ``score_contractual``
+about 1.5 times slower on 12,000 customers. The intervals add the same expected
 value of returns to both bounds; the horizon curves, ``expected_spend`` and
 ``expected_lifetime_days`` are those of the running subscription.
 
@@ -685,7 +691,8 @@ def _lifetimes(model: ContractualModel, frame: pd.DataFrame, survived: np.ndarra
     (:func:`_change_multipliers`; None: 1) and ``theta`` (given frailty nodes, :func:`_frailty_values`),
     all read only by the frailty model. Returns :func:`_values`'s arrays plus ``prices``
     (n, K + 1: the expected price of the k-th next invoice given it is paid), ``churn`` (P(cancel
-    within H days)) and ``curve`` (the sBG curve of the segment, for its parameters).
+    within H days)), ``curve`` (the sBG curve of the segment, for its parameters) and, under the
+    frailty hazard, ``nodes`` (per frailty node, :func:`_frailty_values`).
     """
     settings = model.settings
     curve = _curve(model, frame)
