@@ -20,7 +20,9 @@ persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), 
   what was spent, and the lifetime CLV ÷ realised per channel;
 - new customers: the customers acquired in the 182 days after the scoring date, their value from
   acquisition against the champion's new-customer CLV for their channel and day
-  (``bench_lifetime.new_customers``).
+  (``bench_lifetime.new_customers``), valued as ``--new-customers`` says (``process``, the
+  default: the process by channel with the season, as training fits it; ``champion``: made-up
+  customers scored by the champion).
 
 Prints one JSON line per (seed, variant) and a table; ``--json`` writes them all. Each (seed,
 variant) is also a run of the MLflow experiment ``clvcast-lifetime-variants`` in the seed's
@@ -68,7 +70,8 @@ def _params(h, process: str):
         L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level = fit_pn, fit_gg
 
 
-def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None = None) -> list[dict]:
+def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None = None,
+             new_customers: str = "process") -> list[dict]:
     import bench_lifetime as B
 
     from features.dates import history_until
@@ -94,8 +97,13 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
         if process not in fitted:
             fitted[process] = _params(h_train, process)
         alive, level = (float(w) for w in weights.split("/"))
+        # New customers as training would value them (lifetime.new_customers): by the process by
+        # channel with the season, the variant's own fit when it is that one.
+        if new_customers == "process" and "seasonal-channel" not in fitted:
+            fitted["seasonal-channel"] = _params(h_train, "seasonal-channel")
         lifetime = trained.lifetime.model_copy(
-            update={"params": fitted[process], "alive_persistence": alive, "level_persistence": level}
+            update={"params": fitted[process], "alive_persistence": alive, "level_persistence": level,
+                    "new_customer_params": fitted["seasonal-channel"] if new_customers == "process" else None}
         )
         champion = dataclasses.replace(trained, serving=trained.serving.model_copy(update={"lifetime": lifetime}))
         clv = champion_clv_config(champion)
@@ -117,6 +125,7 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
         row = {
             "seed": seed,
             "variant": variant,
+            "new_customers": new_customers,
             "lifetime_ratio": float(clv_pred.sum() / realised_clv.sum()),
             "max_horizon_error": float(np.abs(ratios - 1).max()),
             "horizon_ratios": [round(float(r), 3) for r in ratios],
@@ -154,7 +163,8 @@ def _log_to_mlflow(row: dict, fit_cutoff: str, params) -> str:
     }  # fmt: skip
     with mlflow.start_run(run_name=f"{row['variant']} @ seed {row['seed']}") as run:
         mlflow.log_params({"seed": row["seed"], "process": process, "alive_persistence": alive, "level_persistence": level,
-                           "fit_cutoff": fit_cutoff, "fit_clock": params.fit_clock})  # fmt: skip
+                           "fit_cutoff": fit_cutoff, "fit_clock": params.fit_clock,
+                           "new_customers": row["new_customers"]})  # fmt: skip
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         return run.info.run_id
 
@@ -177,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="2,3")
     parser.add_argument("--variants", default="one@1/0,channel@1/0,channel@1/0.25,channel@1/0.5,one@1/0.5")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--new-customers", choices=("process", "champion"), default="process",
+                        help="how new customers are valued (training's lifetime.new_customers; default process)")
     parser.add_argument("--fit-cutoff", default=None,
                         help="history the dropout process is fitted on (default: the protocol's training cutoff, "
                              "2019-06-30; 2019-12-31 for the champions of bench_lifetime.py --refit)")
@@ -190,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if process not in PROCESSES or len(weights.split("/")) != 2:
             parser.error(f"variant {v!r}: PROCESS@ALIVE/LEVEL with PROCESS one of {sorted(PROCESSES)}")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    rows = [row for seed in seeds for row in run_seed(Path(args.work), seed, variants, args.fit_cutoff)]
+    rows = [row for seed in seeds for row in run_seed(Path(args.work), seed, variants, args.fit_cutoff, args.new_customers)]
     print("\nlifetime CLV ÷ realised / largest |horizon ratio − 1| / lifetime ÷ realised by channel (range) / "
           "new-customer CLV ÷ realised by channel (range, channels within ±10 %)\n")
     print("| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |\n| --- |" + " --- |" * len(seeds))

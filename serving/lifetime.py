@@ -1,13 +1,24 @@
 """New customers through the lifetime machinery: the spend curve of a customer just acquired.
 
 A customer acquired today through a channel has one purchase (the first order, on the acquisition
-day) and the channel (and any covariates) in the ``customers`` table: exactly what the feature
-code reads for a real customer of that age. :func:`new_customer_curves` builds that history for
-each channel, at several values of the first order, and scores it with the champion
-(:func:`serving.scoring.spend_curve_of`, as the scores are computed): the boosters
-give their view of such a customer through the channel (the learned part), the dropout process
-carries it over the lifetime cap (:mod:`training.curve`). The result is the remaining value
-after the first order; the value from acquisition adds the first order's margin.
+day) and the channel (and any covariates) in the ``customers`` table. :func:`new_customer_curves`
+values it in one of two ways (``lifetime.new_customers`` at training):
+
+- ``"process"`` (the default): the dropout process fitted by the channel
+  (``LifetimeModel.new_customer_params``), a customer of that channel with its first purchase
+  made and nothing else known: the process's prior of that level, its own spend curve over the
+  lifetime cap (:meth:`training.lifetime.LifetimeModel.process_curve`). Why not the boosters: they
+  learn from customers at training origins, almost none on their acquisition day, and their
+  forecast for a one-order customer hardly differs by channel (on the development books the
+  new-customer CLV per channel was three times further from the cohorts' expectation with them;
+  BENCHMARKS.md);
+- ``"champion"``: made-up customers with that history, scored by the champion
+  (:func:`serving.scoring.spend_curve_of`, as the scores are computed): the boosters give their
+  view of such a customer through the channel, the dropout process carries it over the cap
+  (:mod:`training.curve`).
+
+The result is the remaining value after the first order; the value from acquisition adds the
+first order's margin.
 
 Finance sums it per channel and cohort (``new_customer_clv.csv``, ``POST /acquisition_budget``);
 without a champion, :meth:`features.btyd.lifetime.DropoutState.new_customers` gives the dropout
@@ -18,13 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from features.btyd.lifetime import DropoutState
 from features.contract import Tables
-from features.dates import parse_cutoff
+from features.dates import day_number, parse_cutoff
 from serving.scores import Scores
 from serving.scoring import champion_clv_config, spend_curve_of
 from training.config import ClvConfig
@@ -47,6 +60,7 @@ def new_customer_curves(
     first_order_value: float | Mapping[str, float] | None = None,
     covariates: Mapping[str, Mapping[str, object]] | None = None,
     clv: ClvConfig | None = None,
+    method: Literal["process", "champion"] | None = None,
 ) -> pd.DataFrame:
     """Spend curve and CLV of a customer just acquired through each channel, from the champion.
 
@@ -75,6 +89,12 @@ def new_customer_curves(
         Other ``customers`` columns the features use (e.g. ``region``); missing ones are unknown.
     clv : ClvConfig, optional
         Default: the champion's.
+    method : "process" or "champion", optional
+        How the customer is valued (module docstring). Default: ``"process"`` when the champion
+        has a new customers' process (``lifetime.new_customer_params``), else ``"champion"``. With
+        ``"process"`` the first order's value changes its margin only: the process values a
+        purchase day by its level's prior, whatever the first one was worth, and a channel the
+        process has no level of gets the base's.
 
     Returns
     -------
@@ -89,20 +109,30 @@ def new_customer_curves(
     Raises
     ------
     ValueError
-        Without channels, with a channel named twice, or when Gamma-Gamma's q ≤ 1 (no mean value
-        of a first order) by default.
+        Without channels, with a channel named twice, with ``"process"`` when the champion has no
+        new customers' process, or when Gamma-Gamma's q ≤ 1 (no mean value of a first order) by
+        default.
     """
     channels = [str(c) for c in channels]
     if not channels or len(set(channels)) != len(channels):
         raise ValueError(f"channels: rule 'at least one, each once': got {channels}")
     clv = clv or champion_clv_config(champion)
     day = pd.Timestamp(parse_cutoff(acquired_at))
-    params = champion.lifetime.params
+    own = champion.lifetime.new_customer_params
+    method = method or ("process" if own is not None else "champion")
+    if method not in ("process", "champion"):
+        raise ValueError(f"method: rule 'process or champion': got {method!r}")
+    if method == "process" and own is None:
+        raise ValueError("method 'process': this champion has no new customers' process (lifetime.new_customers "
+                         "was 'champion' at training, or it was trained before it existed)")
+    params = own if method == "process" else champion.lifetime.params
     extra = covariates or {}
     # Each channel's level of the process by level: its channel, or the covariate given for it.
     column = None if params.by_level is None else params.by_level.column
     levels = [c if column == "channel" else extra.get(c, {}).get(column) if column else None for c in channels]
     typical = dict(zip(channels, (float(v) for v in params.mean_order_value(levels)), strict=True))
+    if method == "process":
+        return _process_curves(champion, params, channels, levels, day, typical, first_order_value, clv)
     if first_order_value is None:
         values = typical
         nodes = dict(zip(channels, _first_order_nodes(params, levels), strict=True))
@@ -150,21 +180,48 @@ def new_customer_curves(
     moments = tuple(mean(m) for m in curve.clv_moments)
     clv_lower, clv_upper = clv_bounds(moments, mean(curve.clv_cost), champion.lifetime.interval_level)
     first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
-    remaining = mean(curve.clv)
-    spend_curve, margin_curve = mean(curve.expected_spend), mean(curve.expected_margin)
+    return _frame(channels, values, first_margin, mean(curve.churn_probability), mean(curve.p_alive), mean(curve.clv),
+                  clv_lower, clv_upper, mean(curve.expected_lifetime_days), mean(curve.expected_spend),
+                  mean(curve.expected_margin), champion.horizon_days)
+
+
+def _process_curves(champion: Champion, params, channels, levels, day, typical, first_order_value, clv) -> pd.DataFrame:
+    """:func:`new_customer_curves` by the new customers' dropout process alone (``method="process"``)."""
+    if first_order_value is None:
+        values = typical
+    elif isinstance(first_order_value, Mapping):
+        values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
+    else:
+        values = {c: float(first_order_value) for c in channels}
+    bad = [c for c in channels if not np.isfinite(values[c]) or values[c] <= 0]
+    if bad:
+        raise ValueError(f"new customers: no positive first order value for {bad} (Gamma-Gamma's q <= 1 has no mean)")
+    state = DropoutState.new_customers(params, np.full(len(channels), day_number(day.date())),
+                                       np.array(levels, dtype=object))
+    curve = champion.lifetime.process_curve(state, horizon_days=champion.horizon_days, clv=clv)
+    clv_lower, clv_upper = curve.clv_interval(champion.lifetime.interval_level)
+    first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
+    return _frame(channels, values, first_margin, curve.churn_probability, curve.p_alive, curve.clv, clv_lower,
+                  clv_upper, curve.expected_lifetime_days, curve.expected_spend, curve.expected_margin,
+                  champion.horizon_days)
+
+
+def _frame(channels, values, first_margin, churn, p_alive, remaining, clv_lower, clv_upper, lifetime_days,
+           spend_curve, margin_curve, horizon_days) -> pd.DataFrame:
+    """The rows of :func:`new_customer_curves`, one per channel."""
     return pd.DataFrame(
         {
             "first_order_value": [values[c] for c in channels],
             "first_order_margin": first_margin,
-            "churn_probability": mean(curve.churn_probability),
-            "p_alive": mean(curve.p_alive),
+            "churn_probability": churn,
+            "p_alive": p_alive,
             "expected_spend": spend_curve[:, 0],
             "clv": remaining,
             "clv_lower": clv_lower,
             "clv_upper": clv_upper,
             "clv_from_acquisition": first_margin + remaining,
-            "expected_lifetime_days": mean(curve.expected_lifetime_days),
-            "horizon_days": np.full(len(channels), champion.horizon_days, dtype=np.int64),
+            "expected_lifetime_days": lifetime_days,
+            "horizon_days": np.full(len(channels), horizon_days, dtype=np.int64),
             "expected_spend_curve": list(spend_curve),
             "expected_margin_curve": list(margin_curve),
         },

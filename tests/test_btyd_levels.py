@@ -328,11 +328,16 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book, caplog):
             settings=cfg.lifetime, clv=cfg.clv, time_unit_days=7.0,
         )  # fmt: skip
 
-    one = fitted()  # the default: one process
+    with caplog.at_level("INFO"):
+        one = fitted()  # the default: one process, and the new customers' process by channel
     assert one.params.by_level is None and one.level_persistence == 0.0
-    # By channel, level_persistence takes its own default.
+    assert one.new_customer_params.by_level.levels == ("leaky", "loyal")
+    assert "new customers: valued by the dropout process by customers.channel alone" in caplog.text
+    assert fitted(lifetime__new_customers="champion").new_customer_params is None
+    # By channel, level_persistence takes its own default, and new customers share the fit.
     by_channel = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
     assert by_channel.params.by_level.levels == ("leaky", "loyal") and by_channel.level_persistence == 0.5
+    assert by_channel.new_customer_params is by_channel.params
     # A column the customers do not have: one process, with one process's default, and a warning.
     with caplog.at_level("INFO"):
         no_channel = fitted(lifetime__dropout_covariate="region", lifetime__level_fit_customers=200)

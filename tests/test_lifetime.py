@@ -489,10 +489,13 @@ def test_a_91_day_champion_scores_91_day_horizons(champion, champion_store, tmp_
 
 
 @pytest.mark.slow
-def test_new_customers_go_through_the_same_machinery(champion):
-    from serving.lifetime import new_customer_curves
+def test_new_customers_scored_by_the_champion(champion):
+    from functools import partial
+
+    from serving import lifetime
     from serving.scoring import score_columns
 
+    new_customer_curves = partial(lifetime.new_customer_curves, method="champion")
     got = new_customer_curves(champion, ["paid_search", "referral", "nowhere"], acquired_at="2024-06-30")
     assert list(got.index) == ["paid_search", "referral", "nowhere"]
     numeric = got.drop(columns=["expected_spend_curve", "expected_margin_curve"])
@@ -536,3 +539,51 @@ def test_new_customers_go_through_the_same_machinery(champion):
     assert nodes.mean() == pytest.approx(got.loc["referral", "first_order_value"], rel=1e-9)
     with pytest.raises(ValueError, match="each once"):
         new_customer_curves(champion, ["a", "a"], acquired_at="2024-06-30")
+
+
+@pytest.mark.slow
+def test_new_customers_by_the_dropout_process_by_channel(champion):
+    """The default: the new customers' process by channel alone, E_k = η v G(window k) for a customer
+    alive for sure, against the dropout state computed here; a channel without a level gets the base's."""
+    from features.btyd.lifetime import DropoutState
+    from features.dates import day_number
+    from serving.lifetime import new_customer_curves
+    from training.curve import discount_per_horizon
+
+    params = champion.lifetime.new_customer_params
+    assert params is not None and params.by_level.column == "channel"
+    channels = [*params.by_level.levels[:2], "nowhere"]
+    got = new_customer_curves(champion, channels, acquired_at="2024-06-30")
+    clv = champion.serving.config.clv
+    H, K = champion.horizon_days, clv.lifetime_horizons
+    state = DropoutState.new_customers(params, np.full(3, day_number(pd.Timestamp("2024-06-30").date())),
+                                       np.array(channels, dtype=object))
+    bounds = np.arange(K + 1) * H
+    G = state.expected_purchases(bounds[:-1], bounds[1:])
+    q = state.purchase_probability(bounds[:-1], bounds[1:])
+    spend = state.net_value_share * state.order_value[:, None] * G
+    # Spend given a purchase is at least one order (training.curve).
+    spend[:, 0] = q[:, 0] * np.maximum(spend[:, 0] / q[:, 0], state.order_value)
+    np.testing.assert_allclose(np.vstack(got["expected_spend_curve"]), spend, rtol=1e-9)
+    discount = (1 + discount_per_horizon(H, clv.annual_discount_rate)) ** -np.arange(1, K + 1)
+    np.testing.assert_allclose(got["clv"], (clv.gross_margin * spend - clv.cost_to_serve * q) @ discount, rtol=1e-9)
+    np.testing.assert_allclose(got["churn_probability"], 1 - q[:, 0], rtol=1e-9)
+    np.testing.assert_allclose(got["first_order_value"], params.mean_order_value(channels), rtol=1e-12)
+    np.testing.assert_allclose(got["clv_from_acquisition"], got["first_order_margin"] + got["clv"])
+    assert got.loc["nowhere", "first_order_value"] == pytest.approx(params.mean_order_value([None])[0])
+    assert got.loc[channels[0], "clv"] != pytest.approx(got.loc[channels[1], "clv"], rel=1e-3)
+    assert (got["clv_lower"] <= got["clv_upper"]).all() and (got["clv_lower"] >= 0).all()
+    # A given first order changes its margin only.
+    given = new_customer_curves(champion, channels, acquired_at="2024-06-30", first_order_value=55.0)
+    np.testing.assert_allclose(given["clv"], got["clv"])
+    np.testing.assert_allclose(given["first_order_margin"], clv.gross_margin * 55.0 - clv.cost_to_serve)
+    # A champion without a new customers' process (trained before it, or with new_customers
+    # 'champion') scores made-up customers; asking it for the process is an error.
+    import dataclasses
+
+    older = dataclasses.replace(champion, serving=champion.serving.model_copy(
+        update={"lifetime": champion.lifetime.model_copy(update={"new_customer_params": None})}))
+    pd.testing.assert_frame_equal(new_customer_curves(older, channels, acquired_at="2024-06-30"),
+                                  new_customer_curves(champion, channels, acquired_at="2024-06-30", method="champion"))
+    with pytest.raises(ValueError, match="no new customers' process"):
+        new_customer_curves(older, channels, acquired_at="2024-06-30", method="process")

@@ -508,6 +508,22 @@ class LifetimeConfig(BaseModel):
         channel as the default: the benchmark run"), so it stays an option. With the season the
         fit by level costs little more than one process's (1.4 s against 0.8 s on 3,723
         customers); in calendar time about 3 ms per customer of its sample.
+    new_customers : str
+        How a customer just acquired is valued (``new_customer_clv.csv``, ``POST
+        /acquisition_budget``, ``channels.csv``): ``"process"`` (the default), by the dropout
+        process fitted by ``new_customer_covariate`` alone, the prior of a customer of that level
+        with its first purchase made (:meth:`training.lifetime.LifetimeModel.process_curve`);
+        ``"champion"``, by the champion's boosters and process on made-up customers with one order
+        (:func:`serving.lifetime.new_customer_curves`). Why: the boosters learn from customers at
+        training origins, almost none of them on their acquisition day, and their forecast for a
+        one-order customer hardly differs by channel. On the eight development book-cutoffs the
+        new-customer CLV per channel was off the cohorts' expectation by a mean abs(log ratio) of
+        0.11 with the process by channel against 0.37 with the champion (BENCHMARKS.md, "New
+        customers from the dropout process by channel").
+    new_customer_covariate : str or None
+        The ``customers`` column the new customers' process is fitted by (``"channel"``); the
+        same fit as ``dropout_covariate``'s when they name the same column, one process when None
+        or when the book lacks it.
     min_level_customers : int
         Fewest customers a level needs at the training cutoff for its own effects.
     level_prior_sd : float
@@ -531,6 +547,8 @@ class LifetimeConfig(BaseModel):
     interval_coverage: float = Field(0.8, gt=0, lt=1)
     calibrate_spend_level: bool = False
     dropout_covariate: str | None = None
+    new_customers: Literal["process", "champion"] = "process"
+    new_customer_covariate: str | None = "channel"
     min_level_customers: int = Field(30, ge=1)
     level_prior_sd: float = Field(1.0, gt=0, allow_inf_nan=False)
     level_fit_customers: int = Field(50_000, ge=100)

@@ -54,6 +54,11 @@ class LifetimeModel(BaseModel):
     spend_scale : float
         Factor on the boosters' spend given a purchase (1: none): realised over predicted total
         spend on the time-held-out calibration window, with ``LifetimeConfig.calibrate_spend_level``.
+    new_customer_params : LifetimeParams or None
+        The dropout process new customers are valued by (``LifetimeConfig.new_customers``
+        ``"process"``: fitted by ``new_customer_covariate`` on the same history as ``params``, the
+        same object when they coincide); None: new customers are scored by the champion (also
+        every champion trained before it existed).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,6 +71,7 @@ class LifetimeModel(BaseModel):
     interval_level: float = Field(gt=0, lt=1)
     interval_coverage: float = Field(gt=0, lt=1)
     spend_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
+    new_customer_params: LifetimeParams | None = None
 
     def state(self, h: History) -> DropoutState:
         """The dropout process's posterior of every customer of ``h`` at its cutoff."""
@@ -113,6 +119,46 @@ class LifetimeModel(BaseModel):
             alive_persistence=self.alive_persistence,
             level_persistence=self.level_persistence,
             model_season_index=self.season_index,
+        )
+
+
+    def process_curve(self, state: DropoutState, *, horizon_days: int, clv: ClvConfig) -> SpendCurve:
+        """The dropout process's own spend curve, without the boosters (:func:`training.curve.spend_curve`).
+
+        For customers the boosters know nothing of, e.g. :meth:`DropoutState.new_customers`: the
+        boosters' inputs are replaced by the process's own view of a window of ``horizon_days``
+        (P(no purchase) = 1 − π q(0, H), spend given a purchase η v G(0, H) / q(0, H)) and nothing
+        of them persists, so every horizon is the process's: E_k = π η v G(window k), where π is
+        P(alive), v the value of a purchase day, η its share kept after refunds, and G, q as in
+        :mod:`training.curve`. The intervals use the champion's calibrated ``interval_level``.
+
+        Parameters
+        ----------
+        state : DropoutState
+            n customers.
+        horizon_days : int
+            H of each horizon of the curve, days.
+        clv : ClvConfig
+            Margin, cost to serve, annual discount rate and the cap K.
+
+        Returns
+        -------
+        SpendCurve
+        """
+        q = state.purchase_probability([0], [horizon_days])[:, 0]
+        purchases = state.expected_purchases([0], [horizon_days])[:, 0]
+        return spend_curve(
+            state,
+            churn_probability=1.0 - state.p_alive * q,
+            spend_if_active=state.net_value_share * state.order_value * purchases / q,
+            model_horizon_days=horizon_days,
+            horizon_days=horizon_days,
+            n_horizons=clv.lifetime_horizons,
+            margin=clv.gross_margin,
+            cost_to_serve=clv.cost_to_serve,
+            annual_discount_rate=clv.annual_discount_rate,
+            alive_persistence=0.0,
+            level_persistence=0.0,
         )
 
 
@@ -205,6 +251,25 @@ def fit_lifetime_model(
         "dropout process: %s; level_persistence %.2f",
         "one for every customer" if params.by_level is None else f"by customers.{params.by_level.column}", persistence,
     )  # fmt: skip
+    new_customer_params = None
+    if settings.new_customers == "process":
+        column = settings.new_customer_covariate
+        fitted_by = None if params.by_level is None else params.by_level.column
+        if column == fitted_by or (column is None and fitted_by is None):
+            new_customer_params = params
+        else:
+            new_customer_params = fit_lifetime(
+                h, time_unit_days=time_unit_days, seasonal=settings.seasonal, seasonal_fit=settings.seasonal_fit,
+                level_column=column, min_level_customers=settings.min_level_customers,
+                level_prior_sd=settings.level_prior_sd, level_fit_customers=settings.level_fit_customers,
+            )  # fmt: skip
+        log.info(
+            "new customers: valued by the dropout process %s alone",
+            "for every customer" if new_customer_params.by_level is None
+            else f"by customers.{new_customer_params.by_level.column}",
+        )  # fmt: skip
+    else:
+        log.info("new customers: valued by the champion's boosters and dropout process on made-up customers")
     season = training_season_index(params, origins, origin_rows, model_horizon_days) if settings.season_adjusted_boosters else None
     model = LifetimeModel(
         params=params,
@@ -214,6 +279,7 @@ def fit_lifetime_model(
         level_persistence=persistence,
         interval_level=settings.interval_coverage,
         interval_coverage=settings.interval_coverage,
+        new_customer_params=new_customer_params,
     )
     if interval_level is not None:
         if validation is not None:
