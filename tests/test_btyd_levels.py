@@ -338,6 +338,12 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book, caplog):
     by_channel = fitted(lifetime__dropout_covariate="channel", lifetime__level_fit_customers=200)
     assert by_channel.params.by_level.levels == ("leaky", "loyal") and by_channel.level_persistence == 0.5
     assert by_channel.new_customer_params is by_channel.params
+    # The training run logs the new customers' process when it is a fit of its own.
+    from training.pipeline import _process_tables
+
+    assert list(_process_tables(one)) == ["new_customer_process_by_level"]
+    assert list(_process_tables(by_channel)) == ["dropout_by_level"]
+    assert set(_process_tables(one)["new_customer_process_by_level"].index) == {"(base)", "leaky", "loyal"}
     # A column the customers do not have: one process, with one process's default, and a warning.
     with caplog.at_level("INFO"):
         no_channel = fitted(lifetime__dropout_covariate="region", lifetime__level_fit_customers=200)

@@ -403,10 +403,23 @@ def _artifacts(ev: Evaluation, tables: Tables) -> tuple[dict[str, pd.DataFrame],
         "deciles": plots.decile_plot(ev.actual_spend, spend),
         "feature_importance": plots.importance_plot(importance),
     }
-    if ev.lifetime.params.by_level is not None:
-        tables_out["dropout_by_level"] = ev.lifetime.params.by_level.table()
+    tables_out.update(_process_tables(ev.lifetime))
     btyd_tables, btyd_figures = _btyd_diagnostics(ev, tables)
     return {**tables_out, **btyd_tables}, {**figures, **btyd_figures}
+
+
+_PROCESS_TABLES = ("dropout_by_level", "new_customer_process_by_level")
+
+
+def _process_tables(lifetime: LifetimeModel) -> dict[str, pd.DataFrame]:
+    """The multipliers per level of the dropout process and, when it is another fit, of the new customers' process."""
+    out = {}
+    if lifetime.params.by_level is not None:
+        out["dropout_by_level"] = lifetime.params.by_level.table()
+    own = lifetime.new_customer_params
+    if own is not None and own is not lifetime.params and own.by_level is not None:
+        out["new_customer_process_by_level"] = own.by_level.table()
+    return out
 
 
 def _tags(tables: Tables, ev: Evaluation) -> dict[str, str]:
@@ -585,11 +598,11 @@ def train(
     served = ev.models if refitted is None else refitted.models
     tables_out, figures = _artifacts(ev, tables)
     if refitted is not None:
-        # dropout_by_level is the served process's (the refit's); the evaluation's, at the cutoff, beside it.
-        if "dropout_by_level" in tables_out:
-            tables_out["dropout_by_level_at_cutoff"] = tables_out.pop("dropout_by_level")
-        if refitted.lifetime.params.by_level is not None:
-            tables_out["dropout_by_level"] = refitted.lifetime.params.by_level.table()
+        # The process tables are the served process's (the refit's); the evaluation's, at the cutoff, beside them.
+        for name in _PROCESS_TABLES:
+            if name in tables_out:
+                tables_out[f"{name}_at_cutoff"] = tables_out.pop(name)
+        tables_out.update(_process_tables(refitted.lifetime))
     flat = _flat_metrics(ev.metrics)
     if champion_metrics is not None:
         flat.update({f"champion_{k}": v for k, v in champion_metrics.items()})
