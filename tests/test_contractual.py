@@ -401,3 +401,17 @@ def test_a_returners_frailty_carries_over_to_its_later_subscriptions(sbg_book):
     returns = _returns_value(model, frame, values, np.zeros(1))
     expected = d_ret * expect(lambda t: closed(t)[1] * closed(t)[2], survived)
     assert returns[0] == pytest.approx(expected, rel=3e-4)
+
+
+def test_later_subscriptions_valued_on_a_grid_agree_with_row_by_row(saas, monkeypatch):
+    """Keys with more rows than the grid are interpolated in log theta; row by row is the reference."""
+    from serving import contractual
+
+    book, _, model, scores = saas
+    running = scores["p_alive"] == 1
+    counts = scores.loc[running].groupby(["plan", "channel"], observed=True).size()
+    assert (counts > contractual._RETURN_GRID).any()  # the grid is used on this book
+    monkeypatch.setattr(contractual, "_RETURN_GRID", 10**9)
+    exact = score_contractual(model, book.tables)
+    np.testing.assert_allclose(scores["clv"], exact["clv"], rtol=2e-5)
+    assert not np.array_equal(scores["clv"].to_numpy(), exact["clv"].to_numpy())
