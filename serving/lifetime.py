@@ -21,8 +21,7 @@ The result is the remaining value after the first order; the value from acquisit
 first order's margin.
 
 Finance sums it per channel and cohort (``new_customer_clv.csv``, ``POST /acquisition_budget``);
-without a champion, :meth:`features.btyd.lifetime.DropoutState.new_customers` gives the dropout
-process's own expectation for a new customer (no channel information).
+the ``basis`` column says which way (``process`` or ``champion``).
 """
 
 from __future__ import annotations
@@ -68,13 +67,15 @@ def new_customer_curves(
     ----------
     champion : Champion
     channels : sequence of str
-        Acquisition channels (as in ``customers.channel``); a channel the boosters never saw is
+        Acquisition channels (as in ``customers.channel``). A channel the process has no level of
+        gets the base's with ``"process"``; with ``"champion"`` a channel the boosters never saw is
         scored as an unknown level (LightGBM's missing-value branch).
     acquired_at : date-like
         Acquisition day: the first order is on it, and the curve starts the day after.
     first_order_value : float or mapping of channel to float, optional
-        Value of the first order, currency units: one made-up customer with that order. By
-        default the first order is random: :data:`FIRST_ORDER_NODES` equally likely made-up
+        Value of the first order, currency units. With ``"process"`` it sets the first order's
+        margin only, and by default it is the level's mean value of a purchase day. With
+        ``"champion"``: one made-up customer with that order; by default the first order is random: :data:`FIRST_ORDER_NODES` equally likely made-up
         customers, at the quantile midpoints of Gamma-Gamma's value of a purchase day
         (:func:`_first_order_nodes`) of the channel when the dropout process is fitted by channel
         (``lifetime.dropout_covariate``; or of the level given in ``covariates`` when the process
@@ -86,7 +87,8 @@ def new_customer_curves(
         curve. ``first_order_value`` is then the mean (p v / (q − 1)), which the values average
         to. An order as bought: a refund of it is not taken out of ``first_order_margin``.
     covariates : mapping of channel to {column: value}, optional
-        Other ``customers`` columns the features use (e.g. ``region``); missing ones are unknown.
+        With ``"champion"``: other ``customers`` columns the features use (e.g. ``region``);
+        missing ones are unknown. Not read with ``"process"`` (its process is by channel).
     clv : ClvConfig, optional
         Default: the champion's.
     method : "process" or "champion", optional
@@ -104,7 +106,7 @@ def new_customer_curves(
         horizon), ``clv`` (remaining lifetime value after the first order, discounted) with
         ``clv_lower`` / ``clv_upper``, ``clv_from_acquisition`` (first-order margin + clv),
         ``expected_lifetime_days``, ``expected_spend_curve`` and ``expected_margin_curve`` (arrays
-        of K values), ``horizon_days``.
+        of K values), ``horizon_days``, ``basis`` (``process`` or ``champion``).
 
     Raises
     ------
@@ -182,7 +184,7 @@ def new_customer_curves(
     first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
     return _frame(channels, values, first_margin, mean(curve.churn_probability), mean(curve.p_alive), mean(curve.clv),
                   clv_lower, clv_upper, mean(curve.expected_lifetime_days), mean(curve.expected_spend),
-                  mean(curve.expected_margin), champion.horizon_days)
+                  mean(curve.expected_margin), champion.horizon_days).assign(basis="champion")
 
 
 def _process_curves(champion: Champion, params, channels, levels, day, typical, first_order_value, clv) -> pd.DataFrame:
@@ -195,7 +197,8 @@ def _process_curves(champion: Champion, params, channels, levels, day, typical, 
         values = {c: float(first_order_value) for c in channels}
     bad = [c for c in channels if not np.isfinite(values[c]) or values[c] <= 0]
     if bad:
-        raise ValueError(f"new customers: no positive first order value for {bad} (Gamma-Gamma's q <= 1 has no mean)")
+        raise ValueError(f"new customers: first order value of {bad}: rule 'a positive number' (by default the level's "
+                         "mean, which Gamma-Gamma's q <= 1 does not have)")
     state = DropoutState.new_customers(params, np.full(len(channels), day_number(day.date())),
                                        np.array(levels, dtype=object))
     curve = champion.lifetime.process_curve(state, horizon_days=champion.horizon_days, clv=clv)
@@ -203,7 +206,7 @@ def _process_curves(champion: Champion, params, channels, levels, day, typical, 
     first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
     return _frame(channels, values, first_margin, curve.churn_probability, curve.p_alive, curve.clv, clv_lower,
                   clv_upper, curve.expected_lifetime_days, curve.expected_spend, curve.expected_margin,
-                  champion.horizon_days)
+                  champion.horizon_days).assign(basis="process")
 
 
 def _frame(channels, values, first_margin, churn, p_alive, remaining, clv_lower, clv_upper, lifetime_days,

@@ -95,7 +95,7 @@ def test_budget_uses_the_horizon_of_the_scores(capsys, work):
     # and channels.csv's acquisition decision is what POST /acquisition_budget answers at its mean CAC.
     new = pd.read_csv(out / "new_customer_clv.csv", index_col="channel")
     channels = pd.read_csv(out / "channels.csv")
-    assert set(new["basis"]) == {"champion"} and sorted(new.index) == sorted(frame["channel"].dropna().unique())
+    assert set(new["basis"]) == {"process"} and sorted(new.index) == sorted(frame["channel"].dropna().unique())
     # An 80 % interval of a skewed value: its upper end may lie below the mean.
     assert (new["new_customer_clv_lower"] <= new["new_customer_clv_upper"]).all()
     assert (new["new_customer_clv_lower"] <= new["new_customer_clv"]).all()

@@ -520,10 +520,12 @@ class LifetimeConfig(BaseModel):
         new-customer CLV per channel was off the cohorts' expectation by a mean abs(log ratio) of
         0.11 with the process by channel against 0.37 with the champion (BENCHMARKS.md, "New
         customers from the dropout process by channel").
-    new_customer_covariate : str or None
-        The ``customers`` column the new customers' process is fitted by (``"channel"``); the
-        same fit as ``dropout_covariate``'s when they name the same column, one process when None
-        or when the book lacks it.
+    new_customer_covariate : "channel" or None
+        The ``customers`` column the new customers' process is fitted by: ``"channel"`` (the
+        default; a new customer is known by its channel, the only attribute ``clvcast budget`` and
+        ``POST /acquisition_budget`` know it by), or None for one process. One process too when the
+        book has no such column. One fit serves both when ``dropout_covariate`` is None (the
+        process by channel without its levels is the one process) or names the same column.
     min_level_customers : int
         Fewest customers a level needs at the training cutoff for its own effects.
     level_prior_sd : float
@@ -548,7 +550,7 @@ class LifetimeConfig(BaseModel):
     calibrate_spend_level: bool = False
     dropout_covariate: str | None = None
     new_customers: Literal["process", "champion"] = "process"
-    new_customer_covariate: str | None = "channel"
+    new_customer_covariate: Literal["channel"] | None = "channel"
     min_level_customers: int = Field(30, ge=1)
     level_prior_sd: float = Field(1.0, gt=0, allow_inf_nan=False)
     level_fit_customers: int = Field(50_000, ge=100)

@@ -130,7 +130,9 @@ class LifetimeModel(BaseModel):
         (P(no purchase) = 1 − π q(0, H), spend given a purchase η v G(0, H) / q(0, H)) and nothing
         of them persists, so every horizon is the process's: E_k = π η v G(window k), where π is
         P(alive), v the value of a purchase day, η its share kept after refunds, and G, q as in
-        :mod:`training.curve`. The intervals use the champion's calibrated ``interval_level``.
+        :mod:`training.curve`; in the first horizon spend given a purchase is at least one order
+        (v), as for every customer. The intervals use the champion's calibrated
+        ``interval_level`` (calibrated on existing customers' first horizon).
 
         Parameters
         ----------
@@ -240,12 +242,19 @@ def fit_lifetime_model(
         ``interval_level`` are given.
     """
     h = prepare_history(history, cutoff)
-    params = fit_lifetime(
-        h, time_unit_days=time_unit_days, seasonal=settings.seasonal, seasonal_fit=settings.seasonal_fit,
-        level_column=settings.dropout_covariate,
-        min_level_customers=settings.min_level_customers, level_prior_sd=settings.level_prior_sd,
-        level_fit_customers=settings.level_fit_customers,
-    )  # fmt: skip
+    new_column = settings.new_customer_covariate if settings.new_customers == "process" else None
+
+    def fit(column: str | None):
+        return fit_lifetime(
+            h, time_unit_days=time_unit_days, seasonal=settings.seasonal, seasonal_fit=settings.seasonal_fit,
+            level_column=column, min_level_customers=settings.min_level_customers,
+            level_prior_sd=settings.level_prior_sd, level_fit_customers=settings.level_fit_customers,
+        )  # fmt: skip
+
+    # One fit serves both processes when it can: fit_lifetime fits the process without levels first,
+    # so the fit by the new customers' column, its levels left out, is the one process.
+    fitted = fit(settings.dropout_covariate or new_column)
+    params = fitted if settings.dropout_covariate else fitted.model_copy(update={"by_level": None})
     persistence = level_persistence(settings, params)
     log.info(
         "dropout process: %s; level_persistence %.2f",
@@ -253,16 +262,12 @@ def fit_lifetime_model(
     )  # fmt: skip
     new_customer_params = None
     if settings.new_customers == "process":
-        column = settings.new_customer_covariate
-        fitted_by = None if params.by_level is None else params.by_level.column
-        if column == fitted_by or (column is None and fitted_by is None):
+        if new_column in (None, settings.dropout_covariate):
             new_customer_params = params
+        elif settings.dropout_covariate is None:
+            new_customer_params = fitted
         else:
-            new_customer_params = fit_lifetime(
-                h, time_unit_days=time_unit_days, seasonal=settings.seasonal, seasonal_fit=settings.seasonal_fit,
-                level_column=column, min_level_customers=settings.min_level_customers,
-                level_prior_sd=settings.level_prior_sd, level_fit_customers=settings.level_fit_customers,
-            )  # fmt: skip
+            new_customer_params = fit(new_column)
         log.info(
             "new customers: valued by the dropout process %s alone",
             "for every customer" if new_customer_params.by_level is None
