@@ -79,9 +79,10 @@ value on the development books, the more the larger the frailty's variance; BENC
 running subscriber's later subscriptions are valued at its posterior frailty: a long-tenured
 subscriber's returns are therefore worth more than an average new subscriber's (its CLV rose by
 up to 4 % against the earlier product of averages on a benchmark book), a short-tenured one's
-less. The return itself (``D_ret``) does not depend on the frailty. This values a running row's
-later subscriptions row by row (their frailty nodes differ), which made ``score_contractual``
-about 1.5 times slower on 12,000 customers. The intervals add the same expected
+less. The return itself (``D_ret``) does not depend on the frailty. A running row's later
+subscriptions are valued at its own frailty nodes, on a grid per plan, MRR and channel
+(:func:`_later_value`): ``score_contractual`` takes about 1.4 times as long as with the product
+of averages (BENCHMARKS.md). The intervals add the same expected
 value of returns to both bounds; the horizon curves, ``expected_spend`` and
 ``expected_lifetime_days`` are those of the running subscription.
 
@@ -919,7 +920,7 @@ def _later_value(model: ContractualModel, fresh: pd.DataFrame, keys: list[str], 
     (plan, MRR, channel) V depends on log theta alone: keys with more than :data:`_RETURN_GRID`
     rows are valued on that many evenly spaced scales and interpolated linearly in log theta (every
     CLV within 6e-6 of the row-by-row one on a benchmark book of 4,858 subscribers), the others
-    row by row. Why: valued row by row, that book's scoring took 1.6 times as long.
+    row by row. Why: valued row by row, that book's scoring took 1.3 times as long as on the grid.
     """
     scale = np.log(theta[:, -1])
     unit = theta[0] / theta[0, -1]
