@@ -539,6 +539,11 @@ class BudgetResponse(BaseModel):
     target_ltv_cac: float
     model_versions: ModelVersions
     channels: list[ChannelBudget]
+    warning: str | None = Field(
+        None,
+        description="Set when new_customer_clv.csv was written from other model versions than the ones served "
+        "(e.g. after POST /reload): its values are those models'.",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -387,7 +387,8 @@ class ClvService:
         rows = acquisition_budget(
             [c.model_dump() for c in request.channels], self.new_customer_clv, target_ratio=target
         )
-        return BudgetResponse(target_ltv_cac=target, model_versions=loaded.versions, channels=rows)
+        return BudgetResponse(target_ltv_cac=target, model_versions=loaded.versions, channels=rows,
+                              warning=_stale_new_customer_clv(self.new_customer_clv, loaded.versions))
 
     @_model_app.get("/model", response_model=ModelInfo)
     def model(self) -> ModelInfo:
@@ -509,6 +510,21 @@ def _contractual_for(champion: Champion, contractual: ContractualModel | None) -
     return contractual
 
 
+def _stale_new_customer_clv(table: pd.DataFrame, versions) -> str | None:
+    """A warning when ``new_customer_clv.csv`` names other model versions than ``versions`` (None otherwise).
+
+    A file written before ``clvcast budget`` recorded them has no such columns: nothing to compare.
+    """
+    if not {"churn_model_version", "spend_model_version"} <= set(table.columns) or table.empty:
+        return None
+    made = (str(table["churn_model_version"].iloc[0]), str(table["spend_model_version"].iloc[0]))
+    if made == (str(versions.churn), str(versions.spend)):
+        return None
+    return (f"new_customer_clv.csv was written from clvcast-churn v{made[0]} and clvcast-spend v{made[1]}; this "
+            f"service serves v{versions.churn} and v{versions.spend}: its values are the older models'. Rewrite it with "
+            "`clvcast score` and `clvcast budget`, and restart the service with it")
+
+
 def _read_new_customer_clv(path: str | None):
     """The ``new_customer_clv.csv`` of ``clvcast budget`` (indexed by channel), or ``None`` if unset."""
     if not path:
@@ -516,7 +532,8 @@ def _read_new_customer_clv(path: str | None):
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{NEW_CUSTOMER_CLV_ENV}={path}: no such file (write it with `clvcast budget`)")
-    table = pd.read_csv(file, dtype={"channel": "str"}).set_index("channel")
+    table = pd.read_csv(file, dtype={"channel": "str", "churn_model_version": "str", "spend_model_version": "str"})
+    table = table.set_index("channel")
     missing = {"customers", "new_customer_clv"} - set(table.columns)
     if missing:
         raise ValueError(f"{NEW_CUSTOMER_CLV_ENV}={path}: missing column(s) {sorted(missing)}")

@@ -71,8 +71,11 @@ def build_champion_store(root: Path) -> ChampionStore:
     config = load_config(**TRAINING)
     with environ(MLFLOW_TRACKING_URI=uri):
         train(book.tables, config=config, promote="force")
-        scores = score(book_dir, cutoff=AS_OF, out=root / "scores.parquet", champion=load_champion()).frame
-    new_customer_clv(scores, max_age_days=180).to_csv(root / "new_customer_clv.csv")
+        scored = score(book_dir, cutoff=AS_OF, out=root / "scores.parquet", champion=load_champion())
+    # As `clvcast budget` writes it: the values and the model versions behind them.
+    new_customer_clv(scored.frame, max_age_days=180).assign(
+        churn_model_version=scored.run.churn_model_version, spend_model_version=scored.run.spend_model_version
+    ).to_csv(root / "new_customer_clv.csv")
     return champion_store_at(root)
 
 
@@ -333,6 +336,16 @@ def test_acquisition_budget(service):
     (free,) = zero.channels  # CAC 0: no ratio; a channel worth something grows
     assert free.ltv_cac is None and free.recommendation == ("grow" if free.new_customer_clv > 0 else "cut")
     assert answer.model_dump_json()  # JSON-safe
+    # The file names the models it was written from; other ones than the service's are said.
+    assert answer.warning is None and table["churn_model_version"].iloc[0] == answer.model_versions.churn
+    stale = table.assign(churn_model_version="999")
+    service.new_customer_clv, kept = stale, service.new_customer_clv
+    try:
+        again = service.acquisition_budget(A.BudgetRequest.model_validate({"channels": [{"channel": known, "cac": 10}]}))
+    finally:
+        service.new_customer_clv = kept
+    assert "clvcast-churn v999" in again.warning and f"serves v{answer.model_versions.churn}" in again.warning
+    assert again.channels[0].new_customer_clv == pytest.approx(first.new_customer_clv)  # still answered
 
     saved, service.new_customer_clv = service.new_customer_clv, None
     try:

@@ -241,6 +241,9 @@ def compute_budget(
         realised_margin=pd.Series(realised_per_customer, index=df["customer_id"].to_numpy()),
         curves=new_customers,
     )
+    # The models behind the values: the service checks them against the ones it serves.
+    new_clv = new_clv.assign(churn_model_version=str(scores.run.churn_model_version),
+                             spend_model_version=str(scores.run.spend_model_version))
     channels = _with_acquisition_decision(channels, new_clv, target_ratio=decisions.target_ltv_cac)
     summary = {
         "as_of": as_of.date().isoformat(),
