@@ -498,7 +498,8 @@ def test_new_customers_scored_by_the_champion(champion):
     new_customer_curves = partial(lifetime.new_customer_curves, method="champion")
     got = new_customer_curves(champion, ["paid_search", "referral", "nowhere"], acquired_at="2024-06-30")
     assert list(got.index) == ["paid_search", "referral", "nowhere"]
-    numeric = got.drop(columns=["expected_spend_curve", "expected_margin_curve"])
+    numeric = got.drop(columns=["expected_spend_curve", "expected_margin_curve", "basis"])
+    assert set(got["basis"]) == {"champion"}
     assert np.isfinite(numeric.to_numpy(dtype=float)).all()
     np.testing.assert_allclose(got["clv_from_acquisition"], got["first_order_margin"] + got["clv"])
     # The first order is worth the mean purchase-day value of the channel's process when the
@@ -570,6 +571,7 @@ def test_new_customers_by_the_dropout_process_by_channel(champion):
     np.testing.assert_allclose(got["churn_probability"], 1 - q[:, 0], rtol=1e-9)
     np.testing.assert_allclose(got["first_order_value"], params.mean_order_value(channels), rtol=1e-12)
     np.testing.assert_allclose(got["clv_from_acquisition"], got["first_order_margin"] + got["clv"])
+    assert set(got["basis"]) == {"process"}
     assert got.loc["nowhere", "first_order_value"] == pytest.approx(params.mean_order_value([None])[0])
     assert got.loc[channels[0], "clv"] != pytest.approx(got.loc[channels[1], "clv"], rel=1e-3)
     assert (got["clv_lower"] <= got["clv_upper"]).all() and (got["clv_lower"] >= 0).all()
