@@ -75,8 +75,9 @@ def new_customer_curves(
     first_order_value : float or mapping of channel to float, optional
         Value of the first order, currency units. With ``"process"`` it sets the first order's
         margin only, and by default it is the level's mean value of a purchase day. With
-        ``"champion"``: one made-up customer with that order; by default the first order is random: :data:`FIRST_ORDER_NODES` equally likely made-up
-        customers, at the quantile midpoints of Gamma-Gamma's value of a purchase day
+        ``"champion"``: one made-up customer with that order; by default the first order is
+        random: :data:`FIRST_ORDER_NODES` equally likely made-up customers, at the slices' means
+        of Gamma-Gamma's value of a purchase day
         (:func:`_first_order_nodes`) of the channel when the dropout process is fitted by channel
         (``lifetime.dropout_covariate``; or of the level given in ``covariates`` when the process
         is fitted by another column), else of the population; the figures are their means, and

@@ -121,7 +121,6 @@ class LifetimeModel(BaseModel):
             model_season_index=self.season_index,
         )
 
-
     def process_curve(self, state: DropoutState, *, horizon_days: int, clv: ClvConfig) -> SpendCurve:
         """The dropout process's own spend curve, without the boosters (:func:`training.curve.spend_curve`).
 
