@@ -246,6 +246,9 @@ class ClvService:
         _contractual_for(champion, _read_reference(os.environ.get(SCORES_ENV))[2])
         keys = api_keys()
         max_body_bytes()
+        # bentoml.serve applied its logging config to this process (disable_existing_loggers):
+        # without this the warning below went nowhere.
+        log.disabled = False
         if not keys:
             log.warning("no API keys (%s, %s): anyone who reaches the port can call every endpoint",
                         "CLVCAST_API_KEYS", "CLVCAST_API_KEYS_FILE")

@@ -107,7 +107,8 @@ def test_clvcast_serve_answers_and_stops_on_sigterm(store, tmp_path):
     """``clvcast serve`` in the foreground: ready, answers, and stops its workers on SIGTERM."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri, "BENTOML_HOME": str(tmp_path / "home")}
-    env.pop("CLVCAST_CONFIG", None)
+    for name in ("CLVCAST_CONFIG", "CLVCAST_API_KEYS", "CLVCAST_API_KEYS_FILE"):
+        env.pop(name, None)
     cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--new-customer-clv",
            str(store.new_customer_clv)]  # fmt: skip
     with open(tmp_path / "serve.log", "wb") as out:
@@ -126,6 +127,8 @@ def test_clvcast_serve_answers_and_stops_on_sigterm(store, tmp_path):
         log_text = (tmp_path / "serve.log").read_text()
         assert f"[clvcast] starting the service on http://127.0.0.1:{port} with 1 worker(s)" in log_text
         assert re.search(rf"\[clvcast\] ready after \d+\.\d s: POST http://127.0.0.1:{port}/clv", log_text), log_text
+        # Without keys it says the service is open to anyone (BentoML's logging config had silenced it).
+        assert "[clvcast] warning: no API keys (CLVCAST_API_KEYS, CLVCAST_API_KEYS_FILE): anyone who reaches" in log_text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-3000:]
         # The workers went with it: nothing answers on the port any more.
