@@ -252,7 +252,8 @@ class ClvRequest(BaseModel):
                 ("customers", i, "transactions"),
                 "no_purchase",
                 "no purchase (amount >= 0): a prospect is scored with the prospect model of the batch scores, "
-                "and this service was started without scores that hold one (clvcast serve --scores)",
+                "and this service has none: started without --scores, or with scores of a book that had no "
+                "customer without a purchase to fit one on",
                 {},
             )
             for i, customer in enumerate(self.customers)
