@@ -575,6 +575,12 @@ def test_new_customers_by_the_dropout_process_by_channel(champion):
     assert got.loc["nowhere", "first_order_value"] == pytest.approx(params.mean_order_value([None])[0])
     assert got.loc[channels[0], "clv"] != pytest.approx(got.loc[channels[1], "clv"], rel=1e-3)
     assert (got["clv_lower"] <= got["clv_upper"]).all() and (got["clv_lower"] >= 0).all()
+    # The interval is the process's at the nominal coverage, not the level calibrated for the boosters.
+    curve = champion.lifetime.process_curve(state, horizon_days=H, clv=clv)
+    lower, upper = curve.clv_interval(champion.lifetime.interval_coverage)
+    np.testing.assert_allclose(got["clv_lower"], lower, rtol=1e-9)
+    np.testing.assert_allclose(got["clv_upper"], upper, rtol=1e-9)
+    assert champion.lifetime.interval_level != champion.lifetime.interval_coverage
     # A given first order changes its margin only.
     given = new_customer_curves(champion, channels, acquired_at="2024-06-30", first_order_value=55.0)
     np.testing.assert_allclose(given["clv"], got["clv"])

@@ -130,8 +130,8 @@ class LifetimeModel(BaseModel):
         of them persists, so every horizon is the process's: E_k = π η v G(window k), where π is
         P(alive), v the value of a purchase day, η its share kept after refunds, and G, q as in
         :mod:`training.curve`; in the first horizon spend given a purchase is at least one order
-        (v), as for every customer. The intervals use the champion's calibrated
-        ``interval_level`` (calibrated on existing customers' first horizon).
+        (v), as for every customer. The interval moments are the process's own; the caller picks
+        the level (new customers: the nominal ``interval_coverage``, :mod:`serving.lifetime`).
 
         Parameters
         ----------
