@@ -154,25 +154,16 @@ def expected_from(truth: pd.DataFrame, ids: pd.Index, starts: pd.Series, *, hori
     return out * (tr["purchase_rate_per_day"] * tr["net_order_value"]).to_numpy()[:, None]
 
 
-def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
-    """New-customer CLV per channel (the champion's, from acquisition) vs the cohorts acquired after the scoring date.
+def new_cohort(book, *, horizon_days: int, n_horizons: int, annual_discount_rate: float):
+    """The customers acquired in the NEW_COHORT_DAYS days after ``AS_OF`` and what they spent.
 
-    The cohort: customers acquired in the NEW_COHORT_DAYS days after ``AS_OF``. Each one's value
-    from acquisition, discounted per horizon as the CLV is: margin of the acquisition day's orders,
-    plus the margin of each of the K horizons of H days after it over (1 + δ)^k. Realised: what they
-    spent, up to the book's end (the last cohort members' 10th horizon ends up to NEW_COHORT_DAYS
-    days after it; those days are filled with the generator's expectation, ``tail_filled``);
-    expected: the same from the generator's latent rates (``oracle``). Predicted: the champion's
-    ``clv_from_acquisition`` of a customer acquired through the channel on the same day
-    (:func:`serving.lifetime.new_customer_curves`), averaged over the cohort.
+    Returns ``ids`` (Index), ``days`` (acquisition days, datetime64), ``channel`` (str array),
+    ``real`` (n, K + 1: spend on the acquisition day, then in each of the K horizons of H days after
+    it, up to the book's end) and ``discount`` (K + 1 factors: 1 for the acquisition day, then
+    (1 + δ)^-k, as the CLV discounts).
     """
     from serving import clv as C
-    from serving.lifetime import new_customer_curves
-    from training import registry
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-    champion = registry.load_champion()
-    K, m = clv.lifetime_horizons, clv.gross_margin
     customers = book.tables.customers
     start = pd.Timestamp(AS_OF) + pd.Timedelta(days=1)
     acquired = pd.to_datetime(customers["acquired_at"])
@@ -185,10 +176,35 @@ def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
     pos = ids.get_indexer(tx["customer_id"])
     offset = (tx["timestamp"].dt.normalize().to_numpy() - days[pos]) // np.timedelta64(1, "D")
     k = np.where(offset <= 0, 0, (offset - 1) // horizon_days + 1)  # 0: the acquisition day
-    real = np.zeros((len(ids), K + 1))
-    keep = k <= K
+    real = np.zeros((len(ids), n_horizons + 1))
+    keep = k <= n_horizons
     np.add.at(real, (pos[keep], k[keep]), tx["amount"].to_numpy(float)[keep])
-    discount = np.concatenate([[1.0], (1 + C.discount_per_horizon(horizon_days, clv.annual_discount_rate)) ** -np.arange(1, K + 1)])
+    per_horizon = C.discount_per_horizon(horizon_days, annual_discount_rate)
+    discount = np.concatenate([[1.0], (1 + per_horizon) ** -np.arange(1, n_horizons + 1)])
+    return ids, days, channel, real, discount
+
+
+def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
+    """New-customer CLV per channel (the champion's, from acquisition) vs the cohorts acquired after the scoring date.
+
+    The cohort: customers acquired in the NEW_COHORT_DAYS days after ``AS_OF``. Each one's value
+    from acquisition, discounted per horizon as the CLV is: margin of the acquisition day's orders,
+    plus the margin of each of the K horizons of H days after it over (1 + δ)^k. Realised: what they
+    spent, up to the book's end (the last cohort members' 10th horizon ends up to NEW_COHORT_DAYS
+    days after it; those days are filled with the generator's expectation, ``tail_filled``);
+    expected: the same from the generator's latent rates (``oracle``). Predicted: the champion's
+    ``clv_from_acquisition`` of a customer acquired through the channel on the same day
+    (:func:`serving.lifetime.new_customer_curves`), averaged over the cohort.
+    """
+    from serving.lifetime import new_customer_curves
+    from training import registry
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    champion = registry.load_champion()
+    K, m = clv.lifetime_horizons, clv.gross_margin
+    ids, days, channel, real, discount = new_cohort(
+        book, horizon_days=horizon_days, n_horizons=K, annual_discount_rate=clv.annual_discount_rate
+    )
     oracle = expected_from(book.truth, ids, pd.Series(days), horizon_days=horizon_days, n_horizons=K)
     # Days of the cap after the book's end, per customer and horizon: filled with the expectation.
     end = pd.Timestamp(END)

@@ -32,7 +32,6 @@ def coverage(work: Path, seed: int) -> dict:
     import bench_lifetime as B
 
     from features.synthetic import read_book
-    from serving import clv as C
     from serving.lifetime import new_customer_curves
     from serving.scoring import champion_clv_config
     from training import registry
@@ -42,22 +41,9 @@ def coverage(work: Path, seed: int) -> dict:
     clv = champion_clv_config(champion)
     H, K = champion.horizon_days, clv.lifetime_horizons
     book = read_book(work / f"book-{seed}")
-    customers = book.tables.customers
-    start = pd.Timestamp(B.AS_OF) + pd.Timedelta(days=1)
-    acquired = pd.to_datetime(customers["acquired_at"])
-    cohort = customers.loc[(acquired >= start) & (acquired < start + pd.Timedelta(days=B.NEW_COHORT_DAYS))]
-    ids = pd.Index(cohort["customer_id"].astype("str"))
-    days = pd.to_datetime(cohort["acquired_at"]).dt.normalize().to_numpy()
-    channel = cohort["channel"].astype("str").to_numpy()
-    tx = book.tables.transactions
-    tx = tx.loc[tx["customer_id"].isin(ids)]
-    pos = ids.get_indexer(tx["customer_id"])
-    offset = (tx["timestamp"].dt.normalize().to_numpy() - days[pos]) // np.timedelta64(1, "D")
-    k = np.where(offset <= 0, 0, (offset - 1) // H + 1)  # 0: the acquisition day
-    real = np.zeros((len(ids), K + 1))
-    keep = k <= K
-    np.add.at(real, (pos[keep], k[keep]), tx["amount"].to_numpy(float)[keep])
-    discount = np.concatenate([[1.0], (1 + C.discount_per_horizon(H, clv.annual_discount_rate)) ** -np.arange(1, K + 1)])
+    ids, days, channel, real, discount = B.new_cohort(
+        book, horizon_days=H, n_horizons=K, annual_discount_rate=clv.annual_discount_rate
+    )
     realised = clv.gross_margin * real @ discount
     whole_cap = (pd.to_datetime(days) + pd.Timedelta(days=H * K)) <= pd.Timestamp(B.END)
     lower, upper = np.zeros(len(ids)), np.zeros(len(ids))
