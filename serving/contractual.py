@@ -862,8 +862,13 @@ def _with_returns(model: ContractualModel, first_margin: np.ndarray, values: dic
     if nodes is None:
         end = _end_discount(model, values["discounted_residual_periods"])
         return (first_margin + values["clv"]) / (1.0 - end * _return_discount(model))
+    return _node_values(model, first_margin, nodes) @ nodes["weight"]
+
+
+def _node_values(model: ContractualModel, first_margin: np.ndarray, nodes: dict) -> np.ndarray:
+    """C / (1 - D_end D_ret) per row and frailty node (n, nodes), from :func:`_frailty_values`'s ``nodes``."""
     end = _end_discount(model, nodes["discounted_residual_periods"])
-    return ((first_margin[:, None] + nodes["clv"]) / (1.0 - end * _return_discount(model))) @ nodes["weight"]
+    return (first_margin[:, None] + nodes["clv"]) / (1.0 - end * _return_discount(model))
 
 
 def _rows(values: dict, mask: np.ndarray) -> dict:
@@ -893,7 +898,6 @@ def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, e
     g = model.settings.discount_factor
     keys = ["plan", "mrr", *[c for c in model.settings.segment_by if c not in ("plan", "mrr")]]
     fresh = state[keys].reset_index(drop=True).assign(tenure_periods=0, period_elapsed=0.0)
-    first_margin = _first_invoice_margin(model, fresh["mrr"])
     nodes = values.get("nodes")
     if nodes is None:
         unique = fresh.drop_duplicates(keys).reset_index(drop=True)
@@ -902,7 +906,7 @@ def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, e
         value = fresh[keys].merge(unique[[*keys, "value"]], on=keys, how="left")["value"].to_numpy(dtype=float)
         end = _end_discount(model, values["discounted_residual_periods"])
         return g ** (-elapsed) * end * _return_discount(model) * value
-    value = _later_value(model, fresh, keys, first_margin, nodes["theta"])
+    value = _later_value(model, fresh, keys, nodes["theta"])
     end = _end_discount(model, nodes["discounted_residual_periods"])
     return g ** (-elapsed) * _return_discount(model) * ((end * value) @ nodes["weight"])
 
@@ -911,8 +915,7 @@ def _returns_value(model: ContractualModel, state: pd.DataFrame, values: dict, e
 _RETURN_GRID = 48
 
 
-def _later_value(model: ContractualModel, fresh: pd.DataFrame, keys: list[str], first_margin: np.ndarray,
-                 theta: np.ndarray) -> np.ndarray:
+def _later_value(model: ContractualModel, fresh: pd.DataFrame, keys: list[str], theta: np.ndarray) -> np.ndarray:
     """V(theta) per row and frailty node (n, nodes): a new subscription of the row's plan, MRR and
     channel, its returns included, at the row's frailty nodes ``theta``.
 
@@ -938,8 +941,7 @@ def _later_value(model: ContractualModel, fresh: pd.DataFrame, keys: list[str], 
     grid_theta = unit[None, :] * np.exp(np.concatenate(scales))[:, None]
     frame = fresh.iloc[grid_rows].reset_index(drop=True)
     new = _lifetimes(model, frame, np.zeros(len(frame)), theta=grid_theta)["nodes"]
-    values = (first_margin[grid_rows][:, None] + new["clv"]) / (
-        1.0 - _end_discount(model, new["discounted_residual_periods"]) * _return_discount(model))
+    values = _node_values(model, _first_invoice_margin(model, frame["mrr"]), new)
     out = np.empty_like(theta)
     for at, exact, offset, grid in spans:
         block = values[offset: offset + len(grid)]
