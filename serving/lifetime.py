@@ -134,16 +134,17 @@ def new_customer_curves(
     column = None if params.by_level is None else params.by_level.column
     levels = [c if column == "channel" else extra.get(c, {}).get(column) if column else None for c in channels]
     typical = dict(zip(channels, (float(v) for v in params.mean_order_value(levels)), strict=True))
-    if method == "process":
-        return _process_curves(champion, params, channels, levels, day, typical, first_order_value, clv)
     if first_order_value is None:
         values = typical
+    elif isinstance(first_order_value, Mapping):
+        values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
+    else:
+        values = {c: float(first_order_value) for c in channels}
+    if method == "process":
+        return _process_curves(champion, params, channels, levels, day, values, clv)
+    if first_order_value is None:
         nodes = dict(zip(channels, _first_order_nodes(params, levels), strict=True))
     else:
-        if isinstance(first_order_value, Mapping):
-            values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
-        else:
-            values = {c: float(first_order_value) for c in channels}
         nodes = {c: np.array([values[c]]) for c in channels}
     channel_of = np.repeat(channels, [nodes[c].size for c in channels])
     ids = [f"{NEW_CUSTOMER_PREFIX}{c} #{i}" for c in channels for i in range(nodes[c].size)]
@@ -182,20 +183,13 @@ def new_customer_curves(
 
     moments = tuple(mean(m) for m in curve.clv_moments)
     clv_lower, clv_upper = clv_bounds(moments, mean(curve.clv_cost), champion.lifetime.interval_level)
-    first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
-    return _frame(channels, values, first_margin, mean(curve.churn_probability), mean(curve.p_alive), mean(curve.clv),
-                  clv_lower, clv_upper, mean(curve.expected_lifetime_days), mean(curve.expected_spend),
-                  mean(curve.expected_margin), champion.horizon_days).assign(basis="champion")
+    return _frame(channels, values, clv, "champion", mean(curve.churn_probability), mean(curve.p_alive),
+                  mean(curve.clv), clv_lower, clv_upper, mean(curve.expected_lifetime_days), mean(curve.expected_spend),
+                  mean(curve.expected_margin), champion.horizon_days)
 
 
-def _process_curves(champion: Champion, params, channels, levels, day, typical, first_order_value, clv) -> pd.DataFrame:
+def _process_curves(champion: Champion, params, channels, levels, day, values, clv) -> pd.DataFrame:
     """:func:`new_customer_curves` by the new customers' dropout process alone (``method="process"``)."""
-    if first_order_value is None:
-        values = typical
-    elif isinstance(first_order_value, Mapping):
-        values = {c: float(first_order_value.get(c, typical[c])) for c in channels}
-    else:
-        values = {c: float(first_order_value) for c in channels}
     bad = [c for c in channels if not np.isfinite(values[c]) or values[c] <= 0]
     if bad:
         raise ValueError(f"new customers: first order value of {bad}: rule 'a positive number' (by default the level's "
@@ -207,15 +201,15 @@ def _process_curves(champion: Champion, params, channels, levels, day, typical, 
     # customers; at it the process's intervals covered 0.53-0.61 of new customers on the development
     # books, at the nominal 0.80 0.75-0.78 (BENCHMARKS.md).
     clv_lower, clv_upper = curve.clv_interval(champion.lifetime.interval_coverage)
-    first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
-    return _frame(channels, values, first_margin, curve.churn_probability, curve.p_alive, curve.clv, clv_lower,
+    return _frame(channels, values, clv, "process", curve.churn_probability, curve.p_alive, curve.clv, clv_lower,
                   clv_upper, curve.expected_lifetime_days, curve.expected_spend, curve.expected_margin,
-                  champion.horizon_days).assign(basis="process")
+                  champion.horizon_days)
 
 
-def _frame(channels, values, first_margin, churn, p_alive, remaining, clv_lower, clv_upper, lifetime_days,
+def _frame(channels, values, clv, basis, churn, p_alive, remaining, clv_lower, clv_upper, lifetime_days,
            spend_curve, margin_curve, horizon_days) -> pd.DataFrame:
-    """The rows of :func:`new_customer_curves`, one per channel."""
+    """The rows of :func:`new_customer_curves`, one per channel; ``values`` the first orders' values."""
+    first_margin = np.array([clv.gross_margin * values[c] - clv.cost_to_serve for c in channels])
     return pd.DataFrame(
         {
             "first_order_value": [values[c] for c in channels],
@@ -231,6 +225,7 @@ def _frame(channels, values, first_margin, churn, p_alive, remaining, clv_lower,
             "horizon_days": np.full(len(channels), horizon_days, dtype=np.int64),
             "expected_spend_curve": list(spend_curve),
             "expected_margin_curve": list(margin_curve),
+            "basis": basis,
         },
         index=pd.Index(channels, name="channel"),
     )
