@@ -228,14 +228,20 @@ class _StepFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def _steps_on_stderr(level: int) -> Iterator[None]:
-    """clvcast's loggers at ``level`` on one stderr handler until the command ends, then as they were."""
+    """clvcast's loggers at ``level`` on one stderr handler until the command ends, then as they were.
+
+    They do not propagate meanwhile: that handler shows each message once, and a handler on the
+    root logger (``bentoml.serve``'s logging config adds one under ``clvcast serve``) would repeat
+    it in its own format.
+    """
     handler = logging.StreamHandler()  # the sys.stderr of the moment, which tests capture
     handler.setFormatter(_StepFormatter())
     loggers = [logging.getLogger(name) for name in PACKAGES]
-    levels = [logger.level for logger in loggers]
+    levels = [(logger.level, logger.propagate) for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(level)
+        logger.propagate = False
     shown = warnings.showwarning
     # A warning of a stage is one "[clvcast] warning: ..." line like the others, not Python's two
     # lines with the file, line number and source of the call.
@@ -244,9 +250,10 @@ def _steps_on_stderr(level: int) -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = shown
-        for logger, previous in zip(loggers, levels, strict=True):
+        for logger, (previous, propagate) in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(previous)
+            logger.propagate = propagate
 
 
 def _warning_as_step(message, category, filename, lineno, file=None, line=None) -> None:
