@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_lifetime.py [--seeds 0,1] [--parts synthetic,cdnow,cdnow2]
-        [--work DIR] [--json out.json]
+        [--customers 20000] [--work DIR] [--json out.json]
 
 Every step runs the command line, as a user would, in a throwaway MLflow store per book:
 
@@ -231,8 +231,8 @@ def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
     return out
 
 
-def synthetic(seed: int, work: Path, *, refit: bool = False) -> dict:
-    """The issue's protocol on one seed (module docstring); ``refit``: see :func:`_env`."""
+def synthetic(seed: int, work: Path, *, refit: bool = False, customers: int = N_CUSTOMERS) -> dict:
+    """The issue's protocol on one seed (module docstring) with a book of ``customers``; ``refit``: see :func:`_env`."""
     from features.synthetic import read_book
     from serving import clv as C
     from serving.scores import read_scores
@@ -240,7 +240,7 @@ def synthetic(seed: int, work: Path, *, refit: bool = False) -> dict:
     book_dir, env = work / f"book-{seed}", _env(work / f"mlflow-{seed}", refit=refit)
     out = work / f"scores-{seed}.parquet"
     t0 = time.perf_counter()
-    run(["generate", "--customers", str(N_CUSTOMERS), "--seed", str(seed), "--start", START, "--end", END, "--out", str(book_dir)], env)
+    run(["generate", "--customers", str(customers), "--seed", str(seed), "--start", START, "--end", END, "--out", str(book_dir)], env)
     train_dir = _history_book(book_dir, work / f"history-{seed}", AS_OF) if refit else book_dir
     run(["train", "--data", str(train_dir), "--cutoff", TRAIN_CUTOFF], env)
     run(["score", "--data", str(book_dir), "--cutoff", AS_OF, "--out", str(out)], env)
@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="synthetic,cdnow,cdnow2")
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--customers", type=int, default=N_CUSTOMERS,
+                        help="synthetic: customers of each book (20,000, the issue's; the new-customer cohorts grow with it)")
     parser.add_argument("--refit", action="store_true",
                         help="synthetic: train on the book cut at the scoring date, with the refit (see _env)")
     args = parser.parse_args(argv)
@@ -400,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.parts.split(",")
     report: dict = {"command": "python benchmarks/bench_lifetime.py " + " ".join(argv or sys.argv[1:])}
     if "synthetic" in parts:
-        report["synthetic"] = [synthetic(int(s), work, refit=args.refit) for s in args.seeds.split(",")]
+        report["synthetic"] = [synthetic(int(s), work, refit=args.refit, customers=args.customers)
+                               for s in args.seeds.split(",")]
         print("## Synthetic books (train 2019-06-30, score 2019-12-31, 10 horizons of 182 days)\n")
         print(_table_synthetic(report["synthetic"]))
     if "cdnow" in parts:
