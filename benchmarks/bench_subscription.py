@@ -129,7 +129,7 @@ def _markdown(results: list[dict]) -> str:
              "CLV frailty / truth | CLV frailty without returns / truth without returns | "
              "CLV two-stage sBG / truth | CLV plain sBG / truth | CLV classic / truth | "
              "CLV truth without returns / truth |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "|" + " --- |" * 10]
     for r in results:
         c = r["clv"]
         lines.append(
