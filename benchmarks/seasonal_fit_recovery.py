@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in (("r", 0.9), ("alpha", 2.0), ("s", 1.2), ("beta", 48.0)):
         parser.add_argument(f"--{name}", type=float, default=default)
     args = parser.parse_args(argv)
-    print(f"| seed | fit | r | alpha | s | beta | E[mu] a week |\n| --- | --- | --- | --- | --- | --- | --- |")
+    print("| seed | fit | r | alpha | s | beta | E[mu] a week |\n| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| | truth | {args.r} | {args.alpha} | {args.s} | {args.beta} | {args.s / args.beta:.5f} |")
     for seed in (int(v) for v in args.seeds.split(",")):
         h = simulate(args.customers, args.cutoff, seed, args.r, args.alpha, args.s, args.beta)
