@@ -228,20 +228,14 @@ class _StepFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def _steps_on_stderr(level: int) -> Iterator[None]:
-    """clvcast's loggers at ``level`` on one stderr handler until the command ends, then as they were.
-
-    They do not propagate meanwhile: that handler shows each message once, and a handler on the
-    root logger (``bentoml.serve``'s logging config adds one under ``clvcast serve``) would repeat
-    it in its own format.
-    """
+    """clvcast's loggers at ``level`` on one stderr handler until the command ends, then as they were."""
     handler = logging.StreamHandler()  # the sys.stderr of the moment, which tests capture
     handler.setFormatter(_StepFormatter())
     loggers = [logging.getLogger(name) for name in PACKAGES]
-    levels = [(logger.level, logger.propagate) for logger in loggers]
+    levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(level)
-        logger.propagate = False
     shown = warnings.showwarning
     # A warning of a stage is one "[clvcast] warning: ..." line like the others, not Python's two
     # lines with the file, line number and source of the call.
@@ -250,10 +244,9 @@ def _steps_on_stderr(level: int) -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = shown
-        for logger, (previous, propagate) in zip(loggers, levels, strict=True):
+        for logger, previous in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(previous)
-            logger.propagate = propagate
 
 
 def _warning_as_step(message, category, filename, lineno, file=None, line=None) -> None:
@@ -665,7 +658,28 @@ def serve(host: str, port: int, workers: int, scores: str | None, new_customer_c
         threading.Thread(target=_say_when_ready, args=(host, port, time.monotonic()), daemon=True).start()
     # The service's startup check runs in this process before any worker starts: a missing or
     # incompatible champion ends here with the one-line cause.
-    service.serve(host=host, port=port, workers=workers, scores=scores, new_customer_clv=new_customer_clv)
+    with _not_propagated():
+        service.serve(host=host, port=port, workers=workers, scores=scores, new_customer_clv=new_customer_clv)
+
+
+@contextlib.contextmanager
+def _not_propagated() -> Iterator[None]:
+    """clvcast's loggers stop at the command's own handler until the block ends, then as they were.
+
+    ``bentoml.serve`` applies BentoML's logging config to this process, which puts a handler on the
+    root logger: a message of the service's startup (the "no API keys" warning) was printed by both,
+    in two formats. Only ``clvcast serve`` needs this; every other command leaves the root logger
+    its records (a scheduler's log file, a test's ``caplog``).
+    """
+    loggers = [logging.getLogger(name) for name in PACKAGES]
+    saved = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, saved, strict=True):
+            logger.propagate = propagate
 
 
 def _say_when_ready(host: str, port: int, started: float, *, timeout: float = 300.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -123,6 +124,25 @@ def test_generate_writes_the_tables_and_says_so(generated, data):
     customers = pd.read_parquet(data / "customers.parquet")
     assert len(customers) == N_CUSTOMERS and customers["customer_id"].is_unique
     assert generated.err.startswith(f"wrote {data}: 1,500 customers, ")
+
+
+def test_a_command_leaves_the_root_logger_its_records_and_serve_holds_them_back_only_while_it_runs(
+    capsys, caplog, work, data
+):
+    from serving.cli import _not_propagated
+
+    # A scheduler's log file or a test's caplog hangs on the root logger: a command in-process keeps it fed.
+    with caplog.at_level(logging.INFO):
+        run = _run(capsys, "features", "--data", data, "--cutoff", FEATURE_CUTOFF, "--out", work / "root.parquet")
+    assert run.code == 0, run
+    assert any(r.name.split(".")[0] in ("features", "training", "serving") for r in caplog.records), caplog.text
+    # Under `clvcast serve` they stop at clvcast's handler (BentoML's root handler would print them
+    # again), and propagate again once it ends, also when it ends in an error.
+    loggers = [logging.getLogger(name) for name in ("features", "training", "serving")]
+    with pytest.raises(RuntimeError, match="stopped"), _not_propagated():
+        assert not any(logger.propagate for logger in loggers)
+        raise RuntimeError("stopped")
+    assert all(logger.propagate for logger in loggers)
 
 
 def test_features_writes_one_row_per_customer(capsys, work, data):
