@@ -5,8 +5,8 @@ Usage::
     .venv/bin/python benchmarks/seasonal_fit_recovery.py [--customers 200000] [--cutoff 2019-06-30]
         [--seeds 7] [--r 0.9 --alpha 2.0 --s 1.2 --beta 48]
 
-Simulates customers of the seasonal Pareto/NBD of :mod:`features.btyd.seasonal_pareto` and nothing
-else (no channels, no refunds, no engagement): acquisition days uniform from 2018-01-01 to the
+Simulates customers of the seasonal Pareto/NBD of :mod:`features.btyd.seasonal_pareto`, counted in
+purchase days, and nothing else (no channels, no refunds, no engagement): acquisition days uniform from 2018-01-01 to the
 cutoff; per customer a purchase rate lambda ~ Gamma(r, alpha) and a dropout rate
 mu ~ Gamma(s, beta) per week; a purchase on each day alive with probability
 1 - exp(-lambda/7 * index(month)) (a purchase day, as the fits count them; so the purchase
@@ -31,14 +31,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_lifetime import START  # noqa: E402  (the synthetic protocol's first day)
 
 from features.btyd.pareto_nbd import fit_pareto_nbd  # noqa: E402
 from features.btyd.seasonal import SeasonalClock  # noqa: E402
 from features.btyd.seasonal_pareto import SeasonalHistory, fit_seasonal_pareto_nbd  # noqa: E402
+from features.synthetic.retail import SyntheticConfig  # noqa: E402
 
-#: The retail generator's default season (features.synthetic.retail.SyntheticConfig.seasonality).
-SEASON = (0.95, 0.9, 0.95, 1.0, 1.0, 0.95, 0.95, 1.0, 1.0, 1.0, 1.25, 1.5)
-START = "2018-01-01"
+#: The retail generator's default season.
+SEASON = SyntheticConfig().seasonality
 
 
 def simulate(n: int, cutoff: str, seed: int, r: float, alpha: float, s: float, beta: float) -> SeasonalHistory:
