@@ -668,8 +668,9 @@ def _not_propagated() -> Iterator[None]:
 
     ``bentoml.serve`` applies BentoML's logging config to this process, which puts a handler on the
     root logger: a message of the service's startup (the "no API keys" warning) was printed by both,
-    in two formats. Only ``clvcast serve`` needs this; every other command leaves the root logger
-    its records (a scheduler's log file, a test's ``caplog``).
+    in two formats. Only the commands that start the service (``clvcast serve``, ``clvcast demo``)
+    need this; every other command leaves the root logger its records (a scheduler's log file, a
+    test's ``caplog``).
     """
     loggers = [logging.getLogger(name) for name in PACKAGES]
     saved = [logger.propagate for logger in loggers]
@@ -750,7 +751,8 @@ def demo(n_customers: int, out_dir: str, port: int):
     """
     from serving.demo import run_demo  # deferred: see the module docstring
 
-    run_demo(n_customers=n_customers, out_dir=Path(out_dir), port=port)
+    with _not_propagated():  # its last step starts the service, as `clvcast serve` does
+        run_demo(n_customers=n_customers, out_dir=Path(out_dir), port=port)
 
 
 def _default_quarantine(out: str) -> str:
