@@ -231,8 +231,12 @@ def new_customers(book, store: Path, *, horizon_days: int, clv) -> dict:
     return out
 
 
-def synthetic(seed: int, work: Path, *, refit: bool = False, customers: int = N_CUSTOMERS) -> dict:
-    """The issue's protocol on one seed (module docstring) with a book of ``customers``; ``refit``: see :func:`_env`."""
+def synthetic(seed: int, work: Path, *, refit: bool = False, customers: int = N_CUSTOMERS, written: bool = False) -> dict:
+    """The issue's protocol on one seed (module docstring) with a book of ``customers``; ``refit``: see :func:`_env`.
+
+    ``written``: the book is already at ``work/book-SEED`` (e.g. made with another generator
+    configuration, ``dropout_mixture_diagnosis.py``), so it is not generated.
+    """
     from features.synthetic import read_book
     from serving import clv as C
     from serving.scores import read_scores
@@ -240,7 +244,9 @@ def synthetic(seed: int, work: Path, *, refit: bool = False, customers: int = N_
     book_dir, env = work / f"book-{seed}", _env(work / f"mlflow-{seed}", refit=refit)
     out = work / f"scores-{seed}.parquet"
     t0 = time.perf_counter()
-    run(["generate", "--customers", str(customers), "--seed", str(seed), "--start", START, "--end", END, "--out", str(book_dir)], env)
+    if not written:
+        run(["generate", "--customers", str(customers), "--seed", str(seed), "--start", START, "--end", END,
+             "--out", str(book_dir)], env)
     train_dir = _history_book(book_dir, work / f"history-{seed}", AS_OF) if refit else book_dir
     run(["train", "--data", str(train_dir), "--cutoff", TRAIN_CUTOFF], env)
     run(["score", "--data", str(book_dir), "--cutoff", AS_OF, "--out", str(out)], env)
