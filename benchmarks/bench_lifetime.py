@@ -398,17 +398,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="synthetic,cdnow,cdnow2")
     parser.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--customers", type=int, default=N_CUSTOMERS,
-                        help="synthetic: customers of each book (20,000, the issue's; the new-customer cohorts grow with it)")
+    parser.add_argument("--customers", type=int, default=None,
+                        help=f"synthetic: customers of each book (default {N_CUSTOMERS:,}, the issue's; the new-customer cohorts grow with it)")
     parser.add_argument("--refit", action="store_true",
                         help="synthetic: train on the book cut at the scoring date, with the refit (see _env)")
     args = parser.parse_args(argv)
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - {"synthetic", "cdnow", "cdnow2"})
+    if unknown:
+        parser.error(f"--parts: rule 'synthetic, cdnow, cdnow2': unknown {', '.join(unknown)}")
+    if "synthetic" not in parts and (args.customers is not None or args.refit):
+        parser.error("--customers and --refit apply to the synthetic books only (CDNOW's data is fixed): add synthetic to --parts")
+    if args.customers is not None and args.customers < 1:
+        parser.error(f"--customers: rule 'at least 1': got {args.customers}")
+    customers = N_CUSTOMERS if args.customers is None else args.customers
     work = Path(args.work or tempfile.mkdtemp(prefix="clvcast-bench-lifetime-"))
     work.mkdir(parents=True, exist_ok=True)
-    parts = args.parts.split(",")
     report: dict = {"command": "python benchmarks/bench_lifetime.py " + " ".join(argv or sys.argv[1:])}
     if "synthetic" in parts:
-        report["synthetic"] = [synthetic(int(s), work, refit=args.refit, customers=args.customers)
+        report["synthetic"] = [synthetic(int(s), work, refit=args.refit, customers=customers)
                                for s in args.seeds.split(",")]
         print("## Synthetic books (train 2019-06-30, score 2019-12-31, 10 horizons of 182 days)\n")
         print(_table_synthetic(report["synthetic"]))
