@@ -94,8 +94,9 @@ def isin_ids(values, candidates) -> np.ndarray:
 class History:
     """Transactions of the known customers before the end of the cutoff day, reduced to days.
 
-    ``p_*`` arrays describe purchase days sorted by customer then date; ``first``/``last`` index a
-    customer's first and last purchase day in them. ``d_*`` arrays describe every history day of a
+    ``p_*`` arrays describe purchase days sorted by customer then date (``p_orders``: the purchase
+    transactions of each, at least 1); ``first``/``last`` index a customer's first and last purchase
+    day in them. ``d_*`` arrays describe every history day of a
     customer (purchase days and refund-only days). ``key`` values are positions in ``ids``.
     """
 
@@ -107,6 +108,7 @@ class History:
     p_key: np.ndarray
     p_ago: np.ndarray
     p_value: np.ndarray
+    p_orders: np.ndarray
     first: np.ndarray
     last: np.ndarray
     d_key: np.ndarray
@@ -272,6 +274,7 @@ def prepare_history(tables: Tables, cutoff) -> History:
         p_key=p_key,
         p_ago=cutoff_day - d_day[is_pday],
         p_value=d_value[is_pday],
+        p_orders=d_purchases[is_pday].astype(np.int64),
         first=first,
         last=last,
         d_key=d_key,

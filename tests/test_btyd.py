@@ -18,11 +18,14 @@ from features.btyd import (
     bgnbd_expected_purchases_new,
     bgnbd_log_likelihood,
     bgnbd_probability_alive,
+    btyd_summary,
     fit_bgnbd,
     fit_gamma_gamma,
     gamma_gamma_expected_value,
     summary_from_transactions,
 )
+from features.contract import Tables
+from features.history import prepare_history
 
 CDNOW_PARAMS = BGNBDParams(r=0.252, alpha=4.789, a=0.723, b=2.161)  # lifetimes 0.11.3, cutoff 1997-09-30
 CDNOW_GG = GammaGammaParams(p=6.275, q=3.624, v=14.984)
@@ -108,6 +111,30 @@ def test_summary_from_transactions_hand_computed():
     pd.testing.assert_frame_equal(same_index, expected)
     weeks = summary_from_transactions(tx, cutoff="2024-01-15")
     np.testing.assert_allclose(weeks[["recency", "T"]].to_numpy(), expected[["recency", "T"]].to_numpy() / 7.0)
+
+
+def test_summary_counts_orders_when_asked():
+    # 001: two orders on its first day (10 + 30), two on a later one (5 + 7) and a refund;
+    # 002: one order a day; 003: three orders on its only day.
+    rows = [("001", "2024-01-01 09:00", 10.0), ("001", "2024-01-01 18:00", 30.0), ("001", "2024-01-08 12:00", 5.0),
+            ("001", "2024-01-08 13:00", 7.0), ("001", "2024-01-09 10:00", -4.0), ("002", "2024-01-03 00:00", 8.0),
+            ("002", "2024-01-10 00:00", 6.0), ("003", "2024-01-12 08:00", 1.0), ("003", "2024-01-12 09:00", 2.0),
+            ("003", "2024-01-12 10:00", 3.0)]  # fmt: skip
+    tx = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
+    tx["customer_id"] = tx["customer_id"].astype("str")
+    tx["timestamp"] = pd.to_datetime(tx["timestamp"]).astype("datetime64[ns]")
+    h = prepare_history(Tables(transactions=tx), "2024-01-15")
+    days, orders = btyd_summary(h, 1.0), btyd_summary(h, 1.0, count="orders")
+    np.testing.assert_array_equal(days.frequency, [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(days.monetary_value, [12.0, 6.0, 0.0])
+    # Orders: every purchase transaction but the first; the first day's value split over its orders.
+    np.testing.assert_array_equal(orders.frequency, [3.0, 1.0, 2.0])
+    np.testing.assert_allclose(orders.monetary_value, [(5.0 + 7.0 + 40.0 / 2) / 3, 6.0, (6.0 * 2 / 3) / 2])
+    # Days between purchases do not change with what is counted.
+    np.testing.assert_array_equal(orders.recency, days.recency)
+    np.testing.assert_array_equal(orders.T, days.T)
+    with pytest.raises(ValueError, match="purchase_days or orders"):
+        btyd_summary(h, 1.0, count="transactions")
 
 
 def test_summary_ignores_rows_after_cutoff():

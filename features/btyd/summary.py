@@ -25,13 +25,16 @@ class BTYDSummary:
     Attributes
     ----------
     frequency : ndarray of float
-        x, repeat purchase days (distinct purchase days minus one).
+        x, repeat purchase days (distinct purchase days minus one); with ``count="orders"``, repeat
+        orders (purchase transactions minus one).
     recency : ndarray of float
         t_x, first to last purchase day, in time units.
     T : ndarray of float
         First purchase day to the cutoff day (its start), in time units.
     monetary_value : ndarray of float
-        Mean value of the repeat purchase days, refunds excluded; 0 when x = 0.
+        Mean value of the repeat purchase days, refunds excluded; 0 when x = 0. With
+        ``count="orders"``, of the repeat orders (the first purchase day's value split evenly over
+        its orders, the first of them left out).
     time_unit_days : float
         Days per time unit.
     """
@@ -43,16 +46,28 @@ class BTYDSummary:
     time_unit_days: float
 
 
-def btyd_summary(h: History, time_unit_days: float) -> BTYDSummary:
+def btyd_summary(h: History, time_unit_days: float, *, count: str = "purchase_days") -> BTYDSummary:
     """BTYD summary of every customer of ``h`` (conventions of :func:`summary_from_transactions`).
+
+    Parameters
+    ----------
+    h : History
+    time_unit_days : float
+        Days per time unit of ``recency`` and ``T``.
+    count : {"purchase_days", "orders"}
+        What a purchase is: a purchase day (the convention of the published fits, same-day
+        purchases merged) or each purchase transaction (a book whose orders on one day are
+        separate purchases; recency and T still run between days).
 
     Raises
     ------
     ValueError
-        If ``time_unit_days`` is not > 0.
+        If ``time_unit_days`` is not > 0, or ``count`` is neither.
     """
     if not time_unit_days > 0:
         raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
+    if count not in ("purchase_days", "orders"):
+        raise ValueError(f"count: rule 'purchase_days or orders': got {count!r}")
     unit = float(time_unit_days)
     frequency = (h.last - h.first).astype(np.float64)
     recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
@@ -61,6 +76,10 @@ def btyd_summary(h: History, time_unit_days: float) -> BTYDSummary:
     repeat = np.ones(h.p_key.size, dtype=bool)
     repeat[h.first] = False
     repeat_value = np.bincount(h.p_key[repeat], weights=h.p_value[repeat], minlength=h.n)
+    if count == "orders":
+        first_orders = h.p_orders[h.first]
+        frequency = np.bincount(h.p_key, weights=h.p_orders, minlength=h.n) - 1.0
+        repeat_value = repeat_value + h.p_value[h.first] * (first_orders - 1) / first_orders
     monetary = np.divide(repeat_value, frequency, out=np.zeros(h.n), where=frequency > 0)
     return BTYDSummary(frequency, recency, T, monetary, unit)
 
