@@ -109,6 +109,8 @@ VARIANTS: dict[str, Variant] = {
                               {"training__min_history_days": 42}),
     "min-history-56": Variant("training origins at least 56 days after the first purchase",
                               {"training__min_history_days": 56}),
+    "orders": Variant("the dropout process counts each order as a purchase, not each purchase day",
+                      {"lifetime__count": "orders"}),
 }
 
 

@@ -13,7 +13,8 @@ each variant here refits only the dropout process on the history up to the train
 :mod:`features.btyd.covariates`; ``dropout``: by channel with the dropout rate alone;
 ``seasonal``: one process fitted with purchases on the seasonal clock,
 ``fit_lifetime(seasonal_fit=True)``; ``seasonal-channel``: that fit by channel, the channels'
-effects fitted with the season too), sets the
+effects fitted with the season too; ``seasonal-orders`` and ``seasonal-channel-orders``: the same
+counting each order as a purchase, not each purchase day, ``fit_lifetime(count="orders")``), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
 - the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷
@@ -47,13 +48,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None,
-             "seasonal-channel": ("purchase", "dropout")}
+             "seasonal-channel": ("purchase", "dropout"), "seasonal-orders": None,
+             "seasonal-channel-orders": ("purchase", "dropout")}
 
 
 def _params(h, process: str):
     """The dropout process of a variant, fitted on the history ``h`` at the training cutoff."""
     import features.btyd.lifetime as L
 
+    if process == "seasonal-orders":
+        return L.fit_lifetime(h, level_column=None, seasonal_fit=True, count="orders")
+    if process == "seasonal-channel-orders":
+        return L.fit_lifetime(h, level_column="channel", seasonal_fit=True, count="orders")
     if PROCESSES[process] is None:
         return L.fit_lifetime(h, level_column=None, seasonal_fit=process == "seasonal")  # "one": in calendar time
     if process == "channel":
@@ -98,12 +104,14 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
             fitted[process] = _params(h_train, process)
         alive, level = (float(w) for w in weights.split("/"))
         # New customers as training would value them (lifetime.new_customers): by the process by
-        # channel with the season, the variant's own fit when it is that one.
-        if new_customers == "process" and "seasonal-channel" not in fitted:
-            fitted["seasonal-channel"] = _params(h_train, "seasonal-channel")
+        # channel with the season, the variant's own fit when it is that one (counting orders when
+        # the variant does).
+        new_process = "seasonal-channel-orders" if process.endswith("-orders") else "seasonal-channel"
+        if new_customers == "process" and new_process not in fitted:
+            fitted[new_process] = _params(h_train, new_process)
         lifetime = trained.lifetime.model_copy(
             update={"params": fitted[process], "alive_persistence": alive, "level_persistence": level,
-                    "new_customer_params": fitted["seasonal-channel"] if new_customers == "process" else None}
+                    "new_customer_params": fitted[new_process] if new_customers == "process" else None}
         )
         champion = dataclasses.replace(trained, serving=trained.serving.model_copy(update={"lifetime": lifetime}))
         clv = champion_clv_config(champion)

@@ -241,6 +241,8 @@ def _first_order_nodes(params, levels, n: int = FIRST_ORDER_NODES) -> list[np.nd
     the values average exactly to the mean (the slices' midpoints fell short of it, by 3.5 % with
     CDNOW's q of 3.7 and by a quarter at q = 1.5, for the heavy upper tail). The mean of beta prime
     (p, q) over a slice is the mean times the slice's probability under beta prime (p + 1, q − 1).
+    With a process that counts orders, Gamma-Gamma's values are an order's, scaled to a first
+    purchase day by :attr:`features.btyd.lifetime.LifetimeParams.orders_per_first_day`.
 
     Raises
     ------
@@ -255,7 +257,8 @@ def _first_order_nodes(params, levels, n: int = FIRST_ORDER_NODES) -> list[np.nd
         if not q > 1:
             raise ValueError(f"Gamma-Gamma q = {q:.4g} <= 1: a first order has no finite mean value (a new customer's CLV needs one)")
         edges = stats.betaprime.ppf(u, p, q, scale=v)
-        out.append(n * (p * v / (q - 1.0)) * np.diff(stats.betaprime.cdf(edges, p + 1.0, q - 1.0, scale=v)))
+        slices = n * (p * v / (q - 1.0)) * np.diff(stats.betaprime.cdf(edges, p + 1.0, q - 1.0, scale=v))
+        out.append(slices * params.orders_per_first_day)
     return out
 
 

@@ -198,6 +198,38 @@ def test_p_alive_is_the_seasonal_models_and_survival_runs_in_calendar_time():
     assert not np.allclose(state.p_alive, _state(seasonality=season).p_alive)
 
 
+def test_counting_orders_reads_every_order_of_a_day_as_a_purchase():
+    # A buys twice on each of its days, B once a day: only A's state changes with what is counted.
+    rows = [(c, str(AS_OF - pd.Timedelta(days=d, hours=h)), 40.0) for c, days, hours in
+            (("A", range(7, 300, 30), (1, 5)), ("B", range(10, 300, 45), (1,))) for d in days for h in hours]  # fmt: skip
+    h = prepare_history(_tables(rows), AS_OF)
+    season = (1.0,) * 10 + (2.0, 2.0)
+    for fit_clock in ("calendar", "seasonal"):
+        days = DropoutState.from_history(h, LifetimeParams(pareto=PARETO, gamma_gamma=GG, seasonality=season, fit_clock=fit_clock))
+        orders = DropoutState.from_history(
+            h, LifetimeParams(pareto=PARETO, gamma_gamma=GG, seasonality=season, fit_clock=fit_clock, count="orders")
+        )
+        # r + x: A has 10 purchase days, 20 orders; B 7 days of one order.
+        np.testing.assert_allclose(days.purchase_shape, PARETO.r + np.array([9.0, 6.0]))
+        np.testing.assert_allclose(orders.purchase_shape, PARETO.r + np.array([19.0, 6.0]))
+        assert orders.p_alive[1] == pytest.approx(days.p_alive[1], rel=1e-12)
+        assert orders.p_alive[0] != pytest.approx(days.p_alive[0], rel=1e-3)
+        # Gamma-Gamma's posterior reads A's orders at 40 each, not its days at 80.
+        assert orders.value_rate_rate[0] == pytest.approx(GG.v + 19 * 40.0)
+        assert days.value_rate_rate[0] == pytest.approx(GG.v + 9 * 80.0)
+    # Fitted on orders, the process says so, and so reads the history it scores.
+    fitted = fit_lifetime(h, seasonal=False, count="orders")
+    assert fitted.count == "orders"
+    assert LifetimeParams.model_validate(fitted.model_dump()) == fitted
+    # A first purchase day: A's had two orders, B's one; a new customer's is worth 1.5 orders.
+    assert fitted.orders_per_first_day == pytest.approx(1.5)
+    gg = fitted.gamma_gamma
+    assert fitted.mean_order_value([None])[0] == pytest.approx(1.5 * gg.p * gg.v / (gg.q - 1))
+    assert fit_lifetime(h, seasonal=False).orders_per_first_day == 1.0
+    with pytest.raises(ValueError, match="1 when count is purchase_days"):
+        LifetimeParams(pareto=PARETO, gamma_gamma=GG, orders_per_first_day=2.0)
+
+
 # --------------------------------------------------------------------------- the spend curve
 
 

@@ -254,9 +254,10 @@ def evaluate(tables: Tables, *, cutoff, config: Config, trainer=None) -> Evaluat
             time_unit_days=config.features.btyd_time_unit_days,
             fitted=(btyd.bgnbd, btyd.gamma_gamma),
             # The classic Pareto/NBD baseline: the lifetime model's own fit when it is that model in
-            # the same unit (not when fitted with the season).
+            # the same unit (not when fitted with the season, nor on orders).
             pareto=lifetime.params.pareto
             if lifetime.params.time_unit_days == config.features.btyd_time_unit_days and lifetime.params.fit_clock == "calendar"
+            and lifetime.params.count == "purchase_days"
             else None,
         )
         for name, forecast in baselines.items():

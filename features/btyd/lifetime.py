@@ -187,6 +187,17 @@ class LifetimeParams(BaseModel):
         and CLV are net: the spend curve's tail takes Gamma-Gamma's value times this share. One
         share for the book, also with ``by_level``. 1 for a champion fitted before it was
         estimated.
+    count : {"purchase_days", "orders"}
+        What the process counts as a purchase (:func:`features.btyd.summary.btyd_summary`): a
+        purchase day, same-day purchases merged (the published fits' convention, and every
+        champion's before this setting), or each order. ``pareto``'s purchase rate and
+        ``gamma_gamma``'s values are then per order, and :class:`DropoutState` reads a history the
+        same way. Merging a Poisson stream of orders into days puts the dropout shape low and the
+        tail long (BENCHMARKS.md, "How far 18 months of history let a fit place the tail").
+    orders_per_first_day : float
+        With ``count="orders"``, the mean number of orders on a customer's first purchase day in the
+        history the process was fitted on (≥ 1), so that a new customer's first purchase day is
+        worth this many of Gamma-Gamma's orders (:meth:`mean_order_value`); 1 with purchase days.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -198,9 +209,13 @@ class LifetimeParams(BaseModel):
     by_level: LevelEffects | None = None
     fit_clock: Literal["calendar", "seasonal"] = "calendar"
     net_value_share: float = Field(1.0, ge=0, le=1)
+    count: Literal["purchase_days", "orders"] = "purchase_days"
+    orders_per_first_day: float = Field(1.0, ge=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_clock(self) -> LifetimeParams:
+        if self.count == "purchase_days" and self.orders_per_first_day != 1.0:
+            raise ValueError(f"orders_per_first_day: rule '1 when count is purchase_days': got {self.orders_per_first_day}")
         if self.fit_clock == "seasonal" and self.by_level is not None:
             # Necessary, not sufficient: a calendar fit by level shares one r and s too.
             shared = {(pn.r, pn.s) for pn in (self.by_level.pareto, *self.by_level.pareto_by_level)}
@@ -244,13 +259,15 @@ class LifetimeParams(BaseModel):
         return codes, [effects.pareto, *effects.pareto_by_level], [effects.gamma_gamma, *effects.gamma_gamma_by_level]
 
     def mean_order_value(self, level_values) -> np.ndarray:
-        """Mean value of a purchase day of a customer of each level, p v / (q − 1) (Gamma-Gamma), shape (n,).
+        """Mean value of a first purchase day of a customer of each level, shape (n,).
 
-        NaN where q ≤ 1 (no finite mean). Without :attr:`by_level`, the population's for everyone.
+        Gamma-Gamma's mean value of a purchase, p v / (q − 1): of a purchase day, or with
+        ``count="orders"`` of an order times :attr:`orders_per_first_day`. NaN where q ≤ 1 (no
+        finite mean). Without :attr:`by_level`, the population's for everyone.
         """
         codes, _, ggs = self.customer_params(level_values)
         means = np.array([g.p * g.v / (g.q - 1.0) if g.q > 1 else np.nan for g in ggs])
-        return means[codes + 1]
+        return means[codes + 1] * self.orders_per_first_day
 
 
 def fit_lifetime(
@@ -263,6 +280,7 @@ def fit_lifetime(
     min_level_customers: int = 30,
     level_prior_sd: float = 1.0,
     level_fit_customers: int = 50_000,
+    count: Literal["purchase_days", "orders"] = "purchase_days",
 ) -> LifetimeParams:
     """Fit the dropout process (Pareto/NBD + Gamma-Gamma, seasonal purchase rate) on the history ``h``.
 
@@ -300,6 +318,8 @@ def fit_lifetime(
         The fit by level runs on a random sample of at most this many customers (seed 0): a few
         parameters per level need far fewer customers than a large book has. With the season,
         the fit by level runs on the seasonal fit's sample, at most this many of them.
+    count : {"purchase_days", "orders"}
+        What a purchase is, in every fit and in the indices (:attr:`LifetimeParams.count`).
 
     Returns
     -------
@@ -310,7 +330,7 @@ def fit_lifetime(
     ValueError
         If Pareto/NBD or Gamma-Gamma cannot be fitted (e.g. no repeat purchase), naming the cutoff.
     """
-    summary = btyd_summary(h, time_unit_days)
+    summary = btyd_summary(h, time_unit_days, count=count)
     with_season = seasonal and len(_month_bounds(h)[0]) >= SEASONALITY_MIN_MONTHS
     fit_clock = "seasonal" if with_season and seasonal_fit else "calendar"
     try:
@@ -318,17 +338,17 @@ def fit_lifetime(
         if fit_clock == "seasonal":
             # Both fits by the seasonal likelihood's quadrature: first with a flat clock (Pareto/NBD
             # itself, for the indices), then with the clock of those indices.
-            whole = seasonal_history(h)
+            whole = seasonal_history(h, count=count)
             sample = _fit_sample_index(whole)
             rows = whole.select(sample)
             pareto = fit_seasonal_pareto_nbd(rows, SeasonalClock(), time_unit_days=time_unit_days)
-            clock = SeasonalClock(_seasonality(h, pareto, time_unit_days))
+            clock = SeasonalClock(_seasonality(h, pareto, time_unit_days, count=count))
             pareto = fit_seasonal_pareto_nbd(rows, clock, time_unit_days=time_unit_days, start=pareto)
         else:
             pareto = fit_pareto_nbd(summary.frequency, summary.recency, summary.T)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"cutoff {h.cutoff}: cannot fit the dropout process (Pareto/NBD + Gamma-Gamma): {exc}") from exc
-    indices = _seasonality(h, pareto, time_unit_days) if with_season else np.ones(MONTHS)
+    indices = _seasonality(h, pareto, time_unit_days, count=count) if with_season else np.ones(MONTHS)
     by_level = None
     if level_column is not None:
         by_level = _fit_by_level(
@@ -338,6 +358,7 @@ def fit_lifetime(
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock, net_value_share=net_value_share(h),
+        count=count, orders_per_first_day=float(h.p_orders[h.first].mean()) if count == "orders" else 1.0,
     )  # fmt: skip
 
 
@@ -447,10 +468,14 @@ def _fit_sample_index(rows: SeasonalHistory) -> np.ndarray:
     return keep
 
 
-def seasonal_history(h: History) -> SeasonalHistory:
-    """Each customer's repeat purchase days, first and last purchase day and cutoff day (:mod:`features.btyd.seasonal_pareto`)."""
+def seasonal_history(h: History, *, count: str = "purchase_days") -> SeasonalHistory:
+    """Each customer's repeat purchase days (or orders: ``count``), first and last purchase day and cutoff day (:mod:`features.btyd.seasonal_pareto`)."""
+    if count == "orders":
+        frequency = np.bincount(h.p_key, weights=h.p_orders, minlength=h.n) - 1.0
+    else:
+        frequency = (h.last - h.first).astype(np.float64)
     return SeasonalHistory(
-        frequency=(h.last - h.first).astype(np.float64),
+        frequency=frequency,
         first_day=(h.cutoff_day - h.p_ago[h.first]).astype(np.int64),
         last_day=(h.cutoff_day - h.p_ago[h.last]).astype(np.int64),
         cutoff_day=np.full(h.n, h.cutoff_day, dtype=np.int64),
@@ -466,15 +491,19 @@ def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
     return months.astype("datetime64[D]").astype(np.int64), (months + 1).astype("datetime64[D]").astype(np.int64)
 
 
-def _seasonality(h: History, pareto: ParetoNBDParams, unit: float) -> np.ndarray:
-    """Observed / expected repeat purchase days per calendar month, mean 1 (module docstring)."""
+def _seasonality(h: History, pareto: ParetoNBDParams, unit: float, *, count: str = "purchase_days") -> np.ndarray:
+    """Observed / expected repeat purchase days (or orders: ``count``) per calendar month, mean 1 (module docstring)."""
     lo, hi = _month_bounds(h)
-    repeat = np.ones(h.p_key.size, dtype=bool)
-    repeat[h.first] = False
-    day = h.cutoff_day - h.p_ago[repeat]
+    if count == "orders":  # every order but each customer's first
+        day, weight = h.cutoff_day - h.p_ago, h.p_orders.astype(float)
+        weight[h.first] -= 1.0
+    else:
+        repeat = np.ones(h.p_key.size, dtype=bool)
+        repeat[h.first] = False
+        day, weight = h.cutoff_day - h.p_ago[repeat], np.ones(int(repeat.sum()))
     which = np.searchsorted(hi, day, side="right")
     inside = (which < len(lo)) & (day >= lo[np.minimum(which, len(lo) - 1)])
-    observed = np.bincount(which[inside], minlength=len(lo)).astype(float)
+    observed = np.bincount(which[inside], weights=weight[inside], minlength=len(lo)).astype(float)
     # Each acquisition cohort's unconditional expected repeat purchases in the month at index 1.
     cohort_day, cohort_size = np.unique(h.cutoff_day - h.p_ago[h.first], return_counts=True)
     t_lo = np.maximum(lo[None, :] - cohort_day[:, None], 0) / unit
@@ -568,13 +597,13 @@ class DropoutState:
     @classmethod
     def from_history(cls, h: History, params: LifetimeParams) -> DropoutState:
         """The state of every customer of ``h`` at its cutoff (each with its level's parameters)."""
-        summary = btyd_summary(h, params.time_unit_days)
+        summary = btyd_summary(h, params.time_unit_days, count=params.count)
         first_day = h.cutoff_day - h.p_ago[h.first]
         exposure = params.clock.elapsed(first_day, h.cutoff_day) / params.time_unit_days
         levels = level_values(h, params.by_level.column) if params.by_level is not None else None
         p_alive = None
         if params.fit_clock == "seasonal":
-            rows = seasonal_history(h)
+            rows = seasonal_history(h, count=params.count)
             codes, pns, _ = params.customer_params(levels if levels is not None else np.full(h.n, np.nan, dtype=object))
             p_alive = np.empty(h.n)
             for g in np.unique(codes + 1):
