@@ -228,6 +228,19 @@ def test_counting_orders_reads_every_order_of_a_day_as_a_purchase():
     assert fit_lifetime(h, seasonal=False).orders_per_first_day == 1.0
     with pytest.raises(ValueError, match="1 when count is purchase_days"):
         LifetimeParams(pareto=PARETO, gamma_gamma=GG, orders_per_first_day=2.0)
+    # The setting reaches the fit that training runs, for both processes.
+    from training.config import LifetimeConfig, load_config
+    from training.lifetime import fit_lifetime_model
+
+    assert load_config(lifetime__count="orders").lifetime.count == "orders"
+    with pytest.raises(ValueError, match="count"):
+        load_config(lifetime__count="transactions")
+    model = fit_lifetime_model(
+        _tables(rows), cutoff=AS_OF.date(), model_horizon_days=91, origins=[], origin_rows=[], clv=ClvConfig(),
+        time_unit_days=7.0, settings=LifetimeConfig(seasonal=False, count="orders", new_customer_covariate=None),
+    )  # fmt: skip
+    assert model.params == fitted
+    assert model.new_customer_params.count == "orders"
 
 
 # --------------------------------------------------------------------------- the spend curve
