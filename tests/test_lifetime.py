@@ -181,6 +181,7 @@ def test_params_saved_before_the_fit_with_the_season_load_as_calendar_fits():
              "seasonality": [1.0] * 10 + [2.0, 2.0], "time_unit_days": 7.0, "by_level": None}  # fmt: skip
     params = LifetimeParams.model_validate(saved)
     assert params.fit_clock == "calendar"
+    assert (params.count, params.orders_per_first_day) == ("purchase_days", 1.0)
     np.testing.assert_array_equal(DropoutState.from_history(_book_history(), params).p_alive, _state(seasonality=(1.0,) * 10 + (2.0, 2.0)).p_alive)
 
 
@@ -241,6 +242,68 @@ def test_counting_orders_reads_every_order_of_a_day_as_a_purchase():
     )  # fmt: skip
     assert model.params == fitted
     assert model.new_customer_params.count == "orders"
+
+
+@pytest.fixture(scope="module")
+def doubled_december():
+    """A small synthetic book to mid-2021 whose December orders are each bought twice (the same minute)."""
+    from features.synthetic import generate
+
+    tx = generate(3_000, seed=12, start="2020-01-01", end="2021-06-30").tables.transactions
+    tx = tx[tx["amount"] >= 0]
+    december = tx[tx["timestamp"].dt.month == 12]
+    return pd.concat([tx, december], ignore_index=True)
+
+
+def test_the_indices_count_each_order_when_the_process_does(doubled_december):
+    from features.btyd.lifetime import _seasonality
+
+    h = prepare_history(Tables(transactions=doubled_december), "2021-06-30")
+    # Repeat orders and repeat purchase days per calendar month, counted here from the rows: every
+    # order but each customer's first, in the complete months after the book's first purchase.
+    tx = doubled_december.sort_values("timestamp", kind="stable")
+    day = tx["timestamp"].dt.floor("D")
+    in_months = (day >= "2020-02-01") & (day < "2021-07-01")
+    repeat_order = tx.duplicated("customer_id")  # the first row of a customer is its first order
+    first_day = day.groupby(tx["customer_id"]).transform("min")
+    orders = tx[repeat_order & in_months].groupby(day.dt.month).size()
+    days = tx[in_months & (day > first_day)].assign(d=day).drop_duplicates(["customer_id", "d"]).groupby(day.dt.month).size()
+    by_orders = _seasonality(h, PARETO, 7.0, count="orders")
+    by_days = _seasonality(h, PARETO, 7.0)
+    # Same process, so the same expectation: the two indices differ by the observed counts alone.
+    ratio = (by_orders / by_days) / (orders / days).reindex(range(1, 13)).to_numpy()
+    np.testing.assert_allclose(ratio / ratio.mean(), 1.0, rtol=1e-9)
+    assert by_orders[11] / by_days[11] > 1.5 * by_orders[5] / by_days[5]  # December's orders doubled
+    with pytest.raises(ValueError, match="purchase_days or orders"):
+        _seasonality(h, PARETO, 7.0, count="rows")
+
+
+def test_the_fit_on_orders_reads_the_orders(doubled_december):
+    from features.btyd.lifetime import _seasonality, seasonal_history
+    from features.btyd.seasonal_pareto import fit_seasonal_pareto_nbd
+
+    h = prepare_history(Tables(transactions=doubled_december), "2021-06-30")
+    days, orders = fit_lifetime(h), fit_lifetime(h, count="orders")
+    assert days.fit_clock == orders.fit_clock == "seasonal"
+    rows = seasonal_history(h, count="orders")
+    assert rows.frequency.sum() == len(doubled_december) - h.n  # every order but each customer's first
+    # Both steps of the fit with the season read the orders: the flat fit on them gives the
+    # indices of the orders, and the fit on that clock is the process (3,000 customers: no sample).
+    flat = fit_seasonal_pareto_nbd(rows, SeasonalClock(), time_unit_days=7.0)
+    expected = fit_seasonal_pareto_nbd(rows, SeasonalClock(_seasonality(h, flat, 7.0, count="orders")), time_unit_days=7.0, start=flat)
+    for name in ("r", "alpha", "s", "beta"):
+        assert getattr(orders.pareto, name) == pytest.approx(getattr(expected, name), rel=1e-9)
+        assert getattr(days.pareto, name) != pytest.approx(getattr(expected, name), rel=1e-2)
+    assert orders.seasonality[11] > days.seasonality[11]  # December's orders doubled
+
+
+def test_a_new_customers_first_orders_average_to_its_first_days_value():
+    from serving.lifetime import _first_order_nodes
+
+    params = LifetimeParams(pareto=PARETO, gamma_gamma=GG, count="orders", orders_per_first_day=1.4)
+    nodes = _first_order_nodes(params, [None])[0]
+    assert nodes.mean() == pytest.approx(params.mean_order_value([None])[0], rel=1e-9)
+    assert params.mean_order_value([None])[0] == pytest.approx(1.4 * GG.p * GG.v / (GG.q - 1.0))
 
 
 # --------------------------------------------------------------------------- the spend curve

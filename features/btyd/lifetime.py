@@ -168,7 +168,7 @@ class LifetimeParams(BaseModel):
     pareto : ParetoNBDParams
         Pareto/NBD (``alpha`` and ``beta`` per ``time_unit_days`` days), fitted as ``fit_clock`` says.
     gamma_gamma : GammaGammaParams
-        Gamma-Gamma of the value of a purchase day.
+        Gamma-Gamma of the value of a purchase day (of an order with ``count`` ``"orders"``).
     seasonality : tuple of 12 float
         Purchase-rate index per calendar month, January first, mean 1 (all ones: no seasonality).
     time_unit_days : float
@@ -470,6 +470,7 @@ def _fit_sample_index(rows: SeasonalHistory) -> np.ndarray:
 
 def seasonal_history(h: History, *, count: str = "purchase_days") -> SeasonalHistory:
     """Each customer's repeat purchase days (or orders: ``count``), first and last purchase day and cutoff day (:mod:`features.btyd.seasonal_pareto`)."""
+    _check_count(count)
     if count == "orders":
         frequency = np.bincount(h.p_key, weights=h.p_orders, minlength=h.n) - 1.0
     else:
@@ -480,6 +481,11 @@ def seasonal_history(h: History, *, count: str = "purchase_days") -> SeasonalHis
         last_day=(h.cutoff_day - h.p_ago[h.last]).astype(np.int64),
         cutoff_day=np.full(h.n, h.cutoff_day, dtype=np.int64),
     )
+
+
+def _check_count(count: str) -> None:
+    if count not in ("purchase_days", "orders"):
+        raise ValueError(f"count: rule 'purchase_days or orders': got {count!r}")
 
 
 def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
@@ -493,6 +499,7 @@ def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
 
 def _seasonality(h: History, pareto: ParetoNBDParams, unit: float, *, count: str = "purchase_days") -> np.ndarray:
     """Observed / expected repeat purchase days (or orders: ``count``) per calendar month, mean 1 (module docstring)."""
+    _check_count(count)
     lo, hi = _month_bounds(h)
     if count == "orders":  # every order but each customer's first
         day, weight = h.cutoff_day - h.p_ago, h.p_orders.astype(float)
@@ -563,9 +570,10 @@ class DropoutState:
     dropout_rate : ndarray, shape (n,)
         beta + T: the dropout rate given alive is Gamma(s, beta + T) (calendar time units).
     order_value : ndarray, shape (n,)
-        Gamma-Gamma expected value of a purchase day, currency units.
+        Gamma-Gamma expected value of a purchase (a purchase day, or an order with
+        :attr:`LifetimeParams.count` ``"orders"``), currency units.
     value_shape : float
-        Gamma-Gamma p: a purchase day is worth Gamma(p, nu).
+        Gamma-Gamma p: a purchase (day, or order) is worth Gamma(p, nu).
     value_rate_shape, value_rate_rate : ndarray, shape (n,)
         Posterior of nu: Gamma(q + p x, v + x m); the customer's mean purchase-day value is p / nu.
     now_day : ndarray of int, shape (n,)
@@ -573,7 +581,7 @@ class DropoutState:
     clock : SeasonalClock
     time_unit_days : float
     net_value_share : float
-        :attr:`LifetimeParams.net_value_share`: ``order_value`` is a purchase day's value; times
+        :attr:`LifetimeParams.net_value_share`: ``order_value`` is a purchase's value; times
         this, what the book keeps of it after refunds.
     """
 
@@ -670,7 +678,7 @@ class DropoutState:
         return np.exp(-self.dropout_shape * np.log1p(u / self.dropout_rate[:, None]))
 
     def expected_purchases(self, start_days, end_days) -> np.ndarray:
-        """E[purchase days in each window | alive at T], shape (n, k).
+        """E[purchases in each window | alive at T], shape (n, k): purchase days, or orders (:attr:`LifetimeParams.count`).
 
         Parameters
         ----------
