@@ -479,7 +479,7 @@ class LifetimeConfig(BaseModel):
         purchase days, same-day purchases merged (the default, the convention of the published
         BTYD fits such as CDNOW's), or each order. Merging a Poisson stream of orders into days
         puts the fitted dropout shape low and the tail long: on books simulated from the process,
-        5–7 % at the tenth horizon (BENCHMARKS.md, "How far 18 months of history let a fit place the
+        about 7 % at the tenth horizon (BENCHMARKS.md, "How far 18 months of history let a fit place the
         tail").
     season_adjusted_boosters : bool
         Read the boosters' forecast as that of a window of the average season of their training
