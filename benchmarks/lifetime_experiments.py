@@ -111,6 +111,8 @@ VARIANTS: dict[str, Variant] = {
                               {"training__min_history_days": 56}),
     "orders": Variant("the dropout process counts each order as a purchase, not each purchase day",
                       {"lifetime__count": "orders"}),
+    "empirical-value": Variant("Gamma-Gamma's mean value scaled to the repeat buyers' mean value",
+                               {"lifetime__value_mean": "empirical"}),
 }
 
 

@@ -14,7 +14,9 @@ each variant here refits only the dropout process on the history up to the train
 ``seasonal``: one process fitted with purchases on the seasonal clock,
 ``fit_lifetime(seasonal_fit=True)``; ``seasonal-channel``: that fit by channel, the channels'
 effects fitted with the season too; ``seasonal-orders`` and ``seasonal-channel-orders``: the same
-counting each order as a purchase, not each purchase day, ``fit_lifetime(count="orders")``), sets the
+counting each order as a purchase, not each purchase day, ``fit_lifetime(count="orders")``;
+``seasonal-empirical`` and ``seasonal-channel-empirical``: Gamma-Gamma's mean scaled to the repeat
+buyers' mean value, ``fit_lifetime(value_mean="empirical")``), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
 - the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷
@@ -49,13 +51,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None,
              "seasonal-channel": ("purchase", "dropout"), "seasonal-orders": None,
-             "seasonal-channel-orders": ("purchase", "dropout")}
+             "seasonal-channel-orders": ("purchase", "dropout"), "seasonal-empirical": None,
+             "seasonal-channel-empirical": ("purchase", "dropout")}
 
 
 def _params(h, process: str):
     """The dropout process of a variant, fitted on the history ``h`` at the training cutoff."""
     import features.btyd.lifetime as L
 
+    if process == "seasonal-empirical":
+        return L.fit_lifetime(h, level_column=None, seasonal_fit=True, value_mean="empirical")
+    if process == "seasonal-channel-empirical":
+        return L.fit_lifetime(h, level_column="channel", seasonal_fit=True, value_mean="empirical")
     if process == "seasonal-orders":
         return L.fit_lifetime(h, level_column=None, seasonal_fit=True, count="orders")
     if process == "seasonal-channel-orders":
@@ -106,7 +113,7 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
         # New customers as training would value them (lifetime.new_customers): by the process by
         # channel with the season, the variant's own fit when it is that one (counting orders when
         # the variant does).
-        new_process = "seasonal-channel-orders" if process.endswith("-orders") else "seasonal-channel"
+        new_process = next((f"seasonal-channel-{k}" for k in ("orders", "empirical") if process.endswith(f"-{k}")), "seasonal-channel")
         if new_customers == "process" and new_process not in fitted:
             fitted[new_process] = _params(h_train, new_process)
         lifetime = trained.lifetime.model_copy(

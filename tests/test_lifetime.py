@@ -297,6 +297,29 @@ def test_the_fit_on_orders_reads_the_orders(doubled_december):
     assert orders.seasonality[11] > days.seasonality[11]  # December's orders doubled
 
 
+def test_the_empirical_value_mean_scales_gamma_gamma_to_the_repeat_buyers_mean(peaked_book):
+    from features.btyd import btyd_summary
+
+    h = prepare_history(peaked_book.tables, "2021-06-30")
+    own = fit_lifetime(h, level_column="channel", level_fit_customers=2_000)
+    scaled = fit_lifetime(h, level_column="channel", level_fit_customers=2_000, value_mean="empirical")
+    s = btyd_summary(h, 7.0)
+    empirical = s.monetary_value[s.frequency > 0].mean()
+
+    def mean(gg):
+        return gg.p * gg.v / (gg.q - 1.0)
+
+    assert mean(scaled.gamma_gamma) == pytest.approx(empirical, rel=1e-12)
+    assert scaled.value_scale == pytest.approx(empirical / mean(own.gamma_gamma), rel=1e-12)
+    assert own.value_scale == 1.0 and abs(scaled.value_scale - 1.0) > 0.01  # this book's customers' means are gamma
+    # Only the mean moves: the shapes, the process and each level's mean relative to the base stay.
+    assert (scaled.gamma_gamma.p, scaled.gamma_gamma.q, scaled.pareto) == (own.gamma_gamma.p, own.gamma_gamma.q, own.pareto)
+    for a, b in zip(own.by_level.gamma_gamma_by_level, scaled.by_level.gamma_gamma_by_level, strict=True):
+        assert mean(b) / mean(scaled.by_level.gamma_gamma) == pytest.approx(mean(a) / mean(own.by_level.gamma_gamma), rel=1e-12)
+    with pytest.raises(ValueError, match="gamma_gamma or empirical"):
+        fit_lifetime(h, seasonal=False, value_mean="median")
+
+
 def test_a_new_customers_first_orders_average_to_its_first_days_value():
     from serving.lifetime import _first_order_nodes
 

@@ -481,6 +481,10 @@ class LifetimeConfig(BaseModel):
         puts the fitted dropout shape low and the tail long: on books simulated from the process,
         about 7 % at the tenth horizon (BENCHMARKS.md, "How far 18 months of history let a fit place the
         tail").
+    value_mean : {"gamma_gamma", "empirical"}
+        The population mean value of a purchase in the dropout process: Gamma-Gamma's own, or the
+        mean over the repeat buyers of their mean repeat purchase value (Gamma-Gamma's ``v``
+        scaled to it; :func:`features.btyd.lifetime.fit_lifetime`).
     season_adjusted_boosters : bool
         Read the boosters' forecast as that of a window of the average season of their training
         windows, rather than of the next window's season: they have no calendar, and their training
@@ -551,6 +555,7 @@ class LifetimeConfig(BaseModel):
     seasonal: bool = True
     seasonal_fit: bool = True
     count: Literal["purchase_days", "orders"] = "purchase_days"
+    value_mean: Literal["gamma_gamma", "empirical"] = "gamma_gamma"
     season_adjusted_boosters: bool = True
     alive_persistence: float = Field(1.0, ge=0, le=1)
     level_persistence: float | None = Field(None, ge=0, le=1)

@@ -248,7 +248,7 @@ def fit_lifetime_model(
             h, time_unit_days=time_unit_days, seasonal=settings.seasonal, seasonal_fit=settings.seasonal_fit,
             level_column=column, min_level_customers=settings.min_level_customers,
             level_prior_sd=settings.level_prior_sd, level_fit_customers=settings.level_fit_customers,
-            count=settings.count,
+            count=settings.count, value_mean=settings.value_mean,
         )  # fmt: skip
 
     # One fit serves both processes when it can: fit_lifetime fits the process without levels first,

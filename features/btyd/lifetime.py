@@ -194,6 +194,11 @@ class LifetimeParams(BaseModel):
         ``gamma_gamma``'s values are then per order, and :class:`DropoutState` reads a history the
         same way. Merging a Poisson stream of orders into days puts the dropout shape low and the
         tail long (BENCHMARKS.md, "How far 18 months of history let a fit place the tail").
+    value_scale : float
+        The factor Gamma-Gamma's ``v`` was multiplied by after its fit (also by level), so that its
+        population mean value of a purchase equals the mean over the repeat buyers of their mean
+        repeat purchase value (``value_mean="empirical"`` of :func:`fit_lifetime`); 1 when the fit
+        is Gamma-Gamma's own.
     orders_per_first_day : float
         With ``count="orders"``, the mean number of orders on a customer's first purchase day in the
         history the process was fitted on (≥ 1), so that a new customer's first purchase day is
@@ -211,6 +216,7 @@ class LifetimeParams(BaseModel):
     net_value_share: float = Field(1.0, ge=0, le=1)
     count: Literal["purchase_days", "orders"] = "purchase_days"
     orders_per_first_day: float = Field(1.0, ge=1, allow_inf_nan=False)
+    value_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_clock(self) -> LifetimeParams:
@@ -281,6 +287,7 @@ def fit_lifetime(
     level_prior_sd: float = 1.0,
     level_fit_customers: int = 50_000,
     count: Literal["purchase_days", "orders"] = "purchase_days",
+    value_mean: Literal["gamma_gamma", "empirical"] = "gamma_gamma",
 ) -> LifetimeParams:
     """Fit the dropout process (Pareto/NBD + Gamma-Gamma, seasonal purchase rate) on the history ``h``.
 
@@ -320,6 +327,12 @@ def fit_lifetime(
         the fit by level runs on the seasonal fit's sample, at most this many of them.
     count : {"purchase_days", "orders"}
         What a purchase is, in every fit and in the indices (:attr:`LifetimeParams.count`).
+    value_mean : {"gamma_gamma", "empirical"}
+        The population mean value of a purchase: Gamma-Gamma's own, p v / (q − 1), or the mean over
+        the repeat buyers of their mean repeat purchase value, by scaling ``v`` (the method of
+        moments for the mean, the shapes p and q still Gamma-Gamma's; :attr:`LifetimeParams.value_scale`).
+        Gamma-Gamma's customers' mean values are inverse gamma; where they are not, its mean can be
+        off (8 % high on the synthetic books, whose customers' mean values are gamma; BENCHMARKS.md).
 
     Returns
     -------
@@ -328,8 +341,12 @@ def fit_lifetime(
     Raises
     ------
     ValueError
-        If Pareto/NBD or Gamma-Gamma cannot be fitted (e.g. no repeat purchase), naming the cutoff.
+        If Pareto/NBD or Gamma-Gamma cannot be fitted (e.g. no repeat purchase), naming the cutoff;
+        if ``count`` or ``value_mean`` is none of its values; with ``value_mean="empirical"``, if
+        Gamma-Gamma's q ≤ 1 (no finite mean to scale).
     """
+    if value_mean not in ("gamma_gamma", "empirical"):
+        raise ValueError(f"value_mean: rule 'gamma_gamma or empirical': got {value_mean!r}")
     summary = btyd_summary(h, time_unit_days, count=count)
     with_season = seasonal and len(_month_bounds(h)[0]) >= SEASONALITY_MIN_MONTHS
     fit_clock = "seasonal" if with_season and seasonal_fit else "calendar"
@@ -355,11 +372,44 @@ def fit_lifetime(
             h, summary, level_column, pareto, gamma_gamma, min_level_customers, level_prior_sd, level_fit_customers,
             season=(rows, sample, clock, time_unit_days) if fit_clock == "seasonal" else None,
         )  # fmt: skip
+    value_scale = 1.0
+    if value_mean == "empirical":
+        value_scale = _empirical_value_scale(summary, gamma_gamma)
+        gamma_gamma = _scaled(gamma_gamma, value_scale)
+        if by_level is not None:
+            by_level = by_level.model_copy(update={
+                "gamma_gamma": _scaled(by_level.gamma_gamma, value_scale),
+                "gamma_gamma_by_level": tuple(_scaled(g, value_scale) for g in by_level.gamma_gamma_by_level),
+            })  # fmt: skip
+
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock, net_value_share=net_value_share(h),
         count=count, orders_per_first_day=float(h.p_orders[h.first].mean()) if count == "orders" else 1.0,
+        value_scale=value_scale,
     )  # fmt: skip
+
+
+def _empirical_value_scale(summary, gamma_gamma: GammaGammaParams) -> float:
+    """Mean over the repeat buyers of their mean repeat purchase value ÷ Gamma-Gamma's p v / (q − 1).
+
+    Raises
+    ------
+    ValueError
+        If Gamma-Gamma's q ≤ 1 (no finite mean to scale).
+    """
+    if not gamma_gamma.q > 1:
+        raise ValueError(f"value_mean 'empirical': Gamma-Gamma's q = {gamma_gamma.q:.4g} <= 1 has no finite mean to scale")
+    repeat = summary.frequency > 0
+    empirical = float(summary.monetary_value[repeat].mean())
+    scale = empirical / (gamma_gamma.p * gamma_gamma.v / (gamma_gamma.q - 1.0))
+    log.info("Gamma-Gamma's mean value of a purchase scaled by %.3f to the repeat buyers' mean, %.2f", scale, empirical)
+    return scale
+
+
+def _scaled(gg: GammaGammaParams, factor: float) -> GammaGammaParams:
+    """``gg`` with its population mean times ``factor`` (v scales the mean, p and q its shape)."""
+    return replace(gg, v=gg.v * factor)
 
 
 def net_value_share(h: History) -> float:
