@@ -334,7 +334,7 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book, caplog):
     assert one.new_customer_params.by_level.levels == ("leaky", "loyal")
     # One fit serves both: the process by channel without its levels is the one process.
     h = prepare_history(channel_book, "2024-06-30")
-    assert one.params == fit_lifetime(h, time_unit_days=7.0, seasonal=False)
+    assert one.params == fit_lifetime(h, time_unit_days=7.0, seasonal=False, value_mean="empirical")
     assert "new customers: valued by the dropout process by customers.channel alone" in caplog.text
     assert fitted(lifetime__new_customers="champion").new_customer_params is None
     # By channel, level_persistence takes its own default, and new customers share the fit.

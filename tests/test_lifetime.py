@@ -236,12 +236,15 @@ def test_counting_orders_reads_every_order_of_a_day_as_a_purchase():
     assert load_config(lifetime__count="orders").lifetime.count == "orders"
     with pytest.raises(ValueError, match="count"):
         load_config(lifetime__count="transactions")
-    model = fit_lifetime_model(
-        _tables(rows), cutoff=AS_OF.date(), model_horizon_days=91, origins=[], origin_rows=[], clv=ClvConfig(),
-        time_unit_days=7.0, settings=LifetimeConfig(seasonal=False, count="orders", new_customer_covariate=None),
-    )  # fmt: skip
+    common = dict(cutoff=AS_OF.date(), model_horizon_days=91, origins=[], origin_rows=[], clv=ClvConfig(), time_unit_days=7.0)
+    settings = LifetimeConfig(seasonal=False, count="orders", new_customer_covariate=None, value_mean="gamma_gamma")
+    model = fit_lifetime_model(_tables(rows), settings=settings, **common)
     assert model.params == fitted
     assert model.new_customer_params.count == "orders"
+    # And value_mean, whose default scales Gamma-Gamma's mean.
+    default = fit_lifetime_model(_tables(rows), settings=settings.model_copy(update={"value_mean": LifetimeConfig().value_mean}), **common)
+    assert LifetimeConfig().value_mean == "empirical"
+    assert default.params == fit_lifetime(h, seasonal=False, count="orders", value_mean="empirical")
 
 
 @pytest.fixture(scope="module")
