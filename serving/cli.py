@@ -92,7 +92,8 @@ config_option = click.option(
     "config_path",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML or JSON file with sections features, training, clv, monitor (default: $CLVCAST_CONFIG, else "
+    help="YAML or JSON file with the sections features, training, lifetime, clv, scoring, monitor and subscription and "
+    "the key business (default: $CLVCAST_CONFIG, else "
     "the built-in defaults); CLVCAST_<SECTION>__<KEY> variables and this command's flags override it.",
 )
 

@@ -187,7 +187,8 @@ def test_version_and_the_help_of_config_and_promote(capsys):
     assert run.code == 0 and run.out == f"clvcast {version('clvcast')}\n"
     for command in ("features", "train", "backtest", "score", "monitor", "retrain", "budget"):
         text = " ".join(_run(capsys, command, "--help").out.split())
-        assert "--config FILE YAML or JSON file with sections features, training, clv, monitor" in text, command
+        assert ("--config FILE YAML or JSON file with the sections features, training, lifetime, clv, scoring, monitor "
+                "and subscription and the key business") in text, command
     for command in ("train", "retrain"):
         text = " ".join(_run(capsys, command, "--help").out.split())
         assert "--promote [auto|force|never] auto: the new pair becomes champion only if" in text, command
