@@ -111,8 +111,10 @@ VARIANTS: dict[str, Variant] = {
                               {"training__min_history_days": 56}),
     "orders": Variant("the dropout process counts each order as a purchase, not each purchase day",
                       {"lifetime__count": "orders"}),
-    "empirical-value": Variant("Gamma-Gamma's mean value scaled to the repeat buyers' mean value",
+    "empirical-value": Variant("Gamma-Gamma's mean value scaled to the repeat buyers' mean value (the default since 2026-12-01)",
                                {"lifetime__value_mean": "empirical"}),
+    "gamma-gamma-value": Variant("Gamma-Gamma's own mean value (the default until 2026-12-01)",
+                                 {"lifetime__value_mean": "gamma_gamma"}),
 }
 
 

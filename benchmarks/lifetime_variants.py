@@ -16,7 +16,8 @@ each variant here refits only the dropout process on the history up to the train
 effects fitted with the season too; ``seasonal-orders`` and ``seasonal-channel-orders``: the same
 counting each order as a purchase, not each purchase day, ``fit_lifetime(count="orders")``;
 ``seasonal-empirical`` and ``seasonal-channel-empirical``: Gamma-Gamma's mean scaled to the repeat
-buyers' mean value, ``fit_lifetime(value_mean="empirical")``), sets the
+buyers' mean value, ``fit_lifetime(value_mean="empirical")``, training's default since 2026-12-01;
+every other process keeps Gamma-Gamma's own mean, ``fit_lifetime``'s default), sets the
 persistence weights ``@alive/level`` (:class:`training.config.LifetimeConfig`), and scores again:
 
 - the scored base: lifetime CLV ÷ the realised discounted margin, each horizon's expected spend ÷

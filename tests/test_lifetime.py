@@ -6,6 +6,7 @@ model's own story with a fixed seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -302,25 +303,59 @@ def test_the_fit_on_orders_reads_the_orders(doubled_december):
 
 def test_the_empirical_value_mean_scales_gamma_gamma_to_the_repeat_buyers_mean(peaked_book):
     from features.btyd import btyd_summary
+    from features.btyd.lifetime import VALUE_SCALE_WINSOR
 
     h = prepare_history(peaked_book.tables, "2021-06-30")
     own = fit_lifetime(h, level_column="channel", level_fit_customers=2_000)
     scaled = fit_lifetime(h, level_column="channel", level_fit_customers=2_000, value_mean="empirical")
     s = btyd_summary(h, 7.0)
-    empirical = s.monetary_value[s.frequency > 0].mean()
+    m = s.monetary_value[(s.frequency > 0) & (s.monetary_value > 0)]
+    empirical = np.minimum(m, np.quantile(m, VALUE_SCALE_WINSOR)).mean()
 
     def mean(gg):
         return gg.p * gg.v / (gg.q - 1.0)
 
+    c = scaled.value_scale
     assert mean(scaled.gamma_gamma) == pytest.approx(empirical, rel=1e-12)
-    assert scaled.value_scale == pytest.approx(empirical / mean(own.gamma_gamma), rel=1e-12)
-    assert own.value_scale == 1.0 and abs(scaled.value_scale - 1.0) > 0.01  # this book's customers' means are gamma
-    # Only the mean moves: the shapes, the process and each level's mean relative to the base stay.
+    assert c == pytest.approx(empirical / mean(own.gamma_gamma), rel=1e-12)
+    assert own.value_scale == 1.0 and c < 0.97  # this book's customers' means are gamma: Gamma-Gamma's is high
+    # Only the means move, each by c: the shapes, the process, every level and a new customer's value.
     assert (scaled.gamma_gamma.p, scaled.gamma_gamma.q, scaled.pareto) == (own.gamma_gamma.p, own.gamma_gamma.q, own.pareto)
+    assert mean(scaled.by_level.gamma_gamma) == pytest.approx(c * mean(own.by_level.gamma_gamma), rel=1e-12)
     for a, b in zip(own.by_level.gamma_gamma_by_level, scaled.by_level.gamma_gamma_by_level, strict=True):
-        assert mean(b) / mean(scaled.by_level.gamma_gamma) == pytest.approx(mean(a) / mean(own.by_level.gamma_gamma), rel=1e-12)
+        assert mean(b) == pytest.approx(c * mean(a), rel=1e-12)
+    levels = [None, *scaled.by_level.levels]
+    np.testing.assert_allclose(scaled.mean_order_value(levels), c * own.mean_order_value(levels), rtol=1e-12)
     with pytest.raises(ValueError, match="gamma_gamma or empirical"):
         fit_lifetime(h, seasonal=False, value_mean="median")
+
+
+def test_the_empirical_value_mean_is_guarded(peaked_book, caplog):
+    from features.btyd import btyd_summary
+    from features.btyd.lifetime import VALUE_SCALE_MIN_BUYERS, _empirical_value_scale
+
+    h = prepare_history(peaked_book.tables, "2021-06-30")
+    s = btyd_summary(h, 7.0)
+    gg = fit_lifetime(h, seasonal=False).gamma_gamma
+    base = _empirical_value_scale(s, gg)
+    repeat = np.flatnonzero(s.frequency > 0)
+
+    def with_values(rows, values):
+        m = s.monetary_value.copy()
+        m[rows] = values
+        return dataclasses.replace(s, monetary_value=m)
+
+    # One repeat buyer worth a thousand times the rest does not move it (winsorised), nor do
+    # repeat buyers whose purchases were worth nothing (Gamma-Gamma is not fitted on them either).
+    assert _empirical_value_scale(with_values(repeat[:1], 1_000 * s.monetary_value.max()), gg) == pytest.approx(base, rel=0.02)
+    assert _empirical_value_scale(with_values(repeat[:200], 0.0), gg) == pytest.approx(base, rel=0.05)
+    # Too few repeat buyers, a scale far from 1, or no finite mean: Gamma-Gamma's own, with a warning.
+    few = dataclasses.replace(s, frequency=np.where(np.arange(s.frequency.size) < VALUE_SCALE_MIN_BUYERS - 1, s.frequency, 0.0))
+    with caplog.at_level("WARNING"):
+        assert _empirical_value_scale(few, gg) == 1.0
+        assert _empirical_value_scale(with_values(repeat, 5 * s.monetary_value[repeat]), gg) == 1.0
+        assert _empirical_value_scale(s, dataclasses.replace(gg, q=0.9)) == 1.0
+    assert "fewer than" in caplog.text and "outside [0.5, 2]" in caplog.text and "no finite mean" in caplog.text
 
 
 def test_a_new_customers_first_orders_average_to_its_first_days_value():

@@ -104,6 +104,12 @@ SEASONALITY_MIN_MONTHS = 12
 SEASONAL_FIT_CUSTOMERS = 50_000
 #: Most month pieces of the sample it runs on (about 0.3 GB and 1 to 2 s per evaluation).
 SEASONAL_FIT_PIECES = 500_000
+#: ``value_mean="empirical"``: fewest repeat buyers with a value to scale Gamma-Gamma's mean on.
+VALUE_SCALE_MIN_BUYERS = 100
+#: The quantile each repeat buyer's mean value is winsorised at before the mean.
+VALUE_SCALE_WINSOR = 0.999
+#: Scales outside these bounds are not taken (Gamma-Gamma's own mean is kept, with a warning).
+VALUE_SCALE_BOUNDS = (0.5, 2.0)
 # Gauss-Legendre nodes of the purchase-probability integral, and where its log variable is cut off
 # (e^-45 of the mass is left out).
 _GL_NODES = 32
@@ -328,11 +334,18 @@ def fit_lifetime(
     count : {"purchase_days", "orders"}
         What a purchase is, in every fit and in the indices (:attr:`LifetimeParams.count`).
     value_mean : {"gamma_gamma", "empirical"}
-        The population mean value of a purchase: Gamma-Gamma's own, p v / (q − 1), or the mean over
-        the repeat buyers of their mean repeat purchase value, by scaling ``v`` (the method of
-        moments for the mean, the shapes p and q still Gamma-Gamma's; :attr:`LifetimeParams.value_scale`).
-        Gamma-Gamma's customers' mean values are inverse gamma; where they are not, its mean can be
-        off (8 % high on the synthetic books, whose customers' mean values are gamma; BENCHMARKS.md).
+        The population mean value of a purchase: Gamma-Gamma's own, p v / (q − 1) (this function's
+        default, the textbook model), or the mean over the repeat buyers of their mean repeat
+        purchase value (``LifetimeConfig.value_mean``'s default), by scaling ``v`` (the shapes p
+        and q still Gamma-Gamma's, so a mean matched, not a joint fit; :attr:`LifetimeParams.value_scale`;
+        guarded: :func:`_empirical_value_scale`). Gamma-Gamma's customers' mean values are inverse
+        gamma; where they are not, its mean can be off (8 % high on the synthetic books, whose
+        customers' mean values are gamma; BENCHMARKS.md). The repeat buyers' mean estimates the
+        population's as far as value is independent of frequency, as Gamma-Gamma assumes. By level,
+        the one factor scales every level, whose own p and q are fitted on a sample: the mixture's
+        mean is then near the target, not exactly on it. A customer's expected value moves by
+        p (c − 1) v / (p x + q − 1): the whole factor c at x = 0 (a new customer), less with each
+        repeat purchase.
 
     Returns
     -------
@@ -342,8 +355,7 @@ def fit_lifetime(
     ------
     ValueError
         If Pareto/NBD or Gamma-Gamma cannot be fitted (e.g. no repeat purchase), naming the cutoff;
-        if ``count`` or ``value_mean`` is none of its values; with ``value_mean="empirical"``, if
-        Gamma-Gamma's q ≤ 1 (no finite mean to scale).
+        if ``count`` or ``value_mean`` is none of its values.
     """
     if value_mean not in ("gamma_gamma", "empirical"):
         raise ValueError(f"value_mean: rule 'gamma_gamma or empirical': got {value_mean!r}")
@@ -391,18 +403,30 @@ def fit_lifetime(
 
 
 def _empirical_value_scale(summary, gamma_gamma: GammaGammaParams) -> float:
-    """Mean over the repeat buyers of their mean repeat purchase value ÷ Gamma-Gamma's p v / (q − 1).
+    """The repeat buyers' mean repeat purchase value ÷ Gamma-Gamma's p v / (q − 1), or 1 when that cannot be trusted.
 
-    Raises
-    ------
-    ValueError
-        If Gamma-Gamma's q ≤ 1 (no finite mean to scale).
+    Over the customers Gamma-Gamma is fitted on (a repeat purchase, a positive mean value), each
+    customer's mean value winsorised at the :data:`VALUE_SCALE_WINSOR` quantile so that one
+    outlier does not set every new customer's value. 1, with a warning, when Gamma-Gamma has no
+    finite mean (q ≤ 1), when fewer than :data:`VALUE_SCALE_MIN_BUYERS` customers qualify, or when
+    the scale falls outside :data:`VALUE_SCALE_BOUNDS` (a misfit of the inverse gamma moves the
+    mean by a few per cent, 8 % on the synthetic books; far more says something else is wrong).
     """
     if not gamma_gamma.q > 1:
-        raise ValueError(f"value_mean 'empirical': Gamma-Gamma's q = {gamma_gamma.q:.4g} <= 1 has no finite mean to scale")
-    repeat = summary.frequency > 0
-    empirical = float(summary.monetary_value[repeat].mean())
+        log.warning("value_mean 'empirical': Gamma-Gamma's q = %.4g <= 1 has no finite mean; its own fit is kept", gamma_gamma.q)
+        return 1.0
+    m = summary.monetary_value[(summary.frequency > 0) & (summary.monetary_value > 0)]
+    if m.size < VALUE_SCALE_MIN_BUYERS:
+        log.warning("value_mean 'empirical': %d repeat buyers with a value, fewer than %d; Gamma-Gamma's own mean is kept",
+                    m.size, VALUE_SCALE_MIN_BUYERS)  # fmt: skip
+        return 1.0
+    empirical = float(np.minimum(m, np.quantile(m, VALUE_SCALE_WINSOR)).mean())
     scale = empirical / (gamma_gamma.p * gamma_gamma.v / (gamma_gamma.q - 1.0))
+    low, high = VALUE_SCALE_BOUNDS
+    if not low <= scale <= high:
+        log.warning("value_mean 'empirical': the repeat buyers' mean value %.2f is %.3f times Gamma-Gamma's, outside [%g, %g]; "
+                    "Gamma-Gamma's own mean is kept", empirical, scale, low, high)  # fmt: skip
+        return 1.0
     log.info("Gamma-Gamma's mean value of a purchase scaled by %.3f to the repeat buyers' mean, %.2f", scale, empirical)
     return scale
 
