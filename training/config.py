@@ -488,7 +488,7 @@ class LifetimeConfig(BaseModel):
         reads the customers' mean values as inverse gamma: on the synthetic books, whose customers'
         means are gamma, its mean was 8 % above the repeat buyers' on all six development books, and
         new customers were valued 3–14 % above their expectation on five of them; on CDNOW the
-        two agree (scale 0.995). It moves the new customers' CLV and the tail's value, not the
+        two agree (scale 0.994–0.996). It moves the new customers' CLV and the tail's value, not the
         boosters' horizons (BENCHMARKS.md, "Gamma-Gamma's mean value").
     season_adjusted_boosters : bool
         Read the boosters' forecast as that of a window of the average season of their training
