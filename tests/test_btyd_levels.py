@@ -352,7 +352,7 @@ def test_the_lifetime_setting_reaches_the_fit(channel_book, caplog):
         no_channel = fitted(lifetime__dropout_covariate="region", lifetime__level_fit_customers=200)
     assert no_channel.params.by_level is None and no_channel.level_persistence == 0.0
     assert "customers.region: no such column" in caplog.text
-    assert "dropout process: one for every customer; level_persistence 0.00" in caplog.text
+    assert "dropout process of the scored customers: one for every customer; level_persistence 0.00" in caplog.text
     assert fitted(lifetime__dropout_covariate="channel", lifetime__level_persistence=0.3).level_persistence == 0.3
 
 

@@ -257,10 +257,10 @@ def fit_lifetime_model(
     params = fitted if settings.dropout_covariate else fitted.model_copy(update={"by_level": None})
     persistence = level_persistence(settings, params)
     log.info(
-        "dropout process: %s; level_persistence %.2f; a purchase is %s; Gamma-Gamma's mean value %s",
+        "dropout process of the scored customers: %s; level_persistence %.2f; a purchase is %s; Gamma-Gamma's mean value %s",
         "one for every customer" if params.by_level is None else f"by customers.{params.by_level.column}", persistence,
         "a purchase day" if params.count == "purchase_days" else "an order",
-        "its own" if settings.value_mean == "gamma_gamma" else f"scaled by {params.value_scale:.3f} to the repeat buyers'",
+        "its own" if params.value_scale == 1.0 else f"scaled by {params.value_scale:.3f} to the repeat buyers'",
     )  # fmt: skip
     new_customer_params = None
     if settings.new_customers == "process":

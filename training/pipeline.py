@@ -1072,7 +1072,8 @@ def format_comparison(result: TrainResult) -> str:
     status = "champion" if result.promoted else "not promoted"
     refit = ""
     if result.refit:
-        refit = f"\nrefitted on data up to {result.data_end}: the registered models have seen the final window"
+        refit = (f"\nrefitted on data up to {result.data_end} after the evaluation: the registered models have also "
+                 "learnt the holdout window, so the figures above are those of the models before the refit")
     tail = (
         f"registered clvcast-churn v{result.churn_version}, clvcast-spend v{result.spend_version} "
         f"({status}: {result.reason}){refit}\nrun {result.run_id}"
