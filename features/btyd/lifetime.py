@@ -89,7 +89,7 @@ from features.btyd.gamma_gamma import GammaGammaParams, fit_gamma_gamma, gamma_g
 from features.btyd.pareto_nbd import ParetoNBDParams, fit_pareto_nbd, pareto_nbd_probability_alive
 from features.btyd.seasonal import MONTHS, SeasonalClock
 from features.btyd.seasonal_pareto import SeasonalHistory, fit_seasonal_pareto_nbd, month_pieces, seasonal_pareto_nbd_probability_alive
-from features.btyd.summary import btyd_summary
+from features.btyd.summary import btyd_summary, check_count
 from features.history import History, arrow_strings, lookup
 
 log = logging.getLogger(__name__)
@@ -393,7 +393,6 @@ def fit_lifetime(
                 "gamma_gamma": _scaled(by_level.gamma_gamma, value_scale),
                 "gamma_gamma_by_level": tuple(_scaled(g, value_scale) for g in by_level.gamma_gamma_by_level),
             })  # fmt: skip
-
     return LifetimeParams(
         pareto=pareto, gamma_gamma=gamma_gamma, seasonality=tuple(float(v) for v in indices),
         time_unit_days=float(time_unit_days), by_level=by_level, fit_clock=fit_clock, net_value_share=net_value_share(h),
@@ -544,9 +543,9 @@ def _fit_sample_index(rows: SeasonalHistory) -> np.ndarray:
 
 def seasonal_history(h: History, *, count: str = "purchase_days") -> SeasonalHistory:
     """Each customer's repeat purchase days (or orders: ``count``), first and last purchase day and cutoff day (:mod:`features.btyd.seasonal_pareto`)."""
-    _check_count(count)
+    check_count(count)
     if count == "orders":
-        frequency = np.bincount(h.p_key, weights=h.p_orders, minlength=h.n) - 1.0
+        frequency = h.purchase_count - 1.0
     else:
         frequency = (h.last - h.first).astype(np.float64)
     return SeasonalHistory(
@@ -555,11 +554,6 @@ def seasonal_history(h: History, *, count: str = "purchase_days") -> SeasonalHis
         last_day=(h.cutoff_day - h.p_ago[h.last]).astype(np.int64),
         cutoff_day=np.full(h.n, h.cutoff_day, dtype=np.int64),
     )
-
-
-def _check_count(count: str) -> None:
-    if count not in ("purchase_days", "orders"):
-        raise ValueError(f"count: rule 'purchase_days or orders': got {count!r}")
 
 
 def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
@@ -573,7 +567,7 @@ def _month_bounds(h: History) -> tuple[np.ndarray, np.ndarray]:
 
 def _seasonality(h: History, pareto: ParetoNBDParams, unit: float, *, count: str = "purchase_days") -> np.ndarray:
     """Observed / expected repeat purchase days (or orders: ``count``) per calendar month, mean 1 (module docstring)."""
-    _check_count(count)
+    check_count(count)
     lo, hi = _month_bounds(h)
     if count == "orders":  # every order but each customer's first
         day, weight = h.cutoff_day - h.p_ago, h.p_orders.astype(float)

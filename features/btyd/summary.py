@@ -46,6 +46,12 @@ class BTYDSummary:
     time_unit_days: float
 
 
+def check_count(count: str) -> None:
+    """Raise ValueError unless ``count`` is ``"purchase_days"`` or ``"orders"`` (what a purchase is)."""
+    if count not in ("purchase_days", "orders"):
+        raise ValueError(f"count: rule 'purchase_days or orders': got {count!r}")
+
+
 def btyd_summary(h: History, time_unit_days: float, *, count: str = "purchase_days") -> BTYDSummary:
     """BTYD summary of every customer of ``h`` (conventions of :func:`summary_from_transactions`).
 
@@ -66,8 +72,7 @@ def btyd_summary(h: History, time_unit_days: float, *, count: str = "purchase_da
     """
     if not time_unit_days > 0:
         raise ValueError(f"time_unit_days: rule '> 0': got {time_unit_days}")
-    if count not in ("purchase_days", "orders"):
-        raise ValueError(f"count: rule 'purchase_days or orders': got {count!r}")
+    check_count(count)
     unit = float(time_unit_days)
     frequency = (h.last - h.first).astype(np.float64)
     recency = (h.p_ago[h.first] - h.p_ago[h.last]) / unit
@@ -78,7 +83,7 @@ def btyd_summary(h: History, time_unit_days: float, *, count: str = "purchase_da
     repeat_value = np.bincount(h.p_key[repeat], weights=h.p_value[repeat], minlength=h.n)
     if count == "orders":
         first_orders = h.p_orders[h.first]
-        frequency = np.bincount(h.p_key, weights=h.p_orders, minlength=h.n) - 1.0
+        frequency = h.purchase_count - 1.0
         repeat_value = repeat_value + h.p_value[h.first] * (first_orders - 1) / first_orders
     monetary = np.divide(repeat_value, frequency, out=np.zeros(h.n), where=frequency > 0)
     return BTYDSummary(frequency, recency, T, monetary, unit)
