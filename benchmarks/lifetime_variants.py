@@ -50,30 +50,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+#: Suffixes of ``seasonal`` and ``seasonal-channel``: fit_lifetime's arguments they stand for.
+OPTIONS = {"orders": {"count": "orders"}, "empirical": {"value_mean": "empirical"}}
 PROCESSES = {"one": None, "channel": ("purchase", "dropout"), "dropout": ("dropout",), "seasonal": None,
-             "seasonal-channel": ("purchase", "dropout"), "seasonal-orders": None,
-             "seasonal-channel-orders": ("purchase", "dropout"), "seasonal-empirical": None,
-             "seasonal-channel-empirical": ("purchase", "dropout")}
+             "seasonal-channel": ("purchase", "dropout")}
+PROCESSES |= {f"{base}-{option}": PROCESSES[base] for base in ("seasonal", "seasonal-channel") for option in OPTIONS}
+
+
+def _options(process: str) -> tuple[str, dict]:
+    """(``process`` without its option suffix, fit_lifetime's arguments of the suffix)."""
+    for option, kwargs in OPTIONS.items():
+        if process.endswith(f"-{option}"):
+            return process.removesuffix(f"-{option}"), kwargs
+    return process, {}
 
 
 def _params(h, process: str):
     """The dropout process of a variant, fitted on the history ``h`` at the training cutoff."""
     import features.btyd.lifetime as L
 
-    if process == "seasonal-empirical":
-        return L.fit_lifetime(h, level_column=None, seasonal_fit=True, value_mean="empirical")
-    if process == "seasonal-channel-empirical":
-        return L.fit_lifetime(h, level_column="channel", seasonal_fit=True, value_mean="empirical")
-    if process == "seasonal-orders":
-        return L.fit_lifetime(h, level_column=None, seasonal_fit=True, count="orders")
-    if process == "seasonal-channel-orders":
-        return L.fit_lifetime(h, level_column="channel", seasonal_fit=True, count="orders")
-    if PROCESSES[process] is None:
-        return L.fit_lifetime(h, level_column=None, seasonal_fit=process == "seasonal")  # "one": in calendar time
+    base, options = _options(process)
+    if base in ("seasonal", "seasonal-channel"):  # with the season, and the suffix's option if any
+        return L.fit_lifetime(h, level_column="channel" if base == "seasonal-channel" else None, seasonal_fit=True, **options)
+    if process == "one":
+        return L.fit_lifetime(h, level_column=None, seasonal_fit=False)  # in calendar time
     if process == "channel":
         return L.fit_lifetime(h, level_column="channel", seasonal_fit=False)  # in calendar time
-    if process == "seasonal-channel":
-        return L.fit_lifetime(h, level_column="channel", seasonal_fit=True)
     # The dropout rate alone by channel: refit with the purchase and value effects held at 0.
     fit_pn, fit_gg = L.fit_pareto_nbd_by_level, L.fit_gamma_gamma_by_level
     L.fit_pareto_nbd_by_level = lambda *a, **k: fit_pn(*a, **{**k, "effects": PROCESSES[process]})
@@ -112,9 +114,10 @@ def run_seed(work: Path, seed: int, variants: list[str], fit_cutoff: str | None 
             fitted[process] = _params(h_train, process)
         alive, level = (float(w) for w in weights.split("/"))
         # New customers as training would value them (lifetime.new_customers): by the process by
-        # channel with the season, the variant's own fit when it is that one (counting orders when
-        # the variant does).
-        new_process = next((f"seasonal-channel-{k}" for k in ("orders", "empirical") if process.endswith(f"-{k}")), "seasonal-channel")
+        # channel with the season, the variant's own fit when it is that one (with the variant's
+        # option, when it has one).
+        suffix = process.removeprefix(_options(process)[0])
+        new_process = f"seasonal-channel{suffix}"
         if new_customers == "process" and new_process not in fitted:
             fitted[new_process] = _params(h_train, new_process)
         lifetime = trained.lifetime.model_copy(
