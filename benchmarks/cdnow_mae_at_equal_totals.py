@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from lifetime_experiments import CDNOW_WINDOWS  # noqa: E402  (the pseudo-holdouts)
+from lifetime_experiments import CDNOW_WINDOWS, cdnow_window  # noqa: E402  (the pseudo-holdouts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.window == "classic":
         cutoff, shape = "1997-09-30", {"horizon_days": 273}
     else:
-        cutoff, horizon, label = CDNOW_WINDOWS[args.window]
-        shape = {"horizon_days": horizon} | ({} if label is None else {"training__label_horizon_days": label})
+        cutoff, shape = cdnow_window(args.window)
     ev = evaluate(tables, cutoff=cutoff, config=load_config(**shape))
     actual = ev.actual_spend
     ours = ev.predictions["clvcast"]["expected_spend"].to_numpy(float)

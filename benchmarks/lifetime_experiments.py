@@ -188,13 +188,18 @@ def run_synthetic(book, overrides: dict[str, Any], evaluation=None) -> tuple[dic
     return metrics, ev
 
 
+def cdnow_window(window: str) -> tuple[str, dict[str, int]]:
+    """(cutoff, config overrides of the horizon and, if set, the boosters' label window) of a CDNOW pseudo-holdout."""
+    cutoff, horizon, label = CDNOW_WINDOWS[window]
+    return cutoff, {"horizon_days": horizon} | ({} if label is None else {"training__label_horizon_days": label})
+
+
 def run_cdnow(tables, window: str, overrides: dict[str, Any]) -> dict[str, float]:
     """``clvcast backtest``'s evaluation on a CDNOW pseudo-holdout."""
     from training.config import load_config
     from training.pipeline import evaluate
 
-    cutoff, horizon, label = CDNOW_WINDOWS[window]
-    shape = {"horizon_days": horizon} if label is None else {"horizon_days": horizon, "training__label_horizon_days": label}
+    cutoff, shape = cdnow_window(window)
     ev = evaluate(tables, cutoff=cutoff, config=load_config(**shape, **overrides))
     total = float(ev.actual_spend.sum())
     ours, pareto = ev.metrics["clvcast"], ev.metrics["pareto"]
